@@ -1,0 +1,67 @@
+/**
+ * The application as a Fastify instance: storage → registry service → routes.
+ * server.ts runs it as a process; tests build it with their own config and storage.
+ */
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { Config } from './config.js';
+import errorHandling from './plugins/errors.js';
+import { ModelRegistry } from './registry/service.js';
+import modelRoutes from './routes/models/index.js';
+import systemRoutes from './routes/system.js';
+import { createStorage, type Storage } from './storage/index.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    registry: ModelRegistry;
+  }
+}
+
+export interface BuildOptions {
+  config: Config;
+  /** Use this storage instead of creating the configured one (tests). Not closed by the app. */
+  storage?: Storage;
+  logger?: FastifyServerOptions['logger'];
+}
+
+export function loggerOptions(config: Config): FastifyServerOptions['logger'] {
+  return {
+    level: config.LOG_LEVEL,
+    redact: {
+      paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', '*.token', '*.AUTH_TOKENS'],
+      censor: '[redacted]',
+    },
+  };
+}
+
+export async function buildApp(options: BuildOptions): Promise<FastifyInstance> {
+  const { config } = options;
+  const app = Fastify({
+    logger: options.logger ?? loggerOptions(config),
+    // Uploads are streamed by the model routes; this limit only applies to JSON bodies.
+    bodyLimit: 64 * 1024,
+    maxParamLength: 512,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+  const storage = options.storage ?? (await createStorage(config, app.log));
+  if (!options.storage) app.addHook('onClose', async () => storage.close());
+
+  const registry = new ModelRegistry({
+    storage,
+    limits: {
+      maxModelBytes: config.MAX_MODEL_BYTES,
+      maxExtractedBytes: config.MAX_EXTRACTED_BYTES,
+      maxEntries: config.MAX_ARCHIVE_ENTRIES,
+    },
+    history: config.MODEL_HISTORY,
+    logger: app.log.child({ component: 'registry' }),
+  });
+  app.decorate('config', config);
+  app.decorate('registry', registry);
+
+  await app.register(errorHandling);
+  await app.register(systemRoutes);
+  await app.register(modelRoutes);
+  return app;
+}

@@ -1,0 +1,112 @@
+/**
+ * The error catalogue. Every error the service raises on purpose is a RegistryError with a
+ * stable machine code, an HTTP status and a message that tells the user how to fix it.
+ * Storage backends translate their SDK errors into the storage errors at the bottom
+ * (NotFound / PreconditionFailed / Unavailable), keeping the original as `cause`.
+ */
+
+export class RegistryError extends Error {
+  constructor(
+    readonly code: string,
+    readonly statusCode: number,
+    message: string,
+    options?: { cause?: unknown; headers?: Record<string, string> },
+  ) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'RegistryError';
+    this.headers = options?.headers ?? {};
+  }
+  readonly headers: Record<string, string>;
+}
+
+type Maker<A extends unknown[]> = (...args: A) => RegistryError;
+const define =
+  <A extends unknown[]>(code: string, status: number, message: (...args: A) => string): Maker<A> =>
+  (...args) =>
+    new RegistryError(code, status, message(...args));
+
+export const errors = {
+  invalidName: define('INVALID_NAME', 400, (name: string) =>
+    `Model name ${JSON.stringify(name)} is not valid: use 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit and not ending in .tar.gz.`),
+  invalidVersion: define('INVALID_VERSION', 400, (raw: string) =>
+    `Version ${JSON.stringify(raw)} is not valid: pass a positive integer, e.g. ?version=3.`),
+  invalidQuery: define('INVALID_QUERY', 400, (detail: string) => `Invalid query: ${detail}.`),
+  invalidBody: define('INVALID_BODY', 400, (detail: string) => `Invalid request body: ${detail}.`),
+  invalidLabel: define('INVALID_LABEL', 400, (detail: string) => `Invalid label: ${detail}.`),
+  invalidHeader: define('INVALID_HEADER', 400, (header: string, fix: string) =>
+    `Header ${header} is malformed: ${fix}.`),
+  unsupportedMediaType: define('UNSUPPORTED_MEDIA_TYPE', 415, (type: string) =>
+    `Content-Type ${JSON.stringify(type)} is not accepted: send a .tar.gz as application/gzip (curl -T model.tar.gz), a plain tar as application/x-tar, or multipart/form-data with one file part (curl -F file=@model.tar.gz).`),
+  multipartNoFile: define('MULTIPART_NO_FILE', 400, () =>
+    'The multipart body has no file part: send the archive as a file field, e.g. curl -F file=@model.tar.gz.'),
+  multipartManyFiles: define('MULTIPART_TOO_MANY_FILES', 400, () =>
+    'The multipart body has more than one file part: send exactly one archive per upload.'),
+  tooLarge: define('MODEL_TOO_LARGE', 413, (limit: number) =>
+    `The upload is larger than MAX_MODEL_BYTES (${limit} bytes): compress the model better or raise MAX_MODEL_BYTES on the server.`),
+  invalidArchive: define('INVALID_ARCHIVE', 422, (detail: string) =>
+    `The upload is not a valid model archive: ${detail}.`),
+  unsafeArchive: define('UNSAFE_ARCHIVE', 422, (detail: string) =>
+    `The archive contains an unsafe entry: ${detail}. Archives may hold only regular files, directories and symlinks that stay inside the archive.`),
+  archiveLimit: define('ARCHIVE_LIMIT_EXCEEDED', 422, (detail: string) =>
+    `The archive exceeds a server limit: ${detail}.`),
+  digestMismatch: define('DIGEST_MISMATCH', 422, (header: string, expected: string, actual: string) =>
+    `The body's SHA-256 does not match ${header}: expected ${expected}, received ${actual}. The upload was corrupted or the header is wrong; nothing was stored.`),
+  modelNotFound: define('MODEL_NOT_FOUND', 404, (name: string) =>
+    `Model ${JSON.stringify(name)} does not exist: upload it with PUT /models/${name}.`),
+  versionNotFound: define('VERSION_NOT_FOUND', 404, (name: string, version: number) =>
+    `Model ${JSON.stringify(name)} has no version ${version}: list the retained versions with GET /models/${name}/versions.`),
+  versionIsCurrent: define('VERSION_IS_CURRENT', 409, (name: string, version: number) =>
+    `Version ${version} is the current version of ${JSON.stringify(name)}: roll back to another version first, or delete the whole model.`),
+  alreadyExists: define('PRECONDITION_FAILED', 412, (name: string) =>
+    `Model ${JSON.stringify(name)} already exists and If-None-Match: * was sent: drop the header to replace it, or use If-Match with its current ETag.`),
+  etagMismatch: define('PRECONDITION_FAILED', 412, (name: string, current: string | undefined) =>
+    current === undefined
+      ? `Model ${JSON.stringify(name)} does not exist, so If-Match cannot match: drop If-Match to create it.`
+      : `Model ${JSON.stringify(name)} changed: its current ETag is ${current}. Fetch it again and retry with that ETag.`),
+  conflict: define('CONCURRENT_UPDATE', 409, (name: string) =>
+    `Model ${JSON.stringify(name)} kept changing under concurrent writers: retry the request.`),
+  rangeNotSatisfiable: define('RANGE_NOT_SATISFIABLE', 416, (size: number) =>
+    `The requested range is outside the archive (${size} bytes): ask for bytes between 0 and ${Math.max(size - 1, 0)}.`),
+  unauthorized: define('UNAUTHORIZED', 401, () =>
+    'A bearer token is required: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'),
+  forbidden: define('FORBIDDEN', 403, (needed: string) =>
+    `This token may not do that: the request needs a ${needed} token.`),
+  notFound: define('NOT_FOUND', 404, (method: string, url: string) =>
+    `No route ${method} ${url}: see GET /openapi.yaml for the API.`),
+} as const;
+
+// ---- Storage errors: what every backend translates its SDK errors into. ----
+
+/** The key does not exist. */
+export class NotFoundError extends Error {
+  constructor(readonly key: string, options?: { cause?: unknown }) {
+    super(`object not found: ${key}`, options);
+    this.name = 'NotFoundError';
+  }
+}
+
+/** A conditional write or copy lost: the object is not in the state the caller expected. */
+export class PreconditionFailedError extends Error {
+  constructor(readonly key: string, options?: { cause?: unknown }) {
+    super(`precondition failed: ${key}`, options);
+    this.name = 'PreconditionFailedError';
+  }
+}
+
+/** The storage is unreachable or failing; the request may succeed later. */
+export class StorageUnavailableError extends RegistryError {
+  constructor(backend: string, detail: string, options?: { cause?: unknown }) {
+    super('STORAGE_UNAVAILABLE', 503, `The ${backend} storage is unavailable (${detail}): retry shortly; operators should check the storage settings and /readyz.`, {
+      cause: options?.cause,
+      headers: { 'retry-after': '5' },
+    });
+  }
+}
+
+/** A setting is missing or wrong. The process prints `message` on one line and exits 1. */
+export class ConfigError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ConfigError';
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * Bearer-token authorisation (SPEC §5). Registered inside the /models scope: read tokens may
+ * GET/HEAD, write tokens also PUT and POST, admin tokens also DELETE. Tokens are compared in
+ * constant time (digests of equal length, every token checked) and never logged.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Scope } from '../config.js';
+import { errors } from '../errors.js';
+
+const RANK: Record<Scope, number> = { read: 1, write: 2, admin: 3 };
+
+export function scopeFor(method: string): Scope {
+  if (method === 'GET' || method === 'HEAD') return 'read';
+  if (method === 'DELETE') return 'admin';
+  return 'write';
+}
+
+const digest = (text: string) => createHash('sha256').update(text).digest();
+
+export default fp(async function auth(app: FastifyInstance, options: { tokens: { scope: Scope; token: string }[] }) {
+  if (options.tokens.length === 0) return;
+  const known = options.tokens.map(({ scope, token }) => ({ scope, digest: digest(token) }));
+
+  const grantedScope = (request: FastifyRequest): Scope | undefined => {
+    const header = request.headers.authorization;
+    const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!m) return undefined;
+    const presented = digest(m[1]!);
+    let granted: Scope | undefined;
+    for (const entry of known) {
+      if (timingSafeEqual(entry.digest, presented) && (!granted || RANK[entry.scope] > RANK[granted])) granted = entry.scope;
+    }
+    return granted;
+  };
+
+  app.addHook('onRequest', async (request, reply) => {
+    const granted = grantedScope(request);
+    if (!granted) {
+      reply.header('www-authenticate', 'Bearer realm="model-registry"');
+      throw errors.unauthorized();
+    }
+    const needed = scopeFor(request.method);
+    if (RANK[granted] < RANK[needed]) throw errors.forbidden(needed);
+  });
+});

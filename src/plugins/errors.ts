@@ -1,0 +1,64 @@
+/**
+ * One error handler and one not-found handler: every error leaves as
+ * {"error": CODE, "message": "..."}; 5xx details stay in the log, never in the response.
+ */
+import type { FastifyError, FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
+
+/** Fastify's own client errors, reworded with a fix. */
+const FASTIFY_ERRORS: Record<string, (err: FastifyError) => RegistryError> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: (err) => errors.unsupportedMediaType(/: (.*)$/.exec(err.message)?.[1] ?? ''),
+  FST_ERR_CTP_EMPTY_JSON_BODY: () => errors.invalidBody('the JSON body is empty; send e.g. {"version": 2}'),
+  FST_ERR_CTP_INVALID_JSON_BODY: () => errors.invalidBody('the body is not valid JSON'),
+  FST_ERR_CTP_BODY_TOO_LARGE: () => errors.invalidBody('the JSON body is too large'),
+  FST_INVALID_MULTIPART_CONTENT_TYPE: () => errors.invalidBody('the multipart body is malformed'),
+  FST_PARTS_LIMIT: () => errors.invalidBody('the multipart body has too many parts'),
+  FST_FIELDS_LIMIT: () => errors.invalidBody('the multipart body has too many fields'),
+  FST_FILES_LIMIT: () => errors.multipartManyFiles(),
+};
+
+export function toRegistryError(err: unknown): RegistryError | undefined {
+  if (err instanceof RegistryError) return err;
+  if (err instanceof NotFoundError) return new RegistryError('NOT_FOUND', 404, 'The object does not exist.');
+  if (err instanceof PreconditionFailedError) return new RegistryError('PRECONDITION_FAILED', 412, 'The object changed meanwhile: retry.');
+  const fe = err as FastifyError;
+  const known = fe?.code ? FASTIFY_ERRORS[fe.code] : undefined;
+  if (known) return known(fe);
+  if (fe?.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
+    return new RegistryError(fe.code ?? 'BAD_REQUEST', fe.statusCode, fe.message.endsWith('.') ? fe.message : `${fe.message}.`);
+  }
+  return undefined;
+}
+
+export default fp(async function errorHandling(app: FastifyInstance) {
+  app.setErrorHandler((err, request, reply) => {
+    const known = toRegistryError(err);
+    if (known && known.statusCode < 500) {
+      request.log.info({ code: known.code, status: known.statusCode }, known.message);
+    } else if (known) {
+      request.log.warn({ err }, known.message);
+    } else if (request.raw.socket?.destroyed) {
+      request.log.info({ err: (err as Error).message }, 'client went away');
+    } else {
+      request.log.error({ err }, 'request failed');
+    }
+    if (reply.sent || reply.raw.headersSent) return;
+    const status = known?.statusCode ?? 500;
+    if (status === 413 || (status >= 400 && !request.raw.readableEnded && request.method === 'PUT')) {
+      // The client may still be sending a large body we will not read.
+      reply.header('connection', 'close');
+    }
+    void reply
+      .code(status)
+      .headers(known?.headers ?? {})
+      .send({
+        error: known?.code ?? 'INTERNAL',
+        message: known?.message ?? `Internal error; the server log has the details under request id ${request.id}.`,
+      });
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const err = errors.notFound(request.method, request.url.split('?')[0]!);
+    void reply.code(404).send({ error: err.code, message: err.message });
+  });
+});

@@ -1,0 +1,225 @@
+/**
+ * One-pass validation of an uploaded model archive. The validator is a pass-through Transform
+ * placed between the request and the storage: it counts and hashes the bytes, and feeds a copy
+ * through gunzip into a tar parser that checks every entry against the rules of SPEC §1.
+ * It fails the stream (so the staged upload is discarded) on the first broken rule, and its
+ * flush waits until the tar has been parsed to its end — so a staged upload that completed is
+ * known to be valid. Memory stays bounded: gunzip output is consumed as it is produced.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { createGunzip, type Gunzip } from 'node:zlib';
+import { Parser, type ReadEntry } from 'tar';
+import { errors, RegistryError } from '../errors.js';
+
+export interface ArchiveLimits {
+  maxModelBytes: number;
+  maxExtractedBytes: number;
+  maxEntries: number;
+}
+
+/** What the body is: a gzipped tar (stored as-is) or a plain tar (gzipped by the server). */
+export type ArchiveFormat = 'gzip' | 'tar';
+
+export interface ArchiveSummary {
+  /** Bytes received and their SHA-256 (what a client's Content-Digest describes). */
+  receivedBytes: number;
+  receivedSha256: string;
+  entries: number;
+  extractedBytes: number;
+}
+
+const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
+const GZIP_MAGIC = [0x1f, 0x8b];
+
+export class ArchiveValidator extends Transform {
+  readonly #limits: ArchiveLimits;
+  readonly #format: ArchiveFormat;
+  readonly #hash: Hash = createHash('sha256');
+  readonly #gunzip: Gunzip | undefined;
+  readonly #parser: Parser;
+  readonly #symlinks = new Set<string>();
+  #received = 0;
+  #head = Buffer.alloc(0);
+  #tarBytes = 0;
+  #entries = 0;
+  #extracted = 0;
+  #parsed = false;
+  #onParsed: (() => void) | undefined;
+  #summary: ArchiveSummary | undefined;
+
+  constructor(format: ArchiveFormat, limits: ArchiveLimits) {
+    super({ highWaterMark: 1024 * 1024 });
+    this.#format = format;
+    this.#limits = limits;
+    this.#parser = new Parser({ strict: true, maxDecompressionRatio: Infinity });
+    this.#parser.on('entry', (entry: ReadEntry) => this.#checkEntry(entry));
+    this.#parser.on('warn', (code: string, message: string | Error) => this.#fail(parserError(code, message)));
+    this.#parser.on('error', (err: Error & { code?: string }) => this.#fail(parserError(err.code ?? '', err)));
+    this.#parser.on('end', () => {
+      this.#parsed = true;
+      this.#onParsed?.();
+    });
+    if (format === 'gzip') {
+      this.#gunzip = createGunzip({ chunkSize: 256 * 1024 });
+      this.#gunzip.on('data', (chunk: Buffer) => this.#tar(chunk));
+      this.#gunzip.on('end', () => this.#parser.end());
+      this.#gunzip.on('error', (err) =>
+        this.#fail(errors.invalidArchive(`the gzip stream is corrupt or truncated (${err.message})`)),
+      );
+    }
+  }
+
+  /** Totals of a stream that ended successfully; throws if called earlier. */
+  get summary(): ArchiveSummary {
+    if (!this.#summary) throw new Error('archive not validated yet');
+    return this.#summary;
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.#received += chunk.length;
+    if (this.#received > this.#limits.maxModelBytes) return callback(errors.tooLarge(this.#limits.maxModelBytes));
+    if (this.#head.length < 2) this.#head = Buffer.concat([this.#head, chunk.subarray(0, 2)]);
+    const magicErr = this.#checkMagic();
+    if (magicErr) return callback(magicErr);
+    this.#hash.update(chunk);
+    this.push(chunk);
+    if (this.#gunzip) {
+      if (this.#gunzip.write(chunk)) return callback();
+      this.#gunzip.once('drain', () => callback());
+    } else {
+      this.#tar(chunk);
+      callback();
+    }
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.#received === 0) return callback(errors.invalidArchive('the body is empty; send the .tar.gz file as the request body'));
+    if (this.#head.length < 2) {
+      return callback(errors.invalidArchive('the body is too short to be an archive'));
+    }
+    let done = false;
+    this.#onParsed = () => {
+      if (this.destroyed || done) return;
+      done = true;
+      if (this.#entries === 0) return callback(errors.invalidArchive('the archive has no entries'));
+      this.#summary = {
+        receivedBytes: this.#received,
+        receivedSha256: this.#hash.digest('hex'),
+        entries: this.#entries,
+        extractedBytes: this.#extracted,
+      };
+      callback();
+    };
+    if (this.#gunzip) this.#gunzip.end();
+    else this.#parser.end();
+    if (this.#parsed) this.#onParsed();
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.#gunzip?.destroy();
+    callback(err);
+  }
+
+  #checkMagic(): RegistryError | undefined {
+    if (this.#head.length < 2) return undefined;
+    const gzipped = this.#head[0] === GZIP_MAGIC[0] && this.#head[1] === GZIP_MAGIC[1];
+    if (this.#format === 'gzip' && !gzipped) {
+      return errors.invalidArchive('the body is not gzip data; send a .tar.gz, or send a plain tar with Content-Type: application/x-tar');
+    }
+    if (this.#format === 'tar' && gzipped) {
+      return errors.invalidArchive('the body is gzip-compressed but Content-Type says application/x-tar; send it as application/gzip');
+    }
+    return undefined;
+  }
+
+  /** Feeds decompressed tar bytes to the parser, enforcing the extracted-size limit. */
+  #tar(chunk: Buffer): void {
+    if (this.destroyed) return;
+    if (this.#tarBytes === 0 && chunk[0] === GZIP_MAGIC[0] && chunk[1] === GZIP_MAGIC[1]) {
+      return this.#fail(errors.invalidArchive('the archive is compressed twice; gzip the tar once'));
+    }
+    this.#tarBytes += chunk.length;
+    // Headers and padding add at most two blocks per entry, plus the end-of-archive blocks.
+    const allowance = this.#limits.maxExtractedBytes + 1024 * (this.#limits.maxEntries + 20);
+    if (this.#tarBytes > allowance) {
+      return this.#fail(errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`));
+    }
+    this.#parser.write(chunk);
+  }
+
+  #checkEntry(entry: ReadEntry): void {
+    entry.resume();
+    if (this.destroyed) return;
+    const problem = this.#entryProblem(entry);
+    if (problem) this.#fail(problem);
+  }
+
+  #entryProblem(entry: ReadEntry): RegistryError | undefined {
+    const raw = entry.path;
+    const shown = JSON.stringify(raw);
+    this.#entries++;
+    if (this.#entries > this.#limits.maxEntries) {
+      return errors.archiveLimit(`it has more than MAX_ARCHIVE_ENTRIES (${this.#limits.maxEntries}) entries`);
+    }
+    this.#extracted += entry.size ?? 0;
+    if (this.#extracted > this.#limits.maxExtractedBytes) {
+      return errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`);
+    }
+    if (raw.includes('\0')) return errors.unsafeArchive(`${shown} contains a NUL byte`);
+    if (raw.startsWith('/') || raw.startsWith('\\') || /^[a-zA-Z]:/.test(raw)) {
+      return errors.unsafeArchive(`${shown} is an absolute path`);
+    }
+    const parts = raw.split(/[\\/]/).filter((p) => p !== '' && p !== '.');
+    if (parts.includes('..')) return errors.unsafeArchive(`${shown} has a '..' component`);
+    const normalized = parts.join('/');
+    for (let i = 1; i <= parts.length; i++) {
+      const prefix = parts.slice(0, i).join('/');
+      if (this.#symlinks.has(prefix)) {
+        return errors.unsafeArchive(`${shown} is written through the symlink ${JSON.stringify(prefix)}`);
+      }
+    }
+    const type = entry.type;
+    if (FILE_TYPES.has(type) || type === 'Directory') return undefined;
+    if (type === 'SymbolicLink') {
+      const target = entry.linkpath ?? '';
+      if (!target || target.startsWith('/') || /^[a-zA-Z]:/.test(target) || escapes(parts.slice(0, -1), target)) {
+        return errors.unsafeArchive(`the symlink ${shown} points outside the archive (to ${JSON.stringify(target)})`);
+      }
+      this.#symlinks.add(normalized);
+      return undefined;
+    }
+    if (type === 'Link') return errors.unsafeArchive(`${shown} is a hard link`);
+    if (type === 'CharacterDevice' || type === 'BlockDevice') return errors.unsafeArchive(`${shown} is a device file`);
+    if (type === 'FIFO') return errors.unsafeArchive(`${shown} is a FIFO`);
+    return errors.unsafeArchive(`${shown} has the unsupported entry type ${type}`);
+  }
+
+  #fail(err: Error): void {
+    if (!this.destroyed) this.destroy(err);
+  }
+}
+
+/** True when `target`, resolved from directory `dir` (path components), leaves the root. */
+function escapes(dir: string[], target: string): boolean {
+  const stack = [...dir];
+  for (const part of target.split(/[\\/]/)) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (stack.length === 0) return true;
+      stack.pop();
+    } else stack.push(part);
+  }
+  return false;
+}
+
+function parserError(code: string, message: string | Error): RegistryError {
+  const text = typeof message === 'string' ? message : message.message;
+  if (/truncat/i.test(text) || code === 'Z_BUF_ERROR') {
+    return errors.invalidArchive('the archive is truncated; upload the complete file');
+  }
+  if (code === 'TAR_BAD_ARCHIVE' && /unrecognized/i.test(text)) {
+    return errors.invalidArchive('the data is not a tar archive');
+  }
+  return errors.invalidArchive(`the tar data is corrupt (${text.replace(/^TAR_[A-Z_]+: /, '')})`);
+}

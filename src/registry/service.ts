@@ -1,0 +1,429 @@
+/**
+ * The model registry: models, versions and history on top of any Storage (SPEC §1–§4).
+ * Routes call this; this calls the storage. It owns the layout, the metadata format,
+ * version numbering, history retention and the compare-and-swap loops.
+ *
+ * Replace, step by step (every step safe to crash after):
+ *   1. stage the validated upload (invisible);
+ *   2. copy the current object to .history/{name}/v{N} (pinned to the token just read);
+ *   3. commit the staged object as v{N+1} on the condition that the current token is unchanged;
+ *   4. prune history beyond MODEL_HISTORY.
+ * A crash after 2 leaves a history copy of the still-current version, which listings hide and
+ * the next replace overwrites with the same bytes. If 3 loses a race, 2–3 are retried against
+ * the new current version; a client's own If-Match is re-checked each time.
+ */
+import { createHash } from 'node:crypto';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from '../util/logger.js';
+import { errors, NotFoundError, PreconditionFailedError } from '../errors.js';
+import type { Metadata, ObjectInfo, StagedObject, Storage, WriteCondition } from '../storage/types.js';
+import { createGzip } from 'node:zlib';
+import { ArchiveValidator, type ArchiveFormat, type ArchiveLimits } from './archive.js';
+import { assertLabels, assertName, keys, type Labels } from './names.js';
+
+export interface ModelVersion {
+  name: string;
+  version: number;
+  sha256: string;
+  size: number;
+  createdAt: string;
+  labels: Labels;
+  storageKey: string;
+  /** The storage token of the object described; internal, never sent to clients. */
+  token: string;
+}
+
+/** A listed model: the fields the backend gives cheaply; version and digest when known. */
+export interface ModelSummary {
+  name: string;
+  size: number;
+  updatedAt: string;
+  version?: number;
+  sha256?: string;
+  labels?: Labels;
+}
+
+/** What the client asked with If-Match / If-None-Match on a write. */
+export type ClientCondition = { ifNoneMatch: true } | { ifMatch: string[] | '*' } | Record<string, never>;
+
+/** Client's claimed digest of the body, from Content-Digest or X-Checksum-Sha256. */
+export interface ExpectedDigest {
+  header: string;
+  sha256: string;
+}
+
+export interface UploadInput {
+  body: Readable;
+  format: ArchiveFormat;
+  labels: Labels;
+  expected?: ExpectedDigest;
+  condition: ClientCondition;
+  signal?: AbortSignal;
+}
+
+export interface RegistryOptions {
+  storage: Storage;
+  limits: ArchiveLimits;
+  history: number;
+  logger: Logger;
+}
+
+const MAX_COMMIT_ATTEMPTS = 8;
+const META = { version: 'version', sha256: 'sha256', createdAt: 'created-at', labels: 'labels' } as const;
+
+export class ModelRegistry {
+  readonly storage: Storage;
+  readonly #limits: ArchiveLimits;
+  readonly #history: number;
+  readonly #log: Logger;
+  /** In-flight digest computations of objects without metadata, by key + token. */
+  readonly #digesting = new Map<string, Promise<string>>();
+
+  constructor(options: RegistryOptions) {
+    this.storage = options.storage;
+    this.#limits = options.limits;
+    this.#history = options.history;
+    this.#log = options.logger;
+  }
+
+  /**
+   * Validates and stores an upload as the new current version. Returns it and whether the name
+   * was new. Nothing is visible unless every check passes.
+   */
+  async put(name: string, input: UploadInput): Promise<{ model: ModelVersion; created: boolean }> {
+    assertName(name);
+    assertLabels(input.labels);
+    const key = keys.current(name);
+    const validator = new ArchiveValidator(input.format, this.#limits);
+    const stored = new DigestCounter();
+    const streams = input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
+    const piping = pipeline(streams, { signal: input.signal });
+    const staging = this.storage.stage(key, stored, { signal: input.signal });
+    const [piped, staged] = await Promise.allSettled([piping, staging]);
+    if (piped.status === 'rejected' || staged.status === 'rejected') {
+      if (staged.status === 'fulfilled') await this.storage.discard(staged.value);
+      throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
+    }
+    try {
+      const summary = validator.summary;
+      if (input.expected && input.expected.sha256 !== summary.receivedSha256) {
+        throw errors.digestMismatch(input.expected.header, input.expected.sha256, summary.receivedSha256);
+      }
+      const metadata = {
+        sha256: stored.sha256,
+        createdAt: new Date().toISOString(),
+        labels: input.labels,
+      };
+      return await this.#publish(name, input.condition, (current, version) =>
+        this.storage.commit(staged.value, encodeMetadata({ ...metadata, version }), condition(current)),
+      );
+    } finally {
+      await this.storage.discard(staged.value).catch(() => {});
+    }
+  }
+
+  /** Makes a retained version current again, as a new version number. */
+  async rollback(name: string, version: number, clientCondition: ClientCondition): Promise<ModelVersion> {
+    assertName(name);
+    const { model } = await this.#publish(name, clientCondition, async (current, next) => {
+      if (!current) throw errors.modelNotFound(name);
+      const target = await this.#describeKey(name, keys.history(name, version), version).catch((err) => {
+        if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
+        throw err;
+      });
+      if (target.version >= next) throw errors.versionNotFound(name, version);
+      return this.storage.copy(target.storageKey, keys.current(name), {
+        sourceToken: target.token,
+        metadata: encodeMetadata({
+          version: next,
+          sha256: target.sha256,
+          createdAt: new Date().toISOString(),
+          labels: target.labels,
+        }),
+        condition: condition(current),
+      });
+    }, { mustExist: true });
+    return model;
+  }
+
+  /** The current version, or `version` from history. Throws 404 errors. */
+  async describe(name: string, version?: number): Promise<ModelVersion> {
+    assertName(name);
+    const current = await this.#describeKey(name, keys.current(name)).catch((err) => {
+      if (err instanceof NotFoundError) throw errors.modelNotFound(name);
+      throw err;
+    });
+    if (version === undefined || version === current.version) return current;
+    if (version > current.version) throw errors.versionNotFound(name, version);
+    return this.#describeKey(name, keys.history(name, version), version).catch((err) => {
+      if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
+      throw err;
+    });
+  }
+
+  /**
+   * Opens the bytes of a described version. Throws PreconditionFailedError if the object changed
+   * since it was described (the caller describes again).
+   */
+  async open(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
+    const { info, body } = await this.storage.get(model.storageKey, { range, signal });
+    if (info.token !== model.token) {
+      body.destroy();
+      throw new PreconditionFailedError(model.storageKey);
+    }
+    return body;
+  }
+
+  /** The current version first, then retained history, newest first. */
+  async versions(name: string): Promise<ModelVersion[]> {
+    const current = await this.describe(name);
+    const result = [current];
+    for await (const info of this.storage.list(keys.historyPrefix(name))) {
+      const version = keys.versionOf(info.key);
+      if (version === undefined || version >= current.version) continue;
+      const described = await this.#describeKey(name, info.key, version, info).catch((err) => {
+        if (err instanceof NotFoundError) return undefined; // pruned meanwhile
+        throw err;
+      });
+      if (described) result.push(described);
+    }
+    return result.sort((a, b) => b.version - a.version);
+  }
+
+  /** Deletes a model and its history, or one history entry. */
+  async delete(name: string, version?: number): Promise<void> {
+    assertName(name);
+    if (version !== undefined) {
+      const current = await this.describe(name).catch((err) => {
+        if ((err as { code?: string }).code === 'MODEL_NOT_FOUND') return undefined;
+        throw err;
+      });
+      if (current?.version === version) throw errors.versionIsCurrent(name, version);
+      const key = keys.history(name, version);
+      await this.storage.head(key).catch((err) => {
+        if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
+        throw err;
+      });
+      await this.storage.delete(key);
+      return;
+    }
+    let found = false;
+    try {
+      await this.storage.head(keys.current(name));
+      found = true;
+    } catch (err) {
+      if (!(err instanceof NotFoundError)) throw err;
+    }
+    // History first: a crash midway then leaves the model whole, not history without a model.
+    for await (const info of this.storage.list(keys.historyPrefix(name))) {
+      await this.storage.delete(info.key);
+      found = true;
+    }
+    await this.storage.delete(keys.current(name));
+    if (!found) throw errors.modelNotFound(name);
+  }
+
+  /** Models in name order, `limit` at a time, starting after `cursor`. */
+  async list(options: { prefix?: string; limit: number; cursor?: string }): Promise<{ models: ModelSummary[]; nextCursor: string | null }> {
+    const models: ModelSummary[] = [];
+    const startAfter = options.cursor === undefined ? undefined : keys.current(options.cursor);
+    for await (const info of this.storage.list(options.prefix ?? '', { startAfter })) {
+      const name = keys.nameOf(info.key);
+      if (name === undefined) continue;
+      if (models.length === options.limit) return { models, nextCursor: models.at(-1)!.name };
+      models.push(summarize(name, info));
+    }
+    return { models, nextCursor: null };
+  }
+
+  /** Sweeps leftovers of crashed uploads. */
+  async sweep(): Promise<number> {
+    return this.storage.sweep();
+  }
+
+  // ---- internals ----
+
+  /**
+   * The compare-and-swap loop shared by upload and rollback: read the current version, check
+   * the client's condition, archive the current version, write (via `write`) on the condition
+   * that the current version is unchanged, retrying when another writer got there first.
+   */
+  async #publish(
+    name: string,
+    clientCondition: ClientCondition,
+    write: (current: ModelVersion | undefined, version: number) => Promise<ObjectInfo>,
+    options: { mustExist?: boolean } = {},
+  ): Promise<{ model: ModelVersion; created: boolean }> {
+    for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
+      const current = await this.#describeKey(name, keys.current(name)).catch((err) => {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      });
+      if (!current && options.mustExist) throw errors.modelNotFound(name);
+      checkClientCondition(name, current, clientCondition);
+      const version = current ? current.version + 1 : 1;
+      try {
+        if (current && this.#history > 0) {
+          await this.storage.copy(current.storageKey, keys.history(name, current.version), {
+            sourceToken: current.token,
+            metadata: encodeMetadata(current),
+          });
+        }
+        const info = await write(current, version);
+        const model = toModel(name, info, version);
+        await this.#prune(name, version).catch((err) => this.#log.warn({ err, model: name }, 'pruning history failed'));
+        return { model, created: !current };
+      } catch (err) {
+        if (!(err instanceof PreconditionFailedError)) throw err;
+        this.#log.debug({ model: name, attempt }, 'concurrent write; retrying');
+      }
+    }
+    throw errors.conflict(name);
+  }
+
+  /** Deletes history beyond the newest MODEL_HISTORY versions older than `current`. */
+  async #prune(name: string, current: number): Promise<void> {
+    const old: { key: string; version: number }[] = [];
+    for await (const info of this.storage.list(keys.historyPrefix(name))) {
+      const version = keys.versionOf(info.key);
+      // Never touch versions >= current: a concurrent writer may just have archived them.
+      if (version !== undefined && version < current) old.push({ key: info.key, version });
+    }
+    old.sort((a, b) => b.version - a.version);
+    for (const { key } of old.slice(this.#history)) await this.storage.delete(key);
+  }
+
+  /**
+   * Describes one stored object as a model version. Objects written by other tools have no
+   * metadata: their digest is computed once from the bytes and remembered in their metadata.
+   */
+  async #describeKey(name: string, key: string, version?: number, known?: ObjectInfo): Promise<ModelVersion> {
+    const info = known && known.metadata[META.sha256] ? known : await this.storage.head(key);
+    if (info.metadata[META.sha256] && info.metadata[META.version]) return toModel(name, info, version);
+    const sha256 = await this.#digest(info);
+    const inferred = version ?? (await this.#newestHistoryVersion(name)) + 1;
+    const metadata = encodeMetadata({
+      version: Number(info.metadata[META.version] ?? inferred),
+      sha256,
+      createdAt: info.metadata[META.createdAt] ?? info.lastModified.toISOString(),
+      labels: decodeLabels(info.metadata[META.labels]),
+    });
+    try {
+      return toModel(name, await this.storage.setMetadata(key, info.token, metadata), version);
+    } catch (err) {
+      if (err instanceof PreconditionFailedError) return this.#describeKey(name, key, version);
+      throw err;
+    }
+  }
+
+  async #newestHistoryVersion(name: string): Promise<number> {
+    let newest = 0;
+    for await (const info of this.storage.list(keys.historyPrefix(name))) {
+      newest = Math.max(newest, keys.versionOf(info.key) ?? 0);
+    }
+    return newest;
+  }
+
+  /** SHA-256 of an object's bytes; concurrent requests for one object share the read. */
+  #digest(info: ObjectInfo): Promise<string> {
+    const id = `${info.key}\n${info.token}`;
+    let pending = this.#digesting.get(id);
+    if (!pending) {
+      pending = (async () => {
+        this.#log.info({ key: info.key, bytes: info.size }, 'computing digest of an object without metadata');
+        const { info: opened, body } = await this.storage.get(info.key);
+        if (opened.token !== info.token) {
+          body.destroy();
+          throw new PreconditionFailedError(info.key);
+        }
+        const hash = createHash('sha256');
+        await pipeline(body, hash);
+        return hash.digest('hex');
+      })().finally(() => this.#digesting.delete(id));
+      this.#digesting.set(id, pending);
+    }
+    return pending;
+  }
+}
+
+/** Counts and hashes the bytes that go to storage (they differ from the request's for plain tar). */
+class DigestCounter extends Transform {
+  readonly #hash = createHash('sha256');
+  size = 0;
+  #sha256: string | undefined;
+  get sha256(): string {
+    this.#sha256 ??= this.#hash.digest('hex');
+    return this.#sha256;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
+    this.size += chunk.length;
+    this.#hash.update(chunk);
+    cb(null, chunk);
+  }
+}
+
+function condition(current: ModelVersion | undefined): WriteCondition {
+  return current ? { ifMatch: current.token } : { ifNoneMatch: true };
+}
+
+export function etagOf(sha256: string): string {
+  return `"sha256:${sha256}"`;
+}
+
+function checkClientCondition(name: string, current: ModelVersion | undefined, c: ClientCondition): void {
+  if ('ifNoneMatch' in c && current) throw errors.alreadyExists(name);
+  if ('ifMatch' in c) {
+    if (!current) throw errors.etagMismatch(name, undefined);
+    if (c.ifMatch !== '*' && !c.ifMatch.includes(etagOf(current.sha256))) {
+      throw errors.etagMismatch(name, etagOf(current.sha256));
+    }
+  }
+}
+
+function encodeMetadata(m: { version: number; sha256: string; createdAt: string; labels: Labels }): Metadata {
+  return {
+    [META.version]: String(m.version),
+    [META.sha256]: m.sha256,
+    [META.createdAt]: m.createdAt,
+    [META.labels]: JSON.stringify(m.labels),
+  };
+}
+
+function decodeLabels(raw: string | undefined): Labels {
+  if (!raw) return {};
+  try {
+    const parsed = JSON.parse(raw) as unknown;
+    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
+      return Object.fromEntries(Object.entries(parsed).filter(([, v]) => typeof v === 'string')) as Labels;
+    }
+  } catch {
+    // metadata written by hand; ignore labels we cannot read
+  }
+  return {};
+}
+
+function toModel(name: string, info: ObjectInfo, version?: number): ModelVersion {
+  return {
+    name,
+    version: version ?? Number(info.metadata[META.version]),
+    sha256: info.metadata[META.sha256]!,
+    size: info.size,
+    createdAt: info.metadata[META.createdAt] ?? info.lastModified.toISOString(),
+    labels: decodeLabels(info.metadata[META.labels]),
+    storageKey: info.key,
+    token: info.token,
+  };
+}
+
+function summarize(name: string, info: ObjectInfo): ModelSummary {
+  const version = Number(info.metadata[META.version]);
+  const sha256 = info.metadata[META.sha256];
+  return {
+    name,
+    size: info.size,
+    updatedAt: info.metadata[META.createdAt] ?? info.lastModified.toISOString(),
+    ...(Number.isInteger(version) && version > 0 ? { version } : {}),
+    ...(sha256 ? { sha256, labels: decodeLabels(info.metadata[META.labels]) } : {}),
+  };
+}

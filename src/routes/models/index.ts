@@ -1,0 +1,224 @@
+/**
+ * /models routes (SPEC §2). Thin: parse HTTP, call the registry service, shape the answer.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import multipart from '@fastify/multipart';
+import type { Readable } from 'node:stream';
+import { errors, PreconditionFailedError } from '../../errors.js';
+import authPlugin from '../../plugins/auth.js';
+import type { ArchiveFormat } from '../../registry/archive.js';
+import { assertName, isValidName, type Labels } from '../../registry/names.js';
+import { etagOf, type ModelVersion } from '../../registry/service.js';
+import {
+  byteRange,
+  contentDigest,
+  expectedDigest,
+  labelsFromHeaders,
+  notModified,
+  parseVersion,
+  writeCondition,
+} from './http.js';
+
+type NameParams = { Params: { name: string } };
+
+/** The JSON a client sees for one version. */
+export function view(model: ModelVersion) {
+  return {
+    name: model.name,
+    version: model.version,
+    sha256: model.sha256,
+    size: model.size,
+    createdAt: model.createdAt,
+    labels: model.labels,
+    storageKey: model.storageKey,
+    etag: etagOf(model.sha256),
+  };
+}
+
+const UPLOAD_TYPES: Record<string, ArchiveFormat | 'multipart'> = {
+  'application/gzip': 'gzip',
+  'application/x-gzip': 'gzip',
+  'application/octet-stream': 'gzip',
+  'application/x-tar': 'tar',
+  'multipart/form-data': 'multipart',
+};
+
+function uploadKind(request: FastifyRequest): ArchiveFormat | 'multipart' {
+  const raw = request.headers['content-type'];
+  if (raw === undefined) return 'gzip'; // curl -T sends no Content-Type
+  const kind = UPLOAD_TYPES[raw.split(';')[0]!.trim().toLowerCase()];
+  if (!kind) throw errors.unsupportedMediaType(raw);
+  return kind;
+}
+
+function nameParam(request: FastifyRequest<NameParams>): string {
+  assertName(request.params.name);
+  return request.params.name;
+}
+
+/** Aborts when the client goes away before the response is complete. */
+function abortSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+  const controller = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableFinished) controller.abort(new Error('client disconnected'));
+  });
+  return controller.signal;
+}
+
+export default async function modelRoutes(app: FastifyInstance) {
+  const { registry, config } = app;
+  await app.register(authPlugin, { tokens: config.AUTH_TOKENS });
+  await app.register(multipart, {
+    limits: { files: 1, fields: 64, fieldSize: 2048, parts: 66, fileSize: config.MAX_MODEL_BYTES, headerPairs: 200 },
+  });
+  // Archives are streamed to the registry as they arrive, never buffered by a parser.
+  app.addContentTypeParser(['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/x-tar'], (_req, payload, done) => done(null, payload));
+  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+
+  const upload = {
+    // Refuse before the body is read: bad name, bad headers, wrong type, declared size too large.
+    onRequest: async (request: FastifyRequest<NameParams>) => {
+      nameParam(request);
+      uploadKind(request);
+      writeCondition(request.headers);
+      expectedDigest(request.headers);
+      const length = Number(request.headers['content-length']);
+      if (length > config.MAX_MODEL_BYTES) throw errors.tooLarge(config.MAX_MODEL_BYTES);
+    },
+  };
+  const uploadHandler = async (request: FastifyRequest<NameParams>, reply: FastifyReply) => {
+    const name = nameParam(request);
+    const kind = uploadKind(request);
+    const labels: Labels = labelsFromHeaders(request.headers);
+    let body: Readable;
+    let format: ArchiveFormat;
+    if (kind === 'multipart') {
+      const part = await request.file();
+      if (!part) throw errors.multipartNoFile();
+      for (const [field, value] of Object.entries(part.fields)) {
+        const values = Array.isArray(value) ? value : [value];
+        for (const v of values) {
+          if (v && v.type === 'field' && field.startsWith('label.')) labels[field.slice('label.'.length)] = String(v.value);
+        }
+      }
+      body = part.file;
+      format = part.mimetype === 'application/x-tar' || part.filename.endsWith('.tar') ? 'tar' : 'gzip';
+    } else {
+      body = request.body as Readable;
+      format = kind;
+    }
+    const { model, created } = await registry.put(name, {
+      body,
+      format,
+      labels,
+      expected: expectedDigest(request.headers),
+      condition: writeCondition(request.headers),
+      signal: abortSignal(request, reply),
+    });
+    request.log.info({ model: name, version: model.version, bytes: model.size }, created ? 'model created' : 'model replaced');
+    return reply
+      .code(created ? 201 : 200)
+      .header('etag', etagOf(model.sha256))
+      .header('location', `/models/${encodeURIComponent(name)}`)
+      .send(view(model));
+  };
+  app.put<NameParams>('/models/:name', upload, uploadHandler);
+  // The same upload as a form post: what `curl -F file=@model.tar.gz URL` sends.
+  app.post<NameParams>('/models/:name', upload, uploadHandler);
+
+  // HEAD shares the handler but is registered by hand: Fastify's generated HEAD route would
+  // replace our Content-Length with 0.
+  app.route<NameParams & { Querystring: { version?: string } }>({
+    method: ['GET', 'HEAD'],
+    url: '/models/:name',
+    exposeHeadRoute: false,
+    handler: async (request, reply) => {
+    const name = nameParam(request);
+    const version = parseVersion(request.query.version);
+    for (let attempt = 0; ; attempt++) {
+      const model = await registry.describe(name, version);
+      const etag = etagOf(model.sha256);
+      const lastModified = new Date(model.createdAt);
+      reply.headers({
+        etag,
+        'last-modified': lastModified.toUTCString(),
+        'cache-control': 'no-cache',
+        'accept-ranges': 'bytes',
+        'x-model-version': String(model.version),
+      });
+      if (notModified(request.headers, etag, lastModified)) return reply.code(304).send();
+      const range = byteRange(request.headers, model.size, etag, lastModified);
+      if (range === 'unsatisfiable') {
+        reply.header('content-range', `bytes */${model.size}`);
+        throw errors.rangeNotSatisfiable(model.size);
+      }
+      reply.headers({
+        'content-type': 'application/gzip',
+        'content-disposition': `attachment; filename="${name}.tar.gz"`,
+        'content-digest': contentDigest(model.sha256),
+        'content-length': String(range ? range.end - range.start + 1 : model.size),
+      });
+      if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${model.size}`);
+      if (request.method === 'HEAD') return reply.send();
+      try {
+        return reply.send(await registry.open(model, range, abortSignal(request, reply)));
+      } catch (err) {
+        // Replaced between describe and open: describe again so headers match the bytes.
+        if (!(err instanceof PreconditionFailedError) || attempt === 3) throw err;
+      }
+    }
+    },
+  });
+
+  app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/meta', async (request) => {
+    const model = await registry.describe(nameParam(request), parseVersion(request.query.version));
+    return view(model);
+  });
+
+  app.get<NameParams>('/models/:name/versions', async (request) => {
+    const name = nameParam(request);
+    const versions = await registry.versions(name);
+    return { name, current: versions[0]!.version, versions: versions.map(view) };
+  });
+
+  app.post<NameParams & { Body: unknown }>('/models/:name/rollback', async (request, reply) => {
+    const name = nameParam(request);
+    const body = request.body as { version?: unknown } | undefined;
+    if (!body || typeof body !== 'object' || body.version === undefined) {
+      throw errors.invalidBody('send JSON {"version": N} with the version to make current');
+    }
+    const version = parseVersion(body.version);
+    const model = await registry.rollback(name, version!, writeCondition(request.headers));
+    request.log.info({ model: name, from: version, version: model.version }, 'model rolled back');
+    return reply.header('etag', etagOf(model.sha256)).send(view(model));
+  });
+
+  app.delete<NameParams & { Querystring: { version?: string } }>('/models/:name', async (request, reply) => {
+    const name = nameParam(request);
+    const version = parseVersion(request.query.version);
+    await registry.delete(name, version);
+    request.log.info({ model: name, version }, 'model deleted');
+    return reply.code(204).send();
+  });
+
+  app.get<{ Querystring: { prefix?: string; limit?: string; cursor?: string } }>('/models', async (request) => {
+    const { prefix, limit: rawLimit, cursor: rawCursor } = request.query;
+    if (prefix !== undefined && (prefix.length > 128 || !/^[A-Za-z0-9._-]*$/.test(prefix))) {
+      throw errors.invalidQuery('prefix may hold only the characters of model names (A-Z a-z 0-9 . _ -), at most 128');
+    }
+    const limit = rawLimit === undefined ? 100 : Number(rawLimit);
+    if (!/^\d+$/.test(rawLimit ?? '100') || limit < 1 || limit > 1000) {
+      throw errors.invalidQuery('limit must be a whole number from 1 to 1000');
+    }
+    let cursor: string | undefined;
+    if (rawCursor !== undefined) {
+      cursor = Buffer.from(rawCursor, 'base64url').toString('utf8');
+      if (!isValidName(cursor)) throw errors.invalidQuery('cursor is not one this server returned; pass nextCursor from the previous page');
+    }
+    const page = await registry.list({ prefix, limit, cursor });
+    return {
+      models: page.models,
+      nextCursor: page.nextCursor === null ? null : Buffer.from(page.nextCursor).toString('base64url'),
+    };
+  });
+}

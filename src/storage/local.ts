@@ -1,0 +1,429 @@
+/**
+ * Local-disk backend. The root directory has the bucket layout of SPEC §4, so copying it into a
+ * bucket (`aws s3 sync`, `mc mirror`) gives a working bucket:
+ *
+ *   {key}                          objects, e.g. name.tar.gz, .history/name/v3.tar.gz
+ *   .uploads/{pid}-{uuid}-{host}.part   staged uploads, invisible until renamed into place
+ *   .uploads/locks/                 one lock directory per key while it is being changed
+ *   .meta/{key}.{token}.json        metadata of the object whose token is {token}
+ *
+ * Atomicity: an upload is written and fsynced under .uploads/, then renamed over its key while
+ * holding the key's lock (proper-lockfile: an mkdir lock, safe across processes sharing the
+ * directory). rename(2) is atomic, so readers see the old file or the new one. The condition is
+ * checked under the same lock, which makes commit a compare-and-swap for every process using
+ * the lock. Metadata sidecars are named by the token (inode + mtime + size) of the file they
+ * describe, and written before the rename, so a reader that opened a file always finds the
+ * metadata of exactly that file; sidecars of replaced files are deleted after the rename.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream, type BigIntStats } from 'node:fs';
+import fs from 'node:fs/promises';
+import { hostname } from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import lockfile from 'proper-lockfile';
+import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
+import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+
+const UPLOADS = '.uploads';
+const META = '.meta';
+/** An upload file untouched for this long belongs to a dead writer on some other host. */
+const ABANDONED_AFTER_MS = 60 * 60 * 1000;
+const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+const STAGED_NAME = /^(\d+)-([0-9a-f-]{36})-([0-9a-f]{8})\.part$/;
+
+class LocalStaged implements StagedObject {
+  constructor(readonly key: string, readonly size: number, readonly file: string) {}
+}
+
+export interface LocalStorageOptions {
+  root: string;
+}
+
+export class LocalStorage implements Storage {
+  readonly kind = 'local';
+  readonly capabilities = { listIncludesMetadata: true };
+  readonly root: string;
+  /** Staged files this process is writing or holding, which sweep() must leave alone. */
+  readonly #active = new Set<string>();
+
+  constructor(options: LocalStorageOptions) {
+    this.root = path.resolve(options.root);
+  }
+
+  async init(): Promise<void> {
+    try {
+      await fs.mkdir(path.join(this.root, UPLOADS, 'locks'), { recursive: true });
+      await fs.mkdir(path.join(this.root, META), { recursive: true });
+      await fs.access(this.root, fs.constants.R_OK | fs.constants.W_OK);
+    } catch (err) {
+      throw new ConfigError(
+        `LOCAL_STORAGE_DIR=${this.root} cannot be used (${(err as Error).message}): point it at a directory this user can create and write.`,
+        { cause: err },
+      );
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.#io(() => fs.access(path.join(this.root, UPLOADS), fs.constants.W_OK));
+  }
+
+  async head(key: string): Promise<ObjectInfo> {
+    for (let attempt = 0; ; attempt++) {
+      const stats = await this.#stat(key);
+      const info = await this.#info(key, stats);
+      // A missing sidecar may mean the file was replaced between stat and read: look again.
+      if (Object.keys(info.metadata).length > 0 || attempt === 2) return info;
+      const again = await this.#stat(key);
+      if (tokenOf(again) === info.token) return info;
+    }
+  }
+
+  async get(key: string, options: ReadOptions = {}): Promise<{ info: ObjectInfo; body: Readable }> {
+    for (let attempt = 0; ; attempt++) {
+      const handle = await this.#io(() => fs.open(this.#path(key), 'r'), key);
+      try {
+        const stats = await handle.stat({ bigint: true });
+        if (!stats.isFile()) throw new NotFoundError(key);
+        const info = await this.#info(key, stats);
+        if (Object.keys(info.metadata).length === 0 && attempt < 2) {
+          const current = await this.#stat(key).catch(() => undefined);
+          if (current && tokenOf(current) !== info.token) {
+            await handle.close();
+            continue; // replaced while opening: its sidecar may be gone; read the new file
+          }
+        }
+        const body = createReadStream('', {
+          fd: handle,
+          start: options.range?.start,
+          end: options.range?.end,
+          highWaterMark: 256 * 1024,
+          signal: options.signal,
+        });
+        return { info, body };
+      } catch (err) {
+        await handle.close().catch(() => {});
+        throw err;
+      }
+    }
+  }
+
+  async stage(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<StagedObject> {
+    this.#path(key); // validates the key before any byte is written
+    const file = this.#newUploadPath();
+    this.#active.add(file);
+    try {
+      let size = 0;
+      body.on('data', (chunk: Buffer) => (size += chunk.length));
+      await this.#io(() =>
+        pipeline(body, createWriteStream(file, { flags: 'wx', flush: true }), { signal: options.signal }),
+      );
+      return new LocalStaged(key, size, file);
+    } catch (err) {
+      this.#active.delete(file);
+      await fs.rm(file, { force: true });
+      throw err;
+    }
+  }
+
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+    const { key, file } = this.#own(staged);
+    const target = this.#path(key);
+    return this.#locked(key, async () => {
+      const current = await this.#statOrUndefined(key);
+      checkCondition(key, current, condition);
+      const stats = await this.#io(() => fs.stat(file, { bigint: true }));
+      const token = tokenOf(stats);
+      await this.#writeMeta(key, token, metadata);
+      await this.#io(() => fs.mkdir(path.dirname(target), { recursive: true }));
+      await this.#io(() => fs.rename(file, target));
+      this.#active.delete(file);
+      await syncDir(path.dirname(target));
+      if (current && tokenOf(current) !== token) await this.#removeMeta(key, tokenOf(current));
+      return toInfo(key, stats, metadata);
+    });
+  }
+
+  async discard(staged: StagedObject): Promise<void> {
+    const { file } = this.#own(staged);
+    this.#active.delete(file);
+    await fs.rm(file, { force: true });
+  }
+
+  async copy(
+    from: string,
+    to: string,
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+  ): Promise<ObjectInfo> {
+    const source = this.#path(from);
+    this.#path(to);
+    const file = this.#newUploadPath();
+    this.#active.add(file);
+    try {
+      // A hard link shares the inode, so its token equals the source's: proof that the bytes we
+      // publish are the version the caller pinned, at no cost in time or space. Files are never
+      // modified in place, so sharing an inode is safe. But a token must never repeat under one
+      // key, or a compare-and-swap against a stale read could succeed (ABA): a root key (a
+      // model's current version) may get back an inode it had before (rollback), so copies to
+      // root keys, and copies where links are refused, get a fresh inode (reflink when the
+      // filesystem can), with the source token compared before and after.
+      let linked = false;
+      if (to.includes('/')) {
+        linked = await fs.link(source, file).then(
+          () => true,
+          (err: NodeJS.ErrnoException) => {
+            if (err.code === 'ENOENT') throw new NotFoundError(from, { cause: err });
+            return false;
+          },
+        );
+      }
+      if (!linked) {
+        if (tokenOf(await this.#stat(from)) !== options.sourceToken) throw new PreconditionFailedError(from);
+        await this.#io(() => fs.copyFile(source, file, fs.constants.COPYFILE_FICLONE), from);
+      }
+      const stats = await fs.stat(file, { bigint: true });
+      const sourceNow = linked ? tokenOf(stats) : tokenOf(await this.#stat(from));
+      if (sourceNow !== options.sourceToken) throw new PreconditionFailedError(from);
+      return await this.commit(new LocalStaged(to, Number(stats.size), file), options.metadata, options.condition ?? {});
+    } catch (err) {
+      this.#active.delete(file);
+      await fs.rm(file, { force: true });
+      throw err;
+    }
+  }
+
+  async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
+    return this.#locked(key, async () => {
+      const stats = await this.#stat(key);
+      if (tokenOf(stats) !== token) throw new PreconditionFailedError(key);
+      await this.#writeMeta(key, token, metadata);
+      return toInfo(key, stats, metadata);
+    });
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#locked(key, async () => {
+      const current = await this.#statOrUndefined(key);
+      if (!current) return;
+      await this.#io(() => fs.rm(this.#path(key), { force: true }));
+      await this.#removeMeta(key, tokenOf(current));
+      // Drop the now-empty folder of a model's history (best effort).
+      if (key.includes('/')) await fs.rmdir(path.dirname(this.#path(key))).catch(() => {});
+    });
+  }
+
+  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    const slash = prefix.lastIndexOf('/');
+    const dirKey = prefix.slice(0, slash + 1);
+    const namePrefix = prefix.slice(slash + 1);
+    let entries: string[];
+    try {
+      entries = await fs.readdir(dirKey ? this.#path(dirKey.slice(0, -1)) : this.root);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw translate(err);
+    }
+    const keys = entries
+      .filter((n) => n.startsWith(namePrefix) && !(dirKey === '' && n.startsWith('.')))
+      .map((n) => dirKey + n)
+      .filter((k) => options.startAfter === undefined || k > options.startAfter)
+      .sort();
+    for (const key of keys) {
+      const stats = await this.#statOrUndefined(key);
+      if (stats?.isFile()) yield await this.#info(key, stats);
+    }
+  }
+
+  async sweep(): Promise<number> {
+    const dir = path.join(this.root, UPLOADS);
+    let removed = 0;
+    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+      const file = path.join(dir, name);
+      const m = STAGED_NAME.exec(name);
+      if (!m || this.#active.has(file)) continue;
+      const stats = await fs.stat(file).catch(() => undefined);
+      if (!stats) continue;
+      const pid = Number(m[1]);
+      const ours = m[3] === HOST_TAG;
+      const abandoned =
+        (ours && (pid === process.pid || !processAlive(pid))) || Date.now() - stats.mtimeMs > ABANDONED_AFTER_MS;
+      if (abandoned) {
+        await fs.rm(file, { force: true });
+        removed++;
+      }
+    }
+    removed += await this.#sweepMeta(path.join(this.root, META));
+    return removed;
+  }
+
+  async close(): Promise<void> {}
+
+  // ---- internals ----
+
+  /** Sidecars whose file is gone or was replaced more than a minute ago. */
+  async #sweepMeta(dir: string): Promise<number> {
+    let removed = 0;
+    const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
+    for (const entry of entries) {
+      const full = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        removed += await this.#sweepMeta(full);
+        continue;
+      }
+      const m = /^(.*)\.(\d+-\d+-\d+)\.json$/.exec(entry.name);
+      if (!m) continue;
+      const key = path.relative(path.join(this.root, META), path.join(dir, m[1]!)).split(path.sep).join('/');
+      const stats = await this.#statOrUndefined(key).catch(() => undefined);
+      const age = Date.now() - ((await fs.stat(full).catch(() => undefined))?.mtimeMs ?? 0);
+      if ((!stats || tokenOf(stats) !== m[2]) && age > 60_000) {
+        await fs.rm(full, { force: true });
+        removed++;
+      }
+    }
+    return removed;
+  }
+
+  #newUploadPath(): string {
+    return path.join(this.root, UPLOADS, `${process.pid}-${randomUUID()}-${HOST_TAG}.part`);
+  }
+
+  #own(staged: StagedObject): LocalStaged {
+    if (!(staged instanceof LocalStaged)) throw new TypeError('staged object does not belong to this backend');
+    return staged;
+  }
+
+  /** Maps a key to a path under the root, refusing anything that could leave it. */
+  #path(key: string): string {
+    const parts = key.split('/');
+    if (!key || key.startsWith('/') || parts.some((p) => p === '' || p === '.' || p === '..') || key.includes('\0')) {
+      throw new TypeError(`invalid storage key: ${JSON.stringify(key)}`);
+    }
+    return path.join(this.root, ...parts);
+  }
+
+  #metaPath(key: string, token: string): string {
+    return path.join(this.root, META, ...key.split('/')) + `.${token}.json`;
+  }
+
+  async #writeMeta(key: string, token: string, metadata: Metadata): Promise<void> {
+    const file = this.#metaPath(key, token);
+    const tmp = `${file}.${randomUUID()}.tmp`;
+    await this.#io(async () => {
+      await fs.mkdir(path.dirname(file), { recursive: true });
+      await fs.writeFile(tmp, JSON.stringify(metadata), { flush: true });
+      await fs.rename(tmp, file);
+    });
+  }
+
+  async #removeMeta(key: string, token: string): Promise<void> {
+    await fs.rm(this.#metaPath(key, token), { force: true });
+  }
+
+  async #readMeta(key: string, token: string): Promise<Metadata> {
+    try {
+      return JSON.parse(await fs.readFile(this.#metaPath(key, token), 'utf8')) as Metadata;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError) return {};
+      throw translate(err);
+    }
+  }
+
+  async #info(key: string, stats: BigIntStats): Promise<ObjectInfo> {
+    return toInfo(key, stats, await this.#readMeta(key, tokenOf(stats)));
+  }
+
+  async #stat(key: string): Promise<BigIntStats> {
+    const stats = await this.#io(() => fs.stat(this.#path(key), { bigint: true }), key);
+    if (!stats.isFile()) throw new NotFoundError(key);
+    return stats;
+  }
+
+  async #statOrUndefined(key: string): Promise<BigIntStats | undefined> {
+    try {
+      return await this.#stat(key);
+    } catch (err) {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    }
+  }
+
+  async #locked<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const lockPath = path.join(this.root, UPLOADS, 'locks', `${encodeURIComponent(key)}.lock`);
+    const release = await this.#io(() =>
+      lockfile.lock(lockPath, {
+        realpath: false,
+        lockfilePath: lockPath,
+        stale: 10_000,
+        retries: { retries: 200, factor: 1.2, minTimeout: 2, maxTimeout: 100 },
+      }),
+    );
+    try {
+      return await fn();
+    } finally {
+      await release().catch(() => {});
+    }
+  }
+
+  /** Runs a filesystem call, turning errno errors into storage errors. */
+  async #io<T>(fn: () => Promise<T>, key?: string): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw translate(err, key);
+    }
+  }
+}
+
+
+
+function translate(err: unknown, key?: string): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (key !== undefined && (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR')) {
+    return new NotFoundError(key, { cause: err });
+  }
+  if (code === 'ENOSPC' || code === 'EDQUOT') {
+    return new RegistryError('STORAGE_FULL', 507, 'The storage disk is full: free space or move LOCAL_STORAGE_DIR to a larger disk; nothing was stored.', { cause: err });
+  }
+  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'EIO' || code === 'ENOENT' || code === 'ELOCKED') {
+    return new StorageUnavailableError('local', `${code} on the storage directory`, { cause: err });
+  }
+  return err;
+}
+
+function checkCondition(key: string, current: BigIntStats | undefined, condition: WriteCondition): void {
+  if ('ifNoneMatch' in condition && current) throw new PreconditionFailedError(key);
+  if ('ifMatch' in condition && (!current || tokenOf(current) !== condition.ifMatch)) {
+    throw new PreconditionFailedError(key);
+  }
+}
+
+function tokenOf(stats: BigIntStats): string {
+  return `${stats.ino}-${stats.mtimeNs}-${stats.size}`;
+}
+
+function toInfo(key: string, stats: BigIntStats, metadata: Metadata): ObjectInfo {
+  return {
+    key,
+    size: Number(stats.size),
+    lastModified: new Date(Number(stats.mtimeMs)),
+    token: tokenOf(stats),
+    metadata,
+  };
+}
+
+async function syncDir(dir: string): Promise<void> {
+  const handle = await fs.open(dir, 'r').catch(() => undefined);
+  if (!handle) return;
+  await handle.sync().catch(() => {}); // not every filesystem supports fsync on directories
+  await handle.close();
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * The storage contract every backend implements: a handful of streaming operations on keys in
+ * one flat namespace (see SPEC §4 for the layout the registry builds on top of it).
+ *
+ * Error rules, shared by every method unless it says otherwise:
+ *  - a missing key throws NotFoundError (from ../errors.ts);
+ *  - a failed condition throws PreconditionFailedError;
+ *  - an unreachable or failing backend throws StorageUnavailableError, never hangs
+ *    (backends set timeouts), and keeps the SDK error as `cause`.
+ * Backends know nothing about HTTP or about models; the registry service owns those.
+ */
+import type { Readable } from 'node:stream';
+
+/** What a backend knows about one stored object. */
+export interface ObjectInfo {
+  key: string;
+  size: number;
+  lastModified: Date;
+  /**
+   * The backend's own version token (S3 ETag, GCS generation, Azure ETag, a file's
+   * inode+mtime…). Opaque; only ever handed back in conditions. A key's token must never
+   * repeat across versions (a backend whose native token is a content hash makes it unique),
+   * or a compare-and-swap against a stale read could succeed (ABA).
+   */
+  token: string;
+  /**
+   * User metadata stored with the object. Always complete from head() and get();
+   * list() fills it only when the backend gets it at no extra cost (see capabilities).
+   */
+  metadata: Metadata;
+}
+
+/** Small string pairs stored with an object. Keys are lower-case [a-z0-9-]. */
+export type Metadata = Record<string, string>;
+
+/** A precondition on the object currently at the destination key. */
+export type WriteCondition =
+  | { ifMatch: string } // the destination exists with exactly this token
+  | { ifNoneMatch: true } // the destination does not exist
+  | Record<string, never>; // unconditional
+
+export interface ReadOptions {
+  /** Inclusive byte range. */
+  range?: { start: number; end: number };
+  signal?: AbortSignal;
+}
+
+export interface StorageCapabilities {
+  /** list() returns complete metadata without one request per object. */
+  listIncludesMetadata: boolean;
+}
+
+/**
+ * An upload that has been written in full but is not yet visible under its key.
+ * It stays valid after a commit that failed its condition, so the caller can retry the commit.
+ */
+export interface StagedObject {
+  readonly key: string;
+  readonly size: number;
+}
+
+export interface Storage {
+  /** Short backend name for logs and errors: 'local', 's3', … */
+  readonly kind: string;
+  readonly capabilities: StorageCapabilities;
+
+  /** Prepares the backend (creates the root / bucket when allowed) and checks access. */
+  init(): Promise<void>;
+
+  /** Cheap reachability check for /readyz; throws StorageUnavailableError. */
+  ping(): Promise<void>;
+
+  /** Info for one key. Throws NotFoundError. */
+  head(key: string): Promise<ObjectInfo>;
+
+  /**
+   * Opens a key for reading. The returned info describes exactly the bytes of `body`, even if
+   * the key is replaced meanwhile. A range outside the object is the caller's mistake: callers
+   * clamp ranges with head() first. Throws NotFoundError.
+   */
+  get(key: string, options?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }>;
+
+  /**
+   * Writes `body` somewhere invisible, destined for `key`. Resolves once every byte is durably
+   * stored; rejects (and leaves nothing behind) if `body` errors or `signal` aborts — so a caller
+   * that validates the stream can veto the upload by destroying it.
+   */
+  stage(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<StagedObject>;
+
+  /**
+   * Atomically publishes a staged object under its key with `metadata`, if `condition` holds at
+   * that instant (the backend's own conditional write — never a read-then-write). Readers see the
+   * old object or the new one, whole. Throws PreconditionFailedError and keeps the staged object.
+   */
+  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo>;
+
+  /** Removes a staged object that will not be committed. Never throws NotFoundError. */
+  discard(staged: StagedObject): Promise<void>;
+
+  /**
+   * Copies `from` to `to` with new metadata. `sourceToken` pins the source version: if `from`
+   * no longer has that token, throws PreconditionFailedError. `condition` applies to `to`.
+   */
+  copy(
+    from: string,
+    to: string,
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+  ): Promise<ObjectInfo>;
+
+  /**
+   * Replaces the metadata of an existing object whose token is `token` (used to remember a
+   * digest computed for an object written by another tool). May change the token.
+   */
+  setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo>;
+
+  /** Deletes a key. Does not throw when it is missing. */
+  delete(key: string): Promise<void>;
+
+  /**
+   * Lists keys starting with `prefix` that have no further '/' after it, in ascending key order,
+   * starting after `startAfter`. Staging areas and backend bookkeeping are never listed.
+   */
+  list(prefix: string, options?: { startAfter?: string }): AsyncIterable<ObjectInfo>;
+
+  /** Removes leftovers of uploads that crashed (staged objects nobody will commit). */
+  sweep(): Promise<number>;
+
+  /** Releases clients and handles. */
+  close(): Promise<void>;
+}

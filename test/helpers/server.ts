@@ -1,0 +1,42 @@
+/**
+ * Starts the app on 127.0.0.1 with a random port and a temporary storage directory.
+ * Everything is torn down with the test.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Test } from 'tap';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../../src/app.js';
+import { loadConfig } from '../../src/config.js';
+
+export interface Running {
+  app: FastifyInstance;
+  url: string;
+  dir: string;
+}
+
+export async function tempDir(t: Test, prefix = 'mr-test-'): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export async function start(t: Test, env: Record<string, string> = {}): Promise<Running> {
+  const dir = env.LOCAL_STORAGE_DIR ?? (await tempDir(t));
+  const config = loadConfig({ LOCAL_STORAGE_DIR: dir, PORT: '0', LOG_LEVEL: 'silent', ...env });
+  const app = await buildApp({ config, logger: false });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  t.teardown(() => app.close());
+  const address = app.server.address();
+  if (!address || typeof address === 'string') throw new Error('no address');
+  return { app, url: `http://127.0.0.1:${address.port}`, dir };
+}
+
+export async function put(url: string, body: Buffer, headers: Record<string, string> = {}): Promise<Response> {
+  return fetch(url, { method: 'PUT', body: new Uint8Array(body), headers: { 'content-type': 'application/gzip', ...headers } });
+}
+
+export async function bytes(res: Response): Promise<Buffer> {
+  return Buffer.from(await res.arrayBuffer());
+}

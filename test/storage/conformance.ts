@@ -1,0 +1,151 @@
+/**
+ * The storage conformance suite: one set of contract tests (src/storage/types.ts) that every
+ * backend runs unchanged against a real server. A backend file calls `conformance(t, factory)`.
+ */
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { text } from 'node:stream/consumers';
+import type { Test } from 'tap';
+import { NotFoundError, PreconditionFailedError } from '../../src/errors.js';
+import type { Storage } from '../../src/storage/types.js';
+
+export type StorageFactory = (t: Test) => Promise<Storage>;
+
+const body = (data: Buffer | string) => Readable.from([Buffer.from(data)]);
+
+async function all<T>(iterable: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of iterable) out.push(x);
+  return out;
+}
+
+async function write(s: Storage, key: string, data: string, metadata: Record<string, string> = {}, condition = {}) {
+  return s.commit(await s.stage(key, body(data)), metadata, condition);
+}
+
+export function conformance(t: Test, factory: StorageFactory): void {
+  t.test('missing keys throw NotFoundError; delete of a missing key does not', async (t) => {
+    const s = await factory(t);
+    await t.rejects(s.head('nope.tar.gz'), NotFoundError);
+    await t.rejects(s.get('nope.tar.gz'), NotFoundError);
+    await t.resolves(s.delete('nope.tar.gz'));
+    t.same(await all(s.list('nope')), []);
+  });
+
+  t.test('staged objects are invisible until committed; metadata travels with the object', async (t) => {
+    const s = await factory(t);
+    const staged = await s.stage('a.tar.gz', body('first'));
+    t.equal(staged.size, 5);
+    await t.rejects(s.head('a.tar.gz'), NotFoundError);
+    t.same(await all(s.list('')), [], 'staging area is never listed');
+    const info = await s.commit(staged, { version: '1', labels: '{"k":"v"}' }, { ifNoneMatch: true });
+    t.equal(info.size, 5);
+    const head = await s.head('a.tar.gz');
+    t.equal(head.token, info.token);
+    t.same(head.metadata, { version: '1', labels: '{"k":"v"}' });
+    const { info: got, body: stream } = await s.get('a.tar.gz');
+    t.equal(await text(stream), 'first');
+    t.same(got.metadata, head.metadata);
+  });
+
+  t.test('commit is a compare-and-swap on the current token', async (t) => {
+    const s = await factory(t);
+    const first = await write(s, 'm.tar.gz', 'one', { version: '1' }, { ifNoneMatch: true });
+    const staged = await s.stage('m.tar.gz', body('two'));
+    await t.rejects(s.commit(staged, { version: '2' }, { ifNoneMatch: true }), PreconditionFailedError);
+    await t.rejects(s.commit(staged, { version: '2' }, { ifMatch: 'not-a-token' }), PreconditionFailedError);
+    t.equal(await text((await s.get('m.tar.gz')).body), 'one', 'failed commits change nothing');
+    const second = await s.commit(staged, { version: '2' }, { ifMatch: first.token });
+    t.not(second.token, first.token, 'the token changes on replace');
+    t.equal(await text((await s.get('m.tar.gz')).body), 'two');
+    await t.rejects(write(s, 'm.tar.gz', 'three', {}, { ifMatch: first.token }), PreconditionFailedError);
+    await t.rejects(write(s, 'missing.tar.gz', 'x', {}, { ifMatch: first.token }), PreconditionFailedError);
+  });
+
+  t.test('concurrent commits against one token: exactly one wins', async (t) => {
+    const s = await factory(t);
+    const base = await write(s, 'race.tar.gz', 'base', {}, { ifNoneMatch: true });
+    const staged = await Promise.all(Array.from({ length: 6 }, (_, i) => s.stage('race.tar.gz', body(`writer-${i}`))));
+    const results = await Promise.allSettled(staged.map((st, i) => s.commit(st, { writer: String(i) }, { ifMatch: base.token })));
+    const won = results.filter((r) => r.status === 'fulfilled');
+    t.equal(won.length, 1, 'one winner');
+    for (const r of results) if (r.status === 'rejected') t.type(r.reason, PreconditionFailedError);
+    const winner = (await s.head('race.tar.gz')).metadata.writer;
+    t.equal(await text((await s.get('race.tar.gz')).body), `writer-${winner}`);
+    await Promise.all(staged.map((st) => s.discard(st)));
+  });
+
+  t.test('a failing body leaves nothing behind', async (t) => {
+    const s = await factory(t);
+    const failing = new Readable({ read() {} });
+    failing.push(randomBytes(1000));
+    setTimeout(() => failing.destroy(new Error('client went away')), 10);
+    await t.rejects(s.stage('f.tar.gz', failing), /client went away/);
+    await t.rejects(s.head('f.tar.gz'), NotFoundError);
+    t.equal(await s.sweep(), 0, 'nothing left for the sweeper');
+  });
+
+  t.test('ranges, and a reader keeps the version it opened', async (t) => {
+    const s = await factory(t);
+    const v1 = await write(s, 'r.tar.gz', '0123456789', { version: '1' });
+    t.equal(await text((await s.get('r.tar.gz', { range: { start: 2, end: 5 } })).body), '2345');
+    const opened = await s.get('r.tar.gz');
+    await write(s, 'r.tar.gz', 'replaced!!', { version: '2' }, { ifMatch: v1.token });
+    t.equal(opened.info.token, v1.token);
+    t.equal(opened.info.metadata.version, '1');
+    t.equal(await text(opened.body), '0123456789', 'bytes of the version opened');
+  });
+
+  t.test('copy is pinned to a source token and takes new metadata', async (t) => {
+    const s = await factory(t);
+    const src = await write(s, 'c.tar.gz', 'payload', { version: '1' });
+    const copied = await s.copy('c.tar.gz', '.history/c/v1.tar.gz', { sourceToken: src.token, metadata: { version: '1', kept: 'yes' } });
+    t.equal(copied.size, 7);
+    t.same((await s.head('.history/c/v1.tar.gz')).metadata, { version: '1', kept: 'yes' });
+    t.equal(await text((await s.get('.history/c/v1.tar.gz')).body), 'payload');
+    await t.rejects(s.copy('c.tar.gz', '.history/c/v9.tar.gz', { sourceToken: 'stale', metadata: {} }), PreconditionFailedError);
+    await t.rejects(s.head('.history/c/v9.tar.gz'), NotFoundError);
+    await t.rejects(s.copy('gone.tar.gz', '.history/gone/v1.tar.gz', { sourceToken: src.token, metadata: {} }), NotFoundError);
+    // Copy back over the source (a rollback) is a compare-and-swap too, and yields a new token.
+    const v2 = await write(s, 'c.tar.gz', 'second', { version: '2' }, { ifMatch: src.token });
+    await t.rejects(
+      s.copy('.history/c/v1.tar.gz', 'c.tar.gz', { sourceToken: copied.token, metadata: {}, condition: { ifMatch: src.token } }),
+      PreconditionFailedError,
+    );
+    const back = await s.copy('.history/c/v1.tar.gz', 'c.tar.gz', { sourceToken: copied.token, metadata: { version: '3' }, condition: { ifMatch: v2.token } });
+    t.not(back.token, src.token, 'tokens never repeat under a key');
+    t.not(back.token, v2.token);
+    t.equal(await text((await s.get('c.tar.gz')).body), 'payload');
+  });
+
+  t.test('setMetadata is conditional on the token', async (t) => {
+    const s = await factory(t);
+    const info = await write(s, 'x.tar.gz', 'data', {});
+    await t.rejects(s.setMetadata('x.tar.gz', 'stale', { sha256: 'x' }), PreconditionFailedError);
+    const updated = await s.setMetadata('x.tar.gz', info.token, { sha256: 'abc' });
+    t.same((await s.head('x.tar.gz')).metadata, { sha256: 'abc' });
+    t.equal((await s.head('x.tar.gz')).token, updated.token);
+    t.equal(await text((await s.get('x.tar.gz')).body), 'data');
+  });
+
+  t.test('list: one level under the prefix, in key order, after startAfter', async (t) => {
+    const s = await factory(t);
+    for (const key of ['b.tar.gz', 'a.tar.gz', 'c.tar.gz', '.history/a/v1.tar.gz', '.history/a/v2.tar.gz', '.history/ab/v1.tar.gz']) {
+      await write(s, key, key, { k: key });
+    }
+    t.same((await all(s.list(''))).map((i) => i.key), ['a.tar.gz', 'b.tar.gz', 'c.tar.gz']);
+    t.same((await all(s.list('', { startAfter: 'a.tar.gz' }))).map((i) => i.key), ['b.tar.gz', 'c.tar.gz']);
+    t.same((await all(s.list('b'))).map((i) => i.key), ['b.tar.gz']);
+    const history = await all(s.list('.history/a/'));
+    t.same(history.map((i) => i.key), ['.history/a/v1.tar.gz', '.history/a/v2.tar.gz']);
+    if (s.capabilities.listIncludesMetadata) t.same(history[0]!.metadata, { k: '.history/a/v1.tar.gz' });
+    await s.delete('.history/a/v1.tar.gz');
+    await s.delete('.history/a/v1.tar.gz');
+    t.same((await all(s.list('.history/a/'))).map((i) => i.key), ['.history/a/v2.tar.gz']);
+  });
+
+  t.test('ping succeeds on a healthy backend', async (t) => {
+    const s = await factory(t);
+    await t.resolves(s.ping());
+  });
+}

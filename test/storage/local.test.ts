@@ -1,0 +1,60 @@
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import t, { type Test } from 'tap';
+import { LocalStorage } from '../../src/storage/local.js';
+import { tempDir } from '../helpers/server.js';
+import { conformance } from './conformance.js';
+
+const local = async (tt: Test) => {
+  const s = new LocalStorage({ root: await tempDir(tt) });
+  await s.init();
+  return s;
+};
+
+t.test('conformance', async (t) => conformance(t, local));
+
+t.test('the directory keeps the bucket layout, with no stray model-like files', async (t) => {
+  const s = await local(t);
+  const staged = await s.stage('m.tar.gz', Readable.from([Buffer.from('x')]));
+  const info = await s.commit(staged, { version: '1' }, {});
+  await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: info.token, metadata: { version: '1' } });
+  const files: string[] = [];
+  const walk = async (dir: string): Promise<void> => {
+    for (const e of await fs.readdir(dir, { withFileTypes: true })) {
+      const full = path.join(dir, e.name);
+      if (e.isDirectory()) await walk(full);
+      else files.push(path.relative(s.root, full));
+    }
+  };
+  await walk(s.root);
+  t.same(files.filter((f) => f.endsWith('.tar.gz')).sort(), ['.history/m/v1.tar.gz', 'm.tar.gz']);
+  t.ok(files.every((f) => f.endsWith('.tar.gz') || f.startsWith('.meta/')), 'metadata lives under .meta/ only');
+});
+
+t.test('sweep removes staged files of dead writers and keeps live ones', async (t) => {
+  const s = await local(t);
+  const uploads = path.join(s.root, '.uploads');
+  const live = await s.stage('a.tar.gz', Readable.from([Buffer.from('live')]));
+  const [ours] = (await fs.readdir(uploads)).filter((n) => n.endsWith('.part'));
+  const tag = /-([0-9a-f]{8})\.part$/.exec(ours!)![1];
+  // A leftover of a crashed process on this host (pid 2^22+1 does not exist), and one of an
+  // earlier run of a process with our own pid (a container restarted as pid 1).
+  await fs.writeFile(path.join(uploads, `4194305-00000000-0000-0000-0000-000000000000-${tag}.part`), 'dead');
+  await fs.writeFile(path.join(uploads, `${process.pid}-11111111-1111-1111-1111-111111111111-${tag}.part`), 'old');
+  // Another host's upload in progress: left alone.
+  await fs.writeFile(path.join(uploads, `4194305-22222222-2222-2222-2222-222222222222-ffffffff.part`), 'other host');
+  t.equal(await s.sweep(), 2);
+  const left = (await fs.readdir(uploads)).filter((n) => n.endsWith('.part')).sort();
+  t.equal(left.length, 2);
+  t.ok(left.some((n) => n.endsWith('-ffffffff.part')));
+  await s.commit(live, {}, {});
+  t.equal(await fs.readFile(path.join(s.root, 'a.tar.gz'), 'utf8'), 'live', 'the live upload survived the sweep');
+});
+
+t.test('keys that could leave the root are refused', async (t) => {
+  const s = await local(t);
+  for (const key of ['../x.tar.gz', '/etc/passwd', 'a//b', 'a/../b', '']) {
+    await t.rejects(s.head(key), TypeError, key);
+  }
+});
