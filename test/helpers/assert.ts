@@ -1,0 +1,36 @@
+/** Assertions shared by the HTTP tests. */
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Test } from 'tap';
+
+export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+/** The response is a JSON error with a code and a message, and has the expected status. */
+export async function isError(t: Test, res: Response, status: number, code?: string | RegExp): Promise<{ error: string; message: string }> {
+  t.equal(res.status, status, `status ${status}`);
+  t.match(res.headers.get('content-type'), /application\/json/, 'error is JSON');
+  const body = (await res.json()) as { error: string; message: string };
+  t.type(body.error, 'string');
+  t.ok(body.message && body.message.length > 20, 'error message explains the problem');
+  if (code) t.match(body.error, code);
+  return body;
+}
+
+/**
+ * Nothing was stored: the model still serves `previous` (or does not exist), its version is
+ * unchanged, and no upload file is left in the staging area.
+ */
+export async function unchanged(t: Test, url: string, dir: string, name: string, previous: Buffer | undefined, version?: number): Promise<void> {
+  const res = await fetch(`${url}/models/${name}`);
+  if (previous === undefined) {
+    t.equal(res.status, 404, 'model still absent');
+    await res.arrayBuffer();
+  } else {
+    t.equal(res.status, 200);
+    t.ok(Buffer.from(await res.arrayBuffer()).equals(previous), 'previous version intact');
+    if (version !== undefined) t.equal(res.headers.get('x-model-version'), String(version), 'version unchanged');
+  }
+  const staged = (await fs.readdir(path.join(dir, '.uploads'))).filter((n) => n.endsWith('.part'));
+  t.same(staged, [], 'no upload left in the staging area');
+}
