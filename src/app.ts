@@ -14,6 +14,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     config: Config;
     registry: ModelRegistry;
+    /** Every route as registered (method, url), for the OpenAPI consistency check. */
+    routeList: { method: string; url: string }[];
   }
 }
 
@@ -40,9 +42,14 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     logger: options.logger ?? loggerOptions(config),
     // Uploads are streamed by the model routes; this limit only applies to JSON bodies.
     bodyLimit: 64 * 1024,
-    maxParamLength: 512,
+    routerOptions: { maxParamLength: 512 },
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+  });
+  const routeList: { method: string; url: string }[] = [];
+  app.decorate('routeList', routeList);
+  app.addHook('onRoute', (route) => {
+    for (const method of [route.method].flat()) routeList.push({ method, url: route.url });
   });
   const storage = options.storage ?? (await createStorage(config, app.log));
   if (!options.storage) app.addHook('onClose', async () => storage.close());

@@ -69,7 +69,8 @@ export interface RegistryOptions {
   logger: Logger;
 }
 
-const MAX_COMMIT_ATTEMPTS = 8;
+/** Commit attempts under contention before giving up with 409; losers back off with jitter. */
+const MAX_COMMIT_ATTEMPTS = 50;
 const META = { version: 'version', sha256: 'sha256', createdAt: 'created-at', labels: 'labels' } as const;
 
 export class ModelRegistry {
@@ -277,6 +278,7 @@ export class ModelRegistry {
       } catch (err) {
         if (!(err instanceof PreconditionFailedError)) throw err;
         this.#log.debug({ model: name, attempt }, 'concurrent write; retrying');
+        await sleep(Math.random() * Math.min(5 * (attempt + 1), 100));
       }
     }
     throw errors.conflict(name);
@@ -362,6 +364,8 @@ class DigestCounter extends Transform {
     cb(null, chunk);
   }
 }
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function condition(current: ModelVersion | undefined): WriteCondition {
   return current ? { ifMatch: current.token } : { ifNoneMatch: true };

@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { LocalStorage } from '../../src/storage/local.js';
 import { tempDir } from '../helpers/server.js';
-import { conformance } from './conformance.js';
+import { conformance } from '../helpers/storage-conformance.js';
 
 const local = async (tt: Test) => {
   const s = new LocalStorage({ root: await tempDir(tt) });

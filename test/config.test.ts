@@ -1,0 +1,67 @@
+import { spawnSync } from 'node:child_process';
+import t from 'tap';
+import { loadConfig } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
+import { parseDuration, parseSize } from '../src/util/units.js';
+
+t.test('sizes and durations', async (t) => {
+  t.equal(parseSize('10GiB'), 10 * 2 ** 30);
+  t.equal(parseSize('500MB'), 500e6);
+  t.equal(parseSize('1.5k'), 1500);
+  t.equal(parseSize('1024'), 1024);
+  t.equal(parseSize('12 mib'), 12 * 2 ** 20);
+  t.equal(parseSize('ten'), undefined);
+  t.equal(parseSize('5XB'), undefined);
+  t.equal(parseDuration('7d'), 7 * 86_400_000);
+  t.equal(parseDuration('12h'), 12 * 3_600_000);
+  t.equal(parseDuration('250ms'), 250);
+  t.equal(parseDuration('30'), 30_000, 'bare numbers are seconds');
+  t.equal(parseDuration('soon'), undefined);
+});
+
+t.test('defaults need no configuration', async (t) => {
+  const c = loadConfig({});
+  t.match(c, {
+    REMOTE_STORAGE: 'local', HOST: '127.0.0.1', PORT: 8080, LOCAL_STORAGE_DIR: './data/models', MODEL_HISTORY: 3,
+    MAX_MODEL_BYTES: 20 * 2 ** 30, MAX_EXTRACTED_BYTES: 100 * 2 ** 30, MAX_ARCHIVE_ENTRIES: 100_000, AUTH_TOKENS: [], ALLOW_ANONYMOUS: false,
+  });
+  t.equal(loadConfig({ PORT: '' }).PORT, 8080, 'empty means unset');
+  t.match(loadConfig({ AUTH_TOKENS: 'read:aaaaaaaa, admin:bbbbbbbb' }).AUTH_TOKENS, [{ scope: 'read', token: 'aaaaaaaa' }, { scope: 'admin', token: 'bbbbbbbb' }]);
+});
+
+t.test('a bad value names the variable and the fix', async (t) => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ PORT: 'eighty' }, /^PORT="eighty" must be a whole number from 0 to 65535\.$/],
+    [{ PORT: '70000' }, /^PORT=/],
+    [{ MAX_MODEL_BYTES: 'lots' }, /^MAX_MODEL_BYTES="lots" is not a size: use bytes or a unit, e\.g\. 20GiB/],
+    [{ MAX_EXTRACTED_BYTES: '-1' }, /^MAX_EXTRACTED_BYTES=/],
+    [{ MAX_ARCHIVE_ENTRIES: '1.5' }, /^MAX_ARCHIVE_ENTRIES=/],
+    [{ MODEL_HISTORY: 'all' }, /^MODEL_HISTORY="all" must be a whole number/],
+    [{ ALLOW_ANONYMOUS: 'maybe' }, /^ALLOW_ANONYMOUS="maybe" must be true or false/],
+    [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL="loud" must be one of fatal, error, warn, info, debug, trace, silent/],
+    [{ REMOTE_STORAGE: 'ftp' }, /^REMOTE_STORAGE="ftp" must be one of local, aws/],
+    [{ REMOTE_STORAGE: 'aws' }, /^REMOTE_STORAGE=aws is not available in this build/],
+    [{ REMOTE_STORAGE: 'minio' }, /not available in this build/],
+    [{ AUTH_TOKENS: 'root:secretsecret' }, /^AUTH_TOKENS=\(hidden\) must be a comma-separated list of read:<token>/],
+    [{ AUTH_TOKENS: 'read:short' }, /at least 8 characters/],
+  ];
+  for (const [env, expected] of cases) {
+    const err = (() => { try { loadConfig(env); } catch (e) { return e; } })();
+    t.type(err, ConfigError, JSON.stringify(env));
+    t.match((err as Error).message, expected);
+    t.notMatch((err as Error).message, /\n/, 'one line');
+    t.notMatch((err as Error).message, /secretsecret/, 'tokens are not echoed');
+  }
+});
+
+t.test('the process exits 1 with one line for a bad setting', async (t) => {
+  const run = (env: Record<string, string | undefined>) =>
+    spawnSync(process.execPath, ['dist/server.js'], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 20_000 });
+  for (const env of [{ PORT: 'eighty' }, { REMOTE_STORAGE: 'gcs' }, { HOST: '0.0.0.0' }, { LOCAL_STORAGE_DIR: '/dev/null/models' }]) {
+    const r = run(env);
+    t.equal(r.status, 1, JSON.stringify(env));
+    const lines = r.stderr.trim().split('\n');
+    t.equal(lines.length, 1, 'one line');
+    t.match(lines[0], /^model-registry: [A-Z_]+=/);
+  }
+});
