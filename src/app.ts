@@ -64,7 +64,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     history: config.MODEL_HISTORY,
     logger: app.log.child({ component: 'registry' }),
   });
-  app.decorate('config', config);
+  app.decorate<Config>('config', config);
   app.decorate('registry', registry);
 
   await app.register(errorHandling);

@@ -77,22 +77,139 @@ const common = z.object({
   MODEL_HISTORY: integer(0, 1000).default(3),
   AUTH_TOKENS: authTokens.default([]),
   ALLOW_ANONYMOUS: boolean.default(false),
+  /** Longest a single storage request may stay silent before it fails with 503. */
+  STORAGE_TIMEOUT: duration('30s').default(30_000),
 });
+
+const url = (example: string) =>
+  z.string().refine((text) => {
+    try {
+      return ['http:', 'https:'].includes(new URL(text).protocol);
+    } catch {
+      return false;
+    }
+  }, `is not an http(s) URL: use e.g. ${example}`);
+
+/** City and country names people write instead of AWS region codes (seeds/002). */
+export const AWS_REGION_NAMES: Record<string, string> = {
+  'n. virginia': 'us-east-1', 'north virginia': 'us-east-1', virginia: 'us-east-1', ohio: 'us-east-2',
+  'n. california': 'us-west-1', california: 'us-west-1', oregon: 'us-west-2',
+  frankfurt: 'eu-central-1', ireland: 'eu-west-1', london: 'eu-west-2', paris: 'eu-west-3',
+  stockholm: 'eu-north-1', milan: 'eu-south-1', spain: 'eu-south-2', zurich: 'eu-central-2',
+  tokyo: 'ap-northeast-1', seoul: 'ap-northeast-2', osaka: 'ap-northeast-3', singapore: 'ap-southeast-1',
+  sydney: 'ap-southeast-2', jakarta: 'ap-southeast-3', melbourne: 'ap-southeast-4', mumbai: 'ap-south-1',
+  hyderabad: 'ap-south-2', 'hong kong': 'ap-east-1', canada: 'ca-central-1', montreal: 'ca-central-1',
+  calgary: 'ca-west-1', 'sao paulo': 'sa-east-1', 'são paulo': 'sa-east-1', bahrain: 'me-south-1',
+  uae: 'me-central-1', 'cape town': 'af-south-1', 'tel aviv': 'il-central-1', beijing: 'cn-north-1',
+  ningxia: 'cn-northwest-1',
+};
+const AWS_REGION_CODE = /^[a-z]{2}(-[a-z]+)+-\d{1,2}$/;
+
+const bucketName = (scheme: 's3' | 'gs') =>
+  z.string().superRefine((text, ctx) => {
+    const m = /^([a-z0-9]+):\/\/([^/]*)/i.exec(text);
+    if (m) {
+      ctx.addIssue({ code: 'custom', message: `must be the bare bucket name without ${m[1]}://: use BUCKET_NAME=${m[2]}` });
+    } else if (!/^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/.test(text)) {
+      ctx.addIssue({ code: 'custom', message: `is not a valid ${scheme === 's3' ? 'S3' : 'GCS'} bucket name: use 3-63 lower-case letters, digits, dots and hyphens, e.g. my-models` });
+    }
+  });
 
 const local = z.object({
   REMOTE_STORAGE: z.literal('local'),
   LOCAL_STORAGE_DIR: z.string().min(1).default('./data/models'),
 });
 
-const schema = z.intersection(common, z.discriminatedUnion('REMOTE_STORAGE', [local]));
+const aws = z
+  .object({
+    REMOTE_STORAGE: z.literal('aws'),
+    BUCKET_NAME: bucketName('s3'),
+    AWS_DEFAULT_REGION: z.string().optional(),
+    AWS_REGION: z.string().optional(),
+    AWS_ENDPOINT_URL: url('http://127.0.0.1:9000').optional(),
+    AWS_ACCESS_KEY_ID: z.string().optional(),
+    AWS_SECRET_ACCESS_KEY: z.string().optional(),
+    AWS_SESSION_TOKEN: z.string().optional(),
+    AUTO_CREATE_BUCKET: boolean.default(true),
+  })
+  .superRefine((c, ctx) => {
+    const region = c.AWS_DEFAULT_REGION ?? c.AWS_REGION;
+    const variable = c.AWS_DEFAULT_REGION !== undefined ? 'AWS_DEFAULT_REGION' : 'AWS_REGION';
+    // S3-compatible servers name regions as they like (MinIO us-east-1, R2 auto); AWS uses codes.
+    if (region !== undefined && c.AWS_ENDPOINT_URL === undefined && !AWS_REGION_CODE.test(region)) {
+      const code = AWS_REGION_NAMES[region.trim().toLowerCase()];
+      ctx.addIssue({
+        code: 'custom',
+        path: [variable],
+        message: code
+          ? `is a region name, not a region code: use ${variable}=${code}`
+          : 'is not an AWS region code: use the code of the bucket\'s region, e.g. eu-central-1 or us-east-1',
+      });
+    }
+    if ((c.AWS_ACCESS_KEY_ID === undefined) !== (c.AWS_SECRET_ACCESS_KEY === undefined)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: [c.AWS_ACCESS_KEY_ID === undefined ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY'],
+        message: 'must be set together with its pair (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), or leave both unset to use the default credential chain (IAM role, profile)',
+      });
+    }
+  });
+
+const gcs = z.object({
+  REMOTE_STORAGE: z.literal('gcs'),
+  BUCKET_NAME: bucketName('gs'),
+  GOOGLE_CLOUD_PROJECT: z.string().optional(),
+  GOOGLE_APPLICATION_CREDENTIALS: z.string().optional(),
+  STORAGE_EMULATOR_HOST: z.string().optional(),
+  AUTO_CREATE_BUCKET: boolean.default(true),
+});
+
+const azure = z
+  .object({
+    REMOTE_STORAGE: z.literal('azure'),
+    AZURE_CONTAINER: z.string().regex(/^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/, 'is not a valid container name: use 3-63 lower-case letters, digits and single hyphens, e.g. models'),
+    AZURE_STORAGE_CONNECTION_STRING: z.string().optional(),
+    AZURE_ACCOUNT_NAME: z.string().regex(/^[a-z0-9]{3,24}$/, 'is not a storage account name: use the 3-24 lower-case letters and digits of the account').optional(),
+    AZURE_ACCOUNT_KEY: z
+      .string()
+      .refine((k) => /^[A-Za-z0-9+/]+={0,2}$/.test(k) && k.length % 4 === 0 && Buffer.from(k, 'base64').length >= 32, 'is not base64: copy key1 or key2 from the storage account\'s Access keys page unchanged')
+      .optional(),
+    AZURE_BLOB_ENDPOINT: url('https://myaccount.blob.core.windows.net').optional(),
+    AUTO_CREATE_BUCKET: boolean.default(true),
+  })
+  .superRefine((c, ctx) => {
+    if (c.AZURE_STORAGE_CONNECTION_STRING === undefined && c.AZURE_ACCOUNT_NAME === undefined && c.AZURE_BLOB_ENDPOINT === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['AZURE_ACCOUNT_NAME'],
+        message: 'is not set: set AZURE_ACCOUNT_NAME (with AZURE_ACCOUNT_KEY, or none for managed identity), or AZURE_STORAGE_CONNECTION_STRING',
+      });
+    }
+  });
+
+const mongodb = z.object({
+  REMOTE_STORAGE: z.literal('mongodb'),
+  MONGODB_URI: z.string().regex(/^mongodb(\+srv)?:\/\//, 'is not a MongoDB connection string: use mongodb://host:27017 or mongodb+srv://cluster.example.net'),
+  MONGODB_DATABASE: z.string().regex(/^[^/\\. "$]{1,63}$/, 'is not a valid database name').default('models'),
+  MONGODB_COLLECTION: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'is not a valid collection name: use letters, digits, _ and -').default('models'),
+});
+
+const schema = z.intersection(common, z.discriminatedUnion('REMOTE_STORAGE', [local, aws, gcs, azure, mongodb]));
 
 export type Config = z.infer<typeof schema>;
 export type Backend = Config['REMOTE_STORAGE'];
+export type BackendConfig<B extends Backend> = Extract<Config, { REMOTE_STORAGE: B }>;
 
-/** Backends named by SPEC §5 that this build does not ship. */
-const NOT_IN_THIS_BUILD = ['aws', 'gcs', 'azure', 'mongodb'];
+const KNOWN_VARIABLES = [
+  ...new Set([
+    'REMOTE_STORAGE',
+    ...Object.keys(common.shape),
+    ...[local, aws, gcs, azure, mongodb].flatMap((o) => Object.keys(('shape' in o ? o : (o as unknown as { _def: { schema: typeof local } })._def.schema).shape)),
+  ]),
+];
 
-const KNOWN_VARIABLES = ['REMOTE_STORAGE', ...Object.keys(common.shape), ...Object.keys(local.shape)];
+/** Variables whose values are secrets: never echoed in errors or logs. */
+const SECRET_VARIABLES = new Set(['AUTH_TOKENS', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AZURE_ACCOUNT_KEY', 'AZURE_STORAGE_CONNECTION_STRING', 'MONGODB_URI']);
 
 /**
  * Parses the environment. Throws ConfigError with one line naming the first bad variable.
@@ -105,25 +222,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (value !== undefined && value.trim() !== '') input[key] = value.trim();
   }
   const requested = (input.REMOTE_STORAGE ?? 'local').toLowerCase();
-  const backend = BACKEND_ALIASES[requested] ?? requested;
-  if (NOT_IN_THIS_BUILD.includes(backend)) {
-    throw new ConfigError(
-      `REMOTE_STORAGE=${input.REMOTE_STORAGE} is not available in this build: only the local backend ships so far; unset REMOTE_STORAGE (or set it to local) and point LOCAL_STORAGE_DIR at a directory.`,
-    );
-  }
-  input.REMOTE_STORAGE = backend;
+  input.REMOTE_STORAGE = BACKEND_ALIASES[requested] ?? requested;
 
   const parsed = schema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const variable = String(issue.path[0] ?? 'REMOTE_STORAGE');
-    const shown = variable === 'AUTH_TOKENS' ? '(hidden)' : JSON.stringify(input[variable] ?? '');
+    const shown = SECRET_VARIABLES.has(variable) ? '(hidden)' : JSON.stringify(input[variable] ?? '');
     const message =
       variable === 'REMOTE_STORAGE'
         ? 'must be one of local, aws (or s3, minio), gcs, azure, mongodb'
-        : issue.code === 'invalid_value'
-          ? `must be one of ${(issue as { values: unknown[] }).values.join(', ')}`
-          : issue.message;
+        : input[variable] === undefined
+          ? `is required with REMOTE_STORAGE=${input.REMOTE_STORAGE}: ${REQUIRED_HINTS[variable] ?? 'set it'}`
+          : issue.code === 'invalid_value'
+            ? `must be one of ${(issue as { values: unknown[] }).values.join(', ')}`
+            : issue.message;
     throw new ConfigError(`${variable}=${shown} ${message}.`);
   }
   const config = parsed.data;
@@ -135,6 +248,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   return config;
 }
+
+const REQUIRED_HINTS: Record<string, string> = {
+  BUCKET_NAME: 'set it to the bare name of the bucket, e.g. BUCKET_NAME=my-models',
+  AZURE_CONTAINER: 'set it to the blob container to use, e.g. AZURE_CONTAINER=models',
+  MONGODB_URI: 'set it to the connection string, e.g. MONGODB_URI=mongodb://127.0.0.1:27017',
+};
 
 export function isLoopback(host: string): boolean {
   if (host === 'localhost' || host === '::1' || host === '[::1]') return true;

@@ -1,24 +1,34 @@
 /**
  * Backend registry: REMOTE_STORAGE → a lazily imported module, so a deployment loads only the
- * SDK it uses.
+ * SDK it uses. Each backend module exports `create(config, logger)`.
  */
+import type { Backend, BackendConfig, Config } from '../config.js';
 import type { Logger } from '../util/logger.js';
-import type { Backend, Config } from '../config.js';
 import type { Storage } from './types.js';
 
-type Factory = (config: Config, logger: Logger) => Promise<Storage>;
+type Drivers = { [B in Backend]: (config: BackendConfig<B>, logger: Logger) => Promise<Storage> };
 
-const drivers: Record<Backend, Factory> = {
-  local: async (config) => {
-    const { LocalStorage } = await import('./local.js');
-    return new LocalStorage({ root: config.LOCAL_STORAGE_DIR });
-  },
+const drivers: Drivers = {
+  local: async (config) => (await import('./local.js')).create(config),
+  aws: async (config, logger) => (await import('./s3.js')).create(config, logger),
+  gcs: async (config, logger) => (await import('./gcs.js')).create(config, logger),
+  azure: async (config, logger) => (await import('./azure.js')).create(config, logger),
+  mongodb: async (config, logger) => (await import('./mongodb.js')).create(config, logger),
 };
 
-/** Creates and initialises the configured backend (throws ConfigError on a bad setup). */
+/**
+ * Creates and initialises the configured backend. Throws ConfigError with one line for a setup
+ * the user must fix (bad credentials, bucket not readable, endpoint unreachable).
+ */
 export async function createStorage(config: Config, logger: Logger): Promise<Storage> {
-  const storage = await drivers[config.REMOTE_STORAGE](config, logger.child({ storage: config.REMOTE_STORAGE }));
-  await storage.init();
+  const driver = drivers[config.REMOTE_STORAGE] as (c: Config, l: Logger) => Promise<Storage>;
+  const storage = await driver(config, logger.child({ storage: config.REMOTE_STORAGE }));
+  try {
+    await storage.init();
+  } catch (err) {
+    await storage.close().catch(() => {});
+    throw err;
+  }
   return storage;
 }
 

@@ -15,26 +15,27 @@
  * describe, and written before the rename, so a reader that opened a file always finds the
  * metadata of exactly that file; sidecars of replaced files are deleted after the rename.
  */
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, type BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
-import { hostname } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import lockfile from 'proper-lockfile';
+import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
+import { isAbandoned, newStagedName } from './staging.js';
 import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const UPLOADS = '.uploads';
 const META = '.meta';
-/** An upload file untouched for this long belongs to a dead writer on some other host. */
-const ABANDONED_AFTER_MS = 60 * 60 * 1000;
-const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
-const STAGED_NAME = /^(\d+)-([0-9a-f-]{36})-([0-9a-f]{8})\.part$/;
 
 class LocalStaged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly file: string) {}
+}
+
+export function create(config: BackendConfig<'local'>): LocalStorage {
+  return new LocalStorage({ root: config.LOCAL_STORAGE_DIR });
 }
 
 export interface LocalStorageOptions {
@@ -43,7 +44,7 @@ export interface LocalStorageOptions {
 
 export class LocalStorage implements Storage {
   readonly kind = 'local';
-  readonly capabilities = { listIncludesMetadata: true };
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true };
   readonly root: string;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
@@ -238,17 +239,11 @@ export class LocalStorage implements Storage {
   async sweep(): Promise<number> {
     const dir = path.join(this.root, UPLOADS);
     let removed = 0;
+    const active = new Set([...this.#active].map((f) => path.basename(f)));
     for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
       const file = path.join(dir, name);
-      const m = STAGED_NAME.exec(name);
-      if (!m || this.#active.has(file)) continue;
       const stats = await fs.stat(file).catch(() => undefined);
-      if (!stats) continue;
-      const pid = Number(m[1]);
-      const ours = m[3] === HOST_TAG;
-      const abandoned =
-        (ours && (pid === process.pid || !processAlive(pid))) || Date.now() - stats.mtimeMs > ABANDONED_AFTER_MS;
-      if (abandoned) {
+      if (stats && isAbandoned(name, stats.mtime, active)) {
         await fs.rm(file, { force: true });
         removed++;
       }
@@ -285,7 +280,7 @@ export class LocalStorage implements Storage {
   }
 
   #newUploadPath(): string {
-    return path.join(this.root, UPLOADS, `${process.pid}-${randomUUID()}-${HOST_TAG}.part`);
+    return path.join(this.root, UPLOADS, newStagedName());
   }
 
   #own(staged: StagedObject): LocalStaged {
@@ -417,13 +412,4 @@ async function syncDir(dir: string): Promise<void> {
   if (!handle) return;
   await handle.sync().catch(() => {}); // not every filesystem supports fsync on directories
   await handle.close();
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

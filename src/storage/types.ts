@@ -18,9 +18,8 @@ export interface ObjectInfo {
   lastModified: Date;
   /**
    * The backend's own version token (S3 ETag, GCS generation, Azure ETag, a file's
-   * inode+mtime…). Opaque; only ever handed back in conditions. A key's token must never
-   * repeat across versions (a backend whose native token is a content hash makes it unique),
-   * or a compare-and-swap against a stale read could succeed (ABA).
+   * inode+mtime…). Opaque; only ever handed back in conditions. See
+   * StorageCapabilities.uniqueTokens.
    */
   token: string;
   /**
@@ -48,6 +47,12 @@ export interface ReadOptions {
 export interface StorageCapabilities {
   /** list() returns complete metadata without one request per object. */
   listIncludesMetadata: boolean;
+  /**
+   * A key's token never repeats. False where the native token is a content hash (S3 ETag): the
+   * same bytes written again (a rollback) get the token they had, which leaves a compare-and-swap
+   * open to ABA in a narrow race.
+   */
+  uniqueTokens: boolean;
 }
 
 /**

@@ -12,7 +12,10 @@ const local = async (tt: Test) => {
   return s;
 };
 
-t.test('conformance', async (t) => conformance(t, local));
+t.test('conformance', async (t) =>
+  conformance(t, local, {
+    leftovers: async (s) => (await fs.readdir(path.join((s as LocalStorage).root, '.uploads'))).filter((n) => n.endsWith('.part')).length,
+  }));
 
 t.test('the directory keeps the bucket layout, with no stray model-like files', async (t) => {
   const s = await local(t);

@@ -1,0 +1,41 @@
+/**
+ * Names of staged uploads, shared by the backends that stage under `.uploads/`. A name records
+ * the writer's pid and host, so a starting process can tell the leftovers of crashed writers
+ * (same host, pid gone — or its own pid from an earlier life, as in a restarted container) from
+ * uploads that other live replicas are still writing.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+
+export const UPLOADS_PREFIX = '.uploads/';
+/** An upload untouched for this long belongs to a dead writer on some other host. */
+export const ABANDONED_AFTER_MS = 60 * 60 * 1000;
+
+const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+const STAGED_NAME = /^(\d+)-([0-9a-f-]{36})-([0-9a-f]{8})\.part$/;
+
+/** A new staged file name: `{pid}-{uuid}-{hosttag}.part`. */
+export function newStagedName(): string {
+  return `${process.pid}-${randomUUID()}-${HOST_TAG}.part`;
+}
+
+/**
+ * True when the staged upload `name` (as made by newStagedName), last written at
+ * `lastModified`, can no longer be committed by anyone. `active` are this process's own uploads.
+ */
+export function isAbandoned(name: string, lastModified: Date, active: ReadonlySet<string>): boolean {
+  const m = STAGED_NAME.exec(name);
+  if (!m || active.has(name)) return false;
+  const pid = Number(m[1]);
+  const ours = m[3] === HOST_TAG;
+  return (ours && (pid === process.pid || !processAlive(pid))) || Date.now() - lastModified.getTime() > ABANDONED_AFTER_MS;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
