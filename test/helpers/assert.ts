@@ -1,8 +1,7 @@
 /** Assertions shared by the HTTP tests. */
 import { createHash } from 'node:crypto';
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import type { Test } from 'tap';
+import type { Running } from './server.js';
 
 export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
@@ -21,8 +20,8 @@ export async function isError(t: Test, res: Response, status: number, code?: str
  * Nothing was stored: the model still serves `previous` (or does not exist), its version is
  * unchanged, and no upload file is left in the staging area.
  */
-export async function unchanged(t: Test, url: string, dir: string, name: string, previous: Buffer | undefined, version?: number): Promise<void> {
-  const res = await fetch(`${url}/models/${name}`);
+export async function unchanged(t: Test, r: Running, name: string, previous: Buffer | undefined, version?: number): Promise<void> {
+  const res = await fetch(`${r.url}/models/${name}`);
   if (previous === undefined) {
     t.equal(res.status, 404, 'model still absent');
     await res.arrayBuffer();
@@ -31,6 +30,7 @@ export async function unchanged(t: Test, url: string, dir: string, name: string,
     t.ok(Buffer.from(await res.arrayBuffer()).equals(previous), 'previous version intact');
     if (version !== undefined) t.equal(res.headers.get('x-model-version'), String(version), 'version unchanged');
   }
-  const staged = (await fs.readdir(path.join(dir, '.uploads'))).filter((n) => n.endsWith('.part'));
+  const staged: string[] = [];
+  for await (const info of r.app.registry.storage.list('.uploads/')) if (info.key.endsWith('.part')) staged.push(info.key);
   t.same(staged, [], 'no upload left in the staging area');
 }

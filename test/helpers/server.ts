@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/config.js';
 export interface Running {
   app: FastifyInstance;
   url: string;
+  /** The storage directory when the backend is local, '' otherwise. */
   dir: string;
 }
 
@@ -22,8 +23,9 @@ export async function tempDir(t: Test, prefix = 'mr-test-'): Promise<string> {
   return dir;
 }
 
+/** Starts the app; without REMOTE_STORAGE in `env`, on the local backend in a temporary directory. */
 export async function start(t: Test, env: Record<string, string> = {}): Promise<Running> {
-  const dir = env.LOCAL_STORAGE_DIR ?? (await tempDir(t));
+  const dir = env.LOCAL_STORAGE_DIR ?? (env.REMOTE_STORAGE ? '' : await tempDir(t));
   const config = loadConfig({ LOCAL_STORAGE_DIR: dir, PORT: '0', LOG_LEVEL: 'silent', ...env });
   const app = await buildApp({ config, logger: false });
   await app.listen({ host: '127.0.0.1', port: 0 });

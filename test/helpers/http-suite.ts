@@ -1,0 +1,400 @@
+/**
+ * The HTTP behaviour of every model route (SPEC §1–§3), written once and run against each
+ * backend: test/routes/models*.test.ts call httpSuite() with a harness that supplies the
+ * storage settings of a real server (local disk, MinIO, Azurite, ...).
+ */
+import { Readable } from 'node:stream';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import type { Test } from 'tap';
+import { model, tar, tgz } from './archives.js';
+import { isError, sha256, unchanged as unchangedAt } from './assert.js';
+import { bytes, put, start as startWith, type Running } from './server.js';
+
+export interface Harness {
+  /** Storage settings for one test: a fresh directory / bucket / container. */
+  env(t: Test): Promise<Record<string, string>>;
+}
+
+async function keys(r: Running, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const info of r.app.registry.storage.list(prefix)) out.push(info.key);
+  return out;
+}
+
+export function httpSuite(t: Test, harness: Harness): void {
+const start = async (t: Test, env: Record<string, string> = {}) => startWith(t, { ...(await harness.env(t)), ...env });
+const unchanged = (t: Test, r: Running, name: string, previous: Buffer | undefined, version?: number) => unchangedAt(t, r, name, previous, version);
+
+t.test('upload, download, HEAD and meta', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const archive = model('v1');
+  const res = await put(`${url}/models/demo`, archive, { 'x-model-label-git_sha': '1a2b3c', 'X-Model-Label-Dataset': 'faq-2024' });
+  t.equal(res.status, 201);
+  const created = (await res.json()) as Record<string, unknown>;
+  t.match(created, { name: 'demo', version: 1, sha256: sha256(archive), size: archive.length, storageKey: 'demo.tar.gz', labels: { git_sha: '1a2b3c', dataset: 'faq-2024' } });
+  t.equal(res.headers.get('etag'), `"sha256:${sha256(archive)}"`);
+
+  const get = await fetch(`${url}/models/demo`);
+  t.equal(get.status, 200);
+  t.ok((await bytes(get)).equals(archive), 'byte-exact download');
+  t.equal(get.headers.get('etag'), `"sha256:${sha256(archive)}"`);
+  t.equal(get.headers.get('content-length'), String(archive.length));
+  t.equal(get.headers.get('content-type'), 'application/gzip');
+  t.equal(get.headers.get('content-digest'), `sha-256=:${Buffer.from(sha256(archive), 'hex').toString('base64')}:`);
+  t.equal(get.headers.get('x-model-version'), '1');
+  t.ok(Date.parse(get.headers.get('last-modified')!) > 0);
+
+  const head = await fetch(`${url}/models/demo`, { method: 'HEAD' });
+  t.equal(head.status, 200);
+  t.equal(head.headers.get('content-length'), String(archive.length), 'HEAD reports the real length');
+  t.equal(head.headers.get('etag'), get.headers.get('etag'));
+  t.equal((await bytes(head)).length, 0);
+
+  const meta = (await (await fetch(`${url}/models/demo/meta`)).json()) as Record<string, unknown>;
+  t.same(meta, created);
+  await isError(t, await fetch(`${url}/models/nope`), 404, 'MODEL_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/nope/meta`), 404, 'MODEL_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/demo?version=7`), 404, 'VERSION_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/demo?version=abc`), 400, 'INVALID_VERSION');
+});
+
+t.test('replace keeps history per MODEL_HISTORY, oldest dropped', async (t) => {
+  const r = await start(t, { MODEL_HISTORY: '2' });
+  const { url } = r;
+  const archives = [1, 2, 3, 4, 5].map((i) => model(`v${i}`));
+  for (const [i, a] of archives.entries()) {
+    const res = await put(`${url}/models/m`, a);
+    t.equal(res.status, i === 0 ? 201 : 200);
+    t.equal(((await res.json()) as { version: number }).version, i + 1);
+  }
+  const versions = (await (await fetch(`${url}/models/m/versions`)).json()) as { current: number; versions: { version: number; sha256: string }[] };
+  t.equal(versions.current, 5);
+  t.same(versions.versions.map((v) => v.version), [5, 4, 3], 'current + 2 retained, newest first');
+  t.same(versions.versions.map((v) => v.sha256), [4, 3, 2].map((i) => sha256(archives[i]!)));
+  t.same(await keys(r, '.history/m/'), ['.history/m/v3.tar.gz', '.history/m/v4.tar.gz']);
+  t.ok((await bytes(await fetch(`${url}/models/m?version=3`))).equals(archives[2]!), 'older version downloads');
+  t.equal((await fetch(`${url}/models/m?version=3`)).headers.get('x-model-version'), '3');
+  await isError(t, await fetch(`${url}/models/m?version=2`), 404, 'VERSION_NOT_FOUND');
+});
+
+t.test('MODEL_HISTORY=0 keeps no history', async (t) => {
+  const r = await start(t, { MODEL_HISTORY: '0' });
+  const { url } = r;
+  await put(`${url}/models/m`, model('a'));
+  await put(`${url}/models/m`, model('b'));
+  const versions = (await (await fetch(`${url}/models/m/versions`)).json()) as { versions: unknown[] };
+  t.equal(versions.versions.length, 1);
+  t.same(await keys(r, '.history/m/'), []);
+});
+
+t.test('conditional writes: If-None-Match and If-Match', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const a = model('a');
+  t.equal((await put(`${url}/models/c`, a, { 'if-none-match': '*' })).status, 201);
+  await isError(t, await put(`${url}/models/c`, model('b'), { 'if-none-match': '*' }), 412, 'PRECONDITION_FAILED');
+  await unchanged(t, r, 'c', a, 1);
+  await isError(t, await put(`${url}/models/c`, model('b'), { 'if-match': '"sha256:0000"' }), 412);
+  await unchanged(t, r, 'c', a, 1);
+  const b = model('b');
+  const ok = await put(`${url}/models/c`, b, { 'if-match': `"sha256:${sha256(a)}"` });
+  t.equal(ok.status, 200);
+  await isError(t, await put(`${url}/models/c`, model('c'), { 'if-match': `"sha256:${sha256(a)}"` }), 412);
+  await unchanged(t, r, 'c', b, 2);
+  await isError(t, await put(`${url}/models/fresh`, model('c'), { 'if-match': '*' }), 412);
+  await unchanged(t, r, 'fresh', undefined);
+  await isError(t, await put(`${url}/models/c`, model('c'), { 'if-match': 'sha256:unquoted' }), 400, 'INVALID_HEADER');
+  await isError(t, await put(`${url}/models/c`, model('c'), { 'if-none-match': '"sha256:x"' }), 400, 'INVALID_HEADER');
+  await unchanged(t, r, 'c', b, 2);
+});
+
+t.test('conditional and range reads', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const a = model('r', 10_000);
+  await put(`${url}/models/r`, a);
+  const etag = `"sha256:${sha256(a)}"`;
+  const notModified = await fetch(`${url}/models/r`, { headers: { 'if-none-match': etag } });
+  t.equal(notModified.status, 304);
+  t.equal(notModified.headers.get('etag'), etag);
+  t.equal((await fetch(`${url}/models/r`, { headers: { 'if-none-match': '"sha256:other"' } })).status, 200);
+  t.equal((await fetch(`${url}/models/r`, { headers: { 'if-none-match': `W/${etag}` } })).status, 304, 'weak comparison');
+  const lm = notModified.headers.get('last-modified')!;
+  t.equal((await fetch(`${url}/models/r`, { headers: { 'if-modified-since': lm } })).status, 304);
+
+  const partial = await fetch(`${url}/models/r`, { headers: { range: 'bytes=10-19' } });
+  t.equal(partial.status, 206);
+  t.equal(partial.headers.get('content-range'), `bytes 10-19/${a.length}`);
+  t.equal(partial.headers.get('content-length'), '10');
+  t.ok((await bytes(partial)).equals(a.subarray(10, 20)));
+  const suffix = await fetch(`${url}/models/r`, { headers: { range: 'bytes=-5' } });
+  t.ok((await bytes(suffix)).equals(a.subarray(a.length - 5)));
+  const open = await fetch(`${url}/models/r`, { headers: { range: `bytes=${a.length - 3}-` } });
+  t.ok((await bytes(open)).equals(a.subarray(a.length - 3)));
+  const beyond = await fetch(`${url}/models/r`, { headers: { range: `bytes=${a.length}-` } });
+  t.equal(beyond.headers.get('content-range'), `bytes */${a.length}`);
+  await isError(t, beyond, 416, 'RANGE_NOT_SATISFIABLE');
+  const stale = await fetch(`${url}/models/r`, { headers: { range: 'bytes=0-9', 'if-range': '"sha256:old"' } });
+  t.equal(stale.status, 200, 'If-Range mismatch sends the whole archive');
+  t.equal((await bytes(stale)).length, a.length);
+  const multi = await fetch(`${url}/models/r`, { headers: { range: 'bytes=0-1,5-6' } });
+  t.equal(multi.status, 200, 'multiple ranges are ignored');
+  await multi.arrayBuffer();
+  const headRange = await fetch(`${url}/models/r`, { method: 'HEAD', headers: { range: 'bytes=0-99' } });
+  t.equal(headRange.status, 206);
+  t.equal(headRange.headers.get('content-length'), '100');
+  await isError(t, await fetch(`${url}/models/r`, { headers: { 'if-none-match': 'garbage' } }), 400, 'INVALID_HEADER');
+});
+
+t.test('rollback makes an old version current as a new version', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const [a, b] = [model('a'), model('b')];
+  await put(`${url}/models/rb`, a);
+  await put(`${url}/models/rb`, b);
+  const post = (body: unknown, headers: Record<string, string> = {}) =>
+    fetch(`${url}/models/rb/rollback`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+  await isError(t, await post({ version: 1 }, { 'if-match': `"sha256:${sha256(a)}"` }), 412);
+  const res = await post({ version: 1 });
+  t.equal(res.status, 200);
+  t.match(await res.json(), { version: 3, sha256: sha256(a) });
+  t.ok((await bytes(await fetch(`${url}/models/rb`))).equals(a));
+  const versions = (await (await fetch(`${url}/models/rb/versions`)).json()) as { versions: { version: number; sha256: string }[] };
+  t.same(versions.versions.map((v) => [v.version, v.sha256]), [[3, sha256(a)], [2, sha256(b)], [1, sha256(a)]], 'history kept');
+  await isError(t, await post({ version: 9 }), 404, 'VERSION_NOT_FOUND');
+  await isError(t, await post({ version: 'x' }), 400, 'INVALID_VERSION');
+  await isError(t, await post({}), 400, 'INVALID_BODY');
+  await isError(t, await fetch(`${url}/models/none/rollback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"version":1}' }), 404, 'MODEL_NOT_FOUND');
+  await unchanged(t, r, 'rb', a, 3);
+});
+
+t.test('delete one version or the whole model', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const [a, b, c] = [model('a'), model('b'), model('c')];
+  for (const m of [a, b, c]) await put(`${url}/models/d`, m);
+  await isError(t, await fetch(`${url}/models/d?version=3`, { method: 'DELETE' }), 409, 'VERSION_IS_CURRENT');
+  t.equal((await fetch(`${url}/models/d?version=1`, { method: 'DELETE' })).status, 204);
+  await isError(t, await fetch(`${url}/models/d?version=1`, { method: 'DELETE' }), 404, 'VERSION_NOT_FOUND');
+  const versions = (await (await fetch(`${url}/models/d/versions`)).json()) as { versions: { version: number }[] };
+  t.same(versions.versions.map((v) => v.version), [3, 2]);
+  t.equal((await fetch(`${url}/models/d`, { method: 'DELETE' })).status, 204);
+  await isError(t, await fetch(`${url}/models/d`), 404, 'MODEL_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/d?version=2`), 404);
+  await isError(t, await fetch(`${url}/models/d`, { method: 'DELETE' }), 404, 'MODEL_NOT_FOUND');
+  t.notOk((await keys(r, '')).includes('d.tar.gz'));
+  t.same(await keys(r, '.history/d/'), [], 'history removed');
+  // A re-created model starts again at version 1.
+  t.equal(((await (await put(`${url}/models/d`, a)).json()) as { version: number }).version, 1);
+});
+
+t.test('list with prefix, limit and cursor', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const names = ['alpha', 'beta', 'bravo', 'charlie', 'delta'];
+  for (const n of names) await put(`${url}/models/${n}`, model(n, 100));
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const res: Response = await fetch(`${url}/models?limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+    const page = (await res.json()) as { models: { name: string; version: number; sha256: string; size: number }[]; nextCursor: string | null };
+    t.ok(page.models.length <= 2);
+    seen.push(...page.models.map((m) => m.name));
+    for (const m of page.models) t.match(m, { version: 1, sha256: /^[0-9a-f]{64}$/, size: Number });
+    cursor = page.nextCursor;
+    pages++;
+  } while (cursor);
+  t.same(seen, names, 'every model once, in name order');
+  t.equal(pages, 3);
+  const b = (await (await fetch(`${url}/models?prefix=b`)).json()) as { models: { name: string }[]; nextCursor: null };
+  t.same(b.models.map((m) => m.name), ['beta', 'bravo']);
+  t.equal(b.nextCursor, null);
+  await isError(t, await fetch(`${url}/models?limit=0`), 400, 'INVALID_QUERY');
+  await isError(t, await fetch(`${url}/models?limit=1001`), 400, 'INVALID_QUERY');
+  await isError(t, await fetch(`${url}/models?cursor=%2F%2F`), 400, 'INVALID_QUERY');
+  await isError(t, await fetch(`${url}/models?prefix=a/b`), 400, 'INVALID_QUERY');
+});
+
+t.test('plain tar is gzipped by the server; multipart uploads with labels', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const plain = tar([{ path: 'w.bin', body: 'weights' }]);
+  const res = await fetch(`${url}/models/plain`, { method: 'PUT', headers: { 'content-type': 'application/x-tar' }, body: new Uint8Array(plain) });
+  t.equal(res.status, 201);
+  const stored = await bytes(await fetch(`${url}/models/plain`));
+  t.ok(gunzipSync(stored).equals(plain), 'stored as the gzip of the tar');
+  t.equal(((await res.json()) as { sha256: string }).sha256, sha256(stored), 'digest is of the stored .tar.gz');
+
+  const archive = model('mp');
+  const form = new FormData();
+  form.append('label.team', 'nlp');
+  form.append('file', new Blob([new Uint8Array(archive)], { type: 'application/gzip' }), 'model.tar.gz');
+  const up = await fetch(`${url}/models/mp`, { method: 'PUT', body: form });
+  t.equal(up.status, 201);
+  t.match(await up.json(), { labels: { team: 'nlp' }, sha256: sha256(archive) });
+  t.ok((await bytes(await fetch(`${url}/models/mp`))).equals(archive));
+
+  const form2 = new FormData();
+  form2.append('file', new Blob([new Uint8Array(model('post'))]), 'model.tar.gz');
+  t.equal((await fetch(`${url}/models/mp`, { method: 'POST', body: form2 })).status, 200, 'curl -F (POST) replaces too');
+
+  const empty = new FormData();
+  empty.append('label.team', 'nlp');
+  await isError(t, await fetch(`${url}/models/nofile`, { method: 'PUT', body: empty }), 400, 'MULTIPART_NO_FILE');
+  await isError(t, await fetch(`${url}/models/json`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{}' }), 415, 'UNSUPPORTED_MEDIA_TYPE');
+  await isError(t, await fetch(`${url}/models/json`, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body: 'hello' }), 415);
+  await isError(t, await fetch(`${url}/models/json`), 404);
+});
+
+t.test('client digests are checked', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const a = model('a');
+  const b64 = Buffer.from(sha256(a), 'hex').toString('base64');
+  t.equal((await put(`${url}/models/dg`, a, { 'content-digest': `sha-512=:AAAA:, sha-256=:${b64}:` })).status, 201);
+  const b = model('b');
+  const body = await isError(t, await put(`${url}/models/dg`, b, { 'content-digest': `sha-256=:${b64}:` }), 422, 'DIGEST_MISMATCH');
+  t.match(body.message, /nothing was stored/);
+  await unchanged(t, r, 'dg', a, 1);
+  await isError(t, await put(`${url}/models/dg`, b, { 'x-checksum-sha256': sha256(a) }), 422, 'DIGEST_MISMATCH');
+  await unchanged(t, r, 'dg', a, 1);
+  t.equal((await put(`${url}/models/dg`, b, { 'x-checksum-sha256': sha256(b).toUpperCase() })).status, 200);
+  await isError(t, await put(`${url}/models/dg`, a, { 'x-checksum-sha256': 'abc' }), 400, 'INVALID_HEADER');
+  await isError(t, await put(`${url}/models/dg`, a, { 'content-digest': 'sha-256=abc' }), 400, 'INVALID_HEADER');
+  await isError(t, await put(`${url}/models/dg`, a, { 'content-digest': 'sha-256=:YWJj:' }), 400, 'INVALID_HEADER');
+  await unchanged(t, r, 'dg', b, 2);
+});
+
+t.test('labels are validated', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  await isError(t, await put(`${url}/models/l`, model('a'), { 'x-model-label-big': 'x'.repeat(2100) }), 400, 'INVALID_LABEL');
+  await isError(t, await put(`${url}/models/l`, model('a'), { 'x-model-label-_bad': 'x' }), 400, 'INVALID_LABEL');
+  const many: Record<string, string> = {};
+  for (let i = 0; i < 30; i++) many[`x-model-label-k${i}`] = 'v'.repeat(70);
+  await isError(t, await put(`${url}/models/l`, model('a'), many), 400, 'INVALID_LABEL');
+  await unchanged(t, r, 'l', undefined);
+});
+
+t.test('bad names are refused before anything is read', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  for (const name of ['x.tar.gz', '.hidden', '-dash', 'a%2Fb', '..x', 'a b', 'x'.repeat(129), '%00x', 'caf%C3%A9']) {
+    await isError(t, await put(`${url}/models/${name}`, model('a')), 400, 'INVALID_NAME');
+    await isError(t, await fetch(`${url}/models/${name}`), 400, 'INVALID_NAME');
+  }
+  // fetch normalises '..' away, so send the raw path.
+  const { request } = await import('node:http');
+  const raw = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    request(`${url}/models/..`, { method: 'GET' }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body }));
+    }).on('error', reject).end();
+  });
+  t.ok(raw.status === 400 || raw.status === 404, 'a dot-dot segment never reaches a model');
+  t.match(JSON.parse(raw.body), { error: /INVALID_NAME|NOT_FOUND/ });
+  t.equal((await put(`${url}/models/${'x'.repeat(128)}`, model('a'))).status, 201, '128 characters is fine');
+  t.equal((await put(`${url}/models/Model_v1.2-final`, model('a'))).status, 201);
+  t.equal((await keys(r, '')).length, 2);
+});
+
+t.test('invalid and hostile archives are refused and nothing changes', async (t) => {
+  const r = await start(t, { MAX_ARCHIVE_ENTRIES: '20', MAX_EXTRACTED_BYTES: '1MiB', MAX_MODEL_BYTES: '512KiB' });
+  const { url } = r;
+  const good = model('good', 1000);
+  await put(`${url}/models/h`, good);
+  const gz = (b: Buffer) => gzipSync(b);
+  const cases: [string, Buffer, number, RegExp][] = [
+    ['not gzip', Buffer.from('just some text, not an archive'), 422, /INVALID_ARCHIVE/],
+    ['gzip of non-tar data', gz(Buffer.from('hello world '.repeat(100))), 422, /INVALID_ARCHIVE/],
+    ['corrupt gzip', Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0]), Buffer.alloc(200, 7)]), 422, /INVALID_ARCHIVE/],
+    ['truncated gzip', good.subarray(0, good.length - 100), 422, /INVALID_ARCHIVE/],
+    ['truncated tar inside gzip', gz(tar([{ path: 'a', body: 'x'.repeat(5000) }]).subarray(0, 2048)), 422, /INVALID_ARCHIVE/],
+    ['empty body', Buffer.alloc(0), 422, /INVALID_ARCHIVE/],
+    ['empty archive', gz(Buffer.alloc(1024)), 422, /INVALID_ARCHIVE/],
+    ['zip instead of gzip', Buffer.from('PK\x03\x04' + 'x'.repeat(100)), 422, /INVALID_ARCHIVE/],
+    ['traversal', tgz([{ path: '../evil', body: 'x' }]), 422, /UNSAFE_ARCHIVE/],
+    ['nested traversal', tgz([{ path: 'a/../../evil', body: 'x' }]), 422, /UNSAFE_ARCHIVE/],
+    ['PAX long-name traversal', tgz([{ path: `${'d/'.repeat(80)}${'../'.repeat(90)}evil`, body: 'x', pax: true }]), 422, /UNSAFE_ARCHIVE/],
+    ['absolute path', tgz([{ path: '/etc/cron.d/evil', body: 'x' }]), 422, /UNSAFE_ARCHIVE/],
+    ['symlink escape', tgz([{ path: 'link', type: 'SymbolicLink', linkpath: '../../etc/passwd' }]), 422, /UNSAFE_ARCHIVE/],
+    ['absolute symlink', tgz([{ path: 'link', type: 'SymbolicLink', linkpath: '/etc/passwd' }]), 422, /UNSAFE_ARCHIVE/],
+    ['write through symlink', tgz([{ path: 'dir', type: 'SymbolicLink', linkpath: '.' }, { path: 'dir/x', body: 'x' }]), 422, /UNSAFE_ARCHIVE/],
+    ['hard link', tgz([{ path: 'a', body: 'x' }, { path: 'b', type: 'Link', linkpath: 'a' }]), 422, /UNSAFE_ARCHIVE/],
+    ['character device', tgz([{ path: 'null', type: 'CharacterDevice' }]), 422, /UNSAFE_ARCHIVE/],
+    ['block device', tgz([{ path: 'sda', type: 'BlockDevice' }]), 422, /UNSAFE_ARCHIVE/],
+    ['FIFO', tgz([{ path: 'pipe', type: 'FIFO' }]), 422, /UNSAFE_ARCHIVE/],
+    ['too many entries', tgz(Array.from({ length: 25 }, (_, i) => ({ path: `f${i}`, body: 'x' }))), 422, /ARCHIVE_LIMIT_EXCEEDED/],
+    ['gzip bomb', gz(tar([{ path: 'zeros', body: Buffer.alloc(2 * 1024 * 1024) }])), 422, /ARCHIVE_LIMIT_EXCEEDED/],
+    ['declared size beyond the limit', gz(tar([{ path: 'big', body: Buffer.alloc(0), size: 5 * 1024 * 1024 }], { endBlocks: false })), 422, /ARCHIVE_LIMIT_EXCEEDED/],
+    ['double gzip', gz(good), 422, /INVALID_ARCHIVE/],
+  ];
+  for (const [what, body, status, code] of cases) {
+    await t.test(what, async (t) => {
+      const res = await put(`${url}/models/h`, body);
+      await isError(t, res, status, code);
+      await unchanged(t, r, 'h', good, 1);
+    });
+  }
+  await t.test('too large (declared)', async (t) => {
+    await isError(t, await put(`${url}/models/h`, Buffer.alloc(600 * 1024)), 413, 'MODEL_TOO_LARGE');
+    await unchanged(t, r, 'h', good, 1);
+  });
+  await t.test('too large (streamed without a length)', async (t) => {
+    const big = model('big', 700 * 1024);
+    const chunks = Array.from({ length: Math.ceil(big.length / 65536) }, (_, i) => new Uint8Array(big.subarray(i * 65536, (i + 1) * 65536)));
+    const stream = new ReadableStream({ pull(c) { const next = chunks.shift(); if (next) c.enqueue(next); else c.close(); } });
+    const res = await fetch(`${url}/models/h`, { method: 'PUT', body: stream, duplex: 'half', headers: { 'content-type': 'application/gzip' } } as RequestInit);
+    await isError(t, res, 413, 'MODEL_TOO_LARGE');
+    await unchanged(t, r, 'h', good, 1);
+  });
+  await t.test('x-tar body that is really gzip', async (t) => {
+    await isError(t, await put(`${url}/models/h`, good, { 'content-type': 'application/x-tar' }), 422, 'INVALID_ARCHIVE');
+    await unchanged(t, r, 'h', good, 1);
+  });
+});
+
+t.test('archives put there by another tool are listed and served', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const rasa = model('rasa');
+  const storage = r.app.registry.storage;
+  // Written without metadata, as `aws s3 cp` or Rasa itself would.
+  await storage.commit(await storage.stage('model_20161111-180000.tar.gz', Readable.from([rasa])), {}, {});
+  await storage.commit(await storage.stage('notes.txt', Readable.from([Buffer.from('not a model')])), {}, {});
+  const list = (await (await fetch(`${url}/models`)).json()) as { models: { name: string; size: number }[] };
+  t.same(list.models.map((m) => m.name), ['model_20161111-180000']);
+  t.equal(list.models[0]!.size, rasa.length);
+  const res = await fetch(`${url}/models/model_20161111-180000`);
+  t.equal(res.status, 200);
+  t.equal(res.headers.get('etag'), `"sha256:${sha256(rasa)}"`, 'digest computed on first read');
+  t.ok((await bytes(res)).equals(rasa));
+  t.match(await (await fetch(`${url}/models/model_20161111-180000/meta`)).json(), { version: 1, sha256: sha256(rasa) });
+  t.equal((await storage.head('model_20161111-180000.tar.gz')).metadata.sha256, sha256(rasa), 'digest remembered with the object');
+  // Replacing it through the API keeps the foreign version as history v1.
+  t.equal((await put(`${url}/models/model_20161111-180000`, model('new'))).status, 200);
+  t.ok((await bytes(await fetch(`${url}/models/model_20161111-180000?version=1`))).equals(rasa));
+});
+
+t.test('a client that disconnects mid-upload leaves nothing behind', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const good = model('good');
+  await put(`${url}/models/dc`, good);
+  const { request } = await import('node:http');
+  const big = model('big', 2 * 1024 * 1024);
+  await new Promise<void>((resolve) => {
+    const req = request(`${url}/models/dc`, { method: 'PUT', headers: { 'content-type': 'application/gzip', 'content-length': big.length } });
+    req.on('error', () => resolve());
+    req.write(big.subarray(0, big.length / 2), () => setTimeout(() => { req.destroy(); resolve(); }, 100));
+  });
+  // Give the server a moment to notice and clean up.
+  for (let i = 0; i < 100 && (await keys(r, '.uploads/')).some((k) => k.endsWith('.part')); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await unchanged(t, r, 'dc', good, 1);
+});
+}
