@@ -182,7 +182,7 @@ const azure = z
       ctx.addIssue({
         code: 'custom',
         path: ['AZURE_ACCOUNT_NAME'],
-        message: 'is not set: set AZURE_ACCOUNT_NAME (with AZURE_ACCOUNT_KEY, or none for managed identity), or AZURE_STORAGE_CONNECTION_STRING',
+        message: 'is not set: set AZURE_ACCOUNT_NAME with AZURE_ACCOUNT_KEY, or AZURE_STORAGE_CONNECTION_STRING, or AZURE_BLOB_ENDPOINT with a SAS',
       });
     }
   });
@@ -228,15 +228,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const variable = String(issue.path[0] ?? 'REMOTE_STORAGE');
-    const shown = SECRET_VARIABLES.has(variable) ? '(hidden)' : JSON.stringify(input[variable] ?? '');
+    const value = input[variable];
     const message =
       variable === 'REMOTE_STORAGE'
         ? 'must be one of local, aws (or s3, minio), gcs, azure, mongodb'
-        : input[variable] === undefined
+        : value === undefined && issue.code === 'invalid_type'
           ? `is required with REMOTE_STORAGE=${input.REMOTE_STORAGE}: ${REQUIRED_HINTS[variable] ?? 'set it'}`
           : issue.code === 'invalid_value'
             ? `must be one of ${(issue as { values: unknown[] }).values.join(', ')}`
             : issue.message;
+    if (value === undefined) throw new ConfigError(`${variable} ${message}.`);
+    const shown = SECRET_VARIABLES.has(variable) ? '(hidden)' : JSON.stringify(value);
     throw new ConfigError(`${variable}=${shown} ${message}.`);
   }
   const config = parsed.data;

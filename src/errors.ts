@@ -100,6 +100,7 @@ export class StorageUnavailableError extends RegistryError {
       cause: options?.cause,
       headers: { 'retry-after': '5' },
     });
+    this.name = 'StorageUnavailableError';
   }
 }
 

@@ -30,6 +30,9 @@ t.test('defaults need no configuration', async (t) => {
 });
 
 t.test('a bad value names the variable and the fix', async (t) => {
+  t.match(loadConfig({ REMOTE_STORAGE: 'S3', BUCKET_NAME: 'models' }), { REMOTE_STORAGE: 'aws', AUTO_CREATE_BUCKET: true });
+  t.match(loadConfig({ REMOTE_STORAGE: 'minio', BUCKET_NAME: 'models', AWS_ENDPOINT_URL: 'http://127.0.0.1:9000', AWS_DEFAULT_REGION: 'garage' }), { AWS_DEFAULT_REGION: 'garage' }, 'S3-compatible servers name regions freely');
+  t.match(loadConfig({ REMOTE_STORAGE: 'mongodb', MONGODB_URI: 'mongodb://h:27017' }), { MONGODB_DATABASE: 'models', MONGODB_COLLECTION: 'models' });
   const cases: [Record<string, string>, RegExp][] = [
     [{ PORT: 'eighty' }, /^PORT="eighty" must be a whole number from 0 to 65535\.$/],
     [{ PORT: '70000' }, /^PORT=/],
@@ -40,8 +43,22 @@ t.test('a bad value names the variable and the fix', async (t) => {
     [{ ALLOW_ANONYMOUS: 'maybe' }, /^ALLOW_ANONYMOUS="maybe" must be true or false/],
     [{ LOG_LEVEL: 'loud' }, /^LOG_LEVEL="loud" must be one of fatal, error, warn, info, debug, trace, silent/],
     [{ REMOTE_STORAGE: 'ftp' }, /^REMOTE_STORAGE="ftp" must be one of local, aws/],
-    [{ REMOTE_STORAGE: 'aws' }, /^REMOTE_STORAGE=aws is not available in this build/],
-    [{ REMOTE_STORAGE: 'minio' }, /not available in this build/],
+    [{ REMOTE_STORAGE: 'aws' }, /^BUCKET_NAME is required with REMOTE_STORAGE=aws: set it to the bare name of the bucket, e\.g\. BUCKET_NAME=my-models\.$/],
+    [{ REMOTE_STORAGE: 'minio' }, /^BUCKET_NAME is required with REMOTE_STORAGE=aws/],
+    [{ REMOTE_STORAGE: 's3', BUCKET_NAME: 's3://my-models' }, /^BUCKET_NAME="s3:\/\/my-models" must be the bare bucket name without s3:\/\/: use BUCKET_NAME=my-models\.$/],
+    [{ REMOTE_STORAGE: 'gcs', BUCKET_NAME: 'gs://my-models/path' }, /^BUCKET_NAME=.* without gs:\/\/: use BUCKET_NAME=my-models\.$/],
+    [{ REMOTE_STORAGE: 'aws', BUCKET_NAME: 'My_Bucket!' }, /^BUCKET_NAME="My_Bucket!" is not a valid S3 bucket name/],
+    [{ REMOTE_STORAGE: 'aws', BUCKET_NAME: 'models', AWS_DEFAULT_REGION: 'Frankfurt' }, /^AWS_DEFAULT_REGION="Frankfurt" is a region name, not a region code: use AWS_DEFAULT_REGION=eu-central-1\.$/],
+    [{ REMOTE_STORAGE: 'aws', BUCKET_NAME: 'models', AWS_REGION: 'N. Virginia' }, /^AWS_REGION=.* use AWS_REGION=us-east-1\.$/],
+    [{ REMOTE_STORAGE: 'aws', BUCKET_NAME: 'models', AWS_DEFAULT_REGION: 'europe' }, /^AWS_DEFAULT_REGION="europe" is not an AWS region code/],
+    [{ REMOTE_STORAGE: 'aws', BUCKET_NAME: 'models', AWS_ACCESS_KEY_ID: 'AKIA123' }, /^AWS_SECRET_ACCESS_KEY must be set together with its pair/],
+    [{ REMOTE_STORAGE: 'aws', BUCKET_NAME: 'models', AWS_ENDPOINT_URL: 'minio:9000' }, /^AWS_ENDPOINT_URL="minio:9000" is not an http\(s\) URL/],
+    [{ REMOTE_STORAGE: 'azure' }, /^AZURE_CONTAINER is required with REMOTE_STORAGE=azure/],
+    [{ REMOTE_STORAGE: 'azure', AZURE_CONTAINER: 'models' }, /^AZURE_ACCOUNT_NAME is not set: set AZURE_ACCOUNT_NAME with AZURE_ACCOUNT_KEY/],
+    [{ REMOTE_STORAGE: 'azure', AZURE_CONTAINER: 'models', AZURE_ACCOUNT_NAME: 'acct', AZURE_ACCOUNT_KEY: 'not base64!!' }, /^AZURE_ACCOUNT_KEY=\(hidden\) is not base64: copy key1 or key2/],
+    [{ REMOTE_STORAGE: 'azure', AZURE_CONTAINER: 'Models_1' }, /^AZURE_CONTAINER="Models_1" is not a valid container name/],
+    [{ REMOTE_STORAGE: 'mongodb' }, /^MONGODB_URI is required with REMOTE_STORAGE=mongodb/],
+    [{ REMOTE_STORAGE: 'mongodb', MONGODB_URI: 'localhost:27017' }, /^MONGODB_URI=\(hidden\) is not a MongoDB connection string: use mongodb:\/\/host:27017/],
     [{ AUTH_TOKENS: 'root:secretsecret' }, /^AUTH_TOKENS=\(hidden\) must be a comma-separated list of read:<token>/],
     [{ AUTH_TOKENS: 'read:short' }, /at least 8 characters/],
   ];
@@ -50,18 +67,26 @@ t.test('a bad value names the variable and the fix', async (t) => {
     t.type(err, ConfigError, JSON.stringify(env));
     t.match((err as Error).message, expected);
     t.notMatch((err as Error).message, /\n/, 'one line');
-    t.notMatch((err as Error).message, /secretsecret/, 'tokens are not echoed');
+    t.notMatch((err as Error).message, /secretsecret|not base64!!|localhost:27017/, 'secrets are not echoed');
   }
 });
 
 t.test('the process exits 1 with one line for a bad setting', async (t) => {
   const run = (env: Record<string, string | undefined>) =>
     spawnSync(process.execPath, ['dist/server.js'], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 20_000 });
-  for (const env of [{ PORT: 'eighty' }, { REMOTE_STORAGE: 'gcs' }, { HOST: '0.0.0.0' }, { LOCAL_STORAGE_DIR: '/dev/null/models' }]) {
+  const envs: Record<string, string>[] = [
+    { PORT: 'eighty' },
+    { REMOTE_STORAGE: 'gcs' },
+    { HOST: '0.0.0.0' },
+    { LOCAL_STORAGE_DIR: '/dev/null/models' },
+    // Reachability is checked at start too (one line, exit 1), not first at the first request.
+    { REMOTE_STORAGE: 'minio', BUCKET_NAME: 'models', AWS_ENDPOINT_URL: 'http://127.0.0.1:1', AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' },
+  ];
+  for (const env of envs) {
     const r = run(env);
     t.equal(r.status, 1, JSON.stringify(env));
     const lines = r.stderr.trim().split('\n');
     t.equal(lines.length, 1, 'one line');
-    t.match(lines[0], /^model-registry: [A-Z_]+=/);
+    t.match(lines[0], /^model-registry: [A-Z_]+[= ]/);
   }
 });

@@ -50,7 +50,8 @@ t.test('killed between the staged write and the commit', async (t) => {
   await until('the staged upload to be complete', async () => (await staged(dir)).some((s) => s.size === v2.length));
   await killHard(server);
   t.type(await upload, Error, 'the client saw the connection die');
-  t.equal((await staged(dir)).length, 1, 'the staged file is left behind by the crash');
+  // The staged upload (and possibly the link made to archive v1) is left behind by the crash.
+  t.ok((await staged(dir)).some((s) => s.size === v2.length), 'the staged upload is left behind by the crash');
   await fs.rmdir(lock);
   await assertRecovered(t, dir, v1);
 });

@@ -1,0 +1,443 @@
+/**
+ * MongoDB backend: bytes in GridFS, and which bytes a key holds in a per-key version log.
+ *
+ *   {collection}.files / .chunks   GridFS bucket `{collection}`; every file's _id is its staged
+ *                                  name ({pid}-{uuid}-{host}.part, see staging.ts), so even
+ *                                  chunks orphaned by a crash say which writer left them
+ *   {collection}.versions          { key, seq, fileId, token, size, createdAt, metadata }; the
+ *                                  version with the highest seq is the key's current object
+ *                                  (fileId null = deleted). Unique index { key, seq }.
+ *
+ * Files are immutable. A file's `metadata` mirrors { key, staged, attributes } for people looking
+ * at the bucket with mongofiles; the version log is what counts.
+ *
+ * Atomicity: publishing (commit, copy, setMetadata, delete) reads the key's head version n, checks
+ * the condition against it, and inserts version n+1. Versions are never modified, so "the head is
+ * n" stays true exactly until someone inserts n+1, and the unique index lets only one writer do
+ * that: a lost insert (duplicate key 11000) means the head moved, so an If-Match fails and the
+ * others look again. Readers see the old head or the new one, each pointing at a complete file.
+ * The only atomic primitive this needs is a unique index, deliberately: FerretDB, for one, runs a
+ * conditional update as find-then-replace, so `updateOne({_id, token})` lets several writers win.
+ *
+ * Superseded versions are pruned, and files nobody references deleted, once their successor is
+ * GRACE_MS old: a reader that opened a version keeps its bytes meanwhile, and no publish still
+ * holds a head it read that long ago (each one is a read plus an insert, bounded by the
+ * timeouts; #publish re-reads if it somehow took GRACE_MS/2), so a pruned seq is never reused.
+ * The deleted marker stays as head, so a stale If-Match can never resurrect a deleted key.
+ * Copies share the source's immutable file instead of copying bytes (a server-side copy at any
+ * size); a file is deleted only when no version references it.
+ */
+import { addAbortSignal, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  Binary, GridFSBucket, MongoClient, MongoError, MongoNetworkError, MongoServerError,
+  MongoServerSelectionError, ObjectId, type Collection, type Db, type Filter,
+} from 'mongodb';
+import type { BackendConfig } from '../config.js';
+import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import type { Logger } from '../util/logger.js';
+import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
+import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+
+const CHUNK_BYTES = 255 * 1024; // the GridFS default
+export const GRACE_MS = 10 * 60 * 1000;
+
+interface VersionDoc {
+  _id?: ObjectId;
+  key: string;
+  seq: number;
+  fileId: string | null;
+  token: string;
+  size: number;
+  createdAt: Date;
+  metadata: Metadata;
+}
+interface FileDoc {
+  _id: string;
+  length: number;
+  chunkSize: number;
+  uploadDate: Date;
+  filename: string;
+  metadata: { key: string; staged: boolean; attributes?: Metadata };
+}
+interface ChunkDoc {
+  _id: ObjectId;
+  files_id: string;
+  n: number;
+  data: Binary;
+}
+
+interface Collections {
+  db: Db;
+  versions: Collection<VersionDoc>;
+  files: Collection<FileDoc>;
+  chunks: Collection<ChunkDoc>;
+  bucket: GridFSBucket;
+}
+
+class MongoStaged implements StagedObject {
+  committed = false;
+  constructor(readonly key: string, readonly size: number, readonly name: string) {}
+}
+
+export function create(config: BackendConfig<'mongodb'>, logger: Logger): MongoStorage {
+  return new MongoStorage(config, logger);
+}
+
+export class MongoStorage implements Storage {
+  readonly kind = 'mongodb';
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true };
+  readonly #config: BackendConfig<'mongodb'>;
+  readonly #logger: Logger;
+  /** Staged files this process is writing or holding, which sweep() must leave alone. */
+  readonly #active = new Set<string>();
+  readonly #pruning = new Set<Promise<unknown>>();
+  #client?: MongoClient;
+  #db?: Db;
+  #collections?: Collections;
+
+  constructor(config: BackendConfig<'mongodb'>, logger: Logger) {
+    this.#config = config;
+    this.#logger = logger;
+  }
+
+  async init(): Promise<void> {
+    const c = this.#config;
+    try {
+      this.#client = new MongoClient(c.MONGODB_URI, {
+        serverSelectionTimeoutMS: 5000,
+        connectTimeoutMS: 5000,
+        socketTimeoutMS: c.STORAGE_TIMEOUT,
+        appName: 'model-registry',
+      });
+    } catch (err) {
+      // MongoParseError comes from mongodb-connection-string-url too, a class of its own.
+      const detail = err instanceof Error && err.name.startsWith('Mongo') ? redact(err.message, c.MONGODB_URI) : 'unparsable';
+      throw new ConfigError(
+        `MONGODB_URI=(hidden) is not a valid connection string (${detail}): use mongodb://user:password@host:27017 with special characters in the password percent-encoded.`,
+        { cause: err },
+      );
+    }
+    this.#db = this.#client.db(c.MONGODB_DATABASE);
+    try {
+      await this.#client.connect();
+      await this.#db.command({ ping: 1 });
+      await this.#c.versions.createIndex({ key: 1, seq: -1 }, { unique: true });
+      await this.#c.versions.createIndex({ fileId: 1 });
+      await this.#c.files.createIndex({ filename: 1, uploadDate: 1 });
+      await this.#c.chunks.createIndex({ files_id: 1, n: 1 }, { unique: true });
+      await this.#c.versions.findOne({}, { projection: { _id: 1 } });
+    } catch (err) {
+      throw this.#initError(err);
+    }
+  }
+
+  async ping(): Promise<void> {
+    await this.#call(() => this.#c.db.command({ ping: 1 }));
+  }
+
+  async head(key: string): Promise<ObjectInfo> {
+    return toInfo(await this.#live(key));
+  }
+
+  async get(key: string, options: ReadOptions = {}): Promise<{ info: ObjectInfo; body: Readable }> {
+    const version = await this.#live(key);
+    const { range, signal } = options;
+    // The driver types GridFS ids as ObjectId, but any BSON value is a valid id.
+    const body = this.#c.bucket.openDownloadStream(version.fileId as unknown as ObjectId, range && { start: range.start, end: range.end + 1 });
+    if (signal) addAbortSignal(signal, body);
+    return { info: toInfo(version), body };
+  }
+
+  async stage(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<StagedObject> {
+    const name = newStagedName();
+    this.#active.add(name);
+    let size = 0;
+    let failed = false;
+    let inflight: Promise<unknown> = Promise.resolve();
+    // GridFS by hand rather than openUploadStream: a destroyed upload stream may still have chunk
+    // inserts in flight, landing after abort() deleted the chunks. Here at most one insert is in
+    // flight, and it is awaited before cleaning up.
+    const write = async (data: Buffer, n: number) => {
+      await inflight;
+      if (failed) throw new Error('upload failed');
+      inflight = this.#c.chunks.insertOne({ _id: new ObjectId(), files_id: name, n, data: new Binary(data) });
+      inflight.catch(() => {}); // awaited by the next write or the cleanup
+    };
+    try {
+      await pipeline(body, async (source: AsyncIterable<Buffer | string>) => {
+        let buf = Buffer.allocUnsafe(CHUNK_BYTES);
+        let pos = 0;
+        let n = 0;
+        for await (const piece of source) {
+          const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
+          for (let off = 0; off < bytes.length; ) {
+            const take = Math.min(CHUNK_BYTES - pos, bytes.length - off);
+            bytes.copy(buf, pos, off, off + take);
+            pos += take;
+            off += take;
+            size += take;
+            if (pos === CHUNK_BYTES) {
+              await write(buf, n++);
+              buf = Buffer.allocUnsafe(CHUNK_BYTES);
+              pos = 0;
+            }
+          }
+        }
+        if (pos > 0) await write(buf.subarray(0, pos), n);
+        await inflight;
+      }, { signal: options.signal });
+      await this.#c.files.insertOne({
+        _id: name, length: size, chunkSize: CHUNK_BYTES, uploadDate: new Date(),
+        filename: UPLOADS_PREFIX + name, metadata: { key, staged: true },
+      });
+      return new MongoStaged(key, size, name);
+    } catch (err) {
+      failed = true;
+      await inflight.catch(() => {});
+      this.#active.delete(name);
+      const translated = translate(err);
+      // With the server gone the cleanup would only add a timeout; sweep() removes the rest.
+      if (!(translated instanceof StorageUnavailableError)) await this.#deleteFile(name).catch(() => {});
+      throw translated;
+    }
+  }
+
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+    const s = this.#own(staged);
+    const info = await this.#publish(s.key, s.name, s.size, metadata, condition);
+    s.committed = true;
+    this.#active.delete(s.name);
+    return info;
+  }
+
+  async discard(staged: StagedObject): Promise<void> {
+    const s = this.#own(staged);
+    if (s.committed) return;
+    this.#active.delete(s.name);
+    await this.#call(() => this.#deleteFile(s.name));
+  }
+
+  async copy(
+    from: string,
+    to: string,
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+  ): Promise<ObjectInfo> {
+    const source = await this.#live(from);
+    if (source.token !== options.sourceToken) throw new PreconditionFailedError(from);
+    return this.#publish(to, source.fileId, source.size, options.metadata, options.condition ?? {});
+  }
+
+  async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
+    const current = await this.#live(key);
+    return this.#publish(key, current.fileId, current.size, metadata, { ifMatch: token });
+  }
+
+  async delete(key: string): Promise<void> {
+    for (;;) {
+      const head = await this.#head(key);
+      if (!head || head.fileId === null) return;
+      const marker: VersionDoc = { key, seq: head.seq + 1, fileId: null, token: newToken(), size: 0, createdAt: new Date(), metadata: {} };
+      if (await this.#insertVersion(marker)) return this.#pruneLater(key);
+    }
+  }
+
+  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    const key: Filter<VersionDoc>['key'] = { $regex: `^${escapeRegex(prefix)}[^/]*$` };
+    if (options.startAfter !== undefined) key.$gt = options.startAfter;
+    const cursor = this.#c.versions.find({ key }).sort({ key: 1, seq: -1 }).batchSize(500);
+    let last: string | undefined;
+    try {
+      for (;;) {
+        const version = await this.#call(() => cursor.next());
+        if (!version) return;
+        if (version.key === last) continue; // an older version of the key just listed
+        last = version.key;
+        if (version.fileId !== null) yield toInfo(version as VersionDoc & { fileId: string });
+      }
+    } finally {
+      await cursor.close().catch(() => {});
+    }
+  }
+
+  async sweep(): Promise<number> {
+    return this.#call(async () => {
+      let removed = await this.#prune({});
+      for await (const file of this.#c.files.find({ 'metadata.staged': true }, { projection: { _id: 1, uploadDate: 1 } })) {
+        if (typeof file._id !== 'string' || !isAbandoned(file._id, file.uploadDate, this.#active)) continue;
+        if (await this.#c.versions.findOne({ fileId: file._id }, { projection: { _id: 1 } })) continue; // committed
+        await this.#deleteFile(file._id);
+        removed++;
+      }
+      // Chunks of uploads that died before their files document was written.
+      for (const id of await this.#c.chunks.distinct('files_id')) {
+        if (typeof id !== 'string' || (await this.#c.files.findOne({ _id: id }, { projection: { _id: 1 } }))) continue;
+        const newest = await this.#c.chunks.findOne({ files_id: id }, { sort: { n: -1 }, projection: { _id: 1 } });
+        if (!newest || !isAbandoned(id, newest._id.getTimestamp(), this.#active)) continue;
+        await this.#c.chunks.deleteMany({ files_id: id });
+        removed++;
+      }
+      return removed;
+    });
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled(this.#pruning);
+    await this.#client?.close();
+  }
+
+  // ---- internals ----
+
+  /** The collections, once init() has connected. */
+  get #c(): Collections {
+    if (this.#collections) return this.#collections;
+    if (!this.#db) throw new Error('mongodb storage used before init()');
+    const name = this.#config.MONGODB_COLLECTION;
+    return (this.#collections = {
+      db: this.#db,
+      versions: this.#db.collection<VersionDoc>(`${name}.versions`),
+      files: this.#db.collection<FileDoc>(`${name}.files`),
+      chunks: this.#db.collection<ChunkDoc>(`${name}.chunks`),
+      bucket: new GridFSBucket(this.#db, { bucketName: name, chunkSizeBytes: CHUNK_BYTES }),
+    });
+  }
+
+  #own(staged: StagedObject): MongoStaged {
+    if (!(staged instanceof MongoStaged)) throw new TypeError('staged object does not belong to this backend');
+    return staged;
+  }
+
+  async #head(key: string): Promise<VersionDoc | null> {
+    return this.#call(() => this.#c.versions.findOne({ key }, { sort: { seq: -1 } }));
+  }
+
+  async #live(key: string): Promise<VersionDoc & { fileId: string }> {
+    const head = await this.#head(key);
+    if (!head || head.fileId === null) throw new NotFoundError(key);
+    return head as VersionDoc & { fileId: string };
+  }
+
+  /** Makes `fileId` the object under `key` if `condition` holds for the head (see header). */
+  async #publish(key: string, fileId: string, size: number, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+    for (;;) {
+      const started = Date.now();
+      const head = await this.#head(key);
+      const live = head?.fileId != null ? head : undefined;
+      if ('ifNoneMatch' in condition && live) throw new PreconditionFailedError(key);
+      if ('ifMatch' in condition && live?.token !== condition.ifMatch) throw new PreconditionFailedError(key);
+      if (Date.now() - started > GRACE_MS / 2) continue;
+      const version: VersionDoc = { key, seq: (head?.seq ?? 0) + 1, fileId, token: newToken(), size, createdAt: new Date(), metadata };
+      if (!(await this.#insertVersion(version))) {
+        if ('ifMatch' in condition) throw new PreconditionFailedError(key);
+        continue; // someone else moved the head: check the condition again
+      }
+      this.#pruneLater(key);
+      await this.#c.files
+        .updateOne({ _id: fileId }, { $set: { filename: key, metadata: { key, staged: false, attributes: metadata } } })
+        .catch((err: unknown) => this.#logger.debug({ err, key }, 'could not mirror metadata into the GridFS file'));
+      return toInfo(version as VersionDoc & { fileId: string });
+    }
+  }
+
+  /** Inserts a version; false when that seq of the key exists already. */
+  async #insertVersion(version: VersionDoc): Promise<boolean> {
+    try {
+      await this.#c.versions.insertOne(version);
+      return true;
+    } catch (err) {
+      if (err instanceof MongoServerError && err.code === 11000) return false;
+      throw translate(err, version.key);
+    }
+  }
+
+  /** Prunes a key's superseded versions in the background after a write. */
+  #pruneLater(key: string): void {
+    const job = this.#prune({ key }).catch((err: unknown) => this.#logger.debug({ err, key }, 'pruning old versions failed'));
+    this.#pruning.add(job);
+    void job.finally(() => this.#pruning.delete(job));
+  }
+
+  /**
+   * Deletes versions whose successor is older than GRACE_MS, and their files when no other
+   * version references them; returns how many files went. Sorted by key then newest first, so
+   * each version's successor is the one seen just before it.
+   */
+  async #prune(filter: Filter<VersionDoc>): Promise<number> {
+    const cutoff = Date.now() - GRACE_MS;
+    let removed = 0;
+    let newer: VersionDoc | undefined;
+    for await (const version of this.#c.versions.find(filter).sort({ key: 1, seq: -1 })) {
+      const successor = newer?.key === version.key ? newer : undefined;
+      newer = version;
+      if (!successor || successor.createdAt.getTime() > cutoff) continue;
+      const { fileId } = version;
+      if (fileId !== null && !(await this.#c.versions.findOne({ fileId, _id: { $ne: version._id! } }, { projection: { _id: 1 } }))) {
+        await this.#deleteFile(fileId);
+        removed++;
+      }
+      await this.#c.versions.deleteOne({ _id: version._id! });
+    }
+    return removed;
+  }
+
+  async #deleteFile(id: string): Promise<void> {
+    await this.#c.files.deleteOne({ _id: id });
+    await this.#c.chunks.deleteMany({ files_id: id });
+  }
+
+  async #call<T>(fn: () => Promise<T>, key?: string): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw translate(err, key);
+    }
+  }
+
+  /** One line for init() failures; never echoes the URI, which may hold a password. */
+  #initError(err: unknown): ConfigError {
+    const options = this.#client?.options;
+    const hosts = options?.srvHost ?? options?.hosts.map((h) => h.toString()).join(',') ?? 'the server';
+    const db = this.#config.MONGODB_DATABASE;
+    const code = err instanceof MongoServerError ? err.code : undefined;
+    const message = redact(err instanceof Error ? err.message : String(err), this.#config.MONGODB_URI);
+    let line: string;
+    if (code === 18 || /authentication failed|auth.*fail/i.test(message)) {
+      line = `MONGODB_URI=(hidden) has credentials that ${hosts} rejects (AuthenticationFailed): check the user name, the password (percent-encoded) and authSource in the URI.`;
+    } else if (code === 13 || (err instanceof MongoServerError && /not authorized|unauthorized/i.test(message))) {
+      line = `MONGODB_DATABASE=${db} cannot be used with the credentials in MONGODB_URI (Unauthorized): grant the user the readWrite role on ${db}, or use another database.`;
+    } else if (err instanceof MongoServerSelectionError || err instanceof MongoNetworkError || /ENOTFOUND|ECONNREFUSED|ETIMEDOUT/.test(message)) {
+      const reason = /ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|ECONNRESET|certificate|SSL|TLS|timed out/i.exec(message)?.[0] ?? 'no answer';
+      line = `MONGODB_URI=(hidden) points at ${hosts}, which is unreachable (${reason}): check the host and port in the URI and that MongoDB is running and reachable from here.`;
+    } else {
+      line = `MONGODB_URI=(hidden) cannot be used with MONGODB_DATABASE=${db} (${message.slice(0, 200)}): check the connection string and the server.`;
+    }
+    return new ConfigError(line, { cause: err });
+  }
+}
+
+function translate(err: unknown, key?: string): unknown {
+  if (err instanceof MongoServerError && err.code === 11000) return new PreconditionFailedError(key ?? '', { cause: err });
+  if (err instanceof MongoError) {
+    const detail = err instanceof MongoServerError && err.codeName ? err.codeName : `${err.name}: ${err.message}`;
+    return new StorageUnavailableError('mongodb', detail.slice(0, 160), { cause: err });
+  }
+  return err;
+}
+
+function toInfo(version: VersionDoc & { fileId: string }): ObjectInfo {
+  const { key, size, createdAt, token, metadata } = version;
+  return { key, size, lastModified: createdAt, token, metadata: { ...metadata } };
+}
+
+const newToken = () => new ObjectId().toHexString();
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+function redact(message: string, uri: string): string {
+  const userinfo = /^mongodb(?:\+srv)?:\/\/([^@/]*)@/.exec(uri)?.[1];
+  let out = message.split(uri).join('(hidden)');
+  if (userinfo) out = out.split(userinfo).join('(hidden)');
+  return out;
+}
