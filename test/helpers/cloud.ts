@@ -26,3 +26,22 @@ export function azuriteEnv(azurite: Emulator): Record<string, string> {
     STORAGE_TIMEOUT: '5s',
   };
 }
+
+export function fakeGcsEnv(gcs: Emulator): Record<string, string> {
+  return {
+    REMOTE_STORAGE: 'gcs',
+    BUCKET_NAME: unique('models'),
+    STORAGE_EMULATOR_HOST: gcs.url,
+    GOOGLE_CLOUD_PROJECT: 'test-project',
+    STORAGE_TIMEOUT: '5s',
+  };
+}
+
+export function ferretEnv(ferret: Emulator): Record<string, string> {
+  return {
+    REMOTE_STORAGE: 'mongodb',
+    MONGODB_URI: ferret.url,
+    MONGODB_DATABASE: unique('models').replace(/-/g, '_'),
+    STORAGE_TIMEOUT: '5s',
+  };
+}
