@@ -200,7 +200,7 @@ export type Config = z.infer<typeof schema>;
 export type Backend = Config['REMOTE_STORAGE'];
 export type BackendConfig<B extends Backend> = Extract<Config, { REMOTE_STORAGE: B }>;
 
-const KNOWN_VARIABLES = [
+export const KNOWN_VARIABLES = [
   ...new Set([
     'REMOTE_STORAGE',
     ...Object.keys(common.shape),
