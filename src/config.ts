@@ -79,6 +79,13 @@ const common = z.object({
   ALLOW_ANONYMOUS: boolean.default(false),
   /** Longest a single storage request may stay silent before it fails with 503. */
   STORAGE_TIMEOUT: duration('30s').default(30_000),
+  CACHE_DIR: z.string().min(1).default('./data/cache'),
+  CACHE_MAX_BYTES: size('10GiB').default(10 * 2 ** 30),
+  CACHE_TTL: duration('7d').default(7 * 86_400_000),
+  /** Keep a copy of each accepted upload in the cache (the next GET is a hit). */
+  CACHE_WRITE_THROUGH: boolean.default(true),
+  /** How often a watched model is checked in storage for changes made by other replicas. */
+  WATCH_POLL_INTERVAL: duration('2s').default(2000),
 });
 
 const url = (example: string) =>

@@ -55,6 +55,8 @@ export const errors = {
     `Model ${JSON.stringify(name)} does not exist: upload it with PUT /models/${name}.`),
   versionNotFound: define('VERSION_NOT_FOUND', 404, (name: string, version: number) =>
     `Model ${JSON.stringify(name)} has no version ${version}: list the retained versions with GET /models/${name}/versions.`),
+  fileNotFound: define('FILE_NOT_FOUND', 404, (name: string, version: number, file: string) =>
+    `Version ${version} of ${JSON.stringify(name)} has no file ${JSON.stringify(file)}: list its files with GET /models/${name}/files.`),
   versionIsCurrent: define('VERSION_IS_CURRENT', 409, (name: string, version: number) =>
     `Version ${version} is the current version of ${JSON.stringify(name)}: roll back to another version first, or delete the whole model.`),
   alreadyExists: define('PRECONDITION_FAILED', 412, (name: string) =>

@@ -13,9 +13,13 @@
  * the new current version; a client's own If-Match is re-checked each time.
  */
 import { createHash } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../util/logger.js';
+import type { ModelCache } from '../cache/index.js';
+import type { Tree } from '../cache/trees.js';
 import { errors, NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { Metadata, ObjectInfo, StagedObject, Storage, WriteCondition } from '../storage/types.js';
 import { createGzip } from 'node:zlib';
@@ -67,7 +71,14 @@ export interface RegistryOptions {
   limits: ArchiveLimits;
   history: number;
   logger: Logger;
+  /** The local cache in front of storage; without it every read goes to storage. */
+  cache?: ModelCache;
+  /** Put each accepted upload into the cache too. */
+  writeThrough?: boolean;
 }
+
+/** Where the bytes of a read come from: the cache (HIT), storage through the cache (MISS). */
+export type CacheStatus = 'HIT' | 'MISS' | 'BYPASS';
 
 /** Commit attempts under contention before giving up with 409; losers back off with jitter. */
 const MAX_COMMIT_ATTEMPTS = 50;
@@ -80,11 +91,19 @@ export class ModelRegistry {
   readonly #log: Logger;
   /** In-flight digest computations of objects without metadata, by key + token. */
   readonly #digesting = new Map<string, Promise<string>>();
+  readonly #cache: ModelCache | undefined;
+  readonly #writeThrough: boolean;
+  /** Digest last remembered per name, so the cache's name → version record is written on change only. */
+  readonly #remembered = new Map<string, string>();
+  /** Emits `change` with a model name whenever this process changes that model. */
+  readonly changes = new EventEmitter().setMaxListeners(0);
 
   constructor(options: RegistryOptions) {
     this.storage = options.storage;
     this.#limits = options.limits;
     this.#history = options.history;
+    this.#cache = options.cache;
+    this.#writeThrough = options.writeThrough ?? false;
     this.#log = options.logger;
   }
 
@@ -97,15 +116,18 @@ export class ModelRegistry {
     assertLabels(input.labels);
     const key = keys.current(name);
     const validator = new ArchiveValidator(input.format, this.#limits);
-    const stored = new DigestCounter();
+    const copyTo = this.#cache && this.#writeThrough ? this.#cache.blobs.tempPath() : undefined;
+    const stored = new DigestCounter(copyTo);
     const streams = input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
     const piping = pipeline(streams, { signal: input.signal });
     const staging = this.storage.stage(key, stored, { signal: input.signal });
     const [piped, staged] = await Promise.allSettled([piping, staging]);
     if (piped.status === 'rejected' || staged.status === 'rejected') {
       if (staged.status === 'fulfilled') await this.storage.discard(staged.value);
+      if (copyTo) await rm(copyTo, { force: true });
       throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
     }
+    let published: { model: ModelVersion; created: boolean } | undefined;
     try {
       const summary = validator.summary;
       if (input.expected && input.expected.sha256 !== summary.receivedSha256) {
@@ -116,11 +138,17 @@ export class ModelRegistry {
         createdAt: new Date().toISOString(),
         labels: input.labels,
       };
-      return await this.#publish(name, input.condition, (current, version) =>
+      published = await this.#publish(name, input.condition, (current, version) =>
         this.storage.commit(staged.value, encodeMetadata({ ...metadata, version }), condition(current)),
       );
+      return published;
     } finally {
       await this.storage.discard(staged.value).catch(() => {});
+      if (copyTo) {
+        // Write-through: the validated bytes become a cache entry under their digest.
+        if (published) await this.#cache!.blobs.admit(stored.sha256, copyTo).catch((err) => this.#log.warn({ err }, 'cache write-through failed'));
+        else await rm(copyTo, { force: true });
+      }
     }
   }
 
@@ -155,6 +183,7 @@ export class ModelRegistry {
       if (err instanceof NotFoundError) throw errors.modelNotFound(name);
       throw err;
     });
+    this.#remember(current);
     if (version === undefined || version === current.version) return current;
     if (version > current.version) throw errors.versionNotFound(name, version);
     return this.#describeKey(name, keys.history(name, version), version).catch((err) => {
@@ -164,10 +193,43 @@ export class ModelRegistry {
   }
 
   /**
-   * Opens the bytes of a described version. Throws PreconditionFailedError if the object changed
-   * since it was described (the caller describes again).
+   * Opens the bytes of a described version: from the cache, or from storage while filling the
+   * cache. Throws PreconditionFailedError if the object changed since it was described (the
+   * caller describes again).
    */
-  async open(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
+  async read(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<{ body: Readable; cache: CacheStatus }> {
+    if (!this.#cache) return { body: await this.#openPinned(model, range, signal), cache: 'BYPASS' };
+    const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s), range);
+    return { body, cache: hit ? 'HIT' : 'MISS' };
+  }
+
+  /** True when the archive of `model` is in the local cache. */
+  cached(model: ModelVersion): boolean {
+    return this.#cache?.blobs.has(model.sha256) ?? false;
+  }
+
+  /**
+   * The last version of `name` this replica saw, if its archive is cached: what can still be
+   * served while storage is unreachable (stale-if-error). Only for the current version.
+   */
+  async stale(name: string, version?: number): Promise<ModelVersion | undefined> {
+    const model = await this.#cache?.recall(name);
+    return model && (version === undefined || version === model.version) ? model : undefined;
+  }
+
+  /** The extracted tree of a version (files and manifest), extracting it into the cache once. */
+  async tree(model: ModelVersion): Promise<Tree> {
+    const cache = this.#cache;
+    if (!cache) throw new Error('file access needs the cache');
+    const blob = await cache.blobs.ensure(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s));
+    return cache.blobs.hold(model.sha256, async () => {
+      const tree = await cache.trees.get(model.sha256, blob);
+      if (tree.created) cache.blobs.addExtra(model.sha256, tree.bytes);
+      return tree;
+    });
+  }
+
+  async #openPinned(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
     const { info, body } = await this.storage.get(model.storageKey, { range, signal });
     if (info.token !== model.token) {
       body.destroy();
@@ -223,6 +285,9 @@ export class ModelRegistry {
     }
     await this.storage.delete(keys.current(name));
     if (!found) throw errors.modelNotFound(name);
+    this.#remembered.delete(name);
+    await this.#cache?.forget(name);
+    this.changes.emit('change', name);
   }
 
   /** Models in name order, `limit` at a time, starting after `cursor`. */
@@ -273,6 +338,8 @@ export class ModelRegistry {
         }
         const info = await write(current, version);
         const model = toModel(name, info, version);
+        this.#remember(model);
+        this.changes.emit('change', name);
         await this.#prune(name, version).catch((err) => this.#log.warn({ err, model: name }, 'pruning history failed'));
         return { model, created: !current };
       } catch (err) {
@@ -282,6 +349,12 @@ export class ModelRegistry {
       }
     }
     throw errors.conflict(name);
+  }
+
+  #remember(model: ModelVersion): void {
+    if (!this.#cache || this.#remembered.get(model.name) === model.sha256) return;
+    this.#remembered.set(model.name, model.sha256);
+    void this.#cache.remember(model).catch((err) => this.#log.warn({ err }, 'could not record the version in the cache'));
   }
 
   /** Deletes history beyond the newest MODEL_HISTORY versions older than `current`. */
@@ -349,11 +422,20 @@ export class ModelRegistry {
   }
 }
 
-/** Counts and hashes the bytes that go to storage (they differ from the request's for plain tar). */
+/**
+ * Counts and hashes the bytes that go to storage (they differ from the request's for plain
+ * tar), and optionally writes a copy of them to `copyTo` (cache write-through).
+ */
 class DigestCounter extends Transform {
   readonly #hash = createHash('sha256');
+  readonly #copyTo: string | undefined;
+  #copy: Promise<FileHandle> | undefined;
   size = 0;
   #sha256: string | undefined;
+  constructor(copyTo?: string) {
+    super();
+    this.#copyTo = copyTo;
+  }
   get sha256(): string {
     this.#sha256 ??= this.#hash.digest('hex');
     return this.#sha256;
@@ -361,7 +443,17 @@ class DigestCounter extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
     this.size += chunk.length;
     this.#hash.update(chunk);
-    cb(null, chunk);
+    if (!this.#copyTo) return cb(null, chunk);
+    this.#copy ??= open(this.#copyTo, 'w');
+    this.#copy.then((h) => h.write(chunk)).then(() => cb(null, chunk), cb);
+  }
+  override _flush(cb: (err?: Error | null) => void): void {
+    if (!this.#copy) return cb();
+    this.#copy.then((h) => h.sync().then(() => h.close())).then(() => cb(), cb);
+  }
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    if (!this.#copy) return cb(err);
+    this.#copy.then((h) => h.close()).catch(() => {}).finally(() => cb(err));
   }
 }
 

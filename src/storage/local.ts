@@ -115,12 +115,12 @@ export class LocalStorage implements Storage {
     const file = this.#newUploadPath();
     this.#active.add(file);
     try {
-      let size = 0;
-      body.on('data', (chunk: Buffer) => (size += chunk.length));
-      await this.#io(() =>
-        pipeline(body, createWriteStream(file, { flags: 'wx', flush: true }), { signal: options.signal }),
-      );
-      return new LocalStaged(key, size, file);
+      // Open before streaming: a write stream opens lazily, so a body that fails at once could
+      // otherwise create the file after the cleanup below has run.
+      const handle = await this.#io(() => fs.open(file, 'wx'));
+      const sink = createWriteStream('', { fd: handle, flush: true });
+      await this.#io(() => pipeline(body, sink, { signal: options.signal }));
+      return new LocalStaged(key, sink.bytesWritten, file);
     } catch (err) {
       this.#active.delete(file);
       await fs.rm(file, { force: true });

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
 import type { Test } from 'tap';
+import { tempDir } from './server.js';
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -22,8 +23,9 @@ export interface ServerProcess {
 
 export async function spawnServer(t: Test, env: Record<string, string>): Promise<ServerProcess> {
   const port = await freePort();
+  const cacheDir = env.CACHE_DIR ?? (await tempDir(t, 'mr-cache-'));
   const child = spawn(process.execPath, ['dist/server.js'], {
-    env: { PATH: process.env.PATH, PORT: String(port), LOG_LEVEL: 'info', ...env },
+    env: { PATH: process.env.PATH, PORT: String(port), LOG_LEVEL: 'info', CACHE_DIR: cacheDir, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -26,10 +26,14 @@ export async function tempDir(t: Test, prefix = 'mr-test-'): Promise<string> {
 /** Starts the app; without REMOTE_STORAGE in `env`, on the local backend in a temporary directory. */
 export async function start(t: Test, env: Record<string, string> = {}): Promise<Running> {
   const dir = env.LOCAL_STORAGE_DIR ?? (env.REMOTE_STORAGE ? '' : await tempDir(t));
-  const config = loadConfig({ LOCAL_STORAGE_DIR: dir, PORT: '0', LOG_LEVEL: 'silent', ...env });
+  const config = loadConfig({ LOCAL_STORAGE_DIR: dir, CACHE_DIR: env.CACHE_DIR ?? (await tempDir(t, 'mr-cache-')), PORT: '0', LOG_LEVEL: 'silent', ...env });
   const app = await buildApp({ config, logger: false });
   await app.listen({ host: '127.0.0.1', port: 0 });
-  t.teardown(() => app.close());
+  t.teardown(() => {
+    // A test may leave a response body unread; do not wait for it.
+    app.server.closeAllConnections();
+    return app.close();
+  });
   const address = app.server.address();
   if (!address || typeof address === 'string') throw new Error('no address');
   return { app, url: `http://127.0.0.1:${address.port}`, dir };

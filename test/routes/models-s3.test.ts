@@ -15,7 +15,8 @@ httpSuite(t, { env: async () => minioEnv(minio) });
 t.test('MinIO stops: 503 with Retry-After within seconds, nothing partial; it recovers without a restart', async (t) => {
   const own = await startMinio();
   t.teardown(() => own.dispose());
-  const r = await start(t, minioEnv(own));
+  // Without write-through and before any read, nothing is cached: the outage is all clients see.
+  const r = await start(t, { ...minioEnv(own), CACHE_WRITE_THROUGH: 'false' });
   const v1 = model('v1');
   t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
   await own.stop(true);

@@ -131,3 +131,25 @@ export function parseVersion(raw: unknown): number | undefined {
   if (!/^[1-9]\d{0,15}$/.test(text)) throw errors.invalidVersion(text);
   return Number(text);
 }
+
+/** Seconds from ?wait= (0-300), or undefined when absent. */
+export function parseWait(raw: unknown): number | undefined {
+  if (raw === undefined) return undefined;
+  const text = String(raw);
+  if (!/^\d{1,3}$/.test(text) || Number(text) > 300) throw errors.invalidQuery('wait must be a whole number of seconds from 0 to 300');
+  return Number(text);
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  json: 'application/json', txt: 'text/plain; charset=utf-8', md: 'text/markdown; charset=utf-8',
+  yaml: 'application/yaml', yml: 'application/yaml', csv: 'text/csv', html: 'text/html; charset=utf-8',
+  xml: 'application/xml', py: 'text/x-python', gz: 'application/gzip', zip: 'application/zip', tar: 'application/x-tar',
+  png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', svg: 'image/svg+xml', onnx: 'application/octet-stream',
+  bin: 'application/octet-stream', pt: 'application/octet-stream', safetensors: 'application/octet-stream',
+};
+
+/** Content type by file extension; application/octet-stream when unknown. */
+export function contentTypeOf(file: string): string {
+  const ext = /\.([A-Za-z0-9]+)$/.exec(file)?.[1]?.toLowerCase();
+  return (ext && CONTENT_TYPES[ext]) || 'application/octet-stream';
+}

@@ -4,7 +4,10 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import multipart from '@fastify/multipart';
 import type { Readable } from 'node:stream';
-import { errors, PreconditionFailedError } from '../../errors.js';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { resolveFile } from '../../cache/trees.js';
+import { errors, PreconditionFailedError, StorageUnavailableError } from '../../errors.js';
 import authPlugin from '../../plugins/auth.js';
 import type { ArchiveFormat } from '../../registry/archive.js';
 import { assertName, isValidName, type Labels } from '../../registry/names.js';
@@ -15,7 +18,9 @@ import {
   expectedDigest,
   labelsFromHeaders,
   notModified,
+  contentTypeOf,
   parseVersion,
+  parseWait,
   writeCondition,
 } from './http.js';
 
@@ -128,16 +133,95 @@ export default async function modelRoutes(app: FastifyInstance) {
 
   // HEAD shares the handler but is registered by hand: Fastify's generated HEAD route would
   // replace our Content-Length with 0.
-  app.route<NameParams & { Querystring: { version?: string } }>({
+  app.route<NameParams & { Querystring: { version?: string; wait?: string } }>({
     method: ['GET', 'HEAD'],
     url: '/models/:name',
     exposeHeadRoute: false,
     handler: async (request, reply) => {
+      const name = nameParam(request);
+      const version = parseVersion(request.query.version);
+      const wait = parseWait(request.query.wait);
+      const ifNoneMatch = request.headers['if-none-match'];
+      if (wait !== undefined && ifNoneMatch !== undefined && version === undefined) {
+        // Long poll: hold while the client's version is still current.
+        const { model } = await describeOrStale(name);
+        if (notModified(request.headers, etagOf(model.sha256), new Date(model.createdAt))) {
+          await app.watcher.waitForChange(name, etagOf(model.sha256), wait * 1000, abortSignal(request, reply));
+        }
+      }
+      for (let attempt = 0; ; attempt++) {
+        const { model, stale } = await describeOrStale(name, version);
+        const etag = etagOf(model.sha256);
+        const lastModified = new Date(model.createdAt);
+        reply.headers({
+          etag,
+          'last-modified': lastModified.toUTCString(),
+          'cache-control': 'no-cache',
+          'accept-ranges': 'bytes',
+          'x-model-version': String(model.version),
+        });
+        if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
+        if (notModified(request.headers, etag, lastModified)) return reply.code(304).send();
+        const range = byteRange(request.headers, model.size, etag, lastModified);
+        if (range === 'unsatisfiable') {
+          reply.header('content-range', `bytes */${model.size}`);
+          throw errors.rangeNotSatisfiable(model.size);
+        }
+        reply.headers({
+          'content-type': 'application/gzip',
+          'content-disposition': `attachment; filename="${name}.tar.gz"`,
+          'content-digest': contentDigest(model.sha256),
+          'content-length': String(range ? range.end - range.start + 1 : model.size),
+        });
+        if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${model.size}`);
+        if (request.method === 'HEAD') {
+          if (!stale) reply.header('x-cache', registry.cached(model) ? 'HIT' : 'MISS');
+          return reply.send();
+        }
+        try {
+          const { body, cache } = await registry.read(model, range, abortSignal(request, reply));
+          if (!stale) reply.header('x-cache', cache);
+          return reply.send(body);
+        } catch (err) {
+          // Replaced between describe and open: describe again so headers match the bytes.
+          if (!(err instanceof PreconditionFailedError) || attempt === 3) throw err;
+        }
+      }
+    },
+  });
+
+  /** The version to serve; when storage is unreachable, the one this replica last cached. */
+  async function describeOrStale(name: string, version?: number): Promise<{ model: ModelVersion; stale: boolean }> {
+    try {
+      return { model: await registry.describe(name, version), stale: false };
+    } catch (err) {
+      if (!(err instanceof StorageUnavailableError)) throw err;
+      const model = await registry.stale(name, version);
+      if (!model) throw err;
+      app.log.warn({ model: name, version: model.version }, 'storage unavailable; serving the cached version');
+      return { model, stale: true };
+    }
+  }
+
+  app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/files', async (request) => {
     const name = nameParam(request);
-    const version = parseVersion(request.query.version);
-    for (let attempt = 0; ; attempt++) {
-      const model = await registry.describe(name, version);
-      const etag = etagOf(model.sha256);
+    const { model } = await describeOrStale(name, parseVersion(request.query.version));
+    const tree = await registry.tree(model);
+    return { name, version: model.version, sha256: model.sha256, files: tree.files };
+  });
+
+  app.route<{ Params: { name: string; '*': string }; Querystring: { version?: string } }>({
+    method: ['GET', 'HEAD'],
+    url: '/models/:name/files/*',
+    exposeHeadRoute: false,
+    handler: async (request, reply) => {
+      const name = nameParam(request as unknown as FastifyRequest<NameParams>);
+      const { model, stale } = await describeOrStale(name, parseVersion(request.query.version));
+      const tree = await registry.tree(model);
+      const requested = request.params['*'];
+      const found = await resolveFile(tree, requested);
+      if (!found) throw errors.fileNotFound(name, model.version, requested);
+      const etag = `"sha256:${model.sha256}:${createHash('sha256').update(found.entry.path).digest('hex').slice(0, 16)}"`;
       const lastModified = new Date(model.createdAt);
       reply.headers({
         etag,
@@ -146,27 +230,18 @@ export default async function modelRoutes(app: FastifyInstance) {
         'accept-ranges': 'bytes',
         'x-model-version': String(model.version),
       });
+      if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
       if (notModified(request.headers, etag, lastModified)) return reply.code(304).send();
-      const range = byteRange(request.headers, model.size, etag, lastModified);
+      const size = found.entry.size;
+      const range = byteRange(request.headers, size, etag, lastModified);
       if (range === 'unsatisfiable') {
-        reply.header('content-range', `bytes */${model.size}`);
-        throw errors.rangeNotSatisfiable(model.size);
+        reply.header('content-range', `bytes */${size}`);
+        throw errors.rangeNotSatisfiable(size);
       }
-      reply.headers({
-        'content-type': 'application/gzip',
-        'content-disposition': `attachment; filename="${name}.tar.gz"`,
-        'content-digest': contentDigest(model.sha256),
-        'content-length': String(range ? range.end - range.start + 1 : model.size),
-      });
-      if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${model.size}`);
+      reply.headers({ 'content-type': contentTypeOf(found.entry.path), 'content-length': String(range ? range.end - range.start + 1 : size) });
+      if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`);
       if (request.method === 'HEAD') return reply.send();
-      try {
-        return reply.send(await registry.open(model, range, abortSignal(request, reply)));
-      } catch (err) {
-        // Replaced between describe and open: describe again so headers match the bytes.
-        if (!(err instanceof PreconditionFailedError) || attempt === 3) throw err;
-      }
-    }
+      return reply.send(createReadStream(found.file, { start: range?.start, end: range?.end }));
     },
   });
 

@@ -1,0 +1,424 @@
+/**
+ * The content-addressed half of the local cache (SPEC §6): archives stored under their SHA-256
+ * in CACHE_DIR/blobs, filled from storage at most once per digest at a time.
+ *
+ *   blobs/{hex}.tar.gz      a verified archive
+ *   blobs/{hex}.ok          inode-mtime-size of that file when it was verified
+ *   tmp/                    fills in progress (written, fsynced, hashed, then renamed in)
+ *
+ * A fill streams to every waiting reader as bytes reach the disk, so the first client of a cold
+ * model does not wait for the whole download, and fifty concurrent clients cost one storage read.
+ * A file is renamed into blobs/ only after its digest matched, so a crash mid-fill leaves nothing
+ * that is ever served. After a restart, an entry whose stamp no longer matches its file (changed,
+ * truncated) is hashed again before it is served, and dropped if it is wrong.
+ * Eviction is least-recently-used by bytes plus an age limit, and skips entries being read.
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { createReadStream, type Stats } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Logger } from '../util/logger.js';
+
+export interface CacheObserver {
+  hit(): void;
+  miss(): void;
+  evicted(count: number): void;
+  bytes(total: number): void;
+}
+
+export interface BlobStoreOptions {
+  dir: string;
+  maxBytes: number;
+  ttlMs: number;
+  logger: Logger;
+  observer?: CacheObserver;
+  /** Extra bytes an entry holds beside its blob (its extracted tree), removed with it. */
+  onEvict?: (digest: string) => Promise<void>;
+}
+
+interface Entry {
+  size: number;
+  /** Bytes of derived data (the extracted tree) counted against the bound. */
+  extra: number;
+  lastUsed: number;
+  readers: number;
+  verified: boolean;
+}
+
+export type Range = { start: number; end: number };
+/** Opens the archive in storage; rejects if it is no longer the version asked for. */
+export type Fetch = (signal: AbortSignal) => Promise<Readable>;
+
+const HEX = /^[0-9a-f]{64}$/;
+const TOUCH_EVERY_MS = 60_000;
+
+export class BlobStore {
+  readonly #dir: string;
+  readonly #opts: BlobStoreOptions;
+  readonly #entries = new Map<string, Entry>();
+  readonly #fills = new Map<string, Fill>();
+  readonly #verifying = new Map<string, Promise<boolean>>();
+  #total = 0;
+
+  constructor(options: BlobStoreOptions) {
+    this.#opts = options;
+    this.#dir = path.resolve(options.dir);
+  }
+
+  get totalBytes(): number {
+    return this.#total;
+  }
+
+  blobPath(digest: string): string {
+    return path.join(this.#dir, 'blobs', `${digest}.tar.gz`);
+  }
+
+  /** Rebuilds the index from disk (a readdir and a stat per entry) and clears old temp files. */
+  async init(): Promise<void> {
+    await fs.mkdir(path.join(this.#dir, 'blobs'), { recursive: true });
+    await fs.rm(path.join(this.#dir, 'tmp'), { recursive: true, force: true });
+    await fs.mkdir(path.join(this.#dir, 'tmp'), { recursive: true });
+    for (const name of await fs.readdir(path.join(this.#dir, 'blobs'))) {
+      const m = /^([0-9a-f]{64})\.tar\.gz$/.exec(name);
+      if (!m) continue;
+      const digest = m[1]!;
+      const stats = await fs.stat(this.blobPath(digest)).catch(() => undefined);
+      if (!stats) continue;
+      const stamp = await fs.readFile(this.#stampPath(digest), 'utf8').catch(() => '');
+      const stampStats = await fs.stat(this.#stampPath(digest)).catch(() => undefined);
+      this.#add(digest, {
+        size: stats.size,
+        extra: 0,
+        lastUsed: stampStats?.mtimeMs ?? stats.mtimeMs,
+        readers: 0,
+        verified: stamp === stampOf(stats),
+      });
+    }
+    await this.evict();
+  }
+
+  has(digest: string): boolean {
+    return this.#entries.has(digest);
+  }
+
+  /** Adds bytes of derived data (an extracted tree) to an entry's weight. */
+  addExtra(digest: string, bytes: number): void {
+    const entry = this.#entries.get(digest);
+    if (!entry) return;
+    entry.extra += bytes;
+    this.#total += bytes;
+    this.#opts.observer?.bytes(this.#total);
+  }
+
+  /**
+   * A stream of the archive `digest` (`size` bytes), from the cache, or from `fetch` on a miss
+   * while filling the cache. Concurrent misses share one fetch. `hit` says which.
+   */
+  async open(digest: string, size: number, fetch: Fetch, range?: Range): Promise<{ body: Readable; hit: boolean }> {
+    if (!HEX.test(digest)) throw new TypeError(`not a digest: ${digest}`);
+    if (this.#entries.has(digest) && (await this.#ensureVerified(digest))) {
+      this.#opts.observer?.hit();
+      return { body: this.#readEntry(digest, range), hit: true };
+    }
+    this.#opts.observer?.miss();
+    const fill = this.#fillFor(digest, size, fetch);
+    await fill.started;
+    return { body: fill.reader(range), hit: false };
+  }
+
+  /** Resolves once `digest` is in the cache (fetching it if needed); for extraction. */
+  async ensure(digest: string, size: number, fetch: Fetch): Promise<string> {
+    if (!(this.#entries.has(digest) && (await this.#ensureVerified(digest)))) {
+      await this.#fillFor(digest, size, fetch).completed;
+    }
+    this.#use(digest);
+    return this.blobPath(digest);
+  }
+
+  /** The fill in progress for `digest`, or a new one: concurrent misses share it. */
+  #fillFor(digest: string, size: number, fetch: Fetch): Fill {
+    let fill = this.#fills.get(digest);
+    if (!fill) {
+      fill = new Fill(this.#dir, digest, size);
+      this.#fills.set(digest, fill);
+      void this.#runFill(fill, fetch);
+    }
+    return fill;
+  }
+
+  /** Admits a file written elsewhere (an accepted upload) whose digest is already known. */
+  async admit(digest: string, file: string): Promise<void> {
+    if (this.#entries.has(digest)) return void (await fs.rm(file, { force: true }));
+    const target = this.blobPath(digest);
+    await fs.rename(file, target);
+    const stats = await fs.stat(target);
+    await fs.writeFile(this.#stampPath(digest), stampOf(stats));
+    this.#add(digest, { size: stats.size, extra: 0, lastUsed: Date.now(), readers: 0, verified: true });
+    await this.evict();
+  }
+
+  /** A temp file path inside the cache, for writers that admit() later. */
+  tempPath(): string {
+    return path.join(this.#dir, 'tmp', `${randomUUID()}.part`);
+  }
+
+  /** Marks an entry as being read while `fn` runs, so eviction leaves it alone. */
+  async hold<T>(digest: string, fn: () => Promise<T>): Promise<T> {
+    const entry = this.#entries.get(digest);
+    if (entry) entry.readers++;
+    try {
+      return await fn();
+    } finally {
+      if (entry) entry.readers--;
+    }
+  }
+
+  /** Removes expired entries, then least-recently-used ones until the total fits the bound. */
+  async evict(): Promise<number> {
+    const now = Date.now();
+    let removed = 0;
+    const idle = [...this.#entries].filter(([d, e]) => e.readers === 0 && !this.#fills.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    for (const [digest, entry] of idle) {
+      const expired = now - entry.lastUsed > this.#opts.ttlMs;
+      if (!expired && this.#total <= this.#opts.maxBytes) continue;
+      await this.#remove(digest);
+      removed++;
+    }
+    if (removed > 0) {
+      this.#opts.observer?.evicted(removed);
+      this.#opts.logger.debug({ removed, bytes: this.#total }, 'cache eviction');
+    }
+    return removed;
+  }
+
+  // ---- internals ----
+
+  async #runFill(fill: Fill, fetch: Fetch): Promise<void> {
+    try {
+      await fill.run(fetch);
+      const target = this.blobPath(fill.digest);
+      await fs.rename(fill.file, target);
+      const stats = await fs.stat(target);
+      await fs.writeFile(this.#stampPath(fill.digest), stampOf(stats));
+      // Clients still reading from the fill now read the entry: eviction must leave it alone.
+      const entry: Entry = { size: stats.size, extra: 0, lastUsed: Date.now(), readers: 0, verified: true };
+      this.#add(fill.digest, entry);
+      fill.finish(entry);
+      await this.evict();
+    } catch (err) {
+      fill.fail(err as Error);
+      await fs.rm(fill.file, { force: true });
+      this.#opts.logger.warn({ err, digest: fill.digest }, 'cache fill failed');
+    } finally {
+      this.#fills.delete(fill.digest);
+    }
+  }
+
+  #readEntry(digest: string, range?: Range): Readable {
+    const entry = this.#use(digest)!;
+    entry.readers++;
+    const body = createReadStream(this.blobPath(digest), { start: range?.start, end: range?.end, highWaterMark: 256 * 1024 });
+    body.once('close', () => entry.readers--);
+    return body;
+  }
+
+  #use(digest: string): Entry | undefined {
+    const entry = this.#entries.get(digest);
+    if (!entry) return undefined;
+    const now = Date.now();
+    if (now - entry.lastUsed > TOUCH_EVERY_MS) {
+      // Persist recency for the LRU order after a restart (cheaply: at most once a minute).
+      const t = new Date(now);
+      void fs.utimes(this.#stampPath(digest), t, t).catch(() => {});
+    }
+    entry.lastUsed = now;
+    return entry;
+  }
+
+  async #ensureVerified(digest: string): Promise<boolean> {
+    const entry = this.#entries.get(digest);
+    if (!entry) return false;
+    if (entry.verified) return true;
+    let pending = this.#verifying.get(digest);
+    if (!pending) {
+      pending = (async () => {
+        const hash = createHash('sha256');
+        await pipeline(createReadStream(this.blobPath(digest)), hash).catch(() => {});
+        const ok = hash.digest('hex') === digest;
+        if (ok) {
+          entry.verified = true;
+          await fs.writeFile(this.#stampPath(digest), stampOf(await fs.stat(this.blobPath(digest))));
+        } else {
+          this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
+          await this.#remove(digest);
+        }
+        return ok;
+      })().finally(() => this.#verifying.delete(digest));
+      this.#verifying.set(digest, pending);
+    }
+    return pending;
+  }
+
+  #add(digest: string, entry: Entry): void {
+    this.#entries.set(digest, entry);
+    this.#total += entry.size + entry.extra;
+    this.#opts.observer?.bytes(this.#total);
+  }
+
+  async #remove(digest: string): Promise<void> {
+    const entry = this.#entries.get(digest);
+    if (!entry) return;
+    this.#entries.delete(digest);
+    this.#total -= entry.size + entry.extra;
+    this.#opts.observer?.bytes(this.#total);
+    await fs.rm(this.#stampPath(digest), { force: true });
+    await fs.rm(this.blobPath(digest), { force: true });
+    await this.#opts.onEvict?.(digest);
+  }
+
+  #stampPath(digest: string): string {
+    return path.join(this.#dir, 'blobs', `${digest}.ok`);
+  }
+}
+
+function stampOf(stats: Stats): string {
+  return `${stats.ino}-${Math.trunc(stats.mtimeMs)}-${stats.size}`;
+}
+
+/**
+ * One download into the cache. Bytes are hashed and written to a temp file; readers follow the
+ * file as it grows ("tail -f"), waiting on progress events when they catch up.
+ */
+class Fill extends EventEmitter {
+  readonly file: string;
+  written = 0;
+  done = false;
+  error: Error | undefined;
+  readonly started: Promise<void>;
+  /** Settles when the archive is in the cache (or the fill failed). */
+  readonly completed: Promise<void>;
+  #markStarted!: () => void;
+  #failStart!: (err: Error) => void;
+  #complete!: (err?: Error) => void;
+  readonly #abort = new AbortController();
+  /** Readers following this fill; once it is an entry, they count as the entry's readers. */
+  #readers = 0;
+  #entry: Entry | undefined;
+
+  constructor(dir: string, readonly digest: string, readonly size: number) {
+    super();
+    this.setMaxListeners(0);
+    this.file = path.join(dir, 'tmp', `${digest}.${randomUUID()}.part`);
+    this.started = new Promise((resolve, reject) => {
+      this.#markStarted = resolve;
+      this.#failStart = reject;
+    });
+    this.started.catch(() => {});
+    this.completed = new Promise((resolve, reject) => {
+      this.#complete = (err) => (err ? reject(err) : resolve());
+    });
+    this.completed.catch(() => {});
+  }
+
+  async run(fetch: Fetch): Promise<void> {
+    const handle = await fs.open(this.file, 'wx');
+    try {
+      const source = await fetch(this.#abort.signal);
+      this.#markStarted();
+      const hash = createHash('sha256');
+      const sink = new Writable({
+        highWaterMark: 1024 * 1024,
+        write: (chunk: Buffer, _enc, cb) => {
+          hash.update(chunk);
+          handle.write(chunk).then(
+            () => {
+              this.written += chunk.length;
+              this.emit('progress');
+              cb();
+            },
+            (err: Error) => cb(err),
+          );
+        },
+      });
+      await pipeline(source, sink);
+      await handle.sync();
+      const actual = hash.digest('hex');
+      if (actual !== this.digest || this.written !== this.size) {
+        throw new Error(`fetched archive does not match its digest (expected ${this.digest}, got ${actual}, ${this.written} of ${this.size} bytes)`);
+      }
+    } finally {
+      await handle.close();
+    }
+  }
+
+  finish(entry: Entry): void {
+    this.done = true;
+    this.#entry = entry;
+    entry.readers += this.#readers;
+    this.#complete();
+    this.emit('progress');
+  }
+
+  fail(err: Error): void {
+    this.error = err;
+    this.#failStart(err);
+    this.#complete(err);
+    this.emit('progress');
+  }
+
+  /** A stream of bytes [start, end] that follows the fill. */
+  reader(range?: Range): Readable {
+    const start = range?.start ?? 0;
+    const end = range?.end ?? this.size - 1;
+    let offset = start;
+    let handle: fs.FileHandle | undefined;
+    let reading = false;
+    const fill = this;
+    this.#readers++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      if (fill.#entry) fill.#entry.readers--;
+      else fill.#readers--;
+    };
+    const finalPath = path.join(path.dirname(path.dirname(this.file)), 'blobs', `${this.digest}.tar.gz`);
+    const stream = new Readable({
+      highWaterMark: 256 * 1024,
+      async read() {
+        if (reading) return;
+        reading = true;
+        try {
+          // Open lazily; once the fill has been renamed into place, read the final file.
+          handle ??= await fs.open(fill.file, 'r').catch(() => fs.open(finalPath, 'r'));
+          for (;;) {
+            if (offset > end) return void this.push(null);
+            if (fill.error) throw fill.error;
+            const available = Math.min(fill.done ? fill.size : fill.written, end + 1);
+            if (offset < available) {
+              const length = Math.min(available - offset, 256 * 1024);
+              const buffer = Buffer.allocUnsafe(length);
+              const { bytesRead } = await handle.read(buffer, 0, length, offset);
+              offset += bytesRead;
+              if (!this.push(buffer.subarray(0, bytesRead))) return;
+              continue;
+            }
+            await new Promise<void>((resolve) => fill.once('progress', resolve));
+          }
+        } catch (err) {
+          this.destroy(err as Error);
+        } finally {
+          reading = false;
+        }
+      },
+      destroy(err, cb) {
+        release();
+        void (handle?.close() ?? Promise.resolve()).finally(() => cb(err));
+      },
+    });
+    return stream;
+  }
+}
