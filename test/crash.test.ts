@@ -76,3 +76,25 @@ t.test('killed while the body is still arriving', async (t) => {
   await upload;
   await assertRecovered(t, dir, v1);
 });
+
+t.test('killed while filling the cache: nothing partial is ever served', async (t) => {
+  const dir = await tempDir(t);
+  const cacheDir = await tempDir(t, 'mr-cache-');
+  const env = { LOCAL_STORAGE_DIR: dir, CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'false' };
+  const server = await spawnServer(t, env);
+  const big = model('big', 64 * 1024 * 1024);
+  t.equal((await put(`${server.url}/models/m`, big)).status, 201);
+  const reading = fetch(`${server.url}/models/m`).then((r) => r.arrayBuffer()).catch((err: Error) => err);
+  const tmp = path.join(cacheDir, 'tmp');
+  await until('a fill in progress', async () => (await fs.readdir(tmp)).some((n) => n.endsWith('.part')), 15_000);
+  await killHard(server);
+  await reading;
+  const blobs = (await fs.readdir(path.join(cacheDir, 'blobs'))).filter((n) => n.endsWith('.tar.gz'));
+  t.same(blobs, [], 'no cache entry from the interrupted fill');
+  const again = await spawnServer(t, env);
+  t.same(await fs.readdir(tmp), [], 'the partial fill is cleared at start');
+  const res = await fetch(`${again.url}/models/m`);
+  t.equal(res.headers.get('x-cache'), 'MISS');
+  t.equal(sha256(await bytes(res)), sha256(big), 'the whole archive, refetched');
+  await killHard(again);
+});
