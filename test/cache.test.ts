@@ -195,6 +195,21 @@ t.test('files: manifest and single files from the extracted archive', async (t) 
   await isError(t, await fetch(`${r.url}/models/nope/files`), 404, 'MODEL_NOT_FOUND');
 });
 
+t.test('extracted files count against the bound, also after a restart', async (t) => {
+  const { open } = await local(t);
+  const first = await open();
+  const archive = tgz([{ path: 'weights.bin', body: Buffer.alloc(50_000, 1) }]);
+  await put(`${first.url}/models/f`, archive);
+  await (await fetch(`${first.url}/models/f/files`)).json();
+  const expected = archive.length + 50_000;
+  t.ok(await eventually(async () => (await metric(first, 'model_registry_cache_bytes')) === expected), 'archive + extracted bytes');
+  await first.app.close();
+  const second = await open();
+  t.equal(await metric(second, 'model_registry_cache_bytes'), expected, 'the same after a restart');
+  t.equal((await fetch(`${second.url}/models/f/files/weights.bin`)).headers.get('content-length'), '50000');
+  t.equal(await storageCount(second, 'get'), 0, 'served from the kept tree');
+});
+
 t.test('files of an archive placed by another tool are checked with the upload rules before extraction', async (t) => {
   const { open, storageDir } = await local(t);
   const r = await open();

@@ -38,8 +38,13 @@ export class ModelCache {
 
   async init(): Promise<void> {
     await fs.mkdir(this.#refs, { recursive: true });
-    await this.trees.init();
+    const trees = await this.trees.init();
     await this.blobs.init();
+    for (const [digest, bytes] of trees) {
+      if (this.blobs.has(digest)) this.blobs.addExtra(digest, bytes);
+      else await this.trees.remove(digest);
+    }
+    await this.blobs.evict();
     // Age-based eviction also runs on a timer, so idle entries expire without traffic.
     this.#sweeper = setInterval(() => void this.blobs.evict().catch(() => {}), Math.min(Math.max(this.#ttlMs / 10, 1000), 3_600_000));
     this.#sweeper.unref();

@@ -37,11 +37,20 @@ export class TreeStore {
     this.#limits = limits;
   }
 
-  async init(): Promise<void> {
+  /**
+   * Clears interrupted extractions and returns the bytes of each complete tree, so the cache
+   * can count them against its bound (and drop trees whose archive is gone).
+   */
+  async init(): Promise<Map<string, number>> {
     await fs.mkdir(this.#dir, { recursive: true });
+    const trees = new Map<string, number>();
     for (const name of await fs.readdir(this.#dir)) {
       if (name.startsWith('tmp-')) await fs.rm(path.join(this.#dir, name), { recursive: true, force: true });
+      const m = /^([0-9a-f]{64})\.json$/.exec(name);
+      const tree = m ? await this.#read(m[1]!) : undefined;
+      if (m && tree) trees.set(m[1]!, tree.bytes);
     }
+    return trees;
   }
 
   /**
