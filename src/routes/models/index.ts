@@ -56,6 +56,35 @@ function uploadKind(request: FastifyRequest): ArchiveFormat | 'multipart' {
   return kind;
 }
 
+/**
+ * The headers archive and file downloads share: validators, 304, Range (206 / 416), length.
+ * Returns 'not-modified' when the caller should answer 304, else the range to send.
+ */
+function prepareDownload(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  o: { etag: string; model: ModelVersion; stale: boolean; size: number; contentType: string },
+): 'not-modified' | { range?: { start: number; end: number } } {
+  const lastModified = new Date(o.model.createdAt);
+  reply.headers({
+    etag: o.etag,
+    'last-modified': lastModified.toUTCString(),
+    'cache-control': 'no-cache',
+    'accept-ranges': 'bytes',
+    'x-model-version': String(o.model.version),
+  });
+  if (o.stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
+  if (notModified(request.headers, o.etag, lastModified)) return 'not-modified';
+  const range = byteRange(request.headers, o.size, o.etag, lastModified);
+  if (range === 'unsatisfiable') {
+    reply.header('content-range', `bytes */${o.size}`);
+    throw errors.rangeNotSatisfiable(o.size);
+  }
+  reply.headers({ 'content-type': o.contentType, 'content-length': String(range ? range.end - range.start + 1 : o.size) });
+  if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${o.size}`);
+  return { range };
+}
+
 function nameParam(request: FastifyRequest<NameParams>): string {
   assertName(request.params.name);
   return request.params.name;
@@ -152,28 +181,13 @@ export default async function modelRoutes(app: FastifyInstance) {
       for (let attempt = 0; ; attempt++) {
         const { model, stale } = await describeOrStale(name, version);
         const etag = etagOf(model.sha256);
-        const lastModified = new Date(model.createdAt);
+        const prepared = prepareDownload(request, reply, { etag, model, stale, size: model.size, contentType: 'application/gzip' });
+        if (prepared === 'not-modified') return reply.code(304).send();
+        const { range } = prepared;
         reply.headers({
-          etag,
-          'last-modified': lastModified.toUTCString(),
-          'cache-control': 'no-cache',
-          'accept-ranges': 'bytes',
-          'x-model-version': String(model.version),
-        });
-        if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
-        if (notModified(request.headers, etag, lastModified)) return reply.code(304).send();
-        const range = byteRange(request.headers, model.size, etag, lastModified);
-        if (range === 'unsatisfiable') {
-          reply.header('content-range', `bytes */${model.size}`);
-          throw errors.rangeNotSatisfiable(model.size);
-        }
-        reply.headers({
-          'content-type': 'application/gzip',
           'content-disposition': `attachment; filename="${name}.tar.gz"`,
           'content-digest': contentDigest(model.sha256),
-          'content-length': String(range ? range.end - range.start + 1 : model.size),
         });
-        if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${model.size}`);
         if (request.method === 'HEAD') {
           if (!stale) reply.header('x-cache', registry.cached(model) ? 'HIT' : 'MISS');
           return reply.send();
@@ -222,24 +236,9 @@ export default async function modelRoutes(app: FastifyInstance) {
       const found = await resolveFile(tree, requested);
       if (!found) throw errors.fileNotFound(name, model.version, requested);
       const etag = `"sha256:${model.sha256}:${createHash('sha256').update(found.entry.path).digest('hex').slice(0, 16)}"`;
-      const lastModified = new Date(model.createdAt);
-      reply.headers({
-        etag,
-        'last-modified': lastModified.toUTCString(),
-        'cache-control': 'no-cache',
-        'accept-ranges': 'bytes',
-        'x-model-version': String(model.version),
-      });
-      if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
-      if (notModified(request.headers, etag, lastModified)) return reply.code(304).send();
-      const size = found.entry.size;
-      const range = byteRange(request.headers, size, etag, lastModified);
-      if (range === 'unsatisfiable') {
-        reply.header('content-range', `bytes */${size}`);
-        throw errors.rangeNotSatisfiable(size);
-      }
-      reply.headers({ 'content-type': contentTypeOf(found.entry.path), 'content-length': String(range ? range.end - range.start + 1 : size) });
-      if (range) reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`);
+      const prepared = prepareDownload(request, reply, { etag, model, stale, size: found.entry.size, contentType: contentTypeOf(found.entry.path) });
+      if (prepared === 'not-modified') return reply.code(304).send();
+      const { range } = prepared;
       if (request.method === 'HEAD') return reply.send();
       return reply.send(createReadStream(found.file, { start: range?.start, end: range?.end }));
     },
