@@ -2,6 +2,7 @@
  * The process: read config, open storage, sweep crash leftovers, serve, close gracefully on
  * SIGTERM / SIGINT. A bad setting exits 1 with one line naming it.
  */
+import { pathToFileURL } from 'node:url';
 import { buildApp } from './app.js';
 import { loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
@@ -35,4 +36,5 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
   process.once('SIGINT', () => void stop('SIGINT'));
 }
 
-await serve();
+// Run when executed directly (npm start, node dist/server.js); the CLI imports serve().
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await serve();
