@@ -43,6 +43,8 @@ import {
   type ContainerClient,
   type RequestPolicyFactory,
 } from '@azure/storage-blob';
+import { AuthenticationError, CredentialUnavailableError, DefaultAzureCredential } from '@azure/identity';
+import type { TokenCredential } from '@azure/identity';
 import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
@@ -332,7 +334,9 @@ export class AzureStorage implements Storage {
     const status = err instanceof RestError ? err.statusCode : undefined;
     const code = describe(err);
     let line: string;
-    if (status === undefined) {
+    if (credentialVar === 'identity' && (err instanceof CredentialUnavailableError || err instanceof AuthenticationError || (err as Error)?.name === 'AggregateAuthenticationError')) {
+      line = `AZURE_ACCOUNT_NAME=${this.config.AZURE_ACCOUNT_NAME ?? account} has no AZURE_ACCOUNT_KEY, so an Azure identity was looked for and none could get a token (${(err as Error).name}): assign a managed or workload identity with the Storage Blob Data Contributor role on the container, or set AZURE_ACCOUNT_KEY or AZURE_STORAGE_CONNECTION_STRING.`;
+    } else if (status === undefined) {
       line =
         endpointVar === 'AZURE_STORAGE_CONNECTION_STRING'
           ? `AZURE_STORAGE_CONNECTION_STRING points at ${endpoint}, which is unreachable (${code}): check BlobEndpoint (or AccountName and EndpointSuffix) in it and that the server is running.`
@@ -366,7 +370,7 @@ export class AzureStorage implements Storage {
 }
 
 /** Builds the service URL and credential from the settings; a setup that cannot work is a ConfigError. */
-function resolveClient(config: BackendConfig<'azure'>) {
+export function resolveClient(config: BackendConfig<'azure'>) {
   const { AZURE_STORAGE_CONNECTION_STRING: cs, AZURE_ACCOUNT_NAME: name, AZURE_ACCOUNT_KEY: key, AZURE_BLOB_ENDPOINT: endpoint } = config;
   if (cs !== undefined) {
     let parsed: BlobServiceClient;
@@ -399,10 +403,11 @@ function resolveClient(config: BackendConfig<'azure'>) {
     const source = { endpoint: withoutQuery(endpoint), endpointVar: 'AZURE_BLOB_ENDPOINT', credentialVar: 'AZURE_BLOB_ENDPOINT', sharedKey: false };
     return { url: endpoint, credential: undefined, source };
   }
-  const variable = name !== undefined ? `AZURE_ACCOUNT_NAME=${name}` : `AZURE_BLOB_ENDPOINT=${endpoint}`;
-  throw new ConfigError(
-    `${variable} is set without AZURE_ACCOUNT_KEY, but managed identity needs AZURE_ACCOUNT_KEY or a connection string in this build: set AZURE_ACCOUNT_KEY to key1 or key2 from the storage account's Access keys page, or set AZURE_STORAGE_CONNECTION_STRING.`,
-  );
+  // No key: the default Azure credential chain (environment, workload identity, managed
+  // identity, Azure CLI). The identity needs Storage Blob Data Contributor on the container.
+  const url = (endpoint ?? `https://${name}.blob.core.windows.net`).replace(/\/+$/, '');
+  const source = { endpoint: url, endpointVar: endpoint ? 'AZURE_BLOB_ENDPOINT' : 'AZURE_ACCOUNT_NAME', credentialVar: 'identity', sharedKey: false };
+  return { url, credential: new DefaultAzureCredential() as TokenCredential, source };
 }
 
 /** Maps SDK errors to storage errors. `sourceKey` names the source of a copy. */

@@ -1,4 +1,5 @@
 import { createServer } from 'node:http';
+import { DefaultAzureCredential } from '@azure/identity';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
@@ -12,7 +13,7 @@ import {
 import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
 import { ConfigError, StorageUnavailableError } from '../../src/errors.js';
-import { AzureStorage, create } from '../../src/storage/azure.js';
+import { AzureStorage, create, resolveClient } from '../../src/storage/azure.js';
 import type { Storage } from '../../src/storage/types.js';
 import type { Logger } from '../../src/util/logger.js';
 import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite } from '../helpers/emulators.js';
@@ -190,9 +191,13 @@ t.test('init errors are one line naming the variable', async (t) => {
     t.match(line, /^AZURE_STORAGE_CONNECTION_STRING=\(hidden\) cannot be parsed \(.+\): copy it from/);
   });
 
-  t.test('managed identity is not in this build', async (t) => {
-    const line = await initError(t, config({ AZURE_CONTAINER: 'models', AZURE_ACCOUNT_NAME: 'myaccount' }));
-    t.match(line, /^AZURE_ACCOUNT_NAME=myaccount is set without AZURE_ACCOUNT_KEY, but managed identity needs AZURE_ACCOUNT_KEY or a connection string in this build: /);
+  t.test('without a key, the default Azure identity chain is used (managed / workload identity)', async (t) => {
+    // Only the resolution is checked: acquiring a token would ask the instance metadata service,
+    // which is not on this machine's network (and must not be probed from tests).
+    const { url, credential, source } = resolveClient(config({ AZURE_CONTAINER: 'models', AZURE_ACCOUNT_NAME: 'myaccount' }));
+    t.equal(url, 'https://myaccount.blob.core.windows.net');
+    t.type(credential, DefaultAzureCredential);
+    t.match(source, { credentialVar: 'identity', sharedKey: false });
   });
 });
 
