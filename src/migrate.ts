@@ -1,0 +1,652 @@
+/**
+ * `model-registry migrate`: copies every model, its history and its metadata from one configured
+ * backend to another (SPEC §4), each described by a .env file.
+ *
+ * Per object: source get → destination stage (hashing the bytes on the way) → commit with the
+ * source's metadata, so version numbers, digests, creation times and labels survive exactly.
+ * A digest that does not match the source's sha256 fails the object and nothing is committed.
+ * Objects without metadata ("foreign", put there by hand) get the metadata the registry would
+ * infer for them: digest of the bytes, version from the key (or newest history + 1), creation
+ * time = last modified, no labels. The source is only read.
+ *
+ * Resume: each commit is atomic and conditional on the destination state seen at planning, and a
+ * model's history is committed before its current object, so an interrupted run leaves complete
+ * objects only and never a current version without its history. A rerun skips every object
+ * whose destination already has the same size and metadata (version, sha256, created-at,
+ * labels) and copies the rest.
+ */
+import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import { readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { parseEnv } from 'node:util';
+import type { LogFn } from 'pino';
+import { loadConfig, type Config } from './config.js';
+import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
+import { keys } from './registry/names.js';
+import { createStorage } from './storage/index.js';
+import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
+import type { Logger } from './util/logger.js';
+
+/** The metadata the registry keeps with each object (see registry/service.ts). */
+const META_KEYS = ['version', 'sha256', 'created-at', 'labels'] as const;
+
+/** Where lines and the progress bar go: a stream, or anything with write(). */
+export interface Output {
+  write(text: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+export interface MigrateOptions {
+  /** The .env file of the source backend. */
+  from: string;
+  /** The .env file of the destination backend. */
+  to: string;
+  /** Print the plan; change nothing. */
+  dryRun?: boolean;
+  /** Objects copied at the same time (default 4). */
+  concurrency?: number;
+  /** Aborting stops starting new objects and cancels those in flight; nothing partial is left. */
+  signal?: AbortSignal;
+  /** Per-object lines and the summary (default process.stdout). */
+  stdout?: Output;
+  /** The progress bar, drawn only when this is a TTY (default process.stderr). */
+  stderr?: Output;
+  /** Logger for the storage backends; by default their warnings are printed as lines. */
+  logger?: Logger;
+  /** Called as each object is settled (tests use it to interrupt a run). */
+  onObject?: (result: ObjectResult) => void;
+}
+
+export type ObjectStatus = 'copied' | 'skipped' | 'failed' | 'would-copy' | 'not-copied';
+
+export interface ObjectResult {
+  key: string;
+  name: string;
+  version: number;
+  /** True for the model's current object, false for a history entry. */
+  current: boolean;
+  size: number;
+  status: ObjectStatus;
+  /** Bytes written to the destination (0 when only the metadata was updated). */
+  bytes: number;
+  /** Why it failed, or a note ('identical', 'metadata only'). */
+  detail?: string;
+}
+
+export interface MigrationSummary {
+  objects: ObjectResult[];
+  total: number;
+  copied: number;
+  copiedBytes: number;
+  skipped: number;
+  failed: number;
+  /** Not copied because the run was interrupted. */
+  notCopied: number;
+  /** In a dry run: objects that would be copied. */
+  wouldCopy: number;
+  dryRun: boolean;
+  /** True when the run stopped (signal) before every object was settled. */
+  interrupted: boolean;
+  durationMs: number;
+  /** The summary line printed at the end. */
+  line: string;
+  /** 0 when nothing failed and nothing was left out by an interruption; 1 otherwise. */
+  exitCode: 0 | 1;
+}
+
+/** One backend as named by a .env file. */
+interface Endpoint {
+  file: string;
+  config: Config;
+  /** Human description without secrets, e.g. `aws bucket models`. */
+  label: string;
+  /** Identity for the same-storage check (may contain secrets; never printed). */
+  identity: string;
+}
+
+type Action = 'copy' | 'skip' | 'metadata' | 'check';
+
+interface Planned {
+  key: string;
+  name: string;
+  current: boolean;
+  source: ObjectInfo;
+  /** Version for a source object without version metadata. */
+  inferredVersion: number;
+  destination: ObjectInfo | undefined;
+  action: Action;
+}
+
+/** Copies every model between the backends of two .env files. ConfigError for a bad setting. */
+export async function migrate(options: MigrateOptions): Promise<MigrationSummary> {
+  const started = Date.now();
+  const stdout = options.stdout ?? process.stdout;
+  const stderr = options.stderr ?? process.stderr;
+  const dryRun = options.dryRun ?? false;
+  const concurrency = options.concurrency ?? 4;
+  if (!Number.isInteger(concurrency) || concurrency < 1) throw new RangeError('concurrency must be a positive integer');
+  // Every in-flight read and write listens on the signal: an own one without a listener limit.
+  const controller = new AbortController();
+  setMaxListeners(0, controller.signal);
+  const signal = controller.signal;
+  const abort = () => controller.abort(options.signal?.reason);
+
+  const from = await readEndpoint(options.from, 'source');
+  const to = await readEndpoint(options.to, 'destination');
+  if (from.identity === to.identity) {
+    throw new ConfigError(`${options.from} and ${options.to} name the same storage (${from.label}): point --to at another backend, bucket or directory.`);
+  }
+  const progress = new Progress(stdout, stderr, dryRun);
+  const logger = options.logger ?? lineLogger((line) => progress.note(line));
+  const source = await open(from, logger);
+  let destination: Storage;
+  try {
+    destination = await open(to, logger);
+  } catch (err) {
+    await source.close().catch(() => {});
+    throw err;
+  }
+
+  const results: ObjectResult[] = [];
+  if (options.signal?.aborted) abort();
+  options.signal?.addEventListener('abort', abort, { once: true });
+  try {
+    progress.note(`${dryRun ? 'dry run: ' : ''}migrating from ${from.label} (${from.file}) to ${to.label} (${to.file})`);
+    const limit = limiter(concurrency);
+    const plan = await makePlan(source, destination, limit, signal);
+    const work = plan.filter((p) => p.action !== 'skip');
+    progress.begin(plan.length, work.reduce((n, p) => n + p.source.size, 0));
+
+    const settle = (p: Planned, status: ObjectStatus, bytes: number, detail?: string) => {
+      const result: ObjectResult = { key: p.key, name: p.name, version: versionOf(p), current: p.current, size: p.source.size, status, bytes, detail };
+      results.push(result);
+      progress.settle(result);
+      options.onObject?.(result);
+      return result;
+    };
+    const run = (p: Planned) =>
+      limit(async () => {
+        // The bar counts each planned object's size once, whatever happens to it.
+        const size = p.action === 'skip' ? 0 : p.source.size;
+        let counted = 0;
+        const onBytes = (n: number) => {
+          const add = Math.min(n, size - counted);
+          counted += add;
+          progress.bytes(add);
+        };
+        try {
+          if (signal.aborted) return settle(p, 'not-copied', 0, 'interrupted');
+          const done = await transfer(source, destination, p, { dryRun, signal, onBytes });
+          return settle(p, done.status, done.bytes, done.detail);
+        } catch (err) {
+          if (signal.aborted) return settle(p, 'not-copied', 0, 'interrupted');
+          return settle(p, 'failed', 0, reason(err));
+        } finally {
+          onBytes(size - counted);
+        }
+      });
+
+    // History first, then the current object, so the destination's current version never lacks
+    // its history; models run side by side.
+    const byModel = new Map<string, Planned[]>();
+    for (const p of plan) byModel.set(p.name, [...(byModel.get(p.name) ?? []), p]);
+    await Promise.all(
+      [...byModel.values()].map(async (objects) => {
+        const history = await Promise.all(objects.filter((p) => !p.current).map(run));
+        const current = objects.find((p) => p.current)!;
+        const broken = history.find((r) => r.status === 'failed' || r.status === 'not-copied');
+        if (broken && current.action !== 'skip') {
+          if (broken.status === 'not-copied' || signal.aborted) settle(current, 'not-copied', 0, 'interrupted');
+          else settle(current, 'failed', 0, `not copied because its history entry v${broken.version} failed`);
+          progress.bytes(current.source.size);
+        } else {
+          await run(current);
+        }
+      }),
+    );
+  } finally {
+    progress.stop();
+    options.signal?.removeEventListener('abort', abort);
+    await Promise.allSettled([source.close(), destination.close()]);
+  }
+  return summarize(results, dryRun, Date.now() - started, progress);
+}
+
+// ---- endpoints ----
+
+/** Settings that are paths: relative values are relative to the .env file's directory. */
+const PATH_VARIABLES = ['LOCAL_STORAGE_DIR', 'GOOGLE_APPLICATION_CREDENTIALS'] as const;
+
+async function readEndpoint(file: string, role: 'source' | 'destination'): Promise<Endpoint> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): pass the path of a .env file with the settings of the ${role} backend.`);
+  }
+  const dir = path.dirname(path.resolve(file));
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(parseEnv(text))) if (v !== undefined) env[k] = v;
+  // Serving settings do not matter here; a production .env (HOST=0.0.0.0) must still load.
+  delete env.HOST;
+  // A typo in the source's bucket must not create an empty bucket and "migrate" nothing.
+  if (role === 'source') env.AUTO_CREATE_BUCKET = 'false';
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`${file}: ${err.message}`, { cause: err });
+    throw err;
+  }
+  const resolved: Record<string, unknown> = { ...config };
+  for (const variable of PATH_VARIABLES) {
+    const value = resolved[variable];
+    if (typeof value === 'string') resolved[variable] = path.resolve(dir, value);
+  }
+  config = resolved as Config;
+  if (role === 'source' && config.REMOTE_STORAGE === 'local') {
+    const found = await stat(config.LOCAL_STORAGE_DIR).catch(() => undefined);
+    if (!found?.isDirectory()) {
+      throw new ConfigError(`${file}: LOCAL_STORAGE_DIR=${config.LOCAL_STORAGE_DIR} is not a directory: point it at the directory the registry stores its models in (relative paths are relative to ${file}).`);
+    }
+  }
+  return { file, config, ...describe(config) };
+}
+
+function describe(c: Config): { label: string; identity: string } {
+  switch (c.REMOTE_STORAGE) {
+    case 'local':
+      return { label: `local ${c.LOCAL_STORAGE_DIR}`, identity: `local ${c.LOCAL_STORAGE_DIR}` };
+    case 'aws':
+      return { label: `aws bucket ${c.BUCKET_NAME}`, identity: `aws ${c.AWS_ENDPOINT_URL ?? ''} ${c.BUCKET_NAME}` };
+    case 'gcs':
+      return { label: `gcs bucket ${c.BUCKET_NAME}`, identity: `gcs ${c.STORAGE_EMULATOR_HOST ?? ''} ${c.BUCKET_NAME}` };
+    case 'azure': {
+      const account = c.AZURE_BLOB_ENDPOINT ?? c.AZURE_ACCOUNT_NAME ?? /AccountName=([^;]+)/i.exec(c.AZURE_STORAGE_CONNECTION_STRING ?? '')?.[1] ?? '';
+      return { label: `azure container ${c.AZURE_CONTAINER}`, identity: `azure ${account} ${c.AZURE_CONTAINER}` };
+    }
+    case 'mongodb':
+      return { label: `mongodb ${c.MONGODB_DATABASE}.${c.MONGODB_COLLECTION}`, identity: `mongodb ${c.MONGODB_URI} ${c.MONGODB_DATABASE} ${c.MONGODB_COLLECTION}` };
+  }
+}
+
+async function open(endpoint: Endpoint, logger: Logger): Promise<Storage> {
+  try {
+    return await createStorage(endpoint.config, logger);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`${endpoint.file}: ${err.message}`, { cause: err });
+    throw err;
+  }
+}
+
+// ---- plan ----
+
+async function makePlan(source: Storage, destination: Storage, limit: Limiter, signal?: AbortSignal): Promise<Planned[]> {
+  const listed = new Map<string, ObjectInfo>();
+  const names: string[] = [];
+  for await (const info of source.list('')) {
+    const name = keys.nameOf(info.key);
+    if (name === undefined) continue;
+    names.push(name);
+    listed.set(info.key, info);
+  }
+  const perModel = await Promise.all(
+    names.map(async (name) => {
+      const history: ObjectInfo[] = [];
+      for await (const info of source.list(keys.historyPrefix(name))) {
+        if (keys.versionOf(info.key) === undefined) continue;
+        history.push(info);
+        listed.set(info.key, info);
+      }
+      const newest = Math.max(0, ...history.map((h) => keys.versionOf(h.key)!));
+      const entries = [
+        ...history.map((info) => ({ key: info.key, current: false, inferredVersion: keys.versionOf(info.key)! })),
+        { key: keys.current(name), current: true, inferredVersion: newest + 1 },
+      ];
+      return Promise.all(
+        entries.map((e) =>
+          limit(async () => {
+            signal?.throwIfAborted();
+            const known = source.capabilities.listIncludesMetadata ? listed.get(e.key) : undefined;
+            const [src, dst] = await Promise.all([known ?? source.head(e.key), headOrUndefined(destination, e.key)]);
+            return { ...e, name, source: src, destination: dst, action: decide(src, e.inferredVersion, dst) } satisfies Planned;
+          }),
+        ),
+      );
+    }),
+  ).catch((err) => {
+    if (err instanceof NotFoundError) throw new Error(`${err.key} disappeared from the source while planning: is a registry writing to it? Rerun.`, { cause: err });
+    throw err;
+  });
+  return perModel.flat();
+}
+
+function decide(source: ObjectInfo, inferredVersion: number, destination: ObjectInfo | undefined, computedSha256?: string): Action {
+  if (!destination || destination.size !== source.size || !destination.metadata.sha256) return 'copy';
+  const sha256 = source.metadata.sha256 ?? computedSha256;
+  if (sha256 === undefined) return 'check';
+  if (destination.metadata.sha256 !== sha256) return 'copy';
+  const wanted = targetMetadata(source, inferredVersion, sha256);
+  return META_KEYS.every((k) => destination.metadata[k] === wanted[k]) ? 'skip' : 'metadata';
+}
+
+/** The metadata the destination gets: the source's, or what the registry infers for a foreign object. */
+function targetMetadata(source: ObjectInfo, inferredVersion: number, sha256: string): Metadata {
+  const m = source.metadata;
+  return {
+    version: m.version ?? String(inferredVersion),
+    sha256: m.sha256 ?? sha256,
+    'created-at': m['created-at'] ?? source.lastModified.toISOString(),
+    labels: m.labels ?? '{}',
+  };
+}
+
+function versionOf(p: Planned): number {
+  const v = Number(p.source.metadata.version);
+  return Number.isInteger(v) && v > 0 ? v : p.inferredVersion;
+}
+
+// ---- copy ----
+
+interface TransferOptions {
+  dryRun: boolean;
+  signal: AbortSignal | undefined;
+  onBytes: (n: number) => void;
+}
+
+async function transfer(source: Storage, destination: Storage, p: Planned, o: TransferOptions): Promise<{ status: ObjectStatus; bytes: number; detail?: string }> {
+  let action = p.action;
+  let computed: string | undefined;
+  if (action === 'check') {
+    // A foreign source object and a destination object of the same size: compare digests first.
+    computed = await digestOf(source, p, o);
+    action = decide(p.source, p.inferredVersion, p.destination, computed);
+  }
+  if (action === 'skip') return { status: 'skipped', bytes: 0, detail: 'identical' };
+  if (o.dryRun) return { status: 'would-copy', bytes: 0, detail: action === 'metadata' ? 'metadata only' : undefined };
+  if (action === 'metadata') {
+    const metadata = targetMetadata(p.source, p.inferredVersion, (p.source.metadata.sha256 ?? computed)!);
+    await destination.setMetadata(p.key, p.destination!.token, metadata).catch(changedAtDestination);
+    return { status: 'copied', bytes: 0, detail: 'metadata only' };
+  }
+  return copyObject(source, destination, p, o);
+}
+
+async function copyObject(source: Storage, destination: Storage, p: Planned, o: TransferOptions): Promise<{ status: ObjectStatus; bytes: number; detail?: string }> {
+  const { info, body } = await source.get(p.key, { signal: o.signal });
+  // The bytes we read are described by `info` (the object may have changed since planning).
+  const verifier = new Verifier(info.metadata.sha256, info.size, o.onBytes);
+  const piping = pipeline(body, verifier, { signal: o.signal });
+  const staging = destination.stage(p.key, verifier, { signal: o.signal });
+  const [piped, staged] = await Promise.allSettled([piping, staging]);
+  if (piped.status === 'rejected' || staged.status === 'rejected') {
+    if (staged.status === 'fulfilled') await destination.discard(staged.value).catch(() => {});
+    throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
+  }
+  try {
+    if (staged.value.size !== info.size) throw new Error(`the destination stored ${staged.value.size} of ${info.size} bytes`);
+    const metadata = targetMetadata(info, p.inferredVersion, verifier.sha256);
+    const condition: WriteCondition = p.destination ? { ifMatch: p.destination.token } : { ifNoneMatch: true };
+    const committed = await destination.commit(staged.value, metadata, condition).catch(changedAtDestination);
+    if (committed.size !== info.size) throw new Error(`the destination reports ${committed.size} bytes after the commit, the source has ${info.size}`);
+    return { status: 'copied', bytes: info.size, detail: p.destination ? 'replaced a different object' : undefined };
+  } finally {
+    await destination.discard(staged.value).catch(() => {});
+  }
+}
+
+async function digestOf(source: Storage, p: Planned, o: TransferOptions): Promise<string> {
+  const { info, body } = await source.get(p.key, { signal: o.signal });
+  if (info.token !== p.source.token) {
+    body.destroy();
+    throw new Error('the source object changed while migrating: rerun');
+  }
+  const verifier = new Verifier(undefined, info.size, o.onBytes);
+  await pipeline(body, verifier, async function* (chunks: AsyncIterable<Buffer>) {
+    for await (const _ of chunks); // drain
+  }, { signal: o.signal });
+  return verifier.sha256;
+}
+
+function changedAtDestination(err: unknown): never {
+  if (err instanceof PreconditionFailedError || err instanceof NotFoundError) {
+    throw new Error('the destination object changed during the migration (is a registry writing to it?): rerun', { cause: err });
+  }
+  throw err;
+}
+
+/** Passes bytes through, hashing and counting them; fails the stream at the end on a digest or size mismatch. */
+class Verifier extends Transform {
+  readonly #hash = createHash('sha256');
+  #size = 0;
+  #sha256: string | undefined;
+  constructor(
+    readonly expected: string | undefined,
+    readonly expectedSize: number,
+    readonly onBytes: (n: number) => void,
+  ) {
+    super();
+  }
+  get sha256(): string {
+    if (this.#sha256 === undefined) throw new Error('digest read before the end of the stream');
+    return this.#sha256;
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
+    this.#hash.update(chunk);
+    this.#size += chunk.length;
+    this.onBytes(chunk.length);
+    cb(null, chunk);
+  }
+  override _flush(cb: (err?: Error | null) => void): void {
+    this.#sha256 = this.#hash.digest('hex');
+    if (this.#size !== this.expectedSize) return cb(new Error(`read ${this.#size} bytes, the source object has ${this.expectedSize}`));
+    if (this.expected !== undefined && this.expected !== this.#sha256) {
+      return cb(new Error(`digest mismatch: the source's metadata says sha256 ${this.expected}, its bytes hash to ${this.#sha256}; nothing was written`));
+    }
+    cb();
+  }
+}
+
+async function headOrUndefined(storage: Storage, key: string): Promise<ObjectInfo | undefined> {
+  try {
+    return await storage.head(key);
+  } catch (err) {
+    if (err instanceof NotFoundError) return undefined;
+    throw err;
+  }
+}
+
+function reason(err: unknown): string {
+  const e = err as Error;
+  return (e?.message ?? String(err)).replace(/\s*\n\s*/g, ' ');
+}
+
+type Limiter = <T>(fn: () => Promise<T>) => Promise<T>;
+
+/** Runs at most `n` functions at once, in call order. */
+function limiter(n: number): Limiter {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return async (fn) => {
+    if (active < n) active++;
+    else await new Promise<void>((resolve) => waiting.push(resolve)); // the slot is handed over
+    try {
+      return await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else active--;
+    }
+  };
+}
+
+// ---- output ----
+
+/**
+ * Per-object lines on stdout; on a TTY a one-line bar on stderr instead, redrawn with \r
+ * (failures are still printed, above the bar).
+ */
+class Progress {
+  #objects = 0;
+  #settled = 0;
+  #total = 0;
+  #done = 0;
+  #began = Date.now();
+  #timer: NodeJS.Timeout | undefined;
+  #drawn = false;
+  #begun = false;
+  readonly bar: boolean;
+  readonly quiet: boolean;
+
+  constructor(
+    readonly stdout: Output,
+    readonly stderr: Output,
+    readonly dryRun: boolean,
+  ) {
+    this.bar = !dryRun && stderr.isTTY === true;
+    // With the bar on the same terminal, per-object lines would only scroll it away.
+    this.quiet = this.bar && stdout.isTTY === true;
+  }
+
+  begin(objects: number, bytes: number): void {
+    this.#objects = objects;
+    this.#total = bytes;
+    this.#began = Date.now();
+    this.#begun = true;
+    if (this.bar) {
+      this.#timer = setInterval(() => this.#draw(), 200);
+      this.#timer.unref();
+      this.#draw();
+    }
+  }
+
+  bytes(n: number): void {
+    this.#done += n;
+  }
+
+  settle(r: ObjectResult): void {
+    this.#settled++;
+    const what = `${r.name} v${r.version}`;
+    let line: string | undefined;
+    if (r.status === 'failed') line = `FAILED ${what}: ${r.detail}`;
+    else if (!this.quiet) {
+      if (r.status === 'copied') line = `copied ${what} (${r.detail === 'metadata only' ? 'metadata only' : formatBytes(r.bytes)}${r.detail === 'replaced a different object' ? ', replaced a different object' : ''})`;
+      else if (r.status === 'skipped') line = this.dryRun ? `would skip ${what} (identical)` : `skipped ${what} (identical)`;
+      else if (r.status === 'would-copy') line = `would copy ${what} (${r.detail ?? formatBytes(r.size)})`;
+    }
+    if (line) this.#line(line);
+    else if (this.bar) this.#draw();
+  }
+
+  /** A message above the bar / among the lines. */
+  note(line: string): void {
+    this.#line(line);
+  }
+
+  stop(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    if (this.bar && this.#begun) {
+      this.#draw();
+      this.stderr.write('\n');
+      this.#drawn = false;
+    }
+  }
+
+  #line(text: string): void {
+    if (this.#drawn) this.stderr.write('\r\x1b[K');
+    this.stdout.write(`${text}\n`);
+    if (this.#drawn) this.#draw();
+  }
+
+  #draw(): void {
+    const done = Math.min(this.#done, this.#total);
+    const fraction = this.#total > 0 ? done / this.#total : this.#settled === this.#objects ? 1 : 0;
+    const width = 20;
+    const filled = Math.round(fraction * width);
+    const seconds = (Date.now() - this.#began) / 1000;
+    const rate = seconds > 0.25 ? done / seconds : 0;
+    const eta = done >= this.#total ? '0s' : rate > 0 ? formatDuration(((this.#total - done) / rate) * 1000) : '--';
+    let text = `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.floor(fraction * 100)}% ${formatBytes(done)} / ${formatBytes(this.#total)}  ${formatBytes(rate)}/s  ETA ${eta}  (${this.#settled}/${this.#objects} objects)`;
+    const columns = this.stderr.columns;
+    if (columns && text.length >= columns) text = text.slice(0, columns - 1);
+    this.stderr.write(`\r\x1b[K${text}`);
+    this.#drawn = true;
+  }
+}
+
+function summarize(objects: ObjectResult[], dryRun: boolean, durationMs: number, progress: Progress): MigrationSummary {
+  const count = (s: ObjectStatus) => objects.filter((o) => o.status === s).length;
+  const bytesOf = (s: ObjectStatus, field: 'bytes' | 'size') =>
+    objects.reduce((n, o) => n + (o.status === s && o.detail !== 'metadata only' ? o[field] : 0), 0);
+  const total = objects.length;
+  const copied = count('copied');
+  const copiedBytes = bytesOf('copied', 'bytes');
+  const skipped = count('skipped');
+  const failed = count('failed');
+  const notCopied = count('not-copied');
+  const wouldCopy = count('would-copy');
+  const interrupted = notCopied > 0;
+  const plural = (n: number) => `${n} object${n === 1 ? '' : 's'}`;
+  const took = formatDuration(durationMs);
+  let line: string;
+  if (total === 0) {
+    line = 'nothing to copy: the source has no models';
+  } else if (interrupted) {
+    line = `interrupted: copied ${plural(copied)} (${formatBytes(copiedBytes)}), skipped ${skipped} identical, ${failed} failed, ${notCopied} not copied yet in ${took}; rerun the same command to resume`;
+  } else if (dryRun) {
+    line = wouldCopy === 0 && failed === 0
+      ? `dry run: nothing to copy: all ${plural(total)} already identical`
+      : `dry run: would copy ${plural(wouldCopy)} (${formatBytes(bytesOf('would-copy', 'size'))}), skip ${skipped} identical${failed ? `, ${failed} failed` : ''}; nothing was changed`;
+  } else if (copied === 0 && failed === 0) {
+    line = `nothing to copy: all ${plural(total)} already identical`;
+  } else {
+    line = `copied ${plural(copied)} (${formatBytes(copiedBytes)}), skipped ${skipped} identical, ${failed} failed in ${took}`;
+  }
+  progress.note(line);
+  return {
+    objects, total, copied, copiedBytes, skipped, failed, notCopied, wouldCopy, dryRun, interrupted, durationMs, line,
+    exitCode: failed > 0 || interrupted ? 1 : 0,
+  };
+}
+
+/** `512 B`, `12.3 MiB`, `1.4 GiB`. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return i === 0 ? `${Math.round(n)} B` : `${n.toFixed(1)} ${units[i]}`;
+}
+
+/** `41s`, `2m10s`, `1h02m`. */
+export function formatDuration(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** A Logger that prints warnings and errors as lines and drops the rest. */
+function lineLogger(print: (line: string) => void, bindings: Record<string, unknown> = {}): Logger {
+  const at = (level: string): LogFn =>
+    ((a: unknown, b?: unknown) => {
+      const msg = typeof a === 'string' ? a : typeof b === 'string' ? b : '';
+      const err = a && typeof a === 'object' ? (a as { err?: Error }).err : undefined;
+      const where = typeof bindings.storage === 'string' ? ` (${bindings.storage})` : '';
+      print(`${level}${where}: ${msg}${err?.message ? `: ${err.message}` : ''}`);
+    }) as LogFn;
+  const ignore = (() => {}) as LogFn;
+  return {
+    debug: ignore,
+    info: ignore,
+    warn: at('warning'),
+    error: at('error'),
+    child: (more) => lineLogger(print, { ...bindings, ...more }),
+  };
+}

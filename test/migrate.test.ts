@@ -1,0 +1,242 @@
+/**
+ * `model-registry migrate` on real servers: local → MinIO → Azurite → local keeps every version,
+ * digest, label and creation time; reruns copy nothing; an interrupted run resumes; a dry run
+ * changes nothing; a corrupted source object fails alone; the built CLI prints plain lines.
+ */
+import { spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import pino from 'pino';
+import t, { type Test } from 'tap';
+import { loadConfig } from '../src/config.js';
+import { migrate, type MigrateOptions, type Output } from '../src/migrate.js';
+import { createStorage, type Storage } from '../src/storage/index.js';
+import { model } from './helpers/archives.js';
+import { sha256 } from './helpers/assert.js';
+import { azuriteEnv, minioEnv } from './helpers/cloud.js';
+import { startAzurite, startMinio } from './helpers/emulators.js';
+import { put, start, tempDir } from './helpers/server.js';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const [minio, azurite] = await Promise.all([startMinio(), startAzurite()]);
+t.teardown(() => Promise.all([minio.dispose(), azurite.dispose()]));
+
+/** A directory holding the .env files; local storage dirs are given relative to it. */
+const work = await tempDir(t, 'mr-migrate-');
+
+async function envFile(name: string, vars: Record<string, string>): Promise<string> {
+  const file = path.join(work, name);
+  await writeFile(file, Object.entries(vars).map(([k, v]) => `${k}="${v}"\n`).join(''));
+  return file;
+}
+
+const collector = (isTTY = false): Output & { text: string } => ({ text: '', isTTY, columns: 200, write(s: string) { this.text += s; } });
+
+async function run(options: Omit<MigrateOptions, 'stdout' | 'stderr'> & { stderr?: Output }) {
+  const stdout = collector();
+  const summary = await migrate({ stderr: collector(), ...options, stdout });
+  return { summary, out: stdout.text };
+}
+
+async function storageOf(tt: Test, env: Record<string, string>): Promise<Storage> {
+  const storage = await createStorage(loadConfig({ ...env, LOG_LEVEL: 'silent' }), pino({ level: 'silent' }));
+  tt.teardown(() => storage.close());
+  return storage;
+}
+
+async function keysIn(storage: Storage, prefix = ''): Promise<string[]> {
+  const out: string[] = [];
+  for await (const info of storage.list(prefix)) out.push(info.key);
+  return out;
+}
+
+// ---- the original registry: 3 models with history and labels, and one foreign archive ----
+const NAMES = ['alpha', 'beta', 'gamma', 'foreign'];
+const OBJECTS = 4 + 3 + 3 + 1; // alpha v1-v4, beta v1-v3, gamma v1-v3, foreign v1
+const sourceDir = path.join(work, 'source');
+const original = await start(t, { LOCAL_STORAGE_DIR: sourceDir, MODEL_HISTORY: '3' });
+for (const [name, uploads] of [['alpha', 4], ['beta', 3], ['gamma', 3]] as const) {
+  for (let v = 1; v <= uploads; v++) {
+    const res = await put(`${original.url}/models/${name}`, model(`${name}-${v}`, 2048), { 'x-model-label-git_sha': `${name}${v}`, 'x-model-label-stage': v % 2 ? 'dev' : 'prod' });
+    if (res.status >= 300) throw new Error(`upload ${name} v${v}: ${res.status} ${await res.text()}`);
+  }
+}
+const foreignBytes = model('foreign', 2048);
+await writeFile(path.join(sourceDir, 'foreign.tar.gz'), foreignBytes); // put there by hand: no metadata
+
+const localEnv = await envFile('local.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'source' }); // relative to the .env file
+const minioVars = minioEnv(minio);
+const minioFile = await envFile('minio.env', minioVars);
+const azureVars = azuriteEnv(azurite);
+const azureFile = await envFile('azure.env', azureVars);
+const finalDir = path.join(work, 'final');
+const finalFile = await envFile('final.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'final' });
+
+async function versionsAt(url: string): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  for (const name of NAMES) {
+    const res = await fetch(`${url}/models/${name}/versions`);
+    out[name] = res.ok ? await res.json() : res.status;
+  }
+  return out;
+}
+
+let expected: Record<string, unknown> = {};
+
+t.test('local → MinIO → Azurite → local keeps every version, digest, label and createdAt', async (t) => {
+  const bar = collector(true);
+  const leg1 = await run({ from: localEnv, to: minioFile, stderr: bar, concurrency: 3 });
+  t.equal(leg1.summary.exitCode, 0);
+  t.equal(leg1.summary.copied, OBJECTS, 'every object copied');
+  t.match(leg1.out, /^copied alpha v1 \(\d+\.\d KiB\)$/m, 'a plain line per object on stdout');
+  t.match(leg1.out, /^copied foreign v1 /m);
+  t.match(leg1.summary.line, new RegExp(`^copied ${OBJECTS} objects \\(\\d+\\.\\d KiB\\), skipped 0 identical, 0 failed in \\d+s$`));
+  t.match(bar.text, /\r\x1b\[K\[#{20}\] 100% \d+\.\d KiB \/ \d+\.\d KiB {2}\S+ \S+\/s {2}ETA \S+ {2}\(11\/11 objects\)/, 'a progress bar on the TTY');
+
+  // Read the original only now: describing the foreign archive stores its digest in the source.
+  expected = await versionsAt(original.url);
+  t.match(expected.alpha, { current: 4, versions: [{ version: 4 }, { version: 3 }, { version: 2 }, { version: 1 }] }, 'alpha has 3 history versions');
+  t.match(expected.foreign, { current: 1, versions: [{ version: 1, sha256: sha256(foreignBytes), labels: {} }] });
+
+  const leg2 = await run({ from: minioFile, to: azureFile });
+  t.equal(leg2.summary.copied, OBJECTS);
+  const leg3 = await run({ from: azureFile, to: finalFile });
+  t.equal(leg3.summary.copied, OBJECTS);
+  t.equal(leg3.summary.exitCode, 0);
+
+  const final = await start(t, { LOCAL_STORAGE_DIR: finalDir });
+  t.same(await versionsAt(final.url), expected, 'same versions, sha256, sizes, labels and createdAt');
+  const listed = (await (await fetch(`${final.url}/models`)).json()) as { models: { name: string }[] };
+  t.same(listed.models.map((m) => m.name).sort(), [...NAMES].sort());
+  const old = await fetch(`${final.url}/models/beta?version=1`);
+  t.equal(sha256(Buffer.from(await old.arrayBuffer())), (expected.beta as { versions: { sha256: string }[] }).versions.at(-1)!.sha256, 'history bytes intact');
+
+  t.test('a rerun of each leg copies nothing and says so', async (t) => {
+    for (const [from, to] of [[localEnv, minioFile], [minioFile, azureFile], [azureFile, finalFile]] as const) {
+      const again = await run({ from, to });
+      t.equal(again.summary.copied, 0, `${path.basename(from)} → ${path.basename(to)}`);
+      t.equal(again.summary.skipped, OBJECTS);
+      t.equal(again.summary.exitCode, 0);
+      t.equal(again.summary.line, `nothing to copy: all ${OBJECTS} objects already identical`);
+      t.match(again.out, /^skipped gamma v2 \(identical\)$/m);
+    }
+  });
+});
+
+t.test('an interrupted run resumes: the rerun copies the rest', async (t) => {
+  const vars = minioEnv(minio);
+  const file = await envFile('interrupted.env', vars);
+  const controller = new AbortController();
+  const first = await run({
+    from: localEnv, to: file, concurrency: 1, signal: controller.signal,
+    onObject: (r) => { if (r.status === 'copied') controller.abort(); },
+  });
+  t.equal(first.summary.interrupted, true);
+  t.equal(first.summary.copied, 1);
+  t.equal(first.summary.notCopied, OBJECTS - 1);
+  t.equal(first.summary.exitCode, 1);
+  t.match(first.summary.line, /^interrupted: copied 1 object .* rerun the same command to resume$/);
+  const dest = await storageOf(t, vars);
+  t.same(await keysIn(dest), [], 'history goes first: no current object without its history');
+  t.same(await keysIn(dest, '.history/alpha/'), ['.history/alpha/v1.tar.gz']);
+
+  const second = await run({ from: localEnv, to: file });
+  t.equal(second.summary.exitCode, 0);
+  t.equal(second.summary.skipped, 1, 'the object copied before the interruption is skipped');
+  t.equal(second.summary.copied, OBJECTS - 1);
+  const r = await start(t, vars);
+  t.same(await versionsAt(r.url), expected, 'complete and identical');
+});
+
+t.test('a dry run prints the plan and changes nothing', async (t) => {
+  const vars = minioEnv(minio);
+  const file = await envFile('dry.env', vars);
+  const { summary, out } = await run({ from: localEnv, to: file, dryRun: true });
+  t.equal(summary.wouldCopy, OBJECTS);
+  t.equal(summary.copied, 0);
+  t.equal(summary.exitCode, 0);
+  t.match(out, /^would copy alpha v2 \(\d+\.\d KiB\)$/m);
+  t.match(summary.line, new RegExp(`^dry run: would copy ${OBJECTS} objects \\(\\d+\\.\\d KiB\\), skip 0 identical; nothing was changed$`));
+  t.same(await keysIn(await storageOf(t, vars)), [], 'the destination is still empty');
+
+  const done = await run({ from: localEnv, to: minioFile, dryRun: true });
+  t.equal(done.summary.line, `dry run: nothing to copy: all ${OBJECTS} objects already identical`);
+});
+
+t.test('a source object whose bytes do not match its sha256 fails alone; nothing of it reaches the destination', async (t) => {
+  const dir = path.join(work, 'corrupt-source');
+  await mkdir(dir);
+  const source = await storageOf(t, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: dir });
+  const write = async (key: string, bytes: Buffer, digest: string) => {
+    const staged = await source.stage(key, Readable.from([bytes]));
+    await source.commit(staged, { version: '1', sha256: digest, 'created-at': new Date().toISOString(), labels: '{}' }, {});
+  };
+  const good = model('good', 1024);
+  await write('good.tar.gz', good, sha256(good));
+  await write('bad.tar.gz', model('bad', 1024), sha256(Buffer.from('something else')));
+  const from = await envFile('corrupt.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'corrupt-source' });
+  const to = await envFile('corrupt-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'corrupt-dest' });
+
+  const { summary, out } = await run({ from, to });
+  t.equal(summary.exitCode, 1);
+  t.equal(summary.failed, 1);
+  t.equal(summary.copied, 1);
+  t.match(out, /^FAILED bad v1: digest mismatch/m);
+  t.match(summary.line, /^copied 1 object \(.*\), skipped 0 identical, 1 failed in \d+s$/);
+  const dest = await storageOf(t, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: path.join(work, 'corrupt-dest') });
+  t.same(await keysIn(dest), ['good.tar.gz'], 'the corrupted object is not at the destination');
+  const leftovers = (await readdir(path.join(work, 'corrupt-dest', '.uploads'))).filter((f) => f !== 'locks');
+  t.same(leftovers, [], 'no staged copy left behind');
+});
+
+t.test('the built CLI: plain lines, summary, exit codes, --help', async (t) => {
+  const cli = path.join(ROOT, 'dist', 'cli.js');
+  const newest = Math.max(...['cli.ts', 'migrate.ts'].map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));
+  if (!existsSync(cli) || statSync(cli).mtimeMs < newest) {
+    // Emits even if another part of the tree has type errors; what matters is dist/cli.js.
+    await exec(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json']);
+  }
+  const node = (...args: string[]) => exec(process.execPath, [cli, ...args], { cwd: work });
+
+  const help = await node('--help');
+  t.equal(help.code, 0);
+  t.match(help.stdout, /model-registry migrate --from <source\.env> --to <destination\.env> \[--dry-run\] \[--concurrency N\]/);
+
+  const vars = minioEnv(minio);
+  await envFile('cli.env', vars);
+  const first = await node('migrate', '--from', 'local.env', '--to', 'cli.env');
+  t.equal(first.code, 0, first.stderr);
+  t.match(first.stdout, /^migrating from local .*source \(local\.env\) to aws bucket models-\S+ \(cli\.env\)$/m);
+  t.match(first.stdout, /^copied beta v3 \(\d+\.\d KiB\)$/m);
+  t.match(first.stdout, new RegExp(`^copied ${OBJECTS} objects \\(.*\\), skipped 0 identical, 0 failed in \\d+s$`, 'm'));
+  t.notMatch(first.stderr, /\r/, 'no progress bar when stderr is not a TTY');
+  const again = await node('migrate', '--from', 'local.env', '--to', 'cli.env', '--concurrency', '2');
+  t.equal(again.code, 0);
+  t.match(again.stdout, new RegExp(`^nothing to copy: all ${OBJECTS} objects already identical$`, 'm'));
+
+  const usage = await node('migrate', '--from', 'local.env');
+  t.equal(usage.code, 2);
+  t.match(usage.stderr, /^model-registry: migrate needs --to <destination\.env>/);
+  t.equal((await node('migrate', '--from', 'local.env', '--to', 'cli.env', '--concurrency', 'lots')).code, 2);
+  t.equal((await node('copy')).code, 2);
+
+  await envFile('bad.env', { REMOTE_STORAGE: 'aws', BUCKET_NAME: 's3://models' });
+  const bad = await node('migrate', '--from', 'local.env', '--to', 'bad.env');
+  t.equal(bad.code, 1);
+  t.equal(bad.stderr.trim().split('\n').length, 1, 'one line');
+  t.match(bad.stderr, /bad\.env: BUCKET_NAME="s3:\/\/models" must be the bare bucket name without s3:\/\/: use BUCKET_NAME=models/);
+});
+
+function exec(cmd: string, args: string[], options: { cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: options.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
