@@ -2,10 +2,12 @@
  * The application as a Fastify instance: storage → registry service → routes.
  * server.ts runs it as a process; tests build it with their own config and storage.
  */
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyLoggerOptions, type FastifyServerOptions } from 'fastify';
+import { pino, type LoggerOptions } from 'pino';
 import type { Config } from './config.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import errorHandling from './plugins/errors.js';
+import requests, { requestId } from './plugins/requests.js';
 import { ModelCache } from './cache/index.js';
 import { ModelRegistry } from './registry/service.js';
 import { Watcher } from './registry/watch.js';
@@ -14,6 +16,7 @@ import modelRoutes from './routes/models/index.js';
 import systemRoutes from './routes/system.js';
 import { createStorage, type Storage } from './storage/index.js';
 import { instrument } from './storage/instrumented.js';
+import { CENSOR, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -22,8 +25,11 @@ declare module 'fastify' {
     /** This app's Prometheus registry and series (GET /metrics). */
     metrics: Metrics;
     watcher: Watcher;
-    /** Every route as registered (method, url), for the OpenAPI consistency check. */
-    routeList: { method: string; url: string }[];
+    /**
+     * Every route as registered (method, url), for the OpenAPI consistency check. `hidden`: the
+     * route has `schema.hide` (the Swagger UI's own pages and assets under /docs, not API).
+     */
+    routeList: { method: string; url: string; hidden: boolean }[];
   }
 }
 
@@ -34,31 +40,70 @@ export interface BuildOptions {
   logger?: FastifyServerOptions['logger'];
 }
 
-export function loggerOptions(config: Config): FastifyServerOptions['logger'] {
+export interface LogSettings {
+  /** More secret values to keep out of the log (server.ts passes those of the whole environment). */
+  secrets?: string[];
+  /** Where to write (tests); stdout by default. */
+  stream?: FastifyLoggerOptions['stream'];
+}
+
+/**
+ * The pino options of the service: JSON lines at LOG_LEVEL with secrets redacted both by key
+ * (Authorization, AUTH_TOKENS, AWS_SECRET_ACCESS_KEY, ..., *.password, *.secret) and by value
+ * (the configured secrets and secret-shaped strings in messages, errors and fields); see
+ * util/redact.ts.
+ */
+export function loggerOptions(config: Config, settings: LogSettings = {}): FastifyLoggerOptions & LoggerOptions {
+  const secrets = [...new Set([...secretValues(config), ...(settings.secrets ?? [])])].sort((a, b) => b.length - a.length);
   return {
     level: config.LOG_LEVEL,
-    redact: {
-      paths: ['req.headers.authorization', 'req.headers.cookie', 'headers.authorization', '*.token', '*.AUTH_TOKENS'],
-      censor: '[redacted]',
+    redact: { paths: REDACT_PATHS, censor: CENSOR },
+    serializers: {
+      err: (err: Error) => scrubValue({ ...pino.stdSerializers.err(err) }, secrets) as ReturnType<typeof pino.stdSerializers.err>,
     },
+    hooks: {
+      logMethod(args, method) {
+        // log.error(err) takes its message from err.message: pass it scrubbed.
+        const [first, ...rest] = args as unknown[];
+        const normalized = first instanceof Error ? [{ err: first }, typeof rest[0] === 'string' ? rest.shift() : first.message, ...rest] : args;
+        method.apply(this, normalized.map((arg) => scrubValue(arg, secrets)) as Parameters<typeof method>);
+      },
+    },
+    ...(settings.stream ? { stream: settings.stream } : {}),
   };
+}
+
+/**
+ * Fastify's internal log lines minus its two per-request lines ('incoming request', 'request
+ * completed'): plugins/requests.ts writes one line per request instead. Stream errors, 404s of
+ * its own and the other internal lines stay (what `disableRequestLogging: true` would also drop).
+ */
+class ServiceLogController extends LogController {
+  override incomingRequest(): void {}
+  override requestCompleted(): void {}
 }
 
 export async function buildApp(options: BuildOptions): Promise<FastifyInstance> {
   const { config } = options;
   const app = Fastify({
     logger: options.logger ?? loggerOptions(config),
+    logController: new ServiceLogController(),
+    genReqId: requestId,
     // Uploads are streamed by the model routes; this limit only applies to JSON bodies.
     bodyLimit: 64 * 1024,
     routerOptions: { maxParamLength: 512 },
+    // On close: new requests get 503, idle keep-alive connections are closed at once; the
+    // graceful shutdown in server.ts waits for the rest (SHUTDOWN_GRACE), then closes them all.
     return503OnClosing: true,
     forceCloseConnections: 'idle',
   });
-  const routeList: { method: string; url: string }[] = [];
+  const routeList: FastifyInstance['routeList'] = [];
   app.decorate('routeList', routeList);
   app.addHook('onRoute', (route) => {
-    for (const method of [route.method].flat()) routeList.push({ method, url: route.url });
+    const hidden = (route.schema as { hide?: boolean } | undefined)?.hide === true;
+    for (const method of [route.method].flat()) routeList.push({ method, url: route.url, hidden });
   });
+  await app.register(requests);
   const metrics = createMetrics();
   const backend = options.storage ?? (await createStorage(config, app.log));
   if (!options.storage) app.addHook('onClose', async () => backend.close());
@@ -92,6 +137,9 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     writeThrough: config.CACHE_WRITE_THROUGH,
   });
   const watcher = new Watcher(registry, config.WATCH_POLL_INTERVAL, app.log.child({ component: 'watch' }));
+  // Long polls (?wait=) end at the start of a shutdown (answering 304 or the new version), so they
+  // do not hold it up; everything else closes after the in-flight requests are done.
+  app.addHook('preClose', async () => watcher.close());
   app.addHook('onClose', async () => {
     watcher.close();
     cache.close();

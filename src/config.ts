@@ -86,6 +86,8 @@ const common = z.object({
   CACHE_WRITE_THROUGH: boolean.default(true),
   /** How often a watched model is checked in storage for changes made by other replicas. */
   WATCH_POLL_INTERVAL: duration('2s').default(2000),
+  /** On SIGTERM / SIGINT, how long in-flight uploads and downloads may take to finish before they are aborted. */
+  SHUTDOWN_GRACE: duration('30s').default(30_000),
 });
 
 const url = (example: string) =>
@@ -215,8 +217,8 @@ export const KNOWN_VARIABLES = [
   ]),
 ];
 
-/** Variables whose values are secrets: never echoed in errors or logs. */
-const SECRET_VARIABLES = new Set(['AUTH_TOKENS', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AZURE_ACCOUNT_KEY', 'AZURE_STORAGE_CONNECTION_STRING', 'MONGODB_URI']);
+/** Variables whose values are secrets: never echoed in errors or logs (see util/redact.ts). */
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set(['AUTH_TOKENS', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AZURE_ACCOUNT_KEY', 'AZURE_STORAGE_CONNECTION_STRING', 'MONGODB_URI']);
 
 /**
  * Parses the environment. Throws ConfigError with one line naming the first bad variable.

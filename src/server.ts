@@ -1,39 +1,107 @@
 /**
  * The process: read config, open storage, sweep crash leftovers, serve, close gracefully on
- * SIGTERM / SIGINT. A bad setting exits 1 with one line naming it.
+ * SIGTERM / SIGINT. A bad setting exits 1 with one line naming it; no startup error line ever
+ * shows a secret (util/redact.ts).
+ *
+ * Graceful shutdown (SIGTERM / SIGINT):
+ *  1. stop accepting connections; idle keep-alive connections are closed, new requests on open
+ *     ones get 503 (return503OnClosing) and responses say `Connection: close`; long polls
+ *     (?wait=) answer at once;
+ *  2. wait up to SHUTDOWN_GRACE for the uploads and downloads in flight to finish;
+ *  3. then close every remaining connection: an upload cut off this way is discarded (its staged
+ *     data is removed before its handler returns, which is awaited), nothing partial is ever
+ *     visible; a download cut off this way ends short, and the client sees it;
+ *  4. close the storage clients and the cache, exit 0.
+ * A second signal skips the rest of the grace.
  */
 import { pathToFileURL } from 'node:url';
-import { buildApp } from './app.js';
+import type { FastifyInstance } from 'fastify';
+import { buildApp, loggerOptions } from './app.js';
 import { loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
+import { scrub, secretValues } from './util/redact.js';
+
+/** After the grace, how long aborted requests get to clean up (discard staged uploads). */
+const ABORT_CLEANUP_MS = 5000;
+/** How long closing storage clients may take before the process gives up on them. */
+const CLOSE_TIMEOUT_MS = 10_000;
 
 export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  let app;
+  // Every secret of the environment, whichever backend is chosen, stays out of every line.
+  const secrets = secretValues(env);
+  let app: FastifyInstance;
   try {
     const config = loadConfig(env);
-    app = await buildApp({ config });
+    app = await buildApp({ config, logger: loggerOptions(config, { secrets }) });
     const swept = await app.registry.sweep();
     if (swept > 0) app.log.info({ swept }, 'removed leftovers of interrupted uploads');
     await app.listen({ host: config.HOST, port: config.PORT });
-    app.log.info({ storage: config.REMOTE_STORAGE }, 'model registry ready');
+    app.log.info({ storage: config.REMOTE_STORAGE, shutdownGraceMs: config.SHUTDOWN_GRACE }, 'model registry ready');
   } catch (err) {
     if (err instanceof ConfigError) {
-      console.error(`model-registry: ${err.message}`);
+      console.error(`model-registry: ${scrub(err.message, secrets)}`);
       process.exit(1);
     }
     if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      console.error(`model-registry: PORT is already in use: ${(err as Error).message}; stop the other process or set PORT to a free port.`);
+      console.error(`model-registry: PORT is already in use: ${scrub((err as Error).message, secrets)}; stop the other process or set PORT to a free port.`);
       process.exit(1);
     }
-    throw err;
+    const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);
+    console.error(`model-registry: failed to start: ${scrub(detail, secrets)}`);
+    process.exit(1);
   }
-  const stop = async (signal: string) => {
-    app.log.info({ signal }, 'shutting down');
-    await app.close();
-    process.exit(0);
+
+  let stopping = false;
+  const skipGrace = new AbortController();
+  const stop = async (signal: NodeJS.Signals) => {
+    if (stopping) {
+      app.log.warn({ signal, inflight: app.inflight.size }, 'second signal: aborting the requests in flight now');
+      skipGrace.abort();
+      return;
+    }
+    stopping = true;
+    try {
+      await shutdown(app, app.config.SHUTDOWN_GRACE, signal, skipGrace.signal);
+      process.exit(0);
+    } catch (err) {
+      app.log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    }
   };
-  process.once('SIGTERM', () => void stop('SIGTERM'));
-  process.once('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer);
+      resolve();
+    }, { once: true });
+  });
+
+/** Steps 1-4 above; resolves once the app is closed. */
+export async function shutdown(app: FastifyInstance, graceMs: number, signal: string, skipGrace?: AbortSignal): Promise<void> {
+  const started = Date.now();
+  app.log.info({ signal, inflight: app.inflight.size, graceMs }, 'shutting down: not accepting new connections, letting requests in flight finish');
+  const closed = app.close();
+  const drained = await Promise.race([app.inflight.drained().then(() => true), sleep(graceMs, skipGrace).then(() => false)]);
+  if (!drained) {
+    app.log.warn({ inflight: app.inflight.size, graceMs }, 'shutdown grace is over: aborting the requests still in flight');
+  }
+  // Nothing left in flight (or no more time): whatever connections remain are idle keep-alive
+  // ones, or carry requests that are now aborted.
+  app.server.closeAllConnections();
+  if (!drained) await Promise.race([app.inflight.drained(), sleep(ABORT_CLEANUP_MS)]);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    closed,
+    new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`closing the storage clients took longer than ${CLOSE_TIMEOUT_MS} ms`)), CLOSE_TIMEOUT_MS);
+    }),
+  ]).finally(() => clearTimeout(timer));
+  app.log.info({ ms: Date.now() - started, aborted: !drained }, 'stopped');
 }
 
 // Run when executed directly (npm start, node dist/server.js); the CLI imports serve().

@@ -1,0 +1,136 @@
+/**
+ * Graceful shutdown of the real process (dist/server.js): SIGTERM lets requests in flight finish,
+ * exits 0, and after SHUTDOWN_GRACE aborts the rest without leaving anything partial behind.
+ */
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import t from 'tap';
+import { model } from '../helpers/archives.js';
+import { ensureBuilt } from '../helpers/build.js';
+import { sha256 } from '../helpers/assert.js';
+import { spawnServer, type ServerProcess } from '../helpers/process.js';
+import { put, tempDir } from '../helpers/server.js';
+
+ensureBuilt();
+
+const staged = async (dir: string) => {
+  const names = await fs.readdir(path.join(dir, '.uploads')).catch(() => [] as string[]);
+  return names.filter((n) => n.endsWith('.part'));
+};
+
+async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+const exited = (p: ServerProcess) =>
+  new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
+    if (p.child.exitCode !== null || p.child.signalCode !== null) resolve({ code: p.child.exitCode, signal: p.child.signalCode });
+    else p.child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+
+/** A PUT whose body sends `first` bytes, then waits for release() before sending the rest. */
+function heldUpload(url: string, body: Buffer, first: number) {
+  let release!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  let sent = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (sent >= body.length) return c.close();
+      if (sent >= first) await released;
+      const chunk = body.subarray(sent, Math.min(sent + 65536, body.length));
+      c.enqueue(new Uint8Array(chunk));
+      sent += chunk.length;
+    },
+  });
+  const response: Promise<Response | Error> = fetch(url, { method: 'PUT', body: stream, duplex: 'half', headers: { 'content-type': 'application/gzip' } } as RequestInit)
+    .catch((err: Error) => err);
+  return { response, release };
+}
+
+t.test('an upload in flight at SIGTERM completes, then the process exits 0', async (t) => {
+  const dir = await tempDir(t);
+  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: dir });
+  const v1 = model('v1', 4 * 1024 * 1024);
+  const upload = heldUpload(`${server.url}/models/m`, v1, v1.length / 2);
+  await until('part of the body to be staged', async () => (await staged(dir)).length > 0);
+  const exit = exited(server);
+  server.child.kill('SIGTERM');
+  await until('the shutdown to start', () => server.output().includes('shutting down'));
+  const refused = await fetch(`${server.url}/healthz`).then((r) => r.status, (err: Error) => err.name);
+  t.not(refused, 200, 'no new requests are served while shutting down');
+  t.equal(server.child.exitCode, null, 'still running while the upload is in flight');
+
+  upload.release();
+  const res = await upload.response;
+  const answered = Date.now();
+  if (res instanceof Error) throw res;
+  t.equal(res.status, 201, 'the upload completes');
+  t.equal(res.headers.get('connection'), 'close', 'the connection is not kept alive');
+  t.equal(((await res.json()) as { sha256: string }).sha256, sha256(v1));
+  t.same(await exit, { code: 0, signal: null }, 'exit code 0');
+  t.ok(Date.now() - answered < 3000, 'the process exits as soon as the upload is done');
+  t.equal(sha256(await fs.readFile(path.join(dir, 'm.tar.gz'))), sha256(v1), 'the model is stored whole');
+  t.same(await staged(dir), [], 'nothing left in .uploads');
+  t.match(server.output(), /"msg":"stopped"/);
+});
+
+t.test('a download in flight at SIGTERM is sent whole', async (t) => {
+  const dir = await tempDir(t);
+  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: dir });
+  const big = model('big', 16 * 1024 * 1024);
+  t.equal((await put(`${server.url}/models/m`, big)).status, 201);
+  const res = await fetch(`${server.url}/models/m`);
+  t.equal(res.status, 200);
+  const reader = res.body!.getReader();
+  const first = await reader.read();
+  const exit = exited(server);
+  server.child.kill('SIGTERM');
+  await until('the shutdown to start', () => server.output().includes('shutting down'));
+  await new Promise((r) => setTimeout(r, 300));
+  const chunks = [Buffer.from(first.value!)];
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(Buffer.from(value));
+  }
+  t.equal(sha256(Buffer.concat(chunks)), sha256(big), 'the whole archive');
+  t.same(await exit, { code: 0, signal: null }, 'exit code 0');
+});
+
+t.test('after SHUTDOWN_GRACE a stalled upload is aborted and nothing of it remains', async (t) => {
+  const dir = await tempDir(t);
+  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: dir, SHUTDOWN_GRACE: '1s' });
+  const v1 = model('v1');
+  t.equal((await put(`${server.url}/models/m`, v1)).status, 201);
+  const v2 = model('v2', 4 * 1024 * 1024);
+  const upload = heldUpload(`${server.url}/models/m`, v2, v2.length / 2); // never released
+  await until('part of the body to be staged', async () => (await staged(dir)).length > 0);
+  const exit = exited(server);
+  const signalled = Date.now();
+  server.child.kill('SIGTERM');
+  t.same(await exit, { code: 0, signal: null }, 'exit code 0');
+  const took = Date.now() - signalled;
+  t.ok(took >= 900, `waited for the grace (${took} ms)`);
+  t.ok(took < 2500, `exited within ~2 s (${took} ms)`);
+  t.type(await upload.response, Error, 'the client sees the upload cut off');
+  t.equal(sha256(await fs.readFile(path.join(dir, 'm.tar.gz'))), sha256(v1), 'the model is unchanged');
+  t.same(await staged(dir), [], 'no leftover in .uploads');
+  t.match(server.output(), /shutdown grace is over/);
+});
+
+t.test('idle keep-alive connections do not delay the shutdown', async (t) => {
+  const dir = await tempDir(t);
+  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: dir });
+  // fetch keeps its connections alive; Fastify's keepAliveTimeout is 72 s.
+  for (let i = 0; i < 3; i++) t.equal((await fetch(`${server.url}/healthz`)).status, 200);
+  const exit = exited(server);
+  const signalled = Date.now();
+  server.child.kill('SIGINT');
+  t.same(await exit, { code: 0, signal: null });
+  t.ok(Date.now() - signalled < 2000, 'exits at once');
+});
