@@ -28,7 +28,7 @@ import { keys } from './registry/names.js';
 import { createStorage } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
 import type { Logger } from './util/logger.js';
-import { formatBytes, lineLogger, Progress, summarize } from './migrate-output.js';
+import { lineLogger, Progress, summarize } from './migrate-output.js';
 
 export { formatBytes, formatDuration } from './migrate-output.js';
 
