@@ -96,7 +96,18 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // graceful shutdown in server.ts waits for the rest (SHUTDOWN_GRACE), then closes them all.
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Slow clients (SPEC hardening): headers must arrive within HEADERS_TIMEOUT (Node checks
+    // pending requests every connectionsCheckingInterval), idle keep-alive sockets close after
+    // KEEP_ALIVE_TIMEOUT. No total request timeout: a 20 GiB upload may take hours; a stalled
+    // upload body is cut by BODY_IDLE_TIMEOUT in the model routes, and long polls (?wait=) stay.
+    http: {
+      headersTimeout: config.HEADERS_TIMEOUT,
+      connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(config.HEADERS_TIMEOUT / 2))),
+    },
+    keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT,
+    maxRequestsPerSocket: config.MAX_REQUESTS_PER_SOCKET,
   });
+  if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
   const routeList: FastifyInstance['routeList'] = [];
   app.decorate('routeList', routeList);
   app.addHook('onRoute', (route) => {

@@ -86,6 +86,16 @@ const common = z.object({
   CACHE_WRITE_THROUGH: boolean.default(true),
   /** How often a watched model is checked in storage for changes made by other replicas. */
   WATCH_POLL_INTERVAL: duration('2s').default(2000),
+  /** Longest a client may take to send its request headers (slowloris); 408 and close after. */
+  HEADERS_TIMEOUT: duration('30s').default(30_000),
+  /** Longest an upload body may stay silent; the upload is then refused with 408 and discarded. */
+  BODY_IDLE_TIMEOUT: duration('60s').default(60_000),
+  /** An idle keep-alive connection is closed after this long. */
+  KEEP_ALIVE_TIMEOUT: duration('72s').default(72_000),
+  /** Most open client connections; further ones are closed at once. 0 = no limit. */
+  MAX_CONNECTIONS: integer(0, 10_000_000).default(10_000),
+  /** Requests served on one keep-alive connection before it is closed. 0 = no limit. */
+  MAX_REQUESTS_PER_SOCKET: integer(0, 10_000_000).default(0),
   /** On SIGTERM / SIGINT, how long in-flight uploads and downloads may take to finish before they are aborted. */
   SHUTDOWN_GRACE: duration('30s').default(30_000),
 });

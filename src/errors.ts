@@ -67,6 +67,8 @@ export const errors = {
       : `Model ${JSON.stringify(name)} changed: its current ETag is ${current}. Fetch it again and retry with that ETag.`),
   conflict: define('CONCURRENT_UPDATE', 409, (name: string) =>
     `Model ${JSON.stringify(name)} kept changing under concurrent writers: retry the request.`),
+  bodyTimeout: define('REQUEST_TIMEOUT', 408, (ms: number) =>
+    `The upload body sent nothing for ${ms} ms (BODY_IDLE_TIMEOUT), so the upload was discarded: send the body without long pauses, or ask the operator to raise BODY_IDLE_TIMEOUT.`),
   rangeNotSatisfiable: define('RANGE_NOT_SATISFIABLE', 416, (size: number) =>
     `The requested range is outside the archive (${size} bytes): ask for bytes between 0 and ${Math.max(size - 1, 0)}.`),
   unauthorized: define('UNAUTHORIZED', 401, () =>

@@ -18,8 +18,14 @@ const FASTIFY_ERRORS: Record<string, (err: FastifyError) => RegistryError> = {
   FST_FILES_LIMIT: () => errors.multipartManyFiles(),
 };
 
+/** busboy (under @fastify/multipart) reports a malformed multipart body with plain Errors. */
+const MULTIPART_ERROR = /^(Multipart: Boundary not found|Boundary required|Unexpected end of multipart data|\w+ terminated early due to unexpected end of multipart data|The needle cannot)/;
+
 export function toRegistryError(err: unknown): RegistryError | undefined {
   if (err instanceof RegistryError) return err;
+  if (err instanceof Error && !(err as FastifyError).statusCode && MULTIPART_ERROR.test(err.message)) {
+    return errors.invalidBody('the multipart body is malformed (missing or bad boundary, or cut short); let the client build it, e.g. curl -F file=@model.tar.gz');
+  }
   if (err instanceof NotFoundError) return new RegistryError('NOT_FOUND', 404, 'The object does not exist.');
   if (err instanceof PreconditionFailedError) return new RegistryError('PRECONDITION_FAILED', 412, 'The object changed meanwhile: retry.');
   const fe = err as FastifyError;

@@ -38,7 +38,8 @@ export class ArchiveValidator extends Transform {
   readonly #hash: Hash = createHash('sha256');
   readonly #gunzip: Gunzip | undefined;
   readonly #parser: Parser;
-  readonly #symlinks = new Set<string>();
+  /** Symlinks seen so far: normalized path → target as stored. */
+  readonly #symlinks = new Map<string, string>();
   #received = 0;
   #head = Buffer.alloc(0);
   #tarBytes = 0;
@@ -103,6 +104,9 @@ export class ArchiveValidator extends Transform {
       if (this.destroyed || done) return;
       done = true;
       if (this.#entries === 0) return callback(errors.invalidArchive('the archive has no entries'));
+      // Only now are all symlinks known: a link may escape through one defined after it.
+      const escaping = escapingLink(this.#symlinks);
+      if (escaping) return callback(errors.unsafeArchive(`the symlink ${JSON.stringify(escaping)} points outside the archive through another symlink`));
       this.#summary = {
         receivedBytes: this.#received,
         receivedSha256: this.#hash.digest('hex'),
@@ -186,7 +190,7 @@ export class ArchiveValidator extends Transform {
       if (!target || target.startsWith('/') || /^[a-zA-Z]:/.test(target) || escapes(parts.slice(0, -1), target)) {
         return errors.unsafeArchive(`the symlink ${shown} points outside the archive (to ${JSON.stringify(target)})`);
       }
-      this.#symlinks.add(normalized);
+      this.#symlinks.set(normalized, target);
       return undefined;
     }
     if (type === 'Link') return errors.unsafeArchive(`${shown} is a hard link`);
@@ -198,6 +202,38 @@ export class ArchiveValidator extends Transform {
   #fail(err: Error): void {
     if (!this.destroyed) this.destroy(err);
   }
+}
+
+/**
+ * The first symlink that leaves the root when resolved through the archive's other symlinks
+ * (`d/up -> ..` and `d/out -> up/../x`: each stays inside on its own, together they escape), or
+ * undefined. Loops and overly long chains count as escaping.
+ */
+function escapingLink(links: ReadonlyMap<string, string>): string | undefined {
+  const resolve = (dir: string[], target: string, hops: number): string[] | undefined => {
+    let stack = [...dir];
+    for (const part of target.split(/[\\/]/)) {
+      if (part === '' || part === '.') continue;
+      if (part === '..') {
+        if (stack.length === 0) return undefined;
+        stack.pop();
+        continue;
+      }
+      stack.push(part);
+      const next = links.get(stack.join('/'));
+      if (next !== undefined) {
+        if (hops >= 40) return undefined;
+        const resolved = resolve(stack.slice(0, -1), next, hops + 1);
+        if (!resolved) return undefined;
+        stack = resolved;
+      }
+    }
+    return stack;
+  };
+  for (const [link, target] of links) {
+    if (!resolve(link.split('/').slice(0, -1), target, 0)) return link;
+  }
+  return undefined;
 }
 
 /** True when `target`, resolved from directory `dir` (path components), leaves the root. */

@@ -119,7 +119,12 @@ export class ModelRegistry {
     const copyTo = this.#cache && this.#writeThrough ? this.#cache.blobs.tempPath() : undefined;
     const stored = new DigestCounter(copyTo);
     const streams = input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
-    const piping = pipeline(streams, { signal: input.signal });
+    // If the pipeline fails before it touches `stored` (e.g. a bad argument), fail the staging
+    // too: otherwise stage() waits forever for a body that never ends.
+    const piping = pipeline(streams, { signal: input.signal }).catch((err: unknown) => {
+      stored.destroy(err as Error);
+      throw err;
+    });
     const staging = this.storage.stage(key, stored, { signal: input.signal });
     const [piped, staged] = await Promise.allSettled([piping, staging]);
     if (piped.status === 'rejected' || staged.status === 'rejected') {

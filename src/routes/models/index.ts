@@ -2,15 +2,15 @@
  * /models routes (SPEC §2). Thin: parse HTTP, call the registry service, shape the answer.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import multipart from '@fastify/multipart';
-import type { Readable } from 'node:stream';
+import multipart, { type Multipart, type MultipartFile } from '@fastify/multipart';
+import { Readable, Transform } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { resolveFile } from '../../cache/trees.js';
 import { errors, PreconditionFailedError, StorageUnavailableError } from '../../errors.js';
 import authPlugin from '../../plugins/auth.js';
 import type { ArchiveFormat } from '../../registry/archive.js';
-import { assertName, isValidName, type Labels } from '../../registry/names.js';
+import { assertLabels, assertName, isValidName, type Labels } from '../../registry/names.js';
 import { etagOf, type ModelVersion } from '../../registry/service.js';
 import {
   byteRange,
@@ -99,6 +99,35 @@ function abortSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal 
   return controller.signal;
 }
 
+/**
+ * Aborts an upload whose body stays silent for `ms` (BODY_IDLE_TIMEOUT): a stalled body would
+ * otherwise hold a connection and a staged upload for ever. The timer restarts on every chunk,
+ * so a slow but steady upload is never cut. `stop()` once the body has been read.
+ */
+function idleBody(request: FastifyRequest, ms: number): { signal: AbortSignal; stop: () => void } {
+  const controller = new AbortController();
+  const raw = request.raw;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      // Unread bytes waiting: the server (storage backpressure) is the slow side, not the client.
+      if (raw.readableLength > 0) return arm();
+      controller.abort(errors.bodyTimeout(ms));
+    }, ms);
+  };
+  const stop = () => {
+    clearTimeout(timer);
+    raw.off('data', arm);
+  };
+  if (raw.readableEnded) return { signal: controller.signal, stop };
+  raw.on('data', arm);
+  raw.once('end', stop);
+  raw.once('close', stop);
+  arm();
+  return { signal: controller.signal, stop };
+}
+
 export default async function modelRoutes(app: FastifyInstance) {
   const { registry, config } = app;
   await app.register(authPlugin, { tokens: config.AUTH_TOKENS });
@@ -124,31 +153,70 @@ export default async function modelRoutes(app: FastifyInstance) {
     const name = nameParam(request);
     const kind = uploadKind(request);
     const labels: Labels = labelsFromHeaders(request.headers);
-    let body: Readable;
-    let format: ArchiveFormat;
-    if (kind === 'multipart') {
-      const part = await request.file();
-      if (!part) throw errors.multipartNoFile();
-      for (const [field, value] of Object.entries(part.fields)) {
-        const values = Array.isArray(value) ? value : [value];
-        for (const v of values) {
-          if (v && v.type === 'field' && field.startsWith('label.')) labels[field.slice('label.'.length)] = String(v.value);
+    // From here on, a body that stays silent for BODY_IDLE_TIMEOUT ends the upload with 408.
+    const idle = idleBody(request, config.BODY_IDLE_TIMEOUT);
+    const idleAbort = new Promise<never>((_resolve, reject) => idle.signal.addEventListener('abort', () => reject(idle.signal.reason), { once: true }));
+    idleAbort.catch(() => {});
+    let result;
+    try {
+      let body: Readable;
+      let format: ArchiveFormat;
+      if (kind === 'multipart') {
+        // Walk the parts: label fields before the file, then the file (streamed), then — checked
+        // when the file has been read, before anything is committed — only label fields may
+        // follow: a second file part is refused instead of silently dropped.
+        const parts = request.parts()[Symbol.asyncIterator]();
+        const addLabel = (p: Multipart) => {
+          if (p.type === 'field' && p.fieldname.startsWith('label.')) labels[p.fieldname.slice('label.'.length)] = String(p.value);
+        };
+        let part: MultipartFile | undefined;
+        for (let next = await Promise.race([parts.next(), idleAbort]); !next.done; next = await Promise.race([parts.next(), idleAbort])) {
+          if (next.value.type === 'file') {
+            part = next.value;
+            break;
+          }
+          addLabel(next.value);
         }
+        if (!part) throw errors.multipartNoFile();
+        const rest = new Transform({
+          transform: (chunk, _encoding, callback) => callback(null, chunk),
+          flush: (callback) => {
+            void (async () => {
+              for (let next = await parts.next(); !next.done; next = await parts.next()) {
+                if (next.value.type === 'file') throw errors.multipartManyFiles();
+                addLabel(next.value);
+              }
+              assertLabels(labels); // labels that came after the file
+            })().then(() => callback(), callback);
+          },
+        });
+        part.file.once('error', (err) => rest.destroy(err));
+        // registry.put's pipeline reports errors; this only keeps a body that put() refused
+        // before reading it (bad name, bad labels) from crashing the process when it errors.
+        rest.on('error', () => {});
+        body = part.file.pipe(rest);
+        format = part.mimetype === 'application/x-tar' || part.filename.endsWith('.tar') ? 'tar' : 'gzip';
+      } else {
+        // No Content-Type and no body (curl -X PUT without -T): Fastify hands over no stream at all.
+        body = (request.body as Readable | undefined) ?? Readable.from([]);
+        format = kind;
       }
-      body = part.file;
-      format = part.mimetype === 'application/x-tar' || part.filename.endsWith('.tar') ? 'tar' : 'gzip';
-    } else {
-      body = request.body as Readable;
-      format = kind;
+      result = await registry.put(name, {
+        body,
+        format,
+        labels,
+        expected: expectedDigest(request.headers),
+        condition: writeCondition(request.headers),
+        signal: AbortSignal.any([abortSignal(request, reply), idle.signal]),
+      });
+    } catch (err) {
+      // The pipeline reports an abort as a generic AbortError: answer with the reason instead.
+      if (idle.signal.aborted) throw idle.signal.reason;
+      throw err;
+    } finally {
+      idle.stop();
     }
-    const { model, created } = await registry.put(name, {
-      body,
-      format,
-      labels,
-      expected: expectedDigest(request.headers),
-      condition: writeCondition(request.headers),
-      signal: abortSignal(request, reply),
-    });
+    const { model, created } = result;
     request.log.info({ model: name, version: model.version, bytes: model.size }, created ? 'model created' : 'model replaced');
     return reply
       .code(created ? 201 : 200)

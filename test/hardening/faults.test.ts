@@ -1,0 +1,326 @@
+/**
+ * SPEC §3 under faults. SIGKILL at random points of uploads (24 kills, seeded), with replicas
+ * sharing one storage directory; clients vanishing mid-upload and mid-download; MinIO dying
+ * mid-upload and mid-download (made deterministic with a throttling proxy). After each fault:
+ * the old version (or the new one, whole) is served, nothing partial is visible, leftovers are
+ * swept, and the service recovers without a restart.
+ */
+import { ListMultipartUploadsCommand, S3Client } from '@aws-sdk/client-s3';
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import { request } from 'node:http';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { model, tgz } from '../helpers/archives.js';
+import { isError, sha256 } from '../helpers/assert.js';
+import { minioEnv } from '../helpers/cloud.js';
+import { MINIO_PASSWORD, MINIO_USER, startMinio, type Emulator } from '../helpers/emulators.js';
+import { eventually, startProxy } from '../helpers/hostile.js';
+import { killHard, spawnServer } from '../helpers/process.js';
+import { bytes, put, start, tempDir, type Running } from '../helpers/server.js';
+
+const SEED = Number(process.env.HARDENING_SEED ?? 20241121);
+/** mulberry32: a seeded PRNG, so a failing kill schedule can be replayed with HARDENING_SEED. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const stagedFiles = async (dir: string) => (await fs.readdir(path.join(dir, '.uploads')).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
+
+/**
+ * Starts an upload over a raw connection and returns once the server was killed by `kill`.
+ * `sendBytes` of the body are written (all of it when it equals the length); the kill lands
+ * `delayMs` later. Resolves with the status if the server answered before dying.
+ */
+function uploadThenKill(url: string, body: Buffer, sendBytes: number, delayMs: number, kill: () => Promise<void>): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    let status: number | undefined;
+    const req = request(`${url}/models/m`, { method: 'PUT', headers: { 'content-type': 'application/gzip', 'content-length': body.length } }, (res) => {
+      status = res.statusCode;
+      res.resume();
+    });
+    req.on('error', () => {});
+    req.write(body.subarray(0, sendBytes), () => {
+      setTimeout(() => {
+        void kill().then(() => {
+          req.destroy();
+          resolve(status);
+        });
+      }, delayMs);
+    });
+  });
+}
+
+/** The model's current version and every retained one are whole uploads; returns the current digest. */
+async function assertWhole(t: Test, url: string, known: Map<string, Buffer>): Promise<{ sha: string; version: number }> {
+  const res = await fetch(`${url}/models/m`);
+  t.equal(res.status, 200, 'the model is served');
+  const body = await bytes(res);
+  const sha = sha256(body);
+  t.ok(known.has(sha), 'the current archive is one whole upload');
+  t.equal(res.headers.get('etag'), `"sha256:${sha}"`, 'and its ETag says so');
+  const versions = (await (await fetch(`${url}/models/m/versions`)).json()) as { versions: { version: number; sha256: string }[] };
+  const numbers = versions.versions.map((v) => v.version);
+  t.same(numbers, [...numbers].sort((a, b) => b - a), 'versions newest first');
+  t.equal(new Set(numbers).size, numbers.length, 'no version number twice');
+  for (const v of versions.versions.slice(1)) {
+    const old = await bytes(await fetch(`${url}/models/m?version=${v.version}`));
+    t.equal(sha256(old), v.sha256, `history v${v.version} is whole`);
+  }
+  return { sha, version: Number(res.headers.get('x-model-version')) };
+}
+
+t.test('24 SIGKILLs at random points of uploads: old or new version whole, leftovers swept at start', async (t) => {
+  const random = prng(SEED);
+  t.comment(`kill schedule seed ${SEED} (replay with HARDENING_SEED=${SEED})`);
+  const dir = await tempDir(t);
+  const env = { LOCAL_STORAGE_DIR: dir, MODEL_HISTORY: '100', LOG_LEVEL: 'warn' };
+  let server = await spawnServer(t, env);
+  const v1 = model('v1', 16 * 1024);
+  t.equal((await put(`${server.url}/models/m`, v1)).status, 201);
+  const known = new Map([[sha256(v1), v1]]);
+  let current = { sha: sha256(v1), version: 1 };
+  const outcomes = { old: 0, new: 0, answered: 0 };
+  const modes = ['headers only', 'mid-body', 'whole body, then kill while validating / committing'] as const;
+  for (let round = 0; round < 24; round++) {
+    const mode = modes[round % 3]!;
+    const archive = model(`round-${round}`, Math.floor(16 * 1024 + random() * 512 * 1024));
+    known.set(sha256(archive), archive);
+    const sendBytes = mode === 'headers only' ? 0 : mode === 'mid-body' ? Math.floor(archive.length * (0.05 + random() * 0.9)) : archive.length;
+    const delayMs = Math.floor(random() * (mode === 'mid-body' ? 30 : 60));
+    const dying = server;
+    const status = await uploadThenKill(dying.url, archive, sendBytes, delayMs, () => killHard(dying));
+    server = await spawnServer(t, env);
+    await t.test(`round ${round}: ${mode}, ${sendBytes}/${archive.length} bytes, kill after ${delayMs} ms`, async (t) => {
+      t.same(await stagedFiles(dir), [], 'no staged upload left after the restart (swept at start)');
+      const now = await assertWhole(t, server.url, known);
+      if (status !== undefined) {
+        outcomes.answered++;
+        t.ok(status === 200, `the server answered ${status} before dying`);
+        t.equal(now.sha, sha256(archive), 'an acknowledged upload survives the crash');
+      }
+      if (now.sha === sha256(archive)) {
+        outcomes.new++;
+        t.equal(now.version, current.version + 1, 'the new version got the next number');
+      } else {
+        outcomes.old++;
+        t.same(now, current, 'otherwise the old version is intact, same number');
+      }
+      current = now;
+      if (mode !== 'whole body, then kill while validating / committing') t.equal(now.sha === sha256(archive), false, 'an incomplete body never becomes a version');
+    });
+  }
+  t.comment(`outcomes: ${JSON.stringify(outcomes)}`);
+  t.ok(outcomes.old >= 16, `${outcomes.old} kills left the old version`);
+  // The model can still be replaced, and the disk holds no debris.
+  const after = model('after');
+  t.equal((await put(`${server.url}/models/m`, after)).status, 200, 'writes work after all the crashes');
+  t.same(await stagedFiles(dir), []);
+  const locks = await fs.readdir(path.join(dir, '.uploads', 'locks')).catch(() => [] as string[]);
+  t.ok(locks.length <= 1, `at most a stale lock of a killed commit remains (${locks.length})`);
+  await killHard(server);
+});
+
+t.test('a replica restarting after a crash sweeps only the dead writer\'s uploads, not a live replica\'s', async (t) => {
+  const dir = await tempDir(t);
+  const env = { LOCAL_STORAGE_DIR: dir, LOG_LEVEL: 'warn' };
+  const [a, b] = [await spawnServer(t, env), await spawnServer(t, env)];
+  const v1 = model('v1');
+  await put(`${a.url}/models/m`, v1);
+  const fromB = model('from-b', 256 * 1024);
+  // B's upload stalls halfway; A dies mid-upload; A restarts (and sweeps); then B finishes.
+  const bReq = request(`${b.url}/models/m`, { method: 'PUT', headers: { 'content-type': 'application/gzip', 'content-length': fromB.length } });
+  const bDone = new Promise<number>((resolve, reject) => {
+    bReq.on('response', (res) => {
+      res.resume();
+      resolve(res.statusCode!);
+    });
+    bReq.on('error', reject);
+  });
+  bReq.write(fromB.subarray(0, fromB.length / 2));
+  t.ok(await eventually(async () => (await stagedFiles(dir)).length === 1), 'B is staging');
+  await uploadThenKill(a.url, model('from-a', 256 * 1024), 100_000, 10, () => killHard(a));
+  t.equal((await stagedFiles(dir)).length, 2, "A's partial upload is left by the crash");
+  const a2 = await spawnServer(t, env);
+  t.equal((await stagedFiles(dir)).length, 1, "the restart swept A's leftover and kept B's live upload");
+  bReq.end(fromB.subarray(fromB.length / 2));
+  t.equal(await bDone, 200, "B's upload completes after A's restart");
+  const res = await fetch(`${a2.url}/models/m`);
+  t.equal(sha256(await bytes(res)), sha256(fromB), 'and is the current version');
+  t.same(await stagedFiles(dir), []);
+  await killHard(a2);
+  await killHard(b);
+});
+
+async function multipartUploads(minio: Emulator, bucket: string): Promise<number> {
+  const s3 = new S3Client({ endpoint: minio.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD } });
+  try {
+    const page = await s3.send(new ListMultipartUploadsCommand({ Bucket: bucket }));
+    return page.Uploads?.length ?? 0;
+  } finally {
+    s3.destroy();
+  }
+}
+
+async function keysOf(r: Running, prefix: string): Promise<string[]> {
+  const out: string[] = [];
+  for await (const info of r.app.registry.storage.list(prefix)) out.push(info.key);
+  return out;
+}
+
+/** A cold GET whose reader vanishes after `after` bytes. */
+function readThenVanish(url: string, after: number): Promise<number> {
+  return new Promise((resolve) => {
+    let got = 0;
+    const req = request(url, (res) => {
+      res.on('data', (c: Buffer) => {
+        got += c.length;
+        if (got >= after) {
+          req.destroy();
+          resolve(got);
+        }
+      });
+      res.on('end', () => resolve(got));
+    });
+    req.on('error', () => resolve(got));
+    req.end();
+  });
+}
+
+const minio = await startMinio();
+t.teardown(() => minio.dispose());
+
+for (const backend of ['local', 'minio'] as const) {
+  t.test(`${backend}: clients vanishing mid-upload and mid-download leave nothing behind`, async (t) => {
+    const env = backend === 'minio' ? minioEnv(minio) : {};
+    const cacheDir = await tempDir(t, 'mr-cache-');
+    const r = await start(t, { ...env, CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'false' });
+    const big = model('big', 12 * 2 ** 20);
+    t.equal((await put(`${r.url}/models/m`, big)).status, 201);
+    // Ten uploads cut at random points at once (MinIO: some after a multipart part was sent).
+    const random = prng(SEED + 1);
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) => {
+        const next = model(`cut-${i}`, 10 * 2 ** 20);
+        return uploadThenKill(r.url, next, Math.floor(next.length * (0.1 + random() * 0.85)), 20, async () => {});
+      }),
+    );
+    // Eight cold readers vanish at random offsets, while the cache fill goes on.
+    const got = await Promise.all(Array.from({ length: 8 }, () => readThenVanish(`${r.url}/models/m`, Math.floor(random() * big.length * 0.8))));
+    t.ok(got.every((n) => n < big.length), 'every reader left early');
+    t.ok(await eventually(async () => (await keysOf(r, '.uploads/')).length === 0, 15_000), 'no staged upload left');
+    if (backend === 'minio') {
+      const bucket = (env as Record<string, string>).BUCKET_NAME!;
+      t.ok(await eventually(async () => (await multipartUploads(minio, bucket)) === 0, 15_000), 'no multipart upload left open');
+    }
+    t.ok(await eventually(async () => (await fs.readdir(path.join(cacheDir, 'tmp'))).length === 0, 15_000), 'no partial cache fill left');
+    for (const blob of (await fs.readdir(path.join(cacheDir, 'blobs'))).filter((n) => n.endsWith('.tar.gz'))) {
+      t.equal(sha256(await fs.readFile(path.join(cacheDir, 'blobs', blob))), blob.slice(0, 64), 'every cache entry is whole');
+    }
+    const res = await fetch(`${r.url}/models/m`);
+    t.equal(sha256(await bytes(res)), sha256(big), 'the model downloads whole');
+    t.equal(res.headers.get('x-model-version'), '1', 'no cut upload became a version');
+  });
+}
+
+t.test('MinIO dies mid-upload: 503, nothing partial, leftovers swept, recovery without a restart', async (t) => {
+  const own = await startMinio();
+  t.teardown(() => own.dispose());
+  const env: Record<string, string> = { ...minioEnv(own), CACHE_WRITE_THROUGH: 'false' };
+  const bucket = env.BUCKET_NAME!;
+  const r = await start(t, env);
+  const v1 = model('v1');
+  t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
+  // 20 MiB: the first 8 MiB part goes to MinIO before it dies, the second fails.
+  const v2 = tgz([{ path: 'w.bin', body: randomBytes(20 * 2 ** 20) }]);
+  const answer = new Promise<{ status: number; body: string }>((resolve, reject) => {
+    let answered = false;
+    const req = request(`${r.url}/models/m`, { method: 'PUT', headers: { 'content-type': 'application/gzip', 'content-length': v2.length } }, (res) => {
+      answered = true;
+      let text = '';
+      res.on('data', (c) => (text += c)).on('end', () => resolve({ status: res.statusCode!, body: text }));
+    });
+    // The server answers and closes without reading the rest of the body: a reset may race the
+    // answer on the client side, so give the answer a moment before calling it an error.
+    req.on('error', (err) => setTimeout(() => answered || reject(err), 500));
+    req.write(v2.subarray(0, 12 * 2 ** 20), async () => {
+      await eventually(async () => (await multipartUploads(own, bucket)) > 0, 10_000);
+      await own.stop(true);
+      req.end(v2.subarray(12 * 2 ** 20), () => {});
+    });
+  });
+  const began = Date.now();
+  const { status, body } = await answer;
+  t.equal(status, 503, 'the upload fails with 503');
+  t.match(JSON.parse(body), { error: 'STORAGE_UNAVAILABLE', message: String });
+  t.ok(Date.now() - began < 30_000, `within ${Date.now() - began} ms`);
+  await isError(t, await fetch(`${r.url}/models/m`), 503, 'STORAGE_UNAVAILABLE');
+
+  await own.restart();
+  const back = await fetch(`${r.url}/models/m`);
+  t.equal(back.status, 200, 'the same process serves again once MinIO is back');
+  t.equal(sha256(await bytes(back)), sha256(v1), 'the old version, whole');
+  const versions = (await (await fetch(`${r.url}/models/m/versions`)).json()) as { versions: unknown[] };
+  t.equal(versions.versions.length, 1, 'no version from the failed upload');
+  t.same(await keysOf(r, '.uploads/'), [], 'no staged object visible');
+  await r.app.registry.sweep();
+  t.equal(await multipartUploads(own, bucket), 0, 'the sweep (run at every start) aborts the orphaned multipart upload');
+  const v3 = model('v3');
+  t.equal((await put(`${r.url}/models/m`, v3)).status, 200, 'writes work again');
+  t.equal(sha256(await bytes(await fetch(`${r.url}/models/m`))), sha256(v3));
+});
+
+t.test('MinIO dies mid-download: the client sees a broken transfer, never a short "whole" one; recovery without a restart', async (t) => {
+  const own = await startMinio();
+  t.teardown(() => own.dispose());
+  const proxy = await startProxy(own.url);
+  t.teardown(() => proxy.close());
+  const cacheDir = await tempDir(t, 'mr-cache-');
+  const env = { ...minioEnv(own), AWS_ENDPOINT_URL: proxy.url, CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'false' };
+  const r: Running = await start(t, env);
+  const big = tgz([{ path: 'w.bin', body: randomBytes(6 * 2 ** 20) }]);
+  t.equal((await put(`${r.url}/models/m`, big)).status, 201);
+  proxy.rate = 2 * 2 ** 20; // storage → registry at 2 MiB/s: the download takes ~3 s
+  const result = await new Promise<{ got: number; status: number; error?: string; length: number }>((resolve) => {
+    let got = 0;
+    let status = 0;
+    let length = 0;
+    let killed = false;
+    const req = request(`${r.url}/models/m`, (res) => {
+      status = res.statusCode!;
+      length = Number(res.headers['content-length']);
+      res.on('data', (c: Buffer) => {
+        got += c.length;
+        if (!killed && got >= 2 ** 20) {
+          killed = true;
+          void own.stop(true).then(() => proxy.cut());
+        }
+      });
+      res.on('end', () => resolve({ got, status, length }));
+      res.on('error', (err) => resolve({ got, status, length, error: err.message }));
+      res.on('aborted', () => resolve({ got, status, length, error: 'aborted' }));
+    });
+    req.on('error', (err) => resolve({ got, status, length, error: err.message }));
+    req.end();
+  });
+  t.equal(result.status, 200, 'the download had started');
+  t.equal(result.length, big.length, 'with the whole length announced');
+  t.ok(result.got < big.length, `the transfer broke after ${result.got} of ${big.length} bytes`);
+  t.ok(result.error, `and the client was told (${result.error})`);
+  proxy.rate = 0;
+
+  await isError(t, await fetch(`${r.url}/models/m`), 503, 'STORAGE_UNAVAILABLE');
+  t.ok(await eventually(async () => (await fs.readdir(path.join(cacheDir, 'tmp'))).length === 0), 'the failed fill is removed');
+  t.same((await fs.readdir(path.join(cacheDir, 'blobs'))).filter((n) => n.endsWith('.tar.gz')), [], 'nothing partial entered the cache');
+  await own.restart();
+  const back = await fetch(`${r.url}/models/m`);
+  t.equal(back.status, 200, 'served again by the same process');
+  t.equal(sha256(await bytes(back)), sha256(big), 'whole');
+  t.equal((await fetch(`${r.url}/readyz`)).status, 200);
+});
