@@ -1,0 +1,582 @@
+#!/usr/bin/env node
+/**
+ * Benchmark of the model registry against references, all on loopback (SPEC §7).
+ *
+ *   npm run bench                 full run (1 GiB / 4 GiB, 3 repetitions), appends to BENCHMARKS.md
+ *   npm run bench -- --quick      64 MiB / 256 MiB, 1 repetition, < 2 min, prints only
+ *   npm run bench -- --quick --write   quick, and append it to BENCHMARKS.md too
+ *   options: --reps N, --load wrk|autocannon (default: wrk when installed), --no-build (use dist/ as is), --keep (keep the temp dir),
+ *            --only local,minio,cold,rss (a subset of the workloads),
+ *            --cpu-prof (start the registry with node --cpu-prof; profiles kept in the temp dir)
+ *
+ * References: nginx (Debian package, installed with apt-get when missing) serving the same file
+ * with sendfile; `cat > file` on the same disk; the AWS SDK talking to MinIO directly.
+ * Plain ESM JavaScript: node built-ins, @aws-sdk/client-s3 + lib-storage (dependencies) and
+ * autocannon (devDependency). Archives are random (incompressible) valid .tar.gz files, streamed
+ * to disk and never held in memory.
+ */
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
+import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, rm, writeFile, appendFile, readdir, stat } from 'node:fs/promises';
+import { randomFillSync } from 'node:crypto';
+import { createGzip, constants as zc } from 'node:zlib';
+import { createServer, request as httpRequest } from 'node:http';
+import { pipeline } from 'node:stream/promises';
+import { Readable, Writable } from 'node:stream';
+import os from 'node:os';
+import path from 'node:path';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const argv = process.argv.slice(2);
+const flag = (name) => argv.includes(name);
+const opt = (name, dflt) => {
+  const i = argv.indexOf(name);
+  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1] : dflt;
+};
+const QUICK = flag('--quick');
+const WRITE = flag('--write') || (!QUICK && !argv.includes('--only') && !flag('--no-write'));
+const REPS = Number(opt('--reps', QUICK ? 1 : 3));
+const CPU_PROF = flag('--cpu-prof');
+/** --only local,minio,cold,rss: run only these groups of workloads (for profiling). */
+const ONLY = opt('--only', 'local,minio,cold,rss').split(',');
+const want = (group) => ONLY.includes(group);
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+const LARGE = QUICK ? 64 * MiB : 1 * GiB;
+const HUGE = QUICK ? 256 * MiB : 4 * GiB;
+const SMALL = 1 * MiB;
+const AC_SECONDS = QUICK ? 3 : 10;
+const MINIO_USER = 'bench-user';
+const MINIO_PASSWORD = 'bench-secret-password';
+const fmtSize = (n) => (n >= GiB ? `${n / GiB} GiB` : `${n / MiB} MiB`);
+
+const started = Date.now();
+const log = (...a) => console.error(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s]`, ...a);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+const children = new Set();
+process.on('exit', () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+});
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+
+function fail(message) {
+  console.error(`bench: ${message}`);
+  process.exit(1);
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(check, what, child, getLog, ms = 60_000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (child && (child.exitCode !== null || child.signalCode !== null)) fail(`${what} exited (${child.exitCode ?? child.signalCode}): ${getLog?.() ?? ''}`);
+    if (await check().catch(() => false)) return;
+    await sleep(100);
+  }
+  fail(`${what} did not become ready within ${ms / 1000} s: ${getLog?.() ?? ''}`);
+}
+
+function launch(cmd, args, options = {}) {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], ...options });
+  let out = '';
+  child.stdout.on('data', (d) => (out = (out + d).slice(-4000)));
+  child.stderr.on('data', (d) => (out = (out + d).slice(-4000)));
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return { child, log: () => out };
+}
+
+async function stopChild(child, signal = 'SIGTERM') {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill(signal);
+  const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  await exited;
+  clearTimeout(t);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Archives: one regular file of random bytes in a ustar archive, gzipped at level 0 (stored
+// deflate blocks: valid gzip, incompressible content, and cheap to produce).
+
+function tarHeader(name, size) {
+  const h = Buffer.alloc(512, 0);
+  h.write(name, 0, 100, 'utf8');
+  h.write('0000644\0', 100);
+  h.write('0000000\0', 108);
+  h.write('0000000\0', 116);
+  h.write(size.toString(8).padStart(11, '0') + '\0', 124);
+  h.write(Math.floor(Date.now() / 1000).toString(8).padStart(11, '0') + '\0', 136);
+  h.write('        ', 148);
+  h.write('0', 156);
+  h.write('ustar\0', 257);
+  h.write('00', 263);
+  let sum = 0;
+  for (const b of h) sum += b;
+  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+  return h;
+}
+
+async function makeArchive(file, payloadBytes) {
+  const CHUNK = 4 * MiB;
+  async function* tar() {
+    yield tarHeader('model/weights.bin', payloadBytes);
+    let left = payloadBytes;
+    while (left > 0) {
+      const n = Math.min(CHUNK, left);
+      yield randomFillSync(Buffer.allocUnsafe(n));
+      left -= n;
+    }
+    const pad = (512 - (payloadBytes % 512)) % 512;
+    yield Buffer.alloc(pad + 1024, 0);
+  }
+  await pipeline(Readable.from(tar()), createGzip({ level: 0, chunkSize: 1 * MiB }), createWriteStream(file, { highWaterMark: 1 * MiB }));
+  return (await stat(file)).size;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients
+
+/** curl: total seconds, seconds to first byte, bytes, status. */
+function curl(args) {
+  return new Promise((resolve, reject) => {
+    const c = spawn('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{time_total} %{time_starttransfer} %{size_download} %{size_upload}', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (err += d));
+    c.once('exit', (code) => {
+      if (code !== 0) return reject(new Error(`curl ${args.join(' ')} failed (${code}): ${err}`));
+      const [status, total, ttfb, down, up] = out.trim().split(' ');
+      resolve({ status: Number(status), total: Number(total), ttfb: Number(ttfb), down: Number(down), up: Number(up) });
+    });
+  });
+}
+
+async function curlGet(url, expectBytes) {
+  const r = await curl([url]);
+  if (r.status !== 200 || (expectBytes !== undefined && r.down !== expectBytes)) throw new Error(`GET ${url}: status ${r.status}, ${r.down} bytes (expected ${expectBytes})`);
+  return r;
+}
+
+async function curlPut(url, file) {
+  const r = await curl(['-T', file, '-H', 'Content-Type: application/gzip', '-H', 'Expect:', url]);
+  if (r.status !== 200 && r.status !== 201) throw new Error(`PUT ${url}: status ${r.status}`);
+  return r;
+}
+
+async function httpText(url) {
+  const res = await fetch(url);
+  return res.text();
+}
+
+async function storageGets(base) {
+  const text = await httpText(`${base}/metrics`);
+  let n = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith('model_registry_storage_requests_total{') && line.includes('operation="get"')) n += Number(line.split(' ').pop());
+  }
+  return n;
+}
+
+/** One GET drained to nowhere; resolves with the status. */
+function drainGet(url) {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(url, (res) => {
+      res.on('data', () => {});
+      res.on('end', () => resolve(res.statusCode));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const WRK = spawnSync('sh', ['-c', 'command -v wrk'], { encoding: 'utf8' }).stdout.trim();
+const LOADGEN = opt('--load', WRK ? 'wrk' : 'autocannon');
+
+/** Requests/s at 64 connections: wrk when installed (C, least client overhead), else autocannon. */
+async function loadTest(url) {
+  if (LOADGEN === 'autocannon') return autocannon(url);
+  if (!WRK) fail('--load wrk: wrk is not installed (apt-get install -y wrk)');
+  const r = spawnSync(WRK, ['-t', '1', '-c', '64', '-d', `${AC_SECONDS}s`, url], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`wrk ${url} failed: ${r.stderr}`);
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
+  const bad = /Non-2xx or 3xx responses: (\d+)/.exec(r.stdout);
+  const errs = /Socket errors: (.*)/.exec(r.stdout);
+  if (bad || !(rps > 0)) throw new Error(`wrk ${url}: ${r.stdout}`);
+  if (errs && /(read|write|timeout) [1-9]/.test(errs[1])) throw new Error(`wrk ${url}: socket errors ${errs[1]}`);
+  return rps;
+}
+
+async function autocannon(url) {
+  const { default: ac } = await import('autocannon').catch(() =>
+    fail('autocannon is not installed: run `npm install` (it is a devDependency) or `npm install --no-save autocannon`'));
+  const result = await ac({ url, connections: 64, duration: AC_SECONDS, pipelining: 1 });
+  const ok = result['2xx'];
+  if (result.non2xx > 0 || result.errors > 0 || ok === 0) throw new Error(`autocannon ${url}: ${ok} 2xx, ${result.non2xx} non-2xx, ${result.errors} errors`);
+  return ok / (result.duration || AC_SECONDS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// References and the registry
+
+function ensureNginx() {
+  const which = () => spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+  let bin = which();
+  if (bin) return bin;
+  log('nginx is missing: installing it with apt-get (Debian package)');
+  const sudo = process.getuid?.() === 0 ? [] : ['sudo', '-n'];
+  const run = (args) => spawnSync(sudo[0] ?? args[0], sudo.length ? [...sudo.slice(1), ...args] : args.slice(1), { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  let r = run(['apt-get', 'install', '-y', '--no-install-recommends', 'nginx']);
+  if (r.status !== 0) {
+    run(['apt-get', 'update']);
+    r = run(['apt-get', 'install', '-y', '--no-install-recommends', 'nginx']);
+  }
+  bin = which();
+  if (!bin) fail(`nginx is required as the reference and could not be installed with apt-get (exit ${r.status}${r.error ? `, ${r.error.message}` : ''}); install it (apt-get install -y nginx) and run again`);
+  return bin;
+}
+
+async function startNginx(dir, root) {
+  const bin = ensureNginx();
+  const port = await freePort();
+  await mkdir(path.join(dir, 'nginx'), { recursive: true });
+  const conf = path.join(dir, 'nginx', 'nginx.conf');
+  const t = path.join(dir, 'nginx');
+  await writeFile(conf, `daemon off;
+master_process off;
+worker_processes 1;
+pid ${t}/nginx.pid;
+error_log ${t}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  keepalive_requests 1000000;
+  default_type application/gzip;
+  client_body_temp_path ${t}/body;
+  proxy_temp_path ${t}/proxy;
+  fastcgi_temp_path ${t}/fastcgi;
+  uwsgi_temp_path ${t}/uwsgi;
+  scgi_temp_path ${t}/scgi;
+  server {
+    listen 127.0.0.1:${port};
+    root ${root};
+  }
+}
+`);
+  const { child, log: out } = launch(bin, ['-c', conf, '-p', t, '-e', `${t}/error.log`]);
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${base}/`).catch(() => null)) !== null, 'nginx', child, out);
+  return { base, stop: () => stopChild(child, 'SIGQUIT') };
+}
+
+async function startMinio(dir) {
+  const bin = path.join(ROOT, '.emulators', 'bin', 'minio');
+  if (!existsSync(bin)) {
+    log('MinIO is missing: bash scripts/emulators/install.sh minio');
+    const r = spawnSync('bash', [path.join(ROOT, 'scripts/emulators/install.sh'), 'minio'], { stdio: 'inherit', cwd: ROOT });
+    if (r.status !== 0 || !existsSync(bin)) fail(`MinIO could not be installed (scripts/emulators/install.sh minio exited ${r.status})`);
+  }
+  const data = path.join(dir, 'minio-data');
+  await mkdir(data, { recursive: true });
+  const port = await freePort();
+  const { child, log: out } = launch(bin, ['server', data, '--address', `127.0.0.1:${port}`, '--console-address', '127.0.0.1:0', '--quiet'], {
+    env: { ...process.env, MINIO_ROOT_USER: MINIO_USER, MINIO_ROOT_PASSWORD: MINIO_PASSWORD, MINIO_BROWSER: 'off', MINIO_UPDATE: 'off', CI: 'true' },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${url}/minio/health/live`)).status < 500, 'MinIO', child, out);
+  return { url, stop: () => stopChild(child) };
+}
+
+let registryCount = 0;
+async function startRegistry(dir, env) {
+  const id = ++registryCount;
+  const port = await freePort();
+  const storage = env.LOCAL_STORAGE_DIR ?? path.join(dir, `models-${id}`);
+  const cache = env.CACHE_DIR ?? path.join(dir, `cache-${id}`);
+  await mkdir(storage, { recursive: true });
+  await mkdir(cache, { recursive: true });
+  const nodeArgs = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.join(dir, 'profiles')}`, `--cpu-prof-name=registry-${id}-\${pid}.cpuprofile`] : [];
+  const { child, log: out } = launch(process.execPath, [...nodeArgs, path.join(ROOT, 'dist', 'server.js')], {
+    cwd: dir,
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      LOCAL_STORAGE_DIR: storage,
+      CACHE_DIR: cache,
+      CACHE_MAX_BYTES: '64GiB',
+      ...env,
+    },
+  });
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${base}/healthz`)).ok, `registry ${id}`, child, out);
+  return { base, pid: child.pid, child, stop: () => stopChild(child), log: out };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function git(args) {
+  try {
+    return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+  } catch {
+    return 'unknown';
+  }
+}
+
+const rows = [];
+function row(workload, reg, ref, unit, target, pass, note = '') {
+  rows.push({ workload, reg, ref, unit, target, pass, note });
+  log(`${workload}: registry ${reg} ${unit}${ref !== undefined ? `, reference ${ref} ${unit}` : ''} → ${pass === undefined ? 'info' : pass ? 'PASS' : 'FAIL'}`);
+}
+
+const fmt = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x) ? '—' : Number(x).toFixed(d));
+
+async function main() {
+  log(`${QUICK ? 'quick' : 'full'} run: large ${fmtSize(LARGE)}, huge ${fmtSize(HUGE)}, ${REPS} repetition(s)`);
+  if (!flag('--no-build')) {
+    log('building dist/ (tsc -p tsconfig.build.json)');
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+    if (r.status !== 0) fail('the build failed');
+  }
+  if (!existsSync(path.join(ROOT, 'dist/server.js'))) fail('dist/server.js is missing: run npm run build');
+  if (LOADGEN === 'autocannon') await import('autocannon').catch(() => fail('autocannon is not installed: run `npm install` (devDependency) or `npm install --no-save autocannon`'));
+  if (spawnSync('curl', ['--version']).status !== 0) fail('curl is required (apt-get install -y curl)');
+
+  const base = process.env.BENCH_DIR ?? os.tmpdir();
+  const dir = await mkdtemp(path.join(base, 'mr-bench-'));
+  log(`working in ${dir}`);
+  const files = path.join(dir, 'files');
+  await mkdir(files);
+
+  // Archives
+  const largeFile = path.join(files, 'large.tar.gz');
+  const smallFile = path.join(files, 'small.tar.gz');
+  const hugeFile = path.join(files, 'huge.tar.gz');
+  const mediumFile = path.join(files, 'medium.tar.gz');
+  const MEDIUM = 32 * MiB;
+  await makeArchive(mediumFile, MEDIUM);
+  const largeBytes = await makeArchive(largeFile, LARGE);
+  const smallBytes = await makeArchive(smallFile, SMALL);
+  log(`archives: large ${largeBytes} B, small ${smallBytes} B`);
+
+  const nginx = await startNginx(dir, files);
+  const minio = await startMinio(dir);
+
+  try {
+    // ---- Local registry, write-through cache: PUT, cached GET, small GET -------------------------
+    if (want('local')) {
+      const reg = await startRegistry(dir, { REMOTE_STORAGE: 'local', CACHE_WRITE_THROUGH: 'true' });
+      const putReg = [];
+      const putCat = [];
+      const putCatSync = [];
+      for (let i = 0; i < REPS; i++) {
+        putReg.push((await curlPut(`${reg.base}/models/large`, largeFile)).total);
+        const dest = path.join(dir, `cat-${i}.tar.gz`);
+        const t0 = process.hrtime.bigint();
+        const r = spawnSync('sh', ['-c', 'cat "$1" > "$2"', 'sh', largeFile, dest]);
+        if (r.status !== 0) throw new Error(`cat > file failed: ${r.stderr}`);
+        putCat.push(Number(process.hrtime.bigint() - t0) / 1e9);
+        await rm(dest, { force: true });
+        // Not a target: the same with an fsync, since the registry makes its writes durable.
+        const t1 = process.hrtime.bigint();
+        const r2 = spawnSync('sh', ['-c', 'cat "$1" > "$2" && sync "$2"', 'sh', largeFile, dest]);
+        if (r2.status !== 0) throw new Error(`cat > file && sync failed: ${r2.stderr}`);
+        putCatSync.push(Number(process.hrtime.bigint() - t1) / 1e9);
+        await rm(dest, { force: true });
+      }
+      const pr = median(putReg);
+      const pc = median(putCat);
+      row(`PUT ${fmtSize(LARGE)} to local (time)`, fmt(pr, 2), fmt(pc, 2), 's', '≤ 2× cat', pr / pc <= 2, `ratio ${fmt(pr / pc, 2)}×`);
+      rows.at(-1).ratio = pr / pc;
+      const pcs = median(putCatSync);
+      row(`PUT ${fmtSize(LARGE)} to local vs \`cat > file && sync file\``, fmt(pr, 2), fmt(pcs, 2), 's', 'report only', undefined);
+      rows.at(-1).ratio = pr / pcs;
+
+      // Warm both sides once (page cache), then measure.
+      await curlGet(`${reg.base}/models/large`, largeBytes);
+      await curlGet(`${nginx.base}/large.tar.gz`, largeBytes);
+      const getReg = [];
+      const getNginx = [];
+      for (let i = 0; i < REPS; i++) {
+        getReg.push(largeBytes / MiB / (await curlGet(`${reg.base}/models/large`, largeBytes)).total);
+        getNginx.push(largeBytes / MiB / (await curlGet(`${nginx.base}/large.tar.gz`, largeBytes)).total);
+      }
+      const gr = median(getReg);
+      const gn = median(getNginx);
+      row(`GET ${fmtSize(LARGE)} cached (throughput)`, fmt(gr, 0), fmt(gn, 0), 'MiB/s', '≥ 0.8× nginx', gr / gn >= 0.8);
+      rows.at(-1).ratio = gr / gn;
+
+      await curlPut(`${reg.base}/models/small`, smallFile);
+      await curlGet(`${reg.base}/models/small`, smallBytes);
+      const smallReg = [];
+      const smallNginx = [];
+      for (let i = 0; i < REPS; i++) {
+        smallReg.push(await loadTest(`${reg.base}/models/small`));
+        smallNginx.push(await loadTest(`${nginx.base}/small.tar.gz`));
+      }
+      const sr = median(smallReg);
+      const sn = median(smallNginx);
+      row(`GET ${fmtSize(SMALL)} cached, 64 connections (${LOADGEN})`, fmt(sr, 0), fmt(sn, 0), 'req/s', '≥ 0.5× nginx', sr / sn >= 0.5);
+      rows.at(-1).ratio = sr / sn;
+      await reg.stop();
+    }
+
+    // ---- MinIO: PUT and cold GET through the registry vs the SDK directly -------------------------
+    if (want('minio')) {
+      const { S3Client, PutObjectCommand, GetObjectCommand, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+      const { Upload } = await import('@aws-sdk/lib-storage');
+      const s3 = new S3Client({ endpoint: minio.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD } });
+      await s3.send(new CreateBucketCommand({ Bucket: 'direct' }));
+      const s3env = {
+        REMOTE_STORAGE: 'minio',
+        BUCKET_NAME: 'registry',
+        AWS_ENDPOINT_URL: minio.url,
+        AWS_ACCESS_KEY_ID: MINIO_USER,
+        AWS_SECRET_ACCESS_KEY: MINIO_PASSWORD,
+        AWS_DEFAULT_REGION: 'us-east-1',
+        CACHE_WRITE_THROUGH: 'false',
+      };
+      const reg = await startRegistry(dir, s3env);
+      const putReg = [];
+      const putSdk = [];
+      for (let i = 0; i < REPS; i++) {
+        putReg.push(largeBytes / MiB / (await curlPut(`${reg.base}/models/large`, largeFile)).total);
+        const t0 = process.hrtime.bigint();
+        // Same part size and concurrency as the registry's own uploads (src/storage/s3.ts).
+        await new Upload({ client: s3, params: { Bucket: 'direct', Key: 'large.tar.gz', Body: createReadStream(largeFile, { highWaterMark: 1 * MiB }), ContentType: 'application/gzip' }, partSize: 8 * MiB, queueSize: 4 }).done();
+        putSdk.push(largeBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9));
+      }
+      await reg.stop();
+      const pr = median(putReg);
+      const ps = median(putSdk);
+      row(`PUT ${fmtSize(LARGE)} via MinIO (throughput)`, fmt(pr, 0), fmt(ps, 0), 'MiB/s', '≥ 0.8× SDK', pr / ps >= 0.8);
+      rows.at(-1).ratio = pr / ps;
+
+      // Cold GETs: a fresh registry (empty cache) for each repetition.
+      const getReg = [];
+      const ttfb = [];
+      const getSdk = [];
+      for (let i = 0; i < REPS; i++) {
+        const cold = await startRegistry(dir, s3env);
+        const r = await curlGet(`${cold.base}/models/large`, largeBytes);
+        getReg.push(largeBytes / MiB / r.total);
+        ttfb.push(r.ttfb * 1000);
+        await cold.stop();
+        const t0 = process.hrtime.bigint();
+        const out = await s3.send(new GetObjectCommand({ Bucket: 'direct', Key: 'large.tar.gz' }));
+        let n = 0;
+        await pipeline(out.Body, new Writable({ write(chunk, _e, cb) { n += chunk.length; cb(); } }));
+        if (n !== largeBytes) throw new Error(`SDK GET: ${n} bytes`);
+        getSdk.push(largeBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9));
+      }
+      const gr = median(getReg);
+      const gs = median(getSdk);
+      row(`GET ${fmtSize(LARGE)} via MinIO, cold (throughput)`, fmt(gr, 0), fmt(gs, 0), 'MiB/s', '≥ 0.8× SDK', gr / gs >= 0.8);
+      rows.at(-1).ratio = gr / gs;
+      row(`cold GET ${fmtSize(LARGE)} via MinIO, time to first byte`, fmt(median(ttfb), 0), undefined, 'ms', 'report only', undefined);
+      s3.destroy();
+    }
+
+    // ---- 50 concurrent cold GETs of one model → storage reads ---------------------------------------
+    if (want('cold')) {
+      const reads = [];
+      for (let i = 0; i < REPS; i++) {
+        const reg = await startRegistry(dir, { REMOTE_STORAGE: 'local', CACHE_WRITE_THROUGH: 'false', LOCAL_STORAGE_DIR: path.join(dir, `models-cold-${i}`) });
+        await curlPut(`${reg.base}/models/medium`, mediumFile);
+        const before = await storageGets(reg.base);
+        const statuses = await Promise.all(Array.from({ length: 50 }, () => drainGet(`${reg.base}/models/medium`)));
+        if (statuses.some((s) => s !== 200)) throw new Error(`cold GETs: statuses ${[...new Set(statuses)]}`);
+        reads.push((await storageGets(reg.base)) - before);
+        await reg.stop();
+      }
+      const worst = Math.max(...reads);
+      row(`50 concurrent cold GETs of ${fmtSize(MEDIUM)} → storage reads`, reads.join(', '), undefined, 'reads', '= 1', worst === 1);
+    }
+
+    // ---- Peak RSS while a huge model goes up and (cold) down -----------------------------------------
+    if (want('rss')) {
+      log(`generating ${fmtSize(HUGE)} archive`);
+      const hugeBytes = await makeArchive(hugeFile, HUGE);
+      const reg = await startRegistry(dir, { REMOTE_STORAGE: 'local', CACHE_WRITE_THROUGH: 'false' });
+      let peak = 0;
+      const sample = () => {
+        try {
+          const st = readFileSync(`/proc/${reg.pid}/status`, 'utf8');
+          const hwm = Number(/VmHWM:\s+(\d+)/.exec(st)?.[1] ?? 0) * 1024;
+          const rss = Number(/VmRSS:\s+(\d+)/.exec(st)?.[1] ?? 0) * 1024;
+          peak = Math.max(peak, hwm, rss);
+        } catch {}
+      };
+      const timer = setInterval(sample, 100);
+      await curlPut(`${reg.base}/models/huge`, hugeFile);
+      await curlGet(`${reg.base}/models/huge`, hugeBytes);
+      await curlGet(`${reg.base}/models/huge`, hugeBytes);
+      sample();
+      clearInterval(timer);
+      await reg.stop();
+      await rm(hugeFile, { force: true });
+      row(`peak RSS, ${fmtSize(HUGE)} PUT + cold GET + cached GET`, fmt(peak / MiB, 0), undefined, 'MiB', '≤ 200 MiB', peak <= 200 * MiB);
+    }
+  } finally {
+    await nginx.stop();
+    await minio.stop();
+    if (CPU_PROF) log(`CPU profiles in ${path.join(dir, 'profiles')}`);
+    if (!flag('--keep') && !CPU_PROF) await rm(dir, { recursive: true, force: true });
+  }
+
+  // ---- Report --------------------------------------------------------------------------------------
+  const header = '| workload | registry | reference | ratio | target | result |\n|---|---|---|---|---|---|';
+  const lines = rows.map((r) => {
+    const ratio = r.ratio !== undefined ? `${fmt(r.ratio, 2)}×` : '—';
+    const result = r.pass === undefined ? 'info' : r.pass ? 'pass' : '**FAIL**';
+    return `| ${r.workload} | ${r.reg} ${r.unit} | ${r.ref !== undefined ? `${r.ref} ${r.unit}` : '—'} | ${ratio} | ${r.target} | ${result} |`;
+  });
+  const table = `${header}\n${lines.join('\n')}`;
+  const command = `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
+  const dirty = git(['status', '--porcelain', '--untracked-files=no']) ? ' (with uncommitted changes)' : '';
+  const section = `## ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')} — ${git(['rev-parse', '--short', 'HEAD'])}${dirty}${QUICK ? ' (quick)' : ''}
+
+- machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / GiB).toFixed(1)} GiB memory, ${os.type()} ${os.release()}, Node ${process.version}
+- command: \`${command}\`, ${REPS} repetition(s), medians; large ${fmtSize(LARGE)}, huge ${fmtSize(HUGE)}, small ${fmtSize(SMALL)}; ${Math.round((Date.now() - started) / 1000)} s
+
+${table}
+`;
+  console.log(`\n${section}`);
+  if (WRITE) {
+    const file = path.join(ROOT, 'BENCHMARKS.md');
+    if (!existsSync(file)) await writeFile(file, '# Benchmarks\n\nRuns of `npm run bench`, newest last (see bench/run.mjs).\n\n');
+    await appendFile(file, `\n${section}`);
+    log(`appended to ${file}`);
+  }
+  const failed = rows.filter((r) => r.pass === false).length;
+  log(`${failed} target(s) missed`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    console.error(`bench: ${err.stack ?? err}`);
+    process.exit(1);
+  },
+);
