@@ -19,6 +19,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import { contentLength as length } from '../util/content-length.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -63,15 +64,6 @@ const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 export function requestId(req: IncomingMessage): string {
   const given = req.headers['x-request-id'];
   return typeof given === 'string' && REQUEST_ID.test(given) ? given : randomUUID();
-}
-
-/** A Content-Length header as a byte count, or undefined when absent or malformed. */
-function length(header: unknown): number | undefined {
-  const raw = Array.isArray(header) ? header[0] : header;
-  if (typeof raw === 'number') return Number.isSafeInteger(raw) && raw >= 0 ? raw : undefined;
-  if (typeof raw !== 'string' || !/^\d+$/.test(raw.trim())) return undefined;
-  const n = Number(raw.trim());
-  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 interface State {

@@ -13,18 +13,10 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Metrics } from '../metrics.js';
+import { contentLength as length } from '../util/content-length.js';
 
 export interface MetricsRoutesOptions {
   metrics: Metrics;
-}
-
-/** A Content-Length header as a byte count, or undefined when absent or malformed. */
-function length(header: unknown): number | undefined {
-  const raw = Array.isArray(header) ? header[0] : header;
-  if (typeof raw === 'number') return Number.isSafeInteger(raw) && raw >= 0 ? raw : undefined;
-  if (typeof raw !== 'string' || !/^\d+$/.test(raw.trim())) return undefined;
-  const n = Number(raw.trim());
-  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 async function metricsRoutesPlugin(app: FastifyInstance, { metrics }: MetricsRoutesOptions): Promise<void> {
