@@ -187,7 +187,7 @@ export class ArchiveValidator extends Transform {
     if (FILE_TYPES.has(type) || type === 'Directory') return undefined;
     if (type === 'SymbolicLink') {
       const target = entry.linkpath ?? '';
-      if (!target || target.startsWith('/') || /^[a-zA-Z]:/.test(target) || escapes(parts.slice(0, -1), target)) {
+      if (!target || target.startsWith('/') || /^[a-zA-Z]:/.test(target) || !resolveInside(parts.slice(0, -1), target, NO_LINKS)) {
         return errors.unsafeArchive(`the symlink ${shown} points outside the archive (to ${JSON.stringify(target)})`);
       }
       this.#symlinks.set(normalized, target);
@@ -207,47 +207,41 @@ export class ArchiveValidator extends Transform {
 /**
  * The first symlink that leaves the root when resolved through the archive's other symlinks
  * (`d/up -> ..` and `d/out -> up/../x`: each stays inside on its own, together they escape), or
- * undefined. Loops and overly long chains count as escaping.
+ * undefined.
  */
 function escapingLink(links: ReadonlyMap<string, string>): string | undefined {
-  const resolve = (dir: string[], target: string, hops: number): string[] | undefined => {
-    let stack = [...dir];
-    for (const part of target.split(/[\\/]/)) {
-      if (part === '' || part === '.') continue;
-      if (part === '..') {
-        if (stack.length === 0) return undefined;
-        stack.pop();
-        continue;
-      }
-      stack.push(part);
-      const next = links.get(stack.join('/'));
-      if (next !== undefined) {
-        if (hops >= 40) return undefined;
-        const resolved = resolve(stack.slice(0, -1), next, hops + 1);
-        if (!resolved) return undefined;
-        stack = resolved;
-      }
-    }
-    return stack;
-  };
   for (const [link, target] of links) {
-    if (!resolve(link.split('/').slice(0, -1), target, 0)) return link;
+    if (!resolveInside(link.split('/').slice(0, -1), target, links)) return link;
   }
   return undefined;
 }
 
-/** True when `target`, resolved from directory `dir` (path components), leaves the root. */
-function escapes(dir: string[], target: string): boolean {
-  const stack = [...dir];
+/**
+ * `target` resolved from directory `dir` (path components), following `links`; undefined when it
+ * leaves the root. Loops and chains of more than 40 links count as leaving.
+ */
+function resolveInside(dir: string[], target: string, links: ReadonlyMap<string, string>, hops = 0): string[] | undefined {
+  let stack = [...dir];
   for (const part of target.split(/[\\/]/)) {
     if (part === '' || part === '.') continue;
     if (part === '..') {
-      if (stack.length === 0) return true;
+      if (stack.length === 0) return undefined;
       stack.pop();
-    } else stack.push(part);
+      continue;
+    }
+    stack.push(part);
+    const next = links.get(stack.join('/'));
+    if (next !== undefined) {
+      if (hops >= 40) return undefined;
+      const resolved = resolveInside(stack.slice(0, -1), next, links, hops + 1);
+      if (!resolved) return undefined;
+      stack = resolved;
+    }
   }
-  return false;
+  return stack;
 }
+
+const NO_LINKS: ReadonlyMap<string, string> = new Map();
 
 function parserError(code: string, message: string | Error): RegistryError {
   const text = typeof message === 'string' ? message : message.message;
