@@ -7,46 +7,54 @@ import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { Header, Pax } from 'tar';
 
+/** tar's entry type names (tar does not export the type from its index). */
+type TarType = NonNullable<ConstructorParameters<typeof Header>[0]> extends infer D ? (D extends { type?: infer T } ? NonNullable<T> : never) : never;
+
 export interface Entry {
   path: string;
-  type?: 'File' | 'Directory' | 'SymbolicLink' | 'Link' | 'CharacterDevice' | 'BlockDevice' | 'FIFO';
+  /** Any tar type name, including exotic ones: 'SparseFile', 'NextFileHasLongPath', ... */
+  type?: TarType;
   body?: Buffer | string;
   linkpath?: string;
-  /** Declared size when it should differ from the body (e.g. a gzip bomb's claim). */
+  /** Declared size when it should differ from the body. */
   size?: number;
-  /** Encode the path in a PAX extended header (long names). */
+  /** Put path / linkpath in a PAX header; `ustarPath` is then what the plain header says. */
   pax?: boolean;
+  ustarPath?: string;
+  /** Break the header checksum. */
+  badChecksum?: boolean;
 }
 
 const block = (n: number) => Math.ceil(n / 512) * 512;
 
+/**
+ * Tar bytes for `entries`: any entry type, PAX overrides, declared sizes that differ from the body
+ * and broken checksums included.
+ */
 export function tar(entries: Entry[], options: { endBlocks?: boolean } = {}): Buffer {
   const chunks: Buffer[] = [];
   for (const e of entries) {
     const type = e.type ?? 'File';
     const body = e.body === undefined ? Buffer.alloc(0) : Buffer.from(e.body);
-    const size = type === 'File' ? (e.size ?? body.length) : 0;
-    if (e.pax) {
-      const pax = new Pax({ path: e.path, linkpath: e.linkpath }).encode();
-      chunks.push(pax);
-    }
+    const hasBody = type === 'File' || type === 'NextFileHasLongPath' || type === 'NextFileHasLongLinkpath' || type === 'SparseFile';
+    const size = hasBody ? (e.size ?? body.length) : 0;
+    if (e.pax) chunks.push(new Pax({ path: e.path, linkpath: e.linkpath }).encode());
     const header = new Header({
-      path: e.pax ? 'PaxHeaderPlaceholder' : e.path,
+      path: e.pax ? (e.ustarPath ?? 'PaxHeaderPlaceholder') : e.path,
       type,
       size,
       mode: type === 'Directory' ? 0o755 : 0o644,
       mtime: new Date('2024-01-01T00:00:00Z'),
-      linkpath: e.linkpath,
+      linkpath: e.pax ? undefined : e.linkpath,
       uid: 1000,
       gid: 1000,
-      devmaj: 0,
-      devmin: 0,
     });
     const buf = Buffer.alloc(512);
     header.encode(buf, 0);
+    if (e.badChecksum) buf.write('0000000\0', 148, 'latin1');
     chunks.push(buf);
-    if (type === 'File') {
-      const padded = Buffer.alloc(block(size));
+    if (hasBody) {
+      const padded = Buffer.alloc(block(Math.min(size, body.length)));
       body.copy(padded);
       chunks.push(padded);
     }

@@ -11,63 +11,12 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createGzip, gzipSync } from 'node:zlib';
-import { Header, Pax } from 'tar';
-
-/** tar's entry type names (tar does not export the type from its index). */
-type TarType = NonNullable<ConstructorParameters<typeof Header>[0]> extends infer D ? (D extends { type?: infer T } ? NonNullable<T> : never) : never;
+import { Header } from 'tar';
+import { tar as rawTar, type Entry as RawEntry } from './archives.js';
 
 /** A file name no test writes on purpose: finding it anywhere means an entry escaped. */
 export const MARKER = `pwned-${randomUUID().slice(0, 8)}`;
 
-export interface RawEntry {
-  path: string;
-  /** Any tar type name, including exotic ones: 'SparseFile', 'NextFileHasLongPath', ... */
-  type?: TarType;
-  body?: Buffer | string;
-  linkpath?: string;
-  /** Declared size when it should differ from the body. */
-  size?: number;
-  /** Put path / linkpath in a PAX header; `ustarPath` is then what the plain header says. */
-  pax?: boolean;
-  ustarPath?: string;
-  /** Break the header checksum. */
-  badChecksum?: boolean;
-}
-
-const block = (n: number) => Math.ceil(n / 512) * 512;
-
-/** Raw tar bytes; unlike helpers/archives.ts, any entry type, PAX overrides and broken headers. */
-export function rawTar(entries: RawEntry[], options: { endBlocks?: boolean } = {}): Buffer {
-  const chunks: Buffer[] = [];
-  for (const e of entries) {
-    const type = e.type ?? 'File';
-    const body = e.body === undefined ? Buffer.alloc(0) : Buffer.from(e.body);
-    const hasBody = type === 'File' || type === 'NextFileHasLongPath' || type === 'NextFileHasLongLinkpath' || type === 'SparseFile';
-    const size = hasBody ? (e.size ?? body.length) : 0;
-    if (e.pax) chunks.push(new Pax({ path: e.path, linkpath: e.linkpath }).encode());
-    const header = new Header({
-      path: e.pax ? (e.ustarPath ?? 'PaxHeaderPlaceholder') : e.path,
-      type,
-      size,
-      mode: type === 'Directory' ? 0o755 : 0o644,
-      mtime: new Date('2024-01-01T00:00:00Z'),
-      linkpath: e.pax ? undefined : e.linkpath,
-      uid: 1000,
-      gid: 1000,
-    });
-    const buf = Buffer.alloc(512);
-    header.encode(buf, 0);
-    if (e.badChecksum) buf.write('0000000\0', 148, 'latin1');
-    chunks.push(buf);
-    if (hasBody) {
-      const padded = Buffer.alloc(block(Math.min(size, body.length)));
-      body.copy(padded);
-      chunks.push(padded);
-    }
-  }
-  if (options.endBlocks !== false) chunks.push(Buffer.alloc(1024));
-  return Buffer.concat(chunks);
-}
 
 export const rawTgz = (entries: RawEntry[], options?: { endBlocks?: boolean }) => gzipSync(rawTar(entries, options));
 
