@@ -129,6 +129,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     dir: config.CACHE_DIR,
     maxBytes: config.CACHE_MAX_BYTES,
     ttlMs: config.CACHE_TTL,
+    memoryBytes: config.CACHE_MEMORY_BYTES,
     limits,
     logger: app.log.child({ component: 'cache' }),
     observer: {
@@ -136,6 +137,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
       miss: () => metrics.cacheMisses.inc(),
       evicted: (n) => metrics.cacheEvictions.inc(n),
       bytes: (total) => metrics.cacheBytes.set(total),
+      memoryBytes: (total) => metrics.cacheMemoryBytes.set(total),
     },
   });
   await cache.init();

@@ -8,11 +8,11 @@ import { z } from 'zod';
 import { ConfigError } from './errors.js';
 import { parseDuration, parseSize } from './util/units.js';
 
-const size = (example: string) =>
+const size = (example: string, { zero = false } = {}) =>
   z.string().transform((text, ctx) => {
     const bytes = parseSize(text);
-    if (bytes === undefined || bytes <= 0) {
-      ctx.addIssue({ code: 'custom', message: `is not a size: use bytes or a unit, e.g. ${example}` });
+    if (bytes === undefined || bytes < 0 || (bytes === 0 && !zero)) {
+      ctx.addIssue({ code: 'custom', message: `is not a size: use bytes or a unit, e.g. ${example}${zero ? ' (0 = off)' : ''}` });
       return z.NEVER;
     }
     return bytes;
@@ -82,6 +82,8 @@ const common = z.object({
   CACHE_DIR: z.string().min(1).default('./data/cache'),
   CACHE_MAX_BYTES: size('10GiB').default(10 * 2 ** 30),
   CACHE_TTL: duration('7d').default(7 * 86_400_000),
+  /** Memory for copies of small cached archives (each up to 1/8 of it); 0 = none. */
+  CACHE_MEMORY_BYTES: size('64MiB', { zero: true }).default(64 * 2 ** 20),
   /** Keep a copy of each accepted upload in the cache (the next GET is a hit). */
   CACHE_WRITE_THROUGH: boolean.default(true),
   /** How often a watched model is checked in storage for changes made by other replicas. */

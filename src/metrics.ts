@@ -39,6 +39,8 @@ export interface Metrics {
   readonly cacheEvictions: Counter;
   /** model_registry_cache_bytes: bytes currently held by the cache. */
   readonly cacheBytes: Gauge;
+  /** model_registry_cache_memory_bytes: bytes of small archives held in memory. */
+  readonly cacheMemoryBytes: Gauge;
   /** http_request_duration_seconds{method,route,status_code} */
   readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   /** model_registry_http_bytes_total{direction} */
@@ -93,6 +95,11 @@ export function createMetrics(): Metrics {
     help: 'Bytes currently held by the local extraction cache.',
     registers,
   });
+  const cacheMemoryBytes = new Gauge({
+    name: 'model_registry_cache_memory_bytes',
+    help: 'Bytes of small cached archives also held in memory (CACHE_MEMORY_BYTES).',
+    registers,
+  });
 
   const httpDuration = new Histogram({
     name: 'http_request_duration_seconds',
@@ -109,5 +116,5 @@ export function createMetrics(): Metrics {
   });
   for (const direction of HTTP_DIRECTIONS) httpBytes.inc({ direction }, 0);
 
-  return { registry, storageRequests, storageDuration, cacheHits, cacheMisses, cacheEvictions, cacheBytes, httpDuration, httpBytes };
+  return { registry, storageRequests, storageDuration, cacheHits, cacheMisses, cacheEvictions, cacheBytes, cacheMemoryBytes, httpDuration, httpBytes };
 }

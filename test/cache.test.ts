@@ -106,7 +106,8 @@ t.test('the cache stays within CACHE_MAX_BYTES, evicting the least recently used
   // Large enough that socket buffers cannot hold a whole response: the slow reader really is
   // still reading on the server side.
   const size = 8 * 1024 * 1024;
-  const { open, cacheDir } = await local(t, { CACHE_MAX_BYTES: String(size * 3 + size / 2) });
+  // No memory tier: these entries must be read from their files.
+  const { open, cacheDir } = await local(t, { CACHE_MAX_BYTES: String(size * 3 + size / 2), CACHE_MEMORY_BYTES: '0' });
   const r = await open();
   const archives = Array.from({ length: 6 }, (_, i) => model(`m${i}`, size - 2000));
   for (const [i, a] of archives.entries()) await put(`${r.url}/models/m${i}`, a);
@@ -131,6 +132,75 @@ t.test('the cache stays within CACHE_MAX_BYTES, evicting the least recently used
   const blobs = (await fs.readdir(path.join(cacheDir, 'blobs'))).filter((f) => f.endsWith('.tar.gz'));
   t.notOk(blobs.includes(`${sha256(archives[1]!)}.tar.gz`), 'the least recently used entry went first');
   t.ok(blobs.includes(`${sha256(archives[5]!)}.tar.gz`), 'the newest stayed');
+});
+
+t.test('small archives are answered from memory: verified on load, bounded by CACHE_MEMORY_BYTES', async (t) => {
+  const budget = 1024 * 1024; // entries up to 128 KiB
+  const { open, cacheDir } = await local(t, { CACHE_MEMORY_BYTES: String(budget) });
+  const r = await open();
+  const memory = () => metric(r, 'model_registry_cache_memory_bytes');
+  /** A cold GET, then wait for the fill to become an entry (bookkeeping ends after the response). */
+  const fill = async (name: string) => {
+    const body = await bytes(await fetch(`${r.url}/models/${name}`));
+    t.ok(await eventually(async () => (await fetch(`${r.url}/models/${name}`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT'));
+    return body;
+  };
+  const a = model('mem-a', 100 * 1024);
+  await put(`${r.url}/models/a`, a);
+  t.ok((await fill('a')).equals(a), 'cold GET (fills the disk cache)');
+  t.equal(await memory(), 0, 'a fill does not load memory');
+  t.ok((await bytes(await fetch(`${r.url}/models/a`))).equals(a), 'first cached GET');
+  t.equal(await memory(), a.length, 'the first cached GET loads the archive into memory');
+
+  // From now on the file is not read: damage it in place and the memory copy is still served.
+  const blob = path.join(cacheDir, 'blobs', `${sha256(a)}.tar.gz`);
+  const damaged = Buffer.from(a);
+  damaged[50] = damaged[50]! ^ 0xff;
+  await fs.writeFile(blob, damaged);
+  const hit = await fetch(`${r.url}/models/a`);
+  t.equal(hit.headers.get('x-cache'), 'HIT');
+  t.equal(hit.headers.get('content-length'), String(a.length));
+  t.ok((await bytes(hit)).equals(a), 'served from the verified memory copy');
+  const ranged = await fetch(`${r.url}/models/a`, { headers: { range: 'bytes=10-19' } });
+  t.equal(ranged.status, 206);
+  t.equal(ranged.headers.get('content-range'), `bytes 10-19/${a.length}`);
+  t.ok((await bytes(ranged)).equals(a.subarray(10, 20)), 'a range is a slice of the memory copy');
+
+  // A file damaged before it is loaded is caught by the hash on load and fetched again.
+  const b = model('mem-b', 100 * 1024);
+  await put(`${r.url}/models/b`, b);
+  await fill('b');
+  const blobB = path.join(cacheDir, 'blobs', `${sha256(b)}.tar.gz`);
+  const damagedB = Buffer.from(b);
+  damagedB[70] = damagedB[70]! ^ 0xff;
+  await fs.writeFile(blobB, damagedB);
+  const gets = await storageCount(r, 'get');
+  const refetched = await fetch(`${r.url}/models/b`);
+  t.equal(refetched.headers.get('x-cache'), 'MISS', 'the damaged entry was dropped');
+  t.ok((await bytes(refetched)).equals(b), 'and the right bytes served');
+  t.equal((await storageCount(r, 'get')) - gets, 1, 'fetched again from storage');
+
+  // Archives above 1/8 of the budget stay on disk.
+  const big = model('mem-big', 300 * 1024);
+  await put(`${r.url}/models/big`, big);
+  await fill('big');
+  const held = await memory();
+  t.ok((await bytes(await fetch(`${r.url}/models/big`))).equals(big));
+  t.equal(await memory(), held, 'a large archive is not held in memory');
+
+  // The budget holds: the least recently used copies go first.
+  for (let i = 0; i < 12; i++) {
+    const m = model(`mem-${i}`, 100 * 1024);
+    await put(`${r.url}/models/m${i}`, m);
+    await fill(`m${i}`);
+    t.ok((await bytes(await fetch(`${r.url}/models/m${i}`))).equals(m));
+    t.ok((await memory()) <= budget, `memory ${await memory()} within ${budget}`);
+  }
+  t.ok((await memory()) > budget - 2 * 110 * 1024, 'the budget is used');
+  await fs.writeFile(blob, damaged); // still damaged on disk; a's memory copy was dropped (least recent)
+  const dropped = await fetch(`${r.url}/models/a`);
+  t.ok((await bytes(dropped)).equals(a), 'after its memory copy was dropped, a is read again, found damaged, and refetched');
+  t.equal(dropped.headers.get('x-cache'), 'MISS');
 });
 
 t.test('entries older than CACHE_TTL expire', async (t) => {

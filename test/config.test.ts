@@ -26,6 +26,8 @@ t.test('defaults need no configuration', async (t) => {
     MAX_MODEL_BYTES: 20 * 2 ** 30, MAX_EXTRACTED_BYTES: 100 * 2 ** 30, MAX_ARCHIVE_ENTRIES: 100_000, AUTH_TOKENS: [], ALLOW_ANONYMOUS: false,
   });
   t.equal(loadConfig({ PORT: '' }).PORT, 8080, 'empty means unset');
+  t.equal(loadConfig({}).CACHE_MEMORY_BYTES, 64 * 2 ** 20);
+  t.equal(loadConfig({ CACHE_MEMORY_BYTES: '0' }).CACHE_MEMORY_BYTES, 0, 'the memory tier can be turned off');
   t.match(loadConfig({ AUTH_TOKENS: 'read:aaaaaaaa, admin:bbbbbbbb' }).AUTH_TOKENS, [{ scope: 'read', token: 'aaaaaaaa' }, { scope: 'admin', token: 'bbbbbbbb' }]);
 });
 
@@ -38,6 +40,8 @@ t.test('a bad value names the variable and the fix', async (t) => {
     [{ PORT: '70000' }, /^PORT=/],
     [{ MAX_MODEL_BYTES: 'lots' }, /^MAX_MODEL_BYTES="lots" is not a size: use bytes or a unit, e\.g\. 20GiB/],
     [{ MAX_EXTRACTED_BYTES: '-1' }, /^MAX_EXTRACTED_BYTES=/],
+    [{ MAX_MODEL_BYTES: '0' }, /^MAX_MODEL_BYTES="0" is not a size/],
+    [{ CACHE_MEMORY_BYTES: 'some' }, /^CACHE_MEMORY_BYTES="some" is not a size: use bytes or a unit, e\.g\. 64MiB \(0 = off\)/],
     [{ MAX_ARCHIVE_ENTRIES: '1.5' }, /^MAX_ARCHIVE_ENTRIES=/],
     [{ MODEL_HISTORY: 'all' }, /^MODEL_HISTORY="all" must be a whole number/],
     [{ ALLOW_ANONYMOUS: 'maybe' }, /^ALLOW_ANONYMOUS="maybe" must be true or false/],

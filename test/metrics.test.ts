@@ -214,6 +214,7 @@ t.test('GET /metrics serves process, storage, cache and HTTP series for every ro
     'model_registry_cache_misses_total',
     'model_registry_cache_evictions_total',
     'model_registry_cache_bytes',
+    'model_registry_cache_memory_bytes',
     'model_registry_http_bytes_total',
   ]) {
     t.match(initial, new RegExp(`^${name}(_bucket|_count|_sum)?(\\{[^}]*\\})? 0$`, 'm'), `${name} is exported at zero before any traffic`);

@@ -12,6 +12,11 @@
  * that is ever served. After a restart, an entry whose stamp no longer matches its file (changed,
  * truncated) is hashed again before it is served, and dropped if it is wrong.
  * Eviction is least-recently-used by bytes plus an age limit, and skips entries being read.
+ *
+ * Small archives (up to 1/8 of CACHE_MEMORY_BYTES each) are also held in memory once read, hashed
+ * again as they are loaded, so the hot small model an inference fleet polls is answered with one
+ * socket write — no open, read, close or buffer churn per request (the disk tier stays the truth:
+ * evicting an entry drops its memory copy).
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -27,6 +32,8 @@ export interface CacheObserver {
   miss(): void;
   evicted(count: number): void;
   bytes(total: number): void;
+  /** Bytes of archives held in memory. */
+  memoryBytes?(total: number): void;
 }
 
 export interface BlobStoreOptions {
@@ -37,6 +44,8 @@ export interface BlobStoreOptions {
   observer?: CacheObserver;
   /** Extra bytes an entry holds beside its blob (its extracted tree), removed with it. */
   onEvict?: (digest: string) => Promise<void>;
+  /** Bound of the in-memory copies of small archives; 0 = none. */
+  memoryBytes?: number;
 }
 
 interface Entry {
@@ -62,6 +71,10 @@ export class BlobStore {
   readonly #fills = new Map<string, Fill>();
   readonly #verifying = new Map<string, Promise<boolean>>();
   #total = 0;
+  /** Verified copies of small archives, least recently used first. */
+  readonly #memory = new Map<string, Buffer>();
+  readonly #loading = new Map<string, Promise<Buffer | undefined>>();
+  #memoryTotal = 0;
 
   constructor(options: BlobStoreOptions) {
     this.#opts = options;
@@ -113,15 +126,29 @@ export class BlobStore {
     this.#opts.observer?.bytes(this.#total);
   }
 
+  /** Bytes of archives held in memory. */
+  get memoryBytes(): number {
+    return this.#memoryTotal;
+  }
+
   /**
-   * A stream of the archive `digest` (`size` bytes), from the cache, or from `fetch` on a miss
-   * while filling the cache. Concurrent misses share one fetch. `hit` says which.
+   * The archive `digest` (`size` bytes), from the cache (a small one as a Buffer from memory,
+   * else a file stream), or from `fetch` on a miss while filling the cache. Concurrent misses
+   * share one fetch. `hit` says which.
    */
-  async open(digest: string, size: number, fetch: Fetch, range?: Range): Promise<{ body: Readable; hit: boolean }> {
+  async open(digest: string, size: number, fetch: Fetch, range?: Range): Promise<{ body: Readable | Buffer; hit: boolean }> {
     if (!HEX.test(digest)) throw new TypeError(`not a digest: ${digest}`);
     if (this.#entries.has(digest) && (await this.#ensureVerified(digest))) {
-      this.#opts.observer?.hit();
-      return { body: this.#readEntry(digest, range), hit: true };
+      const bytes = this.#fromMemory(digest) ?? (await this.#loadIntoMemory(digest));
+      if (bytes) {
+        this.#opts.observer?.hit();
+        this.#use(digest);
+        return { body: range ? bytes.subarray(range.start, range.end + 1) : bytes, hit: true };
+      }
+      if (this.#entries.has(digest)) {
+        this.#opts.observer?.hit();
+        return { body: this.#readEntry(digest, range), hit: true };
+      }
     }
     this.#opts.observer?.miss();
     const fill = this.#fillFor(digest, size, fetch);
@@ -195,6 +222,66 @@ export class BlobStore {
   }
 
   // ---- internals ----
+
+  /**
+   * Reads a small verified entry into memory, checking its digest again (the file could have
+   * been damaged since it was verified); a damaged entry is removed. Undefined when the entry is
+   * too large for the memory tier, or was removed.
+   */
+  async #loadIntoMemory(digest: string): Promise<Buffer | undefined> {
+    const budget = this.#opts.memoryBytes ?? 0;
+    const entry = this.#entries.get(digest);
+    if (!entry || entry.size > budget / 8) return undefined;
+    let pending = this.#loading.get(digest);
+    if (!pending) {
+      pending = (async () => {
+        entry.readers++;
+        let bytes: Buffer;
+        try {
+          bytes = await fs.readFile(this.blobPath(digest));
+        } catch {
+          return undefined;
+        } finally {
+          entry.readers--;
+        }
+        if (createHash('sha256').update(bytes).digest('hex') !== digest) {
+          this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
+          await this.#remove(digest);
+          return undefined;
+        }
+        if (!this.#entries.has(digest)) return bytes; // evicted meanwhile: serve it, keep nothing
+        this.#memory.set(digest, bytes);
+        this.#memoryTotal += bytes.length;
+        for (const [old, held] of this.#memory) {
+          if (this.#memoryTotal <= budget) break;
+          this.#memory.delete(old);
+          this.#memoryTotal -= held.length;
+        }
+        this.#opts.observer?.memoryBytes?.(this.#memoryTotal);
+        return bytes;
+      })().finally(() => this.#loading.delete(digest));
+      this.#loading.set(digest, pending);
+    }
+    return pending;
+  }
+
+  /** The memory copy of `digest`, now the most recently used one. */
+  #fromMemory(digest: string): Buffer | undefined {
+    const held = this.#memory.get(digest);
+    if (held) {
+      this.#memory.delete(digest);
+      this.#memory.set(digest, held);
+    }
+    return held;
+  }
+
+  #dropFromMemory(digest: string): void {
+    const held = this.#memory.get(digest);
+    if (!held) return;
+    this.#memory.delete(digest);
+    this.#memoryTotal -= held.length;
+    this.#opts.observer?.memoryBytes?.(this.#memoryTotal);
+  }
 
   async #runFill(fill: Fill, fetch: Fetch): Promise<void> {
     try {
@@ -272,6 +359,7 @@ export class BlobStore {
     const entry = this.#entries.get(digest);
     if (!entry) return;
     this.#entries.delete(digest);
+    this.#dropFromMemory(digest);
     this.#total -= entry.size + entry.extra;
     this.#opts.observer?.bytes(this.#total);
     await fs.rm(this.#stampPath(digest), { force: true });

@@ -20,6 +20,8 @@ export interface ModelCacheOptions {
   limits: ArchiveLimits;
   logger: Logger;
   observer?: CacheObserver;
+  /** Bound of the in-memory copies of small archives (CACHE_MEMORY_BYTES); 0 or absent = none. */
+  memoryBytes?: number;
 }
 
 export class ModelCache {

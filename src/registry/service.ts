@@ -202,7 +202,7 @@ export class ModelRegistry {
    * cache. Throws PreconditionFailedError if the object changed since it was described (the
    * caller describes again).
    */
-  async read(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<{ body: Readable; cache: CacheStatus }> {
+  async read(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<{ body: Readable | Buffer; cache: CacheStatus }> {
     if (!this.#cache) return { body: await this.#openPinned(model, range, signal), cache: 'BYPASS' };
     const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s), range);
     return { body, cache: hit ? 'HIT' : 'MISS' };

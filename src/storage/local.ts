@@ -14,6 +14,8 @@
  * the lock. Metadata sidecars are named by the token (inode + mtime + size) of the file they
  * describe, and written before the rename, so a reader that opened a file always finds the
  * metadata of exactly that file; sidecars of replaced files are deleted after the rename.
+ * Because a sidecar belongs to one token, the sidecars this process has read are remembered by
+ * key + token (a bounded memo): describing an unchanged model costs one stat, not a file read.
  */
 import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, type BigIntStats } from 'node:fs';
@@ -29,6 +31,8 @@ import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCon
 
 const UPLOADS = '.uploads';
 const META = '.meta';
+/** Sidecars remembered by key + token (their contents never change for a token, see readMeta). */
+const META_MEMO_ENTRIES = 4096;
 
 class LocalStaged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly file: string) {}
@@ -48,6 +52,8 @@ export class LocalStorage implements Storage {
   readonly root: string;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
+  /** key → the sidecar last read or written for it, with the token it belongs to. */
+  readonly #metaMemo = new Map<string, { token: string; metadata: Metadata }>();
 
   constructor(options: LocalStorageOptions) {
     this.root = path.resolve(options.root);
@@ -309,19 +315,38 @@ export class LocalStorage implements Storage {
       await fs.writeFile(tmp, JSON.stringify(metadata), { flush: true });
       await fs.rename(tmp, file);
     });
+    this.#memo(key, token, metadata);
   }
 
   async #removeMeta(key: string, token: string): Promise<void> {
+    if (this.#metaMemo.get(key)?.token === token) this.#metaMemo.delete(key);
     await fs.rm(this.#metaPath(key, token), { force: true });
   }
 
+  /**
+   * The sidecar of `key` at `token`. A sidecar is written once, before its file becomes visible
+   * under the key, and only setMetadata rewrites it — for objects that had none (written by
+   * another tool). So a non-empty sidecar read once is still right for as long as the token is
+   * the key's token; empty results are not remembered.
+   */
   async #readMeta(key: string, token: string): Promise<Metadata> {
+    const memo = this.#metaMemo.get(key);
+    if (memo?.token === token) return memo.metadata;
     try {
-      return JSON.parse(await fs.readFile(this.#metaPath(key, token), 'utf8')) as Metadata;
+      const metadata = JSON.parse(await fs.readFile(this.#metaPath(key, token), 'utf8')) as Metadata;
+      this.#memo(key, token, metadata);
+      return metadata;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError) return {};
       throw translate(err);
     }
+  }
+
+  #memo(key: string, token: string, metadata: Metadata): void {
+    this.#metaMemo.delete(key);
+    if (Object.keys(metadata).length === 0) return;
+    this.#metaMemo.set(key, { token, metadata: Object.freeze(metadata) });
+    if (this.#metaMemo.size > META_MEMO_ENTRIES) this.#metaMemo.delete(this.#metaMemo.keys().next().value!);
   }
 
   async #info(key: string, stats: BigIntStats): Promise<ObjectInfo> {
