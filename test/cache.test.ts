@@ -225,6 +225,43 @@ t.test('write-through: an accepted upload is served from the cache at once', asy
   t.equal(await metric(r, 'model_registry_cache_bytes'), a.length, 'refused uploads leave nothing in the cache');
 });
 
+t.test('write-through on local storage links the stored file into the cache instead of writing it twice', async (t) => {
+  const { open, storageDir, cacheDir } = await local(t, { CACHE_WRITE_THROUGH: 'true' });
+  const r = await open();
+  const a = model('link');
+  await put(`${r.url}/models/m`, a);
+  const stored = await fs.stat(path.join(storageDir, 'm.tar.gz'));
+  const cached = await fs.stat(path.join(cacheDir, 'blobs', `${sha256(a)}.tar.gz`));
+  t.equal(cached.ino, stored.ino, 'one inode, two names');
+  const b = model('link-2');
+  await put(`${r.url}/models/m`, b);
+  const res = await fetch(`${r.url}/models/m?version=1`);
+  t.equal(res.headers.get('x-cache'), 'HIT');
+  t.ok((await bytes(res)).equals(a), 'the replaced version is still served whole from the cache');
+  t.equal(await storageCount(r, 'get'), 0);
+});
+
+t.test('a cached file changed on disk while the server runs is hashed again before it is served', async (t) => {
+  const { open, cacheDir } = await local(t, { CACHE_MEMORY_BYTES: '0' });
+  const r = await open();
+  const a = model('changed');
+  await put(`${r.url}/models/m`, a);
+  await bytes(await fetch(`${r.url}/models/m`));
+  t.ok(await eventually(async () => (await fetch(`${r.url}/models/m`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT'));
+  const hit = await fetch(`${r.url}/models/m`);
+  t.equal(hit.headers.get('x-cache'), 'HIT');
+  t.ok((await bytes(hit)).equals(a));
+  const damaged = Buffer.from(a);
+  damaged[200] = damaged[200]! ^ 0xff;
+  await new Promise((resolve) => setTimeout(resolve, 20)); // a later mtime
+  await fs.writeFile(path.join(cacheDir, 'blobs', `${sha256(a)}.tar.gz`), damaged);
+  const gets = await storageCount(r, 'get');
+  const res = await fetch(`${r.url}/models/m`);
+  t.equal(res.headers.get('x-cache'), 'MISS', 'the changed entry was found wrong and dropped');
+  t.ok((await bytes(res)).equals(a), 'the right bytes were served');
+  t.equal((await storageCount(r, 'get')) - gets, 1);
+});
+
 t.test('files: manifest and single files from the extracted archive', async (t) => {
   const { open } = await local(t);
   const r = await open();

@@ -55,6 +55,8 @@ interface Entry {
   lastUsed: number;
   readers: number;
   verified: boolean;
+  /** inode-mtime-size of the file when it was verified: a file changed since is hashed again. */
+  stamp: string;
 }
 
 export type Range = { start: number; end: number };
@@ -108,6 +110,7 @@ export class BlobStore {
         lastUsed: stampStats?.mtimeMs ?? stats.mtimeMs,
         readers: 0,
         verified: stamp === stampOf(stats),
+        stamp: stampOf(stats),
       });
     }
     await this.evict();
@@ -138,16 +141,18 @@ export class BlobStore {
    */
   async open(digest: string, size: number, fetch: Fetch, range?: Range): Promise<{ body: Readable | Buffer; hit: boolean }> {
     if (!HEX.test(digest)) throw new TypeError(`not a digest: ${digest}`);
-    if (this.#entries.has(digest) && (await this.#ensureVerified(digest))) {
+    // Twice at most: a file found changed since it was verified is hashed again first.
+    for (let attempt = 0; attempt < 2 && this.#entries.has(digest) && (await this.#ensureVerified(digest)); attempt++) {
       const bytes = this.#fromMemory(digest) ?? (await this.#loadIntoMemory(digest));
       if (bytes) {
         this.#opts.observer?.hit();
         this.#use(digest);
         return { body: range ? bytes.subarray(range.start, range.end + 1) : bytes, hit: true };
       }
-      if (this.#entries.has(digest)) {
+      const body = this.#entries.has(digest) ? await this.#readEntry(digest, range) : undefined;
+      if (body) {
         this.#opts.observer?.hit();
-        return { body: this.#readEntry(digest, range), hit: true };
+        return { body, hit: true };
       }
     }
     this.#opts.observer?.miss();
@@ -183,7 +188,7 @@ export class BlobStore {
     await fs.rename(file, target);
     const stats = await fs.stat(target);
     await fs.writeFile(this.#stampPath(digest), stampOf(stats));
-    this.#add(digest, { size: stats.size, extra: 0, lastUsed: Date.now(), readers: 0, verified: true });
+    this.#add(digest, { size: stats.size, extra: 0, lastUsed: Date.now(), readers: 0, verified: true, stamp: stampOf(stats) });
     await this.evict();
   }
 
@@ -291,7 +296,7 @@ export class BlobStore {
       const stats = await fs.stat(target);
       await fs.writeFile(this.#stampPath(fill.digest), stampOf(stats));
       // Clients still reading from the fill now read the entry: eviction must leave it alone.
-      const entry: Entry = { size: stats.size, extra: 0, lastUsed: Date.now(), readers: 0, verified: true };
+      const entry: Entry = { size: stats.size, extra: 0, lastUsed: Date.now(), readers: 0, verified: true, stamp: stampOf(stats) };
       this.#add(fill.digest, entry);
       fill.finish(entry);
       await this.evict();
@@ -304,10 +309,22 @@ export class BlobStore {
     }
   }
 
-  #readEntry(digest: string, range?: Range): Readable {
+  /** A stream of a verified entry; undefined when its file changed since it was verified. */
+  async #readEntry(digest: string, range?: Range): Promise<Readable | undefined> {
     const entry = this.#use(digest)!;
     entry.readers++;
-    const body = createReadStream(this.blobPath(digest), { start: range?.start, end: range?.end, highWaterMark: 256 * 1024 });
+    let handle: fs.FileHandle | undefined;
+    try {
+      handle = await fs.open(this.blobPath(digest), 'r');
+      if (stampOf(await handle.stat()) !== entry.stamp) throw new Error('changed since it was verified');
+    } catch {
+      // Changed or gone: hashed again (and dropped if wrong) before anything is served from it.
+      entry.verified = false;
+      await handle?.close().catch(() => {});
+      entry.readers--;
+      return undefined;
+    }
+    const body = createReadStream('', { fd: handle, start: range?.start, end: range?.end, highWaterMark: 256 * 1024 });
     body.once('close', () => entry.readers--);
     return body;
   }
@@ -337,7 +354,8 @@ export class BlobStore {
         const ok = hash.digest('hex') === digest;
         if (ok) {
           entry.verified = true;
-          await fs.writeFile(this.#stampPath(digest), stampOf(await fs.stat(this.blobPath(digest))));
+          entry.stamp = stampOf(await fs.stat(this.blobPath(digest)));
+          await fs.writeFile(this.#stampPath(digest), entry.stamp);
         } else {
           this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
           await this.#remove(digest);

@@ -12,6 +12,9 @@ import { createGunzip, type Gunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { errors, RegistryError } from '../errors.js';
 
+/** Bytes of body handed to gunzip at a time. */
+const INFLATE_BATCH = 1024 * 1024;
+
 export interface ArchiveLimits {
   maxModelBytes: number;
   maxExtractedBytes: number;
@@ -48,6 +51,9 @@ export class ArchiveValidator extends Transform {
   #parsed = false;
   #onParsed: (() => void) | undefined;
   #summary: ArchiveSummary | undefined;
+  /** Body chunks not yet inflated: fed to gunzip by the MiB (see #inflate). */
+  #pending: Buffer[] = [];
+  #pendingBytes = 0;
 
   constructor(format: ArchiveFormat, limits: ArchiveLimits) {
     super({ highWaterMark: 1024 * 1024 });
@@ -62,7 +68,7 @@ export class ArchiveValidator extends Transform {
       this.#onParsed?.();
     });
     if (format === 'gzip') {
-      this.#gunzip = createGunzip({ chunkSize: 256 * 1024 });
+      this.#gunzip = createGunzip({ chunkSize: 1024 * 1024 });
       this.#gunzip.on('data', (chunk: Buffer) => this.#tar(chunk));
       this.#gunzip.on('end', () => this.#parser.end());
       this.#gunzip.on('error', (err) =>
@@ -86,8 +92,10 @@ export class ArchiveValidator extends Transform {
     this.#hash.update(chunk);
     this.push(chunk);
     if (this.#gunzip) {
-      if (this.#gunzip.write(chunk)) return callback();
-      this.#gunzip.once('drain', () => callback());
+      this.#pending.push(chunk);
+      this.#pendingBytes += chunk.length;
+      if (this.#pendingBytes < INFLATE_BATCH) return callback();
+      this.#inflate(callback);
     } else {
       this.#tar(chunk);
       callback();
@@ -115,9 +123,21 @@ export class ArchiveValidator extends Transform {
       };
       callback();
     };
-    if (this.#gunzip) this.#gunzip.end();
+    if (this.#gunzip) this.#inflate(() => this.#gunzip!.end());
     else this.#parser.end();
     if (this.#parsed) this.#onParsed();
+  }
+
+  /**
+   * Hands the pending body to gunzip as one buffer. Each write is a round trip to the thread pool,
+   * so feeding it socket-sized (64 KiB) chunks made inflation 2–3× slower than the bytes arrive.
+   */
+  #inflate(callback: () => void): void {
+    const batch = this.#pending.length === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes);
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    if (batch.length === 0 || this.#gunzip!.write(batch)) return callback();
+    this.#gunzip!.once('drain', () => callback());
   }
 
   override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {

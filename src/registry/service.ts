@@ -12,7 +12,7 @@
  * the next replace overwrites with the same bytes. If 3 loses a race, 2–3 are retried against
  * the new current version; a client's own If-Match is re-checked each time.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { open, rm, type FileHandle } from 'node:fs/promises';
 import { Transform, type Readable } from 'node:stream';
@@ -116,8 +116,12 @@ export class ModelRegistry {
     assertLabels(input.labels);
     const key = keys.current(name);
     const validator = new ArchiveValidator(input.format, this.#limits);
-    const copyTo = this.#cache && this.#writeThrough ? this.#cache.blobs.tempPath() : undefined;
-    const stored = new DigestCounter(copyTo);
+    // Write-through: a local backend links its committed file into the cache (no second write);
+    // others get a copy of the bytes as they stream to storage.
+    const writeThrough = this.#cache && this.#writeThrough ? this.#cache : undefined;
+    const copyTo = writeThrough && !this.storage.copyOut ? writeThrough.blobs.tempPath() : undefined;
+    // A .tar.gz is stored as received: the validator's digest of the body is the stored digest.
+    const stored = new DigestCounter({ copyTo, hash: input.format === 'tar' });
     const streams = input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
     // If the pipeline fails before it touches `stored` (e.g. a bad argument), fail the staging
     // too: otherwise stage() waits forever for a body that never ends.
@@ -138,22 +142,33 @@ export class ModelRegistry {
       if (input.expected && input.expected.sha256 !== summary.receivedSha256) {
         throw errors.digestMismatch(input.expected.header, input.expected.sha256, summary.receivedSha256);
       }
+      const sha256 = stored.sha256 ?? summary.receivedSha256;
       const metadata = {
-        sha256: stored.sha256,
+        sha256,
         createdAt: new Date().toISOString(),
         labels: input.labels,
       };
       published = await this.#publish(name, input.condition, (current, version) =>
         this.storage.commit(staged.value, encodeMetadata({ ...metadata, version }), condition(current)),
       );
+      if (writeThrough) await this.#admit(writeThrough, published.model, copyTo);
       return published;
     } finally {
       await this.storage.discard(staged.value).catch(() => {});
-      if (copyTo) {
-        // Write-through: the validated bytes become a cache entry under their digest.
-        if (published) await this.#cache!.blobs.admit(stored.sha256, copyTo).catch((err) => this.#log.warn({ err }, 'cache write-through failed'));
-        else await rm(copyTo, { force: true });
-      }
+      if (copyTo && !published) await rm(copyTo, { force: true });
+    }
+  }
+
+  /** Write-through: the accepted bytes become a cache entry under their digest. */
+  async #admit(cache: ModelCache, model: ModelVersion, copied: string | undefined): Promise<void> {
+    const file = copied ?? cache.blobs.tempPath();
+    try {
+      if (!copied) await this.storage.copyOut!(model.storageKey, model.token, file);
+      await cache.blobs.admit(model.sha256, file);
+    } catch (err) {
+      // The upload stands; the first download fills the cache instead.
+      await rm(file, { force: true });
+      this.#log.warn({ err, model: model.name }, 'cache write-through failed');
     }
   }
 
@@ -432,22 +447,24 @@ export class ModelRegistry {
  * tar), and optionally writes a copy of them to `copyTo` (cache write-through).
  */
 class DigestCounter extends Transform {
-  readonly #hash = createHash('sha256');
+  readonly #hash: Hash | undefined;
   readonly #copyTo: string | undefined;
   #copy: Promise<FileHandle> | undefined;
   size = 0;
   #sha256: string | undefined;
-  constructor(copyTo?: string) {
+  constructor(options: { copyTo?: string; hash: boolean }) {
     super();
-    this.#copyTo = copyTo;
+    this.#copyTo = options.copyTo;
+    this.#hash = options.hash ? createHash('sha256') : undefined;
   }
-  get sha256(): string {
-    this.#sha256 ??= this.#hash.digest('hex');
+  /** The SHA-256 of the bytes that went through, when asked to hash them. */
+  get sha256(): string | undefined {
+    this.#sha256 ??= this.#hash?.digest('hex');
     return this.#sha256;
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
     this.size += chunk.length;
-    this.#hash.update(chunk);
+    this.#hash?.update(chunk);
     if (!this.#copyTo) return cb(null, chunk);
     this.#copy ??= open(this.#copyTo, 'w');
     this.#copy.then((h) => h.write(chunk)).then(() => cb(null, chunk), cb);

@@ -14,6 +14,7 @@
  *   commit      → put      (publishing them under the key)
  *   setMetadata → put
  *   copy        → copy
+ *   copyOut     → copy     (local files: a hard link into the cache)
  *   delete      → delete
  *   discard     → delete
  *   list        → list     one count per list() iteration that was started, recorded when it
@@ -109,6 +110,11 @@ class InstrumentedStorage implements Storage {
     options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
   ): Promise<ObjectInfo> {
     return this.#timed('copy', () => this.inner.copy(from, to, options));
+  }
+
+  get copyOut(): Storage['copyOut'] {
+    const inner = this.inner;
+    return inner.copyOut && ((key, token, dest) => this.#timed('copy', () => inner.copyOut!(key, token, dest)));
   }
 
   setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {

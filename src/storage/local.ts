@@ -124,7 +124,7 @@ export class LocalStorage implements Storage {
       // Open before streaming: a write stream opens lazily, so a body that fails at once could
       // otherwise create the file after the cleanup below has run.
       const handle = await this.#io(() => fs.open(file, 'wx'));
-      const sink = createWriteStream('', { fd: handle, flush: true });
+      const sink = createWriteStream('', { fd: handle, flush: true, highWaterMark: 4 * 1024 * 1024 });
       await this.#io(() => pipeline(body, sink, { signal: options.signal }));
       return new LocalStaged(key, sink.bytesWritten, file);
     } catch (err) {
@@ -196,6 +196,30 @@ export class LocalStorage implements Storage {
     } catch (err) {
       this.#active.delete(file);
       await fs.rm(file, { force: true });
+      throw err;
+    }
+  }
+
+  async copyOut(key: string, token: string, dest: string): Promise<void> {
+    const source = this.#path(key);
+    // A link shares the inode, so the token of `dest` is the token of the bytes it holds; files
+    // are never changed in place, so the link stays right. Across filesystems: a copy.
+    const linked = await fs.link(source, dest).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') throw new NotFoundError(key, { cause: err });
+        return false;
+      },
+    );
+    try {
+      if (!linked) {
+        if (tokenOf(await this.#stat(key)) !== token) throw new PreconditionFailedError(key);
+        await this.#io(() => fs.copyFile(source, dest, fs.constants.COPYFILE_FICLONE), key);
+      }
+      const now = linked ? tokenOf(await fs.stat(dest, { bigint: true })) : tokenOf(await this.#stat(key));
+      if (now !== token) throw new PreconditionFailedError(key);
+    } catch (err) {
+      await fs.rm(dest, { force: true });
       throw err;
     }
   }

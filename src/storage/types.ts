@@ -122,6 +122,13 @@ export interface Storage {
   delete(key: string): Promise<void>;
 
   /**
+   * Only on backends whose objects are local files: makes `dest` (a path on this machine) a file
+   * with the bytes of `key` while its token is `token` — a hard link when possible, so it costs
+   * no write. Throws PreconditionFailedError when `key` has another token by then.
+   */
+  copyOut?(key: string, token: string, dest: string): Promise<void>;
+
+  /**
    * Lists keys starting with `prefix` that have no further '/' after it, in ascending key order,
    * starting after `startAfter`. Staging areas and backend bookkeeping are never listed.
    */

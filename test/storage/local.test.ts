@@ -55,6 +55,40 @@ t.test('sweep removes staged files of dead writers and keeps live ones', async (
   t.equal(await fs.readFile(path.join(s.root, 'a.tar.gz'), 'utf8'), 'live', 'the live upload survived the sweep');
 });
 
+t.test('copyOut links the pinned version out of storage, or refuses a replaced one', async (t) => {
+  const s = await local(t);
+  const out = await tempDir(t, 'mr-out-');
+  const first = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('one')])), { version: '1' }, {});
+  const dest = path.join(out, 'one');
+  await s.copyOut('m.tar.gz', first.token, dest);
+  t.equal(await fs.readFile(dest, 'utf8'), 'one');
+  t.equal((await fs.stat(dest)).ino, (await fs.stat(path.join(s.root, 'm.tar.gz'))).ino, 'a hard link: no second write');
+
+  await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('two')])), { version: '2' }, { ifMatch: first.token });
+  t.equal(await fs.readFile(dest, 'utf8'), 'one', 'replacing the key leaves the linked copy whole');
+  const stale = path.join(out, 'stale');
+  await t.rejects(s.copyOut('m.tar.gz', first.token, stale), { name: 'PreconditionFailedError' });
+  await t.rejects(fs.stat(stale), { code: 'ENOENT' }, 'nothing left behind');
+  await t.rejects(s.copyOut('gone.tar.gz', first.token, stale), { name: 'NotFoundError' });
+});
+
+t.test('a sidecar rewritten for the same token (another tool, another process) is not served stale', async (t) => {
+  const root = await tempDir(t);
+  const a = new LocalStorage({ root });
+  const b = new LocalStorage({ root });
+  await a.init();
+  // A file put there by hand has no sidecar: nothing is remembered for it.
+  await fs.writeFile(path.join(root, 'h.tar.gz'), 'by hand');
+  const bare = await a.head('h.tar.gz');
+  t.same(bare.metadata, {});
+  await b.setMetadata('h.tar.gz', bare.token, { sha256: 'abc' });
+  t.same((await a.head('h.tar.gz')).metadata, { sha256: 'abc' }, 'the other process\'s metadata is seen');
+  // A replace by the other process is a new token: seen at once.
+  const info = await b.commit(await b.stage('h.tar.gz', Readable.from([Buffer.from('v2')])), { sha256: 'def' }, {});
+  t.same((await a.head('h.tar.gz')).metadata, { sha256: 'def' });
+  t.equal((await a.head('h.tar.gz')).token, info.token);
+});
+
 t.test('keys that could leave the root are refused', async (t) => {
   const s = await local(t);
   for (const key of ['../x.tar.gz', '/etc/passwd', 'a//b', 'a/../b', '']) {
