@@ -201,6 +201,7 @@ t.test('small archives are answered from memory: verified on load, bounded by CA
   const dropped = await fetch(`${r.url}/models/a`);
   t.ok((await bytes(dropped)).equals(a), 'after its memory copy was dropped, a is read again, found damaged, and refetched');
   t.equal(dropped.headers.get('x-cache'), 'MISS');
+  t.ok(await eventually(async () => (await fetch(`${r.url}/models/a`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT'), 'the refetch settles');
 });
 
 t.test('entries older than CACHE_TTL expire', async (t) => {
@@ -260,6 +261,7 @@ t.test('a cached file changed on disk while the server runs is hashed again befo
   t.equal(res.headers.get('x-cache'), 'MISS', 'the changed entry was found wrong and dropped');
   t.ok((await bytes(res)).equals(a), 'the right bytes were served');
   t.equal((await storageCount(r, 'get')) - gets, 1);
+  t.ok(await eventually(async () => (await fetch(`${r.url}/models/m`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT'), 'the refetch settles');
 });
 
 t.test('files: manifest and single files from the extracted archive', async (t) => {

@@ -64,6 +64,8 @@ export type Range = { start: number; end: number };
 export type Fetch = (signal: AbortSignal) => Promise<Readable>;
 
 const HEX = /^[0-9a-f]{64}$/;
+/** Bytes of a fill kept in memory for the readers following it. */
+const RECENT_BYTES = 4 * 1024 * 1024;
 const TOUCH_EVERY_MS = 60_000;
 
 export class BlobStore {
@@ -390,17 +392,48 @@ export class BlobStore {
   }
 }
 
+/** Writes `chunks` at the file position, all of them (writev may write less); returns the bytes. */
+async function writeAll(handle: fs.FileHandle, chunks: Buffer[]): Promise<number> {
+  let left = chunks;
+  let done = 0;
+  while (left.length > 0) {
+    // At most IOV_MAX (1024) buffers per call.
+    const { bytesWritten } = await handle.writev(left.slice(0, 1024));
+    if (bytesWritten === 0) throw new Error('the disk took no bytes');
+    done += bytesWritten;
+    let skip = bytesWritten;
+    const rest: Buffer[] = [];
+    for (const c of left) {
+      if (skip >= c.length) skip -= c.length;
+      else {
+        rest.push(skip > 0 ? c.subarray(skip) : c);
+        skip = 0;
+      }
+    }
+    left = rest;
+  }
+  return done;
+}
+
 function stampOf(stats: Stats): string {
   return `${stats.ino}-${Math.trunc(stats.mtimeMs)}-${stats.size}`;
 }
 
 /**
- * One download into the cache. Bytes are hashed and written to a temp file; readers follow the
- * file as it grows ("tail -f"), waiting on progress events when they catch up.
+ * One download into the cache. Bytes are hashed and written to a temp file. Readers follow the
+ * download: the most recent bytes (`#recent`: every chunk not yet on disk, and at least the last
+ * RECENT_BYTES) are taken from memory, so a reader that keeps up with the download never waits
+ * for the disk nor reads the file back; a reader further behind reads the file ("tail -f").
  */
 class Fill extends EventEmitter {
   readonly file: string;
+  /** Bytes on disk (written to the temp file). */
   written = 0;
+  /** Bytes received from storage (hashed; on disk or about to be). */
+  received = 0;
+  /** The latest received chunks, in order, with their offsets; `#recentBytes` in all. */
+  #recent: { offset: number; chunk: Buffer }[] = [];
+  #recentBytes = 0;
   done = false;
   error: Error | undefined;
   readonly started: Promise<void>;
@@ -436,12 +469,24 @@ class Fill extends EventEmitter {
       this.#markStarted();
       const hash = createHash('sha256');
       const sink = new Writable({
+        // Chunks queue here while a write is on the thread pool, then go to disk in one writev.
+        // (Larger buffers here and in RECENT_BYTES measured slower: chunks held longer are
+        // promoted to V8's old space, and the garbage collector then costs more than the copy.)
         highWaterMark: 1024 * 1024,
-        write: (chunk: Buffer, _enc, cb) => {
-          hash.update(chunk);
-          handle.write(chunk).then(
-            () => {
-              this.written += chunk.length;
+        writev: (entries: { chunk: Buffer }[], cb) => {
+          const chunks = entries.map((e) => e.chunk);
+          for (const chunk of chunks) {
+            hash.update(chunk);
+            this.#recent.push({ offset: this.received, chunk });
+            this.#recentBytes += chunk.length;
+            this.received += chunk.length;
+          }
+          if (this.received > this.size) return cb(new Error(`fetched archive is larger than its ${this.size} bytes`));
+          this.emit('progress');
+          writeAll(handle, chunks).then(
+            (bytes) => {
+              this.written += bytes;
+              this.#trimRecent();
               this.emit('progress');
               cb();
             },
@@ -462,6 +507,8 @@ class Fill extends EventEmitter {
 
   finish(entry: Entry): void {
     this.done = true;
+    this.#recent = []; // everything is in the final file now
+    this.#recentBytes = 0;
     this.#entry = entry;
     entry.readers += this.#readers;
     this.#complete();
@@ -470,9 +517,38 @@ class Fill extends EventEmitter {
 
   fail(err: Error): void {
     this.error = err;
+    this.#recent = [];
+    this.#recentBytes = 0;
     this.#failStart(err);
     this.#complete(err);
     this.emit('progress');
+  }
+
+  /** Drops the oldest chunks that are on disk, keeping at least RECENT_BYTES. */
+  #trimRecent(): void {
+    let drop = 0;
+    for (const { offset, chunk } of this.#recent) {
+      if (offset + chunk.length > this.written || this.#recentBytes - chunk.length < RECENT_BYTES) break;
+      this.#recentBytes -= chunk.length;
+      drop++;
+    }
+    if (drop > 0) this.#recent = this.#recent.slice(drop);
+  }
+
+  /** Bytes at `offset` (at most `max`) while they are still in memory. */
+  fromMemory(offset: number, max: number): Buffer | undefined {
+    const first = this.#recent[0];
+    if (!first || offset < first.offset || offset >= this.received) return undefined;
+    // Binary search: the chunk holding `offset`.
+    let lo = 0;
+    let hi = this.#recent.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (this.#recent[mid]!.offset <= offset) lo = mid;
+      else hi = mid - 1;
+    }
+    const { offset: at, chunk } = this.#recent[lo]!;
+    return chunk.subarray(offset - at, Math.min(chunk.length, offset - at + max));
   }
 
   /** A stream of bytes [start, end] that follows the fill. */
@@ -503,6 +579,12 @@ class Fill extends EventEmitter {
           for (;;) {
             if (offset > end) return void this.push(null);
             if (fill.error) throw fill.error;
+            const bytes = fill.fromMemory(offset, end + 1 - offset);
+            if (bytes) {
+              offset += bytes.length;
+              if (!this.push(bytes)) return;
+              continue;
+            }
             const available = Math.min(fill.done ? fill.size : fill.written, end + 1);
             if (offset < available) {
               const length = Math.min(available - offset, 256 * 1024);

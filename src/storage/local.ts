@@ -145,6 +145,9 @@ export class LocalStorage implements Storage {
       await this.#writeMeta(key, token, metadata);
       await this.#io(() => fs.mkdir(path.dirname(target), { recursive: true }));
       await this.#io(() => fs.rename(file, target));
+      // rename(2) does nothing when both names are links to one inode (a history copy linked
+      // again after a crash left the same link in place): remove the staged name ourselves.
+      await fs.rm(file, { force: true });
       this.#active.delete(file);
       await syncDir(path.dirname(target));
       if (current && tokenOf(current) !== token) await this.#removeMeta(key, tokenOf(current));

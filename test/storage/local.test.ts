@@ -55,6 +55,16 @@ t.test('sweep removes staged files of dead writers and keeps live ones', async (
   t.equal(await fs.readFile(path.join(s.root, 'a.tar.gz'), 'utf8'), 'live', 'the live upload survived the sweep');
 });
 
+t.test('copying onto a link of the same file (a history copy redone after a crash) leaves no staged file', async (t) => {
+  const s = await local(t);
+  const info = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('x')])), { version: '1' }, {});
+  await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: info.token, metadata: { version: '1' } });
+  await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: info.token, metadata: { version: '1' } });
+  const staged = (await fs.readdir(path.join(s.root, '.uploads'))).filter((n) => n.endsWith('.part'));
+  t.same(staged, [], 'rename(2) onto the same inode does nothing; the staged name is removed anyway');
+  t.equal(await fs.readFile(path.join(s.root, '.history/m/v1.tar.gz'), 'utf8'), 'x');
+});
+
 t.test('copyOut links the pinned version out of storage, or refuses a replaced one', async (t) => {
   const s = await local(t);
   const out = await tempDir(t, 'mr-out-');
