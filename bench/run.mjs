@@ -350,6 +350,8 @@ function row(workload, reg, ref, unit, target, pass, note = '') {
   log(`${workload}: registry ${reg} ${unit}${ref !== undefined ? `, reference ${ref} ${unit}` : ''} → ${pass === undefined ? 'info' : pass ? 'PASS' : 'FAIL'}`);
 }
 
+/** Every repetition, registry / reference, for the table's runs column (medians hide the spread). */
+const runs = (reg, ref, d = 0) => `${reg.map((x) => fmt(x, d)).join(', ')}${ref ? ` / ${ref.map((x) => fmt(x, d)).join(', ')}` : ''}`;
 const fmt = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x) ? '—' : Number(x).toFixed(d));
 
 async function main() {
@@ -415,9 +417,11 @@ async function main() {
       const pc = median(putCat);
       row(`PUT ${fmtSize(LARGE)} to local (time)`, fmt(pr, 2), fmt(pc, 2), 's', '≤ 2× cat', pr / pc <= 2, `ratio ${fmt(pr / pc, 2)}×`);
       rows.at(-1).ratio = pr / pc;
+      rows.at(-1).runs = runs(putReg, putCat, 2);
       const pcs = median(putCatSync);
       row(`PUT ${fmtSize(LARGE)} to local vs \`cat > file && sync file\``, fmt(pr, 2), fmt(pcs, 2), 's', 'report only', undefined);
       rows.at(-1).ratio = pr / pcs;
+      rows.at(-1).runs = runs(putReg, putCatSync, 2);
 
       // Warm both sides once (page cache), then measure.
       await curlGet(`${reg.base}/models/large`, largeBytes);
@@ -432,6 +436,7 @@ async function main() {
       const gn = median(getNginx);
       row(`GET ${fmtSize(LARGE)} cached (throughput)`, fmt(gr, 0), fmt(gn, 0), 'MiB/s', '≥ 0.8× nginx', gr / gn >= 0.8);
       rows.at(-1).ratio = gr / gn;
+      rows.at(-1).runs = runs(getReg, getNginx);
 
       await curlPut(`${reg.base}/models/small`, smallFile);
       await curlGet(`${reg.base}/models/small`, smallBytes);
@@ -445,6 +450,7 @@ async function main() {
       const sn = median(smallNginx);
       row(`GET ${fmtSize(SMALL)} cached, 64 connections (${LOADGEN})`, fmt(sr, 0), fmt(sn, 0), 'req/s', '≥ 0.5× nginx', sr / sn >= 0.5);
       rows.at(-1).ratio = sr / sn;
+      rows.at(-1).runs = runs(smallReg, smallNginx);
       await reg.stop();
     }
 
@@ -478,6 +484,7 @@ async function main() {
       const ps = median(putSdk);
       row(`PUT ${fmtSize(LARGE)} via MinIO (throughput)`, fmt(pr, 0), fmt(ps, 0), 'MiB/s', '≥ 0.8× SDK', pr / ps >= 0.8);
       rows.at(-1).ratio = pr / ps;
+      rows.at(-1).runs = runs(putReg, putSdk);
 
       // Cold GETs: a fresh registry (empty cache) for each repetition.
       const getReg = [];
@@ -500,7 +507,9 @@ async function main() {
       const gs = median(getSdk);
       row(`GET ${fmtSize(LARGE)} via MinIO, cold (throughput)`, fmt(gr, 0), fmt(gs, 0), 'MiB/s', '≥ 0.8× SDK', gr / gs >= 0.8);
       rows.at(-1).ratio = gr / gs;
+      rows.at(-1).runs = runs(getReg, getSdk);
       row(`cold GET ${fmtSize(LARGE)} via MinIO, time to first byte`, fmt(median(ttfb), 0), undefined, 'ms', 'report only', undefined);
+      rows.at(-1).runs = runs(ttfb);
       s3.destroy();
     }
 
@@ -552,11 +561,11 @@ async function main() {
   }
 
   // ---- Report --------------------------------------------------------------------------------------
-  const header = '| workload | registry | reference | ratio | target | result |\n|---|---|---|---|---|---|';
+  const header = '| workload | registry | reference | ratio | target | result | runs (registry / reference) |\n|---|---|---|---|---|---|---|';
   const lines = rows.map((r) => {
     const ratio = r.ratio !== undefined ? `${fmt(r.ratio, 2)}×` : '—';
     const result = r.pass === undefined ? 'info' : r.pass ? 'pass' : '**FAIL**';
-    return `| ${r.workload} | ${r.reg} ${r.unit} | ${r.ref !== undefined ? `${r.ref} ${r.unit}` : '—'} | ${ratio} | ${r.target} | ${result} |`;
+    return `| ${r.workload} | ${r.reg} ${r.unit} | ${r.ref !== undefined ? `${r.ref} ${r.unit}` : '—'} | ${ratio} | ${r.target} | ${result} | ${r.runs ?? '—'} |`;
   });
   const table = `${header}\n${lines.join('\n')}`;
   const command = `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;

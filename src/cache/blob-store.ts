@@ -599,6 +599,8 @@ class Fill extends EventEmitter {
               const length = Math.min(available - offset, 256 * 1024);
               const buffer = Buffer.allocUnsafe(length);
               const { bytesRead } = await handle.read(buffer, 0, length, offset);
+              // The fill said these bytes were written: a short file was changed under us.
+              if (bytesRead === 0) throw new Error(`cache file ended at ${offset} of ${available} bytes`);
               offset += bytesRead;
               if (!this.push(buffer.subarray(0, bytesRead))) return;
               continue;
