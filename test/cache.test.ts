@@ -28,6 +28,10 @@ async function eventually(check: () => Promise<boolean>, ms = 3000): Promise<boo
   }
   return false;
 }
+/** True once a HEAD of the model says HIT: the fill that a GET started has become an entry. */
+function cachedSoon(r: Running, name: string): Promise<boolean> {
+  return eventually(async () => (await fetch(`${r.url}/models/${name}`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT');
+}
 async function metric(r: Running, name: string): Promise<number> {
   const text = await (await fetch(`${r.url}/metrics`)).text();
   return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
@@ -142,7 +146,7 @@ t.test('small archives are answered from memory: verified on load, bounded by CA
   /** A cold GET, then wait for the fill to become an entry (bookkeeping ends after the response). */
   const fill = async (name: string) => {
     const body = await bytes(await fetch(`${r.url}/models/${name}`));
-    t.ok(await eventually(async () => (await fetch(`${r.url}/models/${name}`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT'));
+    t.ok(await cachedSoon(r, name));
     return body;
   };
   const a = model('mem-a', 100 * 1024);
@@ -201,7 +205,7 @@ t.test('small archives are answered from memory: verified on load, bounded by CA
   const dropped = await fetch(`${r.url}/models/a`);
   t.ok((await bytes(dropped)).equals(a), 'after its memory copy was dropped, a is read again, found damaged, and refetched');
   t.equal(dropped.headers.get('x-cache'), 'MISS');
-  t.ok(await eventually(async () => (await fetch(`${r.url}/models/a`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT'), 'the refetch settles');
+  t.ok(await cachedSoon(r, 'a'), 'the refetch settles');
 });
 
 t.test('entries older than CACHE_TTL expire', async (t) => {
@@ -248,7 +252,7 @@ t.test('a cached file changed on disk while the server runs is hashed again befo
   const a = model('changed');
   await put(`${r.url}/models/m`, a);
   await bytes(await fetch(`${r.url}/models/m`));
-  t.ok(await eventually(async () => (await fetch(`${r.url}/models/m`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT'));
+  t.ok(await cachedSoon(r, 'm'));
   const hit = await fetch(`${r.url}/models/m`);
   t.equal(hit.headers.get('x-cache'), 'HIT');
   t.ok((await bytes(hit)).equals(a));
@@ -261,7 +265,7 @@ t.test('a cached file changed on disk while the server runs is hashed again befo
   t.equal(res.headers.get('x-cache'), 'MISS', 'the changed entry was found wrong and dropped');
   t.ok((await bytes(res)).equals(a), 'the right bytes were served');
   t.equal((await storageCount(r, 'get')) - gets, 1);
-  t.ok(await eventually(async () => (await fetch(`${r.url}/models/m`, { method: 'HEAD' })).headers.get('x-cache') === 'HIT'), 'the refetch settles');
+  t.ok(await cachedSoon(r, 'm'), 'the refetch settles');
 });
 
 t.test('files: manifest and single files from the extracted archive', async (t) => {

@@ -136,11 +136,6 @@ export class BlobStore {
     this.#opts.observer?.bytes(this.#total);
   }
 
-  /** Bytes of archives held in memory. */
-  get memoryBytes(): number {
-    return this.#memoryTotal;
-  }
-
   /**
    * The archive `digest` (`size` bytes), from the cache (a small one as a Buffer from memory,
    * else a file stream), or from `fetch` on a miss while filling the cache. Concurrent misses
@@ -264,11 +259,8 @@ export class BlobStore {
         if (!this.#entries.has(digest)) return bytes; // evicted meanwhile: serve it, keep nothing
         this.#memory.set(digest, bytes);
         this.#memoryTotal += bytes.length;
-        for (const [old, held] of this.#memory) {
-          if (this.#memoryTotal <= budget) break;
-          this.#memory.delete(old);
-          this.#memoryTotal -= held.length;
-        }
+        // Least recently used first (Map order); the new copy is at most 1/8 of the budget.
+        while (this.#memoryTotal > budget) this.#dropFromMemory(this.#memory.keys().next().value!);
         this.#opts.observer?.memoryBytes?.(this.#memoryTotal);
         return bytes;
       })().finally(() => this.#loading.delete(digest));

@@ -166,35 +166,14 @@ export class LocalStorage implements Storage {
     to: string,
     options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
   ): Promise<ObjectInfo> {
-    const source = this.#path(from);
     this.#path(to);
     const file = this.#newUploadPath();
     this.#active.add(file);
     try {
-      // A hard link shares the inode, so its token equals the source's: proof that the bytes we
-      // publish are the version the caller pinned, at no cost in time or space. Files are never
-      // modified in place, so sharing an inode is safe. But a token must never repeat under one
-      // key, or a compare-and-swap against a stale read could succeed (ABA): a root key (a
-      // model's current version) may get back an inode it had before (rollback), so copies to
-      // root keys, and copies where links are refused, get a fresh inode (reflink when the
-      // filesystem can), with the source token compared before and after.
-      let linked = false;
-      if (to.includes('/')) {
-        linked = await fs.link(source, file).then(
-          () => true,
-          (err: NodeJS.ErrnoException) => {
-            if (err.code === 'ENOENT') throw new NotFoundError(from, { cause: err });
-            return false;
-          },
-        );
-      }
-      if (!linked) {
-        if (tokenOf(await this.#stat(from)) !== options.sourceToken) throw new PreconditionFailedError(from);
-        await this.#io(() => fs.copyFile(source, file, fs.constants.COPYFILE_FICLONE), from);
-      }
-      const stats = await fs.stat(file, { bigint: true });
-      const sourceNow = linked ? tokenOf(stats) : tokenOf(await this.#stat(from));
-      if (sourceNow !== options.sourceToken) throw new PreconditionFailedError(from);
+      // A token must never repeat under one key, or a compare-and-swap against a stale read could
+      // succeed (ABA): a root key (a model's current version) may get back an inode it had before
+      // (rollback), so copies to root keys get a fresh inode; history keys may share one.
+      const stats = await this.#linkOrCopy(from, options.sourceToken, file, to.includes('/'));
       return await this.commit(new LocalStaged(to, Number(stats.size), file), options.metadata, options.condition ?? {});
     } catch (err) {
       this.#active.delete(file);
@@ -204,27 +183,42 @@ export class LocalStorage implements Storage {
   }
 
   async copyOut(key: string, token: string, dest: string): Promise<void> {
-    const source = this.#path(key);
-    // A link shares the inode, so the token of `dest` is the token of the bytes it holds; files
-    // are never changed in place, so the link stays right. Across filesystems: a copy.
-    const linked = await fs.link(source, dest).then(
-      () => true,
-      (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ENOENT') throw new NotFoundError(key, { cause: err });
-        return false;
-      },
-    );
     try {
-      if (!linked) {
-        if (tokenOf(await this.#stat(key)) !== token) throw new PreconditionFailedError(key);
-        await this.#io(() => fs.copyFile(source, dest, fs.constants.COPYFILE_FICLONE), key);
-      }
-      const now = linked ? tokenOf(await fs.stat(dest, { bigint: true })) : tokenOf(await this.#stat(key));
-      if (now !== token) throw new PreconditionFailedError(key);
+      await this.#linkOrCopy(key, token, dest, true);
     } catch (err) {
       await fs.rm(dest, { force: true });
       throw err;
     }
+  }
+
+  /**
+   * Makes `dest` a file with the bytes of `from` at `token`; returns its stats. A hard link (when
+   * `link` and the filesystem allow) shares the inode, so its token equals the source's: proof
+   * that the bytes are the version pinned, at no cost in time or space — files are never changed
+   * in place, so sharing an inode is safe. Otherwise a copy (reflink when the filesystem can),
+   * with the source token compared before and after. Throws PreconditionFailedError when `from`
+   * has another token, NotFoundError when it is gone; `dest` is the caller's to clean up.
+   */
+  async #linkOrCopy(from: string, token: string, dest: string, link: boolean): Promise<BigIntStats> {
+    const source = this.#path(from);
+    let linked = false;
+    if (link) {
+      linked = await fs.link(source, dest).then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOENT') throw new NotFoundError(from, { cause: err });
+          return false;
+        },
+      );
+    }
+    if (!linked) {
+      if (tokenOf(await this.#stat(from)) !== token) throw new PreconditionFailedError(from);
+      await this.#io(() => fs.copyFile(source, dest, fs.constants.COPYFILE_FICLONE), from);
+    }
+    const stats = await fs.stat(dest, { bigint: true });
+    const sourceNow = linked ? tokenOf(stats) : tokenOf(await this.#stat(from));
+    if (sourceNow !== token) throw new PreconditionFailedError(from);
+    return stats;
   }
 
   async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
