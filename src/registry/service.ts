@@ -6,7 +6,8 @@
  * Replace, step by step (every step safe to crash after):
  *   1. stage the validated upload (invisible);
  *   2. copy the current object to .history/{name}/v{N} (pinned to the token just read);
- *   3. commit the staged object as v{N+1} on the condition that the current token is unchanged;
+ *   3. commit the staged object as v{N+1} on the condition that the current token is unchanged —
+ *      started together with 2, but published only once 2 has finished (storage's `after`);
  *   4. prune history beyond MODEL_HISTORY.
  * A crash after 2 leaves a history copy of the still-current version, which listings hide and
  * the next replace overwrites with the same bytes. If 3 loses a race, 2–3 are retried against
@@ -148,8 +149,8 @@ export class ModelRegistry {
         createdAt: new Date().toISOString(),
         labels: input.labels,
       };
-      published = await this.#publish(name, input.condition, (current, version) =>
-        this.storage.commit(staged.value, encodeMetadata({ ...metadata, version }), condition(current)),
+      published = await this.#publish(name, input.condition, (current, version, archived) =>
+        this.storage.commit(staged.value, encodeMetadata({ ...metadata, version }), condition(current), { after: archived }),
       );
       if (writeThrough) await this.#admit(writeThrough, published.model, copyTo);
       return published;
@@ -175,7 +176,7 @@ export class ModelRegistry {
   /** Makes a retained version current again, as a new version number. */
   async rollback(name: string, version: number, clientCondition: ClientCondition): Promise<ModelVersion> {
     assertName(name);
-    const { model } = await this.#publish(name, clientCondition, async (current, next) => {
+    const { model } = await this.#publish(name, clientCondition, async (current, next, archived) => {
       if (!current) throw errors.modelNotFound(name);
       const target = await this.#describeKey(name, keys.history(name, version), version).catch((err) => {
         if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
@@ -191,6 +192,7 @@ export class ModelRegistry {
           labels: target.labels,
         }),
         condition: condition(current),
+        after: archived,
       });
     }, { mustExist: true });
     return model;
@@ -334,11 +336,13 @@ export class ModelRegistry {
    * The compare-and-swap loop shared by upload and rollback: read the current version, check
    * the client's condition, archive the current version, write (via `write`) on the condition
    * that the current version is unchanged, retrying when another writer got there first.
+   * The archive copy runs while `write` prepares: `write` passes it to storage as `after`, so the
+   * new version becomes visible only once the old one is archived (S3 copies both at once).
    */
   async #publish(
     name: string,
     clientCondition: ClientCondition,
-    write: (current: ModelVersion | undefined, version: number) => Promise<ObjectInfo>,
+    write: (current: ModelVersion | undefined, version: number, archived: Promise<unknown> | undefined) => Promise<ObjectInfo>,
     options: { mustExist?: boolean } = {},
   ): Promise<{ model: ModelVersion; created: boolean }> {
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
@@ -349,20 +353,24 @@ export class ModelRegistry {
       if (!current && options.mustExist) throw errors.modelNotFound(name);
       checkClientCondition(name, current, clientCondition);
       const version = current ? current.version + 1 : 1;
+      const archived = current && this.#history > 0
+        ? this.storage.copy(current.storageKey, keys.history(name, current.version), {
+          sourceToken: current.token,
+          metadata: encodeMetadata(current),
+        })
+        : undefined;
+      archived?.catch(() => {}); // handled below, whenever `write` gets to it or fails first
       try {
-        if (current && this.#history > 0) {
-          await this.storage.copy(current.storageKey, keys.history(name, current.version), {
-            sourceToken: current.token,
-            metadata: encodeMetadata(current),
-          });
-        }
-        const info = await write(current, version);
+        const info = await write(current, version, archived);
+        await archived; // settled already: storage published only after it resolved
         const model = toModel(name, info, version);
         this.#remember(model);
         this.changes.emit('change', name);
         await this.#prune(name, version).catch((err) => this.#log.warn({ err, model: name }, 'pruning history failed'));
         return { model, created: !current };
       } catch (err) {
+        // Never leave the archive copy running behind an error or into the next attempt.
+        await archived?.catch(() => {});
         if (!(err instanceof PreconditionFailedError)) throw err;
         this.#log.debug({ model: name, attempt }, 'concurrent write; retrying');
         await sleep(Math.random() * Math.min(5 * (attempt + 1), 100));

@@ -49,7 +49,7 @@ import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const BLOCK_SIZE = 8 * 1024 * 1024;
 const CONCURRENCY = 4;
@@ -194,8 +194,9 @@ export class AzureStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
     const { key, name, etag, size } = this.#own(staged);
+    await options.after;
     const source = this.#container.getBlobClient(UPLOADS_PREFIX + name);
     const done = await this.#copy(source, key, metadata, destination(condition), etag, key);
     this.#active.delete(name);
@@ -212,13 +213,14 @@ export class AzureStorage implements Storage {
   async copy(
     from: string,
     to: string,
-    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     checkKey(to);
     const source = this.#blob(from);
     // The size, and early NotFound / stale-token errors; the copy itself is pinned to the token.
     const props = await this.#call(() => source.getProperties(), from);
     if (props.etag !== options.sourceToken) throw new PreconditionFailedError(from);
+    await options.after;
     const done = await this.#copy(source, to, options.metadata, destination(options.condition ?? {}), options.sourceToken, from);
     return info(to, props.contentLength, done.lastModified, done.etag, options.metadata);
   }

@@ -32,7 +32,7 @@ import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const CHUNK_SIZE = 8 * 1024 * 1024;
 const LIST_PAGE = 1000;
@@ -179,8 +179,9 @@ export class GcsStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
     const own = this.#own(staged);
+    await options.after;
     const info = await this.#publish(own.name, own.generation, own.key, metadata, condition);
     await this.discard(own).catch((err: unknown) =>
       this.#logger.warn({ err, staged: own.name }, 'could not delete a committed staged object; sweep() will'),
@@ -197,8 +198,9 @@ export class GcsStorage implements Storage {
   async copy(
     from: string,
     to: string,
-    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
+    await options.after;
     return this.#publish(from, options.sourceToken, to, options.metadata, options.condition ?? {});
   }
 

@@ -11,7 +11,8 @@
  *   get         → get      counted once the stream is open (or opening failed); the duration is
  *                          time-to-open, not the body transfer, which the caller paces
  *   stage       → put      (writing the bytes)
- *   commit      → put      (publishing them under the key)
+ *   commit      → put      (publishing them under the key; a commit or copy given `after` is
+ *                          timed from the call, so the wait for it is included)
  *   setMetadata → put
  *   copy        → copy
  *   copyOut     → copy     (local files: a hard link into the cache)
@@ -34,7 +35,7 @@
 import type { Readable } from 'node:stream';
 import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { Metrics, StorageOperation, StorageOutcome } from '../metrics.js';
-import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from './types.js';
+import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from './types.js';
 
 export function outcomeOf(err: unknown): StorageOutcome {
   if (err instanceof NotFoundError) return 'not_found';
@@ -96,8 +97,8 @@ class InstrumentedStorage implements Storage {
     return this.#timed('put', () => this.inner.stage(key, body, options));
   }
 
-  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
-    return this.#timed('put', () => this.inner.commit(staged, metadata, condition));
+  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options?: PublishOptions): Promise<ObjectInfo> {
+    return this.#timed('put', () => this.inner.commit(staged, metadata, condition, options));
   }
 
   discard(staged: StagedObject): Promise<void> {
@@ -107,7 +108,7 @@ class InstrumentedStorage implements Storage {
   copy(
     from: string,
     to: string,
-    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     return this.#timed('copy', () => this.inner.copy(from, to, options));
   }

@@ -27,7 +27,7 @@ import lockfile from 'proper-lockfile';
 import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
 import { isAbandoned, newStagedName } from './staging.js';
-import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const UPLOADS = '.uploads';
 const META = '.meta';
@@ -134,9 +134,10 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
     const { key, file } = this.#own(staged);
     const target = this.#path(key);
+    await options.after;
     return this.#locked(key, async () => {
       const current = await this.#statOrUndefined(key);
       checkCondition(key, current, condition);
@@ -164,7 +165,7 @@ export class LocalStorage implements Storage {
   async copy(
     from: string,
     to: string,
-    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     this.#path(to);
     const file = this.#newUploadPath();
@@ -174,7 +175,7 @@ export class LocalStorage implements Storage {
       // succeed (ABA): a root key (a model's current version) may get back an inode it had before
       // (rollback), so copies to root keys get a fresh inode; history keys may share one.
       const stats = await this.#linkOrCopy(from, options.sourceToken, file, to.includes('/'));
-      return await this.commit(new LocalStaged(to, Number(stats.size), file), options.metadata, options.condition ?? {});
+      return await this.commit(new LocalStaged(to, Number(stats.size), file), options.metadata, options.condition ?? {}, { after: options.after });
     } catch (err) {
       this.#active.delete(file);
       await fs.rm(file, { force: true });

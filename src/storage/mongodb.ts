@@ -37,7 +37,7 @@ import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const CHUNK_BYTES = 255 * 1024; // the GridFS default
 export const GRACE_MS = 10 * 60 * 1000;
@@ -203,8 +203,9 @@ export class MongoStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
     const s = this.#own(staged);
+    await options.after;
     const info = await this.#publish(s.key, s.name, s.size, metadata, condition);
     s.committed = true;
     this.#active.delete(s.name);
@@ -221,10 +222,11 @@ export class MongoStorage implements Storage {
   async copy(
     from: string,
     to: string,
-    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     const source = await this.#live(from);
     if (source.token !== options.sourceToken) throw new PreconditionFailedError(from);
+    await options.after;
     return this.#publish(to, source.fileId, source.size, options.metadata, options.condition ?? {});
   }
 

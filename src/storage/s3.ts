@@ -6,7 +6,9 @@
  *   commit   multipart copy of the staged object onto its key: CreateMultipartUpload (with the
  *            metadata) + UploadPartCopy (pinned with CopySourceIfMatch) + CompleteMultipartUpload
  *            carrying the condition as If-Match / If-None-Match
- *   copy, setMetadata   the same multipart copy, from another key or from the key itself
+ *   copy, setMetadata   the same multipart copy, from another key or from the key itself;
+ *            given `after` (the history copy of a replace), the parts are copied meanwhile and
+ *            only CompleteMultipartUpload waits for it
  *   token    the ETag without quotes: a content hash, so tokens can repeat (uniqueTokens=false)
  *
  * Atomicity: S3 makes an object visible only when the request that creates it completes, and a
@@ -17,6 +19,12 @@
  * CopyObject would be one request, but MinIO silently ignores destination If-Match /
  * If-None-Match on CopyObject (checked against MinIO; only the CopySource* conditions hold),
  * and CopyObject stops at 5 GiB; the multipart copy handles both.
+ *
+ * Integrity of uploaded bytes: every part carries a CRC32 checksum (the SDK's default), which
+ * S3 checks, and is sent as UNSIGNED-PAYLOAD instead of also being SHA-256-hashed for the
+ * signature (what the SDK itself does for streamed bodies, and boto3 over HTTPS) — that hash cost
+ * a second of CPU per GiB. End to end, the model's SHA-256 in its metadata (signed with the
+ * request headers) is checked on every read from storage.
  *
  * Metadata is sent as HTTP headers (ASCII only, 2 KB in total): values that are not plain
  * printable ASCII are stored as RFC 2047 encoded words (`=?UTF-8?B?<base64>?=`, what S3 itself
@@ -40,13 +48,14 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { ABANDONED_AFTER_MS, isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { Metadata, ObjectInfo, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const MiB = 1024 * 1024;
 const UPLOAD_PART_SIZE = 8 * MiB;
@@ -102,6 +111,11 @@ export class S3Storage implements Storage {
       // while a body streams), which is what STORAGE_TIMEOUT means; requestTimeout in this
       // handler version caps the whole request and would only log a warning.
       requestHandler: { connectionTimeout: 5000, socketTimeout: config.STORAGE_TIMEOUT },
+    });
+    this.client.middlewareStack.addRelativeTo(unsignedChecksummedPayload, {
+      relation: 'before',
+      toMiddleware: 'httpSigningMiddleware',
+      name: 'unsignedChecksummedPayload',
     });
   }
 
@@ -196,9 +210,9 @@ export class S3Storage implements Storage {
     throw (pipeResult as PromiseRejectedResult).reason;
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
     const s = this.#own(staged);
-    const info = await this.#copyInto(UPLOADS_PREFIX + s.name, s.etag, s.size, s.key, metadata, condition);
+    const info = await this.#copyInto(UPLOADS_PREFIX + s.name, s.etag, s.size, s.key, metadata, condition, options.after);
     this.#active.delete(s.name);
     await this.#deleteQuietly(UPLOADS_PREFIX + s.name);
     return info;
@@ -214,10 +228,10 @@ export class S3Storage implements Storage {
   async copy(
     from: string,
     to: string,
-    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     const size = await this.#sizeOf(from, options.sourceToken);
-    return this.#copyInto(from, options.sourceToken, size, to, options.metadata, options.condition ?? {});
+    return this.#copyInto(from, options.sourceToken, size, to, options.metadata, options.condition ?? {}, options.after);
   }
 
   async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
@@ -293,8 +307,17 @@ export class S3Storage implements Storage {
   /**
    * Publishes `to` as a copy of the object `from` (whose ETag must still be `sourceToken`) with
    * `metadata`, if `condition` holds when S3 completes the upload. See the header for why.
+   * The parts are copied while `after` runs; the upload completes only once it resolved.
    */
-  async #copyInto(from: string, sourceToken: string, size: number, to: string, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async #copyInto(
+    from: string,
+    sourceToken: string,
+    size: number,
+    to: string,
+    metadata: Metadata,
+    condition: WriteCondition,
+    after?: Promise<unknown>,
+  ): Promise<ObjectInfo> {
     const created = await this.#call(to, () =>
       this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: encodeMetadata(metadata) })),
     );
@@ -320,7 +343,15 @@ export class S3Storage implements Storage {
           parts[i] = { PartNumber: i + 1, ETag: r.CopyPartResult?.ETag };
         }
       };
-      await Promise.all(Array.from({ length: Math.min(COPY_QUEUE, ranges.length) }, worker));
+      const copied = Promise.all(Array.from({ length: Math.min(COPY_QUEUE, ranges.length) }, worker));
+      const waited = after?.catch((err: unknown) => {
+        next = ranges.length; // no point copying more parts
+        throw err;
+      });
+      // Both settle before the upload is aborted below, so no part request outlives the abort.
+      const [copy, wait] = await Promise.allSettled([copied, waited]);
+      if (wait.status === 'rejected') throw wait.reason;
+      if (copy.status === 'rejected') throw copy.reason;
       const done = await this.#call(to, () =>
         this.client.send(new CompleteMultipartUploadCommand({
           Bucket: this.bucket, Key: to, UploadId: uploadId, MultipartUpload: { Parts: parts },
@@ -482,3 +513,21 @@ function decodeMetadata(raw: Record<string, string> | undefined): Metadata {
     }),
   );
 }
+
+/**
+ * Sends a part or small object that carries a checksum header (the SDK's default CRC32, which S3
+ * verifies) as UNSIGNED-PAYLOAD, so the signer does not hash the whole body with SHA-256 as well.
+ */
+const unsignedChecksummedPayload: FinalizeRequestMiddleware<object, MetadataBearer> = (next) => async (args) => {
+  const request = args.request as { headers?: Record<string, string>; body?: unknown };
+  const headers = request.headers;
+  if (
+    headers &&
+    ArrayBuffer.isView(request.body) &&
+    !Object.keys(headers).some((h) => h.toLowerCase() === 'x-amz-content-sha256') &&
+    Object.keys(headers).some((h) => h.toLowerCase().startsWith('x-amz-checksum-'))
+  ) {
+    headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
+  }
+  return next(args);
+};

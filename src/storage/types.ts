@@ -55,6 +55,16 @@ export interface StorageCapabilities {
   uniqueTokens: boolean;
 }
 
+export interface PublishOptions {
+  /**
+   * Work that must be done before the write becomes visible (the history copy of the version it
+   * replaces). Nothing is published before `after` resolves; if it rejects, nothing is published
+   * and the call rejects with its reason. A backend may do its own slow part meanwhile (S3 copies
+   * the parts of the new object while the history copy runs); the others simply wait first.
+   */
+  after?: Promise<unknown>;
+}
+
 /**
  * An upload that has been written in full but is not yet visible under its key.
  * It stays valid after a commit that failed its condition, so the caller can retry the commit.
@@ -97,7 +107,7 @@ export interface Storage {
    * that instant (the backend's own conditional write — never a read-then-write). Readers see the
    * old object or the new one, whole. Throws PreconditionFailedError and keeps the staged object.
    */
-  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo>;
+  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options?: PublishOptions): Promise<ObjectInfo>;
 
   /** Removes a staged object that will not be committed. Never throws NotFoundError. */
   discard(staged: StagedObject): Promise<void>;
@@ -109,7 +119,7 @@ export interface Storage {
   copy(
     from: string,
     to: string,
-    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition },
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo>;
 
   /**

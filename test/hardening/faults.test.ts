@@ -11,6 +11,7 @@ import fs from 'node:fs/promises';
 import { request } from 'node:http';
 import path from 'node:path';
 import t, { type Test } from 'tap';
+import { StorageUnavailableError } from '../../src/errors.js';
 import { model, tgz } from '../helpers/archives.js';
 import { isError, sha256 } from '../helpers/assert.js';
 import { minioEnv } from '../helpers/cloud.js';
@@ -274,6 +275,38 @@ t.test('MinIO dies mid-upload: 503, nothing partial, leftovers swept, recovery w
   const v3 = model('v3');
   t.equal((await put(`${r.url}/models/m`, v3)).status, 200, 'writes work again');
   t.equal(sha256(await bytes(await fetch(`${r.url}/models/m`))), sha256(v3));
+});
+
+t.test('the history copy of a replace fails (S3): 503, the old version stays current, the prepared commit is aborted', async (t) => {
+  const own = await startMinio();
+  t.teardown(() => own.dispose());
+  const env: Record<string, string> = { ...minioEnv(own), CACHE_WRITE_THROUGH: 'false' };
+  const r = await start(t, env);
+  const v1 = model('v1');
+  t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
+  // The commit's part copy runs alongside the history copy (storage's `after`); make the history
+  // copy fail late, after the commit has prepared its multipart upload.
+  const storage = r.app.registry.storage;
+  const copy = storage.copy.bind(storage);
+  let failing = true;
+  let prepared = false;
+  storage.copy = async (from, to, options) => {
+    if (!failing || !to.startsWith('.history/')) return copy(from, to, options);
+    prepared = await eventually(async () => (await multipartUploads(own, env.BUCKET_NAME!)) > 0, 10_000);
+    throw new StorageUnavailableError('s3', 'injected: the history copy failed');
+  };
+  const v2 = model('v2');
+  await isError(t, await put(`${r.url}/models/m`, v2), 503, 'STORAGE_UNAVAILABLE');
+  t.ok(prepared, 'the commit was being prepared while the history copy ran');
+  t.equal(sha256(await bytes(await fetch(`${r.url}/models/m`))), sha256(v1), 'the old version is still served, whole');
+  const versions = (await (await fetch(`${r.url}/models/m/versions`)).json()) as { versions: unknown[] };
+  t.equal(versions.versions.length, 1, 'no version from the failed replace');
+  t.same(await keysOf(r, '.uploads/'), [], 'the staged upload was discarded');
+  t.equal(await multipartUploads(own, env.BUCKET_NAME!), 0, 'the prepared commit was aborted at once, not left for the sweep');
+  failing = false;
+  t.equal((await put(`${r.url}/models/m`, v2)).status, 200, 'the next replace works');
+  t.same(await keysOf(r, '.history/m/'), ['.history/m/v1.tar.gz']);
+  t.equal(sha256(await bytes(await fetch(`${r.url}/models/m?version=1`))), sha256(v1), 'v1 archived whole');
 });
 
 t.test('MinIO dies mid-download: the client sees a broken transfer, never a short "whole" one; recovery without a restart', async (t) => {

@@ -178,6 +178,42 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
     t.equal(await text((await s.get('c.tar.gz')).body), 'payload');
   });
 
+  t.test('commit and copy given `after` publish nothing until it resolves, and nothing if it rejects', async (t) => {
+    const s = await factory(t);
+    const v1 = await write(s, 'w.tar.gz', 'one', { version: '1' });
+    const source = await write(s, 'src.tar.gz', 'source');
+    // Resolves late: the new version stays invisible meanwhile (the backend may prepare it).
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const committing = s.commit(await s.stage('w.tar.gz', body('two')), { version: '2' }, { ifMatch: v1.token }, { after: gate });
+    const copying = s.copy('src.tar.gz', 'w2.tar.gz', { sourceToken: source.token, metadata: { copy: 'yes' }, after: gate });
+    for (let i = 0; i < 6; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      t.equal((await s.head('w.tar.gz')).token, v1.token, 'the current object is unchanged while `after` runs');
+      await t.rejects(s.head('w2.tar.gz'), NotFoundError, 'the copy is not visible while `after` runs');
+    }
+    release();
+    const v2 = await committing;
+    t.equal(await text((await s.get('w.tar.gz')).body), 'two');
+    t.equal((await s.head('w.tar.gz')).token, v2.token);
+    t.equal(await text((await s.get('w2.tar.gz')).body), 'source');
+    t.same((await copying).metadata, { copy: 'yes' });
+
+    // Rejects: both calls reject with its reason; nothing is published; the staged object stays usable.
+    const boom = new Error('the history copy failed');
+    const failed = Promise.reject(boom);
+    failed.catch(() => {});
+    const staged = await s.stage('w.tar.gz', body('three'));
+    await t.rejects(s.commit(staged, { version: '3' }, { ifMatch: v2.token }, { after: failed }), boom);
+    await t.rejects(s.copy('src.tar.gz', 'w3.tar.gz', { sourceToken: source.token, metadata: {}, after: failed }), boom);
+    t.equal(await text((await s.get('w.tar.gz')).body), 'two', 'the current object is unchanged');
+    await t.rejects(s.head('w3.tar.gz'), NotFoundError);
+    t.same((await all(s.list(''))).map((i) => i.key), ['src.tar.gz', 'w.tar.gz', 'w2.tar.gz']);
+    await s.commit(staged, { version: '3' }, { ifMatch: v2.token });
+    t.equal(await text((await s.get('w.tar.gz')).body), 'three', 'the staged object was kept for a retry');
+    t.equal(await options.leftovers(s), 0, 'no staged object or prepared copy is left behind');
+  });
+
   t.test('setMetadata is conditional on the token', async (t) => {
     const s = await factory(t);
     const info = await write(s, 'x.tar.gz', 'data', {});

@@ -11,10 +11,11 @@ import {
   S3ServiceException,
   type S3Client,
 } from '@aws-sdk/client-s3';
+import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
-import { ConfigError, StorageUnavailableError } from '../../src/errors.js';
+import { ConfigError, NotFoundError, StorageUnavailableError } from '../../src/errors.js';
 import { S3Storage, setupErrorLine } from '../../src/storage/s3.js';
 import { newStagedName } from '../../src/storage/staging.js';
 import { MINIO_PASSWORD, MINIO_USER, startMinio, type Emulator } from '../helpers/emulators.js';
@@ -92,6 +93,42 @@ t.test('objects larger than a copy part are copied in ranged parts (the > 5 GiB 
   t.same((await s.head('big.tar.gz')).metadata, { version: '1', sha256: sha(data) });
   t.equal((await s.head('big.tar.gz')).token, updated.token);
   t.equal(await leftovers(s), 0);
+});
+
+t.test('upload parts go UNSIGNED-PAYLOAD with a CRC32 checksum, and the server rejects a part that does not match it', async (t) => {
+  const s = await s3(t);
+  /** Runs after signing: sees (and may alter) exactly what goes on the wire. */
+  const onWire = (see: (request: { headers: Record<string, string>; body: unknown }) => void): FinalizeRequestMiddleware<object, MetadataBearer> =>
+    (next) => async (args) => {
+      see(args.request as { headers: Record<string, string>; body: unknown });
+      return next(args);
+    };
+  const sent: Array<Record<string, string>> = [];
+  s.client.middlewareStack.addRelativeTo(onWire((r) => ArrayBuffer.isView(r.body) && sent.push({ ...r.headers })), {
+    relation: 'after', toMiddleware: 'httpSigningMiddleware', name: 'spy',
+  });
+  const data = randomBytes(9 * 1024 * 1024); // two parts
+  await s.commit(await s.stage('u.tar.gz', Readable.from([data])), {}, {});
+  t.ok(Buffer.concat(await (await s.get('u.tar.gz')).body.toArray()).equals(data), 'stored intact');
+  t.equal(sent.length, 2, 'both parts seen');
+  for (const headers of sent) {
+    t.equal(headers['x-amz-content-sha256'], 'UNSIGNED-PAYLOAD', 'the body is not hashed for the signature');
+    t.match(headers['x-amz-checksum-crc32'], /^[A-Za-z0-9+/]{6}==$/, 'it carries a CRC32 instead');
+  }
+
+  // A byte changed in transit after the checksum was taken: the server refuses the part.
+  s.client.middlewareStack.remove('spy');
+  s.client.middlewareStack.addRelativeTo(onWire((r) => {
+    if (ArrayBuffer.isView(r.body) && r.body.byteLength > 0) {
+      const flipped = Buffer.from(r.body.buffer, r.body.byteOffset, r.body.byteLength);
+      r.body = Buffer.concat([Buffer.from([flipped[0]! ^ 0xff]), flipped.subarray(1)]);
+    }
+  }), { relation: 'after', toMiddleware: 'httpSigningMiddleware', name: 'tamper' });
+  const refused: unknown = await s.stage('v.tar.gz', Readable.from([data])).then(() => undefined, (err: unknown) => err);
+  t.match((refused as { cause?: { name?: string } } | undefined)?.cause?.name, 'XAmzContentChecksumMismatch', 'refused for its checksum');
+  s.client.middlewareStack.remove('tamper');
+  await t.rejects(s.head('v.tar.gz'), NotFoundError);
+  t.equal(await leftovers(s), 0, 'the refused upload left nothing');
 });
 
 t.test('sweep removes uploads of dead writers and keeps live ones', async (t) => {
