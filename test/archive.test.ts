@@ -1,0 +1,69 @@
+/**
+ * The upload validator on its own: whatever sizes the body arrives in (socket-sized chunks that
+ * are gathered into batches for gunzip, single large chunks, one byte at a time), it passes the
+ * bytes through unchanged, and its verdict and digest depend only on the bytes.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import t from 'tap';
+import { ArchiveValidator } from '../src/registry/archive.js';
+import { tgz } from './helpers/archives.js';
+
+const limits = { maxModelBytes: 1 << 30, maxExtractedBytes: 1 << 30, maxEntries: 1000 };
+const MiB = 1024 * 1024;
+
+/** Several MiB compressed (so many batches), with runs that inflate far beyond their input. */
+const archive = tgz([
+  { path: 'm/noise.bin', body: randomBytes(5 * MiB) },
+  { path: 'm/zeros.bin', body: Buffer.alloc(24 * MiB) },
+  { path: 'm/more-noise.bin', body: randomBytes(2 * MiB + 123) },
+]);
+
+function* slices(data: Buffer, sizes: () => number): Generator<Buffer> {
+  for (let at = 0; at < data.length;) {
+    const n = Math.min(sizes(), data.length - at);
+    // A copy, as a socket would hand over: the validator must not depend on buffers it was given.
+    yield Buffer.from(data.subarray(at, at + n));
+    at += n;
+  }
+}
+
+async function validate(data: Buffer, sizes: () => number) {
+  const validator = new ArchiveValidator('gzip', limits);
+  const out: Buffer[] = [];
+  const sink = new Writable({ write(chunk: Buffer, _e, cb) { out.push(chunk); cb(); } });
+  await pipeline(Readable.from(slices(data, sizes)), validator, sink);
+  return { summary: validator.summary, passed: Buffer.concat(out) };
+}
+
+const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+let seed = 7;
+const random = (max: number) => () => {
+  seed = (seed * 1103515245 + 12345) % 2 ** 31;
+  return 1 + (seed % max);
+};
+
+for (const [name, sizes] of [
+  ['socket-sized chunks (64 KiB)', () => 64 * 1024],
+  ['random chunk sizes up to 200 KiB', random(200 * 1024)],
+  ['chunks larger than a batch (3 MiB)', () => 3 * MiB],
+  ['one chunk', () => archive.length],
+] as const) {
+  t.test(`${name}: passed through unchanged, valid, one digest`, async (t) => {
+    const { summary, passed } = await validate(archive, sizes);
+    t.ok(passed.equals(archive), 'bytes passed through unchanged');
+    t.equal(summary.receivedSha256, sha256(archive));
+    t.equal(summary.receivedBytes, archive.length);
+    t.equal(summary.entries, 3);
+    t.equal(summary.extractedBytes, 31 * MiB + 123);
+  });
+}
+
+t.test('a byte flipped deep inside the compressed stream is caught, whatever the chunking', async (t) => {
+  const corrupt = Buffer.from(archive);
+  corrupt[Math.floor(corrupt.length * 0.7)]! ^= 0xff;
+  for (const sizes of [() => 64 * 1024, random(200 * 1024)]) {
+    await t.rejects(validate(corrupt, sizes), { code: 'INVALID_ARCHIVE', message: /incorrect data check/ });
+  }
+});
