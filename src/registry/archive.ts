@@ -32,6 +32,12 @@ export interface ArchiveSummary {
   extractedBytes: number;
 }
 
+/** A batch handed to gunzip: `onConsumed` runs once gunzip is done with it. */
+interface InFlight {
+  consumed: boolean;
+  onConsumed?: () => void;
+}
+
 const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
 const GZIP_MAGIC = [0x1f, 0x8b];
 
@@ -61,8 +67,8 @@ export class ArchiveValidator extends Transform {
    */
   readonly #batches: Buffer[] = [];
   #turn = 0;
-  /** The batch gunzip is working on, if any: `then` runs once it has been consumed. */
-  #inflating: { consumed: boolean; then?: () => void } | undefined;
+  /** The latest batch handed to gunzip, if any. */
+  #inflating: InFlight | undefined;
 
   constructor(format: ArchiveFormat, limits: ArchiveLimits) {
     super({ highWaterMark: 1024 * 1024 });
@@ -150,14 +156,14 @@ export class ArchiveValidator extends Transform {
     this.#pendingBytes = 0;
     if (batch.length === 0) return callback();
     const previous = this.#inflating;
-    const current: { consumed: boolean; then?: () => void } = { consumed: false };
+    const current: InFlight = { consumed: false };
     this.#inflating = current;
     this.#gunzip!.write(batch, () => {
       current.consumed = true;
-      current.then?.();
+      current.onConsumed?.();
     });
     if (!previous || previous.consumed) callback();
-    else previous.then = callback;
+    else previous.onConsumed = callback;
   }
 
   #gather(): Buffer {
