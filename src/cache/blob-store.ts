@@ -425,6 +425,9 @@ function stampOf(stats: Stats): string {
  * download: the most recent bytes (`#recent`: every chunk not yet on disk, and at least the last
  * RECENT_BYTES) are taken from memory, so a reader that keeps up with the download never waits
  * for the disk nor reads the file back; a reader further behind reads the file ("tail -f").
+ * A reader that ends at the archive's last byte holds that byte back until the download matched
+ * its digest: if it does not, the reader fails instead, so a client never receives a whole
+ * response whose bytes differ from the ETag and Content-Digest it was sent.
  */
 class Fill extends EventEmitter {
   readonly file: string;
@@ -435,6 +438,8 @@ class Fill extends EventEmitter {
   /** The latest received chunks, in order, with their offsets; `#recentBytes` in all. */
   #recent: { offset: number; chunk: Buffer }[] = [];
   #recentBytes = 0;
+  /** All bytes received and their SHA-256 matched (the file may not be synced yet). */
+  verified = false;
   done = false;
   error: Error | undefined;
   readonly started: Promise<void>;
@@ -496,11 +501,13 @@ class Fill extends EventEmitter {
         },
       });
       await pipeline(source, sink);
-      await handle.sync();
       const actual = hash.digest('hex');
       if (actual !== this.digest || this.written !== this.size) {
         throw new Error(`fetched archive does not match its digest (expected ${this.digest}, got ${actual}, ${this.written} of ${this.size} bytes)`);
       }
+      this.verified = true;
+      this.emit('progress');
+      await handle.sync();
     } finally {
       await handle.close();
     }
@@ -580,13 +587,15 @@ class Fill extends EventEmitter {
           for (;;) {
             if (offset > end) return void this.push(null);
             if (fill.error) throw fill.error;
-            const bytes = fill.fromMemory(offset, end + 1 - offset);
+            // The archive's last byte only once the whole download matched its digest.
+            const limit = end === fill.size - 1 && !fill.verified ? end : end + 1;
+            const bytes = offset < limit ? fill.fromMemory(offset, limit - offset) : undefined;
             if (bytes) {
               offset += bytes.length;
               if (!this.push(bytes)) return;
               continue;
             }
-            const available = Math.min(fill.done ? fill.size : fill.written, end + 1);
+            const available = Math.min(fill.done ? fill.size : fill.written, limit);
             if (offset < available) {
               const length = Math.min(available - offset, 256 * 1024);
               const buffer = Buffer.allocUnsafe(length);

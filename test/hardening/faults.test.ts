@@ -77,6 +77,31 @@ async function assertWhole(t: Test, url: string, known: Map<string, Buffer>): Pr
   return { sha, version: Number(res.headers.get('x-model-version')) };
 }
 
+/**
+ * A GET over a raw request, which reports a transfer that breaks instead of throwing:
+ * `onData(received)` runs after each chunk.
+ */
+function download(url: string, onData: (got: number) => void = () => {}): Promise<{ status: number; length: number; got: number; error?: string }> {
+  return new Promise((resolve) => {
+    let got = 0;
+    let status = 0;
+    let length = 0;
+    const req = request(url, (res) => {
+      status = res.statusCode!;
+      length = Number(res.headers['content-length']);
+      res.on('data', (c: Buffer) => {
+        got += c.length;
+        onData(got);
+      });
+      res.on('end', () => resolve({ got, status, length }));
+      res.on('error', (err) => resolve({ got, status, length, error: err.message }));
+      res.on('aborted', () => resolve({ got, status, length, error: 'aborted' }));
+    });
+    req.on('error', (err) => resolve({ got, status, length, error: err.message }));
+    req.end();
+  });
+}
+
 t.test('24 SIGKILLs at random points of uploads: old or new version whole, leftovers swept at start', async (t) => {
   const random = prng(SEED);
   t.comment(`kill schedule seed ${SEED} (replay with HARDENING_SEED=${SEED})`);
@@ -320,27 +345,12 @@ t.test('MinIO dies mid-download: the client sees a broken transfer, never a shor
   const big = tgz([{ path: 'w.bin', body: randomBytes(6 * 2 ** 20) }]);
   t.equal((await put(`${r.url}/models/m`, big)).status, 201);
   proxy.rate = 2 * 2 ** 20; // storage → registry at 2 MiB/s: the download takes ~3 s
-  const result = await new Promise<{ got: number; status: number; error?: string; length: number }>((resolve) => {
-    let got = 0;
-    let status = 0;
-    let length = 0;
-    let killed = false;
-    const req = request(`${r.url}/models/m`, (res) => {
-      status = res.statusCode!;
-      length = Number(res.headers['content-length']);
-      res.on('data', (c: Buffer) => {
-        got += c.length;
-        if (!killed && got >= 2 ** 20) {
-          killed = true;
-          void own.stop(true).then(() => proxy.cut());
-        }
-      });
-      res.on('end', () => resolve({ got, status, length }));
-      res.on('error', (err) => resolve({ got, status, length, error: err.message }));
-      res.on('aborted', () => resolve({ got, status, length, error: 'aborted' }));
-    });
-    req.on('error', (err) => resolve({ got, status, length, error: err.message }));
-    req.end();
+  let killed = false;
+  const result = await download(`${r.url}/models/m`, (got) => {
+    if (!killed && got >= 2 ** 20) {
+      killed = true;
+      void own.stop(true).then(() => proxy.cut());
+    }
   });
   t.equal(result.status, 200, 'the download had started');
   t.equal(result.length, big.length, 'with the whole length announced');
@@ -356,4 +366,41 @@ t.test('MinIO dies mid-download: the client sees a broken transfer, never a shor
   t.equal(back.status, 200, 'served again by the same process');
   t.equal(sha256(await bytes(back)), sha256(big), 'whole');
   t.equal((await fetch(`${r.url}/readyz`)).status, 200);
+});
+
+t.test('a download from storage that does not match its digest: the client sees a broken transfer, never a whole wrong one; nothing is cached', async (t) => {
+  const own = await startMinio();
+  t.teardown(() => own.dispose());
+  const proxy = await startProxy(own.url);
+  t.teardown(() => proxy.close());
+  const cacheDir = await tempDir(t, 'mr-cache-');
+  const env = { ...minioEnv(own), AWS_ENDPOINT_URL: proxy.url, CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'false' };
+  const r: Running = await start(t, env);
+  const big = tgz([{ path: 'w.bin', body: randomBytes(6 * 2 ** 20) }]);
+  t.equal((await put(`${r.url}/models/m`, big)).status, 201);
+
+  // One byte changes on its way from MinIO, past the response headers, inside the body; at
+  // 4 MiB/s the download takes ~1.5 s, so both requests follow the same one.
+  proxy.flipAfter(3 * 2 ** 20);
+  proxy.rate = 4 * 2 ** 20;
+  const [whole, tail] = await Promise.all([
+    download(`${r.url}/models/m`),
+    fetch(`${r.url}/models/m`, { headers: { range: 'bytes=-1000' } }).then(
+      async (res) => ({ status: res.status, body: await bytes(res).then(() => 'read', (err: Error) => err.message) }),
+      (err: Error) => ({ status: 0, body: err.message }),
+    ),
+  ]);
+  t.equal(whole.status, 200, 'the download had started');
+  t.equal(whole.length, big.length, 'with the whole length announced');
+  t.ok(whole.got < big.length, `the transfer stopped short, after ${whole.got} of ${big.length} bytes`);
+  t.ok(whole.error, `and the client was told (${whole.error})`);
+  t.not(tail.body, 'read', `a range that ends at the last byte is not completed either (${tail.status}, ${tail.body})`);
+  t.ok(await eventually(async () => (await fs.readdir(path.join(cacheDir, 'tmp'))).length === 0), 'the failed fill is removed');
+  t.same((await fs.readdir(path.join(cacheDir, 'blobs'))).filter((n) => n.endsWith('.tar.gz')), [], 'the wrong bytes did not enter the cache');
+  proxy.rate = 0;
+
+  const again = await fetch(`${r.url}/models/m`);
+  t.equal(again.status, 200);
+  t.equal(again.headers.get('x-cache'), 'MISS', 'fetched from storage again');
+  t.equal(sha256(await bytes(again)), sha256(big), 'whole and right once the bytes arrive intact');
 });

@@ -275,6 +275,8 @@ export interface Proxy {
   rate: number;
   /** Bytes forwarded upstream → client so far. */
   down: number;
+  /** Flips the byte `bytes` further down the upstream → client traffic (corruption in transit). */
+  flipAfter(bytes: number): void;
   /** Destroys every open connection (an outage as the client sees it). */
   cut(): void;
   close(): Promise<void>;
@@ -284,6 +286,7 @@ export interface Proxy {
 export async function startProxy(target: string, rate = 0): Promise<Proxy> {
   const { hostname, port } = new URL(target);
   const sockets = new Set<Socket>();
+  let flipAt: number | undefined;
   const server: Server = createServer((client) => {
     const upstream = createConnection({ host: hostname, port: Number(port) });
     sockets.add(client).add(upstream);
@@ -297,6 +300,10 @@ export async function startProxy(target: string, rate = 0): Promise<Proxy> {
     upstream.on('error', drop).on('close', drop);
     client.pipe(upstream);
     upstream.on('data', (chunk: Buffer) => {
+      if (flipAt !== undefined && flipAt < proxy.down + chunk.length) {
+        chunk[flipAt - proxy.down]! ^= 0xff;
+        flipAt = undefined;
+      }
       proxy.down += chunk.length;
       if (!client.write(chunk)) upstream.pause();
       if (proxy.rate > 0) {
@@ -312,6 +319,9 @@ export async function startProxy(target: string, rate = 0): Promise<Proxy> {
     url: `http://127.0.0.1:${address.port}`,
     rate,
     down: 0,
+    flipAfter: (bytes) => {
+      flipAt = proxy.down + bytes;
+    },
     cut: () => {
       for (const s of sockets) s.destroy();
       sockets.clear();
