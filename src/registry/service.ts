@@ -149,8 +149,8 @@ export class ModelRegistry {
         createdAt: new Date().toISOString(),
         labels: input.labels,
       };
-      published = await this.#publish(name, input.condition, (current, version, archived) =>
-        this.storage.commit(staged.value, encodeMetadata({ ...metadata, version }), condition(current), { after: archived }),
+      published = await this.#publish(name, input.condition, (current, version, archive) =>
+        this.storage.commit(staged.value, encodeMetadata({ ...metadata, version }), condition(current), { after: archive() }),
       );
       if (writeThrough) await this.#admit(writeThrough, published.model, copyTo);
       return published;
@@ -176,7 +176,7 @@ export class ModelRegistry {
   /** Makes a retained version current again, as a new version number. */
   async rollback(name: string, version: number, clientCondition: ClientCondition): Promise<ModelVersion> {
     assertName(name);
-    const { model } = await this.#publish(name, clientCondition, async (current, next, archived) => {
+    const { model } = await this.#publish(name, clientCondition, async (current, next, archive) => {
       if (!current) throw errors.modelNotFound(name);
       const target = await this.#describeKey(name, keys.history(name, version), version).catch((err) => {
         if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
@@ -192,7 +192,7 @@ export class ModelRegistry {
           labels: target.labels,
         }),
         condition: condition(current),
-        after: archived,
+        after: archive(), // only now: a rollback to a missing version archives nothing
       });
     }, { mustExist: true });
     return model;
@@ -336,13 +336,14 @@ export class ModelRegistry {
    * The compare-and-swap loop shared by upload and rollback: read the current version, check
    * the client's condition, archive the current version, write (via `write`) on the condition
    * that the current version is unchanged, retrying when another writer got there first.
-   * The archive copy runs while `write` prepares: `write` passes it to storage as `after`, so the
-   * new version becomes visible only once the old one is archived (S3 copies both at once).
+   * `write` starts the archive copy by calling `archive` once it knows it will write, and passes
+   * the copy to storage as `after`, so the new version becomes visible only once the old one is
+   * archived (S3 copies both at once).
    */
   async #publish(
     name: string,
     clientCondition: ClientCondition,
-    write: (current: ModelVersion | undefined, version: number, archived: Promise<unknown> | undefined) => Promise<ObjectInfo>,
+    write: (current: ModelVersion | undefined, version: number, archive: () => Promise<unknown> | undefined) => Promise<ObjectInfo>,
     options: { mustExist?: boolean } = {},
   ): Promise<{ model: ModelVersion; created: boolean }> {
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
@@ -353,15 +354,19 @@ export class ModelRegistry {
       if (!current && options.mustExist) throw errors.modelNotFound(name);
       checkClientCondition(name, current, clientCondition);
       const version = current ? current.version + 1 : 1;
-      const archived = current && this.#history > 0
-        ? this.storage.copy(current.storageKey, keys.history(name, current.version), {
-          sourceToken: current.token,
-          metadata: encodeMetadata(current),
-        })
-        : undefined;
-      archived?.catch(() => {}); // handled below, whenever `write` gets to it or fails first
+      let archived: Promise<unknown> | undefined;
+      const archive = () => {
+        if (!archived && current && this.#history > 0) {
+          archived = this.storage.copy(current.storageKey, keys.history(name, current.version), {
+            sourceToken: current.token,
+            metadata: encodeMetadata(current),
+          });
+          archived.catch(() => {}); // handled below, whenever `write` gets to it or fails first
+        }
+        return archived;
+      };
       try {
-        const info = await write(current, version, archived);
+        const info = await write(current, version, archive);
         await archived; // settled already: storage published only after it resolved
         const model = toModel(name, info, version);
         this.#remember(model);

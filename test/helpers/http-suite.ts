@@ -162,7 +162,9 @@ t.test('rollback makes an old version current as a new version', async (t) => {
   t.ok((await bytes(await fetch(`${url}/models/rb`))).equals(a));
   const versions = (await (await fetch(`${url}/models/rb/versions`)).json()) as { versions: { version: number; sha256: string }[] };
   t.same(versions.versions.map((v) => [v.version, v.sha256]), [[3, sha256(a)], [2, sha256(b)], [1, sha256(a)]], 'history kept');
+  const history = await keys(r, '.history/rb/');
   await isError(t, await post({ version: 9 }), 404, 'VERSION_NOT_FOUND');
+  t.same(await keys(r, '.history/rb/'), history, 'a rollback to a missing version archives nothing');
   await isError(t, await post({ version: 'x' }), 400, 'INVALID_VERSION');
   await isError(t, await post({}), 400, 'INVALID_BODY');
   await isError(t, await fetch(`${url}/models/none/rollback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"version":1}' }), 404, 'MODEL_NOT_FOUND');
