@@ -284,7 +284,10 @@ export class LocalStorage implements Storage {
 
   // ---- internals ----
 
-  /** Sidecars whose file is gone or was replaced more than a minute ago. */
+  /**
+   * Sidecars whose file is gone or was replaced more than a minute ago, and sidecar temp files
+   * (`….json.<uuid>.tmp`) a crash left behind, also after a minute (a write takes milliseconds).
+   */
   async #sweepMeta(dir: string): Promise<number> {
     let removed = 0;
     const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
@@ -294,12 +297,19 @@ export class LocalStorage implements Storage {
         removed += await this.#sweepMeta(full);
         continue;
       }
+      const age = async () => Date.now() - ((await fs.stat(full).catch(() => undefined))?.mtimeMs ?? Date.now());
+      if (entry.name.endsWith('.tmp')) {
+        if ((await age()) > 60_000) {
+          await fs.rm(full, { force: true });
+          removed++;
+        }
+        continue;
+      }
       const m = /^(.*)\.(\d+-\d+-\d+)\.json$/.exec(entry.name);
       if (!m) continue;
       const key = path.relative(path.join(this.root, META), path.join(dir, m[1]!)).split(path.sep).join('/');
       const stats = await this.#statOrUndefined(key).catch(() => undefined);
-      const age = Date.now() - ((await fs.stat(full).catch(() => undefined))?.mtimeMs ?? 0);
-      if ((!stats || tokenOf(stats) !== m[2]) && age > 60_000) {
+      if ((!stats || tokenOf(stats) !== m[2]) && (await age()) > 60_000) {
         await fs.rm(full, { force: true });
         removed++;
       }

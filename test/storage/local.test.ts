@@ -55,6 +55,22 @@ t.test('sweep removes staged files of dead writers and keeps live ones', async (
   t.equal(await fs.readFile(path.join(s.root, 'a.tar.gz'), 'utf8'), 'live', 'the live upload survived the sweep');
 });
 
+t.test('sweep removes sidecar temp files a crash left, after a minute', async (t) => {
+  const s = await local(t);
+  const info = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('x')])), { version: '1' }, {});
+  const meta = path.join(s.root, '.meta');
+  const sidecar = (await fs.readdir(meta)).find((n) => n.endsWith('.json'))!;
+  const old = path.join(meta, `${sidecar}.00000000-0000-0000-0000-000000000000.tmp`);
+  const fresh = path.join(meta, `${sidecar}.11111111-1111-1111-1111-111111111111.tmp`);
+  await fs.writeFile(old, '{"version":');
+  await fs.writeFile(fresh, '{"version":');
+  const twoMinutesAgo = new Date(Date.now() - 120_000);
+  await fs.utimes(old, twoMinutesAgo, twoMinutesAgo);
+  t.equal(await s.sweep(), 1);
+  t.same((await fs.readdir(meta)).sort(), [sidecar, path.basename(fresh)].sort(), 'the old temp file went; a write that may be in progress stays');
+  t.same((await s.head('m.tar.gz')).metadata, info.metadata, 'the sidecar itself is untouched');
+});
+
 t.test('copying onto a link of the same file (a history copy redone after a crash) leaves no staged file', async (t) => {
   const s = await local(t);
   const info = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('x')])), { version: '1' }, {});
