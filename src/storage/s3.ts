@@ -212,7 +212,7 @@ export class S3Storage implements Storage {
 
   async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
     const s = this.#own(staged);
-    const info = await this.#copyInto(UPLOADS_PREFIX + s.name, s.etag, s.size, s.key, metadata, condition, options.after);
+    const info = await this.#copyInto({ from: UPLOADS_PREFIX + s.name, sourceToken: s.etag, size: s.size }, s.key, { metadata, condition, after: options.after });
     this.#active.delete(s.name);
     await this.#deleteQuietly(UPLOADS_PREFIX + s.name);
     return info;
@@ -231,12 +231,12 @@ export class S3Storage implements Storage {
     options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     const size = await this.#sizeOf(from, options.sourceToken);
-    return this.#copyInto(from, options.sourceToken, size, to, options.metadata, options.condition ?? {}, options.after);
+    return this.#copyInto({ from, sourceToken: options.sourceToken, size }, to, { metadata: options.metadata, condition: options.condition ?? {}, after: options.after });
   }
 
   async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
     const size = await this.#sizeOf(key, token);
-    return this.#copyInto(key, token, size, key, metadata, { ifMatch: token });
+    return this.#copyInto({ from: key, sourceToken: token, size }, key, { metadata, condition: { ifMatch: token } });
   }
 
   async delete(key: string): Promise<void> {
@@ -310,13 +310,9 @@ export class S3Storage implements Storage {
    * The parts are copied while `after` runs; the upload completes only once it resolved.
    */
   async #copyInto(
-    from: string,
-    sourceToken: string,
-    size: number,
+    { from, sourceToken, size }: { from: string; sourceToken: string; size: number },
     to: string,
-    metadata: Metadata,
-    condition: WriteCondition,
-    after?: Promise<unknown>,
+    { metadata, condition, after }: { metadata: Metadata; condition: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     const created = await this.#call(to, () =>
       this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: encodeMetadata(metadata) })),
