@@ -360,6 +360,26 @@ function row(workload, reg, ref, unit, target, pass, note = '') {
 const runs = (reg, ref, d = 0) => `${reg.map((x) => fmt(x, d)).join(', ')}${ref ? ` / ${ref.map((x) => fmt(x, d)).join(', ')}` : ''}`;
 const fmt = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x) ? '—' : Number(x).toFixed(d));
 
+/**
+ * Share of all cores busy during one second, while this process sleeps: other work on the
+ * machine (a forgotten MinIO scanning its data once took ~7% and skewed two runs). Linux only.
+ */
+async function busyElsewhere() {
+  const sample = () => {
+    const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return { idle: cpu[3] + cpu[4], total: cpu.reduce((a, b) => a + b, 0) };
+  };
+  try {
+    const a = sample();
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const b = sample();
+    return 1 - (b.idle - a.idle) / Math.max(1, b.total - a.total);
+  } catch {
+    return NaN;
+  }
+}
+let busyBefore = NaN;
+
 async function main() {
   log(`${QUICK ? 'quick' : 'full'} run: large ${fmtSize(LARGE)}, huge ${fmtSize(HUGE)}, ${REPS} repetition(s)`);
   if (!flag('--no-build')) {
@@ -370,6 +390,9 @@ async function main() {
   if (!existsSync(path.join(ROOT, 'dist/server.js'))) fail('dist/server.js is missing: run npm run build');
   if (LOADGEN === 'autocannon') await import('autocannon').catch(() => fail('autocannon is not installed: run `npm install` (devDependency) or `npm install --no-save autocannon`'));
   if (spawnSync('curl', ['--version']).status !== 0) fail('curl is required (apt-get install -y curl)');
+
+  busyBefore = await busyElsewhere();
+  if (busyBefore > 0.1) log(`warning: ${Math.round(busyBefore * 100)}% of the CPU was busy before the run started (another process?) — the ratios share the cores with it`);
 
   const base = process.env.BENCH_DIR ?? os.tmpdir();
   const dir = await mkdtemp(path.join(base, 'mr-bench-'));
@@ -589,7 +612,7 @@ async function main() {
   const dirty = git(['status', '--porcelain', '--untracked-files=no']) ? ' (with uncommitted changes)' : '';
   const section = `## ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')} — ${git(['rev-parse', '--short', 'HEAD'])}${dirty}${QUICK ? ' (quick)' : ''}
 
-- machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / GiB).toFixed(1)} GiB memory, ${os.type()} ${os.release()}, Node ${process.version}
+- machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / GiB).toFixed(1)} GiB memory, ${os.type()} ${os.release()}, Node ${process.version}; ${Number.isNaN(busyBefore) ? 'CPU use before the run unknown' : `${Math.round(busyBefore * 100)}% of the CPU busy before the run`}
 - command: \`${command}\`, ${REPS} repetition(s), medians; large ${fmtSize(LARGE)}, huge ${fmtSize(HUGE)}, small ${fmtSize(SMALL)}; ${Math.round((Date.now() - started) / 1000)} s
 
 ${table}
