@@ -54,10 +54,20 @@ interface Entry {
   /** Bytes of derived data (the extracted tree) counted against the bound. */
   extra: number;
   lastUsed: number;
+  /** When the stamp file's mtime (recency that survives a restart) was last set. */
+  touchedAt: number;
   readers: number;
   verified: boolean;
   /** inode-mtime-size of the file when it was verified: a file changed since is hashed again. */
   stamp: string;
+}
+
+/** The cache directory cannot take a file (full, read-only, gone): serve from storage instead. */
+export class CacheDiskError extends Error {
+  constructor(cause: unknown) {
+    super(`the cache directory cannot be written: ${(cause as Error).message}`, { cause });
+    this.name = 'CacheDiskError';
+  }
 }
 
 export type Range = { start: number; end: number };
@@ -111,10 +121,12 @@ export class BlobStore {
       if (!stats) continue;
       const stamp = await fs.readFile(this.#stampPath(digest), 'utf8').catch(() => '');
       const stampStats = await fs.stat(this.#stampPath(digest)).catch(() => undefined);
+      const lastUsed = stampStats?.mtimeMs ?? stats.mtimeMs;
       this.#add(digest, {
         size: stats.size,
         extra: 0,
-        lastUsed: stampStats?.mtimeMs ?? stats.mtimeMs,
+        lastUsed,
+        touchedAt: lastUsed,
         readers: 0,
         verified: stamp === stampOf(stats),
         stamp: stampOf(stats),
@@ -190,7 +202,8 @@ export class BlobStore {
     await fs.rename(file, target);
     const stats = await fs.stat(target);
     await fs.writeFile(this.#stampPath(digest), stampOf(stats));
-    this.#add(digest, { size: stats.size, extra: 0, lastUsed: Date.now(), readers: 0, verified: true, stamp: stampOf(stats) });
+    const now = Date.now();
+    this.#add(digest, { size: stats.size, extra: 0, lastUsed: now, touchedAt: now, readers: 0, verified: true, stamp: stampOf(stats) });
     await this.evict();
   }
 
@@ -216,6 +229,8 @@ export class BlobStore {
     let removed = 0;
     const idle = [...this.#entries].filter(([d, e]) => e.readers === 0 && !this.#fills.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
     for (const [digest, entry] of idle) {
+      // Removals await the disk: an entry may have been read, held or replaced meanwhile.
+      if (this.#entries.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
       const expired = now - entry.lastUsed > this.#opts.ttlMs;
       if (!expired && this.#total <= this.#opts.maxBytes) continue;
       await this.#remove(digest);
@@ -287,6 +302,7 @@ export class BlobStore {
     this.#opts.observer?.memoryBytes?.(this.#memoryTotal);
   }
 
+  /** Runs `fill` to its end; never rejects (it is started without being awaited). */
   async #runFill(fill: Fill, fetch: Fetch): Promise<void> {
     try {
       await fill.run(fetch);
@@ -295,17 +311,20 @@ export class BlobStore {
       const stats = await fs.stat(target);
       await fs.writeFile(this.#stampPath(fill.digest), stampOf(stats));
       // Clients still reading from the fill now read the entry: eviction must leave it alone.
-      const entry: Entry = { size: stats.size, extra: 0, lastUsed: Date.now(), readers: 0, verified: true, stamp: stampOf(stats) };
-      this.#add(fill.digest, entry);
-      fill.finish(entry);
-      await this.evict();
-    } catch (err) {
-      fill.fail(err as Error);
-      await fs.rm(fill.file, { force: true });
-      this.#opts.logger.warn({ err, digest: fill.digest }, 'cache fill failed');
-    } finally {
+      const now = Date.now();
+      const entry = this.#add(fill.digest, { size: stats.size, extra: 0, lastUsed: now, touchedAt: now, readers: 0, verified: true, stamp: stampOf(stats) });
       this.#fills.delete(fill.digest);
+      fill.finish(entry);
+    } catch (err) {
+      this.#fills.delete(fill.digest); // the next request fetches again instead of joining this one
+      fill.fail(err as Error);
+      this.#opts.logger.warn({ err, digest: fill.digest }, 'cache fill failed');
+      await fs.rm(fill.file, { force: true }).catch((rmErr: unknown) =>
+        this.#opts.logger.warn({ err: rmErr, file: fill.file }, 'could not remove a failed cache fill; the next start clears it'));
+      return;
     }
+    // The archive is in the cache whatever eviction does: its errors are not the fill's.
+    await this.evict().catch((err: unknown) => this.#opts.logger.warn({ err }, 'cache eviction failed'));
   }
 
   /** A stream of a verified entry; undefined when its file changed since it was verified. */
@@ -336,8 +355,9 @@ export class BlobStore {
     const entry = this.#entries.get(digest);
     if (!entry) return undefined;
     const now = Date.now();
-    if (now - entry.lastUsed > TOUCH_EVERY_MS) {
+    if (now - entry.touchedAt > TOUCH_EVERY_MS) {
       // Persist recency for the LRU order after a restart (cheaply: at most once a minute).
+      entry.touchedAt = now;
       const t = new Date(now);
       void fs.utimes(this.#stampPath(digest), t, t).catch(() => {});
     }
@@ -370,10 +390,23 @@ export class BlobStore {
     return pending;
   }
 
-  #add(digest: string, entry: Entry): void {
+  /**
+   * Indexes `entry`, or, when `digest` is indexed already (a fill and an upload of the same bytes
+   * can finish together, each renaming an identical file into place), refreshes the entry that is
+   * there, keeping its readers and extra bytes. Returns the indexed entry.
+   */
+  #add(digest: string, entry: Entry): Entry {
+    const existing = this.#entries.get(digest);
+    if (existing) {
+      existing.stamp = entry.stamp;
+      existing.verified = entry.verified;
+      existing.lastUsed = Math.max(existing.lastUsed, entry.lastUsed);
+      return existing;
+    }
     this.#entries.set(digest, entry);
     this.#total += entry.size + entry.extra;
     this.#opts.observer?.bytes(this.#total);
+    return entry;
   }
 
   async #remove(digest: string): Promise<void> {
@@ -469,7 +502,9 @@ class Fill extends EventEmitter {
   }
 
   async run(fetch: Fetch): Promise<void> {
-    const handle = await fs.open(this.file, 'wx');
+    const handle = await fs.open(this.file, 'wx').catch((err: unknown) => {
+      throw new CacheDiskError(err);
+    });
     try {
       const source = await fetch(this.#abort.signal);
       this.#markStarted();

@@ -134,7 +134,9 @@ export async function resolveFile(tree: Tree, requested: string): Promise<{ file
   const entry = tree.files.find((f) => f.path === normalized);
   if (!entry || entry.type === 'directory') return undefined;
   const real = await fs.realpath(path.join(tree.root, ...parts)).catch(() => undefined);
-  if (!real || !(real === tree.root || real.startsWith(tree.root + path.sep))) return undefined;
+  // Compared with the real root: CACHE_DIR itself may lie behind a symlink.
+  const root = await fs.realpath(tree.root).catch(() => undefined);
+  if (!real || !root || !(real === root || real.startsWith(root + path.sep))) return undefined;
   const stats = await fs.stat(real);
   if (!stats.isFile()) return undefined;
   return { file: real, entry: entry.type === 'symlink' ? { ...entry, size: stats.size } : entry };

@@ -15,11 +15,12 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../util/logger.js';
 import type { ModelCache } from '../cache/index.js';
+import { CacheDiskError } from '../cache/blob-store.js';
 import type { Tree } from '../cache/trees.js';
 import { errors, NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { Metadata, ObjectInfo, StagedObject, Storage, WriteCondition } from '../storage/types.js';
@@ -165,6 +166,9 @@ export class ModelRegistry {
     const file = copied ?? cache.blobs.tempPath();
     try {
       if (!copied) await this.storage.copyOut!(model.storageKey, model.token, file);
+      // A copy the cache disk cut short (or never finished) is not the archive: leave it out.
+      const { size } = await stat(file);
+      if (size !== model.size) throw new Error(`the cache copy has ${size} of ${model.size} bytes`);
       await cache.blobs.admit(model.sha256, file);
     } catch (err) {
       // The upload stands; the first download fills the cache instead.
@@ -221,8 +225,15 @@ export class ModelRegistry {
    */
   async read(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<{ body: Readable | Buffer; cache: CacheStatus }> {
     if (!this.#cache) return { body: await this.#openPinned(model, range, signal), cache: 'BYPASS' };
-    const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s), range);
-    return { body, cache: hit ? 'HIT' : 'MISS' };
+    try {
+      const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s), range);
+      return { body, cache: hit ? 'HIT' : 'MISS' };
+    } catch (err) {
+      // Nothing in the cache is needed for correctness: a broken cache disk costs speed only.
+      if (!(err instanceof CacheDiskError)) throw err;
+      this.#log.warn({ err, model: model.name }, 'cache unusable; serving from storage');
+      return { body: await this.#openPinned(model, range, signal), cache: 'BYPASS' };
+    }
   }
 
   /** True when the archive of `model` is in the local cache. */
@@ -246,7 +257,10 @@ export class ModelRegistry {
     const blob = await cache.blobs.ensure(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s));
     return cache.blobs.hold(model.sha256, async () => {
       const tree = await cache.trees.get(model.sha256, blob);
-      if (tree.created) cache.blobs.addExtra(model.sha256, tree.bytes);
+      if (tree.created) {
+        cache.blobs.addExtra(model.sha256, tree.bytes);
+        await cache.blobs.evict(); // the tree counts against the bound; this entry is held
+      }
       return tree;
     });
   }
@@ -463,6 +477,8 @@ class DigestCounter extends Transform {
   readonly #hash: Hash | undefined;
   readonly #copyTo: string | undefined;
   #copy: Promise<FileHandle> | undefined;
+  /** The cache copy failed (full or broken cache disk): the upload goes on without it. */
+  #copyFailed = false;
   size = 0;
   #sha256: string | undefined;
   constructor(options: { copyTo?: string; hash: boolean }) {
@@ -478,13 +494,22 @@ class DigestCounter extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null, data?: Buffer) => void): void {
     this.size += chunk.length;
     this.#hash?.update(chunk);
-    if (!this.#copyTo) return cb(null, chunk);
+    if (!this.#copyTo || this.#copyFailed) return cb(null, chunk);
     this.#copy ??= open(this.#copyTo, 'w');
-    this.#copy.then((h) => h.write(chunk)).then(() => cb(null, chunk), cb);
+    this.#copy.then((h) => h.write(chunk)).then(
+      () => cb(null, chunk),
+      () => {
+        this.#copyFailed = true; // #admit finds the copy short and leaves it out
+        cb(null, chunk);
+      },
+    );
   }
   override _flush(cb: (err?: Error | null) => void): void {
     if (!this.#copy) return cb();
-    this.#copy.then((h) => h.sync().then(() => h.close())).then(() => cb(), cb);
+    this.#copy.then((h) => h.sync().finally(() => h.close())).then(
+      () => cb(),
+      () => cb(), // as above: the upload stands without its cache copy
+    );
   }
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     if (!this.#copy) return cb(err);

@@ -404,3 +404,26 @@ t.test('a download from storage that does not match its digest: the client sees 
   t.equal(again.headers.get('x-cache'), 'MISS', 'fetched from storage again');
   t.equal(sha256(await bytes(again)), sha256(big), 'whole and right once the bytes arrive intact');
 });
+
+t.test('the cache disk fails (S3): uploads stand without their cache copy, downloads come from storage', async (t) => {
+  const own = await startMinio();
+  t.teardown(() => own.dispose());
+  const cacheDir = await tempDir(t, 'mr-cache-');
+  const r: Running = await start(t, { ...minioEnv(own), CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'true' });
+  // The cache's working directory goes away: every file the cache opens there fails, as on a
+  // full or read-only disk.
+  await fs.rm(path.join(cacheDir, 'tmp'), { recursive: true });
+  const v1 = model('v1');
+  const res = await put(`${r.url}/models/m`, v1);
+  t.equal(res.status, 201, 'the upload is accepted: its write-through copy is not needed');
+  const got = await fetch(`${r.url}/models/m`);
+  t.equal(got.status, 200);
+  t.equal(got.headers.get('x-cache'), 'BYPASS', 'served straight from storage');
+  t.equal(sha256(await bytes(got)), sha256(v1), 'whole');
+  t.same((await fs.readdir(path.join(cacheDir, 'blobs'))).filter((n) => n.endsWith('.tar.gz')), [], 'nothing entered the cache');
+
+  await fs.mkdir(path.join(cacheDir, 'tmp'));
+  const again = await fetch(`${r.url}/models/m`);
+  t.equal(again.headers.get('x-cache'), 'MISS', 'once the disk is back, the cache fills again');
+  t.equal(sha256(await bytes(again)), sha256(v1));
+});

@@ -1,0 +1,103 @@
+/**
+ * The cache's blob store and tree lookup on their own: the bookkeeping races that HTTP tests
+ * cannot time (eviction while an entry is being read, one digest admitted twice at once),
+ * recency that must survive a restart, and a cache directory reached through a symlink.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import t, { type Test } from 'tap';
+import { BlobStore, type BlobStoreOptions } from '../src/cache/blob-store.js';
+import { resolveFile, type Tree } from '../src/cache/trees.js';
+import type { Logger } from '../src/util/logger.js';
+import { tempDir } from './helpers/server.js';
+
+const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => quiet };
+
+async function store(t: Test, options: Partial<BlobStoreOptions> = {}, dir?: string): Promise<BlobStore> {
+  const s = new BlobStore({ dir: dir ?? (await tempDir(t, 'mr-blobs-')), maxBytes: 1e9, ttlMs: 1e9, logger: quiet, ...options });
+  await s.init();
+  return s;
+}
+
+/** Admits `bytes` as a written-through upload; returns its digest. */
+async function admit(s: BlobStore, bytes: Buffer): Promise<string> {
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  const file = s.tempPath();
+  await fs.writeFile(file, bytes);
+  await s.admit(digest, file);
+  return digest;
+}
+
+const noFetch = async (): Promise<never> => {
+  throw new Error('no storage read expected');
+};
+
+t.test('eviction leaves alone an entry that is opened or held while earlier removals run', async (t) => {
+  let removing: () => void = () => {};
+  const removalStarted = new Promise<void>((resolve) => (removing = resolve));
+  const s = await store(t, {
+    maxBytes: 2500,
+    // Removing an entry's extracted tree takes a while (a recursive delete).
+    onEvict: async () => {
+      removing();
+      await new Promise((r) => setTimeout(r, 150));
+    },
+  });
+  const a = await admit(s, randomBytes(1000));
+  await new Promise((r) => setTimeout(r, 5));
+  const b = await admit(s, randomBytes(1000));
+  // Over the bound: eviction starts with the least recently used (a), then would take b.
+  const c = admit(s, randomBytes(2000));
+  await removalStarted;
+  const { body, hit } = await s.open(b, 1000, noFetch);
+  t.ok(hit, 'b is opened while a is being removed');
+  const held = s.hold(b, () => new Promise((r) => setTimeout(r, 300)));
+  await c;
+  t.notOk(s.has(a), 'a was evicted');
+  t.ok(s.has(b), 'b, read and held meanwhile, was not');
+  t.ok(await fs.stat(s.blobPath(b)).then(() => true, () => false), 'and its file is still there');
+  for await (const chunk of body as AsyncIterable<Buffer>) void chunk;
+  await held;
+});
+
+t.test('one digest admitted twice at once is counted once', async (t) => {
+  const s = await store(t, { ttlMs: 60_000 });
+  const bytes = randomBytes(1000);
+  await Promise.all([admit(s, bytes), admit(s, bytes)]);
+  t.equal(s.totalBytes, 1000);
+});
+
+t.test('a model read every 30 s keeps its recency across a restart', async (t) => {
+  const dir = await tempDir(t, 'mr-blobs-');
+  const realNow = Date.now;
+  let skew = 0;
+  Date.now = () => realNow() + skew;
+  t.teardown(() => {
+    Date.now = realNow;
+  });
+  const s = await store(t, { ttlMs: 10 * 60_000 }, dir);
+  const digest = await admit(s, randomBytes(1000));
+  for (let i = 0; i < 40; i++) {
+    skew += 30_000; // 20 minutes of reads, one every 30 s
+    const { body, hit } = await s.open(digest, 1000, noFetch);
+    t.ok(hit);
+    if (!Buffer.isBuffer(body)) body.destroy();
+  }
+  await new Promise((r) => setTimeout(r, 50)); // the stamp is touched in the background
+  const restarted = await store(t, { ttlMs: 10 * 60_000 }, dir);
+  t.ok(restarted.has(digest), 'still cached after a restart with a 10-minute TTL');
+});
+
+t.test('files resolve when the cache directory is reached through a symlink', async (t) => {
+  const real = await tempDir(t, 'mr-trees-');
+  const link = `${real}-link`;
+  await fs.symlink(real, link);
+  t.teardown(() => fs.rm(link, { force: true }));
+  await fs.mkdir(path.join(real, 'abc'));
+  await fs.writeFile(path.join(real, 'abc', 'f.txt'), 'abc');
+  const tree = (root: string): Tree => ({ root: path.join(root, 'abc'), files: [{ path: 'f.txt', size: 3, type: 'file' }], bytes: 3 });
+  t.ok(await resolveFile(tree(real), 'f.txt'));
+  const found = await resolveFile(tree(link), 'f.txt');
+  t.equal(found?.file, path.join(await fs.realpath(real), 'abc', 'f.txt'));
+});
