@@ -70,7 +70,13 @@ export const errors = {
   bodyTimeout: define('REQUEST_TIMEOUT', 408, (ms: number) =>
     `The upload body sent nothing for ${ms} ms (BODY_IDLE_TIMEOUT), so the upload was discarded: send the body without long pauses, or ask the operator to raise BODY_IDLE_TIMEOUT.`),
   rangeNotSatisfiable: define('RANGE_NOT_SATISFIABLE', 416, (size: number) =>
-    `The requested range is outside the archive (${size} bytes): ask for bytes between 0 and ${Math.max(size - 1, 0)}.`),
+    size === 0
+      ? 'The file is empty, so no range of it exists: ask without a Range header.'
+      : `The requested range is outside the file (${size} bytes): ask for bytes between 0 and ${size - 1}.`),
+  readPreconditionFailed: define('PRECONDITION_FAILED', 412, (current: string) =>
+    `The model is no longer the version your If-Match / If-Unmodified-Since names: its ETag is now ${current}; start the download again without the condition, or with the new ETag.`),
+  alreadyCurrent: define('VERSION_IS_CURRENT', 409, (name: string, version: number) =>
+    `Version ${version} is already the current version of ${JSON.stringify(name)}: there is nothing to roll back; pick an older version from GET /models/${name}/versions.`),
   unauthorized: define('UNAUTHORIZED', 401, () =>
     'A bearer token is required: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'),
   forbidden: define('FORBIDDEN', 403, (needed: string) =>

@@ -277,6 +277,7 @@ t.test('files: manifest and single files from the extracted archive', async (t) 
     { path: 'model/config.json', body: '{"labels":3}' },
     { path: 'model/weights.bin', body: weights },
     { path: 'model/latest', type: 'SymbolicLink', linkpath: 'weights.bin' },
+    { path: 'model/empty.txt', body: '' },
   ]);
   await put(`${r.url}/models/f`, archive);
   await put(`${r.url}/models/f`, tgz([{ path: 'model/config.json', body: '{"labels":4}' }]));
@@ -285,6 +286,7 @@ t.test('files: manifest and single files from the extracted archive', async (t) 
   t.same(manifest.files, [
     { path: 'model', size: 0, type: 'directory' },
     { path: 'model/config.json', size: 12, type: 'file' },
+    { path: 'model/empty.txt', size: 0, type: 'file' },
     { path: 'model/latest', size: 0, type: 'symlink', target: 'weights.bin' },
     { path: 'model/weights.bin', size: 10_000, type: 'file' },
   ]);
@@ -302,6 +304,14 @@ t.test('files: manifest and single files from the extracted archive', async (t) 
   t.equal(part.status, 206);
   t.equal((await bytes(part)).length, 10);
   t.ok((await bytes(await fetch(`${r.url}/models/f/files/model/latest?version=1`))).equals(weights), 'symlinks inside the archive are followed');
+  const empty = await fetch(`${r.url}/models/f/files/model/empty.txt?version=1`);
+  t.equal(empty.status, 200);
+  t.equal((await bytes(empty)).length, 0);
+  for (const range of ['bytes=-5', 'bytes=0-']) {
+    const res = await fetch(`${r.url}/models/f/files/model/empty.txt?version=1`, { headers: { range } });
+    t.equal(res.headers.get('content-range'), 'bytes */0', `${range} of an empty file`);
+    await isError(t, res, 416, 'RANGE_NOT_SATISFIABLE');
+  }
   await isError(t, await fetch(`${r.url}/models/f/files/model/nope.txt`), 404, 'FILE_NOT_FOUND');
   await isError(t, await fetch(`${r.url}/models/f/files/model?version=1`), 404, 'FILE_NOT_FOUND');
   await isError(t, await fetch(`${r.url}/models/f/files/model/%2E%2E/%2E%2E/etc/passwd?version=1`), 404);

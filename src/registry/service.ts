@@ -182,6 +182,7 @@ export class ModelRegistry {
     assertName(name);
     const { model } = await this.#publish(name, clientCondition, async (current, next, archive) => {
       if (!current) throw errors.modelNotFound(name);
+      if (version === current.version) throw errors.alreadyCurrent(name, version);
       const target = await this.#describeKey(name, keys.history(name, version), version).catch((err) => {
         if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
         throw err;

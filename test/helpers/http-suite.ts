@@ -145,6 +145,35 @@ t.test('conditional and range reads', async (t) => {
   t.equal(headRange.status, 206);
   t.equal(headRange.headers.get('content-length'), '100');
   await isError(t, await fetch(`${url}/models/r`, { headers: { 'if-none-match': 'garbage' } }), 400, 'INVALID_HEADER');
+  const digest = `sha-256=:${Buffer.from(sha256(a), 'hex').toString('base64')}:`;
+  t.equal(partial.headers.get('repr-digest'), digest, 'a 206 names the whole archive in Repr-Digest');
+  t.equal(partial.headers.get('content-digest'), null, 'and no Content-Digest, which would describe the bytes sent');
+  t.equal((await fetch(`${url}/models/r`, { method: 'HEAD' })).headers.get('content-digest'), digest);
+  const upper = await fetch(`${url}/models/r`, { headers: { range: 'BYTES=0-9' } });
+  t.equal(upper.status, 206, 'the range unit is case-insensitive');
+  await upper.arrayBuffer();
+
+  // A client pinning the version it reads, e.g. across the ranged parts of one download.
+  const pinned = await fetch(`${url}/models/r`, { headers: { range: 'bytes=0-9', 'if-match': etag } });
+  t.equal(pinned.status, 206, 'If-Match with the current ETag: the range');
+  await pinned.arrayBuffer();
+  const lm0 = new Date(lm);
+  const b = model('r2', 10_000);
+  await put(`${url}/models/r`, b);
+  const moved = await fetch(`${url}/models/r`, { headers: { range: 'bytes=10-19', 'if-match': etag } });
+  const movedBody = await isError(t, moved, 412, 'PRECONDITION_FAILED');
+  t.match(movedBody.message, `"sha256:${sha256(b)}"`, 'the error names the new ETag');
+  t.equal((await fetch(`${url}/models/r`, { method: 'HEAD', headers: { 'if-match': etag } })).status, 412, 'HEAD too');
+  const before = new Date(lm0.getTime() - 5000).toUTCString();
+  await isError(t, await fetch(`${url}/models/r`, { headers: { 'if-unmodified-since': before } }), 412, 'PRECONDITION_FAILED');
+  const later = await fetch(`${url}/models/r`, { headers: { 'if-match': '*', 'if-unmodified-since': before } });
+  t.equal(later.status, 200, 'If-Match: * holds, and If-Unmodified-Since is then not looked at');
+  await later.arrayBuffer();
+  // A date in If-Range is never a strong validator here (two versions can share a second).
+  const byDate = await fetch(`${url}/models/r`, { headers: { range: 'bytes=0-9', 'if-range': new Date(Date.now() + 86_400_000).toUTCString() } });
+  t.equal(byDate.status, 200, 'If-Range with a date sends the whole archive');
+  t.ok((await bytes(byDate)).equals(b));
+  await isError(t, await fetch(`${url}/models/r?version=9999999999999999`), 400, 'INVALID_VERSION');
 });
 
 t.test('rollback makes an old version current as a new version', async (t) => {
@@ -164,6 +193,9 @@ t.test('rollback makes an old version current as a new version', async (t) => {
   t.same(versions.versions.map((v) => [v.version, v.sha256]), [[3, sha256(a)], [2, sha256(b)], [1, sha256(a)]], 'history kept');
   const history = await keys(r, '.history/rb/');
   await isError(t, await post({ version: 9 }), 404, 'VERSION_NOT_FOUND');
+  await isError(t, await post({ version: 3 }), 409, 'VERSION_IS_CURRENT');
+  await isError(t, await post({ version: '1' }), 400, 'INVALID_VERSION');
+  await isError(t, await post({ version: [1] }), 400, 'INVALID_VERSION');
   t.same(await keys(r, '.history/rb/'), history, 'a rollback to a missing version archives nothing');
   await isError(t, await post({ version: 'x' }), 400, 'INVALID_VERSION');
   await isError(t, await post({}), 400, 'INVALID_BODY');

@@ -37,6 +37,26 @@ export function writeCondition(headers: IncomingHttpHeaders): ClientCondition {
   return {};
 }
 
+/**
+ * False when a GET/HEAD must answer 412 (RFC 9110 §13.1.1, §13.1.4, evaluated before If-None-Match):
+ * If-Match with none of the current ETag (strong comparison), or, without If-Match, a
+ * representation modified after If-Unmodified-Since. What a client sends to pin the version
+ * it is reading, e.g. across the ranged parts of one download.
+ */
+export function readPreconditionHolds(headers: IncomingHttpHeaders, etag: string, lastModified: Date): boolean {
+  const ifMatch = one(headers['if-match']);
+  if (ifMatch !== undefined) {
+    const tags = entityTags(ifMatch, 'If-Match');
+    return tags === '*' || tags.includes(etag);
+  }
+  const since = one(headers['if-unmodified-since']);
+  if (since !== undefined) {
+    const date = Date.parse(since);
+    if (!Number.isNaN(date)) return Math.floor(lastModified.getTime() / 1000) <= Math.floor(date / 1000);
+  }
+  return true;
+}
+
 /** True when a GET/HEAD may answer 304 (RFC 9110 §13.1.2, §13.1.3). */
 export function notModified(headers: IncomingHttpHeaders, etag: string, lastModified: Date): boolean {
   const ifNoneMatch = one(headers['if-none-match']);
@@ -88,18 +108,18 @@ export type RangeResult = { start: number; end: number } | 'unsatisfiable' | und
 
 /**
  * A single byte range (RFC 9110 §14.2). Multiple ranges and unparsable headers are ignored
- * (the full body is sent), as the RFC allows; If-Range with another ETag also means the full body.
+ * (the full body is sent), as the RFC allows. If-Range (§13.1.5) must name the current ETag;
+ * a date never matches: Last-Modified has one-second resolution and two versions can share a
+ * second, so it is not a strong validator and could splice the bytes of two versions.
  */
-export function byteRange(headers: IncomingHttpHeaders, size: number, etag: string, lastModified: Date): RangeResult {
+export function byteRange(headers: IncomingHttpHeaders, size: number, etag: string): RangeResult {
   const header = one(headers.range);
   if (header === undefined) return undefined;
   const ifRange = one(headers['if-range']);
-  if (ifRange !== undefined) {
-    const matches = ifRange.startsWith('"') ? ifRange === etag : Date.parse(ifRange) >= Math.floor(lastModified.getTime() / 1000) * 1000;
-    if (!matches) return undefined;
-  }
-  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (ifRange !== undefined && ifRange.trim() !== etag) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/i.exec(header.trim());
   if (!m || (m[1] === '' && m[2] === '')) return undefined;
+  if (size === 0) return 'unsatisfiable'; // no byte of an empty file can be asked for
   if (m[1] === '') {
     const suffix = Number(m[2]);
     if (suffix === 0) return 'unsatisfiable';
@@ -128,7 +148,7 @@ export function labelsFromHeaders(headers: IncomingHttpHeaders): Labels {
 export function parseVersion(raw: unknown): number | undefined {
   if (raw === undefined) return undefined;
   const text = String(raw);
-  if (!/^[1-9]\d{0,15}$/.test(text)) throw errors.invalidVersion(text);
+  if (!/^[1-9]\d{0,15}$/.test(text) || !Number.isSafeInteger(Number(text))) throw errors.invalidVersion(text);
   return Number(text);
 }
 

@@ -18,6 +18,7 @@ import {
   expectedDigest,
   labelsFromHeaders,
   notModified,
+  readPreconditionHolds,
   contentTypeOf,
   parseVersion,
   parseWait,
@@ -74,8 +75,9 @@ function prepareDownload(
     'x-model-version': String(o.model.version),
   });
   if (o.stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
+  if (!readPreconditionHolds(request.headers, o.etag, lastModified)) throw errors.readPreconditionFailed(o.etag);
   if (notModified(request.headers, o.etag, lastModified)) return 'not-modified';
-  const range = byteRange(request.headers, o.size, o.etag, lastModified);
+  const range = byteRange(request.headers, o.size, o.etag);
   if (range === 'unsatisfiable') {
     reply.header('content-range', `bytes */${o.size}`);
     throw errors.rangeNotSatisfiable(o.size);
@@ -252,9 +254,12 @@ export default async function modelRoutes(app: FastifyInstance) {
         const prepared = prepareDownload(request, reply, { etag, model, stale, size: model.size, contentType: 'application/gzip' });
         if (prepared === 'not-modified') return reply.code(304).send();
         const { range } = prepared;
+        // Repr-Digest is the whole archive's (RFC 9530 §3); Content-Digest covers the bytes
+        // sent (§2), which are the whole archive only without a range.
         reply.headers({
           'content-disposition': `attachment; filename="${name}.tar.gz"`,
-          'content-digest': contentDigest(model.sha256),
+          'repr-digest': contentDigest(model.sha256),
+          ...(range ? {} : { 'content-digest': contentDigest(model.sha256) }),
         });
         if (request.method === 'HEAD') {
           if (!stale) reply.header('x-cache', registry.cached(model) ? 'HIT' : 'MISS');
@@ -329,6 +334,8 @@ export default async function modelRoutes(app: FastifyInstance) {
     if (!body || typeof body !== 'object' || body.version === undefined) {
       throw errors.invalidBody('send JSON {"version": N} with the version to make current');
     }
+    // A JSON number, as documented: not "3" nor [3] (which String() would turn into 3).
+    if (typeof body.version !== 'number') throw errors.invalidVersion(JSON.stringify(body.version));
     const version = parseVersion(body.version);
     const model = await registry.rollback(name, version!, writeCondition(request.headers));
     request.log.info({ model: name, from: version, version: model.version }, 'model rolled back');
