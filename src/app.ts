@@ -2,9 +2,11 @@
  * The application as a Fastify instance: storage → registry service → routes.
  * server.ts runs it as a process; tests build it with their own config and storage.
  */
-import Fastify, { LogController, type FastifyInstance, type FastifyLoggerOptions, type FastifyServerOptions } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyLoggerOptions, type FastifyServerOptions } from 'fastify';
 import { pino, type LoggerOptions } from 'pino';
+import { STATUS_CODES } from 'node:http';
 import type { Config } from './config.js';
+import { errors } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import errorHandling from './plugins/errors.js';
 import requests, { requestId } from './plugins/requests.js';
@@ -106,6 +108,22 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     },
     keepAliveTimeout: config.KEEP_ALIVE_TIMEOUT,
     maxRequestsPerSocket: config.MAX_REQUESTS_PER_SOCKET,
+    // Errors the router and the HTTP parser raise before any route runs, in our JSON shape too.
+    frameworkErrors: (err, _request, reply) => {
+      const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? errors.nameTooLong() : errors.badUrl();
+      void (reply as unknown as FastifyReply).code(e.statusCode).send({ error: e.code, message: e.message });
+    },
+    clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const e = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
+        : err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge()
+        : errors.badRequestFraming();
+      const body = JSON.stringify({ error: e.code, message: e.message });
+      if (socket.writable) {
+        socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+      }
+      socket.destroy(err);
+    },
   });
   if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
   const routeList: FastifyInstance['routeList'] = [];

@@ -28,6 +28,16 @@ const define =
 export const errors = {
   invalidName: define('INVALID_NAME', 400, (name: string) =>
     `Model name ${JSON.stringify(name)} is not valid: use 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit and not ending in .tar.gz.`),
+  nameTooLong: define('INVALID_NAME', 400, () =>
+    'A model name or file path in the URL is far too long: names have 1-128 characters from A-Z a-z 0-9 . _ -.'),
+  badUrl: define('BAD_URL', 400, () =>
+    'The URL is not valid percent-encoding: escape each byte as %XX (e.g. %2F), or let the client build the URL.'),
+  badRequestFraming: define('BAD_REQUEST', 400, () =>
+    'The request is not valid HTTP/1.1 (malformed request line or header): send it with a standard HTTP client.'),
+  headersTooLarge: define('HEADERS_TOO_LARGE', 431, () =>
+    'The request headers are too large: send fewer or shorter headers (labels go in at most 2 KiB).'),
+  headersTimeout: define('REQUEST_TIMEOUT', 408, () =>
+    'The request headers did not arrive within HEADERS_TIMEOUT: send them at once.'),
   invalidVersion: define('INVALID_VERSION', 400, (raw: string) =>
     `Version ${JSON.stringify(raw)} is not valid: pass a positive integer, e.g. ?version=3.`),
   invalidQuery: define('INVALID_QUERY', 400, (detail: string) => `Invalid query: ${detail}.`),

@@ -39,6 +39,8 @@ function is4xx(t: Test, res: RawResponse, what: string, status?: number | number
   if (/json/.test(res.headers['content-type'] ?? '') && res.body !== '') {
     const parsed = JSON.parse(res.body) as { error?: unknown; message?: unknown };
     t.ok(typeof parsed.error === 'string' && typeof parsed.message === 'string', `${what}: JSON error shape`);
+    // Ours, also for what the router and the HTTP parser refuse: a CODE, not Fastify's "Bad Request".
+    t.match(parsed.error, /^[A-Z][A-Z_]+$/, `${what}: error code ${String(parsed.error)}`);
   }
   t.notMatch(res.body, /root:|INTERNAL|stack|at .*\.ts:/, `${what}: no leak`);
 }
