@@ -216,7 +216,12 @@ export class MongoStorage implements Storage {
     const s = this.#own(staged);
     if (s.committed) return;
     this.#active.delete(s.name);
-    await this.#call(() => this.#deleteFile(s.name));
+    await this.#call(async () => {
+      // A commit whose reply was lost may have inserted its version after all: then the file is
+      // that version's content, not a leftover.
+      if (await this.#c.versions.findOne({ fileId: s.name }, { projection: { _id: 1 } })) return;
+      await this.#deleteFile(s.name);
+    });
   }
 
   async copy(
@@ -329,6 +334,11 @@ export class MongoStorage implements Storage {
       if ('ifMatch' in condition && live?.token !== condition.ifMatch) throw new PreconditionFailedError(key);
       if (Date.now() - started > GRACE_MS / 2) continue;
       const version: VersionDoc = { key, seq: (head?.seq ?? 0) + 1, fileId, token: newToken(), size, createdAt: new Date(), metadata };
+      // Never publish a version of bytes that are gone (a sweep that took a live upload for a
+      // dead one): the write fails and can be retried instead.
+      if (!(await this.#c.files.findOne({ _id: fileId }, { projection: { _id: 1 } }))) {
+        throw new StorageUnavailableError('mongodb', `the staged upload of ${key} was removed before it could be committed; send it again`);
+      }
       if (!(await this.#insertVersion(version))) {
         if ('ifMatch' in condition) throw new PreconditionFailedError(key);
         continue; // someone else moved the head: check the condition again

@@ -1,17 +1,36 @@
 /**
  * Names of staged uploads, shared by the backends that stage under `.uploads/`. A name records
- * the writer's pid and host, so a starting process can tell the leftovers of crashed writers
- * (same host, pid gone — or its own pid from an earlier life, as in a restarted container) from
- * uploads that other live replicas are still writing.
+ * the writer's pid and host (with its pid namespace), so a starting process can tell the leftovers
+ * of crashed writers (same host, pid gone — or its own pid from an earlier life) from uploads that
+ * other live replicas are still writing.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 
 export const UPLOADS_PREFIX = '.uploads/';
 /** An upload untouched for this long belongs to a dead writer on some other host. */
 export const ABANDONED_AFTER_MS = 60 * 60 * 1000;
 
-const HOST_TAG = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+/**
+ * Who can judge a writer's pid: processes on the same host *and in the same pid namespace*.
+ * Containers sharing a hostname (host networking) are often all pid 1 and cannot see each
+ * other's pids, so the tag includes the pid namespace (its inode on Linux); writers under another
+ * tag are only judged by age.
+ */
+export function hostTag(host: string, pidNamespace: string): string {
+  return createHash('sha256').update(`${host}\n${pidNamespace}`).digest('hex').slice(0, 8);
+}
+
+function pidNamespace(): string {
+  try {
+    return readlinkSync('/proc/self/ns/pid'); // e.g. pid:[4026531836]
+  } catch {
+    return ''; // not Linux: the hostname alone
+  }
+}
+
+const HOST_TAG = hostTag(hostname(), pidNamespace());
 const STAGED_NAME = /^(\d+)-([0-9a-f-]{36})-([0-9a-f]{8})\.part$/;
 
 /** A new staged file name: `{pid}-{uuid}-{hosttag}.part`. */

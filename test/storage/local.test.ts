@@ -121,3 +121,15 @@ t.test('keys that could leave the root are refused', async (t) => {
     await t.rejects(s.head(key), TypeError, key);
   }
 });
+
+t.test('staged names carry the pid namespace: a writer in another one on the same host is judged by age only', async (t) => {
+  const { hostname } = await import('node:os');
+  const { readlink } = await import('node:fs/promises');
+  const { hostTag, isAbandoned, newStagedName } = await import('../../src/storage/staging.js');
+  const ns = await readlink('/proc/self/ns/pid').catch(() => '');
+  t.equal(/-([0-9a-f]{8})\.part$/.exec(newStagedName())![1], hostTag(hostname(), ns), 'our names: this host and this pid namespace');
+  // A container sharing the hostname (host networking) whose writer is pid 1 in its own namespace.
+  const neighbour = `1-00000000-0000-0000-0000-000000000000-${hostTag(hostname(), 'pid:[4026599999]')}.part`;
+  t.notOk(isAbandoned(neighbour, new Date(), new Set()), 'its upload in progress is left alone');
+  t.ok(isAbandoned(neighbour, new Date(Date.now() - 2 * 60 * 60 * 1000), new Set()), 'until it has been untouched for long');
+});

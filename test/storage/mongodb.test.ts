@@ -201,3 +201,44 @@ async function startAuthFerretDb(t: Test): Promise<number> {
     await new Promise((r) => setTimeout(r, 200));
   }
 }
+
+t.test('a commit whose reply is lost after the server applied it: discard keeps the file the new version points to', async (t) => {
+  const s = await factory(t);
+  const v1 = await s.commit(await s.stage('m.tar.gz', body('version one')), { v: '1' }, { ifNoneMatch: true });
+  // The server inserts the version, then the reply never arrives (a timeout, a failover).
+  const { Collection, MongoNetworkTimeoutError } = await import('mongodb');
+  const insertOne = Collection.prototype.insertOne;
+  let lose = true;
+  Collection.prototype.insertOne = async function (this: InstanceType<typeof Collection>, ...args: Parameters<typeof insertOne>) {
+    const result = await insertOne.apply(this, args);
+    if (lose && this.collectionName.endsWith('.versions')) {
+      lose = false;
+      throw new MongoNetworkTimeoutError('reply lost (injected)');
+    }
+    return result;
+  } as typeof insertOne;
+  t.teardown(() => {
+    Collection.prototype.insertOne = insertOne;
+  });
+  const staged = await s.stage('m.tar.gz', body('version two'));
+  await t.rejects(s.commit(staged, { v: '2' }, { ifMatch: v1.token }), 'the commit looks failed');
+  await s.discard(staged); // what the registry does after a failed commit
+  const { info, body: read } = await s.get('m.tar.gz');
+  t.equal(info.metadata.v, '2', 'the version did land');
+  t.equal(await text(read), 'version two', 'and its bytes are still there');
+});
+
+t.test('a commit of a staged file that a sweep removed fails instead of publishing missing bytes', async (t) => {
+  const s = await factory(t);
+  const v1 = await s.commit(await s.stage('m.tar.gz', body('version one')), { v: '1' }, { ifNoneMatch: true });
+  const staged = await s.stage('m.tar.gz', body('version two'));
+  // Another replica's sweep took this live upload for a dead one.
+  const files = db(s).collection('models.files');
+  const { _id } = (await files.findOne({ 'metadata.staged': true }))!;
+  await files.deleteOne({ _id });
+  await db(s).collection('models.chunks').deleteMany({ files_id: _id });
+  await t.rejects(s.commit(staged, { v: '2' }, { ifMatch: v1.token }), StorageUnavailableError);
+  const { info, body: read } = await s.get('m.tar.gz');
+  t.equal(info.token, v1.token, 'the old version is still current');
+  t.equal(await text(read), 'version one');
+});
