@@ -25,7 +25,7 @@
  * never chosen against real GCS).
  */
 import { readFile } from 'node:fs/promises';
-import { addAbortSignal, type Readable } from 'node:stream';
+import { addAbortSignal, pipeline as pipe, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Storage as GcsClient, type Bucket, type FileMetadata } from '@google-cloud/storage';
 import type { BackendConfig } from '../config.js';
@@ -64,12 +64,17 @@ export class GcsStorage implements Storage {
     this.#config = config;
     this.#logger = logger;
     const timeout = config.STORAGE_TIMEOUT;
+    const maxRetries = 2;
+    const maxRetryDelay = 2; // seconds
     const retryOptions = {
       autoRetry: true,
-      maxRetries: 2,
+      maxRetries,
       retryDelayMultiplier: 2,
-      maxRetryDelay: 2, // seconds
-      totalTimeout: Math.max(5, Math.ceil((timeout * 2) / 1000)), // seconds
+      maxRetryDelay,
+      // Longer than every attempt timing out in turn: retry-request, past this deadline, drops a
+      // due retry without ever calling back (a request to a server that accepts connections and
+      // then stays silent hung for good).
+      totalTimeout: Math.ceil(((maxRetries + 1) * timeout) / 1000) + maxRetries * maxRetryDelay + 5, // seconds
     };
     let apiEndpoint: string | undefined;
     if (config.STORAGE_EMULATOR_HOST !== undefined) {
@@ -146,7 +151,7 @@ export class GcsStorage implements Storage {
       if (options.signal) addAbortSignal(options.signal, body);
       try {
         await responseStarted(body);
-        return { info, body };
+        return { info, body: stallGuard(body, this.#config.STORAGE_TIMEOUT, key) };
       } catch (err) {
         body.destroy();
         // 404 for a generation head() just saw: the key was replaced in between; look again.
@@ -532,6 +537,33 @@ function toInfo(key: string, resource: FileMetadata): ObjectInfo {
     token: String(resource.generation),
     metadata,
   };
+}
+
+/**
+ * `body` behind a stream that fails with ETIMEDOUT when the server sends nothing for `ms`
+ * (STORAGE_TIMEOUT): the SDK's timeout covers only the wait for the response headers, so a
+ * download that stalled half way hung for good. A reader that is behind (its buffer full) is
+ * what holds the bytes back then, not the server, and does not count.
+ */
+function stallGuard(body: Readable, ms: number, key: string): Readable {
+  let timer: NodeJS.Timeout | undefined;
+  const guard = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      arm();
+      callback(null, chunk);
+    },
+  });
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      if (guard.destroyed) return;
+      if (guard.readableLength >= guard.readableHighWaterMark) return arm();
+      body.destroy(Object.assign(new Error(`storage sent no bytes of ${key} for ${ms} ms`), { code: 'ETIMEDOUT' }));
+    }, ms);
+  };
+  arm();
+  pipe(body, guard, () => clearTimeout(timer)); // an error on either side destroys both
+  return guard;
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {

@@ -189,3 +189,59 @@ t.test('an outage gives StorageUnavailableError within seconds, and the same ins
   t.equal((await s.head('p.tar.gz')).token, info.token);
   await t.resolves(s.ping());
 });
+
+t.test('a server that accepts connections and then stays silent: StorageUnavailableError, never a hang', async (t) => {
+  const { createServer: tcpServer } = await import('node:net');
+  const sockets = new Set<import('node:net').Socket>();
+  const silent = tcpServer((socket) => void sockets.add(socket.on('error', () => {})));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy();
+    silent.close();
+  });
+  // 2 s per attempt: three attempts and the retry delays outlast the SDK's old total deadline of
+  // 5 s, past which it dropped the due retry without ever answering.
+  const config = gcsConfig({ STORAGE_EMULATOR_HOST: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, STORAGE_TIMEOUT: '2s' });
+  const s = create(config, logger);
+  t.teardown(() => s.close());
+  const began = Date.now();
+  const outcome = await Promise.race([
+    s.head('m.tar.gz').then(() => 'answered', (err: unknown) => err),
+    new Promise((resolve) => setTimeout(() => resolve('still waiting after 25 s'), 25_000)),
+  ]);
+  t.type(outcome, StorageUnavailableError, `head() failed after ${Date.now() - began} ms`);
+});
+
+t.test('a download that stalls half way fails after STORAGE_TIMEOUT instead of hanging', async (t) => {
+  const { startProxy } = await import('../helpers/hostile.js');
+  const proxy = await startProxy(emulator.url);
+  t.teardown(() => proxy.close());
+  const config = gcsConfig({ STORAGE_EMULATOR_HOST: proxy.url, STORAGE_TIMEOUT: '1s' });
+  const s = await open(t, config);
+  const bytes = Buffer.alloc(4 * 2 ** 20, 7);
+  await s.commit(await s.stage('m.tar.gz', Readable.from([bytes])), { version: '1' }, {});
+  // 16 KiB/s: a small answer passes at once, but after each 64 KiB read of the body the proxy
+  // holds the connection for 4 s — far longer than STORAGE_TIMEOUT.
+  proxy.rate = 16 * 1024;
+  const { body } = await s.get('m.tar.gz');
+  const began = Date.now();
+  const outcome = await Promise.race([
+    text(body).then(() => 'ended', (err: Error) => err),
+    new Promise((resolve) => setTimeout(() => resolve('still waiting after 15 s'), 15_000)),
+  ]);
+  t.type(outcome, Error, 'the body fails');
+  t.match((outcome as Error & { code?: string }).code, 'ETIMEDOUT');
+  t.ok(Date.now() - began < 10_000, `after ${Date.now() - began} ms`);
+});
+
+t.test('a slow reader is not taken for a stalled server', async (t) => {
+  const config = gcsConfig({ STORAGE_TIMEOUT: '300ms' });
+  const s = await open(t, config);
+  const bytes = Buffer.alloc(4 * 2 ** 20, 9);
+  await s.commit(await s.stage('m.tar.gz', Readable.from([bytes])), { version: '1' }, {});
+  const { body } = await s.get('m.tar.gz');
+  await new Promise((r) => setTimeout(r, 1200)); // nobody reads for four timeouts
+  let got = 0;
+  for await (const chunk of body) got += (chunk as Buffer).length;
+  t.equal(got, bytes.length, 'every byte arrives');
+});
