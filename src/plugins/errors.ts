@@ -31,7 +31,9 @@ export function toRegistryError(err: unknown): RegistryError | undefined {
   const fe = err as FastifyError;
   const known = fe?.code ? FASTIFY_ERRORS[fe.code] : undefined;
   if (known) return known(fe);
-  if (fe?.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
+  // Only Fastify's own client errors keep their status: a storage SDK's error carries the
+  // storage's status (a 401 of an expired storage credential is not the client's 401).
+  if (typeof fe?.code === 'string' && fe.code.startsWith('FST_') && fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
     return new RegistryError(fe.code ?? 'BAD_REQUEST', fe.statusCode, fe.message.endsWith('.') ? fe.message : `${fe.message}.`);
   }
   return undefined;

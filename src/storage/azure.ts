@@ -422,10 +422,9 @@ function translate(err: unknown, key?: string, sourceKey?: string): unknown {
   }
   if (status === 412 && key !== undefined) return new PreconditionFailedError(code === 'SourceConditionNotMet' ? (sourceKey ?? key) : key, { cause: err });
   if (status === 409 && code === 'BlobAlreadyExists' && key !== undefined) return new PreconditionFailedError(key, { cause: err });
-  if (status === undefined || status >= 500 || [403, 404, 408, 409, 429].includes(status)) {
-    return new StorageUnavailableError('azure', describe(err), { cause: err });
-  }
-  return err;
+  // Anything else Azure refuses (401 from an expired credential, 400, ...) is the storage's
+  // problem, not the client's: never pass Azure's status on as if the request were at fault.
+  return new StorageUnavailableError('azure', describe(err), { cause: err });
 }
 
 /** The service's error code (x-ms-error-code, also sent for HEAD) or the socket error code. */
