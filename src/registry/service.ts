@@ -16,7 +16,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { open, rm, stat, type FileHandle } from 'node:fs/promises';
-import { Transform, type Readable } from 'node:stream';
+import { pipeline as pipe, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../util/logger.js';
 import type { ModelCache } from '../cache/index.js';
@@ -225,7 +225,7 @@ export class ModelRegistry {
    * caller describes again).
    */
   async read(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<{ body: Readable | Buffer; cache: CacheStatus }> {
-    if (!this.#cache) return { body: await this.#openPinned(model, range, signal), cache: 'BYPASS' };
+    if (!this.#cache) return { body: await this.#openVerified(model, range, signal), cache: 'BYPASS' };
     try {
       const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s), range);
       return { body, cache: hit ? 'HIT' : 'MISS' };
@@ -233,7 +233,7 @@ export class ModelRegistry {
       // Nothing in the cache is needed for correctness: a broken cache disk costs speed only.
       if (!(err instanceof CacheDiskError)) throw err;
       this.#log.warn({ err, model: model.name }, 'cache unusable; serving from storage');
-      return { body: await this.#openPinned(model, range, signal), cache: 'BYPASS' };
+      return { body: await this.#openVerified(model, range, signal), cache: 'BYPASS' };
     }
   }
 
@@ -273,6 +273,33 @@ export class ModelRegistry {
       throw new PreconditionFailedError(model.storageKey);
     }
     return body;
+  }
+
+  /**
+   * Storage bytes of `model` straight to a client (no cache): a whole archive is hashed on the
+   * way and its last chunk sent only once the digest matched — as a cache fill does — so wrong
+   * bytes end in a broken transfer, never in a complete response. A range cannot be checked.
+   */
+  async #openVerified(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<Readable> {
+    const body = await this.#openPinned(model, range, signal);
+    if (range) return body;
+    const hash = createHash('sha256');
+    let held: Buffer | undefined;
+    const verified = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        hash.update(chunk);
+        const previous = held;
+        held = chunk;
+        callback(null, previous);
+      },
+      flush(callback) {
+        const actual = hash.digest('hex');
+        if (actual !== model.sha256) return callback(new Error(`storage sent bytes that do not match ${model.name} v${model.version} (sha256 ${actual}, expected ${model.sha256})`));
+        callback(null, held);
+      },
+    });
+    pipe(body, verified, () => {}); // an error on either side destroys both; the reader sees it
+    return verified;
   }
 
   /** The current version first, then retained history, newest first. */

@@ -408,8 +408,10 @@ t.test('a download from storage that does not match its digest: the client sees 
 t.test('the cache disk fails (S3): uploads stand without their cache copy, downloads come from storage', async (t) => {
   const own = await startMinio();
   t.teardown(() => own.dispose());
+  const proxy = await startProxy(own.url);
+  t.teardown(() => proxy.close());
   const cacheDir = await tempDir(t, 'mr-cache-');
-  const r: Running = await start(t, { ...minioEnv(own), CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'true' });
+  const r: Running = await start(t, { ...minioEnv(own), AWS_ENDPOINT_URL: proxy.url, CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'true' });
   // The cache's working directory goes away: every file the cache opens there fails, as on a
   // full or read-only disk.
   await fs.rm(path.join(cacheDir, 'tmp'), { recursive: true });
@@ -421,6 +423,17 @@ t.test('the cache disk fails (S3): uploads stand without their cache copy, downl
   t.equal(got.headers.get('x-cache'), 'BYPASS', 'served straight from storage');
   t.equal(sha256(await bytes(got)), sha256(v1), 'whole');
   t.same((await fs.readdir(path.join(cacheDir, 'blobs'))).filter((n) => n.endsWith('.tar.gz')), [], 'nothing entered the cache');
+
+  // Served without the cache, the bytes are still checked: one changed on the way from MinIO
+  // breaks the transfer instead of completing it.
+  const big = tgz([{ path: 'w.bin', body: randomBytes(6 * 2 ** 20) }]);
+  t.equal((await put(`${r.url}/models/big`, big)).status, 201);
+  proxy.flipAfter(3 * 2 ** 20);
+  const flipped = await download(`${r.url}/models/big`);
+  t.equal(flipped.status, 200);
+  t.ok(flipped.got < big.length && flipped.error, `a changed byte breaks the transfer (${flipped.got} of ${big.length} bytes, ${flipped.error})`);
+  const clean = await fetch(`${r.url}/models/big`);
+  t.equal(sha256(await bytes(clean)), sha256(big), 'and intact bytes arrive whole');
 
   await fs.mkdir(path.join(cacheDir, 'tmp'));
   const again = await fetch(`${r.url}/models/m`);
