@@ -16,7 +16,7 @@ import { model, tgz } from '../helpers/archives.js';
 import { isError, sha256 } from '../helpers/assert.js';
 import { minioEnv } from '../helpers/cloud.js';
 import { MINIO_PASSWORD, MINIO_USER, startMinio, type Emulator } from '../helpers/emulators.js';
-import { eventually, startProxy } from '../helpers/hostile.js';
+import { eventually, startProxy, type Proxy } from '../helpers/hostile.js';
 import { killHard, spawnServer } from '../helpers/process.js';
 import { bytes, put, start, tempDir, type Running } from '../helpers/server.js';
 
@@ -101,6 +101,20 @@ function download(url: string, onData: (got: number) => void = () => {}): Promis
     req.end();
   });
 }
+
+/** A registry on its own MinIO, reached through a proxy that can throttle, cut or corrupt. */
+async function minioBehindProxy(t: Test, env: Record<string, string>): Promise<{ own: Emulator; proxy: Proxy; cacheDir: string; r: Running }> {
+  const own = await startMinio();
+  t.teardown(() => own.dispose());
+  const proxy = await startProxy(own.url);
+  t.teardown(() => proxy.close());
+  const cacheDir = await tempDir(t, 'mr-cache-');
+  const r = await start(t, { ...minioEnv(own), AWS_ENDPOINT_URL: proxy.url, CACHE_DIR: cacheDir, ...env });
+  return { own, proxy, cacheDir, r };
+}
+
+/** A model large enough that a download through a throttled proxy takes a while. */
+const sixMiBModel = () => tgz([{ path: 'w.bin', body: randomBytes(6 * 2 ** 20) }]);
 
 t.test('24 SIGKILLs at random points of uploads: old or new version whole, leftovers swept at start', async (t) => {
   const random = prng(SEED);
@@ -335,14 +349,8 @@ t.test('the history copy of a replace fails (S3): 503, the old version stays cur
 });
 
 t.test('MinIO dies mid-download: the client sees a broken transfer, never a short "whole" one; recovery without a restart', async (t) => {
-  const own = await startMinio();
-  t.teardown(() => own.dispose());
-  const proxy = await startProxy(own.url);
-  t.teardown(() => proxy.close());
-  const cacheDir = await tempDir(t, 'mr-cache-');
-  const env = { ...minioEnv(own), AWS_ENDPOINT_URL: proxy.url, CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'false' };
-  const r: Running = await start(t, env);
-  const big = tgz([{ path: 'w.bin', body: randomBytes(6 * 2 ** 20) }]);
+  const { own, proxy, cacheDir, r } = await minioBehindProxy(t, { CACHE_WRITE_THROUGH: 'false' });
+  const big = sixMiBModel();
   t.equal((await put(`${r.url}/models/m`, big)).status, 201);
   proxy.rate = 2 * 2 ** 20; // storage → registry at 2 MiB/s: the download takes ~3 s
   let killed = false;
@@ -369,14 +377,8 @@ t.test('MinIO dies mid-download: the client sees a broken transfer, never a shor
 });
 
 t.test('a download from storage that does not match its digest: the client sees a broken transfer, never a whole wrong one; nothing is cached', async (t) => {
-  const own = await startMinio();
-  t.teardown(() => own.dispose());
-  const proxy = await startProxy(own.url);
-  t.teardown(() => proxy.close());
-  const cacheDir = await tempDir(t, 'mr-cache-');
-  const env = { ...minioEnv(own), AWS_ENDPOINT_URL: proxy.url, CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'false' };
-  const r: Running = await start(t, env);
-  const big = tgz([{ path: 'w.bin', body: randomBytes(6 * 2 ** 20) }]);
+  const { proxy, cacheDir, r } = await minioBehindProxy(t, { CACHE_WRITE_THROUGH: 'false' });
+  const big = sixMiBModel();
   t.equal((await put(`${r.url}/models/m`, big)).status, 201);
 
   // One byte changes on its way from MinIO, past the response headers, inside the body; at
@@ -406,12 +408,7 @@ t.test('a download from storage that does not match its digest: the client sees 
 });
 
 t.test('the cache disk fails (S3): uploads stand without their cache copy, downloads come from storage', async (t) => {
-  const own = await startMinio();
-  t.teardown(() => own.dispose());
-  const proxy = await startProxy(own.url);
-  t.teardown(() => proxy.close());
-  const cacheDir = await tempDir(t, 'mr-cache-');
-  const r: Running = await start(t, { ...minioEnv(own), AWS_ENDPOINT_URL: proxy.url, CACHE_DIR: cacheDir, CACHE_WRITE_THROUGH: 'true' });
+  const { proxy, cacheDir, r } = await minioBehindProxy(t, { CACHE_WRITE_THROUGH: 'true' });
   // The cache's working directory goes away: every file the cache opens there fails, as on a
   // full or read-only disk.
   await fs.rm(path.join(cacheDir, 'tmp'), { recursive: true });
@@ -426,7 +423,7 @@ t.test('the cache disk fails (S3): uploads stand without their cache copy, downl
 
   // Served without the cache, the bytes are still checked: one changed on the way from MinIO
   // breaks the transfer instead of completing it.
-  const big = tgz([{ path: 'w.bin', body: randomBytes(6 * 2 ** 20) }]);
+  const big = sixMiBModel();
   t.equal((await put(`${r.url}/models/big`, big)).status, 201);
   proxy.flipAfter(3 * 2 ** 20);
   const flipped = await download(`${r.url}/models/big`);
