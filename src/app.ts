@@ -135,7 +135,6 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
   await app.register(requests);
   const metrics = createMetrics();
   const backend = options.storage ?? (await createStorage(config, app.log));
-  if (!options.storage) app.addHook('onClose', async () => backend.close());
   const storage = instrument(backend, metrics);
 
   const limits = {
@@ -171,9 +170,12 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
   // Long polls (?wait=) end at the start of a shutdown (answering 304 or the new version), so they
   // do not hold it up; everything else closes after the in-flight requests are done.
   app.addHook('preClose', async () => watcher.close());
+  // The cache first: a fill still downloading is stopped, one that just finished is renamed
+  // into place, before the storage client it reads from closes.
   app.addHook('onClose', async () => {
     watcher.close();
-    cache.close();
+    await cache.close();
+    if (!options.storage) await backend.close();
   });
   app.decorate<Config>('config', config);
   app.decorate('registry', registry);

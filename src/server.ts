@@ -11,7 +11,8 @@
  *  3. then close every remaining connection: an upload cut off this way is discarded (its staged
  *     data is removed before its handler returns, which is awaited), nothing partial is ever
  *     visible; a download cut off this way ends short, and the client sees it;
- *  4. close the storage clients and the cache, exit 0.
+ *  4. stop the cache fills still downloading (their temp files removed), close the storage
+ *     clients, exit 0.
  * A second signal skips the rest of the grace.
  */
 import { pathToFileURL } from 'node:url';
@@ -98,7 +99,7 @@ export async function shutdown(app: FastifyInstance, graceMs: number, signal: st
   await Promise.race([
     closed,
     new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`closing the storage clients took longer than ${CLOSE_TIMEOUT_MS} ms`)), CLOSE_TIMEOUT_MS);
+      timer = setTimeout(() => reject(new Error(`closing the cache and the storage clients took longer than ${CLOSE_TIMEOUT_MS} ms`)), CLOSE_TIMEOUT_MS);
     }),
   ]).finally(() => clearTimeout(timer));
   app.log.info({ ms: Date.now() - started, aborted: !drained }, 'stopped');

@@ -6,8 +6,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { BlobStore, type BlobStoreOptions } from '../src/cache/blob-store.js';
+import { ModelCache } from '../src/cache/index.js';
+import type { ModelVersion } from '../src/registry/service.js';
 import { resolveFile, type Tree } from '../src/cache/trees.js';
 import type { Logger } from '../src/util/logger.js';
 import { tempDir } from './helpers/server.js';
@@ -100,4 +103,63 @@ t.test('files resolve when the cache directory is reached through a symlink', as
   t.ok(await resolveFile(tree(real), 'f.txt'));
   const found = await resolveFile(tree(link), 'f.txt');
   t.equal(found?.file, path.join(await fs.realpath(real), 'abc', 'f.txt'));
+});
+
+t.test('close() waits for a fill that has just sent its last byte: the entry is in place when it resolves', async (t) => {
+  const dir = await tempDir(t, 'mr-blobs-');
+  const s = await store(t, {}, dir);
+  const bytes = randomBytes(3 * 2 ** 20);
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  const { body, hit } = await s.open(digest, bytes.length, async () => Readable.from([bytes]));
+  t.notOk(hit);
+  let got = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) got += chunk.length;
+  t.equal(got, bytes.length, 'the reader got every byte');
+  // The fill still syncs, renames and stamps its file: a shutdown now must not leave it half done.
+  await s.close();
+  t.same((await fs.readdir(path.join(dir, 'blobs'))).sort(), [`${digest}.ok`, `${digest}.tar.gz`], 'archive and stamp in place');
+  t.same(await fs.readdir(path.join(dir, 'tmp')), [], 'no temp file left');
+  const restarted = await store(t, {}, dir);
+  t.ok((await restarted.open(digest, bytes.length, noFetch)).hit, 'a restart finds it verified');
+});
+
+t.test('close() stops a fill still downloading: the storage read is aborted, its temp file removed, nothing admitted', async (t) => {
+  const dir = await tempDir(t, 'mr-blobs-');
+  const s = await store(t, {}, dir);
+  const bytes = randomBytes(2 ** 20);
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  const source = new PassThrough();
+  let signal: AbortSignal | undefined;
+  const { body } = await s.open(digest, bytes.length, async (sig) => {
+    signal = sig;
+    return source;
+  });
+  source.write(bytes.subarray(0, 1000)); // the rest never comes
+  const reading = (async () => {
+    for await (const chunk of body as AsyncIterable<Buffer>) void chunk;
+    return 'ended';
+  })().catch((err: Error) => err.message);
+  await new Promise((r) => setTimeout(r, 50));
+  await s.close();
+  t.ok(signal?.aborted, 'the storage read was told to stop');
+  t.not(await reading, 'ended', 'the reader fails instead of hanging or ending short as if whole');
+  t.same(await fs.readdir(path.join(dir, 'tmp')), [], 'the temp file is removed');
+  t.notOk(s.has(digest), 'nothing was admitted');
+  t.same(await fs.readdir(path.join(dir, 'blobs')), []);
+});
+
+t.test('version records: a crash between write and rename leaves debris that the next start removes; close() waits for writes', async (t) => {
+  const dir = await tempDir(t, 'mr-cache-');
+  const options = { dir, maxBytes: 1e9, ttlMs: 1e9, logger: quiet, limits: { maxModelBytes: 1e9, maxExtractedBytes: 1e9, maxEntries: 1000 } };
+  const cache = new ModelCache(options);
+  await cache.init();
+  const model = { name: 'm', version: 1, sha256: 'a'.repeat(64), size: 1, createdAt: new Date().toISOString() } as unknown as ModelVersion;
+  void cache.remember(model); // as the registry calls it: without waiting
+  await cache.close();
+  t.same(await fs.readdir(path.join(dir, 'refs')), ['m.json'], 'the record was written before close() resolved');
+  await fs.writeFile(path.join(dir, 'refs', 'm.json.0d1f.tmp'), '{');
+  const restarted = new ModelCache(options);
+  await restarted.init();
+  t.teardown(() => restarted.close());
+  t.same(await fs.readdir(path.join(dir, 'refs')), ['m.json'], 'the interrupted write is gone');
 });

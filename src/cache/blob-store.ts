@@ -88,6 +88,8 @@ export class BlobStore {
   readonly #opts: BlobStoreOptions;
   readonly #entries = new Map<string, Entry>();
   readonly #fills = new Map<string, Fill>();
+  /** Fills running to their end (download, rename, stamp, eviction); close() waits for them. */
+  readonly #running = new Set<Promise<void>>();
   readonly #verifying = new Map<string, Promise<boolean>>();
   #total = 0;
   /** Verified copies of small archives, least recently used first. */
@@ -190,9 +192,21 @@ export class BlobStore {
     if (!fill) {
       fill = new Fill(this.#dir, digest, size);
       this.#fills.set(digest, fill);
-      void this.#runFill(fill, fetch);
+      const run = this.#runFill(fill, fetch);
+      this.#running.add(run);
+      void run.finally(() => this.#running.delete(run));
     }
     return fill;
+  }
+
+  /**
+   * For shutdown, once no request reads any more: downloads still filling the cache are stopped
+   * (their temp files removed), and the ones that just finished are renamed into place. Resolves
+   * when nothing writes to the cache directory.
+   */
+  async close(): Promise<void> {
+    for (const fill of this.#fills.values()) fill.abort(new Error('the cache is closing'));
+    await Promise.all(this.#running);
   }
 
   /** Admits a file written elsewhere (an accepted upload) whose digest is already known. */
@@ -535,7 +549,7 @@ class Fill extends EventEmitter {
           );
         },
       });
-      await pipeline(source, sink);
+      await pipeline(source, sink, { signal: this.#abort.signal });
       const actual = hash.digest('hex');
       if (actual !== this.digest || this.written !== this.size) {
         throw new Error(`fetched archive does not match its digest (expected ${this.digest}, got ${actual}, ${this.written} of ${this.size} bytes)`);
@@ -546,6 +560,11 @@ class Fill extends EventEmitter {
     } finally {
       await handle.close();
     }
+  }
+
+  /** Stops the download (the fill then fails); a fill whose bytes all arrived completes. */
+  abort(reason: Error): void {
+    this.#abort.abort(reason);
   }
 
   finish(entry: Entry): void {

@@ -5,6 +5,7 @@
  * Nothing here is needed for correctness: it is keyed by content digest, so replicas can share
  * storage freely and a wiped cache only costs refetches.
  */
+import { randomUUID } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { ArchiveLimits } from '../registry/archive.js';
@@ -29,6 +30,8 @@ export class ModelCache {
   readonly trees: TreeStore;
   readonly #refs: string;
   #sweeper: NodeJS.Timeout | undefined;
+  /** Records being written (callers need not wait for them); close() does. */
+  readonly #writes = new Set<Promise<void>>();
 
   constructor(options: ModelCacheOptions) {
     this.trees = new TreeStore(options.dir, options.limits);
@@ -40,6 +43,10 @@ export class ModelCache {
 
   async init(): Promise<void> {
     await fs.mkdir(this.#refs, { recursive: true });
+    // Records a crash interrupted between write and rename.
+    for (const name of await fs.readdir(this.#refs)) {
+      if (name.endsWith('.tmp')) await fs.rm(path.join(this.#refs, name), { force: true });
+    }
     const trees = await this.trees.init();
     await this.blobs.init();
     for (const [digest, bytes] of trees) {
@@ -52,16 +59,23 @@ export class ModelCache {
     this.#sweeper.unref();
   }
 
-  close(): void {
+  /** Shutdown: stops the sweeps and resolves once nothing writes to the cache directory. */
+  async close(): Promise<void> {
     clearInterval(this.#sweeper);
+    await Promise.all([this.blobs.close(), ...[...this.#writes].map((w) => w.catch(() => {}))]);
   }
 
   /** Remembers the current version of a model, for stale-if-error. */
   async remember(model: ModelVersion): Promise<void> {
     const file = path.join(this.#refs, `${model.name}.json`);
-    const tmp = `${file}.${process.pid}.tmp`;
-    await fs.writeFile(tmp, JSON.stringify(model));
-    await fs.rename(tmp, file);
+    const tmp = `${file}.${randomUUID()}.tmp`;
+    const write = fs.writeFile(tmp, JSON.stringify(model)).then(() => fs.rename(tmp, file));
+    this.#writes.add(write);
+    try {
+      await write;
+    } finally {
+      this.#writes.delete(write);
+    }
   }
 
   async forget(name: string): Promise<void> {
