@@ -94,9 +94,10 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // Uploads are streamed by the model routes; this limit only applies to JSON bodies.
     bodyLimit: 64 * 1024,
     routerOptions: { maxParamLength: 512 },
-    // On close: new requests get 503, idle keep-alive connections are closed at once; the
-    // graceful shutdown in server.ts waits for the rest (SHUTDOWN_GRACE), then closes them all.
-    return503OnClosing: true,
+    // On close: new requests get 503 (the onRequest hook below, in our error shape), idle
+    // keep-alive connections are closed at once; the graceful shutdown in server.ts waits for the
+    // rest (SHUTDOWN_GRACE), then closes them all.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     // Slow clients (SPEC hardening): headers must arrive within HEADERS_TIMEOUT (Node checks
     // pending requests every connectionsCheckingInterval), idle keep-alive sockets close after
@@ -126,6 +127,17 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     },
   });
   if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
+  // A request arriving on an open connection once shutdown began: 503, and the connection
+  // closes (Fastify adds Connection: close), so the client retries on another replica.
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+  });
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!closing) return;
+    const e = errors.shuttingDown();
+    return reply.code(e.statusCode).header('retry-after', '1').send({ error: e.code, message: e.message });
+  });
   const routeList: FastifyInstance['routeList'] = [];
   app.decorate('routeList', routeList);
   app.addHook('onRoute', (route) => {

@@ -93,6 +93,10 @@ export const errors = {
     `This token may not do that: the request needs a ${needed} token.`),
   notFound: define('NOT_FOUND', 404, (method: string, url: string) =>
     `No route ${method} ${url}: see GET /openapi.yaml for the API.`),
+  shuttingDown: define('SHUTTING_DOWN', 503, () =>
+    'The server is shutting down: retry; another replica, or this one once restarted, will answer.'),
+  methodNotAllowed: define('METHOD_NOT_ALLOWED', 405, (method: string, url: string, allowed: string[]) =>
+    `${method} is not allowed on ${url}: use ${allowed.join(', ')} (see GET /openapi.yaml for the API).`),
 } as const;
 
 // ---- Storage errors: what every backend translates its SDK errors into. ----

@@ -65,8 +65,29 @@ export default fp(async function errorHandling(app: FastifyInstance) {
         message: known?.message ?? `Internal error; the server log has the details under request id ${request.id}.`,
       });
   });
+  // A path that exists under other methods answers 405 with Allow, as S3 and registries do.
+  let routes: { pattern: RegExp; methods: Set<string> }[] | undefined;
   app.setNotFoundHandler((request, reply) => {
-    const err = errors.notFound(request.method, request.url.split('?')[0]!);
-    void reply.code(404).send({ error: err.code, message: err.message });
+    const url = request.url.split('?')[0]!;
+    routes ??= compileRoutes(app.routeList);
+    const allowed = [...new Set(routes.filter((r) => r.pattern.test(url)).flatMap((r) => [...r.methods]))].sort();
+    // (A path some route serves under this very method did not match it after all: 404.)
+    if (allowed.includes(request.method)) allowed.length = 0;
+    const err = allowed.length > 0 ? errors.methodNotAllowed(request.method, url, allowed) : errors.notFound(request.method, url);
+    if (allowed.length > 0) void reply.header('allow', allowed.join(', '));
+    void reply.code(err.statusCode).send({ error: err.code, message: err.message });
   });
 });
+
+/** Each route URL (`/models/:name/files/*`) as a pattern that matches the paths it serves. */
+function compileRoutes(list: { method: string; url: string }[]): { pattern: RegExp; methods: Set<string> }[] {
+  const byUrl = new Map<string, Set<string>>();
+  for (const { method, url } of list) byUrl.set(url, (byUrl.get(url) ?? new Set()).add(method));
+  return [...byUrl].map(([url, methods]) => {
+    const source = url
+      .split('/')
+      .map((part) => (part === '*' ? '.*' : part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .join('/');
+    return { pattern: new RegExp(`^${source}$`), methods };
+  });
+}

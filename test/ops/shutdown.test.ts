@@ -2,14 +2,16 @@
  * Graceful shutdown of the real process (dist/server.js): SIGTERM lets requests in flight finish,
  * exits 0, and after SHUTDOWN_GRACE aborts the rest without leaving anything partial behind.
  */
+import { once } from 'node:events';
 import fs from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
 import { model } from '../helpers/archives.js';
 import { ensureBuilt } from '../helpers/build.js';
 import { sha256 } from '../helpers/assert.js';
 import { spawnServer, type ServerProcess } from '../helpers/process.js';
-import { put, tempDir } from '../helpers/server.js';
+import { put, start, tempDir } from '../helpers/server.js';
 
 ensureBuilt();
 
@@ -133,4 +135,28 @@ t.test('idle keep-alive connections do not delay the shutdown', async (t) => {
   server.child.kill('SIGINT');
   t.same(await exit, { code: 0, signal: null });
   t.ok(Date.now() - signalled < 2000, 'exits at once');
+});
+
+t.test('a request that arrives on an open connection once shutdown began: 503 SHUTTING_DOWN in our error shape, and the connection closes', async (t) => {
+  const { app, url } = await start(t);
+  const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
+  await once(socket, 'connect');
+  let received = '';
+  socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+  // Headers under way: the connection is not idle, so the shutdown does not close it.
+  socket.write('GET /healthz HTTP/1.1\r\nHost: registry\r\n');
+  await new Promise((r) => setTimeout(r, 100));
+  const closed = app.close();
+  await new Promise((r) => setTimeout(r, 100));
+  socket.write('\r\n');
+  await once(socket, 'end');
+  await closed;
+  const [head, body] = received.split('\r\n\r\n');
+  t.match(head, /^HTTP\/1\.1 503 /);
+  t.match(head, /\r\nconnection: close/i);
+  t.match(head, /\r\nretry-after: 1/i);
+  t.match(head, /\r\ncontent-type: application\/json/i);
+  const error = JSON.parse(body!) as { error: string; message: string };
+  t.equal(error.error, 'SHUTTING_DOWN');
+  t.match(error.message, /shutting down: retry/);
 });

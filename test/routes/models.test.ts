@@ -1,8 +1,9 @@
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
-import { tgz } from '../helpers/archives.js';
 import { httpSuite } from '../helpers/http-suite.js';
+import { isError } from '../helpers/assert.js';
+import { model, tgz } from '../helpers/archives.js';
 import { put, start, tempDir } from '../helpers/server.js';
 
 httpSuite(t, { env: async (t) => ({ LOCAL_STORAGE_DIR: await tempDir(t) }) });
@@ -21,9 +22,27 @@ t.test('local: hostile archives write nothing outside the storage root', async (
 
 t.test('local: the folder has the bucket layout', async (t) => {
   const { url, dir } = await start(t);
-  const { model } = await import('../helpers/archives.js');
   await put(`${url}/models/m`, model('a'));
   await put(`${url}/models/m`, model('b'));
   t.ok((await fs.stat(path.join(dir, 'm.tar.gz'))).isFile());
   t.ok((await fs.stat(path.join(dir, '.history', 'm', 'v1.tar.gz'))).isFile());
+});
+
+t.test('a method a path does not serve: 405 with Allow (as S3 and registries answer); an unknown path: 404', async (t) => {
+  const { url, dir } = await start(t);
+  const patch = await fetch(`${url}/models/m`, { method: 'PATCH', body: new Uint8Array(model('x')) });
+  const body = await isError(t, patch, 405, 'METHOD_NOT_ALLOWED');
+  t.equal(patch.headers.get('allow'), 'DELETE, GET, HEAD, POST, PUT');
+  t.match(body.message, /PATCH is not allowed on \/models\/m: use DELETE, GET, HEAD, POST, PUT/);
+  t.same((await fs.readdir(dir)).filter((n) => !n.startsWith('.')), [], 'nothing stored');
+  const files = await fetch(`${url}/models/m/files/a/b.txt`, { method: 'DELETE' });
+  await isError(t, files, 405, 'METHOD_NOT_ALLOWED');
+  t.equal(files.headers.get('allow'), 'GET, HEAD');
+  const rollback = await fetch(`${url}/models/m/rollback?x=1`, { method: 'GET' });
+  await isError(t, rollback, 405, 'METHOD_NOT_ALLOWED');
+  t.equal(rollback.headers.get('allow'), 'POST');
+  t.equal((await fetch(`${url}/healthz`, { method: 'PUT' })).headers.get('allow'), 'GET, HEAD');
+  await isError(t, await fetch(`${url}/nope`), 404, 'NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/m/nope`, { method: 'PUT' }), 404, 'NOT_FOUND');
+  t.equal((await fetch(`${url}/models/m`)).status, 404, 'the model was not created');
 });
