@@ -55,7 +55,7 @@ t.test('eviction leaves alone an entry that is opened or held while earlier remo
   await removalStarted;
   const { body, hit } = await s.open(b, 1000, noFetch);
   t.ok(hit, 'b is opened while a is being removed');
-  const held = s.hold(b, () => new Promise((r) => setTimeout(r, 300)));
+  const held = s.withBlob(b, 1000, noFetch, () => new Promise((r) => setTimeout(r, 300)));
   await c;
   t.notOk(s.has(a), 'a was evicted');
   t.ok(s.has(b), 'b, read and held meanwhile, was not');

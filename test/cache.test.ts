@@ -2,7 +2,7 @@
  * The local cache (SPEC §6), witnessed by the storage-request counter of /metrics: single-flight
  * cold reads, restarts, corruption, bounds, write-through, files, stale-if-error and watches.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import t, { type Test } from 'tap';
@@ -331,6 +331,34 @@ t.test('extracted files count against the bound, also after a restart', async (t
   t.equal(await metric(second, 'model_registry_cache_bytes'), expected, 'the same after a restart');
   t.equal((await fetch(`${second.url}/models/f/files/weights.bin`)).headers.get('content-length'), '50000');
   t.equal(await storageCount(second, 'get'), 0, 'served from the kept tree');
+});
+
+t.test('files of a model larger than the whole cache are served; a file being sent survives the eviction of its tree', async (t) => {
+  const { open } = await local(t, { CACHE_MAX_BYTES: '64KiB', CACHE_MEMORY_BYTES: '0' });
+  const r = await open();
+  const weights = randomBytes(3 * 2 ** 20);
+  await put(`${r.url}/models/big`, tgz([{ path: 'weights.bin', body: weights }, { path: 'config.json', body: '{}' }]));
+  const manifest = await fetch(`${r.url}/models/big/files`);
+  t.equal(manifest.status, 200, 'the manifest of a model the cache cannot keep');
+  t.equal(((await manifest.json()) as { files: unknown[] }).files.length, 2);
+  const config = await fetch(`${r.url}/models/big/files/config.json`);
+  t.equal(config.status, 200);
+  t.equal(await config.text(), '{}');
+  // A slow reader of the big file while another model's files push this tree out of the cache.
+  const slow = await fetch(`${r.url}/models/big/files/weights.bin`);
+  t.equal(slow.status, 200);
+  const reader = slow.body!.getReader();
+  const first = await reader.read();
+  await put(`${r.url}/models/other`, tgz([{ path: 'x.bin', body: randomBytes(200_000) }]));
+  t.equal((await fetch(`${r.url}/models/other/files/x.bin`)).status, 200);
+  const chunks = [Buffer.from(first.value!)];
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    chunks.push(Buffer.from(value));
+  }
+  t.ok(Buffer.concat(chunks).equals(weights), 'the file arrives whole');
+  t.ok(await eventually(async () => (await metric(r, 'model_registry_cache_bytes')) <= 64 * 1024), 'and the cache is back within its bound');
 });
 
 t.test('files of an archive placed by another tool are checked with the upload rules before extraction', async (t) => {

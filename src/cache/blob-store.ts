@@ -90,6 +90,7 @@ export class BlobStore {
   readonly #fills = new Map<string, Fill>();
   /** Fills running to their end (download, rename, stamp, eviction); close() waits for them. */
   readonly #running = new Set<Promise<void>>();
+  #closed = false;
   readonly #verifying = new Map<string, Promise<boolean>>();
   #total = 0;
   /** Verified copies of small archives, least recently used first. */
@@ -177,20 +178,41 @@ export class BlobStore {
     return { body: fill.reader(range), hit: false };
   }
 
-  /** Resolves once `digest` is in the cache (fetching it if needed); for extraction. */
-  async ensure(digest: string, size: number, fetch: Fetch): Promise<string> {
-    if (!(this.#entries.has(digest) && (await this.#ensureVerified(digest)))) {
-      await this.#fillFor(digest, size, fetch).completed;
+  /**
+   * Runs `fn` with the archive `digest` in the cache (fetched first if needed) and held, so
+   * eviction leaves it alone until `fn` settles — even an archive larger than the whole cache.
+   */
+  async withBlob<T>(digest: string, size: number, fetch: Fetch, fn: (file: string) => Promise<T>): Promise<T> {
+    let release: (() => void) | undefined;
+    if (this.#entries.has(digest) && (await this.#ensureVerified(digest))) {
+      const entry = this.#entries.get(digest);
+      if (entry) {
+        entry.readers++;
+        release = () => this.#unhold(entry);
+      }
     }
-    this.#use(digest);
-    return this.blobPath(digest);
+    if (!release) {
+      const fill = this.#fillFor(digest, size, fetch);
+      // Held from before the fill completes: the new entry is not evicted under us.
+      release = fill.hold();
+      await fill.completed.catch((err: unknown) => {
+        release!();
+        throw err;
+      });
+    }
+    try {
+      this.#use(digest);
+      return await fn(this.blobPath(digest));
+    } finally {
+      release();
+    }
   }
 
   /** The fill in progress for `digest`, or a new one: concurrent misses share it. */
   #fillFor(digest: string, size: number, fetch: Fetch): Fill {
     let fill = this.#fills.get(digest);
     if (!fill) {
-      fill = new Fill(this.#dir, digest, size);
+      fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
       this.#fills.set(digest, fill);
       const run = this.#runFill(fill, fetch);
       this.#running.add(run);
@@ -205,6 +227,7 @@ export class BlobStore {
    * when nothing writes to the cache directory.
    */
   async close(): Promise<void> {
+    this.#closed = true;
     for (const fill of this.#fills.values()) fill.abort(new Error('the cache is closing'));
     await Promise.all(this.#running);
   }
@@ -226,14 +249,14 @@ export class BlobStore {
     return path.join(this.#dir, 'tmp', `${randomUUID()}.part`);
   }
 
-  /** Marks an entry as being read while `fn` runs, so eviction leaves it alone. */
-  async hold<T>(digest: string, fn: () => Promise<T>): Promise<T> {
-    const entry = this.#entries.get(digest);
-    if (entry) entry.readers++;
-    try {
-      return await fn();
-    } finally {
-      if (entry) entry.readers--;
+  /**
+   * One reader of `entry` is done. An entry kept over the bound only because it was being read
+   * (one larger than the whole cache, say) goes once its last reader is.
+   */
+  #unhold(entry: Entry): void {
+    entry.readers--;
+    if (entry.readers === 0 && this.#total > this.#opts.maxBytes && !this.#closed) {
+      void this.evict().catch((err: unknown) => this.#opts.logger.warn({ err }, 'cache eviction failed'));
     }
   }
 
@@ -361,7 +384,7 @@ export class BlobStore {
     // sendfile, 1–2 MiB reads at 0.75–1× (BENCHMARKS.md). Small archives, where such a buffer per
     // response would be waste, are answered from memory instead.
     const body = createReadStream('', { fd, start: range?.start, end: range?.end, highWaterMark: FILE_READ_BYTES });
-    body.once('close', () => entry.readers--);
+    body.once('close', () => this.#unhold(entry));
     return body;
   }
 
@@ -500,7 +523,13 @@ class Fill extends EventEmitter {
   #readers = 0;
   #entry: Entry | undefined;
 
-  constructor(dir: string, readonly digest: string, readonly size: number) {
+  constructor(
+    dir: string,
+    readonly digest: string,
+    readonly size: number,
+    /** Called when a reader of the fill's entry (after finish()) is done. */
+    readonly onRelease: (entry: Entry) => void,
+  ) {
     super();
     this.setMaxListeners(0);
     this.file = path.join(dir, 'tmp', `${digest}.${randomUUID()}.part`);
@@ -562,6 +591,18 @@ class Fill extends EventEmitter {
     }
   }
 
+  /** Counts a reader of this fill, then of its entry (eviction leaves it alone); returns its release. */
+  hold(): () => void {
+    this.#readers++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      if (this.#entry) this.onRelease(this.#entry);
+      else this.#readers--;
+    };
+  }
+
   /** Stops the download (the fill then fails); a fill whose bytes all arrived completes. */
   abort(reason: Error): void {
     this.#abort.abort(reason);
@@ -621,14 +662,7 @@ class Fill extends EventEmitter {
     let handle: fs.FileHandle | undefined;
     let reading = false;
     const fill = this;
-    this.#readers++;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      if (fill.#entry) fill.#entry.readers--;
-      else fill.#readers--;
-    };
+    const release = this.hold();
     const finalPath = path.join(path.dirname(path.dirname(this.file)), 'blobs', `${this.digest}.tar.gz`);
     const stream = new Readable({
       highWaterMark: 256 * 1024,

@@ -251,18 +251,21 @@ export class ModelRegistry {
     return model && (version === undefined || version === model.version) ? model : undefined;
   }
 
-  /** The extracted tree of a version (files and manifest), extracting it into the cache once. */
-  async tree(model: ModelVersion): Promise<Tree> {
+  /**
+   * Runs `fn` on the extracted tree of a version (files and manifest), extracting it into the
+   * cache once. The archive and its tree stay in the cache until `fn` settles: open the files
+   * `fn` needs in it (an open file outlives a later eviction).
+   */
+  async withTree<T>(model: ModelVersion, fn: (tree: Tree) => Promise<T>): Promise<T> {
     const cache = this.#cache;
     if (!cache) throw new Error('file access needs the cache');
-    const blob = await cache.blobs.ensure(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s));
-    return cache.blobs.hold(model.sha256, async () => {
+    return cache.blobs.withBlob(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s), async (blob) => {
       const tree = await cache.trees.get(model.sha256, blob);
       if (tree.created) {
         cache.blobs.addExtra(model.sha256, tree.bytes);
         await cache.blobs.evict(); // the tree counts against the bound; this entry is held
       }
-      return tree;
+      return fn(tree);
     });
   }
 
