@@ -74,7 +74,9 @@ export class ArchiveValidator extends Transform {
     super({ highWaterMark: 1024 * 1024 });
     this.#format = format;
     this.#limits = limits;
-    this.#parser = new Parser({ strict: true, maxDecompressionRatio: Infinity });
+    // Only ever plain tar inside (gzip is ours to undo): node-tar would otherwise switch to zstd on
+    // its magic bytes, which Node 20's zlib lacks — a throw outside any stream.
+    this.#parser = new Parser({ strict: true, maxDecompressionRatio: Infinity, zstd: false, brotli: false });
     this.#parser.on('entry', (entry: ReadEntry) => this.#checkEntry(entry));
     this.#parser.on('warn', (code: string, message: string | Error) => this.#fail(parserError(code, message)));
     this.#parser.on('error', (err: Error & { code?: string }) => this.#fail(parserError(err.code ?? '', err)));
@@ -204,7 +206,12 @@ export class ArchiveValidator extends Transform {
     if (this.#tarBytes > allowance) {
       return this.#fail(errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`));
     }
-    this.#parser.write(chunk);
+    try {
+      this.#parser.write(chunk);
+    } catch (err) {
+      // The parser throws from inside an event handler (gunzip's 'data'): never let it escape.
+      this.#fail(errors.invalidArchive(`the tar data is corrupt (${(err as Error).message})`));
+    }
   }
 
   #checkEntry(entry: ReadEntry): void {

@@ -110,6 +110,9 @@ export function hostileCatalogue(): HostileCase[] {
     { name: 'empty gzip (no tar at all)', body: gz(Buffer.alloc(0)), status: 422, code: INVALID },
     { name: 'empty archive (end blocks only)', body: gz(Buffer.alloc(1024)), status: 422, code: INVALID },
     { name: 'double gzip', body: gz(good), status: 422, code: INVALID },
+    // zstd's magic where the tar should start (node-tar would switch to zstd, absent in Node 20)
+    { name: 'gzip of zstd magic', body: gz(Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(2000, 1)])), status: 422, code: INVALID },
+    { name: 'zstd magic sent as x-tar', body: Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(2000, 1)]), status: 422, code: INVALID, contentType: 'application/x-tar' },
     { name: 'plain tar sent as x-tar with a traversal', body: rawTar([{ path: `../${m}`, body: 'x' }]), status: 422, code: UNSAFE, contentType: 'application/x-tar' },
     { name: 'plain tar sent as x-tar, empty', body: Buffer.alloc(1024), status: 422, code: INVALID, contentType: 'application/x-tar' },
     { name: 'too large compressed (413)', body: Buffer.concat([good.subarray(0, 10), randomBytes(9 * 2 ** 20)]), status: 413, code: /^MODEL_TOO_LARGE$/ },
