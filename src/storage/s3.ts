@@ -49,6 +49,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
+import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackendConfig } from '../config.js';
@@ -63,6 +64,8 @@ const UPLOAD_QUEUE = 4;
 /** Parts of a server-side copy: each is one request that may stay silent while S3 copies. */
 const COPY_PART_SIZE = 512 * MiB; // ≤ 5 GiB each; 10,000 parts reach S3's 5 TiB object limit
 const COPY_QUEUE = 4;
+/** Object metadata naming the write that made the object (see #copyInto); not model metadata. */
+const COMMIT_NONCE = 'registry-write';
 /** Multipart uploads outside .uploads/ are commits in progress; none runs for a day. */
 const STALE_COMMIT_MS = 24 * ABANDONED_AFTER_MS;
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER']);
@@ -314,8 +317,11 @@ export class S3Storage implements Storage {
     to: string,
     { metadata, condition, after }: { metadata: Metadata; condition: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
+    // Names this write: a CompleteMultipartUpload retried by the SDK after its reply was lost
+    // fails against the object its first attempt wrote; the nonce tells that apart (#landed).
+    const nonce = randomUUID();
     const created = await this.#call(to, () =>
-      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: encodeMetadata(metadata) })),
+      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: { ...encodeMetadata(metadata), [COMMIT_NONCE]: nonce } })),
     );
     const uploadId = created.UploadId!;
     try {
@@ -354,16 +360,33 @@ export class S3Storage implements Storage {
           IfMatch: 'ifMatch' in condition ? quote(condition.ifMatch) : undefined,
           IfNoneMatch: 'ifNoneMatch' in condition ? '*' : undefined,
         })),
-      ).catch((err: unknown) => {
-        // If-Match on a missing key answers 404 NoSuchKey: the condition failed.
-        throw err instanceof NotFoundError && errorCode(err.cause) === 'NoSuchKey' ? new PreconditionFailedError(to, { cause: err.cause }) : err;
-      });
-      return { key: to, size, lastModified: new Date(), token: unquote(done.ETag), metadata };
+      ).then(
+        (done) => ({ key: to, size, lastModified: new Date(), token: unquote(done.ETag), metadata }),
+        async (err: unknown) => {
+          // Failed, or did an earlier attempt of this very request succeed and lose its reply?
+          // (Its retry then meets our own object: 412 / 409, or NoSuchUpload once it completed.)
+          if (err instanceof PreconditionFailedError || isNoSuchUpload(err)) {
+            const landed = await this.#landed(to, nonce).catch(() => undefined);
+            if (landed) return { ...landed, metadata };
+          }
+          // If-Match on a missing key answers 404 NoSuchKey: the condition failed.
+          throw err instanceof NotFoundError && errorCode(err.cause) === 'NoSuchKey' ? new PreconditionFailedError(to, { cause: err.cause }) : err;
+        },
+      );
+      return done;
     } catch (err) {
       await this.#abortUpload(to, uploadId).catch((abortErr: unknown) =>
         this.#logger.warn({ err: abortErr, key: to }, 'could not abort a multipart copy; sweep will retry'));
       throw err;
     }
+  }
+
+  /** `key` as written by the #copyInto that chose `nonce`; undefined when it holds something else. */
+  async #landed(key: string, nonce: string): Promise<ObjectInfo | undefined> {
+    const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+    if (r.Metadata?.[COMMIT_NONCE] !== nonce) return undefined;
+    this.#logger.info({ key }, 'a commit whose reply was lost had succeeded');
+    return { key, size: r.ContentLength ?? 0, lastModified: r.LastModified ?? new Date(), token: unquote(r.ETag), metadata: decodeMetadata(r.Metadata) };
   }
 
   /** Size of `key` if its ETag is still `token` (NotFoundError / PreconditionFailedError). */
@@ -374,7 +397,7 @@ export class S3Storage implements Storage {
 
   async #abortUpload(key: string, uploadId: string): Promise<void> {
     await this.#call(key, () => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))).catch((err: unknown) => {
-      if (!(err instanceof NotFoundError)) throw err; // NoSuchUpload: already gone
+      if (!isNoSuchUpload(err) && !(err instanceof NotFoundError)) throw err; // already gone
     });
   }
 
@@ -459,7 +482,10 @@ export function translate(err: unknown, key: string): unknown {
   if ((err as Error)?.name === 'AbortError') return err;
   const code = errorCode(err);
   const status = statusOf(err);
-  if (code === 'NoSuchKey' || code === 'NoSuchUpload' || (code === 'NotFound' && status === 404)) return new NotFoundError(key, { cause: err });
+  // An upload gone under us (a sweep judged it abandoned, or a lifecycle rule): the object
+  // asked for is not missing — the write failed, and may be retried.
+  if (code === 'NoSuchUpload') return new StorageUnavailableError('s3', `the multipart upload to ${key} no longer exists (NoSuchUpload)`, { cause: err });
+  if (code === 'NoSuchKey' || (code === 'NotFound' && status === 404)) return new NotFoundError(key, { cause: err });
   // 409 ConditionalRequestConflict: a concurrent conditional write to the same key won.
   if (status === 412 || code === 'PreconditionFailed' || code === 'ConditionalRequestConflict') return new PreconditionFailedError(key, { cause: err });
   if (code === 'MetadataTooLarge') {
@@ -469,6 +495,11 @@ export function translate(err: unknown, key: string): unknown {
     return new StorageUnavailableError('s3', describe(err), { cause: err });
   }
   return err;
+}
+
+/** A translated error whose cause is S3's NoSuchUpload. */
+function isNoSuchUpload(err: unknown): boolean {
+  return errorCode((err as Error | undefined)?.cause) === 'NoSuchUpload';
 }
 
 function errorCode(err: unknown): string {
@@ -503,7 +534,7 @@ function encodeMetadata(metadata: Metadata): Record<string, string> {
 
 function decodeMetadata(raw: Record<string, string> | undefined): Metadata {
   return Object.fromEntries(
-    Object.entries(raw ?? {}).map(([k, v]) => {
+    Object.entries(raw ?? {}).filter(([k]) => k.toLowerCase() !== COMMIT_NONCE).map(([k, v]) => {
       const m = ENCODED.exec(v);
       return [k.toLowerCase(), m ? Buffer.from(m[1]!, 'base64').toString('utf8') : v];
     }),

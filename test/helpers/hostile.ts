@@ -280,6 +280,11 @@ export interface Proxy {
   down: number;
   /** Flips the byte `bytes` further down the upstream → client traffic (corruption in transit). */
   flipAfter(bytes: number): void;
+  /**
+   * The next request whose head matches `pattern` reaches the server, and its reply is lost: the
+   * connection drops as the reply starts (the server did the work, the client never hears).
+   */
+  dropReplyTo(pattern: RegExp): void;
   /** Destroys every open connection (an outage as the client sees it). */
   cut(): void;
   close(): Promise<void>;
@@ -290,7 +295,9 @@ export async function startProxy(target: string, rate = 0): Promise<Proxy> {
   const { hostname, port } = new URL(target);
   const sockets = new Set<Socket>();
   let flipAt: number | undefined;
+  let dropPattern: RegExp | undefined;
   const server: Server = createServer((client) => {
+    let dropping = false;
     const upstream = createConnection({ host: hostname, port: Number(port) });
     sockets.add(client).add(upstream);
     const drop = () => {
@@ -302,7 +309,14 @@ export async function startProxy(target: string, rate = 0): Promise<Proxy> {
     client.on('error', drop).on('close', drop);
     upstream.on('error', drop).on('close', drop);
     client.pipe(upstream);
+    client.on('data', (chunk: Buffer) => {
+      if (dropPattern?.test(chunk.toString('latin1'))) {
+        dropPattern = undefined;
+        dropping = true;
+      }
+    });
     upstream.on('data', (chunk: Buffer) => {
+      if (dropping) return drop();
       if (flipAt !== undefined && flipAt < proxy.down + chunk.length) {
         chunk[flipAt - proxy.down]! ^= 0xff;
         flipAt = undefined;
@@ -324,6 +338,9 @@ export async function startProxy(target: string, rate = 0): Promise<Proxy> {
     down: 0,
     flipAfter: (bytes) => {
       flipAt = proxy.down + bytes;
+    },
+    dropReplyTo: (pattern) => {
+      dropPattern = pattern;
     },
     cut: () => {
       for (const s of sockets) s.destroy();
