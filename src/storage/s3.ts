@@ -9,7 +9,9 @@
  *   copy, setMetadata   the same multipart copy, from another key or from the key itself;
  *            given `after` (the history copy of a replace), the parts are copied meanwhile and
  *            only CompleteMultipartUpload waits for it
- *   token    the ETag without quotes: a content hash, so tokens can repeat (uniqueTokens=false)
+ *   token    the ETag without quotes: a hash of the parts' hashes. Copies draw random part
+ *            boundaries (copyPartSize), so an object over 5 MiB written again with the same bytes
+ *            (a rollback) gets a new token; one of up to 5 MiB gets its old one (uniqueTokens=false)
  *
  * Atomicity: S3 makes an object visible only when the request that creates it completes, and a
  * completed multipart upload replaces the key in one step, so readers see the old object or the
@@ -64,6 +66,8 @@ const UPLOAD_QUEUE = 4;
 /** Parts of a server-side copy: each is one request that may stay silent while S3 copies. */
 const COPY_PART_SIZE = 512 * MiB; // ≤ 5 GiB each; 10,000 parts reach S3's 5 TiB object limit
 const COPY_QUEUE = 4;
+/** S3's smallest part (all but the last). */
+const MIN_PART_SIZE = 5 * MiB;
 /** Object metadata naming the write that made the object (see #copyInto); not model metadata. */
 const COMMIT_NONCE = 'registry-write';
 /** Multipart uploads outside .uploads/ are commits in progress; none runs for a day. */
@@ -325,7 +329,7 @@ export class S3Storage implements Storage {
     );
     const uploadId = created.UploadId!;
     try {
-      const part = this.#copyPartSize;
+      const part = copyPartSize(size, this.#copyPartSize);
       const ranges = size <= part ? [undefined] : Array.from({ length: Math.ceil(size / part) }, (_, i) =>
         `bytes=${i * part}-${Math.min(size, (i + 1) * part) - 1}`);
       const parts: CompletedPart[] = new Array(ranges.length);
@@ -495,6 +499,21 @@ export function translate(err: unknown, key: string): unknown {
     return new StorageUnavailableError('s3', describe(err), { cause: err });
   }
   return err;
+}
+
+/**
+ * The part size of one multipart copy of `size` bytes: up to `base`, drawn at random. A multipart
+ * object's ETag is a hash of its parts' hashes, so the same bytes copied with the same parts get
+ * the ETag they had — and a rollback would hand a replica's stale If-Match a token that matches
+ * again (ABA), letting it overwrite a newer version. Random part boundaries make ETags of
+ * objects over 5 MiB unique per write; a smaller object is one part (its copy takes
+ * milliseconds, too short a window for a replace and a rollback to fit in).
+ */
+export function copyPartSize(size: number, base: number): number {
+  if (size <= MIN_PART_SIZE) return size;
+  const high = Math.min(base, size - 1);
+  const low = Math.max(MIN_PART_SIZE, high - Math.floor(base / 8));
+  return low + Math.floor(Math.random() * (high - low + 1));
 }
 
 /** A translated error whose cause is S3's NoSuchUpload. */

@@ -15,8 +15,8 @@ import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
 import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
-import { ConfigError, NotFoundError, StorageUnavailableError } from '../../src/errors.js';
-import { S3Storage, setupErrorLine } from '../../src/storage/s3.js';
+import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../../src/errors.js';
+import { copyPartSize, S3Storage, setupErrorLine } from '../../src/storage/s3.js';
 import { newStagedName } from '../../src/storage/staging.js';
 import { MINIO_PASSWORD, MINIO_USER, startMinio, type Emulator } from '../helpers/emulators.js';
 import { conformance } from '../helpers/storage-conformance.js';
@@ -93,6 +93,27 @@ t.test('objects larger than a copy part are copied in ranged parts (the > 5 GiB 
   t.same((await s.head('big.tar.gz')).metadata, { version: '1', sha256: sha(data) });
   t.equal((await s.head('big.tar.gz')).token, updated.token);
   t.equal(await leftovers(s), 0);
+});
+
+t.test('the same bytes written to a key again get a new token (no ABA): a stale If-Match fails after a rollback', async (t) => {
+  const s = await s3(t);
+  const data = randomBytes(6 * 1024 * 1024 + 3);
+  const v1 = await s.commit(await s.stage('m.tar.gz', Readable.from([data])), { version: '1' }, { ifNoneMatch: true });
+  await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: v1.token, metadata: { version: '1' } });
+  const v2 = await s.commit(await s.stage('m.tar.gz', body('other bytes')), { version: '2' }, { ifMatch: v1.token });
+  const history = await s.head('.history/m/v1.tar.gz');
+  // A rollback: v1's bytes become current again.
+  const v3 = await s.copy('.history/m/v1.tar.gz', 'm.tar.gz', { sourceToken: history.token, metadata: { version: '3' }, condition: { ifMatch: v2.token } });
+  t.not(v3.token, v1.token, 'v1 and its rollback have different tokens');
+  // A replica that read v1 before all this must not overwrite v3.
+  await t.rejects(s.commit(await s.stage('m.tar.gz', body('stale writer')), { version: '2' }, { ifMatch: v1.token }), PreconditionFailedError);
+  t.equal((await s.head('m.tar.gz')).metadata.version, '3');
+  const sizes = Array.from({ length: 200 }, () => copyPartSize(1024 ** 3, 512 * 1024 ** 2));
+  t.ok(sizes.every((p) => p >= 448 * 1024 ** 2 && p <= 512 * 1024 ** 2), 'parts of a 1 GiB copy: 448-512 MiB');
+  t.ok(new Set(sizes).size > 190, 'drawn at random');
+  t.equal(copyPartSize(5 * 1024 * 1024, 512 * 1024 ** 2), 5 * 1024 * 1024, 'up to 5 MiB: one part');
+  const small = Array.from({ length: 50 }, () => copyPartSize(5 * 1024 * 1024 + 10, 512 * 1024 ** 2));
+  t.ok(small.every((p) => p >= 5 * 1024 * 1024 && p < 5 * 1024 * 1024 + 10), 'just over 5 MiB: two parts, the first at least 5 MiB');
 });
 
 t.test('upload parts go UNSIGNED-PAYLOAD with a CRC32 checksum, and the server rejects a part that does not match it', async (t) => {
