@@ -22,7 +22,7 @@ import type { Logger } from '../util/logger.js';
 import type { ModelCache } from '../cache/index.js';
 import { CacheDiskError } from '../cache/blob-store.js';
 import type { Tree } from '../cache/trees.js';
-import { errors, NotFoundError, PreconditionFailedError } from '../errors.js';
+import { errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
 import type { Metadata, ObjectInfo, StagedObject, Storage, WriteCondition } from '../storage/types.js';
 import { createGzip } from 'node:zlib';
 import { ArchiveValidator, type ArchiveFormat, type ArchiveLimits } from './archive.js';
@@ -321,9 +321,20 @@ export class ModelRegistry {
     return result.sort((a, b) => b.version - a.version);
   }
 
-  /** Deletes a model and its history, or one history entry. */
-  async delete(name: string, version?: number): Promise<void> {
+  /**
+   * Deletes a model and its history, or one history entry; with a client condition (If-Match),
+   * only while the model (or that version) still is what the client saw.
+   */
+  async delete(name: string, version?: number, clientCondition: ClientCondition = {}): Promise<void> {
     assertName(name);
+    let checked: ModelVersion | undefined;
+    if (Object.keys(clientCondition).length > 0) {
+      checked = await this.describe(name, version).catch((err) => {
+        if (err instanceof RegistryError && err.statusCode === 404) return undefined;
+        throw err;
+      });
+      checkClientCondition(name, checked, clientCondition);
+    }
     if (version !== undefined) {
       const current = await this.describe(name).catch((err) => {
         if ((err as { code?: string }).code === 'MODEL_NOT_FOUND') return undefined;
@@ -349,6 +360,15 @@ export class ModelRegistry {
     for await (const info of this.storage.list(keys.historyPrefix(name))) {
       await this.storage.delete(info.key);
       found = true;
+    }
+    // Checked again last: a version uploaded meanwhile is not deleted on the old condition.
+    if (checked) {
+      const now = await this.storage.head(keys.current(name)).catch((err) => {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      });
+      const sha256 = now?.metadata[META.sha256];
+      if (sha256 !== checked.sha256) throw errors.etagMismatch(name, sha256 && etagOf(sha256));
     }
     await this.storage.delete(keys.current(name));
     if (!found) throw errors.modelNotFound(name);

@@ -209,12 +209,18 @@ t.test('delete one version or the whole model', async (t) => {
   const [a, b, c] = [model('a'), model('b'), model('c')];
   for (const m of [a, b, c]) await put(`${url}/models/d`, m);
   await isError(t, await fetch(`${url}/models/d?version=3`, { method: 'DELETE' }), 409, 'VERSION_IS_CURRENT');
-  t.equal((await fetch(`${url}/models/d?version=1`, { method: 'DELETE' })).status, 204);
+  // If-Match names what the client means to delete (RFC 9110 §13.1.1): anything else is 412.
+  const etagOf = (b: Buffer) => `"sha256:${sha256(b)}"`;
+  await isError(t, await fetch(`${url}/models/d?version=1`, { method: 'DELETE', headers: { 'if-match': etagOf(b) } }), 412, 'PRECONDITION_FAILED');
+  t.equal((await fetch(`${url}/models/d?version=1`, { method: 'DELETE', headers: { 'if-match': etagOf(a) } })).status, 204);
   await isError(t, await fetch(`${url}/models/d?version=1`, { method: 'DELETE' }), 404, 'VERSION_NOT_FOUND');
   const versions = (await (await fetch(`${url}/models/d/versions`)).json()) as { versions: { version: number }[] };
   t.same(versions.versions.map((v) => v.version), [3, 2]);
-  t.equal((await fetch(`${url}/models/d`, { method: 'DELETE' })).status, 204);
+  await isError(t, await fetch(`${url}/models/d`, { method: 'DELETE', headers: { 'if-match': etagOf(b) } }), 412, 'PRECONDITION_FAILED');
+  t.same((await (await fetch(`${url}/models/d/versions`)).json() as { versions: { version: number }[] }).versions.map((v) => v.version), [3, 2], 'nothing deleted');
+  t.equal((await fetch(`${url}/models/d`, { method: 'DELETE', headers: { 'if-match': etagOf(c) } })).status, 204);
   await isError(t, await fetch(`${url}/models/d`), 404, 'MODEL_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/d`, { method: 'DELETE', headers: { 'if-match': etagOf(c) } }), 412, 'PRECONDITION_FAILED');
   await isError(t, await fetch(`${url}/models/d?version=2`), 404);
   await isError(t, await fetch(`${url}/models/d`, { method: 'DELETE' }), 404, 'MODEL_NOT_FOUND');
   t.notOk((await keys(r, '')).includes('d.tar.gz'));

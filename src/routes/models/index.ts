@@ -362,7 +362,7 @@ export default async function modelRoutes(app: FastifyInstance) {
   app.delete<NameParams & { Querystring: { version?: string } }>('/models/:name', async (request, reply) => {
     const name = nameParam(request);
     const version = parseVersion(request.query.version);
-    await registry.delete(name, version);
+    await registry.delete(name, version, writeCondition(request.headers));
     request.log.info({ model: name, version }, 'model deleted');
     return reply.code(204).send();
   });
