@@ -11,6 +11,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
 import { errors, RegistryError } from '../errors.js';
+import { TarHeaders } from './tar-headers.js';
 
 /** Bytes of body handed to gunzip at a time. */
 const INFLATE_BATCH = 1024 * 1024;
@@ -47,6 +48,8 @@ export class ArchiveValidator extends Transform {
   readonly #hash: Hash = createHash('sha256');
   readonly #gunzip: Gunzip | undefined;
   readonly #parser: Parser;
+  /** The same headers read strictly, as other tar readers would (tar-headers.ts). */
+  readonly #headers = new TarHeaders();
   /** Symlinks seen so far: normalized path → target as stored. */
   readonly #symlinks = new Map<string, string>();
   #received = 0;
@@ -129,6 +132,9 @@ export class ArchiveValidator extends Transform {
       if (this.destroyed || done) return;
       done = true;
       if (this.#entries === 0) return callback(errors.invalidArchive('the archive has no entries'));
+      if (this.#headers.entries.length > 0) {
+        return callback(errors.unsafeArchive(`tar readers disagree on the archive: a strict reader sees the entry ${JSON.stringify(this.#headers.entries[0]!.path)} that this one does not; create the archive with a standard tar tool`));
+      }
       // Only now are all symlinks known: a link may escape through one defined after it.
       const escaping = escapingLink(this.#symlinks);
       if (escaping) return callback(errors.unsafeArchive(`the symlink ${JSON.stringify(escaping)} points outside the archive through another symlink`));
@@ -206,6 +212,8 @@ export class ArchiveValidator extends Transform {
     if (this.#tarBytes > allowance) {
       return this.#fail(errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`));
     }
+    const problem = this.#headers.write(chunk);
+    if (problem) return this.#fail(problem);
     try {
       this.#parser.write(chunk);
     } catch (err) {
@@ -224,6 +232,12 @@ export class ArchiveValidator extends Transform {
   #entryProblem(entry: ReadEntry): RegistryError | undefined {
     const raw = entry.path;
     const shown = JSON.stringify(raw);
+    // Other readers must see this very entry (tar-headers.ts read its header first).
+    const strict = this.#headers.entries.shift();
+    if (!strict || strict.path !== raw || (entry.linkpath ?? '') !== strict.linkpath) {
+      const seen = strict ? JSON.stringify(strict.path) : 'no entry';
+      return errors.unsafeArchive(`tar readers disagree on an entry: ${shown} here, ${seen} for a strict reader; create the archive with a standard tar tool`);
+    }
     this.#entries++;
     if (this.#entries > this.#limits.maxEntries) {
       return errors.archiveLimit(`it has more than MAX_ARCHIVE_ENTRIES (${this.#limits.maxEntries}) entries`);

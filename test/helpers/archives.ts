@@ -63,6 +63,38 @@ export function tar(entries: Entry[], options: { endBlocks?: boolean } = {}): Bu
   return Buffer.concat(chunks);
 }
 
+/**
+ * A pax extended header (local, or global with `global`) holding exactly `records`, as raw
+ * bytes: for archives that other tar readers read differently from node-tar.
+ */
+export function paxBlock(records: [string, string][], global = false): Buffer {
+  const data = Buffer.concat(
+    records.map(([k, v]) => {
+      const text = ` ${k}=${v}\n`;
+      let length = Buffer.byteLength(text);
+      length += String(length + String(length).length).length;
+      return Buffer.from(`${length}${text}`);
+    }),
+  );
+  const header = Buffer.alloc(512);
+  new Header({ path: 'PaxHeader', type: global ? 'GlobalExtendedHeader' : 'ExtendedHeader', size: data.length, mode: 0o644, mtime: new Date('2024-01-01T00:00:00Z') }).encode(header, 0);
+  const padded = Buffer.alloc(block(data.length));
+  data.copy(padded);
+  return Buffer.concat([header, padded]);
+}
+
+/** A header block for `entry` with its size field set to `size`, whatever its type. */
+export function headerWithSize(entry: Entry, size: number): Buffer {
+  const buf = Buffer.alloc(512);
+  new Header({ path: entry.path, type: entry.type ?? 'File', size: 0, mode: 0o644, mtime: new Date('2024-01-01T00:00:00Z'), linkpath: entry.linkpath }).encode(buf, 0);
+  buf.write(`${size.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
+  let sum = 0;
+  buf.fill(0x20, 148, 156);
+  for (const b of buf) sum += b;
+  buf.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return buf;
+}
+
 export function tgz(entries: Entry[]): Buffer {
   return gzipSync(tar(entries));
 }

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createGzip, gzipSync } from 'node:zlib';
 import { Header } from 'tar';
-import { tar as rawTar, type Entry as RawEntry } from './archives.js';
+import { headerWithSize, paxBlock, tar as rawTar, type Entry as RawEntry } from './archives.js';
 
 /** A file name no test writes on purpose: finding it anywhere means an entry escaped. */
 export const MARKER = `pwned-${randomUUID().slice(0, 8)}`;
@@ -81,6 +81,15 @@ export function hostileCatalogue(): HostileCase[] {
     { name: 'file written through a symlink, spelled ./dir//x', body: rawTgz([{ path: 'dir', type: 'SymbolicLink', linkpath: '.' }, { path: `./dir//${m}`, body: 'x' }]), status: 422, code: UNSAFE },
     { name: 'hard link to a file inside', body: rawTgz([ok, { path: 'copy', type: 'Link', linkpath: ok.path }]), status: 422, code: UNSAFE },
     { name: 'hard link escaping', body: rawTgz([{ path: 'shadow', type: 'Link', linkpath: '/etc/shadow' }]), status: 422, code: UNSAFE },
+    // read one way by node-tar, another by GNU tar / Python's tarfile (which would extract outside)
+    { name: 'pax GNU.sparse.name with traversal', body: gz(Buffer.concat([paxBlock([['GNU.sparse.name', `../${m}`]]), rawTar([{ path: 'harmless.txt', body: 'x' }])])), status: 422, code: UNSAFE },
+    { name: 'pax path holding a newline (node-tar drops the record)', body: gz(Buffer.concat([paxBlock([['path', `../${m}\n`]]), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: UNSAFE },
+    { name: 'global pax header setting path', body: gz(Buffer.concat([paxBlock([['path', `../${m}`]], true), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: UNSAFE },
+    { name: 'malformed pax record length', body: gz(Buffer.concat([paxBlock([['comment', 'x']]).fill(0x39, 512, 513), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
+    { name: 'symlink carrying data that hides an entry', body: gz(Buffer.concat([headerWithSize({ path: 'l', type: 'SymbolicLink', linkpath: 'safe' }, 1024), rawTar([{ path: `../${m}`, body: 'x' }], { endBlocks: false }), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: UNSAFE },
+    { name: 'directory carrying data', body: gz(Buffer.concat([headerWithSize({ path: 'd/', type: 'Directory' }, 512), Buffer.alloc(512, 0x41), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
+    { name: 'an entry after the end-of-archive block', body: gz(Buffer.concat([rawTar([ok], { endBlocks: false }), Buffer.alloc(512), rawTar([{ path: `../${m}`, body: 'x' }])])), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
+    { name: 'data after the end of the archive', body: gz(Buffer.concat([rawTar([ok]), Buffer.from('appended')])), status: 422, code: INVALID },
     // special files
     { name: 'character device', body: rawTgz([ok, { path: 'dev/null', type: 'CharacterDevice' }]), status: 422, code: UNSAFE },
     { name: 'block device', body: rawTgz([{ path: 'sda', type: 'BlockDevice' }]), status: 422, code: UNSAFE },
