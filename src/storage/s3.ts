@@ -266,6 +266,11 @@ export class S3Storage implements Storage {
     } while (continuation);
   }
 
+  /**
+   * Other hosts' uploads are judged by age from their start (S3 gives no later time: a multipart
+   * upload's Initiated, and the LastModified of the object it completes to): a day, so that a
+   * 20 GiB upload over a slow link is not taken for a leftover while it is still being written.
+   */
   async sweep(): Promise<number> {
     const active = new Set(this.#active);
     let removed = 0;
@@ -275,7 +280,7 @@ export class S3Storage implements Storage {
         this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: UPLOADS_PREFIX, ContinuationToken: continuation })),
       );
       for (const o of page.Contents ?? []) {
-        if (o.Key && o.LastModified && isAbandoned(o.Key.slice(UPLOADS_PREFIX.length), o.LastModified, active)) {
+        if (o.Key && o.LastModified && isAbandoned(o.Key.slice(UPLOADS_PREFIX.length), o.LastModified, active, STALE_COMMIT_MS)) {
           await this.delete(o.Key);
           removed++;
         }
@@ -293,7 +298,7 @@ export class S3Storage implements Storage {
       for (const u of page.Uploads ?? []) {
         if (!u.Key || !u.UploadId || !u.Initiated) continue;
         const abandoned = u.Key.startsWith(UPLOADS_PREFIX)
-          ? isAbandoned(u.Key.slice(UPLOADS_PREFIX.length), u.Initiated, active)
+          ? isAbandoned(u.Key.slice(UPLOADS_PREFIX.length), u.Initiated, active, STALE_COMMIT_MS)
           : Date.now() - u.Initiated.getTime() > STALE_COMMIT_MS; // a commit that crashed mid-copy
         if (abandoned) {
           await this.#abortUpload(u.Key, u.UploadId);

@@ -40,14 +40,15 @@ export function newStagedName(): string {
 
 /**
  * True when the staged upload `name` (as made by newStagedName), last written at
- * `lastModified`, can no longer be committed by anyone. `active` are this process's own uploads.
+ * `lastModified`, can no longer be committed by anyone. `active` are this process's own uploads;
+ * another host's upload counts as abandoned once untouched for `maxAgeMs`.
  */
-export function isAbandoned(name: string, lastModified: Date, active: ReadonlySet<string>): boolean {
+export function isAbandoned(name: string, lastModified: Date, active: ReadonlySet<string>, maxAgeMs = ABANDONED_AFTER_MS): boolean {
   const m = STAGED_NAME.exec(name);
   if (!m || active.has(name)) return false;
   const pid = Number(m[1]);
   const ours = m[3] === HOST_TAG;
-  return (ours && (pid === process.pid || !processAlive(pid))) || Date.now() - lastModified.getTime() > ABANDONED_AFTER_MS;
+  return (ours && (pid === process.pid || !processAlive(pid))) || Date.now() - lastModified.getTime() > maxAgeMs;
 }
 
 function processAlive(pid: number): boolean {

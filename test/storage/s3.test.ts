@@ -178,6 +178,23 @@ t.test('sweep removes uploads of dead writers and keeps live ones', async (t) =>
   t.equal(await text((await s.get('a.tar.gz')).body), 'live', 'the live upload survived the sweep');
 });
 
+t.test("sweep: another host's upload started hours ago is still being written (S3 dates uploads by their start); after a day it is a leftover", async (t) => {
+  const s = await s3(t);
+  const { client, bucket } = s;
+  const other = '.uploads/4194305-44444444-4444-4444-4444-444444444444-eeeeeeee.part';
+  await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: other }));
+  await client.send(new PutObjectCommand({ Bucket: bucket, Key: other, Body: 'staged, about to be committed' }));
+  const realNow = Date.now;
+  t.teardown(() => {
+    Date.now = realNow;
+  });
+  Date.now = () => realNow() + 3 * 3_600_000; // a 20 GiB upload over a slow link takes hours
+  t.equal(await s.sweep(), 0, 'three hours after it started: left alone');
+  t.same(await multipartUploads(client, bucket), [other]);
+  Date.now = () => realNow() + 25 * 3_600_000;
+  t.equal(await s.sweep(), 2, 'a day after: removed (the upload and the staged object)');
+});
+
 t.test('init: one ConfigError line per setup mistake', async (t) => {
   const rejects = async (env: Record<string, string>, pattern: RegExp) => {
     const storage = new S3Storage(awsConfig(env), logger);
