@@ -320,6 +320,12 @@ t.test('labels are validated', async (t) => {
   for (let i = 0; i < 30; i++) many[`x-model-label-k${i}`] = 'v'.repeat(70);
   await isError(t, await put(`${url}/models/l`, model('a'), many), 400, 'INVALID_LABEL');
   await unchanged(t, r, 'l', undefined);
+  // UTF-8 in a header arrives as bytes (curl -H 'X-Model-Label-author: José'): kept as UTF-8.
+  const utf8 = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
+  const res = await put(`${url}/models/u`, model('a'), { 'x-model-label-author': utf8('José 模型'), 'x-model-label-place': 'Z\u00fcrich' });
+  t.equal(res.status, 201);
+  const meta = (await (await fetch(`${url}/models/u/meta`)).json()) as { labels: Record<string, string> };
+  t.same(meta.labels, { author: 'José 模型', place: 'Zürich' }, 'UTF-8 decoded; bytes that are not UTF-8 read as Latin-1');
 });
 
 t.test('bad names are refused before anything is read', async (t) => {

@@ -134,14 +134,28 @@ export function byteRange(headers: IncomingHttpHeaders, size: number, etag: stri
 
 const LABEL_HEADER = 'x-model-label-';
 
-/** Labels from X-Model-Label-<key> headers. */
+/**
+ * Labels from X-Model-Label-<key> headers. Node reads header bytes as Latin-1; values whose
+ * bytes are UTF-8 (what curl and every client send for non-ASCII text) are decoded as such.
+ */
 export function labelsFromHeaders(headers: IncomingHttpHeaders): Labels {
   const labels: Labels = {};
   for (const [name, value] of Object.entries(headers)) {
     if (!name.startsWith(LABEL_HEADER) || value === undefined) continue;
-    labels[name.slice(LABEL_HEADER.length)] = one(value)!;
+    labels[name.slice(LABEL_HEADER.length)] = fromHeaderBytes(one(value)!);
   }
   return labels;
+}
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+function fromHeaderBytes(value: string): string {
+  if (/^[\x00-\x7f]*$/.test(value)) return value;
+  try {
+    return strictUtf8.decode(Buffer.from(value, 'latin1'));
+  } catch {
+    return value; // not UTF-8: Latin-1, as received
+  }
 }
 
 /** A positive integer from ?version=, or undefined when absent. */
