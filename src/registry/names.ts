@@ -21,7 +21,8 @@ export const keys = {
   nameOf(key: string): string | undefined {
     if (!key.endsWith(ARCHIVE_SUFFIX) || key.includes('/')) return undefined;
     const name = key.slice(0, -ARCHIVE_SUFFIX.length);
-    return NAME.test(name) ? name : undefined;
+    // Only names the API can address (`m.tar.gz.tar.gz` would list a model no URL reaches).
+    return isValidName(name) ? name : undefined;
   },
   /** The version of a history key, or undefined. */
   versionOf(key: string): number | undefined {

@@ -46,3 +46,16 @@ t.test('a method a path does not serve: 405 with Allow (as S3 and registries ans
   await isError(t, await fetch(`${url}/models/m/nope`, { method: 'PUT' }), 404, 'NOT_FOUND');
   t.equal((await fetch(`${url}/models/m`)).status, 404, 'the model was not created');
 });
+
+t.test('keys that are not addressable models (x.tar.gz.tar.gz, placed by another tool) are not listed, so every cursor is one the server accepts', async (t) => {
+  const { url, dir } = await start(t);
+  await fs.writeFile(path.join(dir, 'm1.tar.gz.tar.gz'), model('odd'));
+  for (const name of ['m0', 'm2']) t.equal((await put(`${url}/models/${name}`, model(name))).status, 201);
+  const first = (await (await fetch(`${url}/models?limit=1`)).json()) as { models: { name: string }[]; nextCursor: string };
+  t.same(first.models.map((m) => m.name), ['m0']);
+  const second = await fetch(`${url}/models?limit=1&cursor=${first.nextCursor}`);
+  t.equal(second.status, 200);
+  const page = (await second.json()) as { models: { name: string }[]; nextCursor: string | null };
+  t.same(page.models.map((m) => m.name), ['m2'], 'm1.tar.gz is not a model');
+  t.equal(page.nextCursor, null);
+});
