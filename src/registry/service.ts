@@ -422,10 +422,12 @@ export class ModelRegistry {
       let archived: Promise<unknown> | undefined;
       const archive = () => {
         if (!archived && current && this.#history > 0) {
-          archived = this.storage.copy(current.storageKey, keys.history(name, current.version), {
-            sourceToken: current.token,
-            metadata: encodeMetadata(current),
-          });
+          archived = this.storage
+            .copy(current.storageKey, keys.history(name, current.version), { sourceToken: current.token, metadata: encodeMetadata(current) })
+            .catch((err: unknown) => {
+              // The version to archive was deleted meanwhile: a lost race like any other (retry).
+              throw err instanceof NotFoundError ? new PreconditionFailedError(current.storageKey, { cause: err }) : err;
+            });
           archived.catch(() => {}); // handled below, whenever `write` gets to it or fails first
         }
         return archived;

@@ -2,9 +2,9 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
 import { httpSuite } from '../helpers/http-suite.js';
-import { isError } from '../helpers/assert.js';
+import { isError, sha256 } from '../helpers/assert.js';
 import { model, tgz } from '../helpers/archives.js';
-import { put, start, tempDir } from '../helpers/server.js';
+import { bytes, put, start, tempDir } from '../helpers/server.js';
 
 httpSuite(t, { env: async (t) => ({ LOCAL_STORAGE_DIR: await tempDir(t) }) });
 
@@ -58,4 +58,25 @@ t.test('keys that are not addressable models (x.tar.gz.tar.gz, placed by another
   const page = (await second.json()) as { models: { name: string }[]; nextCursor: string | null };
   t.same(page.models.map((m) => m.name), ['m2'], 'm1.tar.gz is not a model');
   t.equal(page.nextCursor, null);
+});
+
+t.test('a model deleted while a replace archives it: the replace creates it anew (not 404)', async (t) => {
+  const { app, url } = await start(t);
+  t.equal((await put(`${url}/models/m`, model('v1'))).status, 201);
+  const storage = app.registry.storage;
+  const copy = storage.copy.bind(storage);
+  let deleted = false;
+  storage.copy = async (from, to, options) => {
+    if (!deleted && to.startsWith('.history/')) {
+      deleted = true;
+      t.equal((await fetch(`${url}/models/m`, { method: 'DELETE' })).status, 204, 'a DELETE lands first');
+    }
+    return copy(from, to, options);
+  };
+  const v2 = model('v2');
+  const res = await put(`${url}/models/m`, v2);
+  t.ok(deleted);
+  t.equal(res.status, 201, 'created again');
+  t.equal(((await res.json()) as { version: number }).version, 1);
+  t.equal(sha256(await bytes(await fetch(`${url}/models/m`))), sha256(v2));
 });
