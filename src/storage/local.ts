@@ -175,6 +175,9 @@ export class LocalStorage implements Storage {
       // succeed (ABA): a root key (a model's current version) may get back an inode it had before
       // (rollback), so copies to root keys get a fresh inode; history keys may share one.
       const stats = await this.#linkOrCopy(from, options.sourceToken, file, to.includes('/'));
+      // A copy (not a link to bytes already on disk) is made durable before it is published,
+      // as an upload is: a rollback must not come back empty after a power cut.
+      if (stats.nlink === 1n) await this.#io(() => syncFile(file), to);
       return await this.commit(new LocalStaged(to, Number(stats.size), file), options.metadata, options.condition ?? {}, { after: options.after });
     } catch (err) {
       this.#active.delete(file);
@@ -469,4 +472,13 @@ async function syncDir(dir: string): Promise<void> {
   if (!handle) return;
   await handle.sync().catch(() => {}); // not every filesystem supports fsync on directories
   await handle.close();
+}
+
+async function syncFile(file: string): Promise<void> {
+  const handle = await fs.open(file, 'r+');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
 }

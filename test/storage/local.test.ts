@@ -133,3 +133,30 @@ t.test('staged names carry the pid namespace: a writer in another one on the sam
   t.notOk(isAbandoned(neighbour, new Date(), new Set()), 'its upload in progress is left alone');
   t.ok(isAbandoned(neighbour, new Date(Date.now() - 2 * 60 * 60 * 1000), new Set()), 'until it has been untouched for long');
 });
+
+t.test('a copy published to a root key (a rollback) is synced to disk first; a history link needs no copy', async (t) => {
+  const s = await local(t);
+  const v1 = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('version one')])), { version: '1' }, {});
+  // Counts fsyncs of files staged under .uploads/ (the copy before it is renamed into place).
+  const open = fs.open;
+  let syncs = 0;
+  fs.open = (async (...args: Parameters<typeof fs.open>) => {
+    const handle = await open(...args);
+    if (String(args[0]).includes(`${path.sep}.uploads${path.sep}`)) {
+      const sync = handle.sync.bind(handle);
+      handle.sync = async () => {
+        syncs++;
+        return sync();
+      };
+    }
+    return handle;
+  }) as typeof fs.open;
+  t.teardown(() => {
+    fs.open = open;
+  });
+  const archived = await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: v1.token, metadata: { version: '1' } });
+  t.equal(syncs, 0, 'the history entry is a hard link: nothing to sync');
+  await s.copy('.history/m/v1.tar.gz', 'm.tar.gz', { sourceToken: archived.token, metadata: { version: '2' }, condition: { ifMatch: v1.token } });
+  t.equal(syncs, 1, 'the rollback copy was synced before it was published');
+  t.equal(await fs.readFile(path.join(s.root, 'm.tar.gz'), 'utf8'), 'version one');
+});
