@@ -54,7 +54,7 @@ export class Progress {
     let line: string | undefined;
     if (r.status === 'failed') line = `FAILED ${what}: ${r.detail}`;
     else if (!this.quiet) {
-      if (r.status === 'copied') line = `copied ${what} (${r.detail === 'metadata only' ? 'metadata only' : formatBytes(r.bytes)}${r.detail === 'replaced a different object' ? ', replaced a different object' : ''})`;
+      if (r.status === 'copied') line = `copied ${what} (${r.detail === 'metadata only' ? 'metadata only' : formatBytes(r.bytes)}${r.detail?.startsWith('replaced ') ? `, ${r.detail}` : ''})`;
       else if (r.status === 'skipped') line = this.dryRun ? `would skip ${what} (identical)` : `skipped ${what} (identical)`;
       else if (r.status === 'would-copy') line = `would copy ${what} (${r.detail ?? formatBytes(r.size)})`;
     }
@@ -114,7 +114,8 @@ export function summarize(objects: ObjectResult[], dryRun: boolean, durationMs: 
   const took = formatDuration(durationMs);
   let line: string;
   if (total === 0) {
-    line = 'nothing to copy: the source has no models';
+    // Most likely the wrong source (a misspelt bucket, database or directory): not a success.
+    line = 'nothing to copy: the source has no models; check that the --from settings name the storage the registry uses';
   } else if (interrupted) {
     line = `interrupted: copied ${plural(copied)} (${formatBytes(copiedBytes)}), skipped ${skipped} identical, ${failed} failed, ${notCopied} not copied yet in ${took}; rerun the same command to resume`;
   } else if (dryRun) {
@@ -129,7 +130,7 @@ export function summarize(objects: ObjectResult[], dryRun: boolean, durationMs: 
   progress.note(line);
   return {
     objects, total, copied, copiedBytes, skipped, failed, notCopied, wouldCopy, dryRun, interrupted, durationMs, line,
-    exitCode: failed > 0 || interrupted ? 1 : 0,
+    exitCode: failed > 0 || interrupted || total === 0 ? 1 : 0,
   };
 }
 

@@ -110,7 +110,7 @@ interface Endpoint {
   identity: string;
 }
 
-type Action = 'copy' | 'skip' | 'metadata' | 'check';
+type Action = 'copy' | 'skip' | 'metadata' | 'check' | 'conflict';
 
 interface Planned {
   key: string;
@@ -120,6 +120,11 @@ interface Planned {
   /** Version for a source object without version metadata. */
   inferredVersion: number;
   destination: ObjectInfo | undefined;
+  /**
+   * The destination's object may be replaced: it is an older version the source also has (in
+   * its history, which is copied first) — a rerun after the source moved on. Never otherwise.
+   */
+  replaceable: boolean;
   action: Action;
 }
 
@@ -309,16 +314,26 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
         ...history.map((info) => ({ key: info.key, current: false, inferredVersion: keys.versionOf(info.key)! })),
         { key: keys.current(name), current: true, inferredVersion: newest + 1 },
       ];
-      return Promise.all(
+      const headed = await Promise.all(
         entries.map((e) =>
           limit(async () => {
             signal?.throwIfAborted();
             const known = source.capabilities.listIncludesMetadata ? listed.get(e.key) : undefined;
             const [src, dst] = await Promise.all([known ?? source.head(e.key), headOrUndefined(destination, e.key)]);
-            return { ...e, name, source: src, destination: dst, action: decide(src, e.inferredVersion, dst) } satisfies Planned;
+            return { ...e, name, source: src, destination: dst };
           }),
         ),
       );
+      // The source's versions of this model, to tell a destination that is behind the source
+      // (replaceable) from one that holds a version the source never had (never overwritten).
+      const sourceVersions = new Map(headed.filter((h) => !h.current).map((h) => [h.inferredVersion, h.source.metadata.sha256]));
+      return headed.map((h) => {
+        const at = Number(h.destination?.metadata.version);
+        const wanted = Number(h.source.metadata.version ?? h.inferredVersion);
+        const sha256 = h.destination?.metadata.sha256;
+        const replaceable = h.current && Number.isInteger(at) && at < wanted && sha256 !== undefined && sourceVersions.get(at) === sha256;
+        return { ...h, replaceable, action: decide(h.source, h.inferredVersion, h.destination, replaceable) } satisfies Planned;
+      });
     }),
   ).catch((err) => {
     if (err instanceof NotFoundError) throw new Error(`${err.key} disappeared from the source while planning: is a registry writing to it? Rerun.`, { cause: err });
@@ -327,13 +342,32 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
   return perModel.flat();
 }
 
-function decide(source: ObjectInfo, inferredVersion: number, destination: ObjectInfo | undefined, computedSha256?: string): Action {
-  if (!destination || destination.size !== source.size || !destination.metadata.sha256) return 'copy';
+/**
+ * What to do with one object. A destination object is only ever skipped (identical), or replaced
+ * when `replaceable`; anything else there — another version, or an object the registry did not
+ * write — is a conflict, reported and left alone (nothing at the destination is overwritten).
+ */
+function decide(source: ObjectInfo, inferredVersion: number, destination: ObjectInfo | undefined, replaceable: boolean, computedSha256?: string): Action {
+  if (!destination) return 'copy';
+  if (!destination.metadata.sha256) return 'conflict';
   const sha256 = source.metadata.sha256 ?? computedSha256;
-  if (sha256 === undefined) return 'check';
-  if (destination.metadata.sha256 !== sha256) return 'copy';
+  if (sha256 === undefined) return destination.size === source.size ? 'check' : replaceable ? 'copy' : 'conflict';
+  const same = destination.metadata.sha256 === sha256;
   const wanted = targetMetadata(source, inferredVersion, sha256);
-  return META_KEYS.every((k) => destination.metadata[k] === wanted[k]) ? 'skip' : 'metadata';
+  if (same && META_KEYS.every((k) => destination.metadata[k] === wanted[k])) return 'skip';
+  if (!replaceable) return 'conflict';
+  return same ? 'metadata' : 'copy';
+}
+
+function conflict(p: Planned): Error {
+  const d = p.destination!;
+  if (!d.metadata.sha256) {
+    return new Error('the destination has an object at this key that the registry did not write: it is left alone; move it away and rerun to copy this one');
+  }
+  return new Error(
+    `the destination holds another version (v${d.metadata.version ?? '?'}, sha256 ${d.metadata.sha256.slice(0, 12)}…) that the source does not have as an older one: ` +
+      'it is left alone (nothing at the destination is overwritten). If writers already use the destination, the migration is done; otherwise move that object away and rerun',
+  );
 }
 
 /** The metadata the destination gets: the source's, or what the registry infers for a foreign object. */
@@ -366,8 +400,9 @@ async function transfer(source: Storage, destination: Storage, p: Planned, o: Tr
   if (action === 'check') {
     // A foreign source object and a destination object of the same size: compare digests first.
     computed = await digestOf(source, p, o);
-    action = decide(p.source, p.inferredVersion, p.destination, computed);
+    action = decide(p.source, p.inferredVersion, p.destination, p.replaceable, computed);
   }
+  if (action === 'conflict') throw conflict(p);
   if (action === 'skip') return { status: 'skipped', bytes: 0, detail: 'identical' };
   if (o.dryRun) return { status: 'would-copy', bytes: 0, detail: action === 'metadata' ? 'metadata only' : undefined };
   if (action === 'metadata') {
@@ -395,7 +430,7 @@ async function copyObject(source: Storage, destination: Storage, p: Planned, o: 
     const condition: WriteCondition = p.destination ? { ifMatch: p.destination.token } : { ifNoneMatch: true };
     const committed = await destination.commit(staged.value, metadata, condition).catch(changedAtDestination);
     if (committed.size !== info.size) throw new Error(`the destination reports ${committed.size} bytes after the commit, the source has ${info.size}`);
-    return { status: 'copied', bytes: info.size, detail: p.destination ? 'replaced a different object' : undefined };
+    return { status: 'copied', bytes: info.size, detail: p.destination ? `replaced v${p.destination.metadata.version}, an older version (kept in history)` : undefined };
   } finally {
     await destination.discard(staged.value).catch(() => {});
   }

@@ -191,6 +191,58 @@ t.test('a source object whose bytes do not match its sha256 fails alone; nothing
   t.same(leftovers, [], 'no staged copy left behind');
 });
 
+t.test('a rerun never overwrites what the destination has that the source does not; it does catch up a destination that is behind', async (t) => {
+  const env = async (name: string) => ({ file: await envFile(`${name}.env`, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: name }), dir: path.join(work, name) });
+  const src = await env('rerun-source');
+  const dst = await env('rerun-dest');
+  const a = await start(t, { LOCAL_STORAGE_DIR: src.dir });
+  for (const v of ['v1', 'v2']) await put(`${a.url}/models/m`, model(v, 1024));
+  t.equal((await run({ from: src.file, to: dst.file })).summary.exitCode, 0);
+
+  // Writers moved to the destination and uploaded v3 there; then the migration is run again.
+  const b = await start(t, { LOCAL_STORAGE_DIR: dst.dir });
+  const v3 = model('v3 at the destination', 1024);
+  t.equal((await put(`${b.url}/models/m`, v3)).status, 200);
+  const again = await run({ from: src.file, to: dst.file });
+  t.equal(again.summary.exitCode, 1, 'reported as a failure');
+  t.match(again.out, /^FAILED m v2: the destination holds another version \(v3, sha256 [0-9a-f]{12}…\) that the source does not have/m);
+  const versions = (await (await fetch(`${b.url}/models/m/versions`)).json()) as { current: number; versions: { version: number; sha256: string }[] };
+  t.equal(versions.current, 3, 'the destination keeps its v3');
+  t.equal(versions.versions[0]!.sha256, sha256(v3));
+  t.equal(sha256(Buffer.from(await (await fetch(`${b.url}/models/m`)).arrayBuffer())), sha256(v3), 'whole');
+
+  // The other way round: the source moved on after a first run; the rerun brings the destination up.
+  const behind = await env('rerun-behind');
+  t.equal((await run({ from: src.file, to: behind.file })).summary.exitCode, 0);
+  const v3s = model('v3 at the source', 1024);
+  t.equal((await put(`${a.url}/models/m`, v3s)).status, 200);
+  const caughtUp = await run({ from: src.file, to: behind.file });
+  t.equal(caughtUp.summary.exitCode, 0);
+  t.match(caughtUp.out, /^copied m v3 \(1\.\d KiB, replaced v2, an older version \(kept in history\)\)$/m);
+  const c = await start(t, { LOCAL_STORAGE_DIR: behind.dir });
+  const caught = (await (await fetch(`${c.url}/models/m/versions`)).json()) as { versions: { version: number; sha256: string }[] };
+  t.same(caught.versions.map((v) => v.version), [3, 2, 1]);
+  t.equal(caught.versions[0]!.sha256, sha256(v3s));
+
+  // An object the registry did not write, in the destination's place: left alone.
+  const foreign = await env('rerun-foreign');
+  await mkdir(foreign.dir);
+  await writeFile(path.join(foreign.dir, 'm.tar.gz'), 'put here by hand');
+  const refused = await run({ from: src.file, to: foreign.file });
+  t.equal(refused.summary.exitCode, 1);
+  t.match(refused.out, /^FAILED m v3: the destination has an object at this key that the registry did not write/m);
+  t.equal(await (await import('node:fs/promises')).readFile(path.join(foreign.dir, 'm.tar.gz'), 'utf8'), 'put here by hand');
+});
+
+t.test('a source without any model is most likely the wrong one: exit code 1, and the line says what to check', async (t) => {
+  await mkdir(path.join(work, 'empty-source'));
+  const from = await envFile('empty-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'empty-source' });
+  const to = await envFile('empty-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'empty-dest' });
+  const { summary } = await run({ from, to });
+  t.equal(summary.exitCode, 1);
+  t.match(summary.line, /^nothing to copy: the source has no models; check that the --from settings name the storage/);
+});
+
 t.test('the built CLI: plain lines, summary, exit codes, --help', async (t) => {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   const newest = Math.max(...['cli.ts', 'migrate.ts'].map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));
