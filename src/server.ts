@@ -15,6 +15,7 @@
  *     clients, exit 0.
  * A second signal skips the rest of the grace.
  */
+import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp, loggerOptions } from './app.js';
@@ -106,4 +107,5 @@ export async function shutdown(app: FastifyInstance, graceMs: number, signal: st
 }
 
 // Run when executed directly (npm start, node dist/server.js); the CLI imports serve().
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) await serve();
+// (Through the real path: a deploy layout such as current -> release-42 runs it via a symlink.)
+if (process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href) await serve();

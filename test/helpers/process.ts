@@ -21,10 +21,10 @@ export interface ServerProcess {
   output: () => string;
 }
 
-export async function spawnServer(t: Test, env: Record<string, string>): Promise<ServerProcess> {
+export async function spawnServer(t: Test, env: Record<string, string>, script = 'dist/server.js'): Promise<ServerProcess> {
   const port = await freePort();
   const cacheDir = env.CACHE_DIR ?? (await tempDir(t, 'mr-cache-'));
-  const child = spawn(process.execPath, ['dist/server.js'], {
+  const child = spawn(process.execPath, [script], {
     env: { PATH: process.env.PATH, PORT: String(port), LOG_LEVEL: 'info', CACHE_DIR: cacheDir, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -160,3 +160,14 @@ t.test('a request that arrives on an open connection once shutdown began: 503 SH
   t.equal(error.error, 'SHUTTING_DOWN');
   t.match(error.message, /shutting down: retry/);
 });
+
+t.test('started through a symlink (a current -> release-N deploy layout), the server runs', async (t) => {
+  const dir = await tempDir(t);
+  const link = path.join(dir, 'current');
+  await fs.symlink(process.cwd(), link);
+  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: path.join(dir, 'models') }, path.join(link, 'dist', 'server.js'));
+  t.equal((await fetch(`${server.url}/healthz`)).status, 200);
+  const exit = exited(server);
+  server.child.kill('SIGTERM');
+  t.same(await exit, { code: 0, signal: null });
+});
