@@ -18,15 +18,28 @@ const size = (example: string, { zero = false } = {}) =>
     return bytes;
   });
 
-export const duration = (example: string) =>
+/** Longest delay Node's timers take (2^31-1 ms, ~24.8 days); beyond it they fire at once. */
+const TIMER_MAX_MS = 2 ** 31 - 1;
+
+/**
+ * A duration setting, in ms. `min` keeps out values that break the server (a 0 ms idle timeout
+ * refuses every upload); durations used as timers stay within what Node's timers can wait.
+ */
+export const duration = (example: string, { min = 0, max = TIMER_MAX_MS }: { min?: number; max?: number } = {}) =>
   z.string().transform((text, ctx) => {
     const ms = parseDuration(text);
     if (ms === undefined) {
       ctx.addIssue({ code: 'custom', message: `is not a duration: use a number and a unit, e.g. ${example}` });
       return z.NEVER;
     }
+    if (ms < min || ms > max) {
+      ctx.addIssue({ code: 'custom', message: `must be from ${formatMs(min)} to ${formatMs(max)}, e.g. ${example}` });
+      return z.NEVER;
+    }
     return ms;
   });
+
+const formatMs = (ms: number) => (ms === TIMER_MAX_MS ? '24d' : ms % 86_400_000 === 0 && ms > 0 ? `${ms / 86_400_000}d` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
 
 const integer = (min: number, max: number) =>
   z.string().transform((text, ctx) => {
@@ -78,22 +91,22 @@ const common = z.object({
   AUTH_TOKENS: authTokens.default([]),
   ALLOW_ANONYMOUS: boolean.default(false),
   /** Longest a single storage request may stay silent before it fails with 503. */
-  STORAGE_TIMEOUT: duration('30s').default(30_000),
+  STORAGE_TIMEOUT: duration('30s', { min: 100 }).default(30_000),
   CACHE_DIR: z.string().min(1).default('./data/cache'),
   CACHE_MAX_BYTES: size('10GiB').default(10 * 2 ** 30),
-  CACHE_TTL: duration('7d').default(7 * 86_400_000),
+  CACHE_TTL: duration('7d', { min: 1000, max: 3650 * 86_400_000 }).default(7 * 86_400_000),
   /** Memory for copies of small cached archives (each up to 1/8 of it); 0 = none. */
   CACHE_MEMORY_BYTES: size('64MiB', { zero: true }).default(64 * 2 ** 20),
   /** Keep a copy of each accepted upload in the cache (the next GET is a hit). */
   CACHE_WRITE_THROUGH: boolean.default(true),
   /** How often a watched model is checked in storage for changes made by other replicas. */
-  WATCH_POLL_INTERVAL: duration('2s').default(2000),
+  WATCH_POLL_INTERVAL: duration('2s', { min: 100 }).default(2000),
   /** Longest a client may take to send its request headers (slowloris); 408 and close after. */
-  HEADERS_TIMEOUT: duration('30s').default(30_000),
+  HEADERS_TIMEOUT: duration('30s', { min: 100 }).default(30_000),
   /** Longest an upload body may stay silent; the upload is then refused with 408 and discarded. */
-  BODY_IDLE_TIMEOUT: duration('60s').default(60_000),
+  BODY_IDLE_TIMEOUT: duration('60s', { min: 1000 }).default(60_000),
   /** An idle keep-alive connection is closed after this long. */
-  KEEP_ALIVE_TIMEOUT: duration('72s').default(72_000),
+  KEEP_ALIVE_TIMEOUT: duration('72s', { min: 100 }).default(72_000),
   /** Most open client connections; further ones are closed at once. 0 = no limit. */
   MAX_CONNECTIONS: integer(0, 10_000_000).default(10_000),
   /** Requests served on one keep-alive connection before it is closed. 0 = no limit. */

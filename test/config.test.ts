@@ -65,6 +65,13 @@ t.test('a bad value names the variable and the fix', async (t) => {
     [{ REMOTE_STORAGE: 'mongodb', MONGODB_URI: 'localhost:27017' }, /^MONGODB_URI=\(hidden\) is not a MongoDB connection string: use mongodb:\/\/host:27017/],
     [{ AUTH_TOKENS: 'root:secretsecret' }, /^AUTH_TOKENS=\(hidden\) must be a comma-separated list of read:<token>/],
     [{ AUTH_TOKENS: 'read:short' }, /at least 8 characters/],
+    // Durations that would break the server, or overflow Node's timers (which then fire at once).
+    [{ BODY_IDLE_TIMEOUT: '0' }, /^BODY_IDLE_TIMEOUT="0" must be from 1s to 24d, e\.g\. 60s\.$/],
+    [{ STORAGE_TIMEOUT: '0ms' }, /^STORAGE_TIMEOUT="0ms" must be from 100ms to 24d/],
+    [{ WATCH_POLL_INTERVAL: '1ms' }, /^WATCH_POLL_INTERVAL="1ms" must be from 100ms/],
+    [{ SHUTDOWN_GRACE: '30d' }, /^SHUTDOWN_GRACE="30d" must be from 0s to 24d/],
+    [{ HEADERS_TIMEOUT: '2147483648ms' }, /^HEADERS_TIMEOUT=.* to 24d/],
+    [{ KEEP_ALIVE_TIMEOUT: 'forever' }, /^KEEP_ALIVE_TIMEOUT="forever" is not a duration/],
   ];
   for (const [env, expected] of cases) {
     const err = (() => { try { loadConfig(env); } catch (e) { return e; } })();
