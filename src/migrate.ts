@@ -22,7 +22,7 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseEnv } from 'node:util';
-import { loadConfig, type Config } from './config.js';
+import { KNOWN_VARIABLES, loadConfig, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
 import { keys } from './registry/names.js';
 import { createStorage } from './storage/index.js';
@@ -225,6 +225,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
 
 // ---- endpoints ----
 
+/** Variables that look like settings of the registry (others in a .env file are ignored). */
+const SETTING_PREFIX = /^(REMOTE_|LOCAL_|BUCKET_|AWS_|GCS_|GOOGLE_|AZURE_|MONGODB_|CACHE_|MODEL_|MAX_|AUTO_)/;
+
 /** Settings that are paths: relative values are relative to the .env file's directory. */
 const PATH_VARIABLES = ['LOCAL_STORAGE_DIR', 'GOOGLE_APPLICATION_CREDENTIALS'] as const;
 
@@ -238,6 +241,17 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
   const dir = path.dirname(path.resolve(file));
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(parseEnv(text))) if (v !== undefined) env[k] = v;
+  // A misspelt setting must not send the models somewhere else (LOCAL_STORAGE_PATH would leave
+  // the default directory in force): names that look like the registry's must be its own.
+  for (const name of Object.keys(env)) {
+    if (SETTING_PREFIX.test(name) && !KNOWN_VARIABLES.includes(name)) {
+      const kin = KNOWN_VARIABLES.filter((known) => known.split('_')[0] === name.split('_')[0]);
+      throw new ConfigError(`${file}: ${name} is not a setting of the registry${kin.length ? ` (those of its kind: ${kin.join(', ')})` : ''}: fix its name or remove it.`);
+    }
+  }
+  if (!env.REMOTE_STORAGE) {
+    throw new ConfigError(`${file}: REMOTE_STORAGE is not set: name the ${role}'s backend explicitly (local, aws, gcs, azure or mongodb), so that a missing line cannot mean local disk.`);
+  }
   // Serving settings do not matter here; a production .env (HOST=0.0.0.0) must still load.
   delete env.HOST;
   // A typo in the source's bucket must not create an empty bucket and "migrate" nothing.

@@ -243,6 +243,15 @@ t.test('a source without any model is most likely the wrong one: exit code 1, an
   t.match(summary.line, /^nothing to copy: the source has no models; check that the --from settings name the storage/);
 });
 
+t.test('a .env file with a misspelt setting, or without REMOTE_STORAGE, is refused before anything is copied', async (t) => {
+  const from = await envFile('typo-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'source' });
+  const typo = await envFile('typo-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_PATH: 'typo-dest', NODE_ENV: 'production' });
+  await t.rejects(run({ from, to: typo }), { name: 'ConfigError', message: /typo-dest\.env: LOCAL_STORAGE_PATH is not a setting of the registry \(those of its kind: LOCAL_STORAGE_DIR\): fix its name or remove it\.$/ });
+  const unnamed = await envFile('unnamed-dest.env', { LOCAL_STORAGE_DIR: 'unnamed-dest' });
+  await t.rejects(run({ from, to: unnamed }), { name: 'ConfigError', message: /unnamed-dest\.env: REMOTE_STORAGE is not set: name the destination's backend explicitly/ });
+  t.notOk(existsSync(path.join(work, 'data')), 'nothing was written to the default directory');
+});
+
 t.test('the built CLI: plain lines, summary, exit codes, --help', async (t) => {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   const newest = Math.max(...['cli.ts', 'migrate.ts'].map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));
