@@ -28,6 +28,7 @@ import { keys } from './registry/names.js';
 import { createStorage } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
 import type { Logger } from './util/logger.js';
+import { scrub, secretValues } from './util/redact.js';
 import { lineLogger, Progress, summarize } from './migrate-output.js';
 
 export { formatBytes, formatDuration } from './migrate-output.js';
@@ -147,7 +148,10 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
   if (from.identity === to.identity) {
     throw new ConfigError(`${options.from} and ${options.to} name the same storage (${from.label}): point --to at another backend, bucket or directory.`);
   }
-  const progress = new Progress(stdout, stderr, dryRun);
+  // Every line goes out scrubbed of both sides' secrets (an SDK error may quote a URL with its SAS).
+  const secrets = [...new Set([...secretValues(from.config), ...secretValues(to.config)])].sort((a, b) => b.length - a.length);
+  const scrubbed = (out: Output): Output => Object.assign(Object.create(out) as Output, { write: (text: string) => out.write(scrub(text, secrets)) });
+  const progress = new Progress(scrubbed(stdout), scrubbed(stderr), dryRun);
   const logger = options.logger ?? lineLogger((line) => progress.note(line));
   const source = await open(from, logger);
   let destination: Storage;
@@ -260,7 +264,7 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
   try {
     config = loadConfig(env);
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(`${file}: ${err.message}`, { cause: err });
+    if (err instanceof ConfigError) throw new ConfigError(`${file}: ${scrub(err.message, secretValues(env))}`, { cause: err });
     throw err;
   }
   const resolved: Record<string, unknown> = { ...config };
@@ -299,7 +303,7 @@ async function open(endpoint: Endpoint, logger: Logger): Promise<Storage> {
   try {
     return await createStorage(endpoint.config, logger);
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(`${endpoint.file}: ${err.message}`, { cause: err });
+    if (err instanceof ConfigError) throw new ConfigError(`${endpoint.file}: ${scrub(err.message, secretValues(endpoint.config))}`, { cause: err });
     throw err;
   }
 }

@@ -252,6 +252,15 @@ t.test('a .env file with a misspelt setting, or without REMOTE_STORAGE, is refus
   t.notOk(existsSync(path.join(work, 'data')), 'nothing was written to the default directory');
 });
 
+t.test('secrets in a .env file never reach the output, even in a refused setting', async (t) => {
+  const from = await envFile('secret-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'source' });
+  const to = await envFile('secret-dest.env', { REMOTE_STORAGE: 'azure', AZURE_CONTAINER: 'models', AZURE_BLOB_ENDPOINT: 'myacct.blob.core.windows.net/?sv=2024&sig=SECRETSIG0123456' });
+  const err = await run({ from, to }).then(() => undefined, (e: Error) => e);
+  t.type(err, Error);
+  t.match(err!.message, /^.*secret-dest\.env: AZURE_BLOB_ENDPOINT=/);
+  t.notMatch(err!.message, /SECRETSIG0123456/);
+});
+
 t.test('the built CLI: plain lines, summary, exit codes, --help', async (t) => {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   const newest = Math.max(...['cli.ts', 'migrate.ts'].map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));
