@@ -10,6 +10,14 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 cd "$HERE/../.."
 BIN_DIR="${EMULATORS_BIN:-$PWD/.emulators/bin}"
 mkdir -p "$BIN_DIR"
+# The builds are self-contained: settings meant for the user's own Go projects must not apply
+# (GOFLAGS=-mod=vendor breaks `go install m@v`; a go.work above this folder breaks `go mod vendor`).
+export GOFLAGS="" GOWORK=off
+# fake-gcs-server v1.56.1 needs Go 1.26: an older local Go fetches that toolchain from the Go
+# module proxy, even where a distribution's Go defaults to GOTOOLCHAIN=local.
+if [[ "${GOTOOLCHAIN:-}" == local || "$(go env GOTOOLCHAIN 2>/dev/null)" == local ]]; then
+  export GOTOOLCHAIN=auto
+fi
 
 # Pinned versions. MinIO tags are not semver, so the module proxy knows it by pseudo-version
 # (RELEASE tag of 2026-02-12).
@@ -24,7 +32,7 @@ build() { # name module version
     return 0
   fi
   if ! command -v go >/dev/null 2>&1; then
-    echo "install-emulators: 'go' is not on PATH; install Go >= 1.24 to build $name" >&2
+    echo "install-emulators: 'go' is not on PATH; install Go (1.26, or an older one that may fetch 1.26) to build $name" >&2
     exit 1
   fi
   echo "install-emulators: building $name $version (first run only, takes a few minutes)" >&2
