@@ -380,6 +380,21 @@ async function busyElsewhere() {
 }
 let busyBefore = NaN;
 
+/**
+ * Memory not even used by the page cache (MemFree), in bytes; NaN off Linux. With the page cache
+ * full, every write first waits for reclaim: one run in such a state took `cat > file` of 1 GiB
+ * from 0.26 s to 2.3 s and halved the cached GET, ratios that meant nothing.
+ */
+function memFree() {
+  try {
+    const kib = /^MemFree:\s+(\d+) kB$/m.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1];
+    return kib === undefined ? NaN : Number(kib) * 1024;
+  } catch {
+    return NaN;
+  }
+}
+let freeBefore = NaN;
+
 async function main() {
   log(`${QUICK ? 'quick' : 'full'} run: large ${fmtSize(LARGE)}, huge ${fmtSize(HUGE)}, ${REPS} repetition(s)`);
   if (!flag('--no-build')) {
@@ -393,6 +408,10 @@ async function main() {
 
   busyBefore = await busyElsewhere();
   if (busyBefore > 0.1) log(`warning: ${Math.round(busyBefore * 100)}% of the CPU was busy before the run started (another process?) — the ratios share the cores with it`);
+  freeBefore = memFree();
+  if (freeBefore < 2 * HUGE) {
+    log(`warning: only ${(freeBefore / GiB).toFixed(1)} GiB of memory is free (the page cache holds the rest): writes will wait for reclaim and skew the ratios; as root, \`sync; echo 1 > /proc/sys/vm/drop_caches\` first`);
+  }
 
   const base = process.env.BENCH_DIR ?? os.tmpdir();
   const dir = await mkdtemp(path.join(base, 'mr-bench-'));
@@ -612,7 +631,7 @@ async function main() {
   const dirty = git(['status', '--porcelain', '--untracked-files=no']) ? ' (with uncommitted changes)' : '';
   const section = `## ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')} — ${git(['rev-parse', '--short', 'HEAD'])}${dirty}${QUICK ? ' (quick)' : ''}
 
-- machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / GiB).toFixed(1)} GiB memory, ${os.type()} ${os.release()}, Node ${process.version}; ${Number.isNaN(busyBefore) ? 'CPU use before the run unknown' : `${Math.round(busyBefore * 100)}% of the CPU busy before the run`}
+- machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / GiB).toFixed(1)} GiB memory, ${os.type()} ${os.release()}, Node ${process.version}; ${Number.isNaN(busyBefore) ? 'CPU use before the run unknown' : `${Math.round(busyBefore * 100)}% of the CPU busy before the run`}${Number.isNaN(freeBefore) ? '' : `, ${(freeBefore / GiB).toFixed(1)} GiB memory free`}
 - command: \`${command}\`, ${REPS} repetition(s), medians; large ${fmtSize(LARGE)}, huge ${fmtSize(HUGE)}, small ${fmtSize(SMALL)}; ${Math.round((Date.now() - started) / 1000)} s
 
 ${table}
