@@ -116,6 +116,9 @@ export class ModelRegistry {
   async put(name: string, input: UploadInput): Promise<{ model: ModelVersion; created: boolean }> {
     assertName(name);
     assertLabels(input.labels);
+    // Refused now, not after the whole body went to storage: the largest metadata this upload
+    // could get (the longest version number, a digest, a date, its labels).
+    this.storage.checkMetadata?.(encodeMetadata({ version: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64), createdAt: new Date().toISOString(), labels: input.labels }));
     const key = keys.current(name);
     const validator = new ArchiveValidator(input.format, this.#limits);
     // Write-through: a local backend links its committed file into the cache (no second write);

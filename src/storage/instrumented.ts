@@ -23,7 +23,7 @@
  *                          is the time spent waiting on the backend across all its pages, not the
  *                          consumer's time between items
  *   init, sweep, close     not counted: lifecycle, not requests (sweep's own work is internal to
- *                          the backend)
+ *                          the backend); checkMetadata is a local computation
  *
  * `outcome`: ok; NotFoundError → not_found; PreconditionFailedError → precondition_failed;
  * anything else → error (including a stage() whose body the caller vetoed by destroying it).
@@ -111,6 +111,10 @@ class InstrumentedStorage implements Storage {
     options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     return this.#timed('copy', () => this.inner.copy(from, to, options));
+  }
+
+  get checkMetadata(): Storage['checkMetadata'] {
+    return this.inner.checkMetadata?.bind(this.inner);
   }
 
   get copyOut(): Storage['copyOut'] {

@@ -66,6 +66,8 @@ const UPLOAD_QUEUE = 4;
 /** Parts of a server-side copy: each is one request that may stay silent while S3 copies. */
 const COPY_PART_SIZE = 512 * MiB; // ≤ 5 GiB each; 10,000 parts reach S3's 5 TiB object limit
 const COPY_QUEUE = 4;
+/** S3's bound on an object's user metadata, keys and values together. */
+const MAX_METADATA_BYTES = 2048;
 /** S3's smallest part (all but the last). */
 const MIN_PART_SIZE = 5 * MiB;
 /** Object metadata naming the write that made the object (see #copyInto); not model metadata. */
@@ -310,6 +312,13 @@ export class S3Storage implements Storage {
     return removed;
   }
 
+  /** S3 bounds user metadata to 2 KB: the UTF-8 bytes of every key and value, as sent. */
+  checkMetadata(metadata: Metadata): void {
+    const sent = { ...encodeMetadata(metadata), [COMMIT_NONCE]: randomUUID() };
+    const bytes = Object.entries(sent).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
+    if (bytes > MAX_METADATA_BYTES) throw metadataTooLarge(bytes);
+  }
+
   async close(): Promise<void> {
     this.client.destroy();
   }
@@ -497,9 +506,7 @@ export function translate(err: unknown, key: string): unknown {
   if (code === 'NoSuchKey' || (code === 'NotFound' && status === 404)) return new NotFoundError(key, { cause: err });
   // 409 ConditionalRequestConflict: a concurrent conditional write to the same key won.
   if (status === 412 || code === 'PreconditionFailed' || code === 'ConditionalRequestConflict') return new PreconditionFailedError(key, { cause: err });
-  if (code === 'MetadataTooLarge') {
-    return new RegistryError('METADATA_TOO_LARGE', 413, 'The model metadata is larger than S3 allows (2 KB in total): send fewer or shorter labels.', { cause: err });
-  }
+  if (code === 'MetadataTooLarge') return metadataTooLarge(undefined, err);
   if (err instanceof S3ServiceException || isNetworkError(err) || code === 'CredentialsProviderError') {
     return new StorageUnavailableError('s3', describe(err), { cause: err });
   }
@@ -519,6 +526,15 @@ export function copyPartSize(size: number, base: number): number {
   const high = Math.min(base, size - 1);
   const low = Math.max(MIN_PART_SIZE, high - Math.floor(base / 8));
   return low + Math.floor(Math.random() * (high - low + 1));
+}
+
+function metadataTooLarge(bytes: number | undefined, cause?: unknown): RegistryError {
+  return new RegistryError(
+    'METADATA_TOO_LARGE',
+    413,
+    `The model metadata${bytes === undefined ? '' : ` (${bytes} bytes with the labels)`} is larger than S3 allows (${MAX_METADATA_BYTES} bytes in all, of which the registry's own fields take about 200): send fewer or shorter labels.`,
+    { cause },
+  );
 }
 
 /** A translated error whose cause is S3's NoSuchUpload. */

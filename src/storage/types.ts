@@ -132,6 +132,13 @@ export interface Storage {
   delete(key: string): Promise<void>;
 
   /**
+   * Only on backends that bound an object's metadata below what the registry allows (S3: 2 KB):
+   * throws a 413 RegistryError when `metadata` would not fit, so an upload is refused before its
+   * body is read rather than after.
+   */
+  checkMetadata?(metadata: Metadata): void;
+
+  /**
    * Only on backends whose objects are local files: makes `dest` (a path on this machine) a file
    * with the bytes of `key` while its token is `token` — a hard link when possible, so it costs
    * no write. Throws PreconditionFailedError when `key` has another token by then.

@@ -38,3 +38,21 @@ t.test('MinIO stops: 503 with Retry-After within seconds, nothing partial; it re
   t.equal((await fetch(`${r.url}/readyz`)).status, 200);
   t.equal((await put(`${r.url}/models/m`, model('v2'))).status, 200, 'writes work again');
 });
+
+t.test('labels that S3 cannot carry (2 KB of metadata in all) are refused before the body is read: 413, nothing sent to storage', async (t) => {
+  const r = await start(t, minioEnv(minio));
+  const puts = async () => {
+    const text = await (await fetch(`${r.url}/metrics`)).text();
+    return [...text.matchAll(/^model_registry_storage_requests_total\{operation="put",outcome="[a-z_]+"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  };
+  const before = await puts();
+  const res = await put(`${r.url}/models/big-labels`, model('a'), { 'x-model-label-notes': 'x'.repeat(1900) });
+  const body = await isError(t, res, 413, 'METADATA_TOO_LARGE');
+  t.match(body.message, /larger than S3 allows \(2048 bytes in all/);
+  t.equal(await puts(), before, 'no stage or commit was sent');
+  await isError(t, await fetch(`${r.url}/models/big-labels`), 404, 'MODEL_NOT_FOUND');
+  // Labels that fit, close to the bound, go through and come back whole.
+  const fits = await put(`${r.url}/models/big-labels`, model('a'), { 'x-model-label-notes': 'x'.repeat(1750) });
+  t.equal(fits.status, 201);
+  t.equal(((await fits.json()) as { labels: { notes: string } }).labels.notes.length, 1750);
+});
