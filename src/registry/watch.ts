@@ -29,6 +29,8 @@ export class Watcher {
   /** Resolves true once `name` no longer has `etag` (replaced or deleted), false after `timeoutMs`. */
   waitForChange(name: string, etag: string, timeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     return new Promise((resolve) => {
+      // A client gone before its wait began (e.g. while the model was described) waits for nothing.
+      if (signal?.aborted) return resolve(false);
       let watch = this.#watches.get(name);
       if (!watch) {
         const created: Watch = { waiters: new Set(), polling: false, timer: setInterval(() => void this.#poll(name, created), this.#pollMs) };

@@ -80,3 +80,23 @@ t.test('a model deleted while a replace archives it: the replace creates it anew
   t.equal(((await res.json()) as { version: number }).version, 1);
   t.equal(sha256(await bytes(await fetch(`${url}/models/m`))), sha256(v2));
 });
+
+t.test('a long poll whose client leaves while the model is still being described ends at once, not after ?wait', async (t) => {
+  const { app, url } = await start(t);
+  const res = await put(`${url}/models/w`, model('w1'));
+  const etag = res.headers.get('etag')!;
+  const storage = app.registry.storage;
+  const head = storage.head.bind(storage);
+  storage.head = async (key) => {
+    await new Promise((r) => setTimeout(r, 400)); // a slow storage
+    return head(key);
+  };
+  const client = new AbortController();
+  const polling = fetch(`${url}/models/w?wait=30`, { headers: { 'if-none-match': etag }, signal: client.signal }).catch(() => 'aborted');
+  await new Promise((r) => setTimeout(r, 100));
+  client.abort();
+  t.equal(await polling, 'aborted');
+  const started = Date.now();
+  while (app.inflight.size > 0 && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 50));
+  t.equal(app.inflight.size, 0, `the request ended ${Date.now() - started} ms after the client left (wait was 30 s)`);
+});

@@ -98,6 +98,8 @@ function nameParam(request: FastifyRequest<NameParams>): string {
 /** Aborts when the client goes away before the response is complete. */
 function abortSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
+  // Already gone (it left while the handler was awaiting something): 'close' will not come again.
+  if (reply.raw.closed && !reply.raw.writableFinished) controller.abort(new Error('client disconnected'));
   reply.raw.once('close', () => {
     if (!reply.raw.writableFinished) controller.abort(new Error('client disconnected'));
   });
