@@ -153,7 +153,8 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
   const scrubbed = (out: Output): Output => Object.assign(Object.create(out) as Output, { write: (text: string) => out.write(scrub(text, secrets)) });
   const progress = new Progress(scrubbed(stdout), scrubbed(stderr), dryRun);
   const logger = options.logger ?? lineLogger((line) => progress.note(line));
-  const source = await open(from, logger);
+  // The source is only read: opened without the working folders, probes or indexes a server makes.
+  const source = await open(from, logger, { readOnly: true });
   let destination: Storage;
   try {
     destination = await open(to, logger);
@@ -299,9 +300,9 @@ function describe(c: Config): { label: string; identity: string } {
   }
 }
 
-async function open(endpoint: Endpoint, logger: Logger): Promise<Storage> {
+async function open(endpoint: Endpoint, logger: Logger, options: { readOnly?: boolean } = {}): Promise<Storage> {
   try {
-    return await createStorage(endpoint.config, logger);
+    return await createStorage(endpoint.config, logger, options);
   } catch (err) {
     if (err instanceof ConfigError) throw new ConfigError(`${endpoint.file}: ${scrub(err.message, secretValues(endpoint.config))}`, { cause: err });
     throw err;

@@ -261,6 +261,19 @@ t.test('secrets in a .env file never reach the output, even in a refused setting
   t.notMatch(err!.message, /SECRETSIG0123456/);
 });
 
+t.test('the source is only read: a directory of bare archives (as `aws s3 sync` leaves it) gets no working folders', async (t) => {
+  const dir = path.join(work, 'bare-source');
+  await mkdir(dir);
+  const bytes = model('bare', 1024);
+  await writeFile(path.join(dir, 'bare.tar.gz'), bytes);
+  const from = await envFile('bare-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'bare-source' });
+  const to = await envFile('bare-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'bare-dest' });
+  const { summary } = await run({ from, to });
+  t.equal(summary.exitCode, 0);
+  t.equal(summary.copied, 1);
+  t.same(await readdir(dir), ['bare.tar.gz'], 'nothing was created in the source');
+});
+
 t.test('the built CLI: plain lines, summary, exit codes, --help', async (t) => {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   const newest = Math.max(...['cli.ts', 'migrate.ts'].map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));

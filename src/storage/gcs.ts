@@ -97,7 +97,7 @@ export class GcsStorage implements Storage {
     this.#bucket = this.#client.bucket(config.BUCKET_NAME);
   }
 
-  async init(): Promise<void> {
+  async init(options: { readOnly?: boolean } = {}): Promise<void> {
     await this.#checkKeyFile();
     if (this.#config.STORAGE_EMULATOR_HOST === undefined) {
       // Without credentials the SDK falls back to anonymous requests, which fail later with a
@@ -121,7 +121,7 @@ export class GcsStorage implements Storage {
       }
       await this.#createBucket();
     }
-    await this.#probeWrites();
+    if (!options.readOnly) await this.#probeWrites();
   }
 
   async ping(): Promise<void> {

@@ -20,11 +20,11 @@ const drivers: Drivers = {
  * Creates and initialises the configured backend. Throws ConfigError with one line for a setup
  * the user must fix (bad credentials, bucket not readable, endpoint unreachable).
  */
-export async function createStorage(config: Config, logger: Logger): Promise<Storage> {
+export async function createStorage(config: Config, logger: Logger, options: { readOnly?: boolean } = {}): Promise<Storage> {
   const driver = drivers[config.REMOTE_STORAGE] as (c: Config, l: Logger) => Promise<Storage>;
   const storage = await driver(config, logger.child({ storage: config.REMOTE_STORAGE }));
   try {
-    await storage.init();
+    await storage.init(options);
   } catch (err) {
     await storage.close().catch(() => {});
     throw err;

@@ -77,8 +77,8 @@ class InstrumentedStorage implements Storage {
     }
   }
 
-  init(): Promise<void> {
-    return this.inner.init();
+  init(options?: { readOnly?: boolean }): Promise<void> {
+    return this.inner.init(options);
   }
 
   ping(): Promise<void> {

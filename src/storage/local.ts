@@ -59,7 +59,16 @@ export class LocalStorage implements Storage {
     this.root = path.resolve(options.root);
   }
 
-  async init(): Promise<void> {
+  async init(options: { readOnly?: boolean } = {}): Promise<void> {
+    if (options.readOnly) {
+      try {
+        if (!(await fs.stat(this.root)).isDirectory()) throw new Error('not a directory');
+        await fs.access(this.root, fs.constants.R_OK | fs.constants.X_OK);
+      } catch (err) {
+        throw new ConfigError(`LOCAL_STORAGE_DIR=${this.root} cannot be read (${(err as Error).message}): point it at the directory the registry stores its models in.`, { cause: err });
+      }
+      return;
+    }
     try {
       await fs.mkdir(path.join(this.root, UPLOADS, 'locks'), { recursive: true });
       await fs.mkdir(path.join(this.root, META), { recursive: true });

@@ -101,7 +101,7 @@ export class MongoStorage implements Storage {
     this.#logger = logger;
   }
 
-  async init(): Promise<void> {
+  async init(options: { readOnly?: boolean } = {}): Promise<void> {
     const c = this.#config;
     try {
       this.#client = new MongoClient(c.MONGODB_URI, {
@@ -122,10 +122,12 @@ export class MongoStorage implements Storage {
     try {
       await this.#client.connect();
       await this.#db.command({ ping: 1 });
-      await this.#c.versions.createIndex({ key: 1, seq: -1 }, { unique: true });
-      await this.#c.versions.createIndex({ fileId: 1 });
-      await this.#c.files.createIndex({ filename: 1, uploadDate: 1 });
-      await this.#c.chunks.createIndex({ files_id: 1, n: 1 }, { unique: true });
+      if (!options.readOnly) {
+        await this.#c.versions.createIndex({ key: 1, seq: -1 }, { unique: true });
+        await this.#c.versions.createIndex({ fileId: 1 });
+        await this.#c.files.createIndex({ filename: 1, uploadDate: 1 });
+        await this.#c.chunks.createIndex({ files_id: 1, n: 1 }, { unique: true });
+      }
       await this.#c.versions.findOne({}, { projection: { _id: 1 } });
     } catch (err) {
       throw this.#initError(err);

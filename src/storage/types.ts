@@ -79,8 +79,12 @@ export interface Storage {
   readonly kind: string;
   readonly capabilities: StorageCapabilities;
 
-  /** Prepares the backend (creates the root / bucket when allowed) and checks access. */
-  init(): Promise<void>;
+  /**
+   * Prepares the backend (creates the root / bucket when allowed) and checks access. `readOnly`
+   * (a migration's source): checks read access only and writes nothing — no working folders,
+   * probe objects or indexes — so read-only credentials and mounts work.
+   */
+  init(options?: { readOnly?: boolean }): Promise<void>;
 
   /** Cheap reachability check for /readyz; throws StorageUnavailableError. */
   ping(): Promise<void>;

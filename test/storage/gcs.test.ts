@@ -245,3 +245,27 @@ t.test('a slow reader is not taken for a stalled server', async (t) => {
   for await (const chunk of body) got += (chunk as Buffer).length;
   t.equal(got, bytes.length, 'every byte arrives');
 });
+
+t.test('opened read-only (a migration source), no probe object is written: read-only credentials work', async (t) => {
+  const config = gcsConfig();
+  await open(t, config); // creates the bucket, as a server would
+  const written: string[] = [];
+  const s = create(config, logger);
+  t.teardown(() => s.close());
+  // Every object write goes through File.save / rewrite: count the requests that would write.
+  const { File } = await import('@google-cloud/storage');
+  const save = File.prototype.save;
+  File.prototype.save = function (this: InstanceType<typeof File>, ...args: Parameters<typeof save>) {
+    written.push(this.name);
+    return save.apply(this, args);
+  } as typeof save;
+  t.teardown(() => {
+    File.prototype.save = save;
+  });
+  await s.init({ readOnly: true });
+  t.same(written, [], 'nothing written');
+  const server = create(config, logger);
+  t.teardown(() => server.close());
+  await server.init();
+  t.ok(written.length > 0, 'while a server start does probe its write access');
+});

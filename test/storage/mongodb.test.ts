@@ -242,3 +242,18 @@ t.test('a commit of a staged file that a sweep removed fails instead of publishi
   t.equal(info.token, v1.token, 'the old version is still current');
   t.equal(await text(read), 'version one');
 });
+
+t.test('opened read-only (a migration source), nothing is created: no indexes, no database for a misspelt name', async (t) => {
+  const database = `registry_${process.pid}_readonly`;
+  const s = create(configOf({ MONGODB_DATABASE: database }), logger);
+  t.teardown(async () => {
+    await s.close();
+    await admin.db(database).dropDatabase().catch(() => {});
+  });
+  await s.init({ readOnly: true });
+  const names = (await admin.db(database).listCollections().toArray()).map((c) => c.name);
+  t.same(names, [], 'no collection or index was created');
+  const listed: string[] = [];
+  for await (const info of s.list('')) listed.push(info.key);
+  t.same(listed, [], 'and it reads as empty');
+});
