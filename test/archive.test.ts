@@ -67,3 +67,16 @@ t.test('a byte flipped deep inside the compressed stream is caught, whatever the
     await t.rejects(validate(corrupt, sizes), { code: 'INVALID_ARCHIVE', message: /incorrect data check/ });
   }
 });
+
+t.test('a long UTF-8 name in a pax header is read right wherever the body is split (node-tar alone garbles a character split between chunks)', async (t) => {
+  const { tar: rawTar } = await import('./helpers/archives.js');
+  const name = `модель/${'весы-'.repeat(80)}.bin`;
+  const tarBytes = rawTar([{ path: name, body: 'weights', pax: true, ustarPath: 'placeholder' }]);
+  const refused: number[] = [];
+  for (let cut = 513; cut < 2048; cut += 7) {
+    const validator = new ArchiveValidator('tar', limits);
+    const sink = new Writable({ write(_chunk, _e, cb) { cb(); } });
+    await pipeline(Readable.from([tarBytes.subarray(0, cut), tarBytes.subarray(cut)]), validator, sink).catch(() => refused.push(cut));
+  }
+  t.same(refused, [], 'accepted at every split');
+});

@@ -50,6 +50,8 @@ export class ArchiveValidator extends Transform {
   readonly #parser: Parser;
   /** The same headers read strictly, as other tar readers would (tar-headers.ts). */
   readonly #headers = new TarHeaders();
+  /** Tar bytes not yet given to node-tar: the start of pax / long-name data still arriving. */
+  #heldBack: Buffer | undefined;
   /** Symlinks seen so far: normalized path → target as stored. */
   readonly #symlinks = new Map<string, string>();
   #received = 0;
@@ -90,7 +92,7 @@ export class ArchiveValidator extends Transform {
     if (format === 'gzip') {
       this.#gunzip = createGunzip({ chunkSize: 1024 * 1024 });
       this.#gunzip.on('data', (chunk: Buffer) => this.#tar(chunk));
-      this.#gunzip.on('end', () => this.#parser.end());
+      this.#gunzip.on('end', () => this.#endTar());
       this.#gunzip.on('error', (err) =>
         this.#fail(errors.invalidArchive(`the gzip stream is corrupt or truncated (${err.message})`)),
       );
@@ -147,7 +149,7 @@ export class ArchiveValidator extends Transform {
       callback();
     };
     if (this.#gunzip) this.#inflate(() => this.#gunzip!.end());
-    else this.#parser.end();
+    else this.#endTar();
     if (this.#parsed) this.#onParsed();
   }
 
@@ -214,12 +216,33 @@ export class ArchiveValidator extends Transform {
     }
     const problem = this.#headers.write(chunk);
     if (problem) return this.#fail(problem);
+    // node-tar decodes pax and long-name data chunk by chunk, garbling a character split between
+    // two: such data goes to it in one piece, held back until all of it arrived (≤ 1 MiB).
+    let data = this.#heldBack ? Buffer.concat([this.#heldBack, chunk]) : chunk;
+    this.#heldBack = undefined;
+    const metaAt = this.#headers.metaDataStart;
+    const start = this.#tarBytes - data.length;
+    if (metaAt !== undefined && metaAt < this.#tarBytes) {
+      this.#heldBack = data.subarray(Math.max(0, metaAt - start));
+      data = data.subarray(0, Math.max(0, metaAt - start));
+    }
+    if (data.length > 0) this.#parse(data);
+  }
+
+  #parse(data: Buffer): void {
     try {
-      this.#parser.write(chunk);
+      this.#parser.write(data);
     } catch (err) {
       // The parser throws from inside an event handler (gunzip's 'data'): never let it escape.
       this.#fail(errors.invalidArchive(`the tar data is corrupt (${(err as Error).message})`));
     }
+  }
+
+  /** The end of the tar data: bytes still held back (a truncated header's) go to the parser first. */
+  #endTar(): void {
+    if (this.#heldBack) this.#parse(this.#heldBack);
+    this.#heldBack = undefined;
+    this.#parser.end();
   }
 
   #checkEntry(entry: ReadEntry): void {
@@ -234,7 +257,8 @@ export class ArchiveValidator extends Transform {
     const shown = JSON.stringify(raw);
     // Other readers must see this very entry (tar-headers.ts read its header first).
     const strict = this.#headers.entries.shift();
-    if (!strict || strict.path !== raw || (entry.linkpath ?? '') !== strict.linkpath) {
+    const same = strict && strict.path === raw && strict.linkpath === (entry.linkpath ?? '') && strict.type === entry.header.typeKey && strict.size === (entry.size ?? 0);
+    if (!same) {
       const seen = strict ? JSON.stringify(strict.path) : 'no entry';
       return errors.unsafeArchive(`tar readers disagree on an entry: ${shown} here, ${seen} for a strict reader; create the archive with a standard tar tool`);
     }

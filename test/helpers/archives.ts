@@ -95,6 +95,17 @@ export function headerWithSize(entry: Entry, size: number): Buffer {
   return buf;
 }
 
+/** `block` (a 512-byte header) with `edits` (offset → bytes) applied and its checksum redone. */
+export function retouch(block: Buffer, edits: Record<number, Buffer | string>): Buffer {
+  const buf = Buffer.from(block);
+  for (const [at, bytes] of Object.entries(edits)) Buffer.from(bytes as string, 'latin1').copy(buf, Number(at));
+  buf.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const b of buf) sum += b;
+  buf.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  return buf;
+}
+
 export function tgz(entries: Entry[]): Buffer {
   return gzipSync(tar(entries));
 }

@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createGzip, gzipSync } from 'node:zlib';
 import { Header } from 'tar';
-import { headerWithSize, paxBlock, tar as rawTar, type Entry as RawEntry } from './archives.js';
+import { headerWithSize, paxBlock, retouch, tar as rawTar, type Entry as RawEntry } from './archives.js';
 
 /** A file name no test writes on purpose: finding it anywhere means an entry escaped. */
 export const MARKER = `pwned-${randomUUID().slice(0, 8)}`;
@@ -42,6 +42,9 @@ export const HOSTILE_LIMITS = { MAX_ARCHIVE_ENTRIES: '1000', MAX_EXTRACTED_BYTES
  * Every archive the service must refuse, with the status and code it must refuse it with.
  * Escaping entries are named after MARKER, so an escape is found by name afterwards.
  */
+const longName = (name: string): RawEntry => ({ path: '././@LongLink', type: 'NextFileHasLongPath', body: `${name}\0` });
+const longLink = (target: string): RawEntry => ({ path: '././@LongLink', type: 'NextFileHasLongLinkpath', body: `${target}\0` });
+
 export function hostileCatalogue(): HostileCase[] {
   const m = MARKER;
   const ok = { path: 'model/weights.bin', body: 'w'.repeat(100) };
@@ -90,6 +93,16 @@ export function hostileCatalogue(): HostileCase[] {
     { name: 'directory carrying data', body: gz(Buffer.concat([headerWithSize({ path: 'd/', type: 'Directory' }, 512), Buffer.alloc(512, 0x41), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
     { name: 'an entry after the end-of-archive block', body: gz(Buffer.concat([rawTar([ok], { endBlocks: false }), Buffer.alloc(512), rawTar([{ path: `../${m}`, body: 'x' }])])), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
     { name: 'data after the end of the archive', body: gz(Buffer.concat([rawTar([ok]), Buffer.from('appended')])), status: 422, code: INVALID },
+    // readers that let the first of two headers win, or pax over GNU long names, whatever the order
+    { name: 'pax linkpath then GNU long link for one symlink', body: gz(Buffer.concat([paxBlock([['linkpath', `/tmp/${m}`]]), rawTar([longLink('ok'), { path: 's', type: 'SymbolicLink', linkpath: 'ok' }])])), status: 422, code: UNSAFE },
+    { name: 'two GNU long links for one symlink', body: gz(rawTar([longLink(`/tmp/${m}`), longLink('ok'), { path: 's', type: 'SymbolicLink', linkpath: 'ok' }])), status: 422, code: UNSAFE },
+    { name: 'two pax headers setting path', body: gz(Buffer.concat([paxBlock([['path', `../../${m}`]]), paxBlock([['path', 'ok3']]), rawTar([{ path: 'ok3', body: 'x' }])])), status: 422, code: UNSAFE },
+    { name: 'two GNU long names', body: gz(rawTar([longName(`../../${m}`), longName('ok4'), { path: 'ok4', body: 'x' }])), status: 422, code: UNSAFE },
+    { name: 'GNU long name and pax path for one entry', body: gz(Buffer.concat([paxBlock([['path', `../../${m}`]]), rawTar([longName('ok5'), { path: 'ok5', body: 'x' }])])), status: 422, code: UNSAFE },
+    { name: 'prefix field in a GNU-format header (tarfile joins it)', body: gz(Buffer.concat([retouch(rawTar([{ path: 'f5', body: 'x' }], { endBlocks: false }).subarray(0, 512), { 257: 'ustar  \0', 345: `../../${m}` }), Buffer.alloc(512, 0x78), Buffer.alloc(1024)])), status: 422, code: UNSAFE },
+    { name: 'old GNU long name type N (a file to other readers)', body: gz(Buffer.concat([headerWithSize({ path: `../../${m}`, type: 'OldGnuLongPath' }, 4), Buffer.from('ok6\0'.padEnd(512, '\0')), rawTar([{ path: 'ok6', body: 'x' }])])), status: 422, code: UNSAFE },
+    { name: 'a newline in a pax value smuggles a size record only node-tar reads', body: gz(Buffer.concat([paxBlock([['comment', 'z\n9 size=0']]), rawTar([{ path: 'f7', body: 'x'.repeat(600) }])])), status: 422, code: UNSAFE },
+    { name: 'pax size on a volume header', body: gz(Buffer.concat([paxBlock([['size', '0']]), headerWithSize({ path: 'evil', type: 'TapeVolumeHeader' }, 512), Buffer.alloc(512, 0x41), rawTar([ok])])), status: 422, code: UNSAFE },
     // special files
     { name: 'character device', body: rawTgz([ok, { path: 'dev/null', type: 'CharacterDevice' }]), status: 422, code: UNSAFE },
     { name: 'block device', body: rawTgz([{ path: 'sda', type: 'BlockDevice' }]), status: 422, code: UNSAFE },
