@@ -163,3 +163,26 @@ t.test('version records: a crash between write and rename leaves debris that the
   t.teardown(() => restarted.close());
   t.same(await fs.readdir(path.join(dir, 'refs')), ['m.json'], 'the interrupted write is gone');
 });
+
+t.test('a reader destroyed while it opens the fill file does not leak the file (it is closed once opened)', async (t) => {
+  const s = await store(t);
+  const bytes = randomBytes(64 * 1024);
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  const source = new PassThrough();
+  const { body } = await s.open(digest, bytes.length, async () => source);
+  const reader = body as Readable;
+  reader.on('error', () => {});
+  reader.read(0); // starts the read: the fill file is being opened
+  reader.destroy();
+  await new Promise((r) => setTimeout(r, 100));
+  const { readdirSync, readlinkSync } = await import('node:fs');
+  const open = readdirSync('/proc/self/fd').map((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return '';
+    }
+  });
+  t.equal(open.filter((f) => f.includes(digest)).length, 1, "the fill's own descriptor only, none left by the reader");
+  source.end(bytes);
+});

@@ -671,7 +671,12 @@ class Fill extends EventEmitter {
         reading = true;
         try {
           // Open lazily; once the fill has been renamed into place, read the final file.
-          handle ??= await fs.open(fill.file, 'r').catch(() => fs.open(finalPath, 'r'));
+          if (!handle) {
+            const opened = await fs.open(fill.file, 'r').catch(() => fs.open(finalPath, 'r'));
+            // Destroyed while opening (the client left): destroy() found no handle to close.
+            if (this.destroyed) return void (await opened.close());
+            handle = opened;
+          }
           for (;;) {
             if (offset > end) return void this.push(null);
             if (fill.error) throw fill.error;
