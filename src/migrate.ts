@@ -122,8 +122,9 @@ interface Planned {
   inferredVersion: number;
   destination: ObjectInfo | undefined;
   /**
-   * The destination's object may be replaced: it is an older version the source also has (in
-   * its history, which is copied first) — a rerun after the source moved on. Never otherwise.
+   * The destination's object may be replaced: it is the current version, written by the
+   * registry, older than the source's (a rerun after the source moved on). It is archived into
+   * the destination's history first, so nothing is lost. Never otherwise.
    */
   replaceable: boolean;
   action: Action;
@@ -343,14 +344,10 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
           }),
         ),
       );
-      // The source's versions of this model, to tell a destination that is behind the source
-      // (replaceable) from one that holds a version the source never had (never overwritten).
-      const sourceVersions = new Map(headed.filter((h) => !h.current).map((h) => [h.inferredVersion, h.source.metadata.sha256]));
       return headed.map((h) => {
         const at = Number(h.destination?.metadata.version);
         const wanted = Number(h.source.metadata.version ?? h.inferredVersion);
-        const sha256 = h.destination?.metadata.sha256;
-        const replaceable = h.current && Number.isInteger(at) && at < wanted && sha256 !== undefined && sourceVersions.get(at) === sha256;
+        const replaceable = h.current && Number.isInteger(at) && at > 0 && at < wanted && h.destination?.metadata.sha256 !== undefined;
         return { ...h, replaceable, action: decide(h.source, h.inferredVersion, h.destination, replaceable) } satisfies Planned;
       });
     }),
@@ -424,6 +421,7 @@ async function transfer(source: Storage, destination: Storage, p: Planned, o: Tr
   if (action === 'conflict') throw conflict(p);
   if (action === 'skip') return { status: 'skipped', bytes: 0, detail: 'identical' };
   if (o.dryRun) return { status: 'would-copy', bytes: 0, detail: action === 'metadata' ? 'metadata only' : undefined };
+  if (p.replaceable && p.destination) await keepDestinationVersion(destination, p);
   if (action === 'metadata') {
     const metadata = targetMetadata(p.source, p.inferredVersion, (p.source.metadata.sha256 ?? computed)!);
     await destination.setMetadata(p.key, p.destination!.token, metadata).catch(changedAtDestination);
@@ -452,6 +450,30 @@ async function copyObject(source: Storage, destination: Storage, p: Planned, o: 
     return { status: 'copied', bytes: info.size, detail: p.destination ? `replaced v${p.destination.metadata.version}, an older version (kept in history)` : undefined };
   } finally {
     await destination.discard(staged.value).catch(() => {});
+  }
+}
+
+/**
+ * Archives the destination's current version (older than the source's) into the destination's
+ * history before it is replaced. An entry already there must be that very version — the
+ * source's history may have brought it — or the object is a conflict, left alone.
+ */
+async function keepDestinationVersion(destination: Storage, p: Planned): Promise<void> {
+  const d = p.destination!;
+  const version = Number(d.metadata.version);
+  const key = keys.history(p.name, version);
+  try {
+    await destination.copy(p.key, key, { sourceToken: d.token, metadata: d.metadata, condition: { ifNoneMatch: true } });
+  } catch (err) {
+    if (!(err instanceof PreconditionFailedError)) throw err;
+    const existing = await headOrUndefined(destination, key);
+    if (!existing) changedAtDestination(err); // the current version changed since planning
+    if (existing.metadata.sha256 !== d.metadata.sha256) {
+      throw new Error(
+        `the destination's current v${version} differs from the v${version} in its history (sha256 ${existing.metadata.sha256?.slice(0, 12) ?? 'unknown'}…): ` +
+          'two different versions with one number, so neither is replaced; move one of them away and rerun',
+      );
+    }
   }
 }
 

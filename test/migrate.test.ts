@@ -224,13 +224,37 @@ t.test('a rerun never overwrites what the destination has that the source does n
   t.same(caught.versions.map((v) => v.version), [3, 2, 1]);
   t.equal(caught.versions[0]!.sha256, sha256(v3s));
 
+  // The source moved on past its history bound (MODEL_HISTORY=1): the destination's current
+  // version is no longer in the source, and is kept in the destination's history.
+  const pruned = await env('rerun-pruned-source');
+  const ahead = await start(t, { LOCAL_STORAGE_DIR: pruned.dir, MODEL_HISTORY: '1' });
+  for (const v of ['p1', 'p2']) await put(`${ahead.url}/models/p`, model(v, 1024));
+  const prunedDest = await env('rerun-pruned-dest');
+  t.equal((await run({ from: pruned.file, to: prunedDest.file })).summary.exitCode, 0);
+  const p2 = (await (await fetch(`${ahead.url}/models/p/meta`)).json()) as { sha256: string };
+  for (const v of ['p3', 'p4']) await put(`${ahead.url}/models/p`, model(v, 1024));
+  const rerun = await run({ from: pruned.file, to: prunedDest.file });
+  t.equal(rerun.summary.exitCode, 0, 'the rerun succeeds');
+  const d = await start(t, { LOCAL_STORAGE_DIR: prunedDest.dir });
+  const kept = (await (await fetch(`${d.url}/models/p/versions`)).json()) as { versions: { version: number; sha256: string }[] };
+  t.same(kept.versions.map((v) => v.version), [4, 3, 2, 1], 'v2, gone from the source, is kept in the destination history');
+  t.equal(kept.versions.find((v) => v.version === 2)!.sha256, p2.sha256);
+
+  // Split brain: both sides went on after the cutover (the destination's v3 and the source's v3
+  // differ, the source is at v4): nothing is replaced.
+  t.equal((await put(`${a.url}/models/m`, model('v4 at the source', 1024))).status, 200);
+  const split = await run({ from: src.file, to: dst.file });
+  t.equal(split.summary.exitCode, 1);
+  t.match(split.out, /^FAILED m v4: the destination's current v3 differs from the v3 in its history .* neither is replaced/m);
+  t.equal(sha256(Buffer.from(await (await fetch(`${b.url}/models/m`)).arrayBuffer())), sha256(v3), "the destination's v3 is still current");
+
   // An object the registry did not write, in the destination's place: left alone.
   const foreign = await env('rerun-foreign');
   await mkdir(foreign.dir);
   await writeFile(path.join(foreign.dir, 'm.tar.gz'), 'put here by hand');
   const refused = await run({ from: src.file, to: foreign.file });
   t.equal(refused.summary.exitCode, 1);
-  t.match(refused.out, /^FAILED m v3: the destination has an object at this key that the registry did not write/m);
+  t.match(refused.out, /^FAILED m v4: the destination has an object at this key that the registry did not write/m);
   t.equal(await (await import('node:fs/promises')).readFile(path.join(foreign.dir, 'm.tar.gz'), 'utf8'), 'put here by hand');
 });
 
