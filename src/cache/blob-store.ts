@@ -593,7 +593,9 @@ class Fill extends EventEmitter {
 
   /** Counts a reader of this fill, then of its entry (eviction leaves it alone); returns its release. */
   hold(): () => void {
-    this.#readers++;
+    // After finish() the readers are the entry's (finish moved the count over).
+    if (this.#entry) this.#entry.readers++;
+    else this.#readers++;
     let released = false;
     return () => {
       if (released) return;

@@ -359,25 +359,33 @@ export class ModelRegistry {
     } catch (err) {
       if (!(err instanceof NotFoundError)) throw err;
     }
+    // Checked again just before anything goes (and once more before the current version): a
+    // version uploaded since the first check is not deleted on the old condition. (Storage
+    // deletes are not conditional: a write landing between the last check and the delete remains
+    // a race.)
+    await this.#stillChecked(name, checked);
     // History first: a crash midway then leaves the model whole, not history without a model.
     for await (const info of this.storage.list(keys.historyPrefix(name))) {
       await this.storage.delete(info.key);
       found = true;
     }
-    // Checked again last: a version uploaded meanwhile is not deleted on the old condition.
-    if (checked) {
-      const now = await this.storage.head(keys.current(name)).catch((err) => {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      });
-      const sha256 = now?.metadata[META.sha256];
-      if (sha256 !== checked.sha256) throw errors.etagMismatch(name, sha256 && etagOf(sha256));
-    }
+    await this.#stillChecked(name, checked);
     await this.storage.delete(keys.current(name));
     if (!found) throw errors.modelNotFound(name);
     this.#remembered.delete(name);
     await this.#cache?.forget(name);
     this.changes.emit('change', name);
+  }
+
+  /** Throws 412 when the current version is no longer `checked` (the one a condition held for). */
+  async #stillChecked(name: string, checked: ModelVersion | undefined): Promise<void> {
+    if (!checked) return;
+    const now = await this.storage.head(keys.current(name)).catch((err) => {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    });
+    const sha256 = now?.metadata[META.sha256];
+    if (sha256 !== checked.sha256) throw errors.etagMismatch(name, sha256 && etagOf(sha256));
   }
 
   /** Models in name order, `limit` at a time, starting after `cursor`. */

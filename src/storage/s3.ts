@@ -314,8 +314,7 @@ export class S3Storage implements Storage {
 
   /** S3 bounds user metadata to 2 KB: the UTF-8 bytes of every key and value, as sent. */
   checkMetadata(metadata: Metadata): void {
-    const sent = { ...encodeMetadata(metadata), [COMMIT_NONCE]: randomUUID() };
-    const bytes = Object.entries(sent).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
+    const bytes = metadataBytes(encodeMetadata(metadata)) + COMMIT_NONCE.length + 36;
     if (bytes > MAX_METADATA_BYTES) throw metadataTooLarge(bytes);
   }
 
@@ -337,9 +336,11 @@ export class S3Storage implements Storage {
   ): Promise<ObjectInfo> {
     // Names this write: a CompleteMultipartUpload retried by the SDK after its reply was lost
     // fails against the object its first attempt wrote; the nonce tells that apart (#landed).
-    const nonce = randomUUID();
+    // (Left out where it would not fit: objects written before it existed may fill the 2 KB.)
+    const encoded = encodeMetadata(metadata);
+    const nonce = metadataBytes(encoded) + COMMIT_NONCE.length + 36 <= MAX_METADATA_BYTES ? randomUUID() : undefined;
     const created = await this.#call(to, () =>
-      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: { ...encodeMetadata(metadata), [COMMIT_NONCE]: nonce } })),
+      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: nonce ? { ...encoded, [COMMIT_NONCE]: nonce } : encoded })),
     );
     const uploadId = created.UploadId!;
     try {
@@ -383,8 +384,11 @@ export class S3Storage implements Storage {
         async (err: unknown) => {
           // Failed, or did an earlier attempt of this very request succeed and lose its reply?
           // (Its retry then meets our own object: 412 / 409, or NoSuchUpload once it completed.)
-          if (err instanceof PreconditionFailedError || isNoSuchUpload(err)) {
-            const landed = await this.#landed(to, nonce).catch(() => undefined);
+          if (nonce && (err instanceof PreconditionFailedError || isNoSuchUpload(err))) {
+            // Not knowing is not failing: the caller would retry and commit a second time.
+            const landed = await this.#landed(to, nonce).catch((headErr: unknown) => {
+              throw new StorageUnavailableError('s3', `the commit to ${to} may have completed (its reply was lost, and checking failed: ${describe(headErr)})`, { cause: err });
+            });
             if (landed) return { ...landed, metadata };
           }
           // If-Match on a missing key answers 404 NoSuchKey: the condition failed.
@@ -517,9 +521,10 @@ export function translate(err: unknown, key: string): unknown {
  * The part size of one multipart copy of `size` bytes: up to `base`, drawn at random. A multipart
  * object's ETag is a hash of its parts' hashes, so the same bytes copied with the same parts get
  * the ETag they had — and a rollback would hand a replica's stale If-Match a token that matches
- * again (ABA), letting it overwrite a newer version. Random part boundaries make ETags of
- * objects over 5 MiB unique per write; a smaller object is one part (its copy takes
- * milliseconds, too short a window for a replace and a rollback to fit in).
+ * again (ABA), letting it overwrite a newer version. Random part boundaries make ETags unique per
+ * write for objects well over 5 MiB (5 MiB + k bytes have k layouts; parts but the last are at
+ * least 5 MiB); a small object's copy takes milliseconds, too short a window for a replace and a
+ * rollback to fit in.
  */
 export function copyPartSize(size: number, base: number): number {
   if (size <= MIN_PART_SIZE) return size;
@@ -535,6 +540,11 @@ function metadataTooLarge(bytes: number | undefined, cause?: unknown): RegistryE
     `The model metadata${bytes === undefined ? '' : ` (${bytes} bytes with the labels)`} is larger than S3 allows (${MAX_METADATA_BYTES} bytes in all, of which the registry's own fields take about 200): send fewer or shorter labels.`,
     { cause },
   );
+}
+
+/** What S3 counts against its metadata bound: the UTF-8 bytes of every key and value. */
+function metadataBytes(metadata: Record<string, string>): number {
+  return Object.entries(metadata).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
 }
 
 /** A translated error whose cause is S3's NoSuchUpload. */

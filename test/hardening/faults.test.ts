@@ -473,3 +473,34 @@ t.test('S3 commits whose reply is lost (the SDK sends them again): each upload i
   const meta = (await (await fetch(`${r.url}/models/m/meta`)).json()) as Record<string, unknown>;
   t.notMatch(JSON.stringify(meta), /registry-write/, 'the write nonce stays internal');
 });
+
+t.test('S3: a lost commit reply that cannot be checked is a 503 (outcome unknown), never a retry that commits twice', async (t) => {
+  const { r, proxy } = await minioBehindProxy(t, { CACHE_WRITE_THROUGH: 'false' });
+  t.equal((await put(`${r.url}/models/m`, model('v1'))).status, 201);
+  type Next = (args: unknown) => Promise<unknown>;
+  const s3 = (r.app.registry.storage as unknown as { inner: { client: { middlewareStack: { add: (m: unknown, o: unknown) => void } } } }).inner;
+  let failHead = false;
+  s3.client.middlewareStack.add(
+    (next: Next, context: { commandName?: string }) => async (args: unknown) => {
+      if (failHead && context.commandName === 'HeadObjectCommand') {
+        failHead = false; // the HEAD that checks whether the lost commit landed
+        throw Object.assign(new Error('socket hang up'), { name: 'TimeoutError', code: 'ECONNRESET' });
+      }
+      try {
+        return await next(args);
+      } catch (err) {
+        // The SDK's retry of the Complete whose reply was lost has just failed against our object.
+        if (context.commandName === 'CompleteMultipartUploadCommand') failHead = true;
+        throw err;
+      }
+    },
+    { step: 'initialize', name: 'failOneHead' },
+  );
+  proxy.dropReplyTo(/^POST \/[^ /]+\/m\.tar\.gz\?uploadId=/m);
+  const v2 = model('v2');
+  const res = await put(`${r.url}/models/m`, v2);
+  t.equal(res.status, 503, 'the client is told to retry; the outcome is not known');
+  const versions = (await (await fetch(`${r.url}/models/m/versions`)).json()) as { versions: { version: number; sha256: string }[] };
+  t.same(versions.versions.map((v) => v.version), [2, 1], 'committed once (v2), not twice');
+  t.equal(versions.versions[0]!.sha256, sha256(v2));
+});

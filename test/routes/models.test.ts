@@ -100,3 +100,23 @@ t.test('a long poll whose client leaves while the model is still being described
   while (app.inflight.size > 0 && Date.now() - started < 5000) await new Promise((r) => setTimeout(r, 50));
   t.equal(app.inflight.size, 0, `the request ended ${Date.now() - started} ms after the client left (wait was 30 s)`);
 });
+
+t.test('DELETE with If-Match: a version uploaded after the condition was checked stops the delete before any history goes', async (t) => {
+  const { app, url } = await start(t);
+  for (const v of ['d1', 'd2']) await put(`${url}/models/d`, model(v));
+  const etag2 = (await fetch(`${url}/models/d`, { method: 'HEAD' })).headers.get('etag')!;
+  const storage = app.registry.storage;
+  const head = storage.head.bind(storage);
+  let armed = true;
+  storage.head = async (key) => {
+    const info = await head(key);
+    if (armed && key === 'd.tar.gz') {
+      armed = false; // the condition was just checked against v2; v3 lands now
+      t.equal((await put(`${url}/models/d`, model('d3'))).status, 200);
+    }
+    return info;
+  };
+  await isError(t, await fetch(`${url}/models/d`, { method: 'DELETE', headers: { 'if-match': etag2 } }), 412, 'PRECONDITION_FAILED');
+  const versions = (await (await fetch(`${url}/models/d/versions`)).json()) as { versions: { version: number }[] };
+  t.same(versions.versions.map((v) => v.version), [3, 2, 1], 'nothing deleted: not the history either');
+});

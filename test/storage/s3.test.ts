@@ -195,6 +195,15 @@ t.test("sweep: another host's upload started hours ago is still being written (S
   t.equal(await s.sweep(), 2, 'a day after: removed (the upload and the staged object)');
 });
 
+t.test('an object whose metadata nearly fills S3\'s 2 KB (written before the write nonce existed) can still be copied: the nonce is left out', async (t) => {
+  const s = await s3(t);
+  const metadata = { version: '1', notes: 'n'.repeat(2000 - 'version'.length - 1 - 'notes'.length) }; // 2000 bytes: no room for the nonce
+  const v1 = await s.commit(await s.stage('full.tar.gz', body('x')), metadata, {});
+  const copied = await s.copy('full.tar.gz', '.history/full/v1.tar.gz', { sourceToken: v1.token, metadata });
+  t.same((await s.head('.history/full/v1.tar.gz')).metadata, metadata);
+  t.equal(copied.token, (await s.head('.history/full/v1.tar.gz')).token);
+});
+
 t.test('init: one ConfigError line per setup mistake', async (t) => {
   const rejects = async (env: Record<string, string>, pattern: RegExp) => {
     const storage = new S3Storage(awsConfig(env), logger);
