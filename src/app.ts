@@ -6,7 +6,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import { pino, type LoggerOptions } from 'pino';
 import { STATUS_CODES } from 'node:http';
 import type { Config } from './config.js';
-import { errors } from './errors.js';
+import { errorBody, errors } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import errorHandling from './plugins/errors.js';
 import requests, { requestId } from './plugins/requests.js';
@@ -18,7 +18,7 @@ import modelRoutes from './routes/models/index.js';
 import systemRoutes from './routes/system.js';
 import { createStorage, type Storage } from './storage/index.js';
 import { instrument } from './storage/instrumented.js';
-import { CENSOR, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
+import { CENSOR, mergeSecrets, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -56,7 +56,7 @@ export interface LogSettings {
  * util/redact.ts.
  */
 export function loggerOptions(config: Config, settings: LogSettings = {}): FastifyLoggerOptions & LoggerOptions {
-  const secrets = [...new Set([...secretValues(config), ...(settings.secrets ?? [])])].sort((a, b) => b.length - a.length);
+  const secrets = mergeSecrets(secretValues(config), settings.secrets ?? []);
   return {
     level: config.LOG_LEVEL,
     redact: { paths: REDACT_PATHS, censor: CENSOR },
@@ -112,14 +112,14 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // Errors the router and the HTTP parser raise before any route runs, in our JSON shape too.
     frameworkErrors: (err, _request, reply) => {
       const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? errors.nameTooLong() : errors.badUrl();
-      void (reply as unknown as FastifyReply).code(e.statusCode).send({ error: e.code, message: e.message });
+      void (reply as unknown as FastifyReply).code(e.statusCode).send(errorBody(e));
     },
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
       const e = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
         : err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge()
         : errors.badRequestFraming();
-      const body = JSON.stringify({ error: e.code, message: e.message });
+      const body = JSON.stringify(errorBody(e));
       if (socket.writable) {
         socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       }
@@ -136,7 +136,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
   app.addHook('onRequest', async (_request, reply) => {
     if (!closing) return;
     const e = errors.shuttingDown();
-    return reply.code(e.statusCode).header('retry-after', '1').send({ error: e.code, message: e.message });
+    return reply.code(e.statusCode).header('retry-after', '1').send(errorBody(e));
   });
   const routeList: FastifyInstance['routeList'] = [];
   app.decorate('routeList', routeList);

@@ -19,6 +19,11 @@ export class RegistryError extends Error {
   readonly headers: Record<string, string>;
 }
 
+/** What a client receives for an error: `{"error": CODE, "message": "..."}`. */
+export function errorBody(e: { code: string; message: string }): { error: string; message: string } {
+  return { error: e.code, message: e.message };
+}
+
 type Maker<A extends unknown[]> = (...args: A) => RegistryError;
 const define =
   <A extends unknown[]>(code: string, status: number, message: (...args: A) => string): Maker<A> =>

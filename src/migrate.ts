@@ -25,10 +25,10 @@ import { parseEnv } from 'node:util';
 import { KNOWN_VARIABLES, loadConfig, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
 import { keys } from './registry/names.js';
-import { createStorage } from './storage/index.js';
+import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
 import type { Logger } from './util/logger.js';
-import { scrub, secretValues } from './util/redact.js';
+import { mergeSecrets, scrub, secretValues } from './util/redact.js';
 import { lineLogger, Progress, summarize } from './migrate-output.js';
 
 export { formatBytes, formatDuration } from './migrate-output.js';
@@ -150,7 +150,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
     throw new ConfigError(`${options.from} and ${options.to} name the same storage (${from.label}): point --to at another backend, bucket or directory.`);
   }
   // Every line goes out scrubbed of both sides' secrets (an SDK error may quote a URL with its SAS).
-  const secrets = [...new Set([...secretValues(from.config), ...secretValues(to.config)])].sort((a, b) => b.length - a.length);
+  const secrets = mergeSecrets(secretValues(from.config), secretValues(to.config));
   const scrubbed = (out: Output): Output => Object.assign(Object.create(out) as Output, { write: (text: string) => out.write(scrub(text, secrets)) });
   const progress = new Progress(scrubbed(stdout), scrubbed(stderr), dryRun);
   const logger = options.logger ?? lineLogger((line) => progress.note(line));
@@ -301,7 +301,7 @@ function describe(c: Config): { label: string; identity: string } {
   }
 }
 
-async function open(endpoint: Endpoint, logger: Logger, options: { readOnly?: boolean } = {}): Promise<Storage> {
+async function open(endpoint: Endpoint, logger: Logger, options: InitOptions = {}): Promise<Storage> {
   try {
     return await createStorage(endpoint.config, logger, options);
   } catch (err) {

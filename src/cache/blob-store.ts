@@ -27,6 +27,7 @@ import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Logger } from '../util/logger.js';
+import { Pending } from '../util/pending.js';
 
 export interface CacheObserver {
   hit(): void;
@@ -89,7 +90,7 @@ export class BlobStore {
   readonly #entries = new Map<string, Entry>();
   readonly #fills = new Map<string, Fill>();
   /** Fills running to their end (download, rename, stamp, eviction); close() waits for them. */
-  readonly #running = new Set<Promise<void>>();
+  readonly #running = new Pending();
   #closed = false;
   readonly #verifying = new Map<string, Promise<boolean>>();
   #total = 0;
@@ -214,9 +215,7 @@ export class BlobStore {
     if (!fill) {
       fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
       this.#fills.set(digest, fill);
-      const run = this.#runFill(fill, fetch);
-      this.#running.add(run);
-      void run.finally(() => this.#running.delete(run));
+      void this.#running.track(this.#runFill(fill, fetch));
     }
     return fill;
   }
@@ -229,7 +228,7 @@ export class BlobStore {
   async close(): Promise<void> {
     this.#closed = true;
     for (const fill of this.#fills.values()) fill.abort(new Error('the cache is closing'));
-    await Promise.all(this.#running);
+    await this.#running.settled();
   }
 
   /** Admits a file written elsewhere (an accepted upload) whose digest is already known. */

@@ -11,6 +11,7 @@ import path from 'node:path';
 import type { ArchiveLimits } from '../registry/archive.js';
 import type { ModelVersion } from '../registry/service.js';
 import type { Logger } from '../util/logger.js';
+import { Pending } from '../util/pending.js';
 import { BlobStore, type CacheObserver } from './blob-store.js';
 import { TreeStore } from './trees.js';
 
@@ -31,7 +32,7 @@ export class ModelCache {
   readonly #refs: string;
   #sweeper: NodeJS.Timeout | undefined;
   /** Records being written (callers need not wait for them); close() does. */
-  readonly #writes = new Set<Promise<void>>();
+  readonly #writes = new Pending();
 
   constructor(options: ModelCacheOptions) {
     this.trees = new TreeStore(options.dir, options.limits);
@@ -62,20 +63,14 @@ export class ModelCache {
   /** Shutdown: stops the sweeps and resolves once nothing writes to the cache directory. */
   async close(): Promise<void> {
     clearInterval(this.#sweeper);
-    await Promise.all([this.blobs.close(), ...[...this.#writes].map((w) => w.catch(() => {}))]);
+    await Promise.all([this.blobs.close(), this.#writes.settled()]);
   }
 
   /** Remembers the current version of a model, for stale-if-error. */
   async remember(model: ModelVersion): Promise<void> {
     const file = path.join(this.#refs, `${model.name}.json`);
     const tmp = `${file}.${randomUUID()}.tmp`;
-    const write = fs.writeFile(tmp, JSON.stringify(model)).then(() => fs.rename(tmp, file));
-    this.#writes.add(write);
-    try {
-      await write;
-    } finally {
-      this.#writes.delete(write);
-    }
+    await this.#writes.track(fs.writeFile(tmp, JSON.stringify(model)).then(() => fs.rename(tmp, file)));
   }
 
   async forget(name: string): Promise<void> {

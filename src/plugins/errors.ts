@@ -4,7 +4,7 @@
  */
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import { errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
+import { errorBody, errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
 
 /** Fastify's own client errors, reworded with a fix. */
 const FASTIFY_ERRORS: Record<string, (err: FastifyError) => RegistryError> = {
@@ -75,7 +75,7 @@ export default fp(async function errorHandling(app: FastifyInstance) {
     if (allowed.includes(request.method)) allowed.length = 0;
     const err = allowed.length > 0 ? errors.methodNotAllowed(request.method, url, allowed) : errors.notFound(request.method, url);
     if (allowed.length > 0) void reply.header('allow', allowed.join(', '));
-    void reply.code(err.statusCode).send({ error: err.code, message: err.message });
+    void reply.code(err.statusCode).send(errorBody(err));
   });
 });
 

@@ -22,7 +22,7 @@ import { errors, type RegistryError } from '../errors.js';
 
 const BLOCK = 512;
 /** Pax and GNU long-name data held for parsing; node-tar's own bound is 1 MiB. */
-export const MAX_META_BYTES = 1024 * 1024;
+const MAX_META_BYTES = 1024 * 1024;
 /** Entry types every reader reads alike (regular files, links, devices, directories, FIFOs). */
 const ENTRY_TYPES = new Set(['0', '1', '2', '3', '4', '5', '6', '7']);
 /** Types that carry no data: a size on them makes readers disagree on where the next header is. */

@@ -8,7 +8,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { parse } from 'yaml';
-import { StorageUnavailableError } from '../errors.js';
+import { errorBody, StorageUnavailableError } from '../errors.js';
 
 export const OPENAPI_PATH = new URL('../../openapi.yaml', import.meta.url);
 
@@ -26,7 +26,7 @@ export default async function systemRoutes(app: FastifyInstance) {
     } catch (err) {
       request.log.warn({ err }, 'storage not ready');
       const unavailable = err instanceof StorageUnavailableError ? err : new StorageUnavailableError(app.registry.storage.kind, 'health check failed', { cause: err });
-      return reply.code(503).headers(unavailable.headers).send({ error: unavailable.code, message: unavailable.message });
+      return reply.code(503).headers(unavailable.headers).send(errorBody(unavailable));
     }
   });
 

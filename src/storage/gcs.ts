@@ -32,7 +32,7 @@ import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const CHUNK_SIZE = 8 * 1024 * 1024;
 const LIST_PAGE = 1000;
@@ -97,7 +97,7 @@ export class GcsStorage implements Storage {
     this.#bucket = this.#client.bucket(config.BUCKET_NAME);
   }
 
-  async init(options: { readOnly?: boolean } = {}): Promise<void> {
+  async init(options: InitOptions = {}): Promise<void> {
     await this.#checkKeyFile();
     if (this.#config.STORAGE_EMULATOR_HOST === undefined) {
       // Without credentials the SDK falls back to anonymous requests, which fail later with a

@@ -4,7 +4,7 @@
  */
 import type { Backend, BackendConfig, Config } from '../config.js';
 import type { Logger } from '../util/logger.js';
-import type { Storage } from './types.js';
+import type { InitOptions, Storage } from './types.js';
 
 type Drivers = { [B in Backend]: (config: BackendConfig<B>, logger: Logger) => Promise<Storage> };
 
@@ -20,7 +20,7 @@ const drivers: Drivers = {
  * Creates and initialises the configured backend. Throws ConfigError with one line for a setup
  * the user must fix (bad credentials, bucket not readable, endpoint unreachable).
  */
-export async function createStorage(config: Config, logger: Logger, options: { readOnly?: boolean } = {}): Promise<Storage> {
+export async function createStorage(config: Config, logger: Logger, options: InitOptions = {}): Promise<Storage> {
   const driver = drivers[config.REMOTE_STORAGE] as (c: Config, l: Logger) => Promise<Storage>;
   const storage = await driver(config, logger.child({ storage: config.REMOTE_STORAGE }));
   try {
@@ -32,4 +32,4 @@ export async function createStorage(config: Config, logger: Logger, options: { r
   return storage;
 }
 
-export type { Storage } from './types.js';
+export type { InitOptions, Storage } from './types.js';

@@ -35,7 +35,7 @@
 import type { Readable } from 'node:stream';
 import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { Metrics, StorageOperation, StorageOutcome } from '../metrics.js';
-import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from './types.js';
+import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from './types.js';
 
 export function outcomeOf(err: unknown): StorageOutcome {
   if (err instanceof NotFoundError) return 'not_found';
@@ -77,7 +77,7 @@ class InstrumentedStorage implements Storage {
     }
   }
 
-  init(options?: { readOnly?: boolean }): Promise<void> {
+  init(options?: InitOptions): Promise<void> {
     return this.inner.init(options);
   }
 

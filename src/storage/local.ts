@@ -27,7 +27,7 @@ import lockfile from 'proper-lockfile';
 import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
 import { isAbandoned, newStagedName } from './staging.js';
-import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const UPLOADS = '.uploads';
 const META = '.meta';
@@ -59,7 +59,7 @@ export class LocalStorage implements Storage {
     this.root = path.resolve(options.root);
   }
 
-  async init(options: { readOnly?: boolean } = {}): Promise<void> {
+  async init(options: InitOptions = {}): Promise<void> {
     if (options.readOnly) {
       try {
         if (!(await fs.stat(this.root)).isDirectory()) throw new Error('not a directory');

@@ -37,7 +37,7 @@ import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const CHUNK_BYTES = 255 * 1024; // the GridFS default
 export const GRACE_MS = 10 * 60 * 1000;
@@ -101,7 +101,7 @@ export class MongoStorage implements Storage {
     this.#logger = logger;
   }
 
-  async init(options: { readOnly?: boolean } = {}): Promise<void> {
+  async init(options: InitOptions = {}): Promise<void> {
     const c = this.#config;
     try {
       this.#client = new MongoClient(c.MONGODB_URI, {

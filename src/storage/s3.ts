@@ -72,6 +72,8 @@ const MAX_METADATA_BYTES = 2048;
 const MIN_PART_SIZE = 5 * MiB;
 /** Object metadata naming the write that made the object (see #copyInto); not model metadata. */
 const COMMIT_NONCE = 'registry-write';
+/** What the nonce adds to an object's metadata (its key and a UUID). */
+const NONCE_BYTES = COMMIT_NONCE.length + 36;
 /** Multipart uploads outside .uploads/ are commits in progress; none runs for a day. */
 const STALE_COMMIT_MS = 24 * ABANDONED_AFTER_MS;
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER']);
@@ -314,7 +316,7 @@ export class S3Storage implements Storage {
 
   /** S3 bounds user metadata to 2 KB: the UTF-8 bytes of every key and value, as sent. */
   checkMetadata(metadata: Metadata): void {
-    const bytes = metadataBytes(encodeMetadata(metadata)) + COMMIT_NONCE.length + 36;
+    const bytes = metadataBytes(encodeMetadata(metadata)) + NONCE_BYTES;
     if (bytes > MAX_METADATA_BYTES) throw metadataTooLarge(bytes);
   }
 
@@ -338,7 +340,7 @@ export class S3Storage implements Storage {
     // fails against the object its first attempt wrote; the nonce tells that apart (#landed).
     // (Left out where it would not fit: objects written before it existed may fill the 2 KB.)
     const encoded = encodeMetadata(metadata);
-    const nonce = metadataBytes(encoded) + COMMIT_NONCE.length + 36 <= MAX_METADATA_BYTES ? randomUUID() : undefined;
+    const nonce = metadataBytes(encoded) + NONCE_BYTES <= MAX_METADATA_BYTES ? randomUUID() : undefined;
     const created = await this.#call(to, () =>
       this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: nonce ? { ...encoded, [COMMIT_NONCE]: nonce } : encoded })),
     );

@@ -74,6 +74,11 @@ export interface StagedObject {
   readonly size: number;
 }
 
+export interface InitOptions {
+  /** Open for reading only (a migration's source): create and probe nothing. */
+  readOnly?: boolean;
+}
+
 export interface Storage {
   /** Short backend name for logs and errors: 'local', 's3', … */
   readonly kind: string;
@@ -84,7 +89,7 @@ export interface Storage {
    * (a migration's source): checks read access only and writes nothing — no working folders,
    * probe objects or indexes — so read-only credentials and mounts work.
    */
-  init(options?: { readOnly?: boolean }): Promise<void>;
+  init(options?: InitOptions): Promise<void>;
 
   /** Cheap reachability check for /readyz; throws StorageUnavailableError. */
   ping(): Promise<void>;

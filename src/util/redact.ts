@@ -79,7 +79,12 @@ export function secretValues(source: Record<string, unknown>): string[] {
   }
   const endpoint = source.AZURE_BLOB_ENDPOINT;
   if (typeof endpoint === 'string') for (const m of endpoint.matchAll(/[?&]sig=([^&]+)/gi)) add(m[1]);
-  return [...found].sort((a, b) => b.length - a.length);
+  return mergeSecrets([...found]);
+}
+
+/** Secret values of several sources as one list, longest first (so scrub replaces whole ones). */
+export function mergeSecrets(...lists: readonly (readonly string[])[]): string[] {
+  return [...new Set(lists.flat())].sort((a, b) => b.length - a.length);
 }
 
 /** `text` with every secret value and secret-shaped substring replaced by [redacted]. */
