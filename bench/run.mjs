@@ -356,6 +356,15 @@ function row(workload, reg, ref, unit, target, pass, note = '') {
   log(`${workload}: registry ${reg} ${unit}${ref !== undefined ? `, reference ${ref} ${unit}` : ''} → ${pass === undefined ? 'info' : pass ? 'PASS' : 'FAIL'}`);
 }
 
+/**
+ * Records, on the last row, the machine's CPU seconds per repetition on either side (medians) and
+ * what the target allows: every core busy for the whole of the target's wall time. A registry
+ * side that needs more CPU than that cannot meet the target on this machine without doing less work.
+ */
+function cpuBudget(cpuReg, cpuRef, targetWall) {
+  Object.assign(rows.at(-1), { cpuReg: median(cpuReg), cpuRef: median(cpuRef), cpuAllowed: os.cpus().length * targetWall });
+}
+
 /** Every repetition, registry / reference, for the table's runs column (medians hide the spread). */
 const runs = (reg, ref, d = 0) => `${reg.map((x) => fmt(x, d)).join(', ')}${ref ? ` / ${ref.map((x) => fmt(x, d)).join(', ')}` : ''}`;
 const fmt = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x) ? '—' : Number(x).toFixed(d));
@@ -379,6 +388,28 @@ async function busyElsewhere() {
   }
 }
 let busyBefore = NaN;
+
+const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
+/**
+ * CPU seconds every process on the machine has spent so far, all cores together (user, nice,
+ * system, irq, softirq from /proc/stat); NaN off Linux. The difference around a timed operation is
+ * the work that operation cost the machine: client, registry and storage server together.
+ */
+function machineCpu() {
+  try {
+    const [user, nice, system, , , irq, softirq] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return (user + nice + system + irq + softirq) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+/** Runs fn; pushes the machine's CPU seconds spent meanwhile onto `into`; returns fn's result. */
+async function countingCpu(into, fn) {
+  const before = machineCpu();
+  const result = await fn();
+  into.push(machineCpu() - before);
+  return result;
+}
 
 /**
  * Memory not even used by the page cache (MemFree), in bytes; NaN off Linux. With the page cache
@@ -440,13 +471,15 @@ async function main() {
       const putReg = [];
       const putCat = [];
       const putCatSync = [];
+      const cpuPut = [];
+      const cpuCat = [];
       for (let i = 0; i < REPS; i++) {
         settle();
-        putReg.push((await curlPut(`${reg.base}/models/large`, largeFile)).total);
+        putReg.push((await countingCpu(cpuPut, () => curlPut(`${reg.base}/models/large`, largeFile))).total);
         const dest = path.join(dir, `cat-${i}.tar.gz`);
         settle();
         const t0 = process.hrtime.bigint();
-        const r = spawnSync('sh', ['-c', 'cat "$1" > "$2"', 'sh', largeFile, dest]);
+        const r = await countingCpu(cpuCat, () => spawnSync('sh', ['-c', 'cat "$1" > "$2"', 'sh', largeFile, dest]));
         if (r.status !== 0) throw new Error(`cat > file failed: ${r.stderr}`);
         putCat.push(Number(process.hrtime.bigint() - t0) / 1e9);
         await rm(dest, { force: true });
@@ -463,6 +496,7 @@ async function main() {
       row(`PUT ${fmtSize(LARGE)} to local (time)`, fmt(pr, 2), fmt(pc, 2), 's', '≤ 2× cat', pr / pc <= 2, `ratio ${fmt(pr / pc, 2)}×`);
       rows.at(-1).ratio = pr / pc;
       rows.at(-1).runs = runs(putReg, putCat, 2);
+      cpuBudget(cpuPut, cpuCat, 2 * pc);
       const pcs = median(putCatSync);
       row(`PUT ${fmtSize(LARGE)} to local vs \`cat > file && sync file\``, fmt(pr, 2), fmt(pcs, 2), 's', 'report only', undefined);
       rows.at(-1).ratio = pr / pcs;
@@ -473,15 +507,18 @@ async function main() {
       await curlGet(`${nginx.base}/large.tar.gz`, largeBytes);
       const getReg = [];
       const getNginx = [];
+      const cpuGet = [];
+      const cpuNginx = [];
       for (let i = 0; i < REPS; i++) {
-        getReg.push(largeBytes / MiB / (await curlGet(`${reg.base}/models/large`, largeBytes)).total);
-        getNginx.push(largeBytes / MiB / (await curlGet(`${nginx.base}/large.tar.gz`, largeBytes)).total);
+        getReg.push(largeBytes / MiB / (await countingCpu(cpuGet, () => curlGet(`${reg.base}/models/large`, largeBytes))).total);
+        getNginx.push(largeBytes / MiB / (await countingCpu(cpuNginx, () => curlGet(`${nginx.base}/large.tar.gz`, largeBytes))).total);
       }
       const gr = median(getReg);
       const gn = median(getNginx);
       row(`GET ${fmtSize(LARGE)} cached (throughput)`, fmt(gr, 0), fmt(gn, 0), 'MiB/s', '≥ 0.8× nginx', gr / gn >= 0.8);
       rows.at(-1).ratio = gr / gn;
       rows.at(-1).runs = runs(getReg, getNginx);
+      cpuBudget(cpuGet, cpuNginx, largeBytes / MiB / gn / 0.8);
 
       await curlPut(`${reg.base}/models/small`, smallFile);
       await curlGet(`${reg.base}/models/small`, smallBytes);
@@ -520,45 +557,53 @@ async function main() {
       const putNew = [];
       const putReplace = [];
       const putSdk = [];
+      const cpuNew = [];
+      const cpuReplace = [];
+      const cpuSdkPut = [];
       const sdkPut = async () => {
         settle();
         const t0 = process.hrtime.bigint();
         // Same part size and concurrency as the registry's own uploads (src/storage/s3.ts).
-        await new Upload({ client: s3, params: { Bucket: 'direct', Key: 'large.tar.gz', Body: createReadStream(largeFile, { highWaterMark: 1 * MiB }), ContentType: 'application/gzip' }, partSize: 8 * MiB, queueSize: 4 }).done();
+        await countingCpu(cpuSdkPut, () => new Upload({ client: s3, params: { Bucket: 'direct', Key: 'large.tar.gz', Body: createReadStream(largeFile, { highWaterMark: 1 * MiB }), ContentType: 'application/gzip' }, partSize: 8 * MiB, queueSize: 4 }).done());
         putSdk.push(largeBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9));
       };
       await curlPut(`${reg.base}/models/large`, largeFile); // so that every timed PUT of it is a replace
       for (let i = 0; i < REPS; i++) {
         settle();
-        putNew.push(largeBytes / MiB / (await curlPut(`${reg.base}/models/large-${i}`, largeFile)).total);
+        putNew.push(largeBytes / MiB / (await countingCpu(cpuNew, () => curlPut(`${reg.base}/models/large-${i}`, largeFile))).total);
         await sdkPut();
         settle();
-        putReplace.push(largeBytes / MiB / (await curlPut(`${reg.base}/models/large`, largeFile)).total);
+        putReplace.push(largeBytes / MiB / (await countingCpu(cpuReplace, () => curlPut(`${reg.base}/models/large`, largeFile))).total);
         await sdkPut();
       }
       await reg.stop();
       const ps = median(putSdk);
-      for (const [what, putReg] of [['new model', putNew], ['replace, old version to history', putReplace]]) {
+      for (const [what, putReg, cpuPut] of [['new model', putNew, cpuNew], ['replace, old version to history', putReplace, cpuReplace]]) {
         const pr = median(putReg);
         row(`PUT ${fmtSize(LARGE)} via MinIO, ${what} (throughput)`, fmt(pr, 0), fmt(ps, 0), 'MiB/s', '≥ 0.8× SDK', pr / ps >= 0.8);
         rows.at(-1).ratio = pr / ps;
         rows.at(-1).runs = runs(putReg, putSdk);
+        cpuBudget(cpuPut, cpuSdkPut, largeBytes / MiB / ps / 0.8);
       }
 
       // Cold GETs: a fresh registry (empty cache) for each repetition.
       const getReg = [];
       const ttfb = [];
       const getSdk = [];
+      const cpuCold = [];
+      const cpuSdkGet = [];
       for (let i = 0; i < REPS; i++) {
         const cold = await startRegistry(dir, s3env);
-        const r = await curlGet(`${cold.base}/models/large`, largeBytes);
+        const r = await countingCpu(cpuCold, () => curlGet(`${cold.base}/models/large`, largeBytes));
         getReg.push(largeBytes / MiB / r.total);
         ttfb.push(r.ttfb * 1000);
         await cold.stop();
         const t0 = process.hrtime.bigint();
-        const out = await s3.send(new GetObjectCommand({ Bucket: 'direct', Key: 'large.tar.gz' }));
         let n = 0;
-        await pipeline(out.Body, new Writable({ write(chunk, _e, cb) { n += chunk.length; cb(); } }));
+        await countingCpu(cpuSdkGet, async () => {
+          const out = await s3.send(new GetObjectCommand({ Bucket: 'direct', Key: 'large.tar.gz' }));
+          await pipeline(out.Body, new Writable({ write(chunk, _e, cb) { n += chunk.length; cb(); } }));
+        });
         if (n !== largeBytes) throw new Error(`SDK GET: ${n} bytes`);
         getSdk.push(largeBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9));
       }
@@ -567,6 +612,7 @@ async function main() {
       row(`GET ${fmtSize(LARGE)} via MinIO, cold (throughput)`, fmt(gr, 0), fmt(gs, 0), 'MiB/s', '≥ 0.8× SDK', gr / gs >= 0.8);
       rows.at(-1).ratio = gr / gs;
       rows.at(-1).runs = runs(getReg, getSdk);
+      cpuBudget(cpuCold, cpuSdkGet, largeBytes / MiB / gs / 0.8);
       row(`cold GET ${fmtSize(LARGE)} via MinIO, time to first byte`, fmt(median(ttfb), 0), undefined, 'ms', 'report only', undefined);
       rows.at(-1).runs = runs(ttfb);
       s3.destroy();
@@ -626,7 +672,17 @@ async function main() {
     const result = r.pass === undefined ? 'info' : r.pass ? 'pass' : '**FAIL**';
     return `| ${r.workload} | ${r.reg} ${r.unit} | ${r.ref !== undefined ? `${r.ref} ${r.unit}` : '—'} | ${ratio} | ${r.target} | ${result} | ${r.runs ?? '—'} |`;
   });
-  const table = `${header}\n${lines.join('\n')}`;
+  const budgeted = rows.filter((r) => r.cpuAllowed !== undefined && !Number.isNaN(r.cpuReg));
+  const budget = budgeted.length === 0 ? '' : `
+
+CPU seconds the whole machine spent per repetition (client, registry or reference server, storage
+server; medians), and what the target allows: all ${os.cpus().length} cores busy for the whole of its wall time.
+Above 1 in the last column, the registry's side does more work than the target leaves room for.
+
+| workload | registry side | reference side | target allows | registry ÷ allowed |
+|---|---|---|---|---|
+${budgeted.map((r) => `| ${r.workload} | ${fmt(r.cpuReg, 2)} s | ${fmt(r.cpuRef, 2)} s | ${fmt(r.cpuAllowed, 2)} s | ${fmt(r.cpuReg / r.cpuAllowed, 2)} |`).join('\n')}`;
+  const table = `${header}\n${lines.join('\n')}${budget}`;
   const command = `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
   const dirty = git(['status', '--porcelain', '--untracked-files=no']) ? ' (with uncommitted changes)' : '';
   const section = `## ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')} — ${git(['rev-parse', '--short', 'HEAD'])}${dirty}${QUICK ? ' (quick)' : ''}
