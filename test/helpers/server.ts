@@ -9,6 +9,7 @@ import type { Test } from 'tap';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
+import type { Storage } from '../../src/storage/types.js';
 
 export interface Running {
   app: FastifyInstance;
@@ -23,11 +24,14 @@ export async function tempDir(t: Test, prefix = 'mr-test-'): Promise<string> {
   return dir;
 }
 
-/** Starts the app; without REMOTE_STORAGE in `env`, on the local backend in a temporary directory. */
-export async function start(t: Test, env: Record<string, string> = {}): Promise<Running> {
+/**
+ * Starts the app; without REMOTE_STORAGE in `env`, on the local backend in a temporary directory.
+ * `storage`: a backend (already initialised) to use instead of the configured one.
+ */
+export async function start(t: Test, env: Record<string, string> = {}, storage?: Storage): Promise<Running> {
   const dir = env.LOCAL_STORAGE_DIR ?? (env.REMOTE_STORAGE ? '' : await tempDir(t));
   const config = loadConfig({ LOCAL_STORAGE_DIR: dir, CACHE_DIR: env.CACHE_DIR ?? (await tempDir(t, 'mr-cache-')), PORT: '0', LOG_LEVEL: 'silent', ...env });
-  const app = await buildApp({ config, logger: false });
+  const app = await buildApp({ config, logger: false, storage });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => {
     // A test may leave a response body unread; do not wait for it.

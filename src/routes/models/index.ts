@@ -70,6 +70,9 @@ function prepareDownload(
   o: { etag: string; model: ModelVersion; stale: boolean; size: number; contentType: string },
 ): 'not-modified' | { range?: { start: number; end: number } } {
   const lastModified = new Date(o.model.createdAt);
+  // A second attempt (the model was replaced while the first was opening it) starts afresh: a
+  // range or digest of the first version must not describe the second one's bytes.
+  reply.code(200).removeHeader('content-range').removeHeader('content-digest').removeHeader('warning').removeHeader('x-cache');
   reply.headers({
     etag: o.etag,
     'last-modified': lastModified.toUTCString(),
@@ -295,10 +298,24 @@ export default async function modelRoutes(app: FastifyInstance) {
     }
   }
 
+  /**
+   * Describes the version to serve and runs `fn` on it; when the model is replaced between the
+   * two (PreconditionFailedError from the read), describes again, as downloads do.
+   */
+  async function onCurrent<T>(name: string, version: number | undefined, fn: (model: ModelVersion) => Promise<T>): Promise<{ model: ModelVersion; stale: boolean; result: T }> {
+    for (let attempt = 0; ; attempt++) {
+      const { model, stale } = await describeOrStale(name, version);
+      try {
+        return { model, stale, result: await fn(model) };
+      } catch (err) {
+        if (!(err instanceof PreconditionFailedError) || attempt === 3) throw err;
+      }
+    }
+  }
+
   app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/files', async (request) => {
     const name = nameParam(request);
-    const { model } = await describeOrStale(name, parseVersion(request.query.version));
-    const files = await registry.withTree(model, async (tree) => tree.files);
+    const { model, result: files } = await onCurrent(name, parseVersion(request.query.version), (model) => registry.withTree(model, async (tree) => tree.files));
     return { name, version: model.version, sha256: model.sha256, files };
   });
 
@@ -308,14 +325,14 @@ export default async function modelRoutes(app: FastifyInstance) {
     exposeHeadRoute: false,
     handler: async (request, reply) => {
       const name = nameParam(request as unknown as FastifyRequest<NameParams>);
-      const { model, stale } = await describeOrStale(name, parseVersion(request.query.version));
       const requested = request.params['*'];
       // The file is opened while its tree is held in the cache: once open, an eviction of the
       // tree cannot take it from under the response.
-      const found = await registry.withTree(model, async (tree) => {
-        const file = await resolveFile(tree, requested);
-        return file && { ...file, fd: await openFd(file.file, 'r') };
-      });
+      const { model, stale, result: found } = await onCurrent(name, parseVersion(request.query.version), (model) =>
+        registry.withTree(model, async (tree) => {
+          const file = await resolveFile(tree, requested);
+          return file && { ...file, fd: await openFd(file.file, 'r') };
+        }));
       if (!found) throw errors.fileNotFound(name, model.version, requested);
       const etag = `"sha256:${model.sha256}:${createHash('sha256').update(found.entry.path).digest('hex').slice(0, 16)}"`;
       let prepared: ReturnType<typeof prepareDownload>;

@@ -1,0 +1,83 @@
+/**
+ * A model replaced between the describe of a request and the opening of its bytes (cold cache):
+ * the routes describe again, and the answer must be about the bytes it carries — status,
+ * Content-Range, Content-Digest and ETag of the new version, never a mix of the two.
+ */
+import { createHash } from 'node:crypto';
+import t, { type Test } from 'tap';
+import { model, tgz } from '../helpers/archives.js';
+import { bytes, put, start, tempDir } from '../helpers/server.js';
+import { LocalStorage } from '../../src/storage/local.js';
+import type { ReadOptions } from '../../src/storage/types.js';
+
+/** Local storage that runs `beforeNextGet` (once) before the next read of an archive. */
+class ReplacingStorage extends LocalStorage {
+  beforeNextGet?: () => Promise<void>;
+  override async get(key: string, options?: ReadOptions) {
+    const hook = this.beforeNextGet;
+    this.beforeNextGet = undefined;
+    await hook?.();
+    return super.get(key, options);
+  }
+}
+
+async function setup(t: Test) {
+  const storage = new ReplacingStorage({ root: await tempDir(t) });
+  await storage.init();
+  t.teardown(() => storage.close());
+  const r = await start(t, { CACHE_WRITE_THROUGH: 'false' }, storage);
+  return { storage, r };
+}
+
+const etag = (archive: Buffer) => `"sha256:${createHash('sha256').update(archive).digest('hex')}"`;
+
+t.test('a resumed download whose If-Range no longer matches gets the whole new version with 200', async (t) => {
+  const { storage, r } = await setup(t);
+  const v1 = model('v1', 100_000);
+  const v2 = model('v2', 300_000);
+  t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
+  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/m`, v2)).status, 200);
+  const res = await fetch(`${r.url}/models/m`, { headers: { range: 'bytes=50000-', 'if-range': etag(v1) } });
+  const body = await bytes(res);
+  t.equal(res.status, 200, 'not a 206: the range was for the old version');
+  t.equal(res.headers.get('content-range'), null, 'no Content-Range of the old version');
+  t.equal(res.headers.get('etag'), etag(v2));
+  t.equal(res.headers.get('x-model-version'), '2');
+  t.equal(res.headers.get('content-length'), String(v2.length));
+  t.ok(body.equals(v2), 'the whole new archive');
+});
+
+t.test('a range that starts to apply on the second attempt is a 206 without the whole archive\'s Content-Digest', async (t) => {
+  const { storage, r } = await setup(t);
+  const v1 = model('v1', 100_000);
+  const v2 = model('v2', 300_000);
+  t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
+  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/m`, v2)).status, 200);
+  // The client already knows v2: its If-Range fails on v1 (full body) and holds on v2.
+  const res = await fetch(`${r.url}/models/m`, { headers: { range: 'bytes=1000-1999', 'if-range': etag(v2) } });
+  const body = await bytes(res);
+  t.equal(res.status, 206);
+  t.equal(res.headers.get('content-range'), `bytes 1000-1999/${v2.length}`);
+  t.equal(res.headers.get('content-digest'), null, 'Content-Digest would describe the whole archive');
+  t.ok(body.equals(v2.subarray(1000, 2000)));
+});
+
+t.test('file routes describe again when the model is replaced during their cold read (no 412 to a request without preconditions)', async (t) => {
+  const { storage, r } = await setup(t);
+  const v1 = tgz([{ path: 'config.json', body: '{"v":1}' }]);
+  const v2 = tgz([{ path: 'config.json', body: '{"v":2}' }, { path: 'extra.txt', body: 'x' }]);
+  t.equal((await put(`${r.url}/models/a`, v1)).status, 201);
+  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/a`, v2)).status, 200);
+  const manifest = await fetch(`${r.url}/models/a/files`);
+  t.equal(manifest.status, 200);
+  const listed = (await manifest.json()) as { version: number; files: { path: string }[] };
+  t.equal(listed.version, 2);
+  t.same(listed.files.map((f) => f.path).sort(), ['config.json', 'extra.txt']);
+
+  t.equal((await put(`${r.url}/models/b`, v1)).status, 201);
+  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/b`, v2)).status, 200);
+  const file = await fetch(`${r.url}/models/b/files/config.json`);
+  t.equal(file.status, 200);
+  t.equal(await file.text(), '{"v":2}');
+  t.equal(file.headers.get('x-model-version'), '2');
+});
