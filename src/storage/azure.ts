@@ -46,9 +46,10 @@ import {
 import { AuthenticationError, CredentialUnavailableError, DefaultAzureCredential } from '@azure/identity';
 import type { TokenCredential } from '@azure/identity';
 import type { BackendConfig } from '../config.js';
-import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
-import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
+import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
+import { splitNonce, WRITE_NONCE, writeOnce } from './write-nonce.js';
 import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const BLOCK_SIZE = 8 * 1024 * 1024;
@@ -198,10 +199,10 @@ export class AzureStorage implements Storage {
     const { key, name, etag, size } = this.#own(staged);
     await options.after;
     const source = this.#container.getBlobClient(UPLOADS_PREFIX + name);
-    const done = await this.#copy(source, key, metadata, destination(condition), etag, key);
+    const done = await this.#publish(source, key, metadata, destination(condition), etag, key, size);
     this.#active.delete(name);
     await this.#removeStaged(name);
-    return info(key, size, done.lastModified, done.etag, metadata);
+    return done;
   }
 
   async discard(staged: StagedObject): Promise<void> {
@@ -221,8 +222,7 @@ export class AzureStorage implements Storage {
     const props = await this.#call(() => source.getProperties(), from);
     if (props.etag !== options.sourceToken) throw new PreconditionFailedError(from);
     await options.after;
-    const done = await this.#copy(source, to, options.metadata, destination(options.condition ?? {}), options.sourceToken, from);
-    return info(to, props.contentLength, done.lastModified, done.etag, options.metadata);
+    return this.#publish(source, to, options.metadata, destination(options.condition ?? {}), options.sourceToken, from, props.contentLength);
   }
 
   async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
@@ -259,7 +259,8 @@ export class AzureStorage implements Storage {
     try {
       for await (const item of items) {
         const name = item.name.slice(UPLOADS_PREFIX.length);
-        if (name.includes('/') || !isAbandoned(name, item.properties.lastModified, this.#active)) continue;
+        // A blob of uncommitted blocks keeps the date of its first block while the upload runs.
+        if (name.includes('/') || !isAbandoned(name, item.properties.lastModified, this.#active, UPLOAD_STARTED_MAX_AGE_MS)) continue;
         await this.#removeStaged(name);
         removed++;
       }
@@ -276,6 +277,30 @@ export class AzureStorage implements Storage {
   }
 
   // ---- internals ----
+
+  /**
+   * #copy, told apart from a lost race when its reply is lost and the SDK's resend fails against
+   * the blob the first attempt wrote (write-nonce.ts).
+   */
+  async #publish(source: BlobClient, to: string, metadata: Metadata, conditions: BlobRequestConditions, sourceEtag: string, sourceKey: string, size: number | undefined): Promise<ObjectInfo> {
+    return writeOnce('azure', to, async (nonce) => {
+      const done = await this.#copy(source, to, { ...metadata, [WRITE_NONCE]: nonce }, conditions, sourceEtag, sourceKey);
+      return info(to, size, done.lastModified, done.etag, metadata);
+    }, () => this.#readBack(to), this.logger);
+  }
+
+  /** `key`'s info and the nonce of the write that stored it; undefined when there is none. */
+  async #readBack(key: string): Promise<{ info: ObjectInfo; nonce?: string } | undefined> {
+    try {
+      const p = await this.#call(() => this.#blob(key).getProperties(), key);
+      // A copy still running (or failed) has not published anything yet.
+      if (p.copyStatus !== undefined && p.copyStatus !== 'success') throw new StorageUnavailableError('azure', `the copy to ${key} is ${p.copyStatus}`);
+      return { info: info(key, p.contentLength, p.lastModified, p.etag, decodeMetadata(p.metadata)), nonce: decodeMetadata(p.metadata)[WRITE_NONCE] };
+    } catch (err) {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    }
+  }
 
   /** Server-side copy with the conditions; waits for a copy the service scheduled. */
   async #copy(source: BlobClient, to: string, metadata: Metadata, conditions: BlobRequestConditions, sourceEtag: string, sourceKey: string) {
@@ -336,7 +361,7 @@ export class AzureStorage implements Storage {
     const status = err instanceof RestError ? err.statusCode : undefined;
     const code = describe(err);
     let line: string;
-    if (credentialVar === 'identity' && (err instanceof CredentialUnavailableError || err instanceof AuthenticationError || (err as Error)?.name === 'AggregateAuthenticationError')) {
+    if (credentialVar === 'identity' && isIdentityError(err)) {
       line = `AZURE_ACCOUNT_NAME=${this.config.AZURE_ACCOUNT_NAME ?? account} has no AZURE_ACCOUNT_KEY, so an Azure identity was looked for and none could get a token (${(err as Error).name}): assign a managed or workload identity with the Storage Blob Data Contributor role on the container, or set AZURE_ACCOUNT_KEY or AZURE_STORAGE_CONNECTION_STRING.`;
     } else if (status === undefined) {
       line =
@@ -412,8 +437,11 @@ export function resolveClient(config: BackendConfig<'azure'>) {
   return { url, credential: new DefaultAzureCredential() as TokenCredential, source };
 }
 
-/** Maps SDK errors to storage errors. `sourceKey` names the source of a copy. */
-function translate(err: unknown, key?: string, sourceKey?: string): unknown {
+/** Maps SDK errors to storage errors. `sourceKey` names the source of a copy. Exported for tests. */
+export function translate(err: unknown, key?: string, sourceKey?: string): unknown {
+  // No token for the default credential chain (an identity endpoint down, a federated token
+  // expired): the storage cannot be reached, as with a refused connection.
+  if (isIdentityError(err)) return new StorageUnavailableError('azure', `no access token: ${(err as Error).name}`, { cause: err });
   if (!(err instanceof RestError)) return err; // AbortError, our own errors, bugs
   const status = err.statusCode;
   const code = errorCode(err);
@@ -422,6 +450,9 @@ function translate(err: unknown, key?: string, sourceKey?: string): unknown {
   }
   if (status === 412 && key !== undefined) return new PreconditionFailedError(code === 'SourceConditionNotMet' ? (sourceKey ?? key) : key, { cause: err });
   if (status === 409 && code === 'BlobAlreadyExists' && key !== undefined) return new PreconditionFailedError(key, { cause: err });
+  if (status === 400 && code === 'MetadataTooLarge') {
+    return new RegistryError('METADATA_TOO_LARGE', 413, 'The model metadata is larger than Azure allows (8 KB in all, of which the registry\'s own fields take about 250 bytes): send fewer or shorter labels.', { cause: err });
+  }
   // Anything else Azure refuses (401 from an expired credential, 400, ...) is the storage's
   // problem, not the client's: never pass Azure's status on as if the request were at fault.
   return new StorageUnavailableError('azure', describe(err), { cause: err });
@@ -449,7 +480,7 @@ function destination(condition: WriteCondition): BlobRequestConditions {
 function info(key: string, size: number | undefined, lastModified: Date | undefined, etag: string | undefined, metadata: Metadata): ObjectInfo {
   // Listings give the ETag bare, headers quoted: one spelling, so tokens compare equal.
   const token = etag === undefined ? '' : etag.startsWith('"') ? etag : `"${etag}"`;
-  return { key, size: size ?? 0, lastModified: lastModified ?? new Date(0), token, metadata };
+  return { key, size: size ?? 0, lastModified: lastModified ?? new Date(0), token, metadata: splitNonce(metadata).metadata };
 }
 
 /** '.', '..' and empty segments would be normalised away in the blob URL; refuse them. */
@@ -461,12 +492,25 @@ function checkKey(key: string): string {
   return key;
 }
 
+function isIdentityError(err: unknown): boolean {
+  return err instanceof CredentialUnavailableError || err instanceof AuthenticationError || (err as Error)?.name === 'AggregateAuthenticationError';
+}
+
+/**
+ * Metadata values travel as header values: '%', spaces and what a header cannot carry (control
+ * and non-ASCII characters) are percent-encoded, the rest is sent as is. Azure bounds metadata to
+ * 8 KB in all: labels (2 KiB at most) then take ≤ 3 bytes per byte (encodeURIComponent of the
+ * whole value took up to 6: `"` is `\"` in the labels' JSON, then `%5C%22`). decodeURIComponent
+ * reads both spellings.
+ */
+const NEEDS_ENCODING = /[%\s\x00-\x1f\x7f-\u{10ffff}]/gu;
+
 export function encodeMetadata(metadata: Metadata): Record<string, string> {
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(metadata)) {
     const name = k.replace(/-/g, '_');
-    // Azure drops empty values; a lone '%' is never produced by encodeURIComponent.
-    out[/^[a-z]/i.test(k) ? name : `_${name}`] = v === '' ? '%' : encodeURIComponent(v);
+    // Azure drops empty values; a lone '%' is never produced (every '%' is encoded).
+    out[/^[a-z]/i.test(k) ? name : `_${name}`] = v === '' ? '%' : v.replace(NEEDS_ENCODING, (c) => encodeURIComponent(c));
   }
   return out;
 }
@@ -521,7 +565,18 @@ function withTimeouts<A extends http.Agent>(agent: A, connectEvent: 'connect' | 
     const connect = setTimeout(() => fail('connect'), CONNECT_TIMEOUT_MS);
     socket.once(connectEvent, () => clearTimeout(connect));
     socket.once('close', () => clearTimeout(connect));
-    socket.on('timeout', () => fail('idle socket'));
+    // Paused: the reader of a download is behind (backpressure), not the server silent. The idle
+    // time counts again from when reading resumes; a server silent from then on still fails.
+    let behind = false;
+    socket.on('timeout', () => {
+      if (socket.isPaused()) behind = true;
+      else fail('idle socket');
+    });
+    socket.on('resume', () => {
+      if (!behind) return;
+      behind = false;
+      socket.setTimeout(socket.timeout ?? 0);
+    });
     return socket;
   };
   return agent;

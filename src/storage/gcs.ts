@@ -31,6 +31,7 @@ import { Storage as GcsClient, type Bucket, type FileMetadata } from '@google-cl
 import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
+import { splitNonce, WRITE_NONCE, writeOnce } from './write-nonce.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
 import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
@@ -289,18 +290,34 @@ export class GcsStorage implements Storage {
       if (!isGeneration(condition.ifMatch)) throw new PreconditionFailedError(key);
       ifGenerationMatch = condition.ifMatch;
     }
-    try {
-      const resource = this.#serverSideConditions
-        ? await this.#rewrite(source, sourceGeneration, key, metadata, ifGenerationMatch)
-        : await this.#reupload(source, sourceGeneration, key, metadata, ifGenerationMatch);
-      return toInfo(key, resource);
-    } catch (err) {
-      if (statusOf(err) === 404 && !this.#serverSideConditions) {
-        // A pinned generation that is gone means the source changed, unless the key is gone too.
-        const current = await this.head(source).catch((e: unknown) => (e instanceof NotFoundError ? undefined : Promise.reject(e)));
-        throw current ? new PreconditionFailedError(source, { cause: err }) : new NotFoundError(source, { cause: err });
+    // The SDK resends a request whose reply was lost: see write-nonce.ts.
+    return writeOnce('gcs', key, async (nonce) => {
+      const stored = { ...metadata, [WRITE_NONCE]: nonce };
+      try {
+        const resource = this.#serverSideConditions
+          ? await this.#rewrite(source, sourceGeneration, key, stored, ifGenerationMatch)
+          : await this.#reupload(source, sourceGeneration, key, stored, ifGenerationMatch);
+        return toInfo(key, resource);
+      } catch (err) {
+        if (statusOf(err) === 404 && !this.#serverSideConditions) {
+          // A pinned generation that is gone means the source changed, unless the key is gone too.
+          const current = await this.head(source).catch((e: unknown) => (e instanceof NotFoundError ? undefined : Promise.reject(e)));
+          throw current ? new PreconditionFailedError(source, { cause: err }) : new NotFoundError(source, { cause: err });
+        }
+        throw translate(err, source, key);
       }
-      throw translate(err, source, key);
+    }, () => this.#readBack(key), this.#logger);
+  }
+
+  /** `key`'s info and the nonce of the write that stored it; undefined when there is none. */
+  async #readBack(key: string): Promise<{ info: ObjectInfo; nonce?: string } | undefined> {
+    try {
+      const [resource] = await this.#call(() => this.#bucket.file(key).getMetadata(), key);
+      const nonce = resource.metadata?.[WRITE_NONCE];
+      return { info: toInfo(key, resource), nonce: typeof nonce === 'string' ? nonce : undefined };
+    } catch (err) {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
     }
   }
 
@@ -528,8 +545,9 @@ function emulatorEndpoint(raw: string): string {
 }
 
 function toInfo(key: string, resource: FileMetadata): ObjectInfo {
-  const metadata: Metadata = {};
-  for (const [k, v] of Object.entries(resource.metadata ?? {})) if (typeof v === 'string') metadata[k] = v;
+  const raw: Metadata = {};
+  for (const [k, v] of Object.entries(resource.metadata ?? {})) if (typeof v === 'string') raw[k] = v;
+  const { metadata } = splitNonce(raw);
   return {
     key,
     size: Number(resource.size ?? 0),

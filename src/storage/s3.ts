@@ -57,7 +57,7 @@ import { pipeline } from 'node:stream/promises';
 import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
-import { ABANDONED_AFTER_MS, isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
+import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
 import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const MiB = 1024 * 1024;
@@ -74,8 +74,6 @@ const MIN_PART_SIZE = 5 * MiB;
 const COMMIT_NONCE = 'registry-write';
 /** What the nonce adds to an object's metadata (its key and a UUID). */
 const NONCE_BYTES = COMMIT_NONCE.length + 36;
-/** Multipart uploads outside .uploads/ are commits in progress; none runs for a day. */
-const STALE_COMMIT_MS = 24 * ABANDONED_AFTER_MS;
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER']);
 
 class S3Staged implements StagedObject {
@@ -284,7 +282,7 @@ export class S3Storage implements Storage {
         this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: UPLOADS_PREFIX, ContinuationToken: continuation })),
       );
       for (const o of page.Contents ?? []) {
-        if (o.Key && o.LastModified && isAbandoned(o.Key.slice(UPLOADS_PREFIX.length), o.LastModified, active, STALE_COMMIT_MS)) {
+        if (o.Key && o.LastModified && isAbandoned(o.Key.slice(UPLOADS_PREFIX.length), o.LastModified, active, UPLOAD_STARTED_MAX_AGE_MS)) {
           await this.delete(o.Key);
           removed++;
         }
@@ -302,8 +300,8 @@ export class S3Storage implements Storage {
       for (const u of page.Uploads ?? []) {
         if (!u.Key || !u.UploadId || !u.Initiated) continue;
         const abandoned = u.Key.startsWith(UPLOADS_PREFIX)
-          ? isAbandoned(u.Key.slice(UPLOADS_PREFIX.length), u.Initiated, active, STALE_COMMIT_MS)
-          : Date.now() - u.Initiated.getTime() > STALE_COMMIT_MS; // a commit that crashed mid-copy
+          ? isAbandoned(u.Key.slice(UPLOADS_PREFIX.length), u.Initiated, active, UPLOAD_STARTED_MAX_AGE_MS)
+          : Date.now() - u.Initiated.getTime() > UPLOAD_STARTED_MAX_AGE_MS; // a commit that crashed mid-copy
         if (abandoned) {
           await this.#abortUpload(u.Key, u.UploadId);
           removed++;

@@ -11,6 +11,12 @@ import { hostname } from 'node:os';
 export const UPLOADS_PREFIX = '.uploads/';
 /** An upload untouched for this long belongs to a dead writer on some other host. */
 export const ABANDONED_AFTER_MS = 60 * 60 * 1000;
+/**
+ * The same, for backends that date an upload by when it *started* — an S3 multipart upload, an
+ * Azure blob holding only uncommitted blocks: a live upload of a large model over a slow link
+ * takes hours, and sweeping it would fail it at its very end.
+ */
+export const UPLOAD_STARTED_MAX_AGE_MS = 24 * ABANDONED_AFTER_MS;
 
 /**
  * Who can judge a writer's pid: processes on the same host *and in the same pid namespace*.

@@ -14,8 +14,8 @@ import t, { type Test } from 'tap';
 import { StorageUnavailableError } from '../../src/errors.js';
 import { model, tgz } from '../helpers/archives.js';
 import { isError, sha256 } from '../helpers/assert.js';
-import { minioEnv } from '../helpers/cloud.js';
-import { MINIO_PASSWORD, MINIO_USER, startMinio, type Emulator } from '../helpers/emulators.js';
+import { azuriteEnv, minioEnv } from '../helpers/cloud.js';
+import { MINIO_PASSWORD, MINIO_USER, startAzurite, startMinio, type Emulator } from '../helpers/emulators.js';
 import { eventually, startProxy, type Proxy } from '../helpers/hostile.js';
 import { killHard, spawnServer } from '../helpers/process.js';
 import { bytes, put, start, tempDir, type Running } from '../helpers/server.js';
@@ -438,40 +438,66 @@ t.test('the cache disk fails (S3): uploads stand without their cache copy, downl
   t.equal(sha256(await bytes(again)), sha256(v1));
 });
 
-t.test('S3 commits whose reply is lost (the SDK sends them again): each upload is answered as it happened, no version doubled or lost', async (t) => {
-  const { r, proxy } = await minioBehindProxy(t, { MODEL_HISTORY: '1', CACHE_WRITE_THROUGH: 'false' });
-  // The request that completes the multipart copy onto a key (not the one that starts it).
-  const completing = (key: string) => new RegExp(`^POST /[^ /]+/${key.replace(/\./g, '\\.')}\\?uploadId=`, 'm');
+/**
+ * Commits and archive copies whose reply is lost (the SDK sends them again): each upload is
+ * answered as it happened, no version doubled or lost. `publishing(key)` matches the request that
+ * publishes onto `key` (the one whose reply the proxy drops).
+ */
+async function lostReplies(t: Test, r: Running, proxy: Proxy, publishing: (key: string) => RegExp) {
   const digests = async () => {
     const body = (await (await fetch(`${r.url}/models/m/versions`)).json()) as { versions: { version: number; sha256: string }[] };
     return body.versions.map((v) => [v.version, v.sha256]);
   };
   const v1 = model('v1');
-  proxy.dropReplyTo(completing('m.tar.gz'));
+  proxy.dropReplyTo(publishing('m.tar.gz'));
   const created = await put(`${r.url}/models/m`, v1, { 'if-none-match': '*' });
   t.equal(created.status, 201, 'a create-only upload whose commit reply was lost is created (not 412)');
   const etag1 = created.headers.get('etag')!;
 
   const v2 = model('v2');
-  proxy.dropReplyTo(completing('m.tar.gz'));
+  proxy.dropReplyTo(publishing('m.tar.gz'));
   const replaced = await put(`${r.url}/models/m`, v2, { 'if-match': etag1 });
   t.equal(replaced.status, 200, 'a conditional replace whose commit reply was lost succeeds (not 412)');
   t.equal(((await replaced.json()) as { version: number }).version, 2);
 
   const v3 = model('v3');
-  proxy.dropReplyTo(completing('m.tar.gz'));
+  proxy.dropReplyTo(publishing('m.tar.gz'));
   const again = await put(`${r.url}/models/m`, v3);
   t.equal(((await again.json()) as { version: number }).version, 3, 'a plain replace is committed once: v3, not v3 and v4');
   t.same(await digests(), [[3, sha256(v3)], [2, sha256(v2)]], 'v2 kept in the one history slot, not pushed out by a duplicate');
 
   // The reply lost is the history copy's.
   const v4 = model('v4');
-  proxy.dropReplyTo(completing('.history/m/v3.tar.gz'));
+  proxy.dropReplyTo(publishing('.history/m/v3.tar.gz'));
   t.equal((await put(`${r.url}/models/m`, v4)).status, 200, 'a replace whose history copy reply was lost succeeds (not 404)');
   t.same(await digests(), [[4, sha256(v4)], [3, sha256(v3)]]);
   t.equal(sha256(await bytes(await fetch(`${r.url}/models/m?version=3`))), sha256(v3), 'v3 archived whole');
+
+  // A rollback publishes with a condition too.
+  proxy.dropReplyTo(publishing('m.tar.gz'));
+  const rolled = await fetch(`${r.url}/models/m/rollback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 3 }) });
+  t.equal(rolled.status, 200, 'a rollback whose reply was lost succeeds');
+  t.equal(((await rolled.json()) as { version: number }).version, 5, 'once: v5, not v5 and v6');
+  t.same(await digests(), [[5, sha256(v3)], [4, sha256(v4)]]);
   const meta = (await (await fetch(`${r.url}/models/m/meta`)).json()) as Record<string, unknown>;
   t.notMatch(JSON.stringify(meta), /registry-write/, 'the write nonce stays internal');
+}
+
+t.test('S3 commits whose reply is lost (the SDK sends them again): each upload is answered as it happened, no version doubled or lost', async (t) => {
+  const { r, proxy } = await minioBehindProxy(t, { MODEL_HISTORY: '1', CACHE_WRITE_THROUGH: 'false' });
+  // The request that completes the multipart copy onto a key (not the one that starts it).
+  await lostReplies(t, r, proxy, (key) => new RegExp(`^POST /[^ /]+/${key.replace(/\./g, '\\.')}\\?uploadId=`, 'm'));
+});
+
+t.test('Azure copies whose reply is lost (the SDK sends them again): each upload is answered as it happened, no version doubled or lost', async (t) => {
+  const azurite = await startAzurite();
+  t.teardown(() => azurite.dispose());
+  const { origin, pathname } = new URL(azurite.url);
+  const proxy = await startProxy(origin);
+  t.teardown(() => proxy.close());
+  const r = await start(t, { ...azuriteEnv(azurite), AZURE_BLOB_ENDPOINT: `${proxy.url}${pathname}`, MODEL_HISTORY: '1', CACHE_WRITE_THROUGH: 'false' });
+  // Copy Blob onto the key: a PUT of the key carrying x-ms-copy-source.
+  await lostReplies(t, r, proxy, (key) => new RegExp(`^PUT /[^ ]+/${key.replace(/\./g, '\\.')}(\\?[^ ]*)? HTTP[\\s\\S]*x-ms-copy-source`, 'i'));
 });
 
 t.test('S3: a lost commit reply that cannot be checked is a 503 (outcome unknown), never a retry that commits twice', async (t) => {

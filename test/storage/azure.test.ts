@@ -1,5 +1,5 @@
 import { createServer } from 'node:http';
-import { DefaultAzureCredential } from '@azure/identity';
+import { AggregateAuthenticationError, CredentialUnavailableError, DefaultAzureCredential } from '@azure/identity';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
@@ -9,11 +9,12 @@ import {
   BlobServiceClient,
   generateAccountSASQueryParameters,
   StorageSharedKeyCredential,
+  RestError,
 } from '@azure/storage-blob';
 import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
-import { ConfigError, StorageUnavailableError } from '../../src/errors.js';
-import { AzureStorage, create, resolveClient } from '../../src/storage/azure.js';
+import { ConfigError, RegistryError, StorageUnavailableError } from '../../src/errors.js';
+import { AzureStorage, create, decodeMetadata, encodeMetadata, resolveClient, translate } from '../../src/storage/azure.js';
 import type { Storage } from '../../src/storage/types.js';
 import type { Logger } from '../../src/util/logger.js';
 import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite } from '../helpers/emulators.js';
@@ -108,8 +109,13 @@ t.test('metadata is stored under Azure-valid names and read back from other tool
   const s = await azure(t);
   await s.commit(await s.stage('m.tar.gz', body('x')), { 'created-at': '2024-01-01', labels: '{"a":"é"}', '9lives': 'cat', empty: '' }, {});
   const blob = service.getContainerClient(s.config.AZURE_CONTAINER).getBlobClient('m.tar.gz');
-  t.same((await blob.getProperties()).metadata, { created_at: '2024-01-01', labels: '%7B%22a%22%3A%22%C3%A9%22%7D', _9lives: 'cat', empty: '%' });
-  t.same((await s.head('m.tar.gz')).metadata, { 'created-at': '2024-01-01', labels: '{"a":"é"}', '9lives': 'cat', empty: '' });
+  const { registry_write: nonce, ...stored } = (await blob.getProperties()).metadata!;
+  t.same(stored, { created_at: '2024-01-01', labels: '{"a":"%C3%A9"}', _9lives: 'cat', empty: '%' });
+  t.match(nonce, /^[0-9a-f-]{36}$/, 'the write nonce (write-nonce.ts) is stored too');
+  t.same((await s.head('m.tar.gz')).metadata, { 'created-at': '2024-01-01', labels: '{"a":"é"}', '9lives': 'cat', empty: '' }, 'and read back without it');
+  // Values as an earlier release wrote them (encodeURIComponent of the whole value) still read.
+  await blob.setMetadata({ labels: '%7B%22a%22%3A%22%C3%A9%22%7D' });
+  t.same((await s.head('m.tar.gz')).metadata, { labels: '{"a":"é"}' });
   // A blob uploaded by hand (az storage blob upload --metadata note=100%) is served as-is.
   const other = service.getContainerClient(s.config.AZURE_CONTAINER).getBlockBlobClient('hand.tar.gz');
   await other.upload('y', 1, { metadata: { note: '100%' } });
@@ -147,6 +153,17 @@ t.test('sweep removes staged uploads of dead writers, including bare uncommitted
   const left = await uploads(s);
   t.equal(left.length, 2);
   t.ok(left.some((n) => n.endsWith('-ffffffff.part')), "another host's upload is left alone");
+  // Azure dates a blob of uncommitted blocks by its first block: another host's upload running
+  // for hours looks hours old. It is taken for abandoned only after a day.
+  const realNow = Date.now;
+  try {
+    Date.now = () => realNow() + 5 * 3600_000;
+    t.equal(await s.sweep(), 0, "five hours on, another host's upload is still left alone");
+    Date.now = () => realNow() + 25 * 3600_000;
+    t.equal(await s.sweep(), 1, 'a day on, it is swept');
+  } finally {
+    Date.now = realNow;
+  }
   await s.commit(live, {}, {});
   t.equal(await text((await s.get('a.tar.gz')).body), 'live', 'the live upload survived the sweep');
 });
@@ -274,4 +291,48 @@ t.test('a request Azure refuses for its own reasons is a storage error (503), ne
   await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('0123456789')])), { version: '1' }, {});
   // A range past the end (as after a replace between describe and read): Azure answers 416.
   await t.rejects(s.get('m.tar.gz', { range: { start: 1000, end: 2000 } }), StorageUnavailableError);
+});
+
+t.test('labels at the 2 KiB limit fit in Azure\'s 8 KB of metadata, whatever their characters, and read back', async (t) => {
+  const s = await azure(t);
+  const limit = 2048 - 'x'.length;
+  for (const [what, value] of [
+    ['quotes (escaped in JSON, then sent)', '"'.repeat(limit)],
+    ['backslashes', '\\'.repeat(limit)],
+    ['non-ASCII (3 bytes each)', '数'.repeat(Math.floor(limit / 3))],
+    ['spaces and percent signs', ' %'.repeat(limit / 2)],
+  ] as const) {
+    const metadata = { version: '9007199254740991', sha256: 'f'.repeat(64), 'created-at': new Date().toISOString(), labels: JSON.stringify({ x: value }), 'registry-write': crypto.randomUUID() };
+    const bytes = Object.entries(encodeMetadata(metadata)).reduce((n, [k, v]) => n + k.length + v.length, 0);
+    t.ok(bytes <= 8000, `${what}: ${bytes} bytes of metadata`);
+    t.same(decodeMetadata(encodeMetadata(metadata)), metadata, `${what}: read back as written`);
+  }
+  const labels = JSON.stringify({ x: '"数 %'.repeat(300) });
+  await s.commit(await s.stage('m.tar.gz', body('x')), { labels }, {});
+  t.equal((await s.head('m.tar.gz')).metadata.labels, labels, 'through Azurite too');
+});
+
+t.test('Azure errors that are not the client\'s fault or that name a limit', async (t) => {
+  // The default identity chain failing at request time (its endpoint down, a federated token
+  // expired): storage unreachable, 503 — not a 500. (Tests must not probe the metadata service.)
+  t.type(translate(new CredentialUnavailableError('no managed identity endpoint')), StorageUnavailableError);
+  t.type(translate(new AggregateAuthenticationError([new Error('a')], 'chain failed')), StorageUnavailableError);
+  // Metadata over Azure's bound: the labels are too large, a 413 naming the fix, not a 503.
+  const tooLarge = translate(new RestError('metadata too large', { statusCode: 400, code: 'MetadataTooLarge' }), 'm.tar.gz');
+  t.type(tooLarge, RegistryError);
+  t.match(tooLarge, { statusCode: 413, code: 'METADATA_TOO_LARGE', message: /fewer or shorter labels/ });
+});
+
+t.test('a slow reader is not taken for a silent server (pauses longer than STORAGE_TIMEOUT)', async (t) => {
+  const s = await open(t, { ...keyEnv(newContainer()), STORAGE_TIMEOUT: '300ms' });
+  const bytes = Buffer.alloc(8 * 2 ** 20, 9);
+  await s.commit(await s.stage('m.tar.gz', Readable.from([bytes])), {}, {});
+  const { body } = await s.get('m.tar.gz');
+  let got = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    got += chunk.length;
+    // Behind for 600 ms every 2 MiB (a client on a slow link, a migration to a slow destination).
+    if (got % (2 * 2 ** 20) < chunk.length) await new Promise((resolve) => setTimeout(resolve, 600));
+  }
+  t.equal(got, bytes.length, 'every byte arrives');
 });

@@ -269,3 +269,54 @@ t.test('opened read-only (a migration source), no probe object is written: read-
   await server.init();
   t.ok(written.length > 0, 'while a server start does probe its write access');
 });
+
+/**
+ * A rewrite (the commit) whose reply is lost, as real GCS behaves: fake-gcs-server ignores rewrite
+ * preconditions, so this server plays GCS for the three requests involved. The first rewrite
+ * lands and its connection drops; the SDK sends it again, which now fails its own
+ * ifGenerationMatch (412). Reading the destination back tells our write from another writer's.
+ */
+t.test('a commit whose reply was lost is told from a lost race by the nonce it wrote', async (t) => {
+  type Readback = 'stored' | 'another writer' | 'failing';
+  const run = async (readback: Readback) => {
+    let generation = 222;
+    let stored: Record<string, string> = {};
+    let rewrites = 0;
+    const server = createServer((req, res) => {
+      let data = '';
+      req.on('data', (d: Buffer) => (data += d));
+      req.on('end', () => {
+        const url = new URL(req.url!, 'http://x');
+        const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+        if (req.method === 'POST' && url.pathname.includes('/rewriteTo/')) {
+          rewrites++;
+          if (Number(url.searchParams.get('ifGenerationMatch')) !== generation) {
+            return json(412, { error: { code: 412, message: 'At least one of the pre-conditions you specified did not hold.', errors: [{ reason: 'conditionNotMet' }] } });
+          }
+          generation = 333; // the write lands ...
+          stored = (JSON.parse(data) as { metadata: Record<string, string> }).metadata;
+          if (readback === 'another writer') stored = { ...stored, 'registry-write': 'someone-else' };
+          return req.socket.destroy(); // ... and its reply is lost
+        }
+        if (req.method === 'GET' && url.pathname.endsWith('/o/m.tar.gz')) {
+          if (readback === 'failing') return json(403, { error: { code: 403, message: 'forbidden' } });
+          return json(200, { name: 'm.tar.gz', bucket: 'bkt', generation: String(generation), metageneration: '1', size: '5', updated: new Date().toISOString(), metadata: stored });
+        }
+        json(404, { error: { code: 404, message: 'not found' } });
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    t.teardown(() => server.close());
+    // No init(): server-side rewrite conditions stay on, the path taken against real GCS.
+    const s = create(gcsConfig({ STORAGE_EMULATOR_HOST: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, STORAGE_TIMEOUT: '5s' }), logger);
+    t.teardown(() => s.close());
+    const outcome = await s.copy('.history/m/v1.tar.gz', 'm.tar.gz', { sourceToken: '111', metadata: { version: '3' }, condition: { ifMatch: '222' } }).catch((err: unknown) => err);
+    t.equal(rewrites, 2, `${readback}: the SDK sent the rewrite twice`);
+    return outcome;
+  };
+  const landed = await run('stored');
+  t.match(landed, { key: 'm.tar.gz', token: '333', metadata: { version: '3' } }, 'our write: success, with the generation it created');
+  t.notOk('registry-write' in (landed as { metadata: object }).metadata, 'the nonce stays internal');
+  t.match(await run('another writer'), { name: 'PreconditionFailedError' }, 'another writer\'s object: the race was lost');
+  t.type(await run('failing'), StorageUnavailableError, 'cannot tell: unavailable (outcome unknown), never a failed condition');
+});
