@@ -268,6 +268,29 @@ t.test('a cached file changed on disk while the server runs is hashed again befo
   t.ok(await cachedSoon(r, 'm'), 'the refetch settles');
 });
 
+t.test('files of an archive damaged or removed in the cache since it was verified are extracted from a fresh copy', async (t) => {
+  const { open, cacheDir } = await local(t, { CACHE_MEMORY_BYTES: '0' });
+  const r = await open();
+  const weights = randomBytes(50_000);
+  for (const [name, damage] of [
+    ['truncated', (file: string) => fs.truncate(file, 1000)],
+    ['removed', (file: string) => fs.rm(file)],
+  ] as const) {
+    const archive = tgz([{ path: 'config.json', body: JSON.stringify({ name }) }, { path: 'weights.bin', body: weights }]);
+    await put(`${r.url}/models/${name}`, archive);
+    await bytes(await fetch(`${r.url}/models/${name}`));
+    t.ok(await cachedSoon(r, name), `${name}: cached and verified (not extracted yet)`);
+    const gets = await storageCount(r, 'get');
+    await damage(path.join(cacheDir, 'blobs', `${sha256(archive)}.tar.gz`));
+    const manifest = await fetch(`${r.url}/models/${name}/files`);
+    t.equal(manifest.status, 200, `${name}: the manifest is served`);
+    t.same(((await manifest.json()) as { files: { path: string }[] }).files.map((f) => f.path), ['config.json', 'weights.bin']);
+    t.equal(await storageCount(r, 'get'), gets + 1, `${name}: fetched again from storage`);
+    const file = await fetch(`${r.url}/models/${name}/files/weights.bin`);
+    t.ok((await bytes(file)).equals(weights), `${name}: a file of it, whole`);
+  }
+});
+
 t.test('files: manifest and single files from the extracted archive', async (t) => {
   const { open } = await local(t);
   const r = await open();

@@ -185,11 +185,18 @@ export class BlobStore {
    */
   async withBlob<T>(digest: string, size: number, fetch: Fetch, fn: (file: string) => Promise<T>): Promise<T> {
     let release: (() => void) | undefined;
-    if (this.#entries.has(digest) && (await this.#ensureVerified(digest))) {
+    // Twice at most, as open(): a file changed since it was verified is hashed again first (and
+    // fetched again if it is damaged), never handed to `fn` as it is.
+    for (let attempt = 0; attempt < 2 && !release && this.#entries.has(digest) && (await this.#ensureVerified(digest)); attempt++) {
       const entry = this.#entries.get(digest);
-      if (entry) {
-        entry.readers++;
+      if (!entry) break;
+      entry.readers++;
+      const unchanged = await fs.stat(this.blobPath(digest)).then((stats) => stampOf(stats) === entry.stamp, () => false);
+      if (unchanged) {
         release = () => this.#unhold(entry);
+      } else {
+        entry.verified = false;
+        this.#unhold(entry);
       }
     }
     if (!release) {

@@ -58,6 +58,7 @@ import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
+import { WRITE_NONCE } from './write-nonce.js';
 import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const MiB = 1024 * 1024;
@@ -70,10 +71,8 @@ const COPY_QUEUE = 4;
 const MAX_METADATA_BYTES = 2048;
 /** S3's smallest part (all but the last). */
 const MIN_PART_SIZE = 5 * MiB;
-/** Object metadata naming the write that made the object (see #copyInto); not model metadata. */
-const COMMIT_NONCE = 'registry-write';
-/** What the nonce adds to an object's metadata (its key and a UUID). */
-const NONCE_BYTES = COMMIT_NONCE.length + 36;
+/** What the write nonce (write-nonce.ts; see #copyInto) adds to an object's metadata (its key and a UUID). */
+const NONCE_BYTES = WRITE_NONCE.length + 36;
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER']);
 
 class S3Staged implements StagedObject {
@@ -340,7 +339,7 @@ export class S3Storage implements Storage {
     const encoded = encodeMetadata(metadata);
     const nonce = metadataBytes(encoded) + NONCE_BYTES <= MAX_METADATA_BYTES ? randomUUID() : undefined;
     const created = await this.#call(to, () =>
-      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: nonce ? { ...encoded, [COMMIT_NONCE]: nonce } : encoded })),
+      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: nonce ? { ...encoded, [WRITE_NONCE]: nonce } : encoded })),
     );
     const uploadId = created.UploadId!;
     try {
@@ -406,7 +405,7 @@ export class S3Storage implements Storage {
   /** `key` as written by the #copyInto that chose `nonce`; undefined when it holds something else. */
   async #landed(key: string, nonce: string): Promise<ObjectInfo | undefined> {
     const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
-    if (r.Metadata?.[COMMIT_NONCE] !== nonce) return undefined;
+    if (r.Metadata?.[WRITE_NONCE] !== nonce) return undefined;
     this.#logger.info({ key }, 'a commit whose reply was lost had succeeded');
     return { key, size: r.ContentLength ?? 0, lastModified: r.LastModified ?? new Date(), token: unquote(r.ETag), metadata: decodeMetadata(r.Metadata) };
   }
@@ -584,7 +583,7 @@ function encodeMetadata(metadata: Metadata): Record<string, string> {
 
 function decodeMetadata(raw: Record<string, string> | undefined): Metadata {
   return Object.fromEntries(
-    Object.entries(raw ?? {}).filter(([k]) => k.toLowerCase() !== COMMIT_NONCE).map(([k, v]) => {
+    Object.entries(raw ?? {}).filter(([k]) => k.toLowerCase() !== WRITE_NONCE).map(([k, v]) => {
       const m = ENCODED.exec(v);
       return [k.toLowerCase(), m ? Buffer.from(m[1]!, 'base64').toString('utf8') : v];
     }),
