@@ -11,7 +11,8 @@ import t, { type Test } from 'tap';
 import { BlobStore, type BlobStoreOptions } from '../src/cache/blob-store.js';
 import { ModelCache } from '../src/cache/index.js';
 import type { ModelVersion } from '../src/registry/service.js';
-import { resolveFile, type Tree } from '../src/cache/trees.js';
+import { resolveFile, TreeStore, type Tree } from '../src/cache/trees.js';
+import { tgz } from './helpers/archives.js';
 import type { Logger } from '../src/util/logger.js';
 import { tempDir } from './helpers/server.js';
 
@@ -92,17 +93,47 @@ t.test('a model read every 30 s keeps its recency across a restart', async (t) =
   t.ok(restarted.has(digest), 'still cached after a restart with a 10-minute TTL');
 });
 
+const LIMITS = { maxModelBytes: 2 ** 30, maxExtractedBytes: 2 ** 30, maxEntries: 1000 };
+
+/** The tree of `archive`, extracted by a TreeStore in `dir`. */
+async function extracted(dir: string, archive: Buffer): Promise<Tree> {
+  const blob = path.join(dir, 'archive.tar.gz');
+  await fs.writeFile(blob, archive);
+  const trees = new TreeStore(dir, LIMITS);
+  await trees.init();
+  return trees.get(createHash('sha256').update(archive).digest('hex'), blob);
+}
+
 t.test('files resolve when the cache directory is reached through a symlink', async (t) => {
   const real = await tempDir(t, 'mr-trees-');
   const link = `${real}-link`;
   await fs.symlink(real, link);
   t.teardown(() => fs.rm(link, { force: true }));
-  await fs.mkdir(path.join(real, 'abc'));
-  await fs.writeFile(path.join(real, 'abc', 'f.txt'), 'abc');
-  const tree = (root: string): Tree => ({ root: path.join(root, 'abc'), files: [{ path: 'f.txt', size: 3, type: 'file' }], bytes: 3 });
-  t.ok(await resolveFile(tree(real), 'f.txt'));
-  const found = await resolveFile(tree(link), 'f.txt');
-  t.equal(found?.file, path.join(await fs.realpath(real), 'abc', 'f.txt'));
+  const tree = await extracted(link, tgz([{ path: 'f.txt', body: 'abc' }]));
+  const found = await resolveFile(tree, 'f.txt');
+  t.equal(found?.file, path.join(await fs.realpath(real), 'trees', path.basename(tree.root), 'f.txt'));
+});
+
+t.test('files are found through links to files and to directories, never out of the tree; modes are normalised', async (t) => {
+  const dir = await tempDir(t, 'mr-trees-');
+  const tree = await extracted(dir, tgz([
+    { path: 'sub/', type: 'Directory', mode: 0o300 },
+    { path: 'sub/w.bin', body: 'weights', mode: 0o000 },
+    { path: 'dirlink', type: 'SymbolicLink', linkpath: 'sub' },
+    { path: 'filelink', type: 'SymbolicLink', linkpath: 'sub/w.bin' },
+  ]));
+  t.match(await resolveFile(tree, 'sub/w.bin'), { entry: { path: 'sub/w.bin', size: 7, type: 'file' } });
+  t.match(await resolveFile(tree, 'filelink'), { entry: { path: 'filelink', size: 7, type: 'symlink' } });
+  t.match(await resolveFile(tree, 'dirlink/w.bin'), { file: path.join(tree.root, 'sub', 'w.bin'), entry: { path: 'sub/w.bin', size: 7 } }, 'through a directory link');
+  t.equal(await resolveFile(tree, 'dirlink'), undefined, 'a link to a directory is not a file');
+  t.equal(await resolveFile(tree, 'sub'), undefined);
+  t.equal(await resolveFile(tree, 'dirlink/../../x'), undefined);
+  // Outside the tree: a link planted after extraction (archives with such links are refused).
+  await fs.symlink('/etc', path.join(tree.root, 'planted'));
+  t.equal(await resolveFile(tree, 'planted/hostname'), undefined, 'never out of the tree');
+  // A server that does not run as root can read what the archive locked.
+  t.equal((await fs.stat(path.join(tree.root, 'sub'))).mode & 0o777, 0o755);
+  t.equal((await fs.stat(path.join(tree.root, 'sub', 'w.bin'))).mode & 0o777, 0o644);
 });
 
 t.test('close() waits for a fill that has just sent its last byte: the entry is in place when it resolves', async (t) => {

@@ -23,6 +23,8 @@ export interface Entry {
   ustarPath?: string;
   /** Break the header checksum. */
   badChecksum?: boolean;
+  /** Permission bits; 0o755 for directories and 0o644 otherwise by default. */
+  mode?: number;
 }
 
 const block = (n: number) => Math.ceil(n / 512) * 512;
@@ -43,7 +45,7 @@ export function tar(entries: Entry[], options: { endBlocks?: boolean } = {}): Bu
       path: e.pax ? (e.ustarPath ?? 'PaxHeaderPlaceholder') : e.path,
       type,
       size,
-      mode: type === 'Directory' ? 0o755 : 0o644,
+      mode: e.mode ?? (type === 'Directory' ? 0o755 : 0o644),
       mtime: new Date('2024-01-01T00:00:00Z'),
       linkpath: e.pax ? undefined : e.linkpath,
       uid: 1000,
