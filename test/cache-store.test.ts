@@ -217,3 +217,33 @@ t.test('a reader destroyed while it opens the fill file does not leak the file (
   t.equal(open.filter((f) => f.includes(digest)).length, 1, "the fill's own descriptor only, none left by the reader");
   await s.close(); // stops the fill before the directory is removed
 });
+
+t.test('a fill needs room on the cache disk: idle entries make it, else the caller is told to serve from storage', async (t) => {
+  const dir = await tempDir(t, 'mr-blobs-');
+  // A disk with room for nothing but what evicting `old` frees (the bound is far larger).
+  let old = '';
+  const freeBytes = async () => (old && s.has(old) ? 1024 : 1e12);
+  const s = await store(t, { freeBytes, maxBytes: 1e12 }, dir);
+  old = await admit(s, randomBytes(1000));
+  const fresh = randomBytes(5000);
+  const digest = createHash('sha256').update(fresh).digest('hex');
+  const fetched: string[] = [];
+  const fetch = async () => {
+    fetched.push(digest);
+    return Readable.from([fresh]);
+  };
+  const opened = await s.open(digest, fresh.length, fetch);
+  t.equal(opened.hit, false);
+  t.ok(Buffer.concat(await (opened.body as Readable).toArray()).equals(fresh), 'filled and served');
+  t.notOk(s.has(old), 'the idle entry was evicted to make room');
+
+  // No room at all, nothing idle to evict: no fill starts (no storage read, no ENOSPC half way).
+  const full = await store(t, { freeBytes: async () => 0 });
+  const held = await admit(full, randomBytes(100));
+  const busy = full.withBlob(held, 100, noFetch, () => new Promise((r) => setTimeout(r, 100)));
+  await t.rejects(full.open(digest, fresh.length, noFetch), { name: 'CacheDiskError' }, 'open: serve from storage instead');
+  await t.rejects(full.withBlob(digest, fresh.length, noFetch, async () => 'x'), { name: 'CacheDiskError' }, 'files: 503 (CACHE_UNAVAILABLE)');
+  await busy;
+  t.ok(full.has(held), 'an entry being read is never evicted for room');
+  t.equal(fetched.length, 1);
+});

@@ -5,6 +5,7 @@
 import t from 'tap';
 import { errors } from '../src/errors.js';
 import { toRegistryError } from '../src/plugins/errors.js';
+import { CacheDiskError } from '../src/cache/blob-store.js';
 
 t.test('errors that become responses', async (t) => {
   t.equal(toRegistryError(errors.invalidName('x/y'))?.statusCode, 400, 'ours');
@@ -17,4 +18,7 @@ t.test('errors that become responses', async (t) => {
   t.equal(toRegistryError(storage401), undefined, 'a storage SDK 401 is not the client being unauthorized (→ 500)');
   const numericCode = Object.assign(new Error('Invalid argument.'), { code: 400, statusCode: 400 });
   t.equal(toRegistryError(numericCode), undefined, 'nor a GCS-style numeric code');
+  // The cache disk full or failing where nothing can be served without it (/files).
+  const disk = toRegistryError(new CacheDiskError(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' })));
+  t.match(disk, { statusCode: 503, code: 'CACHE_UNAVAILABLE', headers: { 'retry-after': '30' }, message: /free space in CACHE_DIR/ });
 });

@@ -48,7 +48,12 @@ export interface BlobStoreOptions {
   onEvict?: (digest: string) => Promise<void>;
   /** Bound of the in-memory copies of small archives; 0 = none. */
   memoryBytes?: number;
+  /** Bytes free for the cache on its disk (tests); statfs of the directory by default. */
+  freeBytes?: () => Promise<number>;
 }
+
+/** Room left free on the cache disk beside a new fill. */
+const DISK_SLACK_BYTES = 16 * 1024 * 1024;
 
 interface Entry {
   size: number;
@@ -69,6 +74,11 @@ export class CacheDiskError extends Error {
     super(`the cache directory cannot be written: ${(cause as Error).message}`, { cause });
     this.name = 'CacheDiskError';
   }
+}
+
+/** Errors of a disk that cannot take more (or any) data, as opposed to bugs. */
+export function isDiskError(err: unknown): boolean {
+  return ['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EFBIG'].includes((err as NodeJS.ErrnoException)?.code ?? '');
 }
 
 export type Range = { start: number; end: number };
@@ -174,7 +184,7 @@ export class BlobStore {
       }
     }
     this.#opts.observer?.miss();
-    const fill = this.#fillFor(digest, size, fetch);
+    const fill = await this.#fillFor(digest, size, fetch);
     await fill.started;
     return { body: fill.reader(range), hit: false };
   }
@@ -200,7 +210,7 @@ export class BlobStore {
       }
     }
     if (!release) {
-      const fill = this.#fillFor(digest, size, fetch);
+      const fill = await this.#fillFor(digest, size, fetch);
       // Held from before the fill completes: the new entry is not evicted under us.
       release = fill.hold();
       await fill.completed.catch((err: unknown) => {
@@ -216,15 +226,48 @@ export class BlobStore {
     }
   }
 
-  /** The fill in progress for `digest`, or a new one: concurrent misses share it. */
-  #fillFor(digest: string, size: number, fetch: Fetch): Fill {
-    let fill = this.#fills.get(digest);
+  /**
+   * The fill in progress for `digest`, or a new one: concurrent misses share it. A new one needs
+   * room for its `size` bytes on the cache disk — which can be smaller than CACHE_MAX_BYTES —
+   * and makes it by evicting idle entries; without it, CacheDiskError (the caller serves from
+   * storage) rather than a fill failing half way with ENOSPC under its readers.
+   */
+  async #fillFor(digest: string, size: number, fetch: Fetch): Promise<Fill> {
+    const running = this.#fills.get(digest);
+    if (running) return running;
+    await this.#makeRoom(size);
+    let fill = this.#fills.get(digest); // another miss may have started it meanwhile
     if (!fill) {
       fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
       this.#fills.set(digest, fill);
       void this.#running.track(this.#runFill(fill, fetch));
     }
     return fill;
+  }
+
+  async #makeRoom(size: number): Promise<void> {
+    const free = async () => {
+      const disk = await (this.#opts.freeBytes?.() ?? fs.statfs(this.#dir).then((s) => s.bavail * s.bsize)).catch(() => Infinity);
+      let promised = 0; // what fills in progress are still to write
+      for (const fill of this.#fills.values()) promised += Math.max(0, fill.size - fill.written);
+      return disk - promised;
+    };
+    const needed = size + DISK_SLACK_BYTES;
+    let available = await free();
+    if (available >= needed) return;
+    const idle = [...this.#entries].filter(([d, e]) => e.readers === 0 && !this.#fills.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    let removed = 0;
+    for (const [digest, entry] of idle) {
+      if (available >= needed) break;
+      if (this.#entries.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
+      await this.#remove(digest);
+      removed++;
+      available = await free();
+    }
+    if (removed > 0) this.#opts.observer?.evicted(removed);
+    if (available < needed) {
+      throw new CacheDiskError(new Error(`the disk has ${Math.max(0, available)} bytes free for the cache, a ${size}-byte archive needs ${needed}`));
+    }
   }
 
   /**
@@ -580,7 +623,7 @@ class Fill extends EventEmitter {
               this.emit('progress');
               cb();
             },
-            (err: Error) => cb(err),
+            (err: Error) => cb(isDiskError(err) ? new CacheDiskError(err) : err),
           );
         },
       });
@@ -591,7 +634,9 @@ class Fill extends EventEmitter {
       }
       this.verified = true;
       this.emit('progress');
-      await handle.sync();
+      await handle.sync().catch((err: unknown) => {
+        throw isDiskError(err) ? new CacheDiskError(err) : err;
+      });
     } finally {
       await handle.close();
     }

@@ -12,6 +12,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { x as extract } from 'tar';
 import { ArchiveValidator, type ArchiveLimits } from '../registry/archive.js';
+import { CacheDiskError, isDiskError } from './blob-store.js';
 
 export interface ManifestEntry {
   path: string;
@@ -159,7 +160,7 @@ export class TreeStore {
       return this.#keep(digest, { root, files, byPath: new Map(files.map((f) => [f.path, f])), bytes });
     } catch (err) {
       await fs.rm(tmp, { recursive: true, force: true });
-      throw err;
+      throw isDiskError(err) ? new CacheDiskError(err) : err;
     }
   }
 }

@@ -5,6 +5,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { errorBody, errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
+import { CacheDiskError } from '../cache/blob-store.js';
 
 /** Fastify's own client errors, reworded with a fix. */
 const FASTIFY_ERRORS: Record<string, (err: FastifyError) => RegistryError> = {
@@ -27,6 +28,9 @@ export function toRegistryError(err: unknown): RegistryError | undefined {
     return errors.invalidBody('the multipart body is malformed (missing or bad boundary, or cut short); let the client build it, e.g. curl -F file=@model.tar.gz');
   }
   if (err instanceof NotFoundError) return new RegistryError('NOT_FOUND', 404, 'The object does not exist.');
+  if (err instanceof CacheDiskError) {
+    return new RegistryError('CACHE_UNAVAILABLE', 503, 'The cache disk cannot take this model now (full or failing): retry later; operators should free space in CACHE_DIR or set CACHE_MAX_BYTES below the free space of its disk.', { headers: { 'retry-after': '30' } });
+  }
   if (err instanceof PreconditionFailedError) return new RegistryError('PRECONDITION_FAILED', 412, 'The object changed meanwhile: retry.');
   const fe = err as FastifyError;
   const known = fe?.code ? FASTIFY_ERRORS[fe.code] : undefined;
