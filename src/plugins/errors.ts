@@ -43,6 +43,9 @@ export function toRegistryError(err: unknown): RegistryError | undefined {
   return undefined;
 }
 
+/** Headers that still hold for an error answered in place of a failed body. */
+const KEEP_ON_ERROR = new Set(['x-request-id', 'connection']);
+
 export default fp(async function errorHandling(app: FastifyInstance) {
   app.setErrorHandler((err, request, reply) => {
     const known = toRegistryError(err);
@@ -56,6 +59,14 @@ export default fp(async function errorHandling(app: FastifyInstance) {
       request.log.error({ err }, 'request failed');
     }
     if (reply.sent || reply.raw.headersSent) return;
+    // A body stream that failed before its first byte: the headers set for it (content type,
+    // length, ETag and digest of the archive) are on the raw response already, and describe
+    // something this error is not (Fastify would refuse to send JSON under them).
+    const pending = reply.raw.getHeaderNames().filter((name) => !KEEP_ON_ERROR.has(name));
+    for (const name of pending) {
+      reply.raw.removeHeader(name);
+      reply.removeHeader(name);
+    }
     const status = known?.statusCode ?? 500;
     if (status === 413 || (status >= 400 && !request.raw.readableEnded && request.method === 'PUT')) {
       // The client may still be sending a large body we will not read.

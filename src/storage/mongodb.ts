@@ -27,7 +27,7 @@
  * Copies share the source's immutable file instead of copying bytes (a server-side copy at any
  * size); a file is deleted only when no version references it.
  */
-import { addAbortSignal, type Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   Binary, GridFSBucket, MongoClient, MongoError, MongoNetworkError, MongoServerError,
@@ -41,6 +41,11 @@ import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, St
 
 const CHUNK_BYTES = 255 * 1024; // the GridFS default
 export const GRACE_MS = 10 * 60 * 1000;
+
+export interface MongoOptions {
+  /** How often a running process prunes and sweeps (GRACE_MS); tests shorten it. */
+  maintenanceEveryMs?: number;
+}
 
 interface VersionDoc {
   _id?: ObjectId;
@@ -80,8 +85,8 @@ class MongoStaged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly name: string) {}
 }
 
-export function create(config: BackendConfig<'mongodb'>, logger: Logger): MongoStorage {
-  return new MongoStorage(config, logger);
+export function create(config: BackendConfig<'mongodb'>, logger: Logger, options: MongoOptions = {}): MongoStorage {
+  return new MongoStorage(config, logger, options);
 }
 
 export class MongoStorage implements Storage {
@@ -92,22 +97,33 @@ export class MongoStorage implements Storage {
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
   readonly #pruning = new Set<Promise<unknown>>();
+  readonly #maintenanceEveryMs: number;
+  #maintenance?: NodeJS.Timeout;
   #client?: MongoClient;
   #db?: Db;
   #collections?: Collections;
 
-  constructor(config: BackendConfig<'mongodb'>, logger: Logger) {
+  constructor(config: BackendConfig<'mongodb'>, logger: Logger, options: MongoOptions = {}) {
     this.#config = config;
     this.#logger = logger;
+    this.#maintenanceEveryMs = options.maintenanceEveryMs ?? GRACE_MS;
   }
 
   async init(options: InitOptions = {}): Promise<void> {
     const c = this.#config;
     try {
       this.#client = new MongoClient(c.MONGODB_URI, {
-        serverSelectionTimeoutMS: 5000,
-        connectTimeoutMS: 5000,
+        serverSelectionTimeoutMS: Math.min(5000, c.STORAGE_TIMEOUT),
+        connectTimeoutMS: Math.min(5000, c.STORAGE_TIMEOUT),
         socketTimeoutMS: c.STORAGE_TIMEOUT,
+        // A retried read waits the socket timeout a second time: a stalled server answered
+        // after twice STORAGE_TIMEOUT (a minute by default). Writes stay retryable: on a replica
+        // set the server applies a retried write once.
+        retryReads: false,
+        // An acknowledged upload must survive a failover, and a read must not serve a version a
+        // failover can take back (w:1 is the default on some replica sets, e.g. with an arbiter).
+        writeConcern: { w: 'majority', journal: true },
+        readConcern: { level: 'majority' },
         appName: 'model-registry',
       });
     } catch (err) {
@@ -132,6 +148,13 @@ export class MongoStorage implements Storage {
     } catch (err) {
       throw this.#initError(err);
     }
+    // Superseded versions, deleted keys and the leftovers of failed uploads are removed by the
+    // running process too, not only at start: history keys and deleted keys are never written
+    // again, so nothing else would prune them.
+    if (!options.readOnly) {
+      this.#maintenance = setInterval(() => this.#track(this.sweep().catch((err: unknown) => this.#logger.warn({ err }, 'pruning and sweeping failed; next try later'))), this.#maintenanceEveryMs);
+      this.#maintenance.unref();
+    }
   }
 
   async ping(): Promise<void> {
@@ -145,8 +168,16 @@ export class MongoStorage implements Storage {
   async get(key: string, options: ReadOptions = {}): Promise<{ info: ObjectInfo; body: Readable }> {
     const version = await this.#live(key);
     const { range, signal } = options;
+    // The stream opens lazily: its file is looked up first, so a failure here rejects get().
+    if (!(await this.#call(() => this.#c.files.findOne({ _id: version.fileId }, { projection: { _id: 1 } }), key))) {
+      throw new StorageUnavailableError('mongodb', `the GridFS file of ${key} is missing`);
+    }
     // The driver types GridFS ids as ObjectId, but any BSON value is a valid id.
-    const body = this.#c.bucket.openDownloadStream(version.fileId as unknown as ObjectId, range && { start: range.start, end: range.end + 1 });
+    const download = this.#c.bucket.openDownloadStream(version.fileId as unknown as ObjectId, range && { start: range.start, end: range.end + 1 });
+    // Its errors are the driver's: translated like every other call's (a 503, not a 500). Read
+    // only when the body is (a body never read opens no cursor).
+    const expected = range ? Math.max(0, Math.min(range.end + 1, version.size) - range.start) : version.size;
+    const body = Readable.from(translated(download, key, expected), { objectMode: false });
     if (signal) addAbortSignal(signal, body);
     return { info: toInfo(version), body };
   }
@@ -199,8 +230,11 @@ export class MongoStorage implements Storage {
       await inflight.catch(() => {});
       this.#active.delete(name);
       const translated = translate(err);
-      // With the server gone the cleanup would only add a timeout; sweep() removes the rest.
-      if (!(translated instanceof StorageUnavailableError)) await this.#deleteFile(name).catch(() => {});
+      // With the server gone the cleanup would only add a timeout: it runs in the background,
+      // and the periodic sweep removes what it could not.
+      const cleanup = this.#deleteFile(name).catch(() => {});
+      if (translated instanceof StorageUnavailableError) this.#track(cleanup);
+      else await cleanup;
       throw translated;
     }
   }
@@ -291,6 +325,7 @@ export class MongoStorage implements Storage {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#maintenance);
     await Promise.allSettled(this.#pruning);
     await this.#client?.close();
   }
@@ -338,7 +373,7 @@ export class MongoStorage implements Storage {
       const version: VersionDoc = { key, seq: (head?.seq ?? 0) + 1, fileId, token: newToken(), size, createdAt: new Date(), metadata };
       // Never publish a version of bytes that are gone (a sweep that took a live upload for a
       // dead one): the write fails and can be retried instead.
-      if (!(await this.#c.files.findOne({ _id: fileId }, { projection: { _id: 1 } }))) {
+      if (!(await this.#call(() => this.#c.files.findOne({ _id: fileId }, { projection: { _id: 1 } }), key))) {
         throw new StorageUnavailableError('mongodb', `the staged upload of ${key} was removed before it could be committed; send it again`);
       }
       if (!(await this.#insertVersion(version))) {
@@ -366,7 +401,11 @@ export class MongoStorage implements Storage {
 
   /** Prunes a key's superseded versions in the background after a write. */
   #pruneLater(key: string): void {
-    const job = this.#prune({ key }).catch((err: unknown) => this.#logger.debug({ err, key }, 'pruning old versions failed'));
+    this.#track(this.#prune({ key }).catch((err: unknown) => this.#logger.debug({ err, key }, 'pruning old versions failed')));
+  }
+
+  /** Background work close() waits for. */
+  #track(job: Promise<unknown>): void {
     this.#pruning.add(job);
     void job.finally(() => this.#pruning.delete(job));
   }
@@ -436,6 +475,23 @@ function translate(err: unknown, key?: string): unknown {
     return new StorageUnavailableError('mongodb', detail.slice(0, 160), { cause: err });
   }
   return err;
+}
+
+/**
+ * The chunks of `stream`, its error translated; ending early destroys it. Fewer than `expected`
+ * bytes is an error too: the driver ends a file whose last chunks are missing without one.
+ */
+async function* translated(stream: Readable, key: string, expected: number): AsyncGenerator<Buffer> {
+  let got = 0;
+  try {
+    for await (const chunk of stream) {
+      got += (chunk as Buffer).length;
+      yield chunk as Buffer;
+    }
+  } catch (err) {
+    throw translate(err, key);
+  }
+  if (got < expected) throw new StorageUnavailableError('mongodb', `the GridFS file of ${key} ended after ${got} of ${expected} bytes (chunks missing)`);
 }
 
 function toInfo(version: VersionDoc & { fileId: string }): ObjectInfo {

@@ -309,6 +309,8 @@ export interface Proxy {
   dropReplyTo(pattern: RegExp): void;
   /** Destroys every open connection (an outage as the client sees it). */
   cut(): void;
+  /** From now on nothing more reaches the client: the server seems to stop answering. */
+  stall(): void;
   close(): Promise<void>;
 }
 
@@ -318,6 +320,7 @@ export async function startProxy(target: string, rate = 0): Promise<Proxy> {
   const sockets = new Set<Socket>();
   let flipAt: number | undefined;
   let dropPattern: RegExp | undefined;
+  let stalled = false;
   const server: Server = createServer((client) => {
     let dropping = false;
     const upstream = createConnection({ host: hostname, port: Number(port) });
@@ -339,6 +342,7 @@ export async function startProxy(target: string, rate = 0): Promise<Proxy> {
     });
     upstream.on('data', (chunk: Buffer) => {
       if (dropping) return drop();
+      if (stalled) return void upstream.pause(); // this chunk and all after it are never delivered
       if (flipAt !== undefined && flipAt < proxy.down + chunk.length) {
         chunk[flipAt - proxy.down]! ^= 0xff;
         flipAt = undefined;
@@ -363,6 +367,9 @@ export async function startProxy(target: string, rate = 0): Promise<Proxy> {
     },
     dropReplyTo: (pattern) => {
       dropPattern = pattern;
+    },
+    stall: () => {
+      stalled = true;
     },
     cut: () => {
       for (const s of sockets) s.destroy();

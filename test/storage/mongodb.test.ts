@@ -13,6 +13,7 @@ import { create, GRACE_MS, type MongoStorage } from '../../src/storage/mongodb.j
 import { newStagedName } from '../../src/storage/staging.js';
 import type { Storage } from '../../src/storage/types.js';
 import { startFerretDb } from '../helpers/emulators.js';
+import { startProxy } from '../helpers/hostile.js';
 import { freePort } from '../helpers/process.js';
 import { conformance } from '../helpers/storage-conformance.js';
 
@@ -177,6 +178,26 @@ t.test('an outage gives StorageUnavailableError within seconds, and the same ins
   t.equal(await text((await s.get('o.tar.gz')).body), 'after');
 });
 
+t.test('a server that stops answering mid-connection: StorageUnavailableError after STORAGE_TIMEOUT, not twice that', async (t) => {
+  const { port } = new URL(emulator.url.replace('mongodb://', 'http://'));
+  const proxy = await startProxy(`http://127.0.0.1:${port}`);
+  t.teardown(() => proxy.close());
+  const database = `registry_${process.pid}_${counter++}`;
+  const s = create(configOf({ MONGODB_URI: `mongodb://127.0.0.1:${new URL(proxy.url).port}`, MONGODB_DATABASE: database, STORAGE_TIMEOUT: '2s' }), logger);
+  await s.init();
+  t.teardown(async () => {
+    await s.close();
+    await admin.db(database).dropDatabase().catch(() => {});
+  });
+  await s.commit(await s.stage('o.tar.gz', body('x')), {}, {});
+  proxy.stall();
+  const started = Date.now();
+  await t.rejects(s.head('o.tar.gz'), StorageUnavailableError);
+  const elapsed = Date.now() - started;
+  // A retried read waited the socket timeout again: 4 s here, a minute with the default 30 s.
+  t.ok(elapsed >= 1900 && elapsed < 3500, `rejected after ${elapsed} ms`);
+});
+
 /** A second FerretDB with authentication on (user registry / right-password); returns its port. */
 async function startAuthFerretDb(t: Test): Promise<number> {
   const dir = await mkdtemp(path.join(tmpdir(), 'mr-ferretdb-auth-'));
@@ -256,4 +277,46 @@ t.test('opened read-only (a migration source), nothing is created: no indexes, n
   const listed: string[] = [];
   for await (const info of s.list('')) listed.push(info.key);
   t.same(listed, [], 'and it reads as empty');
+});
+
+t.test('a running process prunes and sweeps on its own: history and deleted keys are never written again', async (t) => {
+  const database = `registry_${process.pid}_${counter++}`;
+  const s = create(configOf({ MONGODB_DATABASE: database }), logger, { maintenanceEveryMs: 200 });
+  await s.init();
+  databases.set(s, database);
+  t.teardown(async () => {
+    await s.close();
+    await admin.db(database).dropDatabase().catch(() => {});
+  });
+  const versions = db(s).collection('models.versions');
+  const files = db(s).collection('models.files');
+  // A history entry pruned by the service, and a deleted model: neither key is written again.
+  const h = await s.commit(await s.stage('.history/m/v1.tar.gz', body('old')), {}, {});
+  await s.delete(h.key);
+  await s.commit(await s.stage('gone.tar.gz', body('gone')), {}, {});
+  await s.delete('gone.tar.gz');
+  // An upload that failed while the server was unreachable left chunks behind (no files document).
+  await db(s).collection('models.chunks').insertOne({ _id: new ObjectId(), files_id: newStagedName().replace(/^\d+/, '4194305'), n: 0, data: new Binary(Buffer.from('x')) });
+  await versions.updateMany({}, { $set: { createdAt: new Date(Date.now() - GRACE_MS - 1000) } });
+  const clean = async () => (await files.countDocuments({})) === 0 && (await db(s).collection('models.chunks').countDocuments({})) === 0;
+  const deadline = Date.now() + 5000;
+  while (!(await clean()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  t.ok(await clean(), 'the bytes of deleted keys and failed uploads are gone without a restart');
+  await t.rejects(s.head('gone.tar.gz'), NotFoundError, 'and the deleted key stays deleted');
+});
+
+t.test('a GridFS file missing or broken under a version: StorageUnavailableError (503), never a raw driver error', async (t) => {
+  const s = await factory(t);
+  await s.commit(await s.stage('a.tar.gz', body('a'.repeat(600 * 1024))), {}, {});
+  await s.commit(await s.stage('b.tar.gz', body('b')), {}, {});
+  const a = await db(s).collection('models.files').findOne({ filename: 'a.tar.gz' });
+  await db(s).collection('models.chunks').deleteMany({ files_id: a!._id, n: { $gt: 0 } });
+  const { body: broken } = await s.get('a.tar.gz');
+  await t.rejects(text(broken), StorageUnavailableError, 'last chunks missing: the stream fails with a storage error (the driver would end it short, silently)');
+  await db(s).collection('models.chunks').deleteMany({ files_id: a!._id });
+  await db(s).collection('models.chunks').insertOne({ _id: new ObjectId(), files_id: a!._id, n: 1, data: new Binary(Buffer.alloc(261120)) });
+  await t.rejects(text((await s.get('a.tar.gz')).body), StorageUnavailableError, 'a chunk missing in the middle: the driver\'s error, translated');
+  await db(s).collection('models.files').deleteMany({ filename: 'b.tar.gz' });
+  await t.rejects(s.get('b.tar.gz'), StorageUnavailableError, 'the file missing: get() itself fails');
+  await t.rejects(s.get('nothing.tar.gz'), NotFoundError);
 });
