@@ -11,6 +11,9 @@ import { isError, sha256 } from './helpers/assert.js';
 import { minioEnv } from './helpers/cloud.js';
 import { startMinio } from './helpers/emulators.js';
 import { bytes, put, start, tempDir, type Running } from './helpers/server.js';
+import { LocalStorage } from '../src/storage/local.js';
+import type { ReadOptions } from '../src/storage/types.js';
+import { PassThrough } from 'node:stream';
 
 /** Storage requests of one operation so far, from /metrics. */
 async function storageCount(r: Running, operation: string): Promise<number> {
@@ -73,6 +76,41 @@ t.test('a cold GET streams before the whole archive is fetched; ranges work on a
   t.equal(res.headers.get('x-cache'), 'MISS');
   t.ok((await bytes(res)).equals(archive.subarray(1000, 2000)));
   t.ok((await bytes(await fetch(`${r.url}/models/m`))).equals(archive));
+});
+
+t.test('a range far past what a cold fill has fetched is read from storage at once (resuming a large download)', async (t) => {
+  // Whole reads (the fill) hold after their first bytes until released; ranged reads do not.
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  class HeldFill extends LocalStorage {
+    override async get(key: string, options?: ReadOptions) {
+      const got = await super.get(key, options);
+      if (options?.range) return got;
+      const body = new PassThrough();
+      body.on('close', () => got.body.destroy());
+      void released.then(() => got.body.pipe(body));
+      return { ...got, body };
+    }
+  }
+  const storage = new HeldFill({ root: await tempDir(t) });
+  await storage.init();
+  t.teardown(() => storage.close());
+  const r = await start(t, { CACHE_WRITE_THROUGH: 'false', MAX_MODEL_BYTES: '1GiB' }, storage);
+  const archive = tgz([{ path: 'w.bin', body: randomBytes(96 * 2 ** 20) }]);
+  t.equal((await put(`${r.url}/models/big`, archive)).status, 201);
+  const start_ = archive.length - 1000;
+  const res = await Promise.race([
+    fetch(`${r.url}/models/big`, { headers: { range: `bytes=${start_}-` } }),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the range waited for the fill')), 10_000)),
+  ]);
+  t.equal(res.status, 206);
+  t.equal(res.headers.get('x-cache'), 'MISS');
+  t.ok((await bytes(res)).equals(archive.subarray(start_)), 'the bytes of the range');
+  const near = fetch(`${r.url}/models/big`, { headers: { range: 'bytes=0-999' } });
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  release();
+  t.ok((await bytes(await near)).equals(archive.subarray(0, 1000)), 'a range near the fill follows it');
+  t.ok((await bytes(await fetch(`${r.url}/models/big`))).equals(archive), 'and the fill completes');
 });
 
 t.test('after a restart a cached model costs no storage read; corrupt or partial entries are refetched', async (t) => {

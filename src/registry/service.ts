@@ -230,7 +230,7 @@ export class ModelRegistry {
   async read(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<{ body: Readable | Buffer; cache: CacheStatus }> {
     if (!this.#cache) return { body: await this.#openVerified(model, range, signal), cache: 'BYPASS' };
     try {
-      const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s), range);
+      const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s, r) => this.#openPinned(model, r, s), range);
       return { body, cache: hit ? 'HIT' : 'MISS' };
     } catch (err) {
       // Nothing in the cache is needed for correctness: a broken cache disk costs speed only.
@@ -262,7 +262,7 @@ export class ModelRegistry {
   async withTree<T>(model: ModelVersion, fn: (tree: Tree) => Promise<T>): Promise<T> {
     const cache = this.#cache;
     if (!cache) throw new Error('file access needs the cache');
-    return cache.blobs.withBlob(model.sha256, model.size, (s) => this.#openPinned(model, undefined, s), async (blob) => {
+    return cache.blobs.withBlob(model.sha256, model.size, (s, r) => this.#openPinned(model, r, s), async (blob) => {
       const tree = await cache.trees.get(model.sha256, blob);
       if (tree.created) {
         cache.blobs.addExtra(model.sha256, tree.bytes);
