@@ -247,3 +247,53 @@ t.test('a fill needs room on the cache disk: idle entries make it, else the call
   t.ok(full.has(held), 'an entry being read is never evicted for room');
   t.equal(fetched.length, 1);
 });
+
+t.test('concurrent misses of one archive on a tight disk share one fill: room is made once', async (t) => {
+  const fresh = randomBytes(5000);
+  const digest = createHash('sha256').update(fresh).digest('hex');
+  // Room for this archive (and the 16 MiB kept free), not for two copies of it. The disk answers
+  // the first question at once and later ones more slowly (the first fill is registered by then).
+  let asked = 0;
+  const freeBytes = async () => {
+    if (asked++ > 0) await new Promise((r) => setTimeout(r, 20));
+    return fresh.length + 16 * 2 ** 20 + 1000;
+  };
+  const s = await store(t, { freeBytes, maxBytes: 1e12 });
+  const idle = await admit(s, randomBytes(100));
+  let fetches = 0;
+  const fetch = async () => {
+    fetches++;
+    await new Promise((r) => setTimeout(r, 50));
+    return Readable.from([fresh]);
+  };
+  const opened = await Promise.all(Array.from({ length: 5 }, () => s.open(digest, fresh.length, fetch)));
+  t.equal(fetches, 1, 'one storage read');
+  for (const o of opened) t.ok(Buffer.concat(await (o.body as Readable).toArray()).equals(fresh));
+  t.ok(s.has(idle), 'nothing evicted: there was room for the one copy');
+});
+
+t.test('trees: a manifest read while its tree is removed is not kept; trees of an older format are extracted again', async (t) => {
+  const dir = await tempDir(t, 'mr-trees-');
+  const archive = tgz([{ path: 'w.bin', body: 'weights', mode: 0o000 }]);
+  const digest = createHash('sha256').update(archive).digest('hex');
+  const first = await extracted(dir, archive);
+  const blob = path.join(dir, 'archive.tar.gz');
+  for (let i = 0; i < 20; i++) {
+    const trees = new TreeStore(dir, LIMITS);
+    await trees.init();
+    await Promise.all([trees.remove(digest), trees.get(digest, blob).catch(() => undefined)]);
+    const again = await trees.get(digest, blob);
+    if (!(await resolveFile(again, 'w.bin'))) return t.fail(`round ${i}: the removed tree was served from memory (${again.created ? 'extracted' : 'remembered'})`);
+  }
+  t.pass('never a removed tree');
+  // A tree as an earlier release left it: no format in its manifest, the archive's modes kept.
+  const manifest = path.join(dir, 'trees', `${digest}.json`);
+  const { format: _format, ...old } = JSON.parse(await fs.readFile(manifest, 'utf8')) as Record<string, unknown>;
+  await fs.writeFile(manifest, JSON.stringify(old));
+  await fs.chmod(path.join(first.root, 'w.bin'), 0o000);
+  const trees = new TreeStore(dir, LIMITS);
+  await trees.init();
+  const tree = await trees.get(digest, blob);
+  t.ok(tree.created, 'extracted again');
+  t.equal((await fs.stat(path.join(tree.root, 'w.bin'))).mode & 0o777, 0o644);
+});

@@ -105,6 +105,8 @@ export class BlobStore {
   readonly #opts: BlobStoreOptions;
   readonly #entries = new Map<string, Entry>();
   readonly #fills = new Map<string, Fill>();
+  /** Fills about to start (making room on the disk), by digest. */
+  readonly #starting = new Map<string, Promise<Fill>>();
   /** Fills running to their end (download, rename, stamp, eviction); close() waits for them. */
   readonly #running = new Pending();
   #closed = false;
@@ -242,14 +244,21 @@ export class BlobStore {
   async #fillFor(digest: string, size: number, fetch: Fetch): Promise<Fill> {
     const running = this.#fills.get(digest);
     if (running) return running;
-    await this.#makeRoom(size);
-    let fill = this.#fills.get(digest); // another miss may have started it meanwhile
-    if (!fill) {
-      fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
-      this.#fills.set(digest, fill);
-      void this.#running.track(this.#runFill(fill, fetch));
+    // Concurrent misses wait for the one making room: each making room on its own would count
+    // the others' fill as a second copy to fit (and serve from storage, or evict, for nothing).
+    let starting = this.#starting.get(digest);
+    if (!starting) {
+      starting = this.#makeRoom(size)
+        .then(() => {
+          const fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
+          this.#fills.set(digest, fill);
+          void this.#running.track(this.#runFill(fill, fetch));
+          return fill;
+        })
+        .finally(() => this.#starting.delete(digest));
+      this.#starting.set(digest, starting);
     }
-    return fill;
+    return starting;
   }
 
   async #makeRoom(size: number): Promise<void> {

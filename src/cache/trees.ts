@@ -36,6 +36,11 @@ export interface Tree {
  * parsing on every file request took 27 ms of the event loop.
  */
 const PARSED_ENTRIES = 200_000;
+/**
+ * Written into each manifest; trees of another format are extracted again. 2: modes normalised
+ * (a tree extracted before kept the archive's, which could lock a non-root server out).
+ */
+const FORMAT = 2;
 
 export class TreeStore {
   #dir: string;
@@ -44,6 +49,9 @@ export class TreeStore {
   /** Parsed manifests, least recently used first. */
   readonly #parsed = new Map<string, Tree>();
   #parsedEntries = 0;
+  /** Removals started, and running: a manifest read while one ran is not kept (its tree may be gone). */
+  #removalsStarted = 0;
+  #removing = 0;
 
   constructor(dir: string, limits: ArchiveLimits) {
     this.#dir = path.resolve(dir, 'trees');
@@ -61,8 +69,10 @@ export class TreeStore {
     for (const name of await fs.readdir(this.#dir)) {
       if (name.startsWith('tmp-')) await fs.rm(path.join(this.#dir, name), { recursive: true, force: true });
       const m = /^([0-9a-f]{64})\.json$/.exec(name);
-      const tree = m ? await this.#read(m[1]!) : undefined;
-      if (m && tree) trees.set(m[1]!, tree.bytes);
+      if (!m) continue;
+      const tree = await this.#read(m[1]!);
+      if (tree) trees.set(m[1]!, tree.bytes);
+      else await this.remove(m[1]!); // unreadable, or of an older format: extracted again when asked
     }
     return trees;
   }
@@ -85,9 +95,15 @@ export class TreeStore {
   }
 
   async remove(digest: string): Promise<void> {
+    this.#removalsStarted++;
+    this.#removing++;
     this.#forget(digest);
-    await fs.rm(path.join(this.#dir, `${digest}.json`), { force: true });
-    await fs.rm(path.join(this.#dir, digest), { recursive: true, force: true });
+    try {
+      await fs.rm(path.join(this.#dir, `${digest}.json`), { force: true });
+      await fs.rm(path.join(this.#dir, digest), { recursive: true, force: true });
+    } finally {
+      this.#removing--;
+    }
   }
 
   async #read(digest: string): Promise<Tree | undefined> {
@@ -97,9 +113,13 @@ export class TreeStore {
       this.#parsed.set(digest, parsed);
       return parsed;
     }
+    const removals = this.#removing === 0 ? this.#removalsStarted : -1;
     try {
-      const manifest = JSON.parse(await fs.readFile(path.join(this.#dir, `${digest}.json`), 'utf8')) as { files: ManifestEntry[]; bytes: number };
-      return this.#keep(digest, { root: path.join(this.#dir, digest), files: manifest.files, byPath: new Map(manifest.files.map((f) => [f.path, f])), bytes: manifest.bytes });
+      const manifest = JSON.parse(await fs.readFile(path.join(this.#dir, `${digest}.json`), 'utf8')) as { files: ManifestEntry[]; bytes: number; format?: number };
+      if (manifest.format !== FORMAT) return undefined;
+      const tree = { root: path.join(this.#dir, digest), files: manifest.files, byPath: new Map(manifest.files.map((f) => [f.path, f])), bytes: manifest.bytes };
+      // A removal began or ended while this read ran: do not keep what may be gone.
+      return removals === this.#removalsStarted && this.#removing === 0 ? this.#keep(digest, tree) : tree;
     } catch {
       return undefined;
     }
@@ -156,7 +176,7 @@ export class TreeStore {
       const root = path.join(this.#dir, digest);
       await fs.rm(root, { recursive: true, force: true });
       await fs.rename(tmp, root);
-      await fs.writeFile(path.join(this.#dir, `${digest}.json`), JSON.stringify({ files, bytes }));
+      await fs.writeFile(path.join(this.#dir, `${digest}.json`), JSON.stringify({ format: FORMAT, files, bytes }));
       return this.#keep(digest, { root, files, byPath: new Map(files.map((f) => [f.path, f])), bytes });
     } catch (err) {
       await fs.rm(tmp, { recursive: true, force: true });

@@ -81,3 +81,28 @@ t.test('file routes describe again when the model is replaced during their cold 
   t.equal(await file.text(), '{"v":2}');
   t.equal(file.headers.get('x-model-version'), '2');
 });
+
+t.test('a second attempt that ends in 304 or 416 carries none of the first version\'s headers', async (t) => {
+  const { storage, r } = await setup(t);
+  const v1 = model('v1', 300_000);
+  const v2 = model('v2', 100_000);
+  t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
+  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/m`, v2)).status, 200);
+  const notModified = await fetch(`${r.url}/models/m`, { headers: { 'if-none-match': etag(v2) } });
+  t.equal(notModified.status, 304);
+  t.equal(notModified.headers.get('etag'), etag(v2));
+  for (const name of ['repr-digest', 'content-disposition', 'content-type']) t.equal(notModified.headers.get(name), null, `no ${name} of v1`);
+  t.not(notModified.headers.get('content-length'), String(v1.length), 'no Content-Length of v1');
+
+  // A range that fits the version first described (300 KB), not the one that replaced it.
+  t.equal((await put(`${r.url}/models/m`, model('v3', 300_000))).status, 200);
+  const v4 = model('v4', 100_000);
+  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/m`, v4)).status, 200);
+  const unsatisfiable = await fetch(`${r.url}/models/m`, { headers: { range: 'bytes=200000-' } });
+  t.equal(unsatisfiable.status, 416);
+  t.equal(unsatisfiable.headers.get('content-range'), `bytes */${v4.length}`);
+  t.equal(unsatisfiable.headers.get('repr-digest'), null);
+  t.equal(unsatisfiable.headers.get('content-disposition'), null);
+  t.match(unsatisfiable.headers.get('content-type'), /^application\/json/);
+  await unsatisfiable.text();
+});

@@ -72,7 +72,8 @@ function prepareDownload(
   const lastModified = new Date(o.model.createdAt);
   // A second attempt (the model was replaced while the first was opening it) starts afresh: a
   // range or digest of the first version must not describe the second one's bytes.
-  reply.code(200).removeHeader('content-range').removeHeader('content-digest').removeHeader('warning').removeHeader('x-cache');
+  for (const name of ['content-range', 'content-digest', 'repr-digest', 'content-length', 'content-type', 'content-disposition', 'warning', 'x-cache']) reply.removeHeader(name);
+  reply.code(200);
   reply.headers({
     etag: o.etag,
     'last-modified': lastModified.toUTCString(),
