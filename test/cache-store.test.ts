@@ -297,3 +297,37 @@ t.test('trees: a manifest read while its tree is removed is not kept; trees of a
   t.ok(tree.created, 'extracted again');
   t.equal((await fs.stat(path.join(tree.root, 'w.bin'))).mode & 0o777, 0o644);
 });
+
+t.test('a range far past a cold fill is read from storage with the reader\'s signal, and not at all once it left', async (t) => {
+  const s = await store(t, { freeBytes: async () => 1e12 });
+  t.teardown(() => s.close());
+  const size = 200 * 2 ** 20;
+  const digest = 'a'.repeat(64);
+  const reads: { range?: { start: number; end: number }; signal?: AbortSignal }[] = [];
+  const fetch = async (signal: AbortSignal | undefined, range?: { start: number; end: number }) => {
+    reads.push({ range, signal });
+    return range ? Readable.from([Buffer.alloc(range.end - range.start + 1, 1)]) : new Readable({ read() {} }); // the fill gets nowhere
+  };
+  const range = { start: size - 1000, end: size - 1 };
+  const left = new AbortController();
+  left.abort(new Error('client disconnected'));
+  await t.rejects(s.open(digest, size, fetch, range, left.signal), /client disconnected/);
+  t.same(reads.map((r) => r.range), [undefined], 'only the fill read: nothing for a reader already gone');
+  const reader = new AbortController();
+  const { body, hit } = await s.open(digest, size, fetch, range, reader.signal);
+  t.equal(hit, false);
+  t.equal(Buffer.concat(await (body as Readable).toArray()).length, 1000);
+  t.equal(reads.at(-1)?.signal, reader.signal, 'the ranged read gets the reader\'s signal');
+  t.same(reads.at(-1)?.range, range);
+});
+
+t.test('an entry that cannot be removed to make room is a disk error (served from storage), not a failure', async (t) => {
+  const s = await store(t, {
+    freeBytes: async () => 0,
+    onEvict: async () => {
+      throw Object.assign(new Error('read-only file system'), { code: 'EROFS' });
+    },
+  });
+  await admit(s, randomBytes(100));
+  await t.rejects(s.open('b'.repeat(64), 5000, noFetch), { name: 'CacheDiskError' });
+});

@@ -173,9 +173,9 @@ export class BlobStore {
   /**
    * The archive `digest` (`size` bytes), from the cache (a small one as a Buffer from memory,
    * else a file stream), or from `fetch` on a miss while filling the cache. Concurrent misses
-   * share one fetch. `hit` says which.
+   * share one fetch. `hit` says which. `signal`: the reader's (it left), for a read of its own.
    */
-  async open(digest: string, size: number, fetch: Fetch, range?: Range): Promise<{ body: Readable | Buffer; hit: boolean }> {
+  async open(digest: string, size: number, fetch: Fetch, range?: Range, signal?: AbortSignal): Promise<{ body: Readable | Buffer; hit: boolean }> {
     if (!HEX.test(digest)) throw new TypeError(`not a digest: ${digest}`);
     // Twice at most: a file found changed since it was verified is hashed again first.
     for (let attempt = 0; attempt < 2 && this.#entries.has(digest) && (await this.#ensureVerified(digest)); attempt++) {
@@ -194,7 +194,12 @@ export class BlobStore {
     this.#opts.observer?.miss();
     const fill = await this.#fillFor(digest, size, fetch);
     await fill.started;
-    if (range && range.start > fill.written + FOLLOW_AHEAD_BYTES) return { body: await fetch(undefined, range), hit: false };
+    if (range && range.start > fill.written + FOLLOW_AHEAD_BYTES) {
+      // Served as fetched, like any range read from storage: its bytes cannot be checked
+      // against the archive's digest before they are sent (the fill still checks its own).
+      signal?.throwIfAborted();
+      return { body: await fetch(signal, range), hit: false };
+    }
     return { body: fill.reader(range), hit: false };
   }
 
@@ -276,7 +281,10 @@ export class BlobStore {
     for (const [digest, entry] of idle) {
       if (available >= needed) break;
       if (this.#entries.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
-      await this.#remove(digest);
+      // An entry that cannot be removed is a disk that cannot take the fill either.
+      await this.#remove(digest).catch((err: unknown) => {
+        throw err instanceof CacheDiskError ? err : new CacheDiskError(err);
+      });
       removed++;
       available = await free();
     }

@@ -230,7 +230,7 @@ export class ModelRegistry {
   async read(model: ModelVersion, range?: { start: number; end: number }, signal?: AbortSignal): Promise<{ body: Readable | Buffer; cache: CacheStatus }> {
     if (!this.#cache) return { body: await this.#openVerified(model, range, signal), cache: 'BYPASS' };
     try {
-      const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s, r) => this.#openPinned(model, r, s), range);
+      const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, (s, r) => this.#openPinned(model, r, s), range, signal);
       return { body, cache: hit ? 'HIT' : 'MISS' };
     } catch (err) {
       // Nothing in the cache is needed for correctness: a broken cache disk costs speed only.
