@@ -6,7 +6,7 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import { pino, type LoggerOptions } from 'pino';
 import { STATUS_CODES } from 'node:http';
 import type { Config } from './config.js';
-import { errorBody, errors } from './errors.js';
+import { ConfigError, errorBody, errors } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import errorHandling from './plugins/errors.js';
 import requests, { requestId } from './plugins/requests.js';
@@ -61,7 +61,8 @@ export function loggerOptions(config: Config, settings: LogSettings = {}): Fasti
     level: config.LOG_LEVEL,
     redact: { paths: REDACT_PATHS, censor: CENSOR },
     serializers: {
-      err: (err: Error) => scrubValue({ ...pino.stdSerializers.err(err) }, secrets) as ReturnType<typeof pino.stdSerializers.err>,
+      // Not every `err` is an Error (a string spread into an object is one field per character).
+      err: (err: unknown) => scrubValue(err instanceof Error ? { ...pino.stdSerializers.err(err) } : err, secrets) as ReturnType<typeof pino.stdSerializers.err>,
     },
     hooks: {
       logMethod(args, method) {
@@ -169,7 +170,9 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
       memoryBytes: (total) => metrics.cacheMemoryBytes.set(total),
     },
   });
-  await cache.init();
+  await cache.init().catch((err: NodeJS.ErrnoException) => {
+    throw new ConfigError(`CACHE_DIR=${config.CACHE_DIR} cannot be used (${err.code ?? err.name}: ${err.message}): point it at a directory this user can create and write.`, { cause: err });
+  });
   const registry = new ModelRegistry({
     storage,
     limits,

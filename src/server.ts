@@ -28,6 +28,22 @@ const ABORT_CLEANUP_MS = 5000;
 /** How long closing storage clients may take before the process gives up on them. */
 const CLOSE_TIMEOUT_MS = 10_000;
 
+/**
+ * One line naming the setting for what the environment got wrong that only shows when the server
+ * binds its address; undefined for anything else.
+ */
+function startupLine(err: NodeJS.ErrnoException, env: NodeJS.ProcessEnv): string | undefined {
+  const why = `${err.code}: ${err.message}`;
+  if (err.syscall === 'listen' || err.syscall === 'getaddrinfo') {
+    if (err.code === 'EADDRINUSE') return `PORT is already in use (${why}); stop the other process or set PORT to a free port.`;
+    if (err.code === 'EACCES') return `PORT=${env.PORT ?? ''} cannot be bound by this user (${why}): use a port of 1024 or above (the image runs as a non-root user).`;
+    if (['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME'].includes(err.code ?? '')) {
+      return `HOST=${env.HOST ?? ''} is not an address of this machine (${why}): use 0.0.0.0 (every interface), 127.0.0.1, or one of this machine's addresses.`;
+    }
+  }
+  return undefined;
+}
+
 export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   // Every secret of the environment, whichever backend is chosen, stays out of every line.
   const secrets = secretValues(env);
@@ -44,8 +60,9 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
       console.error(`model-registry: ${scrub(err.message, secrets)}`);
       process.exit(1);
     }
-    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
-      console.error(`model-registry: PORT is already in use: ${scrub((err as Error).message, secrets)}; stop the other process or set PORT to a free port.`);
+    const line = startupLine(err as NodeJS.ErrnoException, env);
+    if (line) {
+      console.error(`model-registry: ${scrub(line, secrets)}`);
       process.exit(1);
     }
     const detail = err instanceof Error ? (err.stack ?? err.message) : String(err);

@@ -1,4 +1,7 @@
 import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import t from 'tap';
 import { loadConfig } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
@@ -83,6 +86,8 @@ t.test('a bad value names the variable and the fix', async (t) => {
 });
 
 t.test('the process exits 1 with one line for a bad setting', async (t) => {
+  const scratch = await mkdtemp(path.join(tmpdir(), 'mr-config-'));
+  t.teardown(() => rm(scratch, { recursive: true, force: true }));
   const run = (env: Record<string, string | undefined>) =>
     spawnSync(process.execPath, ['dist/server.js'], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 20_000 });
   const envs: Record<string, string>[] = [
@@ -92,6 +97,10 @@ t.test('the process exits 1 with one line for a bad setting', async (t) => {
     { LOCAL_STORAGE_DIR: '/dev/null/models' },
     // Reachability is checked at start too (one line, exit 1), not first at the first request.
     { REMOTE_STORAGE: 'minio', BUCKET_NAME: 'models', AWS_ENDPOINT_URL: 'http://127.0.0.1:1', AWS_ACCESS_KEY_ID: 'x', AWS_SECRET_ACCESS_KEY: 'y' },
+    // What only shows when the server binds its address or opens its cache.
+    { HOST: '10.255.255.1', AUTH_TOKENS: `admin:${'a'.repeat(32)}`, LOCAL_STORAGE_DIR: scratch, CACHE_DIR: path.join(scratch, 'cache') },
+    { HOST: 'no-such-host.invalid', AUTH_TOKENS: `admin:${'a'.repeat(32)}`, LOCAL_STORAGE_DIR: scratch, CACHE_DIR: path.join(scratch, 'cache') },
+    { LOCAL_STORAGE_DIR: scratch, CACHE_DIR: '/dev/null/cache' },
   ];
   for (const env of envs) {
     const r = run(env);
@@ -99,5 +108,7 @@ t.test('the process exits 1 with one line for a bad setting', async (t) => {
     const lines = r.stderr.trim().split('\n');
     t.equal(lines.length, 1, 'one line');
     t.match(lines[0], /^model-registry: [A-Z_]+[= ]/);
+    if (env.AUTH_TOKENS) t.match(lines[0], /^model-registry: HOST=\S+ is not an address of this machine/, 'HOST named');
+    if (env.CACHE_DIR === '/dev/null/cache') t.match(lines[0], /^model-registry: CACHE_DIR=\/dev\/null\/cache cannot be used/, 'CACHE_DIR named');
   }
 });

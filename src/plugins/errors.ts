@@ -54,7 +54,7 @@ export default fp(async function errorHandling(app: FastifyInstance) {
     } else if (known) {
       request.log.warn({ err }, known.message);
     } else if (request.raw.socket?.destroyed) {
-      request.log.info({ err: (err as Error).message }, 'client went away');
+      request.log.info({ reason: (err as Error).message }, 'client went away');
     } else {
       request.log.error({ err }, 'request failed');
     }

@@ -100,6 +100,31 @@ t.test('an aborted download is logged once, as aborted', async (t) => {
   t.match(lines[0], { msg: 'request aborted', aborted: true, status: 200 });
 });
 
+t.test('an upload cut off by its client is logged with a plain reason, not an error spread into fields', async (t) => {
+  const { capture, url } = await startLogged(t);
+  const controller = new AbortController();
+  const archive = model('cut', 8 * 1024 * 1024);
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (sent >= 2 * 1024 * 1024) {
+        await new Promise((r) => setTimeout(r, 100));
+        controller.abort();
+        return;
+      }
+      c.enqueue(new Uint8Array(archive.subarray(sent, sent + 65536)));
+      sent += 65536;
+    },
+  });
+  await fetch(`${url}/models/cut`, { method: 'PUT', body, duplex: 'half', signal: controller.signal, headers: { 'content-type': 'application/gzip' } } as RequestInit).catch(() => {});
+  const deadline = Date.now() + 5000;
+  while (!capture.lines.some((l) => l.msg === 'client went away') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const line = capture.lines.find((l) => l.msg === 'client went away');
+  t.ok(line, 'logged');
+  t.type(line?.reason, 'string');
+  t.notOk(line && 'err' in line && typeof line.err === 'object' && line.err !== null && '0' in (line.err as object), 'no field per character');
+});
+
 t.test('secrets never reach the log', async (t) => {
   const { app, capture, url } = await startLogged(t, { ...SECRETS, REMOTE_STORAGE: 'local' });
   // Requests with valid, unknown and malformed credentials.

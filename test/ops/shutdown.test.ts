@@ -171,3 +171,27 @@ t.test('started through a symlink (a current -> release-N deploy layout), the se
   server.child.kill('SIGTERM');
   t.same(await exit, { code: 0, signal: null });
 });
+
+t.test('`npm start` passes SIGTERM on to the server: it drains and exits, never left running behind npm', async (t) => {
+  const dir = await tempDir(t);
+  const { freePort } = await import('../helpers/process.js');
+  const port = await freePort();
+  const { spawn } = await import('node:child_process');
+  const npm = spawn('npm', ['start', '--silent'], {
+    cwd: path.resolve(import.meta.dirname, '../..'),
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: String(port), LOCAL_STORAGE_DIR: dir, CACHE_DIR: await tempDir(t, 'mr-cache-') },
+    stdio: 'ignore',
+    detached: true, // its own process group: the teardown can kill a server left behind npm
+  });
+  const url = `http://127.0.0.1:${port}`;
+  t.teardown(() => {
+    try {
+      process.kill(-npm.pid!, 'SIGKILL');
+    } catch {}
+  });
+  await until('npm start to serve', () => fetch(`${url}/healthz`).then((r) => r.ok, () => false), 30_000);
+  npm.kill('SIGTERM'); // what `docker stop`, systemd or a supervisor sends to the process it started
+  await once(npm, 'exit');
+  await until('the server to stop', () => fetch(`${url}/healthz`).then(() => false, () => true), 10_000);
+  t.pass('nothing serves on the port any more');
+});
