@@ -171,7 +171,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     },
   });
   await cache.init().catch((err: NodeJS.ErrnoException) => {
-    throw new ConfigError(`CACHE_DIR=${config.CACHE_DIR} cannot be used (${err.code ?? err.name}: ${err.message}): point it at a directory this user can create and write.`, { cause: err });
+    throw new ConfigError(`CACHE_DIR=${config.CACHE_DIR} cannot be used (${err.message}): point it at a directory this user can create and write.`, { cause: err });
   });
   const registry = new ModelRegistry({
     storage,

@@ -33,7 +33,7 @@ const CLOSE_TIMEOUT_MS = 10_000;
  * binds its address; undefined for anything else.
  */
 function startupLine(err: NodeJS.ErrnoException, env: NodeJS.ProcessEnv): string | undefined {
-  const why = `${err.code}: ${err.message}`;
+  const why = err.message;
   if (err.syscall === 'listen' || err.syscall === 'getaddrinfo') {
     if (err.code === 'EADDRINUSE') return `PORT is already in use (${why}); stop the other process or set PORT to a free port.`;
     if (err.code === 'EACCES') return `PORT=${env.PORT ?? ''} cannot be bound by this user (${why}): use a port of 1024 or above (the image runs as a non-root user).`;
