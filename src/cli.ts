@@ -6,6 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.js';
+import { dropEmptySdkVariables } from './config.js';
 
 const USAGE = `Usage:
   model-registry serve
@@ -58,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (command !== 'migrate') throw new UsageError(`unknown command ${JSON.stringify(command)}: use serve or migrate`);
 
+  dropEmptySdkVariables(); // the SDKs read the process environment too
   if (!values.from) throw new UsageError('migrate needs --from <source.env>');
   if (!values.to) throw new UsageError('migrate needs --to <destination.env>');
   let concurrency = 4;

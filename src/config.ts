@@ -246,6 +246,18 @@ export const KNOWN_VARIABLES = [
 export const SECRET_VARIABLES: ReadonlySet<string> = new Set(['AUTH_TOKENS', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AZURE_ACCOUNT_KEY', 'AZURE_STORAGE_CONNECTION_STRING', 'MONGODB_URI']);
 
 /**
+ * Removes the storage SDKs' own variables that are set but empty (`STORAGE_EMULATOR_HOST=` from
+ * a .env file or a `docker run --env-file`). The registry reads an empty value as unset; the SDKs
+ * read the environment themselves and do not: an empty emulator host sends Google Cloud Storage
+ * requests to https://storage/..., an empty AWS_REGION hides the profile's region.
+ */
+export function dropEmptySdkVariables(env: NodeJS.ProcessEnv = process.env): void {
+  for (const [key, value] of Object.entries(env)) {
+    if (value !== undefined && value.trim() === '' && /^(AWS_|GOOGLE_|GCLOUD_|AZURE_|STORAGE_EMULATOR_HOST$)/.test(key)) delete env[key];
+  }
+}
+
+/**
  * Parses the environment. Throws ConfigError with one line naming the first bad variable.
  * Empty strings count as unset, so `PORT=` in a .env file means the default.
  */

@@ -19,7 +19,7 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp, loggerOptions } from './app.js';
-import { loadConfig } from './config.js';
+import { dropEmptySdkVariables, loadConfig } from './config.js';
 import { ConfigError } from './errors.js';
 import { scrub, secretValues } from './util/redact.js';
 
@@ -47,6 +47,7 @@ function startupLine(err: NodeJS.ErrnoException, env: NodeJS.ProcessEnv): string
 export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   // Every secret of the environment, whichever backend is chosen, stays out of every line.
   const secrets = secretValues(env);
+  dropEmptySdkVariables(env);
   let app: FastifyInstance;
   try {
     const config = loadConfig(env);

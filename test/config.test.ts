@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { loadConfig } from '../src/config.js';
+import { dropEmptySdkVariables, loadConfig } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { parseDuration, parseSize } from '../src/util/units.js';
 
@@ -111,4 +111,11 @@ t.test('the process exits 1 with one line for a bad setting', async (t) => {
     if (env.AUTH_TOKENS) t.match(lines[0], /^model-registry: HOST=\S+ is not an address of this machine/, 'HOST named');
     if (env.CACHE_DIR === '/dev/null/cache') t.match(lines[0], /^model-registry: CACHE_DIR=\/dev\/null\/cache cannot be used/, 'CACHE_DIR named');
   }
+});
+
+t.test('empty values of the storage SDKs\' own variables are removed before the SDKs read them', async (t) => {
+  const env: NodeJS.ProcessEnv = { STORAGE_EMULATOR_HOST: '', AWS_REGION: ' ', AZURE_CLIENT_ID: '', GOOGLE_CLOUD_PROJECT: 'p', PORT: '', HOME: '' };
+  dropEmptySdkVariables(env);
+  // An empty STORAGE_EMULATOR_HOST made the GCS SDK send requests to https://storage/...
+  t.same(env, { GOOGLE_CLOUD_PROJECT: 'p', PORT: '', HOME: '' }, 'ours (read as unset) and others\' are left alone');
 });

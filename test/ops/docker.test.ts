@@ -14,6 +14,8 @@ interface Service {
   profiles?: string[];
   depends_on?: string[];
   environment?: Record<string, string>;
+  env_file?: { path: string; required?: boolean }[];
+  stop_grace_period?: string;
 }
 
 /** Compose interpolation of `${VAR:-default}` / `${VAR}` with an empty shell environment. */
@@ -40,6 +42,13 @@ t.test('docker-compose.yml: registries set only known variables, each backend wi
       `${name}: without AUTH_TOKENS it refuses to start on 0.0.0.0`);
   }
   t.same(Object.fromEntries(backends), { default: 'local', minio: 'aws', azurite: 'azure', gcs: 'gcs', mongodb: 'mongodb' });
+  for (const [name, service] of registries) {
+    // The settings of .env reach the container, and the service's own HOST wins over .env's.
+    t.same(service.env_file, [{ path: '.env', required: false }], `${name}: reads .env`);
+    t.equal(service.environment?.HOST, '0.0.0.0', `${name}: listens on every interface whatever .env says`);
+    // docker stop waits for the whole shutdown: grace (30 s by default), 5 s of clean-up, 10 s to close.
+    t.ok(Number(/^(\d+)s$/.exec(service.stop_grace_period ?? '')?.[1]) >= 30 + 5 + 10, `${name}: stop_grace_period ${service.stop_grace_period}`);
+  }
 
   const minio = doc.services.minio!.environment!;
   const registryMinio = doc.services['registry-minio']!.environment!;
