@@ -40,6 +40,6 @@ EXPOSE 8080
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 # SIGTERM starts the graceful shutdown (SHUTDOWN_GRACE, default 30s): give `docker stop` a
-# longer timeout than that (docker stop -t 40, stop_grace_period in compose).
+# timeout of SHUTDOWN_GRACE + 20 s (docker stop -t 50, stop_grace_period in compose).
 STOPSIGNAL SIGTERM
 CMD ["node", "dist/server.js"]

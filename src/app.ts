@@ -199,7 +199,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
 
   await app.register(metricsRoutes, { metrics });
   await app.register(errorHandling);
-  await app.register(systemRoutes);
+  await app.register(systemRoutes, { readyTimeoutMs: Math.min(config.STORAGE_TIMEOUT, 5000) });
   await app.register(modelRoutes);
   return app;
 }

@@ -12,21 +12,47 @@ import { errorBody, StorageUnavailableError } from '../errors.js';
 
 export const OPENAPI_PATH = new URL('../../openapi.yaml', import.meta.url);
 
-export default async function systemRoutes(app: FastifyInstance) {
+export interface SystemOptions {
+  /** How long /readyz waits for storage before answering 503. */
+  readyTimeoutMs: number;
+}
+
+export default async function systemRoutes(app: FastifyInstance, options: SystemOptions) {
   const openapiText = await readFile(OPENAPI_PATH, 'utf8');
   const openapi = parse(openapiText) as Record<string, unknown>;
   const openapiJson = JSON.stringify(openapi);
 
   app.get('/healthz', async () => ({ status: 'ok' }));
 
+  // One storage check at a time, shared by every probe, each of which waits for it at most
+  // readyTimeoutMs: a stalled storage (whose SDK retries for minutes) answers 503 in seconds, and a
+  // probe the load balancer gave up on does not hold shutdown.
+  let pinging: Promise<void> | undefined;
+  let pingStarted = 0;
   app.get('/readyz', async (request, reply) => {
+    const kind = app.registry.storage.kind;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await app.registry.storage.ping();
-      return { status: 'ready', storage: app.registry.storage.kind };
+      // (A check still hanging long after its deadline is not waited for again: a new one starts.)
+      if (!pinging || Date.now() - pingStarted > 4 * options.readyTimeoutMs) {
+        const check: Promise<void> = app.registry.storage.ping().finally(() => {
+          if (pinging === check) pinging = undefined;
+        });
+        check.catch(() => {}); // a check every probe stopped waiting for fails unobserved
+        pinging = check;
+        pingStarted = Date.now();
+      }
+      const deadline = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new StorageUnavailableError(kind, `no answer within ${options.readyTimeoutMs} ms`)), options.readyTimeoutMs);
+      });
+      await Promise.race([pinging, deadline]);
+      return { status: 'ready', storage: kind };
     } catch (err) {
       request.log.warn({ err }, 'storage not ready');
       const unavailable = err instanceof StorageUnavailableError ? err : new StorageUnavailableError(app.registry.storage.kind, 'health check failed', { cause: err });
       return reply.code(503).headers(unavailable.headers).send(errorBody(unavailable));
+    } finally {
+      clearTimeout(timer);
     }
   });
 
