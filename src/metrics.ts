@@ -45,6 +45,8 @@ export interface Metrics {
   readonly httpDuration: Histogram<'method' | 'route' | 'status_code'>;
   /** model_registry_http_bytes_total{direction} */
   readonly httpBytes: Counter<'direction'>;
+  /** model_registry_http_requests_aborted_total{method,route} */
+  readonly httpAborted: Counter<'method' | 'route'>;
 }
 
 /** Storage calls: local disk answers in well under a millisecond, object stores in tens of ms. */
@@ -115,6 +117,12 @@ export function createMetrics(): Metrics {
     registers,
   });
   for (const direction of HTTP_DIRECTIONS) httpBytes.inc({ direction }, 0);
+  const httpAborted = new Counter({
+    name: 'model_registry_http_requests_aborted_total',
+    help: 'Requests whose response never completed (client gone, a body that failed mid-stream, the shutdown grace over), by method and route template; not in http_request_duration_seconds.',
+    labelNames: ['method', 'route'] as const,
+    registers,
+  });
 
-  return { registry, storageRequests, storageDuration, cacheHits, cacheMisses, cacheEvictions, cacheBytes, cacheMemoryBytes, httpDuration, httpBytes };
+  return { registry, storageRequests, storageDuration, cacheHits, cacheMisses, cacheEvictions, cacheBytes, cacheMemoryBytes, httpDuration, httpBytes, httpAborted };
 }

@@ -256,3 +256,32 @@ t.test('GET /metrics serves process, storage, cache and HTTP series for every ro
     'response bodies by Content-Length',
   );
 });
+
+t.test('responses that never complete are counted as aborted (onResponse never sees them)', async (t) => {
+  const metrics = createMetrics();
+  const app = Fastify({ logger: false });
+  await app.register(metricsRoutes, { metrics });
+  // A download that sends its first bytes, then nothing: the client gives up.
+  app.get('/slow/:id', async (_request, reply) => {
+    const body = new Readable({ read() {} });
+    body.push(Buffer.alloc(65536));
+    return reply.header('content-length', String(10 * 65536)).send(body);
+  });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  t.teardown(() => {
+    app.server.closeAllConnections();
+    return app.close();
+  });
+  const address = app.server.address();
+  if (!address || typeof address === 'string') throw new Error('no address');
+  const controller = new AbortController();
+  const res = await fetch(`http://127.0.0.1:${address.port}/slow/1`, { signal: controller.signal });
+  await res.body!.getReader().read();
+  controller.abort();
+  const deadline = Date.now() + 3000;
+  while (Date.now() < deadline && (await sample(metrics, 'model_registry_http_requests_aborted_total', { method: 'GET', route: '/slow/:id' })) !== 1) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  t.equal(await sample(metrics, 'model_registry_http_requests_aborted_total', { method: 'GET', route: '/slow/:id' }), 1);
+  t.notMatch(await metrics.registry.metrics(), /http_request_duration_seconds_count\{method="GET",route="\/slow\/:id"/, 'not in the duration histogram');
+});

@@ -5,7 +5,9 @@
  *  - model_registry_http_bytes_total{direction}: `in` = the request's declared Content-Length,
  *    `out` = the response's Content-Length, each when present. Chunked bodies without a length
  *    are not counted; responses that carry no body (HEAD, 204, 304) count no `out` bytes even
- *    though HEAD reports the length of the body it would send.
+ *    though HEAD reports the length of the body it would send;
+ *  - model_registry_http_requests_aborted_total{method,route}: responses that never completed
+ *    (those are in neither of the two above).
  *
  * Wrapped with fastify-plugin so the onResponse hook applies to every route of the app, not
  * only to the routes of this plugin's encapsulation context.
@@ -20,6 +22,12 @@ export interface MetricsRoutesOptions {
 }
 
 async function metricsRoutesPlugin(app: FastifyInstance, { metrics }: MetricsRoutesOptions): Promise<void> {
+  // onResponse does not run for a response that never completed: counted on its own.
+  app.addHook('onRequest', async (request, reply) => {
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) metrics.httpAborted.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched' });
+    });
+  });
   app.addHook('onResponse', async (request, reply) => {
     const statusCode = reply.statusCode;
     metrics.httpDuration.observe(
