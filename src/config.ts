@@ -246,6 +246,16 @@ export const KNOWN_VARIABLES = [
 export const SECRET_VARIABLES: ReadonlySet<string> = new Set(['AUTH_TOKENS', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AZURE_ACCOUNT_KEY', 'AZURE_STORAGE_CONNECTION_STRING', 'MONGODB_URI']);
 
 /**
+ * Names in `env` that look like settings of the registry (by `prefix`) but are none — a misspelt
+ * LOCAL_STORAGE_PATH would leave the default in force — each with the settings of its kind.
+ */
+export function unknownSettings(env: NodeJS.ProcessEnv, prefix: RegExp): { name: string; kin: string[] }[] {
+  return Object.keys(env)
+    .filter((name) => prefix.test(name) && !KNOWN_VARIABLES.includes(name))
+    .map((name) => ({ name, kin: KNOWN_VARIABLES.filter((known) => known.split('_')[0] === name.split('_')[0]) }));
+}
+
+/**
  * Removes the storage SDKs' own variables that are set but empty (`STORAGE_EMULATOR_HOST=` from
  * a .env file or a `docker run --env-file`). The registry reads an empty value as unset; the SDKs
  * read the environment themselves and do not: an empty emulator host sends Google Cloud Storage

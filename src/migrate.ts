@@ -22,7 +22,7 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseEnv } from 'node:util';
-import { KNOWN_VARIABLES, loadConfig, type Config } from './config.js';
+import { loadConfig, unknownSettings, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
 import { keys } from './registry/names.js';
 import { createStorage, type InitOptions } from './storage/index.js';
@@ -249,11 +249,8 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
   for (const [k, v] of Object.entries(parseEnv(text))) if (v !== undefined) env[k] = v;
   // A misspelt setting must not send the models somewhere else (LOCAL_STORAGE_PATH would leave
   // the default directory in force): names that look like the registry's must be its own.
-  for (const name of Object.keys(env)) {
-    if (SETTING_PREFIX.test(name) && !KNOWN_VARIABLES.includes(name)) {
-      const kin = KNOWN_VARIABLES.filter((known) => known.split('_')[0] === name.split('_')[0]);
-      throw new ConfigError(`${file}: ${name} is not a setting of the registry${kin.length ? ` (those of its kind: ${kin.join(', ')})` : ''}: fix its name or remove it.`);
-    }
+  for (const { name, kin } of unknownSettings(env, SETTING_PREFIX)) {
+    throw new ConfigError(`${file}: ${name} is not a setting of the registry${kin.length ? ` (those of its kind: ${kin.join(', ')})` : ''}: fix its name or remove it.`);
   }
   if (!env.REMOTE_STORAGE) {
     throw new ConfigError(`${file}: REMOTE_STORAGE is not set: name the ${role}'s backend explicitly (local, aws, gcs, azure or mongodb), so that a missing line cannot mean local disk.`);

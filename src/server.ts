@@ -19,9 +19,12 @@ import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp, loggerOptions } from './app.js';
-import { dropEmptySdkVariables, loadConfig } from './config.js';
+import { dropEmptySdkVariables, loadConfig, unknownSettings } from './config.js';
 import { ConfigError } from './errors.js';
 import { scrub, secretValues } from './util/redact.js';
+
+/** Names only the registry uses (the SDKs' own AWS_, GOOGLE_, AZURE_ variables are theirs). */
+const REGISTRY_PREFIX = /^(REMOTE_|LOCAL_STORAGE|BUCKET_|CACHE_|MODEL_|MAX_MODEL|MAX_EXTRACTED|MAX_ARCHIVE|MONGODB_|AUTO_CREATE)/;
 
 /** After the grace, how long aborted requests get to clean up (discard staged uploads). */
 const ABORT_CLEANUP_MS = 5000;
@@ -56,6 +59,10 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     if (swept > 0) app.log.info({ swept }, 'removed leftovers of interrupted uploads');
     await app.listen({ host: config.HOST, port: config.PORT });
     app.log.info({ storage: config.REMOTE_STORAGE, shutdownGraceMs: config.SHUTDOWN_GRACE }, 'model registry ready');
+    // The environment holds other programs' variables too: a look-alike is only warned about.
+    for (const { name, kin } of unknownSettings(env, REGISTRY_PREFIX)) {
+      app.log.warn({ variable: name, settings: kin }, `${name} is not a setting of the registry and is ignored: is it one of ${kin.join(', ') || 'the settings in README.md'} misspelt?`);
+    }
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`model-registry: ${scrub(err.message, secrets)}`);

@@ -119,3 +119,22 @@ t.test('empty values of the storage SDKs\' own variables are removed before the 
   // An empty STORAGE_EMULATOR_HOST made the GCS SDK send requests to https://storage/...
   t.same(env, { GOOGLE_CLOUD_PROJECT: 'p', PORT: '', HOME: '' }, 'ours (read as unset) and others\' are left alone');
 });
+
+t.test('a look-alike of a setting (misspelt) is warned about at start, naming the settings of its kind', async (t) => {
+  const { spawnServer } = await import('./helpers/process.js');
+  const dir = await mkdtemp(path.join(tmpdir(), 'mr-config-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: dir, LOCAL_STORAGE_PATH: '/elsewhere', AWS_PROFILE: 'dev', NODE_ENV: 'production' });
+  const deadline = Date.now() + 3000;
+  while (!server.output().includes('LOCAL_STORAGE_PATH') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const warnings = server
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as { level: number; msg: string; variable?: string })
+    .filter((l) => l.variable);
+  t.same(warnings.map((w) => w.variable), ['LOCAL_STORAGE_PATH'], 'only the look-alike (the SDKs\' and others\' variables are theirs)');
+  t.match(warnings[0]?.msg, /LOCAL_STORAGE_PATH is not a setting of the registry and is ignored: is it one of LOCAL_STORAGE_DIR misspelt\?/);
+  t.equal(warnings[0]?.level, 40);
+  server.child.kill('SIGKILL');
+});
