@@ -699,7 +699,7 @@ time. Above 1 in either ratio, the registry's side does more work than the targe
 ${budgeted.map((r) => `| ${r.workload} | ${fmt(r.cpuReg, 2)} s | ${fmt(r.cpuRef, 2)} s | ${fmt(r.cpuAllowed, 2)} s | ${fmt(r.cpuReg / r.cpuAllowed, 2)} | ${fmt(r.mainReg, 2)} s | ${fmt(r.targetWall, 2)} s | ${fmt(r.mainReg / r.targetWall, 2)} |`).join('\n')}`;
   const table = `${header}\n${lines.join('\n')}${budget}`;
   const command = `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
-  const dirty = git(['status', '--porcelain', '--untracked-files=no']) ? ' (with uncommitted changes)' : '';
+  const dirty = git(['status', '--porcelain', '--untracked-files=no', '--', '.', ':!BENCHMARKS.md']) ? ' (with uncommitted changes)' : '';
   const section = `## ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')} — ${git(['rev-parse', '--short', 'HEAD'])}${dirty}${QUICK ? ' (quick)' : ''}
 
 - machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / GiB).toFixed(1)} GiB memory, ${os.type()} ${os.release()}, Node ${process.version}; ${Number.isNaN(busyBefore) ? 'CPU use before the run unknown' : `${Math.round(busyBefore * 100)}% of the CPU busy before the run`}${Number.isNaN(freeBefore) ? '' : `, ${(freeBefore / GiB).toFixed(1)} GiB memory free`}
