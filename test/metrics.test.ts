@@ -13,7 +13,7 @@ import { metricsRoutes } from '../src/routes/metrics.js';
 import { instrument } from '../src/storage/instrumented.js';
 import { LocalStorage } from '../src/storage/local.js';
 import type { Storage } from '../src/storage/types.js';
-import { tempDir } from './helpers/server.js';
+import { listening, tempDir } from './helpers/server.js';
 import { conformance } from './helpers/storage-conformance.js';
 
 const body = (data: string) => Readable.from([Buffer.from(data)]);
@@ -197,11 +197,7 @@ t.test('GET /metrics serves process, storage, cache and HTTP series for every ro
     child.get('/things/:id', async (request) => ({ id: (request.params as { id: string }).id }));
     child.put('/things/:id', async (_request, reply) => reply.code(204).send());
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  t.teardown(() => app.close());
-  const address = app.server.address();
-  if (!address || typeof address === 'string') throw new Error('no address');
-  const url = `http://127.0.0.1:${address.port}`;
+  const url = await listening(t, app);
 
   const before = await fetch(`${url}/metrics`);
   t.equal(before.status, 200);
@@ -267,15 +263,9 @@ t.test('responses that never complete are counted as aborted (onResponse never s
     body.push(Buffer.alloc(65536));
     return reply.header('content-length', String(10 * 65536)).send(body);
   });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  t.teardown(() => {
-    app.server.closeAllConnections();
-    return app.close();
-  });
-  const address = app.server.address();
-  if (!address || typeof address === 'string') throw new Error('no address');
+  const url = await listening(t, app);
   const controller = new AbortController();
-  const res = await fetch(`http://127.0.0.1:${address.port}/slow/1`, { signal: controller.signal });
+  const res = await fetch(`${url}/slow/1`, { signal: controller.signal });
   await res.body!.getReader().read();
   controller.abort();
   const deadline = Date.now() + 3000;

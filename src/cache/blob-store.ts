@@ -276,19 +276,11 @@ export class BlobStore {
     const needed = size + DISK_SLACK_BYTES;
     let available = await free();
     if (available >= needed) return;
-    const idle = [...this.#entries].filter(([d, e]) => e.readers === 0 && !this.#fills.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
-    let removed = 0;
-    for (const [digest, entry] of idle) {
-      if (available >= needed) break;
-      if (this.#entries.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
+    const removed = await this.#removeIdle(async () => (available = await free()) < needed).catch((err: unknown) => {
       // An entry that cannot be removed is a disk that cannot take the fill either.
-      await this.#remove(digest).catch((err: unknown) => {
-        throw err instanceof CacheDiskError ? err : new CacheDiskError(err);
-      });
-      removed++;
-      available = await free();
-    }
-    if (removed > 0) this.#opts.observer?.evicted(removed);
+      throw err instanceof CacheDiskError ? err : new CacheDiskError(err);
+    });
+    if (removed > 0) available = await free(); // after the last removal too
     if (available < needed) {
       throw new CacheDiskError(new Error(`the disk has ${Math.max(0, available)} bytes free for the cache, a ${size}-byte archive needs ${needed}`));
     }
@@ -336,24 +328,33 @@ export class BlobStore {
   /** Removes expired entries, then least-recently-used ones until the total fits the bound. */
   async evict(): Promise<number> {
     const now = Date.now();
-    let removed = 0;
-    const idle = [...this.#entries].filter(([d, e]) => e.readers === 0 && !this.#fills.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
-    for (const [digest, entry] of idle) {
-      // Removals await the disk: an entry may have been read, held or replaced meanwhile.
-      if (this.#entries.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
-      const expired = now - entry.lastUsed > this.#opts.ttlMs;
-      if (!expired && this.#total <= this.#opts.maxBytes) continue;
-      await this.#remove(digest);
-      removed++;
-    }
-    if (removed > 0) {
-      this.#opts.observer?.evicted(removed);
-      this.#opts.logger.debug({ removed, bytes: this.#total }, 'cache eviction');
-    }
+    const removed = await this.#removeIdle((entry) => now - entry.lastUsed > this.#opts.ttlMs || this.#total > this.#opts.maxBytes);
+    if (removed > 0) this.#opts.logger.debug({ removed, bytes: this.#total }, 'cache eviction');
     return removed;
   }
 
   // ---- internals ----
+
+  /**
+   * Removes entries nobody reads or fills, least recently used first, for as long as `wanted`
+   * says the next one should go; returns how many went.
+   */
+  async #removeIdle(wanted: (entry: Entry) => boolean | Promise<boolean>): Promise<number> {
+    let removed = 0;
+    const idle = [...this.#entries].filter(([d, e]) => e.readers === 0 && !this.#fills.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    try {
+      for (const [digest, entry] of idle) {
+        // Removals await the disk: an entry may have been read, held or replaced meanwhile.
+        if (this.#entries.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
+        if (!(await wanted(entry))) break; // the rest are used more recently
+        await this.#remove(digest);
+        removed++;
+      }
+    } finally {
+      if (removed > 0) this.#opts.observer?.evicted(removed);
+    }
+    return removed;
+  }
 
   /**
    * Reads a small verified entry into memory, checking its digest again (the file could have

@@ -295,7 +295,8 @@ export class AzureStorage implements Storage {
       const p = await this.#call(() => this.#blob(key).getProperties(), key);
       // A copy still running (or failed) has not published anything yet.
       if (p.copyStatus !== undefined && p.copyStatus !== 'success') throw new StorageUnavailableError('azure', `the copy to ${key} is ${p.copyStatus}`);
-      return { info: info(key, p.contentLength, p.lastModified, p.etag, decodeMetadata(p.metadata)), nonce: decodeMetadata(p.metadata)[WRITE_NONCE] };
+      const metadata = decodeMetadata(p.metadata);
+      return { info: info(key, p.contentLength, p.lastModified, p.etag, metadata), nonce: metadata[WRITE_NONCE] };
     } catch (err) {
       if (err instanceof NotFoundError) return undefined;
       throw err;

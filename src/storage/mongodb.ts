@@ -36,6 +36,7 @@ import {
 import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
+import { Pending } from '../util/pending.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
 import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
@@ -96,7 +97,8 @@ export class MongoStorage implements Storage {
   readonly #logger: Logger;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
-  readonly #pruning = new Set<Promise<unknown>>();
+  /** Background work (pruning, sweeps, clean-ups) close() waits for. */
+  readonly #background = new Pending();
   readonly #maintenanceEveryMs: number;
   #maintenance?: NodeJS.Timeout;
   #client?: MongoClient;
@@ -152,7 +154,7 @@ export class MongoStorage implements Storage {
     // running process too, not only at start: history keys and deleted keys are never written
     // again, so nothing else would prune them.
     if (!options.readOnly) {
-      this.#maintenance = setInterval(() => this.#track(this.sweep().catch((err: unknown) => this.#logger.warn({ err }, 'pruning and sweeping failed; next try later'))), this.#maintenanceEveryMs);
+      this.#maintenance = setInterval(() => void this.#background.track(this.sweep().catch((err: unknown) => this.#logger.warn({ err }, 'pruning and sweeping failed; next try later'))), this.#maintenanceEveryMs);
       this.#maintenance.unref();
     }
   }
@@ -233,7 +235,7 @@ export class MongoStorage implements Storage {
       // With the server gone the cleanup would only add a timeout: it runs in the background,
       // and the periodic sweep removes what it could not.
       const cleanup = this.#deleteFile(name).catch(() => {});
-      if (translated instanceof StorageUnavailableError) this.#track(cleanup);
+      if (translated instanceof StorageUnavailableError) void this.#background.track(cleanup);
       else await cleanup;
       throw translated;
     }
@@ -326,7 +328,7 @@ export class MongoStorage implements Storage {
 
   async close(): Promise<void> {
     clearInterval(this.#maintenance);
-    await Promise.allSettled(this.#pruning);
+    await this.#background.settled();
     await this.#client?.close();
   }
 
@@ -401,14 +403,9 @@ export class MongoStorage implements Storage {
 
   /** Prunes a key's superseded versions in the background after a write. */
   #pruneLater(key: string): void {
-    this.#track(this.#prune({ key }).catch((err: unknown) => this.#logger.debug({ err, key }, 'pruning old versions failed')));
+    void this.#background.track(this.#prune({ key }).catch((err: unknown) => this.#logger.debug({ err, key }, 'pruning old versions failed')));
   }
 
-  /** Background work close() waits for. */
-  #track(job: Promise<unknown>): void {
-    this.#pruning.add(job);
-    void job.finally(() => this.#pruning.delete(job));
-  }
 
   /**
    * Deletes versions whose successor is older than GRACE_MS, and their files when no other

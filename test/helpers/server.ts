@@ -32,6 +32,11 @@ export async function start(t: Test, env: Record<string, string> = {}, storage?:
   const dir = env.LOCAL_STORAGE_DIR ?? (env.REMOTE_STORAGE ? '' : await tempDir(t));
   const config = loadConfig({ LOCAL_STORAGE_DIR: dir, CACHE_DIR: env.CACHE_DIR ?? (await tempDir(t, 'mr-cache-')), PORT: '0', LOG_LEVEL: 'silent', ...env });
   const app = await buildApp({ config, logger: false, storage });
+  return { app, url: await listening(t, app), dir };
+}
+
+/** Listens on 127.0.0.1 with a random port, closed with the test; returns the base URL. */
+export async function listening(t: Test, app: FastifyInstance): Promise<string> {
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => {
     // A test may leave a response body unread; do not wait for it.
@@ -40,7 +45,7 @@ export async function start(t: Test, env: Record<string, string> = {}, storage?:
   });
   const address = app.server.address();
   if (!address || typeof address === 'string') throw new Error('no address');
-  return { app, url: `http://127.0.0.1:${address.port}`, dir };
+  return `http://127.0.0.1:${address.port}`;
 }
 
 export async function put(url: string, body: Buffer, headers: Record<string, string> = {}): Promise<Response> {

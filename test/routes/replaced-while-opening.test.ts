@@ -26,17 +26,21 @@ async function setup(t: Test) {
   await storage.init();
   t.teardown(() => storage.close());
   const r = await start(t, { CACHE_WRITE_THROUGH: 'false' }, storage);
-  return { storage, r };
+  /** Uploads `first` as `name` (201 when new, else 200), then `next` once a request opens it. */
+  const replacedOnOpen = async (name: string, first: Buffer, next: Buffer, status = 201) => {
+    t.equal((await put(`${r.url}/models/${name}`, first)).status, status);
+    storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/${name}`, next)).status, 200);
+  };
+  return { r, replacedOnOpen };
 }
 
 const etag = (archive: Buffer) => `"sha256:${createHash('sha256').update(archive).digest('hex')}"`;
 
 t.test('a resumed download whose If-Range no longer matches gets the whole new version with 200', async (t) => {
-  const { storage, r } = await setup(t);
+  const { r, replacedOnOpen } = await setup(t);
   const v1 = model('v1', 100_000);
   const v2 = model('v2', 300_000);
-  t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
-  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/m`, v2)).status, 200);
+  await replacedOnOpen('m', v1, v2);
   const res = await fetch(`${r.url}/models/m`, { headers: { range: 'bytes=50000-', 'if-range': etag(v1) } });
   const body = await bytes(res);
   t.equal(res.status, 200, 'not a 206: the range was for the old version');
@@ -48,11 +52,10 @@ t.test('a resumed download whose If-Range no longer matches gets the whole new v
 });
 
 t.test('a range that starts to apply on the second attempt is a 206 without the whole archive\'s Content-Digest', async (t) => {
-  const { storage, r } = await setup(t);
+  const { r, replacedOnOpen } = await setup(t);
   const v1 = model('v1', 100_000);
   const v2 = model('v2', 300_000);
-  t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
-  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/m`, v2)).status, 200);
+  await replacedOnOpen('m', v1, v2);
   // The client already knows v2: its If-Range fails on v1 (full body) and holds on v2.
   const res = await fetch(`${r.url}/models/m`, { headers: { range: 'bytes=1000-1999', 'if-range': etag(v2) } });
   const body = await bytes(res);
@@ -63,19 +66,17 @@ t.test('a range that starts to apply on the second attempt is a 206 without the 
 });
 
 t.test('file routes describe again when the model is replaced during their cold read (no 412 to a request without preconditions)', async (t) => {
-  const { storage, r } = await setup(t);
+  const { r, replacedOnOpen } = await setup(t);
   const v1 = tgz([{ path: 'config.json', body: '{"v":1}' }]);
   const v2 = tgz([{ path: 'config.json', body: '{"v":2}' }, { path: 'extra.txt', body: 'x' }]);
-  t.equal((await put(`${r.url}/models/a`, v1)).status, 201);
-  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/a`, v2)).status, 200);
+  await replacedOnOpen('a', v1, v2);
   const manifest = await fetch(`${r.url}/models/a/files`);
   t.equal(manifest.status, 200);
   const listed = (await manifest.json()) as { version: number; files: { path: string }[] };
   t.equal(listed.version, 2);
   t.same(listed.files.map((f) => f.path).sort(), ['config.json', 'extra.txt']);
 
-  t.equal((await put(`${r.url}/models/b`, v1)).status, 201);
-  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/b`, v2)).status, 200);
+  await replacedOnOpen('b', v1, v2);
   const file = await fetch(`${r.url}/models/b/files/config.json`);
   t.equal(file.status, 200);
   t.equal(await file.text(), '{"v":2}');
@@ -83,11 +84,10 @@ t.test('file routes describe again when the model is replaced during their cold 
 });
 
 t.test('a second attempt that ends in 304 or 416 carries none of the first version\'s headers', async (t) => {
-  const { storage, r } = await setup(t);
+  const { r, replacedOnOpen } = await setup(t);
   const v1 = model('v1', 300_000);
   const v2 = model('v2', 100_000);
-  t.equal((await put(`${r.url}/models/m`, v1)).status, 201);
-  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/m`, v2)).status, 200);
+  await replacedOnOpen('m', v1, v2);
   const notModified = await fetch(`${r.url}/models/m`, { headers: { 'if-none-match': etag(v2) } });
   t.equal(notModified.status, 304);
   t.equal(notModified.headers.get('etag'), etag(v2));
@@ -95,9 +95,8 @@ t.test('a second attempt that ends in 304 or 416 carries none of the first versi
   t.not(notModified.headers.get('content-length'), String(v1.length), 'no Content-Length of v1');
 
   // A range that fits the version first described (300 KB), not the one that replaced it.
-  t.equal((await put(`${r.url}/models/m`, model('v3', 300_000))).status, 200);
   const v4 = model('v4', 100_000);
-  storage.beforeNextGet = async () => void t.equal((await put(`${r.url}/models/m`, v4)).status, 200);
+  await replacedOnOpen('m', model('v3', 300_000), v4, 200);
   const unsatisfiable = await fetch(`${r.url}/models/m`, { headers: { range: 'bytes=200000-' } });
   t.equal(unsatisfiable.status, 416);
   t.equal(unsatisfiable.headers.get('content-range'), `bytes */${v4.length}`);

@@ -70,10 +70,12 @@ function prepareDownload(
   o: { etag: string; model: ModelVersion; stale: boolean; size: number; contentType: string },
 ): 'not-modified' | { range?: { start: number; end: number } } {
   const lastModified = new Date(o.model.createdAt);
-  // A second attempt (the model was replaced while the first was opening it) starts afresh: a
-  // range or digest of the first version must not describe the second one's bytes.
-  for (const name of ['content-range', 'content-digest', 'repr-digest', 'content-length', 'content-type', 'content-disposition', 'warning', 'x-cache']) reply.removeHeader(name);
-  reply.code(200);
+  if (reply.hasHeader('etag')) {
+    // A second attempt (the model was replaced while the first was opening it) starts afresh: a
+    // range or digest of the first version must not describe the second one's bytes.
+    for (const name of ['content-range', 'content-digest', 'repr-digest', 'content-length', 'content-type', 'content-disposition', 'warning', 'x-cache']) reply.removeHeader(name);
+    reply.code(200);
+  }
   reply.headers({
     etag: o.etag,
     'last-modified': lastModified.toUTCString(),
@@ -257,8 +259,8 @@ export default async function modelRoutes(app: FastifyInstance) {
           await app.watcher.waitForChange(name, etagOf(model.sha256), wait * 1000, abortSignal(request, reply));
         }
       }
-      for (let attempt = 0; ; attempt++) {
-        const { model, stale } = await describeOrStale(name, version);
+      // Replaced between describe and open: described again, so that headers match the bytes.
+      const { result } = await onCurrent(name, version, async (model, stale) => {
         const etag = etagOf(model.sha256);
         const prepared = prepareDownload(request, reply, { etag, model, stale, size: model.size, contentType: 'application/gzip' });
         if (prepared === 'not-modified') return reply.code(304).send();
@@ -274,15 +276,11 @@ export default async function modelRoutes(app: FastifyInstance) {
           if (!stale) reply.header('x-cache', registry.cached(model) ? 'HIT' : 'MISS');
           return reply.send();
         }
-        try {
-          const { body, cache } = await registry.read(model, range, abortSignal(request, reply));
-          if (!stale) reply.header('x-cache', cache);
-          return reply.send(body);
-        } catch (err) {
-          // Replaced between describe and open: describe again so headers match the bytes.
-          if (!(err instanceof PreconditionFailedError) || attempt === 3) throw err;
-        }
-      }
+        const { body, cache } = await registry.read(model, range, abortSignal(request, reply));
+        if (!stale) reply.header('x-cache', cache);
+        return reply.send(body);
+      });
+      return result;
     },
   });
 
@@ -301,13 +299,13 @@ export default async function modelRoutes(app: FastifyInstance) {
 
   /**
    * Describes the version to serve and runs `fn` on it; when the model is replaced between the
-   * two (PreconditionFailedError from the read), describes again, as downloads do.
+   * two (PreconditionFailedError from the read), describes again.
    */
-  async function onCurrent<T>(name: string, version: number | undefined, fn: (model: ModelVersion) => Promise<T>): Promise<{ model: ModelVersion; stale: boolean; result: T }> {
+  async function onCurrent<T>(name: string, version: number | undefined, fn: (model: ModelVersion, stale: boolean) => Promise<T>): Promise<{ model: ModelVersion; stale: boolean; result: T }> {
     for (let attempt = 0; ; attempt++) {
       const { model, stale } = await describeOrStale(name, version);
       try {
-        return { model, stale, result: await fn(model) };
+        return { model, stale, result: await fn(model, stale) };
       } catch (err) {
         if (!(err instanceof PreconditionFailedError) || attempt === 3) throw err;
       }
