@@ -82,6 +82,8 @@ export const errors = {
       : `Model ${JSON.stringify(name)} changed: its current ETag is ${current}. Fetch it again and retry with that ETag.`),
   conflict: define('CONCURRENT_UPDATE', 409, (name: string) =>
     `Model ${JSON.stringify(name)} kept changing under concurrent writers: retry the request.`),
+  deletedWhilePublishing: define('CONCURRENT_UPDATE', 409, (name: string) =>
+    `Model ${JSON.stringify(name)} was deleted while this version was being published, so it was not: upload it again to create the model anew.`),
   bodyTimeout: define('REQUEST_TIMEOUT', 408, (ms: number) =>
     `The upload body sent nothing for ${ms} ms (BODY_IDLE_TIMEOUT), so the upload was discarded: send the body without long pauses, or ask the operator to raise BODY_IDLE_TIMEOUT.`),
   rangeNotSatisfiable: define('RANGE_NOT_SATISFIABLE', 416, (size: number) =>
@@ -130,6 +132,20 @@ export class StorageUnavailableError extends RegistryError {
       headers: { 'retry-after': '5' },
     });
     this.name = 'StorageUnavailableError';
+  }
+}
+
+/**
+ * The storage refused the registry's credentials an operation (a read-only user, a bucket
+ * policy). Retrying does not help; the operator grants the permission, or runs the registry for
+ * reads only. `permission` names what is missing, in the storage's own terms.
+ */
+export class StorageAccessDeniedError extends RegistryError {
+  constructor(backend: string, detail: string, permission: string, options?: { cause?: unknown }) {
+    super('STORAGE_ACCESS_DENIED', 403, `The ${backend} storage refused this (${detail}): the registry's storage credentials lack ${permission}. Reads keep working; ask the operator to grant it for uploads, rollbacks and deletes.`, {
+      cause: options?.cause,
+    });
+    this.name = 'StorageAccessDeniedError';
   }
 }
 

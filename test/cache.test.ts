@@ -273,9 +273,11 @@ t.test('write-through on local storage links the stored file into the cache inst
   const r = await open();
   const a = model('link');
   await put(`${r.url}/models/m`, a);
-  const stored = await fs.stat(path.join(storageDir, 'm.tar.gz'));
+  const stored = await fs.stat(path.join(storageDir, '.history', 'm', 'v1.tar.gz'));
   const cached = await fs.stat(path.join(cacheDir, 'blobs', `${sha256(a)}.tar.gz`));
   t.equal(cached.ino, stored.ino, 'one inode, two names');
+  const root = await fs.stat(path.join(storageDir, 'm.tar.gz'));
+  t.not(cached.ino, root.ino, 'never the root file, which other tools may write in place');
   const b = model('link-2');
   await put(`${r.url}/models/m`, b);
   const res = await fetch(`${r.url}/models/m?version=1`);

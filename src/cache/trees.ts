@@ -11,7 +11,8 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { x as extract } from 'tar';
-import { ArchiveValidator, type ArchiveLimits } from '../registry/archive.js';
+import { ArchiveValidator, isEmptyRootWarning, ROOT_NAMES, type ArchiveLimits } from '../registry/archive.js';
+import { errors } from '../errors.js';
 import { CacheDiskError, isDiskError } from './blob-store.js';
 
 export interface ManifestEntry {
@@ -142,13 +143,29 @@ export class TreeStore {
 
   async #extract(digest: string, blob: string): Promise<Tree> {
     // The upload rules first: reject the whole archive rather than extract part of it.
-    await pipeline(createReadStream(blob), new ArchiveValidator('gzip', this.#limits), new Writable({ write: (_c, _e, cb) => cb() }));
+    const validator = new ArchiveValidator('gzip', this.#limits);
+    await pipeline(createReadStream(blob), validator, new Writable({ write: (_c, _e, cb) => cb() }));
     const tmp = path.join(this.#dir, `tmp-${randomUUID()}`);
     await fs.mkdir(tmp);
     try {
-      await extract({ file: blob, cwd: tmp, strict: true, preservePaths: false, noChmod: true, preserveOwner: false });
+      // The root's own entry is skipped: tar in strict mode fails on `/` (Python's tarfile writes it
+      // for arcname=""), as it would on any absolute path it has to strip.
+      const filter = (p: string) => !ROOT_NAMES.has(p);
+      // Every warning fails the extraction, as strict mode would, but once the archive has been
+      // read to its end (strict mode rejects at once, while tar may still be writing into `tmp`);
+      // except the one the validator counted: a root named '' (tar skips that header).
+      let emptyRoots = validator.summary.emptyRoots;
+      let warning: string | undefined;
+      const onwarn = (code: string, message: string | Error) => {
+        if (isEmptyRootWarning(code, message) && emptyRoots-- > 0) return;
+        warning ??= `${code}: ${typeof message === 'string' ? message : message.message}`;
+      };
+      await extract({ file: blob, cwd: tmp, strict: false, onwarn, preservePaths: false, noChmod: true, preserveOwner: false, filter });
+      if (warning) throw errors.invalidArchive(`it cannot be extracted (${warning})`);
       const files: ManifestEntry[] = [];
       let bytes = 0;
+      /** Names seen of each file with several (hard links): counted once, and all must be in the tree. */
+      const linked = new Map<string, { names: number; nlink: number; path: string }>();
       // Modes as the archive had them could lock the server out of its own files (a file of
       // mode 000, a directory of 0o300, for a server that does not run as root): they mean nothing
       // for serving, so every file is made 0o644 and every directory 0o755.
@@ -165,13 +182,29 @@ export class TreeStore {
             files.push({ path: rel, size: 0, type: 'symlink', target: await fs.readlink(full) });
           } else if (entry.isFile()) {
             await fs.chmod(full, 0o644);
-            const { size } = await fs.stat(full);
-            bytes += size;
+            const { size, nlink, dev, ino } = await fs.stat(full);
             files.push({ path: rel, size, type: 'file' });
+            if (nlink > 1) {
+              const id = `${dev}:${ino}`;
+              const seen = linked.get(id);
+              if (seen) {
+                seen.names++;
+                continue;
+              }
+              linked.set(id, { names: 1, nlink, path: rel });
+            }
+            bytes += size;
           }
         }
       };
       await walk(tmp);
+      // The validator lets a hard link name only a file extracted before it; a name of the same
+      // file anywhere else (outside the tree) would mean the extraction linked to what it must not.
+      for (const { names, nlink, path: rel } of linked.values()) {
+        if (names !== nlink) {
+          throw errors.unsafeArchive(`${JSON.stringify(rel)} was extracted as a hard link to a file outside the archive`);
+        }
+      }
       files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
       const root = path.join(this.#dir, digest);
       await fs.rm(root, { recursive: true, force: true });

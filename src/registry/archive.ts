@@ -31,6 +31,11 @@ export interface ArchiveSummary {
   receivedSha256: string;
   entries: number;
   extractedBytes: number;
+  /**
+   * Root directory entries with an empty name: not in `entries`, and the one warning node-tar
+   * gives an extraction of this archive (it skips them), so an extractor can tell it from others.
+   */
+  emptyRoots: number;
 }
 
 /** A batch handed to gunzip: `onConsumed` runs once gunzip is done with it. */
@@ -40,6 +45,14 @@ interface InFlight {
 }
 
 const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
+/**
+ * Names of the archive root itself, as producers write it: GNU tar and shutil `./`, Python's
+ * tarfile `/` for `arcname=""` (Rasa 3). Only these exact names: `/x` stays an absolute path.
+ */
+export const ROOT_NAMES: ReadonlySet<string> = new Set(['', '.', './', '/']);
+
+/** What a path holds at a point of the archive, for hard links: the latest entry there wins. */
+type Kind = 'file' | 'directory' | 'symlink';
 const GZIP_MAGIC = [0x1f, 0x8b];
 
 export class ArchiveValidator extends Transform {
@@ -54,7 +67,13 @@ export class ArchiveValidator extends Transform {
   #heldBack: Buffer | undefined;
   /** Symlinks seen so far: normalized path → target as stored. */
   readonly #symlinks = new Map<string, string>();
+  /**
+   * What each path (split on '/' only, as tar extractors on POSIX resolve a hard link's target)
+   * holds so far: a hard link may only point to a path that holds a regular file when it comes.
+   */
+  readonly #kinds = new Map<string, Kind>();
   #received = 0;
+  #emptyRoots = 0;
   #head = Buffer.alloc(0);
   #tarBytes = 0;
   #entries = 0;
@@ -81,9 +100,17 @@ export class ArchiveValidator extends Transform {
     this.#limits = limits;
     // Only ever plain tar inside (gzip is ours to undo): node-tar would otherwise switch to zstd on
     // its magic bytes, which Node 20's zlib lacks — a throw outside any stream.
-    this.#parser = new Parser({ strict: true, maxDecompressionRatio: Infinity, zstd: false, brotli: false });
+    // Not strict: in strict mode node-tar turns its warnings into errors, and one of them is the
+    // archive root written with an empty name (tar-headers.ts); every other warning fails here.
+    this.#parser = new Parser({ strict: false, maxDecompressionRatio: Infinity, zstd: false, brotli: false });
     this.#parser.on('entry', (entry: ReadEntry) => this.#checkEntry(entry));
-    this.#parser.on('warn', (code: string, message: string | Error) => this.#fail(parserError(code, message)));
+    this.#parser.on('warn', (code: string, message: string | Error) => {
+      if (isEmptyRootWarning(code, message) && this.#headers.takeEmptyRoot()) {
+        this.#emptyRoots++;
+        return;
+      }
+      this.#fail(parserError(code, message));
+    });
     this.#parser.on('error', (err: Error & { code?: string }) => this.#fail(parserError(err.code ?? '', err)));
     this.#parser.on('end', () => {
       this.#parsed = true;
@@ -134,8 +161,9 @@ export class ArchiveValidator extends Transform {
       if (this.destroyed || done) return;
       done = true;
       if (this.#entries === 0) return callback(errors.invalidArchive('the archive has no entries'));
-      if (this.#headers.entries.length > 0) {
-        return callback(errors.unsafeArchive(`tar readers disagree on the archive: a strict reader sees the entry ${JSON.stringify(this.#headers.entries[0]!.path)} that this one does not; create the archive with a standard tar tool`));
+      if (this.#headers.entries.length > 0 || this.#headers.emptyRootsLeft > 0) {
+        const extra = this.#headers.entries[0]?.path ?? '';
+        return callback(errors.unsafeArchive(`tar readers disagree on the archive: a strict reader sees the entry ${JSON.stringify(extra)} that this one does not; create the archive with a standard tar tool`));
       }
       // Only now are all symlinks known: a link may escape through one defined after it.
       const escaping = escapingLink(this.#symlinks);
@@ -145,6 +173,7 @@ export class ArchiveValidator extends Transform {
         receivedSha256: this.#hash.digest('hex'),
         entries: this.#entries,
         extractedBytes: this.#extracted,
+        emptyRoots: this.#emptyRoots,
       };
       callback();
     };
@@ -271,6 +300,11 @@ export class ArchiveValidator extends Transform {
       return errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`);
     }
     if (raw.includes('\0')) return errors.unsafeArchive(`${shown} contains a NUL byte`);
+    if (ROOT_NAMES.has(raw)) {
+      // The root's own entry (its mode, its mtime) creates nothing; as anything else it is no root.
+      if (entry.type === 'Directory') return undefined;
+      return errors.unsafeArchive(`${shown} names the archive root but is a ${entry.type} entry, not a directory; store files under a name`);
+    }
     if (raw.startsWith('/') || raw.startsWith('\\') || /^[a-zA-Z]:/.test(raw)) {
       return errors.unsafeArchive(`${shown} is an absolute path`);
     }
@@ -284,19 +318,62 @@ export class ArchiveValidator extends Transform {
       }
     }
     const type = entry.type;
-    if (FILE_TYPES.has(type) || type === 'Directory') return undefined;
+    const key = posixKey(raw);
+    if (FILE_TYPES.has(type) || type === 'Directory') {
+      this.#kinds.set(key, type === 'Directory' ? 'directory' : 'file');
+      return undefined;
+    }
     if (type === 'SymbolicLink') {
       const target = entry.linkpath ?? '';
       if (!target || target.startsWith('/') || /^[a-zA-Z]:/.test(target) || !resolveInside(parts.slice(0, -1), target, NO_LINKS)) {
         return errors.unsafeArchive(`the symlink ${shown} points outside the archive (to ${JSON.stringify(target)})`);
       }
       this.#symlinks.set(normalized, target);
+      this.#kinds.set(key, 'symlink');
       return undefined;
     }
-    if (type === 'Link') return errors.unsafeArchive(`${shown} is a hard link`);
+    if (type === 'Link') {
+      const problem = this.#hardLinkProblem(shown, key, entry.linkpath ?? '');
+      if (problem) return problem;
+      // It is that file from now on: a link to this link reaches the same regular file.
+      this.#kinds.set(key, 'file');
+      return undefined;
+    }
     if (type === 'CharacterDevice' || type === 'BlockDevice') return errors.unsafeArchive(`${shown} is a device file`);
     if (type === 'FIFO') return errors.unsafeArchive(`${shown} is a FIFO`);
     return errors.unsafeArchive(`${shown} has the unsupported entry type ${type}`);
+  }
+
+  /**
+   * A hard link (GNU tar, tarfile and node-tar write one for each further name of a file with
+   * several) is extracted as another name of a file extracted before it, so it is safe only when
+   * its target is a path of this archive that holds a regular file when the link comes: not a
+   * later or missing entry (extractors would link whatever the disk has there), not a directory
+   * or a symlink (a link to a symlink is a copy of it, resolved from another directory).
+   */
+  #hardLinkProblem(shown: string, key: string, target: string): RegistryError | undefined {
+    const refuse = (why: string) => errors.unsafeArchive(`the hard link ${shown} points to ${JSON.stringify(target)}, ${why}; a hard link may only point to a regular file stored earlier in the archive`);
+    if (!target) return refuse('an empty target');
+    if (target.includes('\0')) return refuse('a target holding a NUL byte');
+    if (target.startsWith('/') || target.startsWith('\\') || /^[a-zA-Z]:/.test(target)) return refuse('an absolute path');
+    // Windows extractors read a backslash as a separator, POSIX ones as part of a name.
+    if (target.includes('\\')) return refuse('a path with a backslash, which tar readers resolve differently');
+    const parts = target.split('/').filter((p) => p !== '' && p !== '.');
+    if (parts.includes('..')) return refuse("a path with a '..' component");
+    const targetKey = parts.join('/');
+    if (targetKey === '') return refuse('the archive root');
+    if (targetKey === key) return refuse('itself');
+    for (let i = 1; i < parts.length; i++) {
+      const dir = parts.slice(0, i).join('/');
+      const kind = this.#kinds.get(dir);
+      if (this.#symlinks.has(dir) || (kind !== undefined && kind !== 'directory')) {
+        return refuse(`a path through ${JSON.stringify(dir)}, which is not a directory`);
+      }
+    }
+    const kind = this.#kinds.get(targetKey);
+    if (kind === undefined) return refuse('which is no earlier entry of the archive');
+    if (kind !== 'file') return refuse(`which is a ${kind}`);
+    return undefined;
   }
 
   #fail(err: Error): void {
@@ -342,6 +419,16 @@ function resolveInside(dir: string[], target: string, links: ReadonlyMap<string,
 }
 
 const NO_LINKS: ReadonlyMap<string, string> = new Map();
+
+/** `raw` without '.' and empty components, split on '/' only. */
+function posixKey(raw: string): string {
+  return raw.split('/').filter((p) => p !== '' && p !== '.').join('/');
+}
+
+/** node-tar's warning for a header with an empty name (parse.js), which it skips. */
+export function isEmptyRootWarning(code: string, message: string | Error): boolean {
+  return code === 'TAR_ENTRY_INVALID' && (typeof message === 'string' ? message : message.message) === 'path is required';
+}
 
 function parserError(code: string, message: string | Error): RegistryError {
   const text = typeof message === 'string' ? message : message.message;

@@ -4,6 +4,7 @@ import { errors } from '../errors.js';
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export const ARCHIVE_SUFFIX = '.tar.gz';
 export const HISTORY_PREFIX = '.history/';
+const RECORD_SUFFIX = '.json';
 
 export function isValidName(name: string): boolean {
   return NAME.test(name) && !name.endsWith(ARCHIVE_SUFFIX);
@@ -17,6 +18,8 @@ export const keys = {
   current: (name: string) => `${name}${ARCHIVE_SUFFIX}`,
   historyPrefix: (name: string) => `${HISTORY_PREFIX}${name}/`,
   history: (name: string, version: number) => `${HISTORY_PREFIX}${name}/v${version}${ARCHIVE_SUFFIX}`,
+  /** The registry's record of version N (see records.ts). */
+  record: (name: string, version: number) => `${HISTORY_PREFIX}${name}/v${version}${RECORD_SUFFIX}`,
   /** The model name of a root key, or undefined for keys that are not models. */
   nameOf(key: string): string | undefined {
     if (!key.endsWith(ARCHIVE_SUFFIX) || key.includes('/')) return undefined;
@@ -27,6 +30,11 @@ export const keys = {
   /** The version of a history key, or undefined. */
   versionOf(key: string): number | undefined {
     const m = /\/v([1-9]\d{0,15})\.tar\.gz$/.exec(key);
+    return m ? Number(m[1]) : undefined;
+  },
+  /** The version of a record key, or undefined. */
+  recordVersionOf(key: string): number | undefined {
+    const m = /\/v([1-9]\d{0,15})\.json$/.exec(key);
     return m ? Number(m[1]) : undefined;
   },
 };

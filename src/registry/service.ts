@@ -3,15 +3,27 @@
  * Routes call this; this calls the storage. It owns the layout, the metadata format,
  * version numbering, history retention and the compare-and-swap loops.
  *
- * Replace, step by step (every step safe to crash after):
- *   1. stage the validated upload (invisible);
- *   2. copy the current object to .history/{name}/v{N} (pinned to the token just read);
- *   3. commit the staged object as v{N+1} on the condition that the current token is unchanged —
- *      started together with 2, but published only once 2 has finished (storage's `after`);
- *   4. prune history beyond MODEL_HISTORY.
- * A crash after 2 leaves a history copy of the still-current version, which listings hide and
- * the next replace overwrites with the same bytes. If 3 loses a race, 2–3 are retried against
- * the new current version; a client's own If-Match is re-checked each time.
+ * Layout: `{name}.tar.gz` is the current version, where Rasa and other tools read it — and where
+ * they may write. So every version the registry publishes is first stored where no other tool
+ * writes, `.history/{name}/v{N}.tar.gz` (immutable), with its record `v{N}.json` (records.ts);
+ * the root object is a copy. A replace never has to archive the version it replaces, and no
+ * external overwrite can destroy a published version.
+ *
+ * Publish (upload or rollback), step by step (every step safe to crash after):
+ *   1. claim number N = highest number taken + 1 by creating record v{N} (if-none-match);
+ *   2. if the current object is one another tool wrote, keep a copy of it as its own version;
+ *   3. write the new bytes to .history/{name}/v{N}.tar.gz (if-none-match);
+ *   4. copy them to {name}.tar.gz on the condition that it is unchanged (the compare-and-swap);
+ *   5. prune history beyond MODEL_HISTORY.
+ * A crash or a lost race after 1 leaves a number that never became current: it is skipped, never
+ * reused (numbers only ever rise). A lost race undoes 1 and retries from the new current version
+ * with the bytes already stored; a client's own If-Match is re-checked each time.
+ *
+ * Reads never write to an object the registry did not write. An object without the registry's
+ * metadata (another tool's, or one whose metadata a copy dropped) is identified by its digest,
+ * computed in the same storage read that fills the cache: the digest of the newest record means
+ * that version; any other digest is a new version, numbered after the highest record and
+ * recorded (our own file) when the storage lets us write.
  */
 import { createHash, type Hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -22,11 +34,20 @@ import type { Logger } from '../util/logger.js';
 import type { ModelCache } from '../cache/index.js';
 import { CacheDiskError } from '../cache/blob-store.js';
 import type { Tree } from '../cache/trees.js';
-import { errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
-import type { Metadata, ObjectInfo, StagedObject, Storage, WriteCondition } from '../storage/types.js';
+import { errors, NotFoundError, PreconditionFailedError, RegistryError, StorageAccessDeniedError } from '../errors.js';
+import type { Metadata, ObjectInfo, Storage, WriteCondition } from '../storage/types.js';
 import { createGzip } from 'node:zlib';
 import { ArchiveValidator, type ArchiveFormat, type ArchiveLimits } from './archive.js';
 import { assertLabels, assertName, keys, type Labels } from './names.js';
+import {
+  encodeMetadata,
+  hasRegistryMetadata,
+  metadataSha256,
+  recordOfMetadata,
+  VersionRecords,
+  type HistoryScan,
+  type VersionRecord,
+} from './records.js';
 
 export interface ModelVersion {
   name: string;
@@ -38,6 +59,8 @@ export interface ModelVersion {
   storageKey: string;
   /** The storage token of the object described; internal, never sent to clients. */
   token: string;
+  /** Where the version came from, when the registry knows. */
+  origin?: VersionRecord['origin'];
 }
 
 /** A listed model: the fields the backend gives cheaply; version and digest when known. */
@@ -84,7 +107,15 @@ export type CacheStatus = 'HIT' | 'MISS' | 'BYPASS';
 
 /** Commit attempts under contention before giving up with 409; losers back off with jitter. */
 const MAX_COMMIT_ATTEMPTS = 50;
-const META = { version: 'version', sha256: 'sha256', createdAt: 'created-at', labels: 'labels' } as const;
+/** Identified objects without metadata remembered, by key + token. */
+const IDENTIFIED_ENTRIES = 4096;
+
+/** A version about to be published: its record (less the number) and how to write its bytes. */
+interface Candidate {
+  record: Omit<VersionRecord, 'version' | 'createdAt'>;
+  /** Writes the bytes to `key` (if-none-match) with `metadata`. Called once. */
+  write(key: string, metadata: Metadata): Promise<ObjectInfo>;
+}
 
 export class ModelRegistry {
   readonly storage: Storage;
@@ -93,6 +124,9 @@ export class ModelRegistry {
   readonly #log: Logger;
   /** In-flight digest computations of objects without metadata, by key + token. */
   readonly #digesting = new Map<string, Promise<string>>();
+  /** Objects without metadata already identified as a version, by key + token (bounded). */
+  readonly #identified = new Map<string, ModelVersion>();
+  readonly #records: VersionRecords;
   readonly #cache: ModelCache | undefined;
   readonly #writeThrough: boolean;
   /** Digest last remembered per name, so the cache's name → version record is written on change only. */
@@ -107,6 +141,7 @@ export class ModelRegistry {
     this.#cache = options.cache;
     this.#writeThrough = options.writeThrough ?? false;
     this.#log = options.logger;
+    this.#records = new VersionRecords(this.storage);
   }
 
   /**
@@ -141,23 +176,20 @@ export class ModelRegistry {
       if (copyTo) await rm(copyTo, { force: true });
       throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
     }
-    let published: { model: ModelVersion; created: boolean } | undefined;
+    let published: { model: ModelVersion; created: boolean; stored: ObjectInfo } | undefined;
     try {
       const summary = validator.summary;
       if (input.expected && input.expected.sha256 !== summary.receivedSha256) {
         throw errors.digestMismatch(input.expected.header, input.expected.sha256, summary.receivedSha256);
       }
       const sha256 = stored.sha256 ?? summary.receivedSha256;
-      const metadata = {
-        sha256,
-        createdAt: new Date().toISOString(),
-        labels: input.labels,
-      };
-      published = await this.#publish(name, input.condition, (current, version, archive) =>
-        this.storage.commit(staged.value, encodeMetadata({ ...metadata, version }), condition(current), { after: archive() }),
-      );
-      if (writeThrough) await this.#admit(writeThrough, published.model, copyTo);
-      return published;
+      const record = { sha256, size: staged.value.size, labels: input.labels, origin: 'upload' as const };
+      published = await this.#publish(name, input.condition, async () => ({
+        record,
+        write: (dest, metadata) => this.storage.commit(staged.value, metadata, { ifNoneMatch: true }, { key: dest }),
+      }));
+      if (writeThrough) await this.#admit(writeThrough, published.model, published.stored, copyTo);
+      return { model: published.model, created: published.created };
     } finally {
       await this.storage.discard(staged.value).catch(() => {});
       if (copyTo && !published) await rm(copyTo, { force: true });
@@ -165,10 +197,11 @@ export class ModelRegistry {
   }
 
   /** Write-through: the accepted bytes become a cache entry under their digest. */
-  async #admit(cache: ModelCache, model: ModelVersion, copied: string | undefined): Promise<void> {
+  async #admit(cache: ModelCache, model: ModelVersion, stored: ObjectInfo, copied: string | undefined): Promise<void> {
     const file = copied ?? cache.blobs.tempPath();
     try {
-      if (!copied) await this.storage.copyOut!(model.storageKey, model.token, file);
+      // Linked from the immutable history object, never from the root file other tools write.
+      if (!copied) await this.storage.copyOut!(stored.key, stored.token, file);
       // A copy the cache disk cut short (or never finished) is not the archive: leave it out.
       const { size } = await stat(file);
       if (size !== model.size) throw new Error(`the cache copy has ${size} of ${model.size} bytes`);
@@ -183,25 +216,19 @@ export class ModelRegistry {
   /** Makes a retained version current again, as a new version number. */
   async rollback(name: string, version: number, clientCondition: ClientCondition): Promise<ModelVersion> {
     assertName(name);
-    const { model } = await this.#publish(name, clientCondition, async (current, next, archive) => {
+    const { model } = await this.#publish(name, clientCondition, async (current) => {
       if (!current) throw errors.modelNotFound(name);
       if (version === current.version) throw errors.alreadyCurrent(name, version);
+      if (version > current.version) throw errors.versionNotFound(name, version);
       const target = await this.#describeKey(name, keys.history(name, version), version).catch((err) => {
         if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
         throw err;
       });
-      if (target.version >= next) throw errors.versionNotFound(name, version);
-      return this.storage.copy(target.storageKey, keys.current(name), {
-        sourceToken: target.token,
-        metadata: encodeMetadata({
-          version: next,
-          sha256: target.sha256,
-          createdAt: new Date().toISOString(),
-          labels: target.labels,
-        }),
-        condition: condition(current),
-        after: archive(), // only now: a rollback to a missing version archives nothing
-      });
+      return {
+        record: { sha256: target.sha256, size: target.size, labels: target.labels, origin: 'rollback' },
+        write: (dest, metadata) =>
+          this.storage.copy(target.storageKey, dest, { sourceToken: target.token, metadata, condition: { ifNoneMatch: true } }),
+      };
     }, { mustExist: true });
     return model;
   }
@@ -350,6 +377,9 @@ export class ModelRegistry {
         throw err;
       });
       await this.storage.delete(key);
+      // Its record goes too, unless it holds the highest number (the next version follows it).
+      const scan = await this.#records.scan(name);
+      if (scan.records.has(version) && version < scan.max) await this.#records.remove(name, version);
       return;
     }
     let found = false;
@@ -365,12 +395,21 @@ export class ModelRegistry {
     // a race.)
     await this.#stillChecked(name, checked);
     // History first: a crash midway then leaves the model whole, not history without a model.
-    for await (const info of this.storage.list(keys.historyPrefix(name))) {
-      await this.storage.delete(info.key);
+    // The highest record stays, as a tombstone holding only its number (records.ts).
+    const scan = await this.#records.scan(name);
+    for (const version of scan.bytes.keys()) {
+      await this.storage.delete(keys.history(name, version));
       found = true;
+    }
+    for (const version of scan.records) {
+      if (version !== scan.max) await this.#records.remove(name, version);
     }
     await this.#stillChecked(name, checked);
     await this.storage.delete(keys.current(name));
+    if (scan.max > 0) {
+      if (!found && (await this.#records.read(name, scan.max))) found = true; // a delete a crash interrupted
+      await this.#records.tombstone(name, scan.max);
+    }
     if (!found) throw errors.modelNotFound(name);
     this.#remembered.delete(name);
     await this.#cache?.forget(name);
@@ -384,7 +423,7 @@ export class ModelRegistry {
       if (err instanceof NotFoundError) return undefined;
       throw err;
     });
-    const sha256 = now?.metadata[META.sha256];
+    const sha256 = now && metadataSha256(now.metadata);
     if (sha256 !== checked.sha256) throw errors.etagMismatch(name, sha256 && etagOf(sha256));
   }
 
@@ -403,63 +442,133 @@ export class ModelRegistry {
 
   /** Sweeps leftovers of crashed uploads. */
   async sweep(): Promise<number> {
-    return this.storage.sweep();
+    return this.storage.sweep().catch((err: unknown) => {
+      // Read-only credentials: nothing of ours can be left over to remove, and reads still work.
+      if (!(err instanceof StorageAccessDeniedError)) throw err;
+      this.#log.warn({ err: err.message }, 'the storage may not be written with these credentials: serving reads only');
+      return 0;
+    });
   }
 
   // ---- internals ----
 
   /**
-   * The compare-and-swap loop shared by upload and rollback: read the current version, check
-   * the client's condition, archive the current version, write (via `write`) on the condition
-   * that the current version is unchanged, retrying when another writer got there first.
-   * `write` starts the archive copy by calling `archive` once it knows it will write, and passes
-   * the copy to storage as `after`, so the new version becomes visible only once the old one is
-   * archived (S3 copies both at once).
+   * The compare-and-swap loop shared by upload and rollback (steps 1-5 at the top of this file).
+   * `candidate` sees the current version and says what to publish; it is asked again on a retry.
    */
   async #publish(
     name: string,
     clientCondition: ClientCondition,
-    write: (current: ModelVersion | undefined, version: number, archive: () => Promise<unknown> | undefined) => Promise<ObjectInfo>,
+    candidate: (current: ModelVersion | undefined) => Promise<Candidate>,
     options: { mustExist?: boolean } = {},
-  ): Promise<{ model: ModelVersion; created: boolean }> {
-    for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
-      const current = await this.#describeKey(name, keys.current(name)).catch((err) => {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      });
-      if (!current && options.mustExist) throw errors.modelNotFound(name);
-      checkClientCondition(name, current, clientCondition);
-      const version = current ? current.version + 1 : 1;
-      let archived: Promise<unknown> | undefined;
-      const archive = () => {
-        if (!archived && current && this.#history > 0) {
-          archived = this.storage
-            .copy(current.storageKey, keys.history(name, current.version), { sourceToken: current.token, metadata: encodeMetadata(current) })
-            .catch((err: unknown) => {
-              // The version to archive was deleted meanwhile: a lost race like any other (retry).
-              throw err instanceof NotFoundError ? new PreconditionFailedError(current.storageKey, { cause: err }) : err;
-            });
-          archived.catch(() => {}); // handled below, whenever `write` gets to it or fails first
+  ): Promise<{ model: ModelVersion; created: boolean; stored: ObjectInfo }> {
+    // The number this writer holds, and the bytes it stored under it. A lost race keeps both while
+    // the number is still above the winner's: only a writer overtaken gives its number back.
+    let claimed: VersionRecord | undefined;
+    let stored: ObjectInfo | undefined;
+    try {
+      for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
+        if (attempt > 0) {
+          this.#log.debug({ model: name, attempt }, 'concurrent write; retrying');
+          await sleep(Math.random() * Math.min(5 * (attempt + 1), 100));
         }
-        return archived;
-      };
-      try {
-        const info = await write(current, version, archive);
-        await archived; // settled already: storage published only after it resolved
-        const model = toModel(name, info, version);
-        this.#remember(model);
-        this.changes.emit('change', name);
-        await this.#prune(name, version).catch((err) => this.#log.warn({ err, model: name }, 'pruning history failed'));
-        return { model, created: !current };
-      } catch (err) {
-        // Never leave the archive copy running behind an error or into the next attempt.
-        await archived?.catch(() => {});
-        if (!(err instanceof PreconditionFailedError)) throw err;
-        this.#log.debug({ model: name, attempt }, 'concurrent write; retrying');
-        await sleep(Math.random() * Math.min(5 * (attempt + 1), 100));
+        const current = await this.#current(name);
+        if (!current && options.mustExist) throw errors.modelNotFound(name);
+        checkClientCondition(name, current, clientCondition);
+        const next = await candidate(current);
+        if (claimed && current && current.version >= claimed.version) {
+          await this.#giveBack(name, claimed.version);
+          claimed = undefined;
+        }
+        const scan = await this.#records.scan(name);
+        if (!claimed) {
+          const version = Math.max(scan.max, current?.version ?? 0) + 1;
+          const record: VersionRecord = { ...next.record, version, createdAt: new Date().toISOString() };
+          if (!(await this.#claim(name, record))) continue; // another writer took N
+          claimed = record;
+        }
+        try {
+          if (current) await this.#keep(name, current, scan);
+          const dest = keys.history(name, claimed.version);
+          const metadata = encodeMetadata(claimed);
+          if (stored?.key !== dest) {
+            const previous = stored;
+            stored = previous
+              ? await this.storage.copy(previous.key, dest, { sourceToken: previous.token, metadata, condition: { ifNoneMatch: true } })
+              : await next.write(dest, metadata);
+            if (previous) await this.storage.delete(previous.key);
+          }
+          const info = await this.storage.copy(dest, keys.current(name), { sourceToken: stored.token, metadata, condition: condition(current) });
+          const model = fromRecord(name, claimed, info);
+          const published = { model, created: !current, stored };
+          claimed = stored = undefined; // published: no longer ours to undo
+          this.#remember(model);
+          this.changes.emit('change', name);
+          await this.#prune(name, model.version).catch((err) => this.#log.warn({ err, model: name }, 'pruning history failed'));
+          return published;
+        } catch (err) {
+          // The bytes stored for it went with a DELETE of the model that landed meanwhile.
+          if (err instanceof NotFoundError && stored && err.key === stored.key) {
+            stored = undefined;
+            throw errors.deletedWhilePublishing(name);
+          }
+          if (!(err instanceof PreconditionFailedError)) throw err;
+        }
       }
+      throw errors.conflict(name);
+    } finally {
+      if (claimed) await this.#giveBack(name, claimed.version);
+      if (stored) await this.storage.delete(stored.key).catch(() => {});
     }
-    throw errors.conflict(name);
+  }
+
+  /** Step 1: true when this writer now holds the number. */
+  async #claim(name: string, record: VersionRecord): Promise<boolean> {
+    return this.#records.create({ ...record, name }).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof PreconditionFailedError) return false;
+        throw err;
+      },
+    );
+  }
+
+  /** A number that never became current stays taken (numbers never go back), as a tombstone. */
+  async #giveBack(name: string, version: number): Promise<void> {
+    await this.#records.tombstone(name, version).catch((err: unknown) => this.#log.warn({ err, model: name, version }, 'could not mark an unused number'));
+  }
+
+  /** The current version, or undefined when the name has none. */
+  async #current(name: string): Promise<ModelVersion | undefined> {
+    return this.#describeKey(name, keys.current(name)).catch((err) => {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    });
+  }
+
+  /**
+   * Step 2 of publishing: the version about to be replaced keeps its bytes and record in history.
+   * A version the registry published has both already; an object another tool wrote (or one a
+   * store of an earlier release holds) gets a copy — the only copy of its bytes the registry makes.
+   * Failures are left to the compare-and-swap: a current object that changed meanwhile fails it.
+   */
+  async #keep(name: string, current: ModelVersion, scan: HistoryScan): Promise<void> {
+    if (!scan.records.has(current.version)) {
+      await this.#records.create({ ...recordOf(current), name }).catch((err: unknown) => {
+        if (!(err instanceof PreconditionFailedError)) throw err;
+      });
+    }
+    if (this.#history === 0 || scan.bytes.has(current.version)) return;
+    await this.storage
+      .copy(current.storageKey, keys.history(name, current.version), {
+        sourceToken: current.token,
+        metadata: encodeMetadata(current),
+        condition: { ifNoneMatch: true },
+      })
+      .catch((err: unknown) => {
+        if (err instanceof NotFoundError) throw new PreconditionFailedError(current.storageKey, { cause: err });
+        if (!(err instanceof PreconditionFailedError)) throw err; // kept by another writer, or changed
+      });
   }
 
   #remember(model: ModelVersion): void {
@@ -468,68 +577,138 @@ export class ModelRegistry {
     void this.#cache.remember(model).catch((err) => this.#log.warn({ err }, 'could not record the version in the cache'));
   }
 
-  /** Deletes history beyond the newest MODEL_HISTORY versions older than `current`. */
+  /**
+   * Deletes history beyond the newest MODEL_HISTORY versions older than `current`, bytes and
+   * records. The current version's own history copy stays (it is what protects it from an
+   * external overwrite), and so does the highest record (the number the next version follows).
+   * History that a store of an earlier release kept without records gets them here.
+   */
   async #prune(name: string, current: number): Promise<void> {
-    const old: { key: string; version: number }[] = [];
-    for await (const info of this.storage.list(keys.historyPrefix(name))) {
-      const version = keys.versionOf(info.key);
-      // Never touch versions >= current: a concurrent writer may just have archived them.
-      if (version !== undefined && version < current) old.push({ key: info.key, version });
+    const scan = await this.#records.scan(name);
+    // Never touch versions >= current: a concurrent writer may just have claimed them.
+    const older = [...new Set([...scan.bytes.keys(), ...scan.records])].filter((v) => v < current).sort((a, b) => b - a);
+    const kept = new Set(older.filter((v) => scan.bytes.has(v)).slice(0, this.#history));
+    for (const version of older) {
+      if (kept.has(version)) {
+        if (!scan.records.has(version)) await this.#recordFromMetadata(name, scan.bytes.get(version)!, version);
+        continue;
+      }
+      if (scan.bytes.has(version)) await this.storage.delete(keys.history(name, version));
+      if (scan.records.has(version) && version !== scan.max) await this.#records.remove(name, version);
     }
-    old.sort((a, b) => b.version - a.version);
-    for (const { key } of old.slice(this.#history)) await this.storage.delete(key);
+  }
+
+  async #recordFromMetadata(name: string, listed: ObjectInfo, version: number): Promise<void> {
+    const info = hasRegistryMetadata(listed.metadata) ? listed : await this.storage.head(listed.key);
+    if (!hasRegistryMetadata(info.metadata)) return;
+    await this.#records.create({ ...recordOfMetadata(info, version), name }).catch((err: unknown) => {
+      if (!(err instanceof PreconditionFailedError)) throw err;
+    });
   }
 
   /**
-   * Describes one stored object as a model version. Objects written by other tools have no
-   * metadata: their digest is computed once from the bytes and remembered in their metadata.
+   * Describes one stored object as a model version: from the metadata the registry published it
+   * with; else (another tool's object, or a copy that dropped the metadata) from its record, for
+   * history, or by identifying its bytes, for the current object. Never writes to the object.
    */
   async #describeKey(name: string, key: string, version?: number, known?: ObjectInfo): Promise<ModelVersion> {
-    const info = known && known.metadata[META.sha256] ? known : await this.storage.head(key);
-    if (info.metadata[META.sha256] && info.metadata[META.version]) return toModel(name, info, version);
+    const info = known && hasRegistryMetadata(known.metadata) ? known : await this.storage.head(key);
+    if (hasRegistryMetadata(info.metadata)) return toModel(name, info, version);
+    if (version === undefined) return this.#identify(name, info);
+    const record = await this.#records.read(name, version);
+    if (record && record.size === info.size) return fromRecord(name, record, info);
+    // History without a record (kept by hand, or by a release before records): its own bytes.
     const sha256 = await this.#digest(info);
-    const inferred = version ?? (await this.#newestHistoryVersion(name)) + 1;
-    const metadata = encodeMetadata({
-      version: Number(info.metadata[META.version] ?? inferred),
-      sha256,
-      createdAt: info.metadata[META.createdAt] ?? info.lastModified.toISOString(),
-      labels: decodeLabels(info.metadata[META.labels]),
-    });
-    try {
-      return toModel(name, await this.storage.setMetadata(key, info.token, metadata), version);
-    } catch (err) {
-      if (err instanceof PreconditionFailedError) return this.#describeKey(name, key, version);
-      throw err;
-    }
+    return fromRecord(name, { version, sha256, size: info.size, createdAt: info.lastModified.toISOString(), labels: {}, origin: 'external' }, info);
   }
 
-  async #newestHistoryVersion(name: string): Promise<number> {
-    let newest = 0;
-    for await (const info of this.storage.list(keys.historyPrefix(name))) {
-      newest = Math.max(newest, keys.versionOf(info.key) ?? 0);
+  /**
+   * Which version the current object without metadata is. The digest of the newest record means
+   * that version (a copy of the store); any other is a new version, numbered after the highest
+   * record, and recorded so the number holds for every replica and restart — unless the storage
+   * refuses the write (read-only credentials): then the number is this process's alone.
+   */
+  async #identify(name: string, info: ObjectInfo): Promise<ModelVersion> {
+    const id = `${info.key}\n${info.token}`;
+    const known = this.#identified.get(id) ?? (await this.#recalled(name, info));
+    if (known) return known;
+    const sha256 = await this.#digest(info);
+    let model: ModelVersion | undefined;
+    for (let attempt = 0; !model; attempt++) {
+      const scan = await this.#records.scan(name);
+      const newest = await this.#records.newest(name, scan);
+      if (newest && newest.sha256 === sha256 && newest.size === info.size) {
+        model = fromRecord(name, newest, info);
+        break;
+      }
+      const record: VersionRecord = {
+        version: scan.max + 1,
+        sha256,
+        size: info.size,
+        createdAt: info.lastModified.toISOString(),
+        labels: {},
+        origin: 'external',
+      };
+      const recorded = await this.#records.create({ ...record, name }).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof PreconditionFailedError && attempt < 5) return false; // recorded meanwhile: look again
+          this.#log.info({ err, model: name }, 'could not record the version of an object another tool wrote');
+          return true;
+        },
+      );
+      if (recorded) model = fromRecord(name, record, info);
     }
-    return newest;
+    this.#identified.delete(id);
+    this.#identified.set(id, model);
+    if (this.#identified.size > IDENTIFIED_ENTRIES) this.#identified.delete(this.#identified.keys().next().value!);
+    return model;
   }
 
-  /** SHA-256 of an object's bytes; concurrent requests for one object share the read. */
+  /** The version this replica's cache last recorded for exactly this object, if any. */
+  async #recalled(name: string, info: ObjectInfo): Promise<ModelVersion | undefined> {
+    const model = await this.#cache?.recall(name);
+    return model && model.storageKey === info.key && model.token === info.token && model.size === info.size ? model : undefined;
+  }
+
+  /**
+   * SHA-256 of an object's bytes; concurrent requests for one object share the read. With a
+   * cache, that read is also the cache fill: the bytes are kept under the digest they turn out to
+   * have, so the first download of another tool's object costs one storage read in all.
+   */
   #digest(info: ObjectInfo): Promise<string> {
     const id = `${info.key}\n${info.token}`;
     let pending = this.#digesting.get(id);
     if (!pending) {
-      pending = (async () => {
-        this.#log.info({ key: info.key, bytes: info.size }, 'computing digest of an object without metadata');
-        const { info: opened, body } = await this.storage.get(info.key);
-        if (opened.token !== info.token) {
-          body.destroy();
-          throw new PreconditionFailedError(info.key);
-        }
-        const hash = createHash('sha256');
-        await pipeline(body, hash);
-        return hash.digest('hex');
-      })().finally(() => this.#digesting.delete(id));
+      pending = this.#hashObject(info).finally(() => this.#digesting.delete(id));
       this.#digesting.set(id, pending);
     }
     return pending;
+  }
+
+  async #hashObject(info: ObjectInfo): Promise<string> {
+    this.#log.info({ key: info.key, bytes: info.size }, 'computing the digest of an object without metadata');
+    const { info: opened, body } = await this.storage.get(info.key);
+    if (opened.token !== info.token) {
+      body.destroy();
+      throw new PreconditionFailedError(info.key);
+    }
+    const cache = this.#cache;
+    const copyTo = cache?.blobs.tempPath();
+    const counter = new DigestCounter({ copyTo, hash: true });
+    try {
+      await pipeline(body, counter, async (source: AsyncIterable<Buffer>) => {
+        for await (const chunk of source) void chunk; // DigestCounter does the work
+      });
+      const sha256 = counter.sha256!;
+      if (counter.size !== info.size) throw new PreconditionFailedError(info.key); // changed while read
+      if (cache && copyTo && (await counter.copied())) {
+        await cache.blobs.admit(sha256, copyTo).catch((err: unknown) => this.#log.warn({ err }, 'could not keep the object in the cache'));
+      }
+      return sha256;
+    } finally {
+      if (copyTo) await rm(copyTo, { force: true });
+    }
   }
 }
 
@@ -549,6 +728,10 @@ class DigestCounter extends Transform {
     super();
     this.#copyTo = options.copyTo;
     this.#hash = options.hash ? createHash('sha256') : undefined;
+  }
+  /** After the stream ended: whether the copy to `copyTo` holds every byte (it is flushed). */
+  async copied(): Promise<boolean> {
+    return this.#copy !== undefined && !this.#copyFailed;
   }
   /** The SHA-256 of the bytes that went through, when asked to hash them. */
   get sha256(): string | undefined {
@@ -601,49 +784,34 @@ function checkClientCondition(name: string, current: ModelVersion | undefined, c
   }
 }
 
-function encodeMetadata(m: { version: number; sha256: string; createdAt: string; labels: Labels }): Metadata {
-  return {
-    [META.version]: String(m.version),
-    [META.sha256]: m.sha256,
-    [META.createdAt]: m.createdAt,
-    [META.labels]: JSON.stringify(m.labels),
-  };
-}
-
-function decodeLabels(raw: string | undefined): Labels {
-  if (!raw) return {};
-  try {
-    const parsed = JSON.parse(raw) as unknown;
-    if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) {
-      return Object.fromEntries(Object.entries(parsed).filter(([, v]) => typeof v === 'string')) as Labels;
-    }
-  } catch {
-    // metadata written by hand; ignore labels we cannot read
-  }
-  return {};
-}
-
-function toModel(name: string, info: ObjectInfo, version?: number): ModelVersion {
+/** A version as described by its record; `info` is the object holding its bytes. */
+function fromRecord(name: string, record: VersionRecord, info: ObjectInfo): ModelVersion {
   return {
     name,
-    version: version ?? Number(info.metadata[META.version]),
-    sha256: info.metadata[META.sha256]!,
+    version: record.version,
+    sha256: record.sha256,
     size: info.size,
-    createdAt: info.metadata[META.createdAt] ?? info.lastModified.toISOString(),
-    labels: decodeLabels(info.metadata[META.labels]),
+    createdAt: record.createdAt,
+    labels: record.labels,
     storageKey: info.key,
     token: info.token,
+    origin: record.origin,
   };
+}
+
+function recordOf(model: ModelVersion): VersionRecord {
+  const { version, sha256, size, createdAt, labels } = model;
+  return { version, sha256, size, createdAt, labels, origin: model.origin ?? 'upload' };
+}
+
+/** A version as described by the metadata a registry published its object with. */
+function toModel(name: string, info: ObjectInfo, version?: number): ModelVersion {
+  return fromRecord(name, recordOfMetadata(info, version), info);
 }
 
 function summarize(name: string, info: ObjectInfo): ModelSummary {
-  const version = Number(info.metadata[META.version]);
-  const sha256 = info.metadata[META.sha256];
-  return {
-    name,
-    size: info.size,
-    updatedAt: info.metadata[META.createdAt] ?? info.lastModified.toISOString(),
-    ...(Number.isInteger(version) && version > 0 ? { version } : {}),
-    ...(sha256 ? { sha256, labels: decodeLabels(info.metadata[META.labels]) } : {}),
-  };
+  const base = { name, size: info.size, updatedAt: info.lastModified.toISOString() };
+  if (!hasRegistryMetadata(info.metadata)) return base;
+  const { version, sha256, createdAt, labels } = recordOfMetadata(info);
+  return { ...base, updatedAt: createdAt, version, sha256, labels };
 }

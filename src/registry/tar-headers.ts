@@ -59,6 +59,24 @@ export class TarHeaders {
   #partialBytes = 0;
   /** What the pax / GNU long-name headers set for the next entry, and which headers did. */
   #next: { path?: string; linkpath?: string; size?: number; seen: Set<string> } = { seen: new Set() };
+  /** Root directory entries with an empty name read, that node-tar has not yet reported skipping. */
+  #emptyRoots = 0;
+
+  /**
+   * An empty name is the archive root to GNU tar and tarfile, and an invalid header to node-tar,
+   * which skips it (with a warning): such a header is not in `entries`. Called on each warning
+   * of that kind; true when it matches a root read here (false: the readers disagree).
+   */
+  takeEmptyRoot(): boolean {
+    if (this.#emptyRoots === 0) return false;
+    this.#emptyRoots--;
+    return true;
+  }
+
+  /** Empty-named roots node-tar did not report skipping (0 once both read the whole archive). */
+  get emptyRootsLeft(): number {
+    return this.#emptyRoots;
+  }
 
   /**
    * Where the data of a pax or long-name header that has not fully arrived starts (a stream
@@ -154,6 +172,13 @@ export class TarHeaders {
     const type = flag === '0' && path.endsWith('/') ? '5' : flag;
     if ((NO_DATA.has(type) || type !== flag) && dataSize > 0) {
       return errors.unsafeArchive(`the entry ${JSON.stringify(path)} is a link, device or directory that carries ${dataSize} bytes of data, which tar readers disagree on`);
+    }
+    if (path === '') {
+      if (type !== '5') return errors.unsafeArchive('an entry with an empty name is not a directory; store files under a name');
+      // node-tar skips the header alone and keeps its pax fields for the next entry; others do not.
+      if (next.seen.size > 0) return disagree('a pax or long-name header before an entry with an empty name');
+      this.#emptyRoots++;
+      return undefined;
     }
     this.entries.push({ path, linkpath, type, size: dataSize });
     if (dataSize > 0) this.#state = { kind: 'skip', left: padded(dataSize) };

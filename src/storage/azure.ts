@@ -50,7 +50,7 @@ import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, Sto
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
 import { splitNonce, WRITE_NONCE, writeOnce } from './write-nonce.js';
-import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const BLOCK_SIZE = 8 * 1024 * 1024;
 const CONCURRENCY = 4;
@@ -195,8 +195,10 @@ export class AzureStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
-    const { key, name, etag, size } = this.#own(staged);
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+    const { name, etag, size } = this.#own(staged);
+    const key = options.key ?? staged.key;
+    checkKey(key);
     await options.after;
     const source = this.#container.getBlobClient(UPLOADS_PREFIX + name);
     const done = await this.#publish(source, key, metadata, destination(condition), etag, key, size);

@@ -33,7 +33,7 @@ import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailable
 import type { Logger } from '../util/logger.js';
 import { splitNonce, WRITE_NONCE, writeOnce } from './write-nonce.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const CHUNK_SIZE = 8 * 1024 * 1024;
 const LIST_PAGE = 1000;
@@ -185,10 +185,10 @@ export class GcsStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
     const own = this.#own(staged);
     await options.after;
-    const info = await this.#publish(own.name, own.generation, own.key, metadata, condition);
+    const info = await this.#publish(own.name, own.generation, options.key ?? own.key, metadata, condition);
     await this.discard(own).catch((err: unknown) =>
       this.#logger.warn({ err, staged: own.name }, 'could not delete a committed staged object; sweep() will'),
     );

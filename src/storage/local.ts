@@ -27,7 +27,7 @@ import lockfile from 'proper-lockfile';
 import type { BackendConfig } from '../config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
 import { isAbandoned, newStagedName } from './staging.js';
-import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const UPLOADS = '.uploads';
 const META = '.meta';
@@ -143,8 +143,9 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
-    const { key, file } = this.#own(staged);
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+    const { file } = this.#own(staged);
+    const key = options.key ?? staged.key;
     const target = this.#path(key);
     await options.after;
     return this.#locked(key, async () => {
@@ -152,7 +153,8 @@ export class LocalStorage implements Storage {
       checkCondition(key, current, condition);
       const stats = await this.#io(() => fs.stat(file, { bigint: true }));
       const token = tokenOf(stats);
-      await this.#writeMeta(key, token, metadata);
+      // No sidecar for an object without metadata (the registry's records): nothing to pair.
+      if (Object.keys(metadata).length > 0) await this.#writeMeta(key, token, metadata);
       await this.#io(() => fs.mkdir(path.dirname(target), { recursive: true }));
       await this.#io(() => fs.rename(file, target));
       // rename(2) does nothing when both names are links to one inode (a history copy linked
@@ -182,8 +184,10 @@ export class LocalStorage implements Storage {
     try {
       // A token must never repeat under one key, or a compare-and-swap against a stale read could
       // succeed (ABA): a root key (a model's current version) may get back an inode it had before
-      // (rollback), so copies to root keys get a fresh inode; history keys may share one.
-      const stats = await this.#linkOrCopy(from, options.sourceToken, file, to.includes('/'));
+      // (rollback), so copies to root keys get a fresh inode. And a root file is one other tools
+      // write too, some in place (`cp`, a truncating open): kept history must never share its
+      // inode. Copies between history keys (files only the registry writes) may share one.
+      const stats = await this.#linkOrCopy(from, options.sourceToken, file, to.includes('/') && from.includes('/'));
       // A copy (not a link to bytes already on disk) is made durable before it is published,
       // as an upload is: a rollback must not come back empty after a power cut.
       if (stats.nlink === 1n) await this.#io(() => syncFile(file), to);

@@ -38,7 +38,7 @@ import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailable
 import type { Logger } from '../util/logger.js';
 import { Pending } from '../util/pending.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const CHUNK_BYTES = 255 * 1024; // the GridFS default
 export const GRACE_MS = 10 * 60 * 1000;
@@ -241,10 +241,10 @@ export class MongoStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
     const s = this.#own(staged);
     await options.after;
-    const info = await this.#publish(s.key, s.name, s.size, metadata, condition);
+    const info = await this.#publish(options.key ?? s.key, s.name, s.size, metadata, condition);
     s.committed = true;
     this.#active.delete(s.name);
     return info;

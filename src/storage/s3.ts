@@ -55,11 +55,11 @@ import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackendConfig } from '../config.js';
-import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
+import { ConfigError, StorageAccessDeniedError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
 import { WRITE_NONCE } from './write-nonce.js';
-import type { Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
 const MiB = 1024 * 1024;
 const UPLOAD_PART_SIZE = 8 * MiB;
@@ -214,13 +214,14 @@ export class S3Storage implements Storage {
     if (uploadResult.status === 'fulfilled') await this.#deleteQuietly(stagingKey);
     if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
     if (bodyError !== undefined) throw bodyError;
-    if (uploadResult.status === 'rejected') throw translate(uploadResult.reason, key);
+    if (uploadResult.status === 'rejected') throw translate(uploadResult.reason, key, 'write');
     throw (pipeResult as PromiseRejectedResult).reason;
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: PublishOptions = {}): Promise<ObjectInfo> {
+  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
     const s = this.#own(staged);
-    const info = await this.#copyInto({ from: UPLOADS_PREFIX + s.name, sourceToken: s.etag, size: s.size }, s.key, { metadata, condition, after: options.after });
+    const from = { from: UPLOADS_PREFIX + s.name, sourceToken: s.etag, size: s.size };
+    const info = await this.#copyInto(from, options.key ?? s.key, { metadata, condition, after: options.after });
     this.#active.delete(s.name);
     await this.#deleteQuietly(UPLOADS_PREFIX + s.name);
     return info;
@@ -248,7 +249,7 @@ export class S3Storage implements Storage {
   }
 
   async delete(key: string): Promise<void> {
-    await this.#call(key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })));
+    await this.#call(key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })), 'delete');
   }
 
   async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
@@ -340,6 +341,7 @@ export class S3Storage implements Storage {
     const nonce = metadataBytes(encoded) + NONCE_BYTES <= MAX_METADATA_BYTES ? randomUUID() : undefined;
     const created = await this.#call(to, () =>
       this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: nonce ? { ...encoded, [WRITE_NONCE]: nonce } : encoded })),
+      'write',
     );
     const uploadId = created.UploadId!;
     try {
@@ -445,11 +447,11 @@ export class S3Storage implements Storage {
     return new ConfigError(setupErrorLine(err, this.#config, region), { cause: err });
   }
 
-  async #call<T>(key: string, fn: () => Promise<T>): Promise<T> {
+  async #call<T>(key: string, fn: () => Promise<T>, access: Access = 'read'): Promise<T> {
     try {
       return await fn();
     } catch (err) {
-      throw translate(err, key);
+      throw translate(err, key, access);
     }
   }
 
@@ -497,8 +499,16 @@ export function setupErrorLine(err: unknown, c: BackendConfig<'aws'>, region: st
   return line.replace(/\s*\n\s*/g, ' ');
 }
 
+/** What a call does, for the permission a refusal names. */
+type Access = 'read' | 'write' | 'delete';
+const PERMISSIONS: Record<Access, string> = {
+  read: 's3:GetObject and s3:ListBucket',
+  write: 's3:PutObject (writing objects)',
+  delete: 's3:DeleteObject',
+};
+
 /** Maps an SDK error to the storage errors of ../errors.ts, keeping it as `cause`. */
-export function translate(err: unknown, key: string): unknown {
+export function translate(err: unknown, key: string, access: Access = 'read'): unknown {
   if (err instanceof NotFoundError || err instanceof PreconditionFailedError || err instanceof RegistryError) return err;
   if ((err as Error)?.name === 'AbortError') return err;
   const code = errorCode(err);
@@ -510,6 +520,9 @@ export function translate(err: unknown, key: string): unknown {
   // 409 ConditionalRequestConflict: a concurrent conditional write to the same key won.
   if (status === 412 || code === 'PreconditionFailed' || code === 'ConditionalRequestConflict') return new PreconditionFailedError(key, { cause: err });
   if (code === 'MetadataTooLarge') return metadataTooLarge(undefined, err);
+  if (code === 'AccessDenied' || code === 'AllAccessDisabled' || (status === 403 && code === 'Forbidden')) {
+    return new StorageAccessDeniedError('s3', `${describe(err)} on ${key}`, PERMISSIONS[access], { cause: err });
+  }
   if (err instanceof S3ServiceException || isNetworkError(err) || code === 'CredentialsProviderError') {
     return new StorageUnavailableError('s3', describe(err), { cause: err });
   }

@@ -65,6 +65,14 @@ export interface PublishOptions {
   after?: Promise<unknown>;
 }
 
+export interface CommitOptions extends PublishOptions {
+  /**
+   * Publish under this key instead of the one the object was staged for (an upload's version
+   * number, and so its key, is known only once its bytes are stored).
+   */
+  key?: string;
+}
+
 /**
  * An upload that has been written in full but is not yet visible under its key.
  * It stays valid after a commit that failed its condition, so the caller can retry the commit.
@@ -116,7 +124,7 @@ export interface Storage {
    * that instant (the backend's own conditional write — never a read-then-write). Readers see the
    * old object or the new one, whole. Throws PreconditionFailedError and keeps the staged object.
    */
-  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options?: PublishOptions): Promise<ObjectInfo>;
+  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options?: CommitOptions): Promise<ObjectInfo>;
 
   /** Removes a staged object that will not be committed. Never throws NotFoundError. */
   discard(staged: StagedObject): Promise<void>;

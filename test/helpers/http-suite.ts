@@ -72,20 +72,22 @@ t.test('replace keeps history per MODEL_HISTORY, oldest dropped', async (t) => {
   t.equal(versions.current, 5);
   t.same(versions.versions.map((v) => v.version), [5, 4, 3], 'current + 2 retained, newest first');
   t.same(versions.versions.map((v) => v.sha256), [4, 3, 2].map((i) => sha256(archives[i]!)));
-  t.same(await keys(r, '.history/m/'), ['.history/m/v3.tar.gz', '.history/m/v4.tar.gz']);
+  // Each kept version has its bytes and its record; the current one too (no other tool writes there).
+  t.same(await keys(r, '.history/m/'), [3, 4, 5].flatMap((v) => [`.history/m/v${v}.json`, `.history/m/v${v}.tar.gz`]));
   t.ok((await bytes(await fetch(`${url}/models/m?version=3`))).equals(archives[2]!), 'older version downloads');
   t.equal((await fetch(`${url}/models/m?version=3`)).headers.get('x-model-version'), '3');
   await isError(t, await fetch(`${url}/models/m?version=2`), 404, 'VERSION_NOT_FOUND');
 });
 
-t.test('MODEL_HISTORY=0 keeps no history', async (t) => {
+t.test('MODEL_HISTORY=0 keeps no older version, only the current one\'s own copy', async (t) => {
   const r = await start(t, { MODEL_HISTORY: '0' });
   const { url } = r;
   await put(`${url}/models/m`, model('a'));
   await put(`${url}/models/m`, model('b'));
   const versions = (await (await fetch(`${url}/models/m/versions`)).json()) as { versions: unknown[] };
   t.equal(versions.versions.length, 1);
-  t.same(await keys(r, '.history/m/'), []);
+  t.same(await keys(r, '.history/m/'), ['.history/m/v2.json', '.history/m/v2.tar.gz']);
+  await isError(t, await fetch(`${url}/models/m?version=1`), 404, 'VERSION_NOT_FOUND');
 });
 
 t.test('conditional writes: If-None-Match and If-Match', async (t) => {
@@ -224,9 +226,13 @@ t.test('delete one version or the whole model', async (t) => {
   await isError(t, await fetch(`${url}/models/d?version=2`), 404);
   await isError(t, await fetch(`${url}/models/d`, { method: 'DELETE' }), 404, 'MODEL_NOT_FOUND');
   t.notOk((await keys(r, '')).includes('d.tar.gz'));
-  t.same(await keys(r, '.history/d/'), [], 'history removed');
-  // A re-created model starts again at version 1.
-  t.equal(((await (await put(`${url}/models/d`, a)).json()) as { version: number }).version, 1);
+  t.same(await keys(r, '.history/d/'), ['.history/d/v3.json'], 'history removed but the highest number');
+  const { body } = await r.app.registry.storage.get('.history/d/v3.json');
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  t.same(JSON.parse(Buffer.concat(chunks).toString()), { version: 3, deleted: true }, 'a tombstone: no digest, no labels');
+  // A re-created model never gets a number an HTTP cache may still hold for the deleted one.
+  t.equal(((await (await put(`${url}/models/d`, a)).json()) as { version: number }).version, 4);
 });
 
 t.test('list with prefix, limit and cursor', async (t) => {
@@ -373,7 +379,7 @@ t.test('invalid and hostile archives are refused and nothing changes', async (t)
     ['symlink escape', tgz([{ path: 'link', type: 'SymbolicLink', linkpath: '../../etc/passwd' }]), 422, /UNSAFE_ARCHIVE/],
     ['absolute symlink', tgz([{ path: 'link', type: 'SymbolicLink', linkpath: '/etc/passwd' }]), 422, /UNSAFE_ARCHIVE/],
     ['write through symlink', tgz([{ path: 'dir', type: 'SymbolicLink', linkpath: '.' }, { path: 'dir/x', body: 'x' }]), 422, /UNSAFE_ARCHIVE/],
-    ['hard link', tgz([{ path: 'a', body: 'x' }, { path: 'b', type: 'Link', linkpath: 'a' }]), 422, /UNSAFE_ARCHIVE/],
+    ['hard link to a missing entry', tgz([{ path: 'a', body: 'x' }, { path: 'b', type: 'Link', linkpath: 'c' }]), 422, /UNSAFE_ARCHIVE/],
     ['character device', tgz([{ path: 'null', type: 'CharacterDevice' }]), 422, /UNSAFE_ARCHIVE/],
     ['block device', tgz([{ path: 'sda', type: 'BlockDevice' }]), 422, /UNSAFE_ARCHIVE/],
     ['FIFO', tgz([{ path: 'pipe', type: 'FIFO' }]), 422, /UNSAFE_ARCHIVE/],
@@ -413,7 +419,7 @@ t.test('archives put there by another tool are listed and served', async (t) => 
   const rasa = model('rasa');
   const storage = r.app.registry.storage;
   // Written without metadata, as `aws s3 cp` or Rasa itself would.
-  await storage.commit(await storage.stage('model_20161111-180000.tar.gz', Readable.from([rasa])), {}, {});
+  const written = await storage.commit(await storage.stage('model_20161111-180000.tar.gz', Readable.from([rasa])), {}, {});
   await storage.commit(await storage.stage('notes.txt', Readable.from([Buffer.from('not a model')])), {}, {});
   const list = (await (await fetch(`${url}/models`)).json()) as { models: { name: string; size: number }[] };
   t.same(list.models.map((m) => m.name), ['model_20161111-180000']);
@@ -423,7 +429,11 @@ t.test('archives put there by another tool are listed and served', async (t) => 
   t.equal(res.headers.get('etag'), `"sha256:${sha256(rasa)}"`, 'digest computed on first read');
   t.ok((await bytes(res)).equals(rasa));
   t.match(await (await fetch(`${url}/models/model_20161111-180000/meta`)).json(), { version: 1, sha256: sha256(rasa) });
-  t.equal((await storage.head('model_20161111-180000.tar.gz')).metadata.sha256, sha256(rasa), 'digest remembered with the object');
+  // Read-only to the registry: no metadata added, the object (its token: ETag, generation...) as it was.
+  const after = await storage.head('model_20161111-180000.tar.gz');
+  t.same(after.metadata, {}, 'nothing written to the object');
+  t.equal(after.token, written.token, 'the object is the one the other tool wrote');
+  t.same(await keys(r, '.history/model_20161111-180000/'), ['.history/model_20161111-180000/v1.json'], 'the registry records it in its own file');
   // Replacing it through the API keeps the foreign version as history v1.
   t.equal((await put(`${url}/models/model_20161111-180000`, model('new'))).status, 200);
   t.ok((await bytes(await fetch(`${url}/models/model_20161111-180000?version=1`))).equals(rasa));

@@ -60,25 +60,29 @@ t.test('keys that are not addressable models (x.tar.gz.tar.gz, placed by another
   t.equal(page.nextCursor, null);
 });
 
-t.test('a model deleted while a replace archives it: the replace creates it anew (not 404)', async (t) => {
-  const { app, url } = await start(t);
+t.test('a model deleted while a replace publishes it: 409, nothing left of either, numbers still rise', async (t) => {
+  const { app, url, dir } = await start(t);
   t.equal((await put(`${url}/models/m`, model('v1'))).status, 201);
   const storage = app.registry.storage;
   const copy = storage.copy.bind(storage);
   let deleted = false;
   storage.copy = async (from, to, options) => {
-    if (!deleted && to.startsWith('.history/')) {
-      deleted = true;
+    if (!deleted && to === 'm.tar.gz') {
+      deleted = true; // v2 is stored in history; the DELETE lands before it becomes current
       t.equal((await fetch(`${url}/models/m`, { method: 'DELETE' })).status, 204, 'a DELETE lands first');
     }
     return copy(from, to, options);
   };
-  const v2 = model('v2');
-  const res = await put(`${url}/models/m`, v2);
+  const res = await put(`${url}/models/m`, model('v2'));
   t.ok(deleted);
-  t.equal(res.status, 201, 'created again');
-  t.equal(((await res.json()) as { version: number }).version, 1);
-  t.equal(sha256(await bytes(await fetch(`${url}/models/m`))), sha256(v2));
+  await isError(t, res, 409, 'CONCURRENT_UPDATE');
+  await isError(t, await fetch(`${url}/models/m`), 404, 'MODEL_NOT_FOUND');
+  t.same((await fs.readdir(path.join(dir, '.history', 'm'))).filter((n) => n.endsWith('.tar.gz')), [], 'no archive left');
+  const v3 = model('v3');
+  const again = await put(`${url}/models/m`, v3);
+  t.equal(again.status, 201, 'created again');
+  t.equal(((await again.json()) as { version: number }).version, 3, 'after every number taken before');
+  t.equal(sha256(await bytes(await fetch(`${url}/models/m`))), sha256(v3));
 });
 
 t.test('a long poll whose client leaves while the model is still being described ends at once, not after ?wait', async (t) => {

@@ -134,7 +134,7 @@ t.test('staged names carry the pid namespace: a writer in another one on the sam
   t.ok(isAbandoned(neighbour, new Date(Date.now() - 2 * 60 * 60 * 1000), new Set()), 'until it has been untouched for long');
 });
 
-t.test('a copy published to a root key (a rollback) is synced to disk first; a history link needs no copy', async (t) => {
+t.test('copies to and from root keys are synced copies; between history keys a link needs no copy', async (t) => {
   const s = await local(t);
   const v1 = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('version one')])), { version: '1' }, {});
   // Counts fsyncs of files staged under .uploads/ (the copy before it is renamed into place).
@@ -155,8 +155,11 @@ t.test('a copy published to a root key (a rollback) is synced to disk first; a h
     fs.open = open;
   });
   const archived = await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: v1.token, metadata: { version: '1' } });
-  t.equal(syncs, 0, 'the history entry is a hard link: nothing to sync');
-  await s.copy('.history/m/v1.tar.gz', 'm.tar.gz', { sourceToken: archived.token, metadata: { version: '2' }, condition: { ifMatch: v1.token } });
-  t.equal(syncs, 1, 'the rollback copy was synced before it was published');
+  t.equal(syncs, 1, 'a root file (other tools write it, some in place) is copied into history, never linked');
+  t.not((await fs.stat(path.join(s.root, '.history/m/v1.tar.gz'))).ino, (await fs.stat(path.join(s.root, 'm.tar.gz'))).ino);
+  await s.copy('.history/m/v1.tar.gz', '.history/m/v2.tar.gz', { sourceToken: archived.token, metadata: { version: '2' } });
+  t.equal(syncs, 1, 'between history keys a hard link: nothing to sync');
+  await s.copy('.history/m/v1.tar.gz', 'm.tar.gz', { sourceToken: archived.token, metadata: { version: '3' }, condition: { ifMatch: v1.token } });
+  t.equal(syncs, 2, 'the rollback copy was synced before it was published');
   t.equal(await fs.readFile(path.join(s.root, 'm.tar.gz'), 'utf8'), 'version one');
 });

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs the Debian packages whose programs the tests run as subprocesses: pigz, rsync, git and
+# GNU tar.
+# Nothing is done when they are all there; otherwise `apt-get update` once, then
+# `apt-get install -y --no-install-recommends` of the missing ones (as root; anyone else is told
+# the command to run). Versions are the distribution's.
+#
+# Usage: scripts/system/install.sh
+set -euo pipefail
+
+missing=()
+command -v pigz >/dev/null 2>&1 || missing+=(pigz)
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+if ! command -v tar >/dev/null 2>&1; then
+  missing+=(tar)
+elif ! tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar'; then
+  echo "install-system: 'tar' on PATH ($(command -v tar)) is not GNU tar; the tests need GNU tar first on PATH" >&2
+  exit 1
+fi
+
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+cmd="apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "install-system: missing ${missing[*]} and there is no apt-get: install ${missing[*]} with this system's package manager" >&2
+  exit 1
+fi
+if [[ "$(id -u)" != 0 ]]; then
+  echo "install-system: missing ${missing[*]}: run as root: sudo sh -c '$cmd'" >&2
+  exit 1
+fi
+echo "install-system: installing ${missing[*]} (apt-get)" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >&2
+apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+for p in "${missing[@]}"; do
+  if ! command -v "$p" >/dev/null 2>&1; then
+    echo "install-system: apt-get installed $p but '$p' is still not on PATH" >&2
+    exit 1
+  fi
+done
