@@ -409,7 +409,7 @@ t.test('legitimate constructs the producers above write only in some spellings',
     ],
     [
       'a hard link through a pax linkpath to a long earlier name',
-      [{ path: `${DEEP}/${LONG_NAME}`, body: weights, pax: true, ustarPath: 'x' }, { path: `${DEEP}/${LONG_NAME}.2`, type: 'Link', linkpath: `./${DEEP}/${LONG_NAME}`, pax: true, ustarPath: 'y' }],
+      [{ path: `${DEEP}/${LONG_NAME}`, body: weights, pax: true, ustarPath: 'x' }, { path: `${DEEP}/${LONG_NAME}.2`, type: 'Link', linkpath: `./${DEEP}/${LONG_NAME}`, pax: true, ustarPath: 'y', ustarLinkpath: 'x' }],
       { [`${DEEP}/${LONG_NAME}`]: weights, [`${DEEP}/${LONG_NAME}.2`]: weights },
     ],
     [

@@ -21,6 +21,8 @@ export interface Entry {
   /** Put path / linkpath in a PAX header; `ustarPath` is then what the plain header says. */
   pax?: boolean;
   ustarPath?: string;
+  /** With `pax`: what the plain header's link field says (real writers put the name cut short). */
+  ustarLinkpath?: string;
   /** Break the header checksum. */
   badChecksum?: boolean;
   /** Permission bits; 0o755 for directories and 0o644 otherwise by default. */
@@ -47,7 +49,7 @@ export function tar(entries: Entry[], options: { endBlocks?: boolean } = {}): Bu
       size,
       mode: e.mode ?? (type === 'Directory' ? 0o755 : 0o644),
       mtime: new Date('2024-01-01T00:00:00Z'),
-      linkpath: e.pax ? undefined : e.linkpath,
+      linkpath: e.pax ? e.ustarLinkpath : e.linkpath,
       uid: 1000,
       gid: 1000,
     });
