@@ -155,13 +155,15 @@ export class TreeStore {
       // read to its end (strict mode rejects at once, while tar may still be writing into `tmp`);
       // except the one the validator counted: a root named '' (tar skips that header).
       let emptyRoots = validator.summary.emptyRoots;
-      let warning: string | undefined;
-      const onwarn = (code: string, message: string | Error) => {
+      let failure: Error | undefined;
+      const onwarn = (code: string, message: string, data: unknown) => {
         if (isEmptyRootWarning(code, message) && emptyRoots-- > 0) return;
-        warning ??= `${code}: ${typeof message === 'string' ? message : message.message}`;
+        // A file system error (ENOSPC...) is the warning's data, with its code, as strict mode threw it.
+        failure ??= data instanceof Error ? data : errors.invalidArchive(`tar cannot extract it (${code}: ${message})`);
       };
-      await extract({ file: blob, cwd: tmp, strict: false, onwarn, preservePaths: false, noChmod: true, preserveOwner: false, filter });
-      if (warning) throw errors.invalidArchive(`it cannot be extracted (${warning})`);
+      const options = { cwd: tmp, strict: false, onwarn, filter, preservePaths: false, noChmod: true, preserveOwner: false };
+      await extract({ ...options, file: blob });
+      if (failure) throw failure;
       const files: ManifestEntry[] = [];
       let bytes = 0;
       /** Names seen of each file with several (hard links): counted once, and all must be in the tree. */
@@ -202,7 +204,7 @@ export class TreeStore {
       // file anywhere else (outside the tree) would mean the extraction linked to what it must not.
       for (const { names, nlink, path: rel } of linked.values()) {
         if (names !== nlink) {
-          throw errors.unsafeArchive(`${JSON.stringify(rel)} was extracted as a hard link to a file outside the archive`);
+          throw errors.unsafeArchive(`${JSON.stringify(rel)} was extracted as a hard link to a file outside the tree`);
         }
       }
       files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));

@@ -45,6 +45,7 @@ interface InFlight {
 }
 
 const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
+const GZIP_MAGIC = [0x1f, 0x8b];
 /**
  * Names of the archive root itself, as producers write it: GNU tar and shutil `./`, Python's
  * tarfile `/` for `arcname=""` (Rasa 3). Only these exact names: `/x` stays an absolute path.
@@ -53,7 +54,6 @@ export const ROOT_NAMES: ReadonlySet<string> = new Set(['', '.', './', '/']);
 
 /** What a path holds at a point of the archive, for hard links: the latest entry there wins. */
 type Kind = 'file' | 'directory' | 'symlink';
-const GZIP_MAGIC = [0x1f, 0x8b];
 
 export class ArchiveValidator extends Transform {
   readonly #limits: ArchiveLimits;
@@ -163,7 +163,10 @@ export class ArchiveValidator extends Transform {
       if (this.#entries === 0) return callback(errors.invalidArchive('the archive has no entries'));
       if (this.#headers.entries.length > 0 || this.#headers.emptyRootsLeft > 0) {
         const extra = this.#headers.entries[0]?.path ?? '';
-        return callback(errors.unsafeArchive(`tar readers disagree on the archive: a strict reader sees the entry ${JSON.stringify(extra)} that this one does not; create the archive with a standard tar tool`));
+        return callback(errors.unsafeArchive(
+          `tar readers disagree on the archive: a strict reader sees the entry ${JSON.stringify(extra)} that this one `
+            + 'does not; create the archive with a standard tar tool',
+        ));
       }
       // Only now are all symlinks known: a link may escape through one defined after it.
       const escaping = escapingLink(this.#symlinks);
@@ -303,7 +306,9 @@ export class ArchiveValidator extends Transform {
     if (ROOT_NAMES.has(raw)) {
       // The root's own entry (its mode, its mtime) creates nothing; as anything else it is no root.
       if (entry.type === 'Directory') return undefined;
-      return errors.unsafeArchive(`${shown} names the archive root but is a ${entry.type} entry, not a directory; store files under a name`);
+      return errors.unsafeArchive(
+        `${shown} names the archive root, which only a directory entry may, but is a ${entry.type}; give it a name`,
+      );
     }
     if (raw.startsWith('/') || raw.startsWith('\\') || /^[a-zA-Z]:/.test(raw)) {
       return errors.unsafeArchive(`${shown} is an absolute path`);
@@ -352,10 +357,13 @@ export class ArchiveValidator extends Transform {
    * or a symlink (a link to a symlink is a copy of it, resolved from another directory).
    */
   #hardLinkProblem(shown: string, key: string, target: string): RegistryError | undefined {
-    const refuse = (why: string) => errors.unsafeArchive(`the hard link ${shown} points to ${JSON.stringify(target)}, ${why}; a hard link may only point to a regular file stored earlier in the archive`);
+    const refuse = (why: string) => errors.unsafeArchive(
+      `the hard link ${shown} points to ${JSON.stringify(target)}, ${why}; `
+        + 'a hard link may only point to a regular file stored earlier in the archive',
+    );
     if (!target) return refuse('an empty target');
     if (target.includes('\0')) return refuse('a target holding a NUL byte');
-    if (target.startsWith('/') || target.startsWith('\\') || /^[a-zA-Z]:/.test(target)) return refuse('an absolute path');
+    if (/^([\\/]|[a-zA-Z]:)/.test(target)) return refuse('an absolute path');
     // Windows extractors read a backslash as a separator, POSIX ones as part of a name.
     if (target.includes('\\')) return refuse('a path with a backslash, which tar readers resolve differently');
     const parts = target.split('/').filter((p) => p !== '' && p !== '.');
@@ -371,7 +379,7 @@ export class ArchiveValidator extends Transform {
       }
     }
     const kind = this.#kinds.get(targetKey);
-    if (kind === undefined) return refuse('which is no earlier entry of the archive');
+    if (kind === undefined) return refuse('which is not an earlier entry of the archive');
     if (kind !== 'file') return refuse(`which is a ${kind}`);
     return undefined;
   }
@@ -427,7 +435,8 @@ function posixKey(raw: string): string {
 
 /** node-tar's warning for a header with an empty name (parse.js), which it skips. */
 export function isEmptyRootWarning(code: string, message: string | Error): boolean {
-  return code === 'TAR_ENTRY_INVALID' && (typeof message === 'string' ? message : message.message) === 'path is required';
+  const text = typeof message === 'string' ? message : message.message;
+  return code === 'TAR_ENTRY_INVALID' && text === 'path is required';
 }
 
 function parserError(code: string, message: string | Error): RegistryError {

@@ -174,7 +174,7 @@ export class TarHeaders {
       return errors.unsafeArchive(`the entry ${JSON.stringify(path)} is a link, device or directory that carries ${dataSize} bytes of data, which tar readers disagree on`);
     }
     if (path === '') {
-      if (type !== '5') return errors.unsafeArchive('an entry with an empty name is not a directory; store files under a name');
+      if (type !== '5') return errors.unsafeArchive('an entry with an empty name is not a directory; give it a name');
       // node-tar skips the header alone and keeps its pax fields for the next entry; others do not.
       if (next.seen.size > 0) return disagree('a pax or long-name header before an entry with an empty name');
       this.#emptyRoots++;

@@ -17,11 +17,11 @@ import t, { type Test } from 'tap';
 import * as tar from 'tar';
 import { tgz, type Entry } from '../helpers/archives.js';
 import { sha256 } from '../helpers/assert.js';
-import { bytes, put, start, tempDir, type Running } from '../helpers/server.js';
+import { bytes, put, start, tempDir } from '../helpers/server.js';
 
 const exec = promisify(execFile);
 
-/** Runs a producer; its stderr is in the error, so a failing tool says why. */
+/** Runs a producer and returns its stdout; a failing tool's error says why (its stderr). */
 async function run(cmd: string, args: string[], options: ExecFileOptions = {}): Promise<Buffer> {
   try {
     const { stdout } = await exec(cmd, args, { ...options, encoding: 'buffer', maxBuffer: 256 * 2 ** 20 });
@@ -35,26 +35,26 @@ async function run(cmd: string, args: string[], options: ExecFileOptions = {}): 
 
 // ---- the model directory ----
 
+/** Over 100 characters as a path, with short names: ustar's prefix field, in every format. */
 const DEEP = `sub/${'d'.repeat(60)}/${'d'.repeat(60)}`;
-/** Over 100 characters: a name no plain ustar header holds (GNU long names, pax path). */
+/** A name over 100 characters: no plain ustar header holds it (GNU long names, pax path). */
 const LONG_NAME = `${'f'.repeat(110)}.bin`;
 
 /** The model: path → bytes, and the hard-linked names (second name → first) made with `ln`. */
 function modelFiles(ustar: boolean): { files: Map<string, Buffer>; links: [string, string][] } {
   const files = new Map<string, Buffer>([
     ['config.json', Buffer.from('{"pipeline":[{"name":"WhitespaceTokenizer"}]}\n')],
-    // Larger than a gzip member's typical block and many tar blocks, so splits fall inside it.
+    // Many tar blocks and more than one deflate block, so the splits below fall inside it.
     ['weights.bin', randomBytes(300 * 1024)],
     ['empty.txt', Buffer.alloc(0)],
     ['sub/inner/a.txt', Buffer.from('a\n')],
     ['sub/naïve-ünïcode-名前.txt', Buffer.from('héllo wörld ✓\n')],
-    // A path over 100 characters with a short name: ustar's prefix field, in every format.
     [`${DEEP}/short.bin`, randomBytes(700)],
     ['sub/orig.dat', randomBytes(3000)],
   ]);
   const links: [string, string][] = [['sub/twin.dat', 'sub/orig.dat'], ['triplet.dat', 'sub/orig.dat']];
-  // A ustar header cannot name a file over 100 characters, nor link to a path over 100 (tarfile
-  // refuses to write them): the ustar model has neither.
+  // A ustar header can neither name a file over 100 characters nor link to a path over 100
+  // (tarfile refuses to write them): the ustar model has neither.
   if (!ustar) {
     files.set(`${DEEP}/${LONG_NAME}`, randomBytes(1500));
     links.push([`${DEEP}/${LONG_NAME}.twin`, `${DEEP}/${LONG_NAME}`]);
@@ -75,7 +75,8 @@ async function writeModel(dir: string, ustar: boolean): Promise<Map<string, Buff
   return files;
 }
 
-const prefixed = (files: Map<string, Buffer>, prefix: string) => new Map([...files].map(([p, b]) => [`${prefix}${p}`, b]));
+const prefixed = (files: Map<string, Buffer>, prefix: string) =>
+  new Map([...files].map(([p, b]) => [`${prefix}${p}`, b]));
 
 // ---- the producers ----
 
@@ -98,33 +99,50 @@ interface Producer {
   make(src: string, work: string): Promise<Buffer>;
 }
 
-const gitEnv = { ...process.env, GIT_CONFIG_NOSYSTEM: '1', GIT_CONFIG_GLOBAL: '/dev/null', GIT_AUTHOR_DATE: '2024-01-01T00:00:00Z', GIT_COMMITTER_DATE: '2024-01-01T00:00:00Z' };
+const gitEnv = {
+  ...process.env,
+  GIT_CONFIG_NOSYSTEM: '1',
+  GIT_CONFIG_GLOBAL: '/dev/null',
+  GIT_AUTHOR_DATE: '2024-01-01T00:00:00Z',
+  GIT_COMMITTER_DATE: '2024-01-01T00:00:00Z',
+};
 
-/** A git repository holding a copy of `src` (git stores no hard links: two files there). */
-async function gitRepo(src: string, work: string): Promise<string> {
+/** `git archive` of a repository holding a copy of `src` (git keeps no hard links: two files). */
+async function gitArchive(src: string, work: string, ...options: string[]): Promise<Buffer> {
   const repo = path.join(work, 'repo');
   await fs.cp(src, repo, { recursive: true });
-  const git = (...args: string[]) => run('git', ['-C', repo, '-c', 'user.name=t', '-c', 'user.email=t@example.com', '-c', 'commit.gpgsign=false', ...args], { env: gitEnv });
+  const identity = ['-c', 'user.name=t', '-c', 'user.email=t@example.com', '-c', 'commit.gpgsign=false'];
+  const git = (...args: string[]) => run('git', ['-C', repo, ...identity, ...args], { env: gitEnv });
   await git('init', '-q');
   await git('add', '-A');
   await git('commit', '-qm', 'model');
-  return repo;
+  return git('archive', '--format=tar.gz', ...options, 'HEAD');
 }
 
-const readOut = async (file: string) => fs.readFile(file);
+async function nodeTar(src: string, work: string, names: string[]): Promise<Buffer> {
+  const out = path.join(work, 'out.tar.gz');
+  // node-tar writes a second name of a file as a hard link only when `cwd` is absolute.
+  await tar.c({ gzip: true, cwd: path.resolve(src), file: out }, names);
+  return fs.readFile(out);
+}
+
+/** Gzip member sizes of the archives made of several, for the corpus check. */
+const members = new Map<string, number[]>();
 
 const producers: Producer[] = [
   ...(['USTAR', 'GNU', 'PAX'] as const).flatMap((fmt) =>
-    ([['', ''], ['.', ''], ['folder', 'folder/']] as const).map(([arcname, prefix]): Producer => ({
-      name: `py-${fmt.toLowerCase()}-${arcname === '' ? 'empty' : arcname === '.' ? 'dot' : 'folder'}`,
-      model: fmt === 'USTAR' ? 'ustar' : 'full',
-      prefix,
-      make: async (src, work) => {
-        const out = path.join(work, 'out.tar.gz');
-        await run('python3', ['-c', PY_TARFILE, out, src, fmt, arcname]);
-        return readOut(out);
-      },
-    })),
+    ([['', 'empty', ''], ['.', 'dot', ''], ['folder', 'folder', 'folder/']] as const).map(
+      ([arcname, label, prefix]): Producer => ({
+        name: `py-${fmt.toLowerCase()}-${label}`,
+        model: fmt === 'USTAR' ? 'ustar' : 'full',
+        prefix,
+        make: async (src, work) => {
+          const out = path.join(work, 'out.tar.gz');
+          await run('python3', ['-c', PY_TARFILE, out, src, fmt, arcname]);
+          return fs.readFile(out);
+        },
+      }),
+    ),
   ),
   {
     name: 'py-shutil-gztar',
@@ -132,34 +150,33 @@ const producers: Producer[] = [
     prefix: '',
     make: async (src, work) => {
       await run('python3', ['-c', PY_SHUTIL, path.join(work, 'out'), src]);
-      return readOut(path.join(work, 'out.tar.gz'));
+      return fs.readFile(path.join(work, 'out.tar.gz'));
     },
   },
   {
-    // Python's tarfile over a folder and its `cp -al` snapshot: the snapshot is all hard links.
+    // A folder and its `cp -al` snapshot: every file of the snapshot is a hard link.
     name: 'py-pax-snapshots',
     model: 'snapshots',
     prefix: '',
     make: async (src, work) => {
       const out = path.join(work, 'out.tar.gz');
       await run('python3', ['-c', PY_TARFILE, out, src, 'PAX', '']);
-      return readOut(out);
+      return fs.readFile(out);
     },
   },
-  ...([['gnutar-default', []], ['gnutar-posix', ['--format=posix']], ['gnutar-gnu', ['--format=gnu']]] as const).map(
-    ([name, flags]): Producer => ({
-      name,
-      model: 'full',
-      prefix: '',
-      make: (src) => run('tar', [...flags, '-czf', '-', '-C', src, '.']),
-    }),
-  ),
-  {
-    name: 'gnutar-ustar',
-    model: 'ustar',
+  ...([
+    ['gnutar-default', 'full', []],
+    ['gnutar-posix', 'full', ['--format=posix']],
+    ['gnutar-gnu', 'full', ['--format=gnu']],
+    ['gnutar-ustar', 'ustar', ['--format=ustar']],
+    ['gnutar-snapshots', 'snapshots', []],
+    ['gnutar-snapshots-posix', 'snapshots', ['--format=posix']],
+  ] as const).map(([name, model, flags]): Producer => ({
+    name,
+    model,
     prefix: '',
-    make: (src) => run('tar', ['--format=ustar', '-czf', '-', '-C', src, '.']),
-  },
+    make: (src) => run('tar', [...flags, '-czf', '-', '-C', src, '.']),
+  })),
   {
     name: 'gnutar-names',
     model: 'full',
@@ -171,57 +188,26 @@ const producers: Producer[] = [
     model: 'full',
     prefix: 'folder/',
     make: async (src, work) => {
-      await fs.cp(src, path.join(work, 'folder'), { recursive: true, verbatimSymlinks: true });
-      // cp does not keep hard links: link them again, as the model has them.
-      for (const [name, target] of modelFiles(false).links) {
-        await fs.rm(path.join(work, 'folder', name));
-        await fs.link(path.join(work, 'folder', target), path.join(work, 'folder', name));
-      }
+      await run('cp', ['-a', src, path.join(work, 'folder')]);
       return run('tar', ['-czf', '-', '-C', work, 'folder']);
     },
   },
-  ...([['gnutar-snapshots', []], ['gnutar-snapshots-posix', ['--format=posix']]] as const).map(
-    ([name, flags]): Producer => ({
-      name,
-      model: 'snapshots',
-      prefix: '',
-      make: (src) => run('tar', [...flags, '-czf', '-', '-C', src, '.']),
-    }),
-  ),
-  {
-    name: 'git-archive',
-    model: 'full',
-    prefix: '',
-    make: async (src, work) => run('git', ['-C', await gitRepo(src, work), 'archive', '--format=tar.gz', 'HEAD'], { env: gitEnv }),
-  },
+  { name: 'git-archive', model: 'full', prefix: '', make: (src, work) => gitArchive(src, work) },
   {
     name: 'git-archive-prefix',
     model: 'full',
     prefix: 'folder/',
-    make: async (src, work) =>
-      run('git', ['-C', await gitRepo(src, work), 'archive', '--format=tar.gz', '--prefix=folder/', 'HEAD'], { env: gitEnv }),
+    make: (src, work) => gitArchive(src, work, '--prefix=folder/'),
   },
-  {
-    name: 'node-tar-dot',
-    model: 'full',
-    prefix: '',
-    make: async (src, work) => {
-      const out = path.join(work, 'out.tar.gz');
-      await tar.c({ gzip: true, cwd: src, file: out }, ['.']);
-      return readOut(out);
-    },
-  },
+  { name: 'node-tar-dot', model: 'full', prefix: '', make: (src, work) => nodeTar(src, work, ['.']) },
   {
     name: 'node-tar-names',
     model: 'full',
     prefix: '',
-    make: async (src, work) => {
-      const out = path.join(work, 'out.tar.gz');
-      await tar.c({ gzip: true, cwd: src, file: out }, (await fs.readdir(src)).sort());
-      return readOut(out);
-    },
+    make: async (src, work) => nodeTar(src, work, (await fs.readdir(src)).sort()),
   },
   {
+    // pigz: one gzip member of blocks compressed apart on four threads (32 KiB each, so many).
     name: 'pigz',
     model: 'full',
     prefix: '',
@@ -229,34 +215,32 @@ const producers: Producer[] = [
       const plain = path.join(work, 'plain.tar');
       await run('tar', ['-cf', plain, '-C', src, '.']);
       try {
-        // Small blocks on several threads: many deflate blocks, as pigz writes big models.
         return await run('pigz', ['-c', '-p', '4', '-b', '32', plain]);
       } catch (err) {
-        if (/not installed/.test((err as Error).message)) {
-          throw new Error('pigz is not installed: install it (apt-get install -y pigz, as scripts/install.sh does); this case must not be skipped');
-        }
-        throw err;
+        if (!/not installed/.test((err as Error).message)) throw err;
+        throw new Error('pigz is not installed: install it (apt-get install -y pigz; scripts/install.sh does); '
+          + 'this case must not be skipped');
       }
     },
   },
-  ...([['gzip-members-odd-split', 37], ['gzip-members-block-split', 0]] as const).map(
-    ([name, offset]): Producer => ({
-      // A tar cut in two and each half gzipped on its own: `cat a.gz b.gz`, two gzip members.
-      name,
-      model: 'full',
-      prefix: '',
-      make: async (src, work) => {
-        const plain = path.join(work, 'plain.tar');
-        await run('tar', ['-cf', plain, '-C', src, '.']);
-        const data = await fs.readFile(plain);
-        const cut = Math.floor(data.length / 2 / 512) * 512 + offset;
-        await fs.writeFile(path.join(work, 'a'), data.subarray(0, cut));
-        await fs.writeFile(path.join(work, 'b'), data.subarray(cut));
-        const members = [await run('gzip', ['-c', '-n', path.join(work, 'a')]), await run('gzip', ['-c', '-n', path.join(work, 'b')])];
-        return Buffer.concat(members);
-      },
-    }),
-  ),
+  ...([['gzip-members-odd-split', 37], ['gzip-members-block-split', 0]] as const).map(([name, offset]): Producer => ({
+    // A tar cut in two, each half gzipped on its own and the two concatenated (`cat a.gz b.gz`).
+    name,
+    model: 'full',
+    prefix: '',
+    make: async (src, work) => {
+      const plain = path.join(work, 'plain.tar');
+      await run('tar', ['-cf', plain, '-C', src, '.']);
+      const data = await fs.readFile(plain);
+      const cut = Math.floor(data.length / 2 / 512) * 512 + offset;
+      await fs.writeFile(path.join(work, 'a'), data.subarray(0, cut));
+      await fs.writeFile(path.join(work, 'b'), data.subarray(cut));
+      const parts: Buffer[] = [];
+      for (const half of ['a', 'b']) parts.push(await run('gzip', ['-c', '-n', path.join(work, half)]));
+      members.set(name, parts.map((p) => p.length));
+      return Buffer.concat(parts);
+    },
+  })),
 ];
 
 // ---- the checks ----
@@ -265,7 +249,10 @@ interface Listing {
   files: { path: string; size: number; type: string }[];
 }
 
-const fileUrl = (url: string, name: string, rel: string) => `${url}/models/${name}/files/${rel.split('/').map(encodeURIComponent).join('/')}`;
+const fileUrl = (url: string, name: string, rel: string) =>
+  `${url}/models/${name}/files/${rel.split('/').map(encodeURIComponent).join('/')}`;
+
+const byPath = (a: [string, number], b: [string, number]) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0);
 
 /** The manifest lists exactly `expected` as its files, no root entry, and each file reads back. */
 async function sameFiles(t: Test, url: string, name: string, expected: Map<string, Buffer>): Promise<void> {
@@ -273,57 +260,16 @@ async function sameFiles(t: Test, url: string, name: string, expected: Map<strin
   t.equal(res.status, 200, 'the manifest is served');
   if (res.status !== 200) return void t.comment(await res.text());
   const listing = (await res.json()) as Listing;
-  const listed = listing.files.filter((f) => f.type === 'file').map((f) => [f.path, f.size]);
-  const want = [...expected].map(([p, b]) => [p, b.length]);
-  const byPath = (a: (string | number)[], b: (string | number)[]) => (a[0]! < b[0]! ? -1 : a[0]! > b[0]! ? 1 : 0);
+  const listed = listing.files.filter((f) => f.type === 'file').map((f): [string, number] => [f.path, f.size]);
+  const want = [...expected].map(([p, b]): [string, number] => [p, b.length]);
   t.same(listed.sort(byPath), want.sort(byPath), 'every regular file, with its size, and nothing else');
   const odd = listing.files.filter((f) => ['', '.', './', '/'].includes(f.path) || /^\.?\//.test(f.path));
   t.same(odd, [], 'the archive root is not an entry, and no path is absolute or ./-prefixed');
   for (const [rel, data] of expected) {
     const file = await fetch(fileUrl(url, name, rel));
     t.equal(file.status, 200, `${rel} is served`);
-    const body = await bytes(file);
-    t.ok(body.equals(data), `${rel}: the same ${data.length} bytes`);
+    t.ok((await bytes(file)).equals(data), `${rel}: the same ${data.length} bytes`);
   }
-}
-
-// ---- the corpus ----
-
-const root = await tempDir(t, 'mr-producers-');
-const models = {
-  full: path.join(root, 'full'),
-  ustar: path.join(root, 'ustar'),
-  snapshots: path.join(root, 'snapshots'),
-};
-const expectedOf = {
-  full: await writeModel(models.full, false),
-  ustar: await writeModel(models.ustar, true),
-  snapshots: new Map<string, Buffer>(),
-};
-// A model folder and its `cp -al` snapshot (as DVC and backup scripts keep them): every file of
-// the snapshot is a hard link to the model's.
-await writeModel(path.join(models.snapshots, 'model'), false).then((files) => {
-  for (const [p, b] of files) expectedOf.snapshots.set(`model/${p}`, b).set(`snapshot/${p}`, b);
-});
-await run('cp', ['-al', path.join(models.snapshots, 'model'), path.join(models.snapshots, 'snapshot')]);
-
-const archives = new Map<string, { archive?: Buffer; error?: Error; expected: Map<string, Buffer> }>();
-for (const p of producers) {
-  const work = await fs.mkdtemp(path.join(root, `${p.name}-`));
-  const expected = prefixed(expectedOf[p.model], p.prefix);
-  try {
-    archives.set(p.name, { archive: await p.make(models[p.model], work), expected });
-  } catch (err) {
-    archives.set(p.name, { error: err as Error, expected });
-  }
-}
-
-/** The archive `name`'s producer wrote, or a failed test naming why there is none. */
-function archiveOf(t: Test, name: string): { archive: Buffer; expected: Map<string, Buffer> } | undefined {
-  const made = archives.get(name)!;
-  if (made.archive) return { archive: made.archive, expected: made.expected };
-  t.fail(`the producer failed: ${made.error!.message}`);
-  return undefined;
 }
 
 /** The entries of a .tar.gz as node-tar lists them (gunzipSync reads every gzip member). */
@@ -339,10 +285,50 @@ function entriesOf(archive: Buffer): { path: string; type: string; linkpath?: st
   return out;
 }
 
-/** Producers that write a hard link for a second name of a file (git stores two blobs). */
-const LINKLESS = new Set(['git-archive', 'git-archive-prefix']);
+// ---- the corpus ----
 
-t.test('the corpus holds the constructs it is meant to (root entries, hard links, gzip members)', async (t) => {
+const root = await tempDir(t, 'mr-producers-');
+const models = {
+  full: path.join(root, 'full'),
+  ustar: path.join(root, 'ustar'),
+  snapshots: path.join(root, 'snapshots'),
+};
+const expectedOf = {
+  full: await writeModel(models.full, false),
+  ustar: await writeModel(models.ustar, true),
+  snapshots: new Map<string, Buffer>(),
+};
+// A model folder and its `cp -al` snapshot (as DVC and backup scripts keep them).
+for (const [p, b] of await writeModel(path.join(models.snapshots, 'model'), false)) {
+  expectedOf.snapshots.set(`model/${p}`, b).set(`snapshot/${p}`, b);
+}
+await run('cp', ['-al', path.join(models.snapshots, 'model'), path.join(models.snapshots, 'snapshot')]);
+
+const archives = new Map<string, { archive?: Buffer; error?: Error; expected: Map<string, Buffer> }>();
+for (const p of producers) {
+  const work = await fs.mkdtemp(path.join(root, `${p.name}-`));
+  const expected = prefixed(expectedOf[p.model], p.prefix);
+  try {
+    archives.set(p.name, { archive: await p.make(models[p.model], work), expected });
+  } catch (err) {
+    archives.set(p.name, { error: err as Error, expected });
+  }
+}
+
+/** The archive `name`'s producer wrote, or a failed test saying why there is none. */
+function archiveOf(t: Test, name: string): { archive: Buffer; expected: Map<string, Buffer> } | undefined {
+  const made = archives.get(name)!;
+  if (made.archive) return { archive: made.archive, expected: made.expected };
+  t.fail(`the producer failed: ${made.error!.message}`);
+  return undefined;
+}
+
+/** Producers that keep no hard links (git stores a second name as another blob). */
+const LINKLESS = new Set(['git-archive', 'git-archive-prefix']);
+const SLASH_ROOT = new Set(['py-ustar-empty', 'py-gnu-empty', 'py-pax-empty', 'py-pax-snapshots']);
+const DOT_ROOT = new Set(['py-shutil-gztar', 'gnutar-default', 'gnutar-posix', 'gnutar-gnu', 'node-tar-dot']);
+
+t.test('the corpus holds what it is meant to: root entries, hard links, gzip members', async (t) => {
   for (const p of producers) {
     const made = archiveOf(t, p.name);
     if (!made) continue;
@@ -350,11 +336,14 @@ t.test('the corpus holds the constructs it is meant to (root entries, hard links
     const links = entries.filter((e) => e.type === 'Link');
     if (LINKLESS.has(p.name)) t.equal(links.length, 0, `${p.name}: no hard link`);
     else t.ok(links.length >= 2, `${p.name}: ${links.length} hard links (${links[0]?.path} -> ${links[0]?.linkpath})`);
-    if (p.name.startsWith('py-') && p.name.endsWith('-empty')) t.equal(entries[0]?.path, '/', `${p.name}: the root entry is "/"`);
-    if (p.name === 'py-shutil-gztar' || p.name.startsWith('gnutar-d') || p.name === 'node-tar-dot') t.equal(entries[0]?.path, './', `${p.name}: the root entry is "./"`);
+    if (SLASH_ROOT.has(p.name)) t.equal(entries[0]?.path, '/', `${p.name}: the root entry is "/"`);
+    if (DOT_ROOT.has(p.name)) t.equal(entries[0]?.path, './', `${p.name}: the root entry is "./"`);
   }
-  const split = archiveOf(t, 'gzip-members-odd-split');
-  if (split) t.ok(split.archive.subarray(10).indexOf(Buffer.from([0x1f, 0x8b, 0x08])) > 0, 'the split archive has a second gzip member');
+  for (const [name, sizes] of members) {
+    const archive = archives.get(name)!.archive!;
+    t.equal(archive.length, sizes[0]! + sizes[1]!, `${name}: two gzip members`);
+    t.same([...archive.subarray(sizes[0]!, sizes[0]! + 2)], [0x1f, 0x8b], `${name}: the second starts after the first`);
+  }
 });
 
 t.test('uploaded: accepted, downloaded byte for byte, every file listed and served', async (t) => {
@@ -375,8 +364,8 @@ t.test('uploaded: accepted, downloaded byte for byte, every file listed and serv
   }
 });
 
-t.test('placed in storage by another tool: extracted alike', async (t) => {
-  // A server of its own: a cache that has never seen these archives, so each is extracted here.
+t.test('placed in the storage directory by another tool: extracted alike', async (t) => {
+  // A server of its own: its cache has never seen these archives, so each is extracted here.
   const r = await start(t);
   for (const p of producers) {
     const made = archives.get(p.name)!;
@@ -393,38 +382,48 @@ t.test('placed in storage by another tool: extracted alike', async (t) => {
   }
 });
 
-t.test('legitimate constructs the producers above write only in some spellings', async (t) => {
-  const r = await start(t);
-  const weights = randomBytes(2000);
+t.test('legitimate spellings the producers above do not all write', async (t) => {
+  const w = randomBytes(2000);
+  const link = (name: string, linkpath: string, extra: Partial<Entry> = {}): Entry =>
+    ({ path: name, type: 'Link', linkpath, ...extra });
+  const roots = ['', '.', './', '/'].map((name): [string, Entry[], Record<string, Buffer>] => [
+    `root entry ${JSON.stringify(name)}`,
+    [{ path: name, type: 'Directory' }, { path: name.startsWith('.') ? './w.bin' : 'w.bin', body: w }],
+    { 'w.bin': w },
+  ]);
+  const long = `${DEEP}/${LONG_NAME}`;
+  const longLink = link(`${long}.2`, `./${long}`, { pax: true, ustarPath: 'y', ustarLinkpath: 'x' });
   const cases: [string, Entry[], Record<string, Buffer>][] = [
-    ...['', '.', './', '/'].map((root): [string, Entry[], Record<string, Buffer>] => [
-      `root entry ${JSON.stringify(root)}`,
-      [{ path: root, type: 'Directory' }, { path: `${root === '/' || root === '' ? '' : './'}w.bin`, body: weights }],
-      { 'w.bin': weights },
-    ]),
+    ...roots,
     [
       'a hard link to a hard link to an earlier file',
-      [{ path: 'a/w.bin', body: weights }, { path: 'b', type: 'Link', linkpath: 'a/w.bin' }, { path: 'c/d', type: 'Link', linkpath: './b' }],
-      { 'a/w.bin': weights, b: weights, 'c/d': weights },
+      [{ path: 'a/w.bin', body: w }, link('b', 'a/w.bin'), link('c/d', './b')],
+      { 'a/w.bin': w, b: w, 'c/d': w },
     ],
     [
       'a hard link through a pax linkpath to a long earlier name',
-      [{ path: `${DEEP}/${LONG_NAME}`, body: weights, pax: true, ustarPath: 'x' }, { path: `${DEEP}/${LONG_NAME}.2`, type: 'Link', linkpath: `./${DEEP}/${LONG_NAME}`, pax: true, ustarPath: 'y', ustarLinkpath: 'x' }],
-      { [`${DEEP}/${LONG_NAME}`]: weights, [`${DEEP}/${LONG_NAME}.2`]: weights },
+      [{ path: long, body: w, pax: true, ustarPath: 'x' }, longLink],
+      { [long]: w, [`${long}.2`]: w },
     ],
     [
       'a hard link to a file stored twice (the later one is linked)',
-      [{ path: 'w.bin', body: 'old' }, { path: 'w.bin', body: weights }, { path: 'twin.bin', type: 'Link', linkpath: 'w.bin' }],
-      { 'w.bin': weights, 'twin.bin': weights },
+      [{ path: 'w.bin', body: 'old' }, { path: 'w.bin', body: w }, link('twin.bin', 'w.bin')],
+      { 'w.bin': w, 'twin.bin': w },
     ],
   ];
+  const uploads = await start(t);
+  // A second server, whose cache has not seen them, for the same archives placed in storage.
+  const placed = await start(t);
   for (const [i, [what, entries, files]] of cases.entries()) {
     await t.test(what, async (t) => {
-      const res = await put(`${r.url}/models/c${i}`, tgz(entries));
+      const archive = tgz(entries);
+      const res = await put(`${uploads.url}/models/c${i}`, archive);
       t.equal(res.status, 201, 'PUT is accepted');
       if (res.status !== 201) return void t.comment(await res.text());
       await res.arrayBuffer();
-      await sameFiles(t, r.url, `c${i}`, new Map(Object.entries(files)));
+      await sameFiles(t, uploads.url, `c${i}`, new Map(Object.entries(files)));
+      await fs.writeFile(path.join(placed.dir, `c${i}.tar.gz`), archive);
+      await sameFiles(t, placed.url, `c${i}`, new Map(Object.entries(files)));
     });
   }
 });
