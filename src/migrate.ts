@@ -25,6 +25,7 @@ import { parseEnv } from 'node:util';
 import { loadConfig, unknownSettings, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
 import { keys } from './registry/names.js';
+import { METADATA_KEYS } from './registry/records.js';
 import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
 import type { Logger } from './util/logger.js';
@@ -33,8 +34,6 @@ import { lineLogger, Progress, summarize } from './migrate-output.js';
 
 export { formatBytes, formatDuration } from './migrate-output.js';
 
-/** The metadata the registry keeps with each object (see registry/service.ts). */
-const META_KEYS = ['version', 'sha256', 'created-at', 'labels'] as const;
 
 /** Where lines and the progress bar go: a stream, or anything with write(). */
 export interface Output {
@@ -367,7 +366,7 @@ function decide(source: ObjectInfo, inferredVersion: number, destination: Object
   if (sha256 === undefined) return destination.size === source.size ? 'check' : replaceable ? 'copy' : 'conflict';
   const same = destination.metadata.sha256 === sha256;
   const wanted = targetMetadata(source, inferredVersion, sha256);
-  if (same && META_KEYS.every((k) => destination.metadata[k] === wanted[k])) return 'skip';
+  if (same && METADATA_KEYS.every((k) => destination.metadata[k] === wanted[k])) return 'skip';
   if (!replaceable) return 'conflict';
   return same ? 'metadata' : 'copy';
 }

@@ -157,6 +157,7 @@ function stringEntries(value: unknown): Labels {
 // ---- the metadata written with each object the registry publishes (the fast path) ----
 
 const META = { version: 'version', sha256: 'sha256', createdAt: 'created-at', labels: 'labels' } as const;
+/** The metadata fields of a published object (migrate compares exactly these). */
 export const METADATA_KEYS = Object.values(META);
 
 export function encodeMetadata(m: { version: number; sha256: string; createdAt: string; labels: Labels }): Metadata {
@@ -172,10 +173,6 @@ export function encodeMetadata(m: { version: number; sha256: string; createdAt: 
 export function hasRegistryMetadata(metadata: Metadata): boolean {
   const version = Number(metadata[META.version]);
   return Number.isSafeInteger(version) && version > 0 && /^[0-9a-f]{64}$/.test(metadata[META.sha256] ?? '');
-}
-
-export function metadataVersion(metadata: Metadata): number | undefined {
-  return hasRegistryMetadata(metadata) ? Number(metadata[META.version]) : undefined;
 }
 
 export function metadataSha256(metadata: Metadata): string | undefined {

@@ -702,7 +702,7 @@ export class ModelRegistry {
       });
       const sha256 = counter.sha256!;
       if (counter.size !== info.size) throw new PreconditionFailedError(info.key); // changed while read
-      if (cache && copyTo && (await counter.copied())) {
+      if (cache && copyTo && counter.copied) {
         await cache.blobs.admit(sha256, copyTo).catch((err: unknown) => this.#log.warn({ err }, 'could not keep the object in the cache'));
       }
       return sha256;
@@ -730,7 +730,7 @@ class DigestCounter extends Transform {
     this.#hash = options.hash ? createHash('sha256') : undefined;
   }
   /** After the stream ended: whether the copy to `copyTo` holds every byte (it is flushed). */
-  async copied(): Promise<boolean> {
+  get copied(): boolean {
     return this.#copy !== undefined && !this.#copyFailed;
   }
   /** The SHA-256 of the bytes that went through, when asked to hash them. */
