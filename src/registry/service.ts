@@ -126,6 +126,8 @@ export class ModelRegistry {
   readonly #digesting = new Map<string, Promise<string>>();
   /** Objects without metadata already identified as a version, by key + token (bounded). */
   readonly #identified = new Map<string, ModelVersion>();
+  /** Identifications in flight, by key + token: concurrent first reads share one. */
+  readonly #identifying = new Map<string, Promise<ModelVersion>>();
   readonly #records: VersionRecords;
   readonly #cache: ModelCache | undefined;
   readonly #writeThrough: boolean;
@@ -630,7 +632,21 @@ export class ModelRegistry {
    */
   async #identify(name: string, info: ObjectInfo): Promise<ModelVersion> {
     const id = `${info.key}\n${info.token}`;
-    const known = this.#identified.get(id) ?? (await this.#recalled(name, info));
+    const known = this.#identified.get(id);
+    if (known) return known;
+    // One identification per object at a time: a request arriving after the shared digest read
+    // finished but before the number was recorded would otherwise read the object again, and
+    // every concurrent request would race for the record (and read it back) on its own.
+    let pending = this.#identifying.get(id);
+    if (!pending) {
+      pending = this.#identifyOnce(name, info, id).finally(() => this.#identifying.delete(id));
+      this.#identifying.set(id, pending);
+    }
+    return pending;
+  }
+
+  async #identifyOnce(name: string, info: ObjectInfo, id: string): Promise<ModelVersion> {
+    const known = await this.#recalled(name, info);
     if (known) return known;
     const sha256 = await this.#digest(info);
     let model: ModelVersion | undefined;
