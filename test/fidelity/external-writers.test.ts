@@ -4,17 +4,20 @@
  * number every time; numbers never go back (MODEL_HISTORY=0, after DELETE ?version=N, after the
  * model was deleted); what the registry published stays retrievable as history, byte for byte;
  * a second replica and a restarted registry (a new process on the same storage) see the same
- * numbers.
+ * numbers. On Azurite and fake-gcs-server too, where the other tool is the cloud's own SDK
+ * uploading the blob / object over the registry's.
  *
  * The restarts run dist/server.js: `npm run build` first (npm test does).
  */
 import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
+import { Storage as GcsClient } from '@google-cloud/storage';
 import t, { type Test } from 'tap';
 import { model } from '../helpers/archives.js';
-import { minioEnv } from '../helpers/cloud.js';
-import { startMinio, type Emulator } from '../helpers/emulators.js';
+import { azuriteEnv, fakeGcsEnv, minioEnv } from '../helpers/cloud.js';
+import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite, startFakeGcs, startMinio, type Emulator } from '../helpers/emulators.js';
 import { download, meta, portable, rootAws, sha256, versions } from '../helpers/fidelity.js';
 import { spawnServer } from '../helpers/process.js';
 import { put, start, tempDir } from '../helpers/server.js';
@@ -65,7 +68,37 @@ async function minioStore(t: Test): Promise<Store> {
     },
   };
 }
-t.teardown(() => minio?.dispose());
+
+let azurite: Emulator | undefined;
+async function azureStore(): Promise<Store> {
+  azurite ??= await startAzurite();
+  const env = azuriteEnv(azurite);
+  const service = new BlobServiceClient(azurite.url, new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY));
+  return {
+    kind: 'azure',
+    env,
+    async overwrite(name, body) {
+      await service.getContainerClient(env.AZURE_CONTAINER!).getBlockBlobClient(`${name}.tar.gz`).uploadData(body);
+    },
+  };
+}
+
+let gcs: Emulator | undefined;
+async function gcsStore(): Promise<Store> {
+  gcs ??= await startFakeGcs();
+  const env = fakeGcsEnv(gcs);
+  const client = new GcsClient({ apiEndpoint: gcs.url, projectId: env.GOOGLE_CLOUD_PROJECT });
+  return {
+    kind: 'gcs',
+    env,
+    async overwrite(name, body) {
+      await client.bucket(env.BUCKET_NAME!).file(`${name}.tar.gz`).save(body, { resumable: false });
+    },
+  };
+}
+t.teardown(async () => {
+  await Promise.all([minio?.dispose(), azurite?.dispose(), gcs?.dispose()]);
+});
 
 async function upload(t: Test, base: string, name: string, body: Buffer, labels: Record<string, string> = {}): Promise<number> {
   const headers = Object.fromEntries(Object.entries(labels).map(([k, v]) => [`x-model-label-${k}`, v]));
@@ -83,7 +116,7 @@ async function restartAgrees(t: Test, store: Store, name: string, base: string):
   return again.url;
 }
 
-for (const makeStore of [localStore, minioStore]) {
+for (const makeStore of [localStore, minioStore, azureStore, gcsStore]) {
   t.test(`${makeStore.name}: six external overwrites are six new, rising numbers; the published version stays`, async (t) => {
     const store = await makeStore(t);
     const r = await start(t, store.env);
