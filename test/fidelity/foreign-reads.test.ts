@@ -7,14 +7,18 @@
  * link count and bytes, and no metadata sidecar; on MinIO the same ETag, LastModified, metadata
  * and object version (the bucket is versioned, so any write would show as a second version).
  * What the registry derives is its own: the digest, the manifest, a record under .history/.
+ * On Azurite and fake-gcs-server the object is uploaded with the cloud's SDK, and its ETag /
+ * generation, last-modified time and metadata, read with the SDK, are unchanged.
  */
 import { createHash } from 'node:crypto';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { BlobServiceClient, StorageSharedKeyCredential } from '@azure/storage-blob';
+import { Storage as GcsClient } from '@google-cloud/storage';
 import t, { type Test } from 'tap';
 import { model } from '../helpers/archives.js';
-import { minioEnv } from '../helpers/cloud.js';
-import { startMinio } from '../helpers/emulators.js';
+import { azuriteEnv, fakeGcsEnv, minioEnv } from '../helpers/cloud.js';
+import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite, startFakeGcs, startMinio } from '../helpers/emulators.js';
 import {
   bucketListing,
   callsTo,
@@ -140,4 +144,52 @@ t.test('MinIO: an object `aws s3 cp` wrote is read once and never written', asyn
   t.equal(after.VersionId, before.VersionId, 'the same object version');
   t.equal((await objectVersions()).length, 1, 'the versioned bucket holds one version of it still');
   t.same([...(await bucketListing(aws, bucket)).keys()].sort(), ['.history/foreign/v1.json', 'foreign.tar.gz'], 'nothing else was written');
+});
+
+/** The SDK's view of the object: what a write of any kind would change. */
+async function cloudCase(
+  t: Test,
+  env: Record<string, string>,
+  tool: { write(body: Buffer): Promise<void>; properties(): Promise<Record<string, unknown>> },
+): Promise<void> {
+  const r = await start(t, env); // creates the container / bucket
+  const body = model(SEED);
+  await tool.write(body);
+  const before = await tool.properties();
+  await coldGets(t, r.url, body);
+  t.equal(await storageCalls(r.url, 'get'), 1, `${CONCURRENT} concurrent cold GETs made exactly 1 storage read`);
+  await readEverything(t, r.url, body);
+  t.equal(await storageCalls(r.url, 'get'), 1, 'and HEAD, /meta, /files, /versions none more');
+  t.equal(await storageCalls(r.url, 'copy'), 0, 'no storage copy');
+  t.same(await tool.properties(), before, 'the object is unchanged (ETag / generation, last modified, metadata)');
+}
+
+t.test('Azurite: a blob the Azure SDK uploaded is read once and never written', async (t) => {
+  const azurite = await startAzurite();
+  t.teardown(() => azurite.dispose());
+  const env = azuriteEnv(azurite);
+  const blob = new BlobServiceClient(azurite.url, new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY))
+    .getContainerClient(env.AZURE_CONTAINER!)
+    .getBlockBlobClient('foreign.tar.gz');
+  await cloudCase(t, env, {
+    write: async (body) => void (await blob.uploadData(body)),
+    properties: async () => {
+      const p = await blob.getProperties();
+      return { etag: p.etag, lastModified: p.lastModified?.toISOString(), metadata: p.metadata, length: p.contentLength };
+    },
+  });
+});
+
+t.test('fake-gcs-server: an object the GCS SDK uploaded is read once and never written', async (t) => {
+  const gcs = await startFakeGcs();
+  t.teardown(() => gcs.dispose());
+  const env = fakeGcsEnv(gcs);
+  const file = new GcsClient({ apiEndpoint: gcs.url, projectId: env.GOOGLE_CLOUD_PROJECT }).bucket(env.BUCKET_NAME!).file('foreign.tar.gz');
+  await cloudCase(t, env, {
+    write: (body) => file.save(body, { resumable: false }),
+    properties: async () => {
+      const [m] = await file.getMetadata();
+      return { generation: m.generation, metageneration: m.metageneration, etag: m.etag, updated: m.updated, metadata: m.metadata ?? {}, size: m.size };
+    },
+  });
 });
