@@ -25,7 +25,7 @@ import { parseEnv } from 'node:util';
 import { loadConfig, unknownSettings, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
 import { keys } from './registry/names.js';
-import { METADATA_KEYS } from './registry/records.js';
+import { encodeMetadata, hasRegistryMetadata, METADATA_KEYS, metadataSha256, VersionRecords, type VersionRecord } from './registry/records.js';
 import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
 import type { Logger } from './util/logger.js';
@@ -69,8 +69,10 @@ export interface ObjectResult {
   key: string;
   name: string;
   version: number;
-  /** True for the model's current object, false for a history entry. */
+  /** True for the model's current object, false for a history entry or record. */
   current: boolean;
+  /** True for a version's record (`.history/{name}/v{N}.json`), copied as it is. */
+  record: boolean;
   size: number;
   status: ObjectStatus;
   /** Bytes written to the destination (0 when only the metadata was updated). */
@@ -110,15 +112,22 @@ interface Endpoint {
   identity: string;
 }
 
-type Action = 'copy' | 'skip' | 'metadata' | 'check' | 'conflict';
+type Action = 'copy' | 'skip' | 'metadata' | 'check' | 'compare' | 'conflict';
 
 interface Planned {
   key: string;
   name: string;
   current: boolean;
+  /** A record: small JSON, copied byte for byte without metadata (records.ts). */
+  record: boolean;
   source: ObjectInfo;
-  /** Version for a source object without version metadata. */
+  /** Version for a source object without version metadata (the one its record or digest gives). */
   inferredVersion: number;
+  /**
+   * The metadata the destination object gets once the digest of its bytes is known: the
+   * source's own, or what the registry infers for an object without it (records.ts).
+   */
+  target: (sha256: string, source: ObjectInfo) => Metadata;
   destination: ObjectInfo | undefined;
   /**
    * The destination's object may be replaced: it is the current version, written by the
@@ -174,7 +183,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
     progress.begin(plan.length, work.reduce((n, p) => n + p.source.size, 0));
 
     const settle = (p: Planned, status: ObjectStatus, bytes: number, detail?: string) => {
-      const result: ObjectResult = { key: p.key, name: p.name, version: versionOf(p), current: p.current, size: p.source.size, status, bytes, detail };
+      const result: ObjectResult = { key: p.key, name: p.name, version: versionOf(p), current: p.current, record: p.record, size: p.source.size, status, bytes, detail };
       results.push(result);
       progress.settle(result);
       options.onObject?.(result);
@@ -317,18 +326,43 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
     names.push(name);
     listed.set(info.key, info);
   }
+  const records = new VersionRecords(source);
   const perModel = await Promise.all(
     names.map(async (name) => {
       const history: ObjectInfo[] = [];
+      const recorded: ObjectInfo[] = [];
       for await (const info of source.list(keys.historyPrefix(name))) {
-        if (keys.versionOf(info.key) === undefined) continue;
-        history.push(info);
+        if (keys.versionOf(info.key) !== undefined) history.push(info);
+        else if (keys.recordVersionOf(info.key) !== undefined) recorded.push(info);
+        else continue;
         listed.set(info.key, info);
       }
-      const newest = Math.max(0, ...history.map((h) => keys.versionOf(h.key)!));
-      const entries = [
-        ...history.map((info) => ({ key: info.key, current: false, inferredVersion: keys.versionOf(info.key)! })),
-        { key: keys.current(name), current: true, inferredVersion: newest + 1 },
+      // What the registry reads for an object without metadata: the records of its versions.
+      const known = new Map<number, VersionRecord>();
+      for (const info of recorded) {
+        const version = keys.recordVersionOf(info.key)!;
+        const record = await limit(() => records.read(name, version));
+        if (record) known.set(version, record);
+      }
+      const numbers = [...history.map((h) => keys.versionOf(h.key)!), ...recorded.map((r) => keys.recordVersionOf(r.key)!)];
+      const max = Math.max(0, ...numbers);
+      const newest = [...known.values()].sort((a, b) => b.version - a.version)[0];
+      const entries: Omit<Planned, 'source' | 'destination' | 'replaceable' | 'action'>[] = [
+        ...recorded.map((info) => ({ key: info.key, name, current: false, record: true, inferredVersion: keys.recordVersionOf(info.key)!, target: () => ({}) })),
+        ...history.map((info) => {
+          const version = keys.versionOf(info.key)!;
+          const record = known.get(version);
+          return { key: info.key, name, current: false, record: false, inferredVersion: version, target: inferred(version, record?.size === info.size ? record : undefined) };
+        }),
+        {
+          key: keys.current(name),
+          name,
+          current: true,
+          record: false,
+          // The newest record's version when the digest turns out to be its; else the next number.
+          inferredVersion: newest && newest.size === listed.get(keys.current(name))?.size ? newest.version : max + 1,
+          target: (sha256: string, info: ObjectInfo) => (newest && newest.sha256 === sha256 ? inferred(newest.version, newest) : inferred(max + 1))(sha256, info),
+        },
       ];
       const headed = await Promise.all(
         entries.map((e) =>
@@ -336,15 +370,17 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
             signal?.throwIfAborted();
             const known = source.capabilities.listIncludesMetadata ? listed.get(e.key) : undefined;
             const [src, dst] = await Promise.all([known ?? source.head(e.key), headOrUndefined(destination, e.key)]);
-            return { ...e, name, source: src, destination: dst };
+            return { ...e, source: src, destination: dst };
           }),
         ),
       );
       return headed.map((h) => {
+        const target = ownMetadata(h.source) ?? h.target;
         const at = Number(h.destination?.metadata.version);
         const wanted = Number(h.source.metadata.version ?? h.inferredVersion);
         const replaceable = h.current && Number.isInteger(at) && at > 0 && at < wanted && h.destination?.metadata.sha256 !== undefined;
-        return { ...h, replaceable, action: decide(h.source, h.inferredVersion, h.destination, replaceable) } satisfies Planned;
+        const planned = { ...h, target, replaceable, action: 'copy' as Action };
+        return { ...planned, action: decide(planned) } satisfies Planned;
       });
     }),
   ).catch((err) => {
@@ -359,22 +395,34 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
  * when `replaceable`; anything else there — another version, or an object the registry did not
  * write — is a conflict, reported and left alone (nothing at the destination is overwritten).
  */
-function decide(source: ObjectInfo, inferredVersion: number, destination: ObjectInfo | undefined, replaceable: boolean, computedSha256?: string): Action {
+function decide(p: Planned, computedSha256?: string): Action {
+  const { source, destination } = p;
   if (!destination) return 'copy';
+  // Records carry no metadata: the same bytes are the same record.
+  if (p.record) return destination.size === source.size ? 'compare' : 'conflict';
   if (!destination.metadata.sha256) return 'conflict';
-  const sha256 = source.metadata.sha256 ?? computedSha256;
-  if (sha256 === undefined) return destination.size === source.size ? 'check' : replaceable ? 'copy' : 'conflict';
+  const sha256 = metadataSha256(source.metadata) ?? computedSha256;
+  if (sha256 === undefined) return destination.size === source.size ? 'check' : p.replaceable ? 'copy' : 'conflict';
   const same = destination.metadata.sha256 === sha256;
-  const wanted = targetMetadata(source, inferredVersion, sha256);
+  const wanted = p.target(sha256, source);
   if (same && METADATA_KEYS.every((k) => destination.metadata[k] === wanted[k])) return 'skip';
-  if (!replaceable) return 'conflict';
+  if (!p.replaceable) return 'conflict';
   return same ? 'metadata' : 'copy';
 }
 
 function conflict(p: Planned): Error {
   const d = p.destination!;
+  if (p.record) {
+    return new Error('the destination holds another record of this version number: it is left alone (nothing at the destination is overwritten); if writers already use the destination, the migration is done');
+  }
   if (!d.metadata.sha256) {
     return new Error('the destination has an object at this key that the registry did not write: it is left alone; move it away and rerun to copy this one');
+  }
+  if (!p.current) {
+    return new Error(
+      `the destination's v${d.metadata.version ?? '?'} (sha256 ${d.metadata.sha256.slice(0, 12)}…) differs from the source's: two different versions with one number, so neither is replaced. ` +
+        'If writers already use the destination, the migration is done; otherwise move that object away and rerun',
+    );
   }
   return new Error(
     `the destination holds another version (v${d.metadata.version ?? '?'}, sha256 ${d.metadata.sha256.slice(0, 12)}…) that the source does not have as an older one: ` +
@@ -382,15 +430,27 @@ function conflict(p: Planned): Error {
   );
 }
 
-/** The metadata the destination gets: the source's, or what the registry infers for a foreign object. */
-function targetMetadata(source: ObjectInfo, inferredVersion: number, sha256: string): Metadata {
+/** The source's own metadata, when a registry published the object. */
+function ownMetadata(source: ObjectInfo): Planned['target'] | undefined {
+  if (!hasRegistryMetadata(source.metadata)) return undefined;
   const m = source.metadata;
-  return {
-    version: m.version ?? String(inferredVersion),
-    sha256: m.sha256 ?? sha256,
-    'created-at': m['created-at'] ?? source.lastModified.toISOString(),
-    labels: m.labels ?? '{}',
-  };
+  const metadata = { version: m.version!, sha256: m.sha256!, 'created-at': m['created-at'] ?? source.lastModified.toISOString(), labels: m.labels ?? '{}' };
+  return () => metadata;
+}
+
+/**
+ * The metadata the registry would infer for an object without its own (records.ts): that of
+ * its record, or else the version number, the digest of its bytes, no labels and the object's
+ * last-modified time as its creation time.
+ */
+function inferred(version: number, record?: VersionRecord): Planned['target'] {
+  return (sha256, source) =>
+    encodeMetadata({
+      version,
+      sha256: record?.sha256 ?? sha256,
+      createdAt: record?.createdAt ?? source.lastModified.toISOString(),
+      labels: record?.labels ?? {},
+    });
 }
 
 function versionOf(p: Planned): number {
@@ -411,15 +471,20 @@ async function transfer(source: Storage, destination: Storage, p: Planned, o: Tr
   let computed: string | undefined;
   if (action === 'check') {
     // A foreign source object and a destination object of the same size: compare digests first.
-    computed = await digestOf(source, p, o);
-    action = decide(p.source, p.inferredVersion, p.destination, p.replaceable, computed);
+    computed = await digestOf(source, p.source, o);
+    action = decide(p, computed);
+  }
+  if (action === 'compare') {
+    // A record: the same bytes, or another record of the number.
+    const [a, b] = await Promise.all([digestOf(source, p.source, o), digestOf(destination, p.destination!, { ...o, onBytes: () => {} })]);
+    action = a === b ? 'skip' : 'conflict';
   }
   if (action === 'conflict') throw conflict(p);
   if (action === 'skip') return { status: 'skipped', bytes: 0, detail: 'identical' };
   if (o.dryRun) return { status: 'would-copy', bytes: 0, detail: action === 'metadata' ? 'metadata only' : undefined };
   if (p.replaceable && p.destination) await keepDestinationVersion(destination, p);
   if (action === 'metadata') {
-    const metadata = targetMetadata(p.source, p.inferredVersion, (p.source.metadata.sha256 ?? computed)!);
+    const metadata = p.target((metadataSha256(p.source.metadata) ?? computed)!, p.source);
     await destination.setMetadata(p.key, p.destination!.token, metadata).catch(changedAtDestination);
     return { status: 'copied', bytes: 0, detail: 'metadata only' };
   }
@@ -429,7 +494,7 @@ async function transfer(source: Storage, destination: Storage, p: Planned, o: Tr
 async function copyObject(source: Storage, destination: Storage, p: Planned, o: TransferOptions): Promise<{ status: ObjectStatus; bytes: number; detail?: string }> {
   const { info, body } = await source.get(p.key, { signal: o.signal });
   // The bytes we read are described by `info` (the object may have changed since planning).
-  const verifier = new Verifier(info.metadata.sha256, info.size, o.onBytes);
+  const verifier = new Verifier(metadataSha256(info.metadata), info.size, o.onBytes);
   const piping = pipeline(body, verifier, { signal: o.signal });
   const staging = destination.stage(p.key, verifier, { signal: o.signal });
   const [piped, staged] = await Promise.allSettled([piping, staging]);
@@ -439,7 +504,10 @@ async function copyObject(source: Storage, destination: Storage, p: Planned, o: 
   }
   try {
     if (staged.value.size !== info.size) throw new Error(`the destination stored ${staged.value.size} of ${info.size} bytes`);
-    const metadata = targetMetadata(info, p.inferredVersion, verifier.sha256);
+    const metadata = ownMetadata(info)?.(verifier.sha256, info) ?? p.target(verifier.sha256, info);
+    if (!p.record && metadata.sha256 !== verifier.sha256) {
+      throw new Error(`digest mismatch: the source's record of v${metadata.version} says sha256 ${metadata.sha256}, its bytes hash to ${verifier.sha256}; nothing was written`);
+    }
     const condition: WriteCondition = p.destination ? { ifMatch: p.destination.token } : { ifNoneMatch: true };
     const committed = await destination.commit(staged.value, metadata, condition).catch(changedAtDestination);
     if (committed.size !== info.size) throw new Error(`the destination reports ${committed.size} bytes after the commit, the source has ${info.size}`);
@@ -473,11 +541,11 @@ async function keepDestinationVersion(destination: Storage, p: Planned): Promise
   }
 }
 
-async function digestOf(source: Storage, p: Planned, o: TransferOptions): Promise<string> {
-  const { info, body } = await source.get(p.key, { signal: o.signal });
-  if (info.token !== p.source.token) {
+async function digestOf(storage: Storage, seen: ObjectInfo, o: Pick<TransferOptions, 'signal' | 'onBytes'>): Promise<string> {
+  const { info, body } = await storage.get(seen.key, { signal: o.signal });
+  if (info.token !== seen.token) {
     body.destroy();
-    throw new Error('the source object changed while migrating: rerun');
+    throw new Error(`${seen.key} changed while migrating: rerun`);
   }
   const verifier = new Verifier(undefined, info.size, o.onBytes);
   await pipeline(body, verifier, async function* (chunks: AsyncIterable<Buffer>) {

@@ -292,7 +292,25 @@ export class LocalStorage implements Storage {
         removed++;
       }
     }
+    removed += await this.#sweepLocks(path.join(dir, 'locks'));
     removed += await this.#sweepMeta(path.join(this.root, META));
+    return removed;
+  }
+
+  /**
+   * Lock directories a killed process left. A holder refreshes its lock every LOCK_STALE_MS / 2,
+   * so one untouched for twice LOCK_STALE_MS has no holder; most keys' locks are taken again (and
+   * found stale then), but a history key is written once, and its lock would stay forever.
+   */
+  async #sweepLocks(dir: string): Promise<number> {
+    let removed = 0;
+    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+      const full = path.join(dir, name);
+      const stats = await fs.stat(full).catch(() => undefined);
+      if (!stats || Date.now() - stats.mtimeMs <= 2 * LOCK_STALE_MS) continue;
+      await fs.rm(full, { recursive: true, force: true });
+      removed++;
+    }
     return removed;
   }
 
@@ -422,7 +440,7 @@ export class LocalStorage implements Storage {
       lockfile.lock(lockPath, {
         realpath: false,
         lockfilePath: lockPath,
-        stale: 10_000,
+        stale: LOCK_STALE_MS,
         retries: { retries: 200, factor: 1.2, minTimeout: 2, maxTimeout: 100 },
       }),
     );
@@ -444,6 +462,9 @@ export class LocalStorage implements Storage {
 }
 
 
+
+/** A lock not refreshed for this long is another process's that died (proper-lockfile). */
+const LOCK_STALE_MS = 10_000;
 
 function translate(err: unknown, key?: string): unknown {
   const code = (err as NodeJS.ErrnoException)?.code;
