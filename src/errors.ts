@@ -61,7 +61,7 @@ export const errors = {
   invalidArchive: define('INVALID_ARCHIVE', 422, (detail: string) =>
     `The upload is not a valid model archive: ${detail}.`),
   unsafeArchive: define('UNSAFE_ARCHIVE', 422, (detail: string) =>
-    `The archive contains an unsafe entry: ${detail}. Archives may hold only regular files, directories and symlinks that stay inside the archive.`),
+    `The archive contains an unsafe entry: ${detail}. Archives may hold only regular files, directories, symlinks that stay inside the archive, and hard links to a regular file earlier in it.`),
   archiveLimit: define('ARCHIVE_LIMIT_EXCEEDED', 422, (detail: string) =>
     `The archive exceeds a server limit: ${detail}.`),
   digestMismatch: define('DIGEST_MISMATCH', 422, (header: string, expected: string, actual: string) =>
