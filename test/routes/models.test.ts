@@ -178,3 +178,18 @@ t.test('an alias set while its version is being deleted does not point to nothin
   const aliases = (await (await fetch(`${url}/models/r/aliases`)).json()) as { aliases: unknown[] };
   t.same(aliases.aliases, [], 'the alias was taken back');
 });
+
+t.test('aliases survive a plain copy of the directory (cp -a: keys and bytes only, no .meta/)', async (t) => {
+  const one = await start(t);
+  const [a, b] = [model('a'), model('b')];
+  await put(`${one.url}/models/p`, a);
+  await put(`${one.url}/models/p`, b);
+  await fetch(`${one.url}/models/p/aliases/prod`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"version":1}' });
+  const copy = path.join(await tempDir(t), 'copy');
+  await fs.cp(one.dir, copy, { recursive: true, preserveTimestamps: true, filter: (src) => !src.includes(`${path.sep}.meta`) });
+  const two = await start(t, { LOCAL_STORAGE_DIR: copy });
+  const res = await fetch(`${two.url}/models/p@prod`);
+  t.equal(res.headers.get('x-model-version'), '1');
+  t.ok((await bytes(res)).equals(a));
+  t.match(await (await fetch(`${two.url}/models?alias=prod`)).json(), { models: [{ name: 'p', aliases: { prod: 1 } }] });
+});
