@@ -754,8 +754,10 @@ export class ModelRegistry {
     // Never touch versions >= current: a concurrent writer may just have claimed them.
     const older = [...new Set([...scan.bytes.keys(), ...scan.records])].filter((v) => v < current).sort((a, b) => b - a);
     const kept = new Set(older.filter((v) => scan.bytes.has(v)).slice(0, this.#history));
-    // Read just before deleting: an alias set meanwhile re-checks its version (setAlias).
-    const aliased = await this.#aliasedVersions(name);
+    // Read just before deleting (an alias set meanwhile re-checks its version: setAlias), and
+    // only when something would be deleted: most publishes prune nothing and read nothing more.
+    const deleting = older.some((v) => !kept.has(v) && (scan.bytes.has(v) || (scan.records.has(v) && v !== scan.max)));
+    const aliased = deleting ? await this.#aliasedVersions(name) : new Set<number>();
     for (const version of older) {
       if (kept.has(version) || aliased.has(version)) {
         if (!scan.records.has(version)) await this.#recordFromMetadata(name, scan.bytes.get(version)!, version);

@@ -52,7 +52,7 @@ t.test('upload, download, HEAD and meta', async (t) => {
   t.equal((await bytes(head)).length, 0);
 
   const meta = (await (await fetch(`${url}/models/demo/meta`)).json()) as Record<string, unknown>;
-  t.same(meta, created);
+  t.same(meta, { ...created, aliases: [] }, '/meta: the upload\'s answer, and the aliases that point to it');
   await isError(t, await fetch(`${url}/models/nope`), 404, 'MODEL_NOT_FOUND');
   await isError(t, await fetch(`${url}/models/nope/meta`), 404, 'MODEL_NOT_FOUND');
   await isError(t, await fetch(`${url}/models/demo?version=7`), 404, 'VERSION_NOT_FOUND');
