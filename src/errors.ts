@@ -84,6 +84,26 @@ export const errors = {
     `Model ${JSON.stringify(name)} kept changing under concurrent writers: retry the request.`),
   deletedWhilePublishing: define('CONCURRENT_UPDATE', 409, (name: string) =>
     `Model ${JSON.stringify(name)} was deleted while this version was being published, so it was not: upload it again to create the model anew.`),
+  invalidAlias: define('INVALID_ALIAS', 400, (alias: string, name?: string) =>
+    `Alias ${JSON.stringify(alias)}${name === undefined ? '' : ` (in ${JSON.stringify(`${name}@${alias}`)})`} is not valid: use 1-63 characters from A-Z a-z 0-9 _ -, starting with a letter or _, not v<digits> (that reads as a version; use ?version=N) and not latest, e.g. production.`),
+  aliasReserved: define('ALIAS_RESERVED', 400, (alias: string) =>
+    `Alias ${JSON.stringify(alias)} is reserved: name@latest always means the current version and cannot be set or removed; pick another name, e.g. production.`),
+  aliasNotFound: define('ALIAS_NOT_FOUND', 404, (name: string, alias: string) =>
+    `Model ${JSON.stringify(name)} has no alias ${JSON.stringify(alias)}: list its aliases with GET /models/${name}/aliases, or set it with PUT /models/${name}/aliases/${alias} and {"version": N}.`),
+  aliasTargetGone: define('VERSION_NOT_FOUND', 404, (name: string, alias: string, version: number) =>
+    `Alias ${JSON.stringify(alias)} of ${JSON.stringify(name)} points to version ${version}, which is no longer stored: point it at a retained version with PUT /models/${name}/aliases/${alias}.`),
+  aliasWithVersion: define('INVALID_QUERY', 400, (ref: string) =>
+    `Invalid query: ${JSON.stringify(ref)} already names one version, so ?version= cannot be added: ask for the alias or for the version, not both.`),
+  aliasInUse: define('ALIAS_IN_USE', 409, (name: string, version: number, aliases: string[]) =>
+    `Version ${version} of ${JSON.stringify(name)} is what ${aliases.length === 1 ? 'alias' : 'aliases'} ${aliases.map((a) => JSON.stringify(a)).join(', ')} ${aliases.length === 1 ? 'points' : 'point'} to: move ${aliases.length === 1 ? 'it' : 'them'} first (PUT /models/${name}/aliases/${aliases[0]}), or delete with ?force=true, which removes ${aliases.length === 1 ? 'the alias' : 'those aliases'} too.`),
+  aliasExists: define('PRECONDITION_FAILED', 412, (name: string, alias: string, etag: string) =>
+    `Alias ${JSON.stringify(alias)} of ${JSON.stringify(name)} already exists (it points to ${etag}) and If-None-Match: * was sent: drop the header to move it, or send If-Match with that ETag.`),
+  aliasEtagMismatch: define('PRECONDITION_FAILED', 412, (name: string, alias: string, current: string | undefined) =>
+    current === undefined
+      ? `Alias ${JSON.stringify(alias)} of ${JSON.stringify(name)} does not exist, so If-Match cannot match: drop If-Match to create it.`
+      : `Alias ${JSON.stringify(alias)} of ${JSON.stringify(name)} moved: it now points to ${current}. Read it again (GET /models/${name}/aliases) and retry with that ETag.`),
+  tooManyAliases: define('TOO_MANY_ALIASES', 409, (name: string, max: number) =>
+    `Model ${JSON.stringify(name)} already has ${max} aliases, the most one model may have: remove one it no longer needs with DELETE /models/${name}/aliases/<alias>.`),
   bodyTimeout: define('REQUEST_TIMEOUT', 408, (ms: number) =>
     `The upload body sent nothing for ${ms} ms (BODY_IDLE_TIMEOUT), so the upload was discarded: send the body without long pauses, or ask the operator to raise BODY_IDLE_TIMEOUT.`),
   rangeNotSatisfiable: define('RANGE_NOT_SATISFIABLE', 416, (size: number) =>

@@ -50,7 +50,7 @@ export class Progress {
 
   settle(r: ObjectResult): void {
     this.#settled++;
-    const what = `${r.name} v${r.version}${r.record ? ' record' : ''}`;
+    const what = r.aliases ? `${r.name} aliases` : `${r.name} v${r.version}${r.record ? ' record' : ''}`;
     let line: string | undefined;
     if (r.status === 'failed') line = `FAILED ${what}: ${r.detail}`;
     else if (!this.quiet) {

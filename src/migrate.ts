@@ -9,6 +9,9 @@
  * infer for them: digest of the bytes, version from the key (or newest history + 1), creation
  * time = last modified, no labels. The source is only read.
  *
+ * A model's aliases document (`.aliases/{name}.json`, aliases.ts) is copied as it is, like its
+ * records, before its current object.
+ *
  * Resume: each commit is atomic and conditional on the destination state seen at planning, and a
  * model's history is committed before its current object, so an interrupted run leaves complete
  * objects only and never a current version without its history. A rerun skips every object
@@ -24,7 +27,7 @@ import { pipeline } from 'node:stream/promises';
 import { parseEnv } from 'node:util';
 import { loadConfig, unknownSettings, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
-import { keys } from './registry/names.js';
+import { ALIASES_PREFIX, keys } from './registry/names.js';
 import { encodeMetadata, hasRegistryMetadata, METADATA_KEYS, metadataSha256, VersionRecords, type VersionRecord } from './registry/records.js';
 import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
@@ -73,6 +76,8 @@ export interface ObjectResult {
   current: boolean;
   /** True for a version's record (`.history/{name}/v{N}.json`), copied as it is. */
   record: boolean;
+  /** True for the model's aliases document (`.aliases/{name}.json`), copied as it is (a record too). */
+  aliases?: boolean;
   size: number;
   status: ObjectStatus;
   /** Bytes written to the destination (0 when only the metadata was updated). */
@@ -120,6 +125,8 @@ interface Planned {
   current: boolean;
   /** A record: small JSON, copied byte for byte without metadata (records.ts). */
   record: boolean;
+  /** The aliases document, a record of its own kind (aliases.ts). */
+  aliases?: boolean;
   source: ObjectInfo;
   /** Version for a source object without version metadata (the one its record or digest gives). */
   inferredVersion: number;
@@ -183,7 +190,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
     progress.begin(plan.length, work.reduce((n, p) => n + p.source.size, 0));
 
     const settle = (p: Planned, status: ObjectStatus, bytes: number, detail?: string) => {
-      const result: ObjectResult = { key: p.key, name: p.name, version: versionOf(p), current: p.current, record: p.record, size: p.source.size, status, bytes, detail };
+      const result: ObjectResult = { key: p.key, name: p.name, version: versionOf(p), current: p.current, record: p.record, ...(p.aliases ? { aliases: true } : {}), size: p.source.size, status, bytes, detail };
       results.push(result);
       progress.settle(result);
       options.onObject?.(result);
@@ -222,7 +229,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
         const broken = history.find((r) => r.status === 'failed' || r.status === 'not-copied');
         if (broken && current.action !== 'skip') {
           if (broken.status === 'not-copied' || signal.aborted) settle(current, 'not-copied', 0, 'interrupted');
-          else settle(current, 'failed', 0, `not copied because its history entry v${broken.version} failed`);
+          else settle(current, 'failed', 0, broken.aliases ? 'not copied because its aliases document failed' : `not copied because its history entry v${broken.version} failed`);
           progress.bytes(current.source.size);
         } else {
           await run(current);
@@ -326,6 +333,14 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
     names.push(name);
     listed.set(info.key, info);
   }
+  // Aliases documents: one listing for every model.
+  const aliasDocs = new Map<string, ObjectInfo>();
+  for await (const info of source.list(ALIASES_PREFIX)) {
+    const name = keys.aliasesNameOf(info.key);
+    if (name === undefined) continue;
+    aliasDocs.set(name, info);
+    listed.set(info.key, info);
+  }
   const records = new VersionRecords(source);
   const perModel = await Promise.all(
     names.map(async (name) => {
@@ -349,6 +364,7 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
       const newest = [...known.values()].sort((a, b) => b.version - a.version)[0];
       const entries: Omit<Planned, 'source' | 'destination' | 'replaceable' | 'action'>[] = [
         ...recorded.map((info) => ({ key: info.key, name, current: false, record: true, inferredVersion: keys.recordVersionOf(info.key)!, target: () => ({}) })),
+        ...(aliasDocs.has(name) ? [{ key: keys.aliases(name), name, current: false, record: true, aliases: true, inferredVersion: 0, target: () => ({}) }] : []),
         ...history.map((info) => {
           const version = keys.versionOf(info.key)!;
           const record = known.get(version);
@@ -412,6 +428,9 @@ function decide(p: Planned, computedSha256?: string): Action {
 
 function conflict(p: Planned): Error {
   const d = p.destination!;
+  if (p.aliases) {
+    return new Error('the destination holds other aliases for this model: they are left alone (nothing at the destination is overwritten); if writers already use the destination, set the aliases there; otherwise move that document away and rerun');
+  }
   if (p.record) {
     return new Error('the destination holds another record of this version number: it is left alone (nothing at the destination is overwritten); if writers already use the destination, the migration is done');
   }

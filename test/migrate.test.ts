@@ -56,8 +56,8 @@ async function keysIn(storage: Storage, prefix = ''): Promise<string[]> {
 const NAMES = ['alpha', 'beta', 'gamma', 'foreign'];
 // Each published version is kept as history bytes and a record, beside the model's current object:
 // alpha v1-v4, beta v1-v3, gamma v1-v3; foreign's current object and the record the registry
-// wrote of it when it first read it.
-const OBJECTS = (4 * 2 + 1) + (3 * 2 + 1) + (3 * 2 + 1) + 2;
+// wrote of it when it first read it; alpha's aliases document.
+const OBJECTS = (4 * 2 + 1) + (3 * 2 + 1) + (3 * 2 + 1) + 2 + 1;
 const sourceDir = path.join(work, 'source');
 const original = await start(t, { LOCAL_STORAGE_DIR: sourceDir, MODEL_HISTORY: '3' });
 for (const [name, uploads] of [['alpha', 4], ['beta', 3], ['gamma', 3]] as const) {
@@ -65,6 +65,10 @@ for (const [name, uploads] of [['alpha', 4], ['beta', 3], ['gamma', 3]] as const
     const res = await put(`${original.url}/models/${name}`, model(`${name}-${v}`, 2048), { 'x-model-label-git_sha': `${name}${v}`, 'x-model-label-stage': v % 2 ? 'dev' : 'prod' });
     if (res.status >= 300) throw new Error(`upload ${name} v${v}: ${res.status} ${await res.text()}`);
   }
+}
+for (const [alias, version] of [['production', 2], ['staging', 4]] as const) {
+  const res = await fetch(`${original.url}/models/alpha/aliases/${alias}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version }) });
+  if (res.status !== 201) throw new Error(`alias ${alias}: ${res.status} ${await res.text()}`);
 }
 const foreignBytes = model('foreign', 2048);
 await writeFile(path.join(sourceDir, 'foreign.tar.gz'), foreignBytes); // put there by hand: no metadata
@@ -99,6 +103,7 @@ t.test('local → MinIO → Azurite → local keeps every version, digest, label
   t.match(leg1.out, /^copied foreign v1 /m);
   t.match(leg1.summary.line, new RegExp(`^copied ${OBJECTS} objects \\(\\d+\\.\\d KiB\\), skipped 0 identical, 0 failed in \\d+s$`));
   t.match(leg1.out, /^copied alpha v1 record \(\d+ B\)$/m, 'records are copied as they are');
+  t.match(leg1.out, /^copied alpha aliases \(\d+ B\)$/m, 'and the aliases document');
   t.match(bar.text, new RegExp(`\\r\\x1b\\[K\\[#{20}\\] 100% \\d+\\.\\d KiB \\/ \\d+\\.\\d KiB {2}\\S+ \\S+\\/s {2}ETA \\S+ {2}\\(${OBJECTS}\\/${OBJECTS} objects\\)`), 'a progress bar on the TTY');
   t.same(statSync(path.join(sourceDir, 'foreign.tar.gz')).size, foreignBytes.length);
   t.match(expected.alpha, { current: 4, versions: [{ version: 4 }, { version: 3 }, { version: 2 }, { version: 1 }] }, 'alpha has 3 history versions');
@@ -111,7 +116,13 @@ t.test('local → MinIO → Azurite → local keeps every version, digest, label
   t.equal(leg3.summary.exitCode, 0);
 
   const final = await start(t, { LOCAL_STORAGE_DIR: finalDir });
-  t.same(await versionsAt(final.url), expected, 'same versions, sha256, sizes, labels and createdAt');
+  t.same(await versionsAt(final.url), expected, 'same versions, sha256, sizes, labels, createdAt and aliases');
+  const aliasesAt = async (url: string) => (await (await fetch(`${url}/models/alpha/aliases`)).json()) as { aliases: { alias: string; version: number }[] };
+  t.same(await aliasesAt(final.url), await aliasesAt(original.url), 'aliases survive the three legs');
+  t.match((await aliasesAt(final.url)).aliases, [{ alias: 'production', version: 2 }, { alias: 'staging', version: 4 }]);
+  const promoted = await fetch(`${final.url}/models/alpha@production`);
+  t.equal(promoted.headers.get('x-model-version'), '2', 'alpha@production serves v2 at the destination');
+  await promoted.arrayBuffer();
   const listed = (await (await fetch(`${final.url}/models`)).json()) as { models: { name: string }[] };
   t.same(listed.models.map((m) => m.name).sort(), [...NAMES].sort());
   const old = await fetch(`${final.url}/models/beta?version=1`);

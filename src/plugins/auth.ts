@@ -1,7 +1,8 @@
 /**
  * Bearer-token authorisation (SPEC §5). Registered inside the /models scope: read tokens may
- * GET/HEAD, write tokens also PUT and POST, admin tokens also DELETE. Tokens are compared in
- * constant time (digests of equal length, every token checked) and never logged.
+ * GET/HEAD, write tokens also PUT and POST (and DELETE an alias), admin tokens also DELETE.
+ * Tokens are compared in constant time (digests of equal length, every token checked) and never
+ * logged.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
@@ -11,9 +12,13 @@ import { errors } from '../errors.js';
 
 const RANK: Record<Scope, number> = { read: 1, write: 2, admin: 3 };
 
-export function scopeFor(method: string): Scope {
+/**
+ * The scope a request needs. Removing an alias deletes no model data (it is a move to nowhere,
+ * as setting it is a move), so it needs write, like setting it; other DELETEs need admin.
+ */
+export function scopeFor(method: string, route?: string): Scope {
   if (method === 'GET' || method === 'HEAD') return 'read';
-  if (method === 'DELETE') return 'admin';
+  if (method === 'DELETE') return route === '/models/:name/aliases/:alias' ? 'write' : 'admin';
   return 'write';
 }
 
@@ -41,7 +46,7 @@ export default fp(async function auth(app: FastifyInstance, options: { tokens: {
       reply.header('www-authenticate', 'Bearer realm="model-registry"');
       throw errors.unauthorized();
     }
-    const needed = scopeFor(request.method);
+    const needed = scopeFor(request.method, request.routeOptions.url);
     if (RANK[granted] < RANK[needed]) throw errors.forbidden(needed);
   });
 });

@@ -38,7 +38,8 @@ import { errors, NotFoundError, PreconditionFailedError, RegistryError, StorageA
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from '../storage/types.js';
 import { createGzip } from 'node:zlib';
 import { ArchiveValidator, type ArchiveFormat, type ArchiveLimits } from './archive.js';
-import { assertLabels, assertName, keys, type Labels } from './names.js';
+import { AliasStore, aliasVersions, aliasesOf, type Aliases, type AliasTarget } from './aliases.js';
+import { assertAlias, assertLabels, assertName, keys, parseRef, type Labels } from './names.js';
 import {
   encodeMetadata,
   hasRegistryMetadata,
@@ -71,6 +72,22 @@ export interface ModelSummary {
   version?: number;
   sha256?: string;
   labels?: Labels;
+  /** Alias → version, for every alias of the model. */
+  aliases: Record<string, number>;
+}
+
+/** What GET /models asks: a page of models, filtered and sorted. */
+export interface ListOptions {
+  prefix?: string;
+  limit: number;
+  /** The nextCursor of the previous page (its form depends on `sort`). */
+  cursor?: string;
+  /** Only models whose current version has every one of these labels. */
+  labels?: Labels;
+  /** Only models that have this alias. */
+  alias?: string;
+  /** `name` (ascending, the default) or `updatedAt` (newest first, then by name). */
+  sort?: 'name' | 'updatedAt';
 }
 
 /** What the client asked with If-Match / If-None-Match on a write. */
@@ -129,11 +146,15 @@ export class ModelRegistry {
   /** Identifications in flight, by key + token: concurrent first reads share one. */
   readonly #identifying = new Map<string, Promise<ModelVersion>>();
   readonly #records: VersionRecords;
+  readonly #aliases: AliasStore;
   readonly #cache: ModelCache | undefined;
   readonly #writeThrough: boolean;
   /** Digest last remembered per name, so the cache's name → version record is written on change only. */
   readonly #remembered = new Map<string, string>();
-  /** Emits `change` with a model name whenever this process changes that model. */
+  /**
+   * Emits `change` with a model name whenever this process changes that model (upload, rollback,
+   * delete), and `alias` with the name when it sets or removes one of its aliases.
+   */
   readonly changes = new EventEmitter().setMaxListeners(0);
 
   constructor(options: RegistryOptions) {
@@ -144,6 +165,7 @@ export class ModelRegistry {
     this.#writeThrough = options.writeThrough ?? false;
     this.#log = options.logger;
     this.#records = new VersionRecords(this.storage);
+    this.#aliases = new AliasStore(this.storage);
   }
 
   /**
@@ -252,6 +274,82 @@ export class ModelRegistry {
   }
 
   /**
+   * The version a reference names: `name` (or `name@latest`: the current version, or `version`
+   * from history), or `name@alias`: the version the alias points to. Throws 404 errors.
+   */
+  async resolve(ref: string, version?: number): Promise<ModelVersion> {
+    const { name, alias } = parseRef(ref);
+    if (alias === undefined) return this.describe(name, version);
+    if (version !== undefined) throw errors.aliasWithVersion(ref);
+    const target = (await this.#aliases.read(name)).aliases.get(alias);
+    if (!target) {
+      await this.describe(name); // a missing model is MODEL_NOT_FOUND, not a missing alias
+      throw errors.aliasNotFound(name, alias);
+    }
+    return this.describe(name, target.version).catch((err: unknown) => {
+      if (err instanceof RegistryError && err.code === 'VERSION_NOT_FOUND') throw errors.aliasTargetGone(name, alias, target.version);
+      throw err;
+    });
+  }
+
+  /** The aliases of a model (none when it has none; the model's existence is not checked). */
+  async aliases(name: string): Promise<Aliases> {
+    assertName(name);
+    return (await this.#aliases.read(name)).aliases;
+  }
+
+  /**
+   * Points `alias` at `version` (which must be stored). `condition` is the client's If-Match /
+   * If-None-Match on the alias: its ETag is the ETag of the version it points to.
+   */
+  async setAlias(name: string, alias: string, version: number, condition: ClientCondition): Promise<{ model: ModelVersion; created: boolean }> {
+    assertName(name);
+    assertAlias(alias);
+    const model = await this.describe(name, version);
+    let created = false;
+    await this.#aliases.update(name, (aliases) => {
+      const now = aliases.get(alias);
+      checkAliasCondition(name, alias, now, condition);
+      created = now === undefined;
+      if (now?.version === version && now.sha256 === model.sha256) return false;
+      aliases.set(alias, { version, sha256: model.sha256, updatedAt: new Date().toISOString() });
+      return true;
+    });
+    // Retention or a DELETE ?version=N may have removed the version after it was described: they
+    // read the aliases before deleting, so one of the two sees the other. If the version is gone
+    // now, the alias is taken back (only if it still points there) and the client told.
+    try {
+      await this.describe(name, version);
+    } catch (err) {
+      if (err instanceof RegistryError && err.statusCode === 404) {
+        await this.#aliases.update(name, (aliases) => aliases.get(alias)?.version === version && aliases.delete(alias));
+      }
+      throw err;
+    }
+    this.changes.emit('alias', name);
+    return { model, created };
+  }
+
+  /** Removes an alias; `condition` as for setAlias. Throws ALIAS_NOT_FOUND. */
+  async removeAlias(name: string, alias: string, condition: ClientCondition): Promise<void> {
+    assertName(name);
+    assertAlias(alias);
+    let missing = false;
+    await this.#aliases.update(name, (aliases) => {
+      const now = aliases.get(alias);
+      missing = now === undefined && !('ifMatch' in condition);
+      if (missing) return false;
+      checkAliasCondition(name, alias, now, condition);
+      return aliases.delete(alias);
+    });
+    if (missing) {
+      await this.describe(name);
+      throw errors.aliasNotFound(name, alias);
+    }
+    this.changes.emit('alias', name);
+  }
+
+  /**
    * Opens the bytes of a described version: from the cache, or from storage while filling the
    * cache. Throws PreconditionFailedError if the object changed since it was described (the
    * caller describes again).
@@ -357,7 +455,7 @@ export class ModelRegistry {
    * Deletes a model and its history, or one history entry; with a client condition (If-Match),
    * only while the model (or that version) still is what the client saw.
    */
-  async delete(name: string, version?: number, clientCondition: ClientCondition = {}): Promise<void> {
+  async delete(name: string, version?: number, clientCondition: ClientCondition = {}, options: { force?: boolean } = {}): Promise<void> {
     assertName(name);
     let checked: ModelVersion | undefined;
     if (Object.keys(clientCondition).length > 0) {
@@ -378,6 +476,18 @@ export class ModelRegistry {
         if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
         throw err;
       });
+      // A version an alias points to stays, unless the client says otherwise (?force=true): then
+      // the aliases go first, so no alias ever points to a deleted version.
+      const pointing = aliasesOf((await this.#aliases.read(name)).aliases, version);
+      if (pointing.length > 0) {
+        if (!options.force) throw errors.aliasInUse(name, version, pointing);
+        await this.#aliases.update(name, (aliases) => {
+          const before = aliases.size;
+          for (const [alias, target] of [...aliases]) if (target.version === version) aliases.delete(alias);
+          return aliases.size !== before;
+        });
+        this.changes.emit('alias', name);
+      }
       await this.storage.delete(key);
       // Its record goes too, unless it holds the highest number (the next version follows it).
       const scan = await this.#records.scan(name);
@@ -406,6 +516,7 @@ export class ModelRegistry {
     for (const version of scan.records) {
       if (version !== scan.max) await this.#records.remove(name, version);
     }
+    await this.#aliases.remove(name);
     await this.#stillChecked(name, checked);
     await this.storage.delete(keys.current(name));
     if (scan.max > 0) {
@@ -429,16 +540,67 @@ export class ModelRegistry {
     if (sha256 !== checked.sha256) throw errors.etagMismatch(name, sha256 && etagOf(sha256));
   }
 
-  /** Models in name order, `limit` at a time, starting after `cursor`. */
-  async list(options: { prefix?: string; limit: number; cursor?: string }): Promise<{ models: ModelSummary[]; nextCursor: string | null }> {
+  /**
+   * A page of models, filtered by labels and alias, sorted by name (from `cursor` on) or by
+   * updatedAt. Costs one listing of the models and one of `.aliases/`, plus on a backend whose
+   * listing has no metadata (S3) one HEAD per model looked at, and a read of each aliases
+   * document this process has not seen in its current state. By name, models are looked at
+   * only until the page is full (and one more match says whether there is a next page); by
+   * updatedAt, every model under the prefix is (a listing has no other order).
+   */
+  async list(options: ListOptions): Promise<{ models: ModelSummary[]; nextCursor: string | null }> {
+    const prefix = options.prefix ?? '';
+    const index = await this.#aliases.all(prefix);
+    const wanted = (s: ModelSummary) =>
+      (options.alias === undefined || s.aliases[options.alias] !== undefined) &&
+      Object.entries(options.labels ?? {}).every(([k, v]) => s.labels?.[k] === v);
+    // Without metadata in the listing, a model the alias filter keeps is HEADed: its version and labels.
+    const summary = async (name: string, info: ObjectInfo): Promise<ModelSummary> => {
+      const described = this.storage.capabilities.listIncludesMetadata ? info : await this.storage.head(info.key).catch((err: unknown) => {
+        if (err instanceof NotFoundError) return undefined; // deleted since it was listed
+        throw err;
+      });
+      return summarize(name, described ?? info, index.get(name));
+    };
+    const candidates = async function* (this: ModelRegistry, startAfter?: string): AsyncGenerator<{ name: string; info: ObjectInfo }> {
+      for await (const info of this.storage.list(prefix, { startAfter })) {
+        const name = keys.nameOf(info.key);
+        if (name === undefined) continue;
+        if (options.alias !== undefined && index.get(name)?.get(options.alias) === undefined) continue; // no read needed
+        yield { name, info };
+      }
+    }.bind(this);
+
+    if (options.sort === 'updatedAt') {
+      const all: ModelSummary[] = [];
+      for (const batch of await batches(candidates(), 256)) all.push(...(await mapLimit(batch, SUMMARY_READS, (c) => summary(c.name, c.info))).filter(wanted));
+      all.sort(byUpdatedAt);
+      const after = options.cursor === undefined ? undefined : parseUpdatedAtCursor(options.cursor);
+      const rest = after ? all.filter((m) => byUpdatedAt(m, after) > 0) : all;
+      const models = rest.slice(0, options.limit);
+      return { models, nextCursor: rest.length > options.limit ? updatedAtCursor(models.at(-1)!) : null };
+    }
+
     const models: ModelSummary[] = [];
     const startAfter = options.cursor === undefined ? undefined : keys.current(options.cursor);
-    for await (const info of this.storage.list(options.prefix ?? '', { startAfter })) {
-      const name = keys.nameOf(info.key);
-      if (name === undefined) continue;
-      if (models.length === options.limit) return { models, nextCursor: models.at(-1)!.name };
-      models.push(summarize(name, info));
+    const filtered = options.labels !== undefined && Object.keys(options.labels).length > 0;
+    // Unfiltered, exactly the page (and one more) is looked at; filtered, a batch at a time.
+    const size = filtered ? Math.min(options.limit + 1, 64) : options.limit + 1;
+    let batch: { name: string; info: ObjectInfo }[] = [];
+    const drain = async (): Promise<boolean> => {
+      for (const s of await mapLimit(batch, SUMMARY_READS, (c) => summary(c.name, c.info))) {
+        if (!wanted(s)) continue;
+        if (models.length === options.limit) return true;
+        models.push(s);
+      }
+      batch = [];
+      return false;
+    };
+    for await (const c of candidates(startAfter)) {
+      batch.push(c);
+      if (batch.length >= size && (await drain())) return { models, nextCursor: models.at(-1)!.name };
     }
+    if (await drain()) return { models, nextCursor: models.at(-1)!.name };
     return { models, nextCursor: null };
   }
 
@@ -560,7 +722,9 @@ export class ModelRegistry {
         if (!(err instanceof PreconditionFailedError)) throw err;
       });
     }
-    if (this.#history === 0 || scan.bytes.has(current.version)) return;
+    if (scan.bytes.has(current.version)) return;
+    // MODEL_HISTORY=0 keeps no older bytes, except those of a version an alias points to.
+    if (this.#history === 0 && !(await this.#aliasedVersions(name)).has(current.version)) return;
     await this.storage
       .copy(current.storageKey, keys.history(name, current.version), {
         sourceToken: current.token,
@@ -590,14 +754,22 @@ export class ModelRegistry {
     // Never touch versions >= current: a concurrent writer may just have claimed them.
     const older = [...new Set([...scan.bytes.keys(), ...scan.records])].filter((v) => v < current).sort((a, b) => b - a);
     const kept = new Set(older.filter((v) => scan.bytes.has(v)).slice(0, this.#history));
+    // Read just before deleting (an alias set meanwhile re-checks its version: setAlias), and
+    // only when something would be deleted: most publishes prune nothing and read nothing more.
+    const deleting = older.some((v) => !kept.has(v) && (scan.bytes.has(v) || (scan.records.has(v) && v !== scan.max)));
+    const aliased = deleting ? await this.#aliasedVersions(name) : new Set<number>();
     for (const version of older) {
-      if (kept.has(version)) {
+      if (kept.has(version) || aliased.has(version)) {
         if (!scan.records.has(version)) await this.#recordFromMetadata(name, scan.bytes.get(version)!, version);
         continue;
       }
       if (scan.bytes.has(version)) await this.storage.delete(keys.history(name, version));
       if (scan.records.has(version) && version !== scan.max) await this.#records.remove(name, version);
     }
+  }
+
+  async #aliasedVersions(name: string): Promise<Set<number>> {
+    return new Set([...(await this.#aliases.read(name)).aliases.values()].map((t) => t.version));
   }
 
   async #recordFromMetadata(name: string, listed: ObjectInfo, version: number): Promise<void> {
@@ -825,9 +997,60 @@ function toModel(name: string, info: ObjectInfo, version?: number): ModelVersion
   return fromRecord(name, recordOfMetadata(info, version), info);
 }
 
-function summarize(name: string, info: ObjectInfo): ModelSummary {
-  const base = { name, size: info.size, updatedAt: info.lastModified.toISOString() };
-  if (!hasRegistryMetadata(info.metadata)) return base;
+function summarize(name: string, info: ObjectInfo, aliases: Aliases | undefined): ModelSummary {
+  const base = { name, size: info.size, updatedAt: info.lastModified.toISOString(), aliases: aliasVersions(aliases ?? new Map()) };
+  if (!hasRegistryMetadata(info.metadata)) return { ...base, labels: {} };
   const { version, sha256, createdAt, labels } = recordOfMetadata(info);
   return { ...base, updatedAt: createdAt, version, sha256, labels };
+}
+
+function checkAliasCondition(name: string, alias: string, now: AliasTarget | undefined, c: ClientCondition): void {
+  if ('ifNoneMatch' in c && now) throw errors.aliasExists(name, alias, etagOf(now.sha256));
+  if ('ifMatch' in c) {
+    if (!now) throw errors.aliasEtagMismatch(name, alias, undefined);
+    if (c.ifMatch !== '*' && !c.ifMatch.includes(etagOf(now.sha256))) throw errors.aliasEtagMismatch(name, alias, etagOf(now.sha256));
+  }
+}
+
+/** HEADs in flight at once for one listing (backends whose listing carries no metadata). */
+const SUMMARY_READS = 16;
+
+/** Newest first, then by name: the order of ?sort=updatedAt. */
+function byUpdatedAt(a: { updatedAt: string; name: string }, b: { updatedAt: string; name: string }): number {
+  if (a.updatedAt !== b.updatedAt) return a.updatedAt > b.updatedAt ? -1 : 1;
+  return a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+}
+
+function updatedAtCursor(m: ModelSummary): string {
+  return `${m.updatedAt}\n${m.name}`;
+}
+
+/** The position a ?sort=updatedAt cursor names, or undefined when it is not one. */
+export function parseUpdatedAtCursor(cursor: string): { updatedAt: string; name: string } | undefined {
+  const [updatedAt, name, ...rest] = cursor.split('\n');
+  if (rest.length > 0 || !updatedAt || !name || Number.isNaN(Date.parse(updatedAt))) return undefined;
+  return { updatedAt, name };
+}
+
+async function batches<T>(source: AsyncIterable<T>, size: number): Promise<T[][]> {
+  const out: T[][] = [[]];
+  for await (const item of source) {
+    if (out.at(-1)!.length === size) out.push([]);
+    out.at(-1)!.push(item);
+  }
+  return out;
+}
+
+/** `fn` over `items` with at most `limit` running at once; results in order. */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }

@@ -52,7 +52,7 @@ t.test('upload, download, HEAD and meta', async (t) => {
   t.equal((await bytes(head)).length, 0);
 
   const meta = (await (await fetch(`${url}/models/demo/meta`)).json()) as Record<string, unknown>;
-  t.same(meta, created);
+  t.same(meta, { ...created, aliases: [] }, '/meta: the upload\'s answer, and the aliases that point to it');
   await isError(t, await fetch(`${url}/models/nope`), 404, 'MODEL_NOT_FOUND');
   await isError(t, await fetch(`${url}/models/nope/meta`), 404, 'MODEL_NOT_FOUND');
   await isError(t, await fetch(`${url}/models/demo?version=7`), 404, 'VERSION_NOT_FOUND');
@@ -437,6 +437,233 @@ t.test('archives put there by another tool are listed and served', async (t) => 
   // Replacing it through the API keeps the foreign version as history v1.
   t.equal((await put(`${url}/models/model_20161111-180000`, model('new'))).status, 200);
   t.ok((await bytes(await fetch(`${url}/models/model_20161111-180000?version=1`))).equals(rasa));
+});
+
+const json = (body: unknown, method = 'PUT', headers: Record<string, string> = {}): RequestInit => ({ method, headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+const etag = (b: Buffer) => `"sha256:${sha256(b)}"`;
+async function aliasesOf(url: string, name: string): Promise<{ alias: string; version: number; etag: string }[]> {
+  return ((await (await fetch(`${url}/models/${name}/aliases`)).json()) as { aliases: { alias: string; version: number; etag: string }[] }).aliases;
+}
+
+t.test('aliases: set, read through name@alias everywhere, move with If-Match, remove', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const [a, b] = [model('a'), model('b')];
+  await put(`${url}/models/m`, a);
+  await put(`${url}/models/m`, b);
+  const set = await fetch(`${url}/models/m/aliases/production`, json({ version: 1 }));
+  t.equal(set.status, 201, 'a new alias is 201');
+  t.equal(set.headers.get('etag'), etag(a), 'the ETag of the version it points to');
+  t.match(await set.json(), { name: 'm', alias: 'production', version: 1, sha256: sha256(a), etag: etag(a) });
+
+  const get = await fetch(`${url}/models/m@production`);
+  t.equal(get.status, 200);
+  t.ok((await bytes(get)).equals(a), 'm@production downloads the aliased version');
+  t.equal(get.headers.get('etag'), etag(a));
+  t.equal(get.headers.get('x-model-version'), '1');
+  t.match(get.headers.get('content-disposition'), /filename="m\.tar\.gz"/);
+  const head = await fetch(`${url}/models/m@production`, { method: 'HEAD' });
+  t.equal(head.headers.get('etag'), etag(a), 'HEAD too');
+  t.equal(head.headers.get('content-length'), String(a.length));
+  // The Rasa model server's pull: If-None-Match with what it has.
+  t.equal((await fetch(`${url}/models/m@production`, { headers: { 'if-none-match': etag(a) } })).status, 304);
+  t.equal((await fetch(`${url}/models/m%40production`, { headers: { 'if-none-match': etag(a) } })).status, 304, '%40 is @');
+  t.ok((await bytes(await fetch(`${url}/models/m@latest`))).equals(b), 'm@latest is the current version');
+  t.match(await (await fetch(`${url}/models/m@production/meta`)).json(), { name: 'm', version: 1, sha256: sha256(a), aliases: ['production'] });
+  t.match(await (await fetch(`${url}/models/m/meta`)).json(), { version: 2, aliases: [] });
+  t.match(await (await fetch(`${url}/models/m@production/files`)).json(), { name: 'm', version: 1, sha256: sha256(a) });
+  t.same(await (await fetch(`${url}/models/m@production/files/model/config.json`)).json(), { seed: 'a' }, '/files/* of the aliased version');
+  t.same(await (await fetch(`${url}/models/m@latest/files/model/config.json`)).json(), { seed: 'b' });
+  const versions = (await (await fetch(`${url}/models/m/versions`)).json()) as { versions: { version: number; aliases: string[] }[] };
+  t.same(versions.versions.map((v) => [v.version, v.aliases]), [[2, []], [1, ['production']]], '/versions names each version\'s aliases');
+  t.match(await aliasesOf(url, 'm'), [{ alias: 'production', version: 1, etag: etag(a) }]);
+  t.match(await (await fetch(`${url}/models/m/aliases/production`)).json(), { alias: 'production', version: 1 });
+
+  // Compare-and-swap: If-Match names the version the client saw the alias point to.
+  await isError(t, await fetch(`${url}/models/m/aliases/production`, json({ version: 2 }, 'PUT', { 'if-match': etag(b) })), 412, 'PRECONDITION_FAILED');
+  await isError(t, await fetch(`${url}/models/m/aliases/production`, json({ version: 2 }, 'PUT', { 'if-none-match': '*' })), 412, 'PRECONDITION_FAILED');
+  await isError(t, await fetch(`${url}/models/m/aliases/staging`, json({ version: 2 }, 'PUT', { 'if-match': '*' })), 412, 'PRECONDITION_FAILED');
+  t.match(await aliasesOf(url, 'm'), [{ alias: 'production', version: 1 }], 'a failed condition changes nothing');
+  const moved = await fetch(`${url}/models/m/aliases/production`, json({ version: 2 }, 'PUT', { 'if-match': etag(a) }));
+  t.equal(moved.status, 200, 'a moved alias is 200');
+  t.ok((await bytes(await fetch(`${url}/models/m@production`))).equals(b));
+  t.equal((await fetch(`${url}/models/m/aliases/staging`, json({ version: 1 }, 'PUT', { 'if-none-match': '*' }))).status, 201, 'If-None-Match: * creates');
+  t.same((await aliasesOf(url, 'm')).map((x) => [x.alias, x.version]), [['production', 2], ['staging', 1]]);
+
+  const del = await fetch(`${url}/models/m/aliases/staging`, { method: 'DELETE' });
+  t.equal(del.status, 204);
+  await isError(t, await fetch(`${url}/models/m/aliases/staging`, { method: 'DELETE' }), 404, 'ALIAS_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/m@staging`), 404, 'ALIAS_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/m/aliases/production`, { method: 'DELETE', headers: { 'if-match': etag(a) } }), 412, 'PRECONDITION_FAILED');
+  t.same((await aliasesOf(url, 'm')).map((x) => x.alias), ['production']);
+});
+
+t.test('bad alias input is a 4xx naming the fix, and nothing changes', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  await put(`${url}/models/m`, model('a'));
+  await fetch(`${url}/models/m/aliases/prod`, json({ version: 1 }));
+  const before = await aliasesOf(url, 'm');
+  const reserved = await isError(t, await fetch(`${url}/models/m/aliases/latest`, json({ version: 1 })), 400, 'ALIAS_RESERVED');
+  t.match(reserved.message, /latest always means the current version/);
+  await isError(t, await fetch(`${url}/models/m/aliases/latest`, { method: 'DELETE' }), 400, 'ALIAS_RESERVED');
+  for (const alias of ['v3', 'V12', '1abc', '-x', 'a.b', 'x'.repeat(64), 'caf%C3%A9']) {
+    const body = await isError(t, await fetch(`${url}/models/m/aliases/${alias}`, json({ version: 1 })), 400, 'INVALID_ALIAS');
+    t.match(body.message, /A-Z a-z 0-9 _ -/, 'the message gives the rule');
+  }
+  t.equal((await fetch(`${url}/models/m/aliases/${'x'.repeat(63)}`, json({ version: 1 }))).status, 201, '63 characters is fine');
+  await fetch(`${url}/models/m/aliases/${'x'.repeat(63)}`, { method: 'DELETE' });
+  await isError(t, await fetch(`${url}/models/m/aliases/prod`, json({ version: '1' })), 400, 'INVALID_VERSION');
+  await isError(t, await fetch(`${url}/models/m/aliases/prod`, json({ version: 0 })), 400, 'INVALID_VERSION');
+  await isError(t, await fetch(`${url}/models/m/aliases/prod`, json({})), 400, 'INVALID_BODY');
+  await isError(t, await fetch(`${url}/models/m/aliases/prod`, json([1])), 400, 'INVALID_BODY');
+  await isError(t, await fetch(`${url}/models/m/aliases/prod`, json({ version: 9 })), 404, 'VERSION_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/none/aliases/prod`, json({ version: 1 })), 404, 'MODEL_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/m/aliases/prod`, json({ version: 1 }, 'PUT', { 'if-match': 'unquoted' })), 400, 'INVALID_HEADER');
+  t.same(await aliasesOf(url, 'm'), before, 'nothing changed');
+  await isError(t, await fetch(`${url}/models/m@v1`), 400, 'INVALID_ALIAS');
+  await isError(t, await fetch(`${url}/models/m@`), 400, 'INVALID_ALIAS');
+  await isError(t, await fetch(`${url}/models/m@a@b`), 400, 'INVALID_ALIAS');
+  await isError(t, await fetch(`${url}/models/m@prod?version=1`), 400, 'INVALID_QUERY');
+  await isError(t, await fetch(`${url}/models/none@prod`), 404, 'MODEL_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/none/aliases`), 404, 'MODEL_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/m@prod`, { method: 'PUT', body: new Uint8Array(model('x')), headers: { 'content-type': 'application/gzip' } }), 400, 'INVALID_NAME');
+  t.equal((await fetch(`${url}/models/m/meta`)).status, 200);
+});
+
+t.test('retention never prunes an aliased version; deleting it is 409 unless ?force=true; deleting the model deletes its aliases', async (t) => {
+  const r = await start(t, { MODEL_HISTORY: '1' });
+  const { url } = r;
+  const archives = [1, 2, 3, 4].map((i) => model(`v${i}`));
+  await put(`${url}/models/m`, archives[0]!);
+  t.equal((await fetch(`${url}/models/m/aliases/prod`, json({ version: 1 }))).status, 201);
+  for (const a of archives.slice(1)) await put(`${url}/models/m`, a);
+  const versions = (await (await fetch(`${url}/models/m/versions`)).json()) as { versions: { version: number }[] };
+  t.same(versions.versions.map((v) => v.version), [4, 3, 1], 'v2 pruned, v1 kept for its alias');
+  t.ok((await bytes(await fetch(`${url}/models/m@prod`))).equals(archives[0]!));
+  const refused = await isError(t, await fetch(`${url}/models/m?version=1`, { method: 'DELETE' }), 409, 'ALIAS_IN_USE');
+  t.match(refused.message, /"prod"/, 'the error names the alias');
+  t.match(refused.message, /force=true/);
+  t.ok((await bytes(await fetch(`${url}/models/m?version=1`))).equals(archives[0]!), 'still there');
+  await isError(t, await fetch(`${url}/models/m?version=1&force=yes`, { method: 'DELETE' }), 400, 'INVALID_QUERY');
+  t.equal((await fetch(`${url}/models/m?version=1&force=true`, { method: 'DELETE' })).status, 204);
+  t.same(await aliasesOf(url, 'm'), [], 'the alias went with it');
+  await isError(t, await fetch(`${url}/models/m@prod`), 404, 'ALIAS_NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/m?version=1`), 404, 'VERSION_NOT_FOUND');
+
+  // The current version, aliased, stays when it is replaced, even with MODEL_HISTORY=0.
+  const z = await start(t, { MODEL_HISTORY: '0' });
+  await put(`${z.url}/models/z`, archives[0]!);
+  await fetch(`${z.url}/models/z/aliases/champion`, json({ version: 1 }));
+  await put(`${z.url}/models/z`, archives[1]!);
+  await put(`${z.url}/models/z`, archives[2]!);
+  t.same(((await (await fetch(`${z.url}/models/z/versions`)).json()) as { versions: { version: number }[] }).versions.map((v) => v.version), [3, 1]);
+  t.ok((await bytes(await fetch(`${z.url}/models/z@champion`))).equals(archives[0]!));
+
+  t.equal((await fetch(`${url}/models/m/aliases/prod`, json({ version: 4 }))).status, 201);
+  t.equal((await fetch(`${url}/models/m`, { method: 'DELETE' })).status, 204);
+  t.same(await keys(r, '.aliases/'), [], 'the aliases document is gone');
+  await put(`${url}/models/m`, archives[0]!);
+  t.same(await aliasesOf(url, 'm'), [], 'a model created again under the name has no aliases');
+});
+
+t.test('aliases live in the storage as .aliases/{name}.json: a second process on the same storage sees them', async (t) => {
+  const env = await harness.env(t);
+  const r = await startWith(t, env);
+  await put(`${r.url}/models/m`, model('a'));
+  await fetch(`${r.url}/models/m/aliases/prod`, json({ version: 1 }));
+  t.same(await keys(r, '.aliases/'), ['.aliases/m.json']);
+  const { body } = await r.app.registry.storage.get('.aliases/m.json');
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk as Buffer);
+  t.match(JSON.parse(Buffer.concat(chunks).toString()), { aliases: { prod: { version: 1 } } }, 'plain JSON: travels with a copy of keys and bytes');
+  const other = await startWith(t, env); // its own cache: nothing but the storage is shared
+  t.match(await aliasesOf(other.url, 'm'), [{ alias: 'prod', version: 1 }]);
+});
+
+t.test('?wait= on name@alias wakes when the alias moves, not when a version is uploaded', async (t) => {
+  const r = await start(t, { WATCH_POLL_INTERVAL: '60s' });
+  const { url } = r;
+  const [a, b] = [model('a'), model('b')];
+  await put(`${url}/models/w`, a);
+  await fetch(`${url}/models/w/aliases/prod`, json({ version: 1 }));
+  const started = Date.now();
+  let settled = false;
+  const waiting = fetch(`${url}/models/w@prod?wait=30`, { headers: { 'if-none-match': etag(a) } }).finally(() => (settled = true));
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await put(`${url}/models/w`, b);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.notOk(settled, 'an upload does not wake a watcher of the alias');
+  t.equal((await fetch(`${url}/models/w/aliases/prod`, json({ version: 2 }))).status, 200);
+  const res = await waiting;
+  t.equal(res.status, 200, 'woken by the move');
+  t.ok((await bytes(res)).equals(b), 'with the version the alias points to now');
+  t.ok(Date.now() - started < 10_000, 'at once, not at the next poll (60 s)');
+  // Removing the alias wakes too.
+  const gone = fetch(`${url}/models/w@prod?wait=30`, { headers: { 'if-none-match': etag(b) } });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  await fetch(`${url}/models/w/aliases/prod`, { method: 'DELETE' });
+  await isError(t, await gone, 404, 'ALIAS_NOT_FOUND');
+});
+
+t.test('search: GET /models filters by labels (ANDed) and alias, sorts by name or updatedAt', async (t) => {
+  const r = await start(t);
+  const { url } = r;
+  const list = async (query: string) => {
+    const res = await fetch(`${url}/models?${query}`);
+    t.equal(res.status, 200, query);
+    return (await res.json()) as { models: { name: string; version: number; size: number; updatedAt: string; labels: Record<string, string>; aliases: Record<string, number> }[]; nextCursor: string | null };
+  };
+  const names = async (query: string) => (await list(query)).models.map((m) => m.name);
+  const archives = { a: model('a'), b: model('b'), c: model('c') };
+  await put(`${url}/models/a`, archives.a, { 'x-model-label-team': 'nlp' });
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  await put(`${url}/models/b`, archives.b, { 'x-model-label-team': 'nlp', 'x-model-label-stage': 'beta' });
+  await new Promise((resolve) => setTimeout(resolve, 10));
+  await put(`${url}/models/c`, archives.c, { 'x-model-label-team': 'cv' });
+  await fetch(`${url}/models/b/aliases/production`, json({ version: 1 }));
+  await fetch(`${url}/models/c/aliases/production`, json({ version: 1 }));
+  await fetch(`${url}/models/c/aliases/staging`, json({ version: 1 }));
+
+  const all = await list('');
+  t.same(all.models.map((m) => m.name), ['a', 'b', 'c'], 'by name by default');
+  t.match(all.models[2], { name: 'c', version: 1, size: archives.c.length, labels: { team: 'cv' }, aliases: { production: 1, staging: 1 } }, 'each entry: version, size, labels, aliases');
+  t.ok(Date.parse(all.models[2]!.updatedAt) > 0);
+  t.same(all.models[0]!.aliases, {});
+  t.same(await names('label.team=nlp'), ['a', 'b']);
+  t.same(await names('label.team=nlp&label.stage=beta'), ['b'], 'labels are ANDed');
+  t.same(await names('label.team=ml'), []);
+  t.same(await names('alias=production'), ['b', 'c']);
+  t.same(await names('alias=staging&label.team=cv'), ['c']);
+  t.same(await names('alias=production&label.team=nlp'), ['b']);
+  t.same(await names('alias=canary'), []);
+  t.same(await names('sort=updatedAt'), ['c', 'b', 'a'], 'newest first');
+  await put(`${url}/models/a`, model('a2'), { 'x-model-label-team': 'nlp' });
+  t.same(await names('sort=updatedAt'), ['a', 'c', 'b'], 'a new version moves a model up');
+  t.same(await names('sort=updatedAt&label.team=nlp'), ['a', 'b']);
+
+  // Pages, with filters and with either sort.
+  const first = await list('label.team=nlp&limit=1');
+  t.same(first.models.map((m) => m.name), ['a']);
+  const second = await list(`label.team=nlp&limit=1&cursor=${first.nextCursor}`);
+  t.same(second.models.map((m) => m.name), ['b']);
+  t.equal(second.nextCursor, null, 'no page after the last match');
+  const byTime: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await list(`sort=updatedAt&limit=2${cursor ? `&cursor=${cursor}` : ''}`);
+    byTime.push(...page.models.map((m) => m.name));
+    cursor = page.nextCursor;
+  } while (cursor);
+  t.same(byTime, ['a', 'c', 'b'], 'updatedAt pages');
+  t.same(await names('prefix=b&alias=production'), ['b']);
+
+  await isError(t, await fetch(`${url}/models?sort=size`), 400, 'INVALID_QUERY');
+  await isError(t, await fetch(`${url}/models?alias=v1`), 400, 'INVALID_QUERY');
+  await isError(t, await fetch(`${url}/models?alias=latest`), 400, 'INVALID_QUERY');
+  await isError(t, await fetch(`${url}/models?label.Team=x`), 400, 'INVALID_LABEL');
+  await isError(t, await fetch(`${url}/models?label.team=a&label.team=b`), 400, 'INVALID_QUERY');
+  await isError(t, await fetch(`${url}/models?sort=updatedAt&cursor=${first.nextCursor}`), 400, 'INVALID_QUERY');
 });
 
 t.test('a client that disconnects mid-upload leaves nothing behind', async (t) => {

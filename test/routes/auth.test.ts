@@ -64,3 +64,18 @@ t.test('without tokens the server refuses a non-loopback HOST unless ALLOW_ANONY
   t.ok(loadConfig({ HOST: 'localhost' }));
   t.ok(loadConfig({ HOST: '::1' }));
 });
+
+t.test('aliases: read tokens read them, write tokens set and remove them (removing deletes no model data)', async (t) => {
+  const { url } = await start(t, { AUTH_TOKENS: TOKENS });
+  t.equal((await put(`${url}/models/al`, model('a'), bearer(WRITE))).status, 201);
+  const set = (token: string) => fetch(`${url}/models/al/aliases/prod`, { method: 'PUT', headers: { ...bearer(token), 'content-type': 'application/json' }, body: '{"version":1}' });
+  await isError(t, await set(READ), 403, 'FORBIDDEN');
+  await isError(t, await fetch(`${url}/models/al/aliases/prod`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"version":1}' }), 401);
+  t.equal((await set(WRITE)).status, 201);
+  t.equal((await fetch(`${url}/models/al@prod`, { headers: bearer(READ) })).status, 200);
+  t.equal((await fetch(`${url}/models/al/aliases`, { headers: bearer(READ) })).status, 200);
+  await isError(t, await fetch(`${url}/models/al@prod`), 401);
+  await isError(t, await fetch(`${url}/models/al/aliases/prod`, { method: 'DELETE', headers: bearer(READ) }), 403, 'FORBIDDEN');
+  t.equal((await fetch(`${url}/models/al/aliases/prod`, { method: 'DELETE', headers: bearer(WRITE) })).status, 204);
+  await isError(t, await fetch(`${url}/models/al`, { method: 'DELETE', headers: bearer(WRITE) }), 403, 'FORBIDDEN'); // deleting the model still needs admin
+});

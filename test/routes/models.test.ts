@@ -124,3 +124,72 @@ t.test('DELETE with If-Match: a version uploaded after the condition was checked
   const versions = (await (await fetch(`${url}/models/d/versions`)).json()) as { versions: { version: number }[] };
   t.same(versions.versions.map((v) => v.version), [3, 2, 1], 'nothing deleted: not the history either');
 });
+
+t.test('aliases across replicas: a long poll on another replica wakes within WATCH_POLL_INTERVAL; racing If-Match moves: exactly one wins', async (t) => {
+  const dir = await tempDir(t);
+  const one = await start(t, { LOCAL_STORAGE_DIR: dir, WATCH_POLL_INTERVAL: '200ms' });
+  const two = await start(t, { LOCAL_STORAGE_DIR: dir, WATCH_POLL_INTERVAL: '200ms' });
+  const [a, b, c] = [model('a'), model('b'), model('c')];
+  for (const m of [a, b, c]) await put(`${one.url}/models/x`, m);
+  const setAlias = (url: string, version: number, headers: Record<string, string> = {}) =>
+    fetch(`${url}/models/x/aliases/prod`, { method: 'PUT', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ version }) });
+  t.equal((await setAlias(one.url, 1)).status, 201);
+  const etagA = `"sha256:${sha256(a)}"`;
+  const started = Date.now();
+  const waiting = fetch(`${two.url}/models/x@prod?wait=30`, { headers: { 'if-none-match': etagA } });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.equal((await setAlias(one.url, 2)).status, 200, 'moved through the other replica');
+  const res = await waiting;
+  t.equal(res.status, 200);
+  t.equal(res.headers.get('x-model-version'), '2');
+  t.ok((await bytes(res)).equals(b));
+  t.ok(Date.now() - started < 3000, `woken ${Date.now() - started} ms after it began (poll every 200 ms)`);
+
+  // Both replicas saw prod → v2 and move it on that condition, 10 times over: one wins each round.
+  for (let round = 0; round < 10; round++) {
+    const seen = (await (await fetch(`${one.url}/models/x/aliases/prod`)).json()) as { etag: string; version: number };
+    const targets = seen.version === 3 ? [1, 2] : [3, seen.version === 1 ? 2 : 1];
+    const results = await Promise.all([setAlias(one.url, targets[0]!, { 'if-match': seen.etag }), setAlias(two.url, targets[1]!, { 'if-match': seen.etag })]);
+    const statuses = results.map((r) => r.status).sort();
+    t.same(statuses, [200, 412], `round ${round}: one wins, one is told the alias moved`);
+    const winner = results.findIndex((r) => r.status === 200);
+    const now = (await (await fetch(`${two.url}/models/x/aliases/prod`)).json()) as { version: number };
+    t.equal(now.version, targets[winner], 'the alias points where the winner put it');
+    await Promise.all(results.map((r) => r.arrayBuffer()));
+  }
+});
+
+t.test('an alias set while its version is being deleted does not point to nothing', async (t) => {
+  const { app, url } = await start(t);
+  for (const v of ['a', 'b']) await put(`${url}/models/r`, model(v));
+  const storage = app.registry.storage;
+  const del = storage.delete.bind(storage);
+  let armed = true;
+  // The version goes after the alias write (and after the delete read the aliases): setAlias's re-check sees it gone.
+  storage.commit = ((commit) => async (...args: Parameters<typeof commit>) => {
+    const info = await commit(...args);
+    if (armed && args[0].key === '.aliases/r.json') {
+      armed = false;
+      await del('.history/r/v1.tar.gz');
+    }
+    return info;
+  })(storage.commit.bind(storage));
+  await isError(t, await fetch(`${url}/models/r/aliases/prod`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"version":1}' }), 404, 'VERSION_NOT_FOUND');
+  const aliases = (await (await fetch(`${url}/models/r/aliases`)).json()) as { aliases: unknown[] };
+  t.same(aliases.aliases, [], 'the alias was taken back');
+});
+
+t.test('aliases survive a plain copy of the directory (cp -a: keys and bytes only, no .meta/)', async (t) => {
+  const one = await start(t);
+  const [a, b] = [model('a'), model('b')];
+  await put(`${one.url}/models/p`, a);
+  await put(`${one.url}/models/p`, b);
+  await fetch(`${one.url}/models/p/aliases/prod`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: '{"version":1}' });
+  const copy = path.join(await tempDir(t), 'copy');
+  await fs.cp(one.dir, copy, { recursive: true, preserveTimestamps: true, filter: (src) => !src.includes(`${path.sep}.meta`) });
+  const two = await start(t, { LOCAL_STORAGE_DIR: copy });
+  const res = await fetch(`${two.url}/models/p@prod`);
+  t.equal(res.headers.get('x-model-version'), '1');
+  t.ok((await bytes(res)).equals(a));
+  t.match(await (await fetch(`${two.url}/models?alias=prod`)).json(), { models: [{ name: 'p', aliases: { prod: 1 } }] });
+});

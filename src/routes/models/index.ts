@@ -11,8 +11,9 @@ import { resolveFile } from '../../cache/trees.js';
 import { errors, PreconditionFailedError, StorageUnavailableError } from '../../errors.js';
 import authPlugin from '../../plugins/auth.js';
 import type { ArchiveFormat } from '../../registry/archive.js';
-import { assertLabels, assertName, isValidName, type Labels } from '../../registry/names.js';
-import { etagOf, type ModelVersion } from '../../registry/service.js';
+import { aliasesOf, type Aliases } from '../../registry/aliases.js';
+import { assertLabels, assertName, isValidAlias, isValidName, parseRef, type Labels } from '../../registry/names.js';
+import { etagOf, parseUpdatedAtCursor, type ModelVersion } from '../../registry/service.js';
 import {
   byteRange,
   contentDigest,
@@ -99,6 +100,24 @@ function prepareDownload(
 function nameParam(request: FastifyRequest<NameParams>): string {
   assertName(request.params.name);
   return request.params.name;
+}
+
+/** A model as named where it is read: `name`, `name@alias` or `name@latest`; checked. */
+function refParam(request: FastifyRequest<NameParams>): { ref: string; name: string; alias?: string } {
+  return { ref: request.params.name, ...parseRef(request.params.name) };
+}
+
+/** `true` / `false` from a boolean query parameter, or undefined when absent. */
+function parseFlag(raw: unknown, param: string): boolean | undefined {
+  if (raw === undefined) return undefined;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  throw errors.invalidQuery(`${param} must be true or false`);
+}
+
+/** The JSON a client sees for one alias. */
+function aliasView(name: string, alias: string, target: { version: number; sha256: string; updatedAt?: string }) {
+  return { name, alias, version: target.version, sha256: target.sha256, etag: etagOf(target.sha256), ...(target.updatedAt ? { updatedAt: target.updatedAt } : {}) };
 }
 
 /** Aborts when the client goes away before the response is complete. */
@@ -248,19 +267,19 @@ export default async function modelRoutes(app: FastifyInstance) {
     url: '/models/:name',
     exposeHeadRoute: false,
     handler: async (request, reply) => {
-      const name = nameParam(request);
+      const { ref, name } = refParam(request);
       const version = parseVersion(request.query.version);
       const wait = parseWait(request.query.wait);
       const ifNoneMatch = request.headers['if-none-match'];
       if (wait !== undefined && ifNoneMatch !== undefined && version === undefined) {
-        // Long poll: hold while the client's version is still current.
-        const { model } = await describeOrStale(name);
+        // Long poll: hold while the client's version is still what the name (or alias) points to.
+        const { model } = await describeOrStale(ref);
         if (notModified(request.headers, etagOf(model.sha256), new Date(model.createdAt))) {
-          await app.watcher.waitForChange(name, etagOf(model.sha256), wait * 1000, abortSignal(request, reply));
+          await app.watcher.waitForChange(ref, etagOf(model.sha256), wait * 1000, abortSignal(request, reply));
         }
       }
       // Replaced between describe and open: described again, so that headers match the bytes.
-      const { result } = await onCurrent(name, version, async (model, stale) => {
+      const { result } = await onCurrent(ref, version, async (model, stale) => {
         const etag = etagOf(model.sha256);
         const prepared = prepareDownload(request, reply, { etag, model, stale, size: model.size, contentType: 'application/gzip' });
         if (prepared === 'not-modified') return reply.code(304).send();
@@ -284,13 +303,17 @@ export default async function modelRoutes(app: FastifyInstance) {
     },
   });
 
-  /** The version to serve; when storage is unreachable, the one this replica last cached. */
-  async function describeOrStale(name: string, version?: number): Promise<{ model: ModelVersion; stale: boolean }> {
+  /**
+   * The version to serve; when storage is unreachable, the one this replica last cached (for a
+   * name, not for an alias: where an alias points is known only from the storage).
+   */
+  async function describeOrStale(ref: string, version?: number): Promise<{ model: ModelVersion; stale: boolean }> {
     try {
-      return { model: await registry.describe(name, version), stale: false };
+      return { model: await registry.resolve(ref, version), stale: false };
     } catch (err) {
       if (!(err instanceof StorageUnavailableError)) throw err;
-      const model = await registry.stale(name, version);
+      const { name, alias } = parseRef(ref);
+      const model = alias === undefined ? await registry.stale(name, version) : undefined;
       if (!model) throw err;
       app.log.warn({ model: name, version: model.version }, 'storage unavailable; serving the cached version');
       return { model, stale: true };
@@ -301,9 +324,9 @@ export default async function modelRoutes(app: FastifyInstance) {
    * Describes the version to serve and runs `fn` on it; when the model is replaced between the
    * two (PreconditionFailedError from the read), describes again.
    */
-  async function onCurrent<T>(name: string, version: number | undefined, fn: (model: ModelVersion, stale: boolean) => Promise<T>): Promise<{ model: ModelVersion; stale: boolean; result: T }> {
+  async function onCurrent<T>(ref: string, version: number | undefined, fn: (model: ModelVersion, stale: boolean) => Promise<T>): Promise<{ model: ModelVersion; stale: boolean; result: T }> {
     for (let attempt = 0; ; attempt++) {
-      const { model, stale } = await describeOrStale(name, version);
+      const { model, stale } = await describeOrStale(ref, version);
       try {
         return { model, stale, result: await fn(model, stale) };
       } catch (err) {
@@ -313,8 +336,8 @@ export default async function modelRoutes(app: FastifyInstance) {
   }
 
   app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/files', async (request) => {
-    const name = nameParam(request);
-    const { model, result: files } = await onCurrent(name, parseVersion(request.query.version), (model) => registry.withTree(model, async (tree) => tree.files));
+    const { ref, name } = refParam(request);
+    const { model, result: files } = await onCurrent(ref, parseVersion(request.query.version), (model) => registry.withTree(model, async (tree) => tree.files));
     return { name, version: model.version, sha256: model.sha256, files };
   });
 
@@ -323,11 +346,11 @@ export default async function modelRoutes(app: FastifyInstance) {
     url: '/models/:name/files/*',
     exposeHeadRoute: false,
     handler: async (request, reply) => {
-      const name = nameParam(request as unknown as FastifyRequest<NameParams>);
+      const { ref, name } = refParam(request as unknown as FastifyRequest<NameParams>);
       const requested = request.params['*'];
       // The file is opened while its tree is held in the cache: once open, an eviction of the
       // tree cannot take it from under the response.
-      const { model, stale, result: found } = await onCurrent(name, parseVersion(request.query.version), (model) =>
+      const { model, stale, result: found } = await onCurrent(ref, parseVersion(request.query.version), (model) =>
         registry.withTree(model, async (tree) => {
           const file = await resolveFile(tree, requested);
           return file && { ...file, fd: await openFd(file.file, 'r') };
@@ -353,14 +376,68 @@ export default async function modelRoutes(app: FastifyInstance) {
   });
 
   app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/meta', async (request) => {
-    const model = await registry.describe(nameParam(request), parseVersion(request.query.version));
-    return view(model);
+    const { ref, name } = refParam(request);
+    const model = await registry.resolve(ref, parseVersion(request.query.version));
+    return { ...view(model), aliases: aliasesOf(await registry.aliases(name), model.version) };
   });
 
   app.get<NameParams>('/models/:name/versions', async (request) => {
     const name = nameParam(request);
-    const versions = await registry.versions(name);
-    return { name, current: versions[0]!.version, versions: versions.map(view) };
+    const [versions, aliases] = await Promise.all([registry.versions(name), registry.aliases(name)]);
+    return { name, current: versions[0]!.version, versions: versions.map((v) => ({ ...view(v), aliases: aliasesOf(aliases, v.version) })) };
+  });
+
+  // ---- aliases: movable names for one version (MLflow aliases, OCI tags) ----
+
+  type AliasParams = { Params: { name: string; alias: string } };
+  const sortedAliases = (name: string, aliases: Aliases) =>
+    [...aliases].sort(([a], [b]) => (a < b ? -1 : 1)).map(([alias, target]) => aliasView(name, alias, target));
+
+  app.get<NameParams>('/models/:name/aliases', async (request) => {
+    const name = nameParam(request);
+    const [aliases] = await Promise.all([registry.aliases(name), registry.describe(name)]);
+    return { name, aliases: sortedAliases(name, aliases) };
+  });
+
+  app.get<AliasParams>('/models/:name/aliases/:alias', async (request, reply) => {
+    const name = nameParam(request as unknown as FastifyRequest<NameParams>);
+    const { alias } = request.params;
+    if (alias === 'latest') {
+      const current = await registry.describe(name); // reserved: always the current version
+      return reply.header('etag', etagOf(current.sha256)).send(aliasView(name, alias, current));
+    }
+    parseRef(`${name}@${alias}`); // an invalid alias is 400, not 404
+    const target = (await registry.aliases(name)).get(alias);
+    if (!target) {
+      await registry.describe(name);
+      throw errors.aliasNotFound(name, alias);
+    }
+    return reply.header('etag', etagOf(target.sha256)).send(aliasView(name, alias, target));
+  });
+
+  app.put<AliasParams & { Body: unknown }>('/models/:name/aliases/:alias', async (request, reply) => {
+    const name = nameParam(request as unknown as FastifyRequest<NameParams>);
+    const { alias } = request.params;
+    const condition = writeCondition(request.headers);
+    const body = request.body as { version?: unknown } | undefined;
+    if (!body || typeof body !== 'object' || Array.isArray(body) || body.version === undefined) {
+      throw errors.invalidBody(`send JSON {"version": N} with the version alias ${JSON.stringify(alias)} should point to`);
+    }
+    if (typeof body.version !== 'number') throw errors.invalidVersion(JSON.stringify(body.version));
+    const version = parseVersion(body.version)!;
+    const { model, created } = await registry.setAlias(name, alias, version, condition);
+    request.log.info({ model: name, alias, version }, created ? 'alias created' : 'alias moved');
+    return reply
+      .code(created ? 201 : 200)
+      .header('etag', etagOf(model.sha256))
+      .send(aliasView(name, alias, model));
+  });
+
+  app.delete<AliasParams>('/models/:name/aliases/:alias', async (request, reply) => {
+    const name = nameParam(request as unknown as FastifyRequest<NameParams>);
+    await registry.removeAlias(name, request.params.alias, writeCondition(request.headers));
+    request.log.info({ model: name, alias: request.params.alias }, 'alias removed');
+    return reply.code(204).send();
   });
 
   app.post<NameParams & { Body: unknown }>('/models/:name/rollback', async (request, reply) => {
@@ -377,16 +454,29 @@ export default async function modelRoutes(app: FastifyInstance) {
     return reply.header('etag', etagOf(model.sha256)).send(view(model));
   });
 
-  app.delete<NameParams & { Querystring: { version?: string } }>('/models/:name', async (request, reply) => {
+  app.delete<NameParams & { Querystring: { version?: string; force?: string } }>('/models/:name', async (request, reply) => {
     const name = nameParam(request);
     const version = parseVersion(request.query.version);
-    await registry.delete(name, version, writeCondition(request.headers));
+    const force = parseFlag(request.query.force, 'force') ?? false;
+    await registry.delete(name, version, writeCondition(request.headers), { force });
     request.log.info({ model: name, version }, 'model deleted');
     return reply.code(204).send();
   });
 
-  app.get<{ Querystring: { prefix?: string; limit?: string; cursor?: string } }>('/models', async (request) => {
-    const { prefix, limit: rawLimit, cursor: rawCursor } = request.query;
+  app.get<{ Querystring: Record<string, string | string[] | undefined> & { prefix?: string; limit?: string; cursor?: string; alias?: string; sort?: string } }>('/models', async (request) => {
+    const { prefix, limit: rawLimit, cursor: rawCursor, alias, sort = 'name' } = request.query;
+    for (const [param, value] of Object.entries(request.query)) {
+      if (Array.isArray(value)) throw errors.invalidQuery(`${param} was given ${value.length} times; give it once (several labels are several label.<key> parameters)`);
+    }
+    if (sort !== 'name' && sort !== 'updatedAt') throw errors.invalidQuery(`sort must be name (the default) or updatedAt, not ${JSON.stringify(sort)}`);
+    if (alias !== undefined && !isValidAlias(alias)) {
+      throw errors.invalidQuery(`alias ${JSON.stringify(alias)} is not an alias name (1-63 characters from A-Z a-z 0-9 _ -, starting with a letter or _; latest is every model's current version, so filter without it)`);
+    }
+    const labels: Labels = {};
+    for (const [param, value] of Object.entries(request.query)) {
+      if (param.startsWith('label.')) labels[param.slice('label.'.length)] = value as string;
+    }
+    assertLabels(labels);
     if (prefix !== undefined && (prefix.length > 128 || !/^[A-Za-z0-9._-]*$/.test(prefix))) {
       throw errors.invalidQuery('prefix may hold only the characters of model names (A-Z a-z 0-9 . _ -), at most 128');
     }
@@ -397,9 +487,10 @@ export default async function modelRoutes(app: FastifyInstance) {
     let cursor: string | undefined;
     if (rawCursor !== undefined) {
       cursor = Buffer.from(rawCursor, 'base64url').toString('utf8');
-      if (!isValidName(cursor)) throw errors.invalidQuery('cursor is not one this server returned; pass nextCursor from the previous page');
+      const valid = sort === 'name' ? isValidName(cursor) : isValidName(parseUpdatedAtCursor(cursor)?.name ?? '');
+      if (!valid) throw errors.invalidQuery(`cursor is not one this server returned for sort=${sort}; pass nextCursor from the previous page, with the same sort`);
     }
-    const page = await registry.list({ prefix, limit, cursor });
+    const page = await registry.list({ prefix, limit, cursor, labels, alias, sort });
     return {
       models: page.models,
       nextCursor: page.nextCursor === null ? null : Buffer.from(page.nextCursor).toString('base64url'),
