@@ -4,6 +4,7 @@
  * model between two backends (src/migrate.ts). Usage errors exit 2, bad settings exit 1 with
  * one line naming the .env file and the variable.
  */
+import './node-version.js'; // first: stops on a Node.js older than 22.12 before anything else loads
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.js';
 import { dropEmptySdkVariables } from './config.js';

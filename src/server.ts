@@ -15,6 +15,7 @@
  *     clients, exit 0.
  * A second signal skips the rest of the grace.
  */
+import './node-version.js'; // first: stops on a Node.js older than 22.12 before anything else loads
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';

@@ -63,7 +63,7 @@ t.test('Dockerfile: multi-stage, production deps, non-root, port, health check, 
   const instructions = text.split('\n').filter((l) => /^[A-Z]+\s/.test(l));
   t.ok(instructions.filter((l) => l.startsWith('FROM ')).length >= 2, 'multi-stage');
   t.match(text, /FROM node:\$\{NODE_VERSION\}-slim\n/);
-  t.match(text, /ARG NODE_VERSION=(20|22)\n/);
+  t.match(text, /ARG NODE_VERSION=24\n/, 'Node.js 24 LTS');
   t.match(text, /npm ci --omit=dev/, 'production dependencies only in the runtime image');
   const user = instructions.filter((l) => l.startsWith('USER ')).at(-1);
   t.ok(user && !/USER\s+(root|0)\b/.test(user), 'runs as a non-root user');
