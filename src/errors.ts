@@ -94,10 +94,14 @@ export const errors = {
     `The model is no longer the version your If-Match / If-Unmodified-Since names: its ETag is now ${current}; start the download again without the condition, or with the new ETag.`),
   alreadyCurrent: define('VERSION_IS_CURRENT', 409, (name: string, version: number) =>
     `Version ${version} is already the current version of ${JSON.stringify(name)}: there is nothing to roll back; pick an older version from GET /models/${name}/versions.`),
-  unauthorized: define('UNAUTHORIZED', 401, () =>
-    'A bearer token is required: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'),
+  unauthorized: define('UNAUTHORIZED', 401, (why: 'missing' | 'not-bearer' | 'unknown' = 'missing') =>
+    why === 'unknown'
+      ? 'The bearer token is not known to this server: send a token from its AUTH_TOKENS (check for a typo, a stray character or a token that was rotated).'
+      : why === 'not-bearer'
+        ? 'The Authorization header is not a bearer token: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'
+        : 'A bearer token is required: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'),
   forbidden: define('FORBIDDEN', 403, (needed: string) =>
-    `This token may not do that: the request needs a ${needed} token.`),
+    `This token may not do that: the request needs ${needed === 'admin' ? 'an' : 'a'} ${needed} token.`),
   notFound: define('NOT_FOUND', 404, (method: string, url: string) =>
     `No route ${method} ${url}: see GET /openapi.yaml for the API.`),
   shuttingDown: define('SHUTTING_DOWN', 503, () =>
