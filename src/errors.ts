@@ -62,8 +62,8 @@ export const errors = {
     `The upload is not a valid model archive: ${detail}.`),
   unsafeArchive: define('UNSAFE_ARCHIVE', 422, (detail: string) =>
     `The archive contains an unsafe entry: ${detail}. Archives may hold only regular files, directories and symlinks that stay inside the archive.`),
-  archiveLimit: define('ARCHIVE_LIMIT_EXCEEDED', 422, (detail: string) =>
-    `The archive exceeds a server limit: ${detail}.`),
+  archiveLimit: define('ARCHIVE_LIMIT_EXCEEDED', 422, (detail: string, setting: 'MAX_ARCHIVE_ENTRIES' | 'MAX_EXTRACTED_BYTES') =>
+    `The archive exceeds a server limit: ${detail}. Make the model smaller, or have the operator raise ${setting} on the server.`),
   digestMismatch: define('DIGEST_MISMATCH', 422, (header: string, expected: string, actual: string) =>
     `The body's SHA-256 does not match ${header}: expected ${expected}, received ${actual}. The upload was corrupted or the header is wrong; nothing was stored.`),
   modelNotFound: define('MODEL_NOT_FOUND', 404, (name: string) =>
