@@ -43,8 +43,8 @@ export const errors = {
     'The request headers are too large: send fewer or shorter headers (labels go in at most 2 KiB).'),
   headersTimeout: define('REQUEST_TIMEOUT', 408, () =>
     'The request headers did not arrive within HEADERS_TIMEOUT: send them at once.'),
-  invalidVersion: define('INVALID_VERSION', 400, (raw: string) =>
-    `Version ${JSON.stringify(raw)} is not valid: pass a positive integer, e.g. ?version=3.`),
+  invalidVersion: define('INVALID_VERSION', 400, (raw: string, where: 'query' | 'body' = 'query') =>
+    `Version ${JSON.stringify(raw)} is not valid: pass a positive integer, e.g. ${where === 'body' ? '{"version": 3}' : '?version=3'}.`),
   invalidQuery: define('INVALID_QUERY', 400, (detail: string) => `Invalid query: ${detail}.`),
   invalidBody: define('INVALID_BODY', 400, (detail: string) => `Invalid request body: ${detail}.`),
   invalidLabel: define('INVALID_LABEL', 400, (detail: string) => `Invalid label: ${detail}.`),
