@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# Model registry image: build with dev dependencies, run on node:20-slim with production
+# Model registry image: build with dev dependencies, run on node:24-slim (Node.js 24 LTS) with production
 # dependencies only, as the unprivileged `node` user.
 #
 #   docker build -t model-registry .
@@ -7,7 +7,7 @@
 #
 # HOST is 0.0.0.0 in the image, so the server refuses to start unless AUTH_TOKENS is set (or
 # ALLOW_ANONYMOUS=true is set on purpose). The image sets neither.
-ARG NODE_VERSION=20
+ARG NODE_VERSION=24
 
 FROM node:${NODE_VERSION}-slim AS build
 WORKDIR /app

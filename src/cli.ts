@@ -4,6 +4,8 @@
  * model between two backends (src/migrate.ts). Usage errors exit 2, bad settings exit 1 with
  * one line naming the .env file and the variable.
  */
+import './node-version.js'; // first: stops on a Node.js older than 22.12 before anything else loads
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ConfigError } from './errors.js';
 import { dropEmptySdkVariables } from './config.js';
@@ -24,7 +26,55 @@ const USAGE = `Usage:
       --concurrency N    objects copied at the same time (default 4)
 
   model-registry --help
+  model-registry --version
 `;
+
+/** The options each command takes, for the hint after an unknown or misused one. */
+const OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean', short: 'v' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+  concurrency: { type: 'string' },
+} as const;
+const VALUE_HINTS: Record<string, string> = { from: '<source.env>', to: '<destination.env>', concurrency: 'N' };
+
+/** package.json's version: dist/cli.js and src/cli.ts both sit one folder below it. */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+/** Optimal-string-alignment distance, for "did you mean". */
+function distance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** parseArgs' own error text ("Unknown option '--frm'. To specify a positional argument ...") as one plain line. */
+function usageLine(err: Error & { code?: string }): string {
+  const option = /'(-[^' ,]*)(?:, (--[^' ]+))?/.exec(err.message);
+  const shown = option?.[2] ?? option?.[1] ?? '';
+  const name = shown.replace(/^-+/, '');
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    const known = Object.keys(OPTIONS);
+    const closest = known.map((k) => ({ k, d: distance(name, k) })).sort((a, b) => a.d - b.d)[0]!;
+    const hint = closest.d <= Math.max(1, Math.floor(closest.k.length / 3)) ? `did you mean --${closest.k}?` : `the options are ${known.map((k) => `--${k}`).join(', ')}`;
+    return `unknown option ${shown}: ${hint}`;
+  }
+  if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && name in OPTIONS) {
+    const key = name as keyof typeof OPTIONS;
+    return OPTIONS[key].type === 'string' ? `--${key} needs a value: --${key} ${VALUE_HINTS[key] ?? '<value>'}` : `--${key} takes no value: write just --${key}`;
+  }
+  return err.message;
+}
 
 class UsageError extends Error {}
 
@@ -33,16 +83,14 @@ async function main(argv: string[]): Promise<number> {
     args: argv,
     allowPositionals: true,
     strict: true,
-    options: {
-      help: { type: 'boolean', short: 'h' },
-      from: { type: 'string' },
-      to: { type: 'string' },
-      'dry-run': { type: 'boolean' },
-      concurrency: { type: 'string' },
-    },
+    options: OPTIONS,
   });
   if (values.help) {
     process.stdout.write(USAGE);
+    return 0;
+  }
+  if (values.version) {
+    process.stdout.write(`model-registry ${packageVersion()} (Node.js ${process.version})\n`);
     return 0;
   }
   const [command, ...extra] = positionals;
@@ -96,7 +144,8 @@ try {
   if (code >= 0) exit(code);
 } catch (err) {
   if (err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) {
-    process.stderr.write(`model-registry: ${(err as Error).message}\nRun model-registry --help for usage.\n`);
+    const line = err instanceof UsageError ? err.message : usageLine(err as Error & { code?: string });
+    process.stderr.write(`model-registry: ${line}\nRun model-registry --help for usage.\n`);
     exit(2);
   } else if (err instanceof ConfigError) {
     process.stderr.write(`model-registry: ${err.message}\n`);

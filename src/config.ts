@@ -255,6 +255,95 @@ export function unknownSettings(env: NodeJS.ProcessEnv, prefix: RegExp): { name:
     .map((name) => ({ name, kin: KNOWN_VARIABLES.filter((known) => known.split('_')[0] === name.split('_')[0]) }));
 }
 
+/** Settings whose misspelling leaves the registry open: their look-alikes are errors, listed first. */
+const SECURITY_SETTINGS = ['AUTH_TOKENS', 'ALLOW_ANONYMOUS'];
+
+/**
+ * Variables other programs own, never taken for look-alikes: npm's and Node's, the storage SDKs'
+ * own (they read them themselves), and those of shells, terminals, CI systems and Kubernetes.
+ */
+const FOREIGN_VARIABLES = /^(npm_|NPM_|NODE_|TAP_|SSH_|XDG_|LC_|GIT_|GITHUB_|GITLAB_|CI_|RUNNER_|KUBERNETES_|DOCKER_|PIP_|PYTHON|CONDA_|JAVA_|GO[A-Z0-9]*$|CARGO_|RUSTUP_|HOMEBREW_|VSCODE_|TERM|DBUS_|AWS_SDK_|AWS_CONTAINER_|AWS_EC2_|AWS_LAMBDA_|OTEL_)/;
+const SDK_VARIABLES = new Set([
+  'AWS_PROFILE', 'AWS_CONFIG_FILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_ROLE_ARN', 'AWS_ROLE_SESSION_NAME', 'AWS_WEB_IDENTITY_TOKEN_FILE',
+  'AWS_ENDPOINT_URL_S3', 'AWS_MAX_ATTEMPTS', 'AWS_RETRY_MODE', 'AWS_CA_BUNDLE', 'AWS_USE_FIPS_ENDPOINT', 'AWS_USE_DUALSTACK_ENDPOINT',
+  'AWS_STS_REGIONAL_ENDPOINTS', 'AWS_EXECUTION_ENV', 'AWS_ACCOUNT_ID', 'AWS_REQUEST_CHECKSUM_CALCULATION', 'AWS_RESPONSE_CHECKSUM_VALIDATION',
+  'GCLOUD_PROJECT', 'GOOGLE_CLOUD_QUOTA_PROJECT', 'AZURE_CLIENT_ID', 'AZURE_TENANT_ID', 'AZURE_CLIENT_SECRET', 'AZURE_CLIENT_CERTIFICATE_PATH',
+  'AZURE_FEDERATED_TOKEN_FILE', 'AZURE_AUTHORITY_HOST', 'AZURE_USERNAME', 'AZURE_PASSWORD',
+]);
+/** How a name starts that only the registry's settings start with (the look-alike check before issue 20). */
+const REGISTRY_PREFIXES = /^(AUTH(_|$)|ALLOW(_|$)|REMOTE_|LOCAL_STORAGE|BUCKET_|CACHE_|MODEL_|MODELS_|MAX_MODEL|MAX_EXTRACTED|MAX_ARCHIVE|MONGODB_|AUTO_CREATE)/;
+/**
+ * Words only the registry's settings use: a name with one of them (S3_BUCKET, API_TOKENS) means
+ * one. Not AUTH or TOKEN: SENTRY_AUTH_TOKEN, HF_TOKEN and the like belong to other tools.
+ */
+const DISTINCTIVE_WORDS = new Set(['TOKENS', 'ANONYMOUS', 'BUCKET', 'HISTORY', 'ARCHIVE', 'EXTRACTED', 'MONGODB']);
+
+/** Optimal-string-alignment distance: insertions, deletions, substitutions, adjacent swaps. */
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) v = Math.min(v, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = v;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/** Typos a setting's name may carry: none for HOST and PORT (HOME is one away), more for long names. */
+const tolerance = (setting: string) => (setting.length <= 5 ? 0 : setting.length <= 9 ? 1 : 2);
+const singular = (word: string) => (word.length > 3 && word.endsWith('S') ? word.slice(0, -1) : word);
+
+export interface LookAlike {
+  /** The variable as set. */
+  name: string;
+  /** The settings it may have been meant as, likeliest first. */
+  settings: string[];
+  /** It looks like AUTH_TOKENS or ALLOW_ANONYMOUS (or is AUTH_* / ALLOW_*): a typo there weakens security. */
+  security: boolean;
+}
+
+/**
+ * Variables in `env` that are no setting of the registry but look like one — within a small edit
+ * distance of a setting (AUTH_TOKEN, MODELS_HISTORY, auth_tokens), starting the way only its
+ * settings start (LOCAL_STORAGE_PATH, ALLOW_ANON), holding a word only its settings use
+ * (BUCKET, S3_BUCKET), or holding a whole setting's name (REGISTRY_AUTH_TOKENS) — each with the
+ * settings it may mean. Security look-alikes come first. Other programs' variables (PATH, HOME,
+ * NODE_*, npm_*, the SDKs' own AWS_* / AZURE_* / GOOGLE_*) are never named.
+ */
+export function lookAlikeSettings(env: NodeJS.ProcessEnv): LookAlike[] {
+  const found: LookAlike[] = [];
+  for (const name of Object.keys(env)) {
+    if (KNOWN_VARIABLES.includes(name) || SDK_VARIABLES.has(name) || FOREIGN_VARIABLES.test(name)) continue;
+    const upper = name.toUpperCase();
+    const words = upper.split('_').filter(Boolean);
+    const scored: { setting: string; score: number }[] = [];
+    for (const setting of KNOWN_VARIABLES) {
+      const distance = editDistance(upper, setting);
+      const settingWords = setting.split('_');
+      const shared = settingWords.filter((w) => DISTINCTIVE_WORDS.has(w) && (words.includes(w) || words.includes(`${w}S`)));
+      const contains = settingWords.length > 1 && `_${upper}_`.includes(`_${setting}_`);
+      const sameKind = REGISTRY_PREFIXES.test(upper) && singular(settingWords[0]!) === singular(words[0] ?? '');
+      if (distance <= tolerance(setting)) scored.push({ setting, score: distance });
+      else if (contains) scored.push({ setting, score: 3 });
+      // BUCKET_NAME before AUTO_CREATE_BUCKET for S3_BUCKET: the word leading the setting first.
+      else if (shared.length > 0) scored.push({ setting, score: 4 + settingWords.indexOf(shared[0]!) / 10 + distance / 1000 });
+      else if (sameKind) scored.push({ setting, score: 5 });
+    }
+    if (scored.length === 0 && !REGISTRY_PREFIXES.test(upper)) continue;
+    scored.sort((a, b) => a.score - b.score);
+    // The likeliest: those as close as the closest; a kind in common (LOCAL_, CACHE_) names them all.
+    const best = scored[0]?.score ?? 0;
+    const settings = scored.filter((s) => s.score === best || (best >= 5 && s.score >= 5)).map((s) => s.setting);
+    const security = /^(AUTH|ALLOW)_/.test(upper) || settings.some((s) => SECURITY_SETTINGS.includes(s));
+    found.push({ name, settings, security });
+  }
+  return found.sort((a, b) => Number(b.security) - Number(a.security));
+}
+
 /**
  * Removes the storage SDKs' own variables that are set but empty (`STORAGE_EMULATOR_HOST=` from
  * a .env file or a `docker run --env-file`). The registry reads an empty value as unset; the SDKs
@@ -301,10 +390,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
 
   if (config.AUTH_TOKENS.length === 0 && !config.ALLOW_ANONYMOUS && !isLoopback(config.HOST)) {
     throw new ConfigError(
-      `HOST=${config.HOST} exposes the registry beyond this machine without authentication: set AUTH_TOKENS (e.g. AUTH_TOKENS=write:<secret>,read:<secret>), or set ALLOW_ANONYMOUS=true to accept that anyone who can reach it may read and write models.`,
+      `HOST=${config.HOST} exposes the registry beyond this machine without authentication: set AUTH_TOKENS (e.g. AUTH_TOKENS=write:<secret>,read:<secret>), or set ALLOW_ANONYMOUS=true to accept that anyone who can reach it may read and write models.${misspelt(env)}`,
     );
   }
   return config;
+}
+
+/** " (AUTH_TOKEN is set: is it AUTH_TOKENS misspelt?)" for the security look-alikes in env, or "". */
+function misspelt(env: NodeJS.ProcessEnv): string {
+  const names = lookAlikeSettings(env).filter((l) => l.security);
+  if (names.length === 0) return '';
+  return ` (${names.map((l) => `${l.name} is set: is it ${l.settings.join(' or ') || 'AUTH_TOKENS or ALLOW_ANONYMOUS'} misspelt?`).join('; ')})`;
 }
 
 const REQUIRED_HINTS: Record<string, string> = {

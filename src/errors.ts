@@ -43,8 +43,8 @@ export const errors = {
     'The request headers are too large: send fewer or shorter headers (labels go in at most 2 KiB).'),
   headersTimeout: define('REQUEST_TIMEOUT', 408, () =>
     'The request headers did not arrive within HEADERS_TIMEOUT: send them at once.'),
-  invalidVersion: define('INVALID_VERSION', 400, (raw: string) =>
-    `Version ${JSON.stringify(raw)} is not valid: pass a positive integer, e.g. ?version=3.`),
+  invalidVersion: define('INVALID_VERSION', 400, (raw: string, where: 'query' | 'body' = 'query') =>
+    `Version ${JSON.stringify(raw)} is not valid: pass a positive integer, e.g. ${where === 'body' ? '{"version": 3}' : '?version=3'}.`),
   invalidQuery: define('INVALID_QUERY', 400, (detail: string) => `Invalid query: ${detail}.`),
   invalidBody: define('INVALID_BODY', 400, (detail: string) => `Invalid request body: ${detail}.`),
   invalidLabel: define('INVALID_LABEL', 400, (detail: string) => `Invalid label: ${detail}.`),
@@ -62,8 +62,8 @@ export const errors = {
     `The upload is not a valid model archive: ${detail}.`),
   unsafeArchive: define('UNSAFE_ARCHIVE', 422, (detail: string) =>
     `The archive contains an unsafe entry: ${detail}. Archives may hold only regular files, directories, symlinks that stay inside the archive, and hard links to a regular file earlier in it.`),
-  archiveLimit: define('ARCHIVE_LIMIT_EXCEEDED', 422, (detail: string) =>
-    `The archive exceeds a server limit: ${detail}.`),
+  archiveLimit: define('ARCHIVE_LIMIT_EXCEEDED', 422, (detail: string, setting: 'MAX_ARCHIVE_ENTRIES' | 'MAX_EXTRACTED_BYTES') =>
+    `The archive exceeds a server limit: ${detail}. Make the model smaller, or have the operator raise ${setting} on the server.`),
   digestMismatch: define('DIGEST_MISMATCH', 422, (header: string, expected: string, actual: string) =>
     `The body's SHA-256 does not match ${header}: expected ${expected}, received ${actual}. The upload was corrupted or the header is wrong; nothing was stored.`),
   modelNotFound: define('MODEL_NOT_FOUND', 404, (name: string) =>
@@ -114,10 +114,14 @@ export const errors = {
     `The model is no longer the version your If-Match / If-Unmodified-Since names: its ETag is now ${current}; start the download again without the condition, or with the new ETag.`),
   alreadyCurrent: define('VERSION_IS_CURRENT', 409, (name: string, version: number) =>
     `Version ${version} is already the current version of ${JSON.stringify(name)}: there is nothing to roll back; pick an older version from GET /models/${name}/versions.`),
-  unauthorized: define('UNAUTHORIZED', 401, () =>
-    'A bearer token is required: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'),
+  unauthorized: define('UNAUTHORIZED', 401, (why: 'missing' | 'not-bearer' | 'unknown' = 'missing') =>
+    why === 'unknown'
+      ? 'The bearer token is not known to this server: send a token from its AUTH_TOKENS (check for a typo, a stray character or a token that was rotated).'
+      : why === 'not-bearer'
+        ? 'The Authorization header is not a bearer token: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'
+        : 'A bearer token is required: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'),
   forbidden: define('FORBIDDEN', 403, (needed: string) =>
-    `This token may not do that: the request needs a ${needed} token.`),
+    `This token may not do that: the request needs ${needed === 'admin' ? 'an' : 'a'} ${needed} token.`),
   notFound: define('NOT_FOUND', 404, (method: string, url: string) =>
     `No route ${method} ${url}: see GET /openapi.yaml for the API.`),
   shuttingDown: define('SHUTTING_DOWN', 503, () =>

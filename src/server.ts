@@ -15,16 +15,15 @@
  *     clients, exit 0.
  * A second signal skips the rest of the grace.
  */
+import './node-version.js'; // first: stops on a Node.js older than 22.12 before anything else loads
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp, loggerOptions } from './app.js';
-import { dropEmptySdkVariables, loadConfig, unknownSettings } from './config.js';
+import { dropEmptySdkVariables, loadConfig, lookAlikeSettings, type Config } from './config.js';
 import { ConfigError } from './errors.js';
 import { scrub, secretValues } from './util/redact.js';
 
-/** Names only the registry uses (the SDKs' own AWS_, GOOGLE_, AZURE_ variables are theirs). */
-const REGISTRY_PREFIX = /^(REMOTE_|LOCAL_STORAGE|BUCKET_|CACHE_|MODEL_|MAX_MODEL|MAX_EXTRACTED|MAX_ARCHIVE|MONGODB_|AUTO_CREATE)/;
 
 /** After the grace, how long aborted requests get to clean up (discard staged uploads). */
 const ABORT_CLEANUP_MS = 5000;
@@ -47,6 +46,23 @@ function startupLine(err: NodeJS.ErrnoException, env: NodeJS.ProcessEnv): string
   return undefined;
 }
 
+/**
+ * Names each variable that looks like a misspelt setting (config.ts lookAlikeSettings), before the
+ * server listens: those that weaken security (AUTH_*, ALLOW_*) first and at error level, the rest
+ * as warnings. The environment holds other programs' variables too, so this never stops the start.
+ */
+function warnLookAlikes(app: FastifyInstance, config: Config, env: NodeJS.ProcessEnv): void {
+  for (const { name, settings, security } of lookAlikeSettings(env)) {
+    const meant = settings.length === 0 ? 'one of the settings in README.md' : settings.length === 1 ? settings[0] : `one of ${settings.join(', ')}`;
+    let msg = `${name} is not a setting of the registry and is ignored: is it ${meant} misspelt?`;
+    if (settings.includes('AUTH_TOKENS') && config.AUTH_TOKENS.length === 0) {
+      msg += ' Until it is fixed, AUTH_TOKENS is unset and the registry serves every request without a token.';
+    }
+    if (security) app.log.error({ variable: name, settings }, msg);
+    else app.log.warn({ variable: name, settings }, msg);
+  }
+}
+
 export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void> {
   // Every secret of the environment, whichever backend is chosen, stays out of every line.
   const secrets = secretValues(env);
@@ -55,14 +71,11 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
   try {
     const config = loadConfig(env);
     app = await buildApp({ config, logger: loggerOptions(config, { secrets }) });
+    warnLookAlikes(app, config, env);
     const swept = await app.registry.sweep();
     if (swept > 0) app.log.info({ swept }, 'removed leftovers of interrupted uploads');
     await app.listen({ host: config.HOST, port: config.PORT });
     app.log.info({ storage: config.REMOTE_STORAGE, shutdownGraceMs: config.SHUTDOWN_GRACE }, 'model registry ready');
-    // The environment holds other programs' variables too: a look-alike is only warned about.
-    for (const { name, kin } of unknownSettings(env, REGISTRY_PREFIX)) {
-      app.log.warn({ variable: name, settings: kin }, `${name} is not a setting of the registry and is ignored: is it one of ${kin.join(', ') || 'the settings in README.md'} misspelt?`);
-    }
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`model-registry: ${scrub(err.message, secrets)}`);

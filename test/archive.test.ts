@@ -80,3 +80,39 @@ t.test('a long UTF-8 name in a pax header is read right wherever the body is spl
   }
   t.same(refused, [], 'accepted at every split');
 });
+
+async function verdict(format: 'gzip' | 'tar', body: Buffer, custom = limits) {
+  const validator = new ArchiveValidator(format, custom);
+  const sink = new Writable({ write(_c, _e, cb) { cb(); } });
+  return pipeline(Readable.from([body]), validator, sink).then(() => undefined, (err: Error & { code?: string }) => ({ code: err.code, message: err.message }));
+}
+
+t.test('an empty tar is "the archive has no entries", however it was made', async (t) => {
+  const { gzipSync } = await import('node:zlib');
+  const empties: [string, Buffer][] = [
+    ['tar -cf x.tar -T /dev/null (10 KiB of zeros)', Buffer.alloc(10240)],
+    ['Python tarfile with nothing added (two zero blocks)', Buffer.alloc(1024)],
+    ['one zero block', Buffer.alloc(512)],
+    ['no tar data at all', Buffer.alloc(0)],
+  ];
+  for (const [name, tarData] of empties) {
+    t.same(await verdict('gzip', gzipSync(tarData)), { code: 'INVALID_ARCHIVE', message: 'The upload is not a valid model archive: the archive has no entries.' }, `${name}, gzipped`);
+    if (tarData.length > 0) t.same(await verdict('tar', tarData), { code: 'INVALID_ARCHIVE', message: 'The upload is not a valid model archive: the archive has no entries.' }, `${name}, plain tar`);
+  }
+  const junk = Buffer.alloc(1024);
+  junk[700] = 1; // not an end marker: something that is no tar
+  t.notMatch((await verdict('gzip', gzipSync(junk)))?.message, /no entries/, 'a non-zero byte is not an empty archive');
+});
+
+t.test('ARCHIVE_LIMIT_EXCEEDED names the setting that raises the limit', async (t) => {
+  const many = tgz(Array.from({ length: 5 }, (_, i) => ({ path: `f${i}`, body: 'x' })));
+  t.same(await verdict('gzip', many, { ...limits, maxEntries: 3 }), {
+    code: 'ARCHIVE_LIMIT_EXCEEDED',
+    message: 'The archive exceeds a server limit: it has more than MAX_ARCHIVE_ENTRIES (3) entries. Make the model smaller, or have the operator raise MAX_ARCHIVE_ENTRIES on the server.',
+  });
+  const big = tgz([{ path: 'zeros', body: Buffer.alloc(MiB) }]);
+  t.match(await verdict('gzip', big, { ...limits, maxExtractedBytes: 64 * 1024 }), {
+    code: 'ARCHIVE_LIMIT_EXCEEDED',
+    message: /^The archive exceeds a server limit: it expands to more than MAX_EXTRACTED_BYTES \(65536 bytes\)\. Make the model smaller, or have the operator raise MAX_EXTRACTED_BYTES on the server\.$/,
+  });
+});

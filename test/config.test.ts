@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { dropEmptySdkVariables, loadConfig } from '../src/config.js';
+import { dropEmptySdkVariables, loadConfig, lookAlikeSettings } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { parseDuration, parseSize } from '../src/util/units.js';
 
@@ -120,21 +120,107 @@ t.test('empty values of the storage SDKs\' own variables are removed before the 
   t.same(env, { GOOGLE_CLOUD_PROJECT: 'p', PORT: '', HOME: '' }, 'ours (read as unset) and others\' are left alone');
 });
 
-t.test('a look-alike of a setting (misspelt) is warned about at start, naming the settings of its kind', async (t) => {
+/** What a developer's shell, a CI runner or a Kubernetes pod holds besides the registry's settings. */
+const TYPICAL_ENV: Record<string, string> = Object.fromEntries(
+  `PATH HOME USER LOGNAME SHELL PWD OLDPWD TERM LANG LANGUAGE LC_ALL HOSTNAME SHLVL _ EDITOR VISUAL PAGER MAIL TMPDIR TZ DISPLAY
+  SSH_AUTH_SOCK SSH_CONNECTION SSH_CLIENT SSH_TTY XDG_RUNTIME_DIR XDG_CACHE_HOME XDG_CONFIG_HOME XDG_SESSION_ID DBUS_SESSION_BUS_ADDRESS
+  LS_COLORS LESS MANPATH HISTSIZE HISTFILE HISTCONTROL COLORTERM TERM_PROGRAM SUDO_USER container WSL_DISTRO_NAME
+  NODE_ENV NODE_OPTIONS NODE_EXTRA_CA_CERTS NODE_AUTH_TOKEN npm_config_cache npm_lifecycle_event npm_package_name INIT_CWD
+  GOPATH GOCACHE GOFLAGS GOPROXY GOTOOLCHAIN GOWORK JAVA_HOME PYTHONPATH VIRTUAL_ENV PIP_CACHE_DIR YARN_CACHE_FOLDER CONDA_DEFAULT_ENV
+  AWS_PROFILE AWS_CONFIG_FILE AWS_SHARED_CREDENTIALS_FILE AWS_ROLE_ARN AWS_WEB_IDENTITY_TOKEN_FILE AWS_ENDPOINT_URL_S3
+  AWS_MAX_ATTEMPTS AWS_RETRY_MODE AWS_CA_BUNDLE AWS_SDK_LOAD_CONFIG AWS_EXECUTION_ENV AWS_CONTAINER_CREDENTIALS_RELATIVE_URI
+  AWS_STS_REGIONAL_ENDPOINTS AWS_EC2_METADATA_DISABLED AWS_REGION GOOGLE_APPLICATION_CREDENTIALS GCLOUD_PROJECT
+  AZURE_CLIENT_ID AZURE_TENANT_ID AZURE_CLIENT_SECRET AZURE_FEDERATED_TOKEN_FILE AZURE_AUTHORITY_HOST
+  KUBERNETES_SERVICE_HOST KUBERNETES_SERVICE_PORT KUBERNETES_PORT KUBERNETES_PORT_443_TCP_ADDR REGISTRY_SERVICE_HOST REGISTRY_PORT
+  HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy no_proxy CI GITHUB_ACTIONS GITHUB_TOKEN GH_TOKEN RUNNER_TEMP CI_JOB_TOKEN
+  HF_TOKEN NPM_TOKEN SENTRY_AUTH_TOKEN VAULT_TOKEN CODECOV_TOKEN DOCKER_HOST TAP_CHILD_ID`
+    .split(/\s+/)
+    .map((name) => [name, 'x']),
+);
+
+t.test('look-alikes of settings: within a small edit distance, of the same kind, or sharing a word of one', async (t) => {
+  const cases: [string, string[], boolean][] = [
+    // the issue's own
+    ['AUTH_TOKEN', ['AUTH_TOKENS'], true],
+    ['MODELS_HISTORY', ['MODEL_HISTORY'], false],
+    ['BUCKET', ['BUCKET_NAME'], false],
+    ['S3_BUCKET', ['BUCKET_NAME'], false],
+    // more of the same
+    ['auth_tokens', ['AUTH_TOKENS'], true],
+    ['AUTH', ['AUTH_TOKENS'], true],
+    ['API_TOKENS', ['AUTH_TOKENS'], true],
+    ['REGISTRY_AUTH_TOKENS', ['AUTH_TOKENS'], true],
+    ['ALLOW_ANONYMUS', ['ALLOW_ANONYMOUS'], true],
+    ['ALLOW_ANON', ['ALLOW_ANONYMOUS'], true],
+    ['ANONYMOUS', ['ALLOW_ANONYMOUS'], true],
+    ['MODEL_HISTROY', ['MODEL_HISTORY'], false],
+    ['GCS_BUCKET', ['BUCKET_NAME'], false],
+    ['AWS_S3_BUCKET', ['BUCKET_NAME'], false],
+    ['BUCKET_NAMES', ['BUCKET_NAME'], false],
+    ['LOCAL_STORAGE_PATH', ['LOCAL_STORAGE_DIR'], false],
+    ['MONGODB_URL', ['MONGODB_URI'], false],
+    ['AWS_DEFAULT_REGOIN', ['AWS_DEFAULT_REGION'], false],
+    ['AZURE_CONTAINR', ['AZURE_CONTAINER'], false],
+    ['GOOGLE_CLOUD_PROJET', ['GOOGLE_CLOUD_PROJECT'], false], // Go's GOPATH, GOFLAGS ... are left alone, not GOOGLE_
+    ['LOG_LEVL', ['LOG_LEVEL'], false],
+    ['STORAGE_TIMEOUT_MS', ['STORAGE_TIMEOUT'], false],
+    ['SHUTDOWN_GRACE_PERIOD', ['SHUTDOWN_GRACE'], false],
+    ['port', ['PORT'], false],
+  ];
+  for (const [name, settings, security] of cases) {
+    t.same(lookAlikeSettings({ [name]: 'x' }), [{ name, settings, security }], name);
+  }
+  t.match(lookAlikeSettings({ CACHE_SIZE: '1G' })[0]?.settings, ['CACHE_DIR', 'CACHE_MAX_BYTES', 'CACHE_TTL'], 'a kind in common names the settings of that kind');
+  t.same(
+    lookAlikeSettings({ MODELS_HISTORY: '5', BUCKET: 'b', AUTH_TOKEN: 'write:x', ALLOW_ANONYMUS: 'true' }).map((l) => l.name),
+    ['AUTH_TOKEN', 'ALLOW_ANONYMUS', 'MODELS_HISTORY', 'BUCKET'],
+    'those that weaken security first',
+  );
+  t.same(lookAlikeSettings({ AUTH_TOKENS: 'write:12345678', MODEL_HISTORY: '3', BUCKET_NAME: 'b', HOST: 'h', PORT: '1' }), [], 'the settings themselves are none');
+});
+
+t.test('a typical shell, CI or Kubernetes environment gives no look-alike', async (t) => {
+  t.same(lookAlikeSettings(TYPICAL_ENV), []);
+});
+
+t.test('look-alikes are named at start: security ones first at error level, then warnings; other variables not at all', async (t) => {
   const { spawnServer } = await import('./helpers/process.js');
+  (await import('./helpers/build.js')).ensureBuilt();
   const dir = await mkdtemp(path.join(tmpdir(), 'mr-config-'));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: dir, LOCAL_STORAGE_PATH: '/elsewhere', AWS_PROFILE: 'dev', NODE_ENV: 'production' });
+  const server = await spawnServer(t, {
+    ...TYPICAL_ENV,
+    PATH: process.env.PATH!,
+    HOME: process.env.HOME ?? '/',
+    LOCAL_STORAGE_DIR: dir,
+    LOCAL_STORAGE_PATH: '/elsewhere',
+    MODELS_HISTORY: '5',
+    S3_BUCKET: 'models',
+    AUTH_TOKEN: 'write:0123456789abcdef',
+    ALLOW_ANONYMUS: 'true',
+  });
   const deadline = Date.now() + 3000;
-  while (!server.output().includes('LOCAL_STORAGE_PATH') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  while (!server.output().includes('model registry ready') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const warnings = server
     .output()
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as { level: number; msg: string; variable?: string })
     .filter((l) => l.variable);
-  t.same(warnings.map((w) => w.variable), ['LOCAL_STORAGE_PATH'], 'only the look-alike (the SDKs\' and others\' variables are theirs)');
-  t.match(warnings[0]?.msg, /LOCAL_STORAGE_PATH is not a setting of the registry and is ignored: is it one of LOCAL_STORAGE_DIR misspelt\?/);
-  t.equal(warnings[0]?.level, 40);
+  t.same(warnings.map((w) => [w.variable, w.level]), [['AUTH_TOKEN', 50], ['ALLOW_ANONYMUS', 50], ['LOCAL_STORAGE_PATH', 40], ['MODELS_HISTORY', 40], ['S3_BUCKET', 40]],
+    'only the look-alikes, security first at error level (the SDKs\' and others\' variables are theirs)');
+  const msg = (v: string) => warnings.find((w) => w.variable === v)?.msg;
+  t.equal(msg('AUTH_TOKEN'), 'AUTH_TOKEN is not a setting of the registry and is ignored: is it AUTH_TOKENS misspelt? Until it is fixed, AUTH_TOKENS is unset and the registry serves every request without a token.');
+  t.equal(msg('ALLOW_ANONYMUS'), 'ALLOW_ANONYMUS is not a setting of the registry and is ignored: is it ALLOW_ANONYMOUS misspelt?');
+  t.equal(msg('LOCAL_STORAGE_PATH'), 'LOCAL_STORAGE_PATH is not a setting of the registry and is ignored: is it LOCAL_STORAGE_DIR misspelt?');
+  t.equal(msg('MODELS_HISTORY'), 'MODELS_HISTORY is not a setting of the registry and is ignored: is it MODEL_HISTORY misspelt?');
+  t.equal(msg('S3_BUCKET'), 'S3_BUCKET is not a setting of the registry and is ignored: is it BUCKET_NAME misspelt?');
+  t.notMatch(server.output(), /0123456789abcdef/, 'the look-alike\'s value (a token) is never logged');
   server.child.kill('SIGKILL');
+});
+
+t.test('on a public HOST without AUTH_TOKENS, the one start-up line names a misspelt AUTH_TOKEN', async (t) => {
+  t.throws(() => loadConfig({ HOST: '0.0.0.0', AUTH_TOKEN: 'write:0123456789abcdef' }), {
+    message: /^HOST=0\.0\.0\.0 exposes the registry .* \(AUTH_TOKEN is set: is it AUTH_TOKENS misspelt\?\)$/,
+  });
 });

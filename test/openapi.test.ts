@@ -40,3 +40,9 @@ t.test('every error response in the document uses the Error schema', async (t) =
     t.equal(response.content?.['application/json']?.schema.$ref, '#/components/schemas/Error', name);
   }
 });
+
+t.test('openapi.yaml carries the version of package.json (the release it describes)', async (t) => {
+  const doc = parse(await readFile('openapi.yaml', 'utf8')) as { info: { version: string } };
+  const pkg = JSON.parse(await readFile('package.json', 'utf8')) as { version: string };
+  t.equal(doc.info.version, pkg.version, 'bump both together');
+});

@@ -28,23 +28,26 @@ export default fp(async function auth(app: FastifyInstance, options: { tokens: {
   if (options.tokens.length === 0) return;
   const known = options.tokens.map(({ scope, token }) => ({ scope, digest: digest(token) }));
 
-  const grantedScope = (request: FastifyRequest): Scope | undefined => {
+  /** The strongest scope the request's token grants, or why it grants none. */
+  const grantedScope = (request: FastifyRequest): Scope | 'missing' | 'not-bearer' | 'unknown' => {
     const header = request.headers.authorization;
-    const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    if (!m) return undefined;
+    if (header === undefined || header.trim() === '') return 'missing';
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!m) return 'not-bearer';
     const presented = digest(m[1]!);
     let granted: Scope | undefined;
     for (const entry of known) {
       if (timingSafeEqual(entry.digest, presented) && (!granted || RANK[entry.scope] > RANK[granted])) granted = entry.scope;
     }
-    return granted;
+    return granted ?? 'unknown';
   };
 
   app.addHook('onRequest', async (request, reply) => {
     const granted = grantedScope(request);
-    if (!granted) {
-      reply.header('www-authenticate', 'Bearer realm="model-registry"');
-      throw errors.unauthorized();
+    if (granted === 'missing' || granted === 'not-bearer' || granted === 'unknown') {
+      // RFC 6750 §3: a token that was sent and is not known is an invalid_token.
+      reply.header('www-authenticate', granted === 'unknown' ? 'Bearer realm="model-registry", error="invalid_token"' : 'Bearer realm="model-registry"');
+      throw errors.unauthorized(granted);
     }
     const needed = scopeFor(request.method, request.routeOptions.url);
     if (RANK[granted] < RANK[needed]) throw errors.forbidden(needed);

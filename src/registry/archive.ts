@@ -76,6 +76,8 @@ export class ArchiveValidator extends Transform {
   #emptyRoots = 0;
   #head = Buffer.alloc(0);
   #tarBytes = 0;
+  /** No byte of the tar data so far was other than zero (an empty tar is only its end marker). */
+  #tarAllZero = true;
   #entries = 0;
   #extracted = 0;
   #parsed = false;
@@ -109,9 +111,9 @@ export class ArchiveValidator extends Transform {
         this.#emptyRoots++;
         return;
       }
-      this.#fail(parserError(code, message));
+      this.#fail(this.#parserError(code, message));
     });
-    this.#parser.on('error', (err: Error & { code?: string }) => this.#fail(parserError(err.code ?? '', err)));
+    this.#parser.on('error', (err: Error & { code?: string }) => this.#fail(this.#parserError(err.code ?? '', err)));
     this.#parser.on('end', () => {
       this.#parsed = true;
       this.#onParsed?.();
@@ -241,10 +243,11 @@ export class ArchiveValidator extends Transform {
       return this.#fail(errors.invalidArchive('the archive is compressed twice; gzip the tar once'));
     }
     this.#tarBytes += chunk.length;
+    if (this.#tarAllZero && !allZero(chunk)) this.#tarAllZero = false;
     // Headers and padding add at most two blocks per entry, plus the end-of-archive blocks.
     const allowance = this.#limits.maxExtractedBytes + 1024 * (this.#limits.maxEntries + 20);
     if (this.#tarBytes > allowance) {
-      return this.#fail(errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`));
+      return this.#fail(errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`, 'MAX_EXTRACTED_BYTES'));
     }
     const problem = this.#headers.write(chunk);
     if (problem) return this.#fail(problem);
@@ -268,6 +271,15 @@ export class ArchiveValidator extends Transform {
       // The parser throws from inside an event handler (gunzip's 'data'): never let it escape.
       this.#fail(errors.invalidArchive(`the tar data is corrupt (${(err as Error).message})`));
     }
+  }
+
+  /**
+   * node-tar calls an empty tar (`tar -cf x.tar -T /dev/null`, Python's tarfile with nothing
+   * added: nothing but zero blocks) an unrecognised format; it is an archive with no entries.
+   */
+  #parserError(code: string, message: string | Error): RegistryError {
+    if (code === 'TAR_BAD_ARCHIVE' && this.#entries === 0 && this.#tarAllZero) return errors.invalidArchive('the archive has no entries');
+    return parserError(code, message);
   }
 
   /** The end of the tar data: bytes still held back (a truncated header's) go to the parser first. */
@@ -296,11 +308,11 @@ export class ArchiveValidator extends Transform {
     }
     this.#entries++;
     if (this.#entries > this.#limits.maxEntries) {
-      return errors.archiveLimit(`it has more than MAX_ARCHIVE_ENTRIES (${this.#limits.maxEntries}) entries`);
+      return errors.archiveLimit(`it has more than MAX_ARCHIVE_ENTRIES (${this.#limits.maxEntries}) entries`, 'MAX_ARCHIVE_ENTRIES');
     }
     this.#extracted += entry.size ?? 0;
     if (this.#extracted > this.#limits.maxExtractedBytes) {
-      return errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`);
+      return errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`, 'MAX_EXTRACTED_BYTES');
     }
     if (raw.includes('\0')) return errors.unsafeArchive(`${shown} contains a NUL byte`);
     if (ROOT_NAMES.has(raw)) {
@@ -437,6 +449,12 @@ function posixKey(raw: string): string {
 export function isEmptyRootWarning(code: string, message: string | Error): boolean {
   const text = typeof message === 'string' ? message : message.message;
   return code === 'TAR_ENTRY_INVALID' && text === 'path is required';
+}
+
+/** Whether every byte is zero; stops at the first that is not (a tar's first header at once). */
+function allZero(chunk: Buffer): boolean {
+  for (let i = 0; i < chunk.length; i++) if (chunk[i] !== 0) return false;
+  return true;
 }
 
 function parserError(code: string, message: string | Error): RegistryError {

@@ -196,7 +196,10 @@ t.test('rollback makes an old version current as a new version', async (t) => {
   const history = await keys(r, '.history/rb/');
   await isError(t, await post({ version: 9 }), 404, 'VERSION_NOT_FOUND');
   await isError(t, await post({ version: 3 }), 409, 'VERSION_IS_CURRENT');
-  await isError(t, await post({ version: '1' }), 400, 'INVALID_VERSION');
+  const quoted = await isError(t, await post({ version: '1' }), 400, 'INVALID_VERSION');
+  t.equal(quoted.message, 'Version "\\"1\\"" is not valid: pass a positive integer, e.g. {"version": 3}.', 'the hint is body syntax, not ?version=');
+  t.match((await isError(t, await post({ version: 1.5 }), 400, 'INVALID_VERSION')).message, /e\.g\. \{"version": 3\}\.$/);
+  t.match((await isError(t, await fetch(`${url}/models/rb?version=x`), 400, 'INVALID_VERSION')).message, /e\.g\. \?version=3\.$/, 'in a query, the query syntax');
   await isError(t, await post({ version: [1] }), 400, 'INVALID_VERSION');
   t.same(await keys(r, '.history/rb/'), history, 'a rollback to a missing version archives nothing');
   await isError(t, await post({ version: 'x' }), 400, 'INVALID_VERSION');

@@ -17,11 +17,17 @@ t.test('scopes: read < write < admin; 401 without or with an unknown token, 403 
   const a = model('a');
 
   const anonymous = await put(`${url}/models/sec`, a);
-  await isError(t, anonymous, 401, 'UNAUTHORIZED');
-  t.match(anonymous.headers.get('www-authenticate'), /^Bearer/);
-  await isError(t, await put(`${url}/models/sec`, a, bearer('not-a-known-token')), 401);
-  await isError(t, await put(`${url}/models/sec`, a, { authorization: `Basic ${READ}` }), 401);
-  await isError(t, await put(`${url}/models/sec`, a, bearer(READ)), 403, 'FORBIDDEN');
+  const body = await isError(t, anonymous, 401, 'UNAUTHORIZED');
+  t.match(body.message, /^A bearer token is required: send Authorization: Bearer <token>/, 'no token: one is required');
+  t.equal(anonymous.headers.get('www-authenticate'), 'Bearer realm="model-registry"');
+  const unknown = await put(`${url}/models/sec`, a, bearer('not-a-known-token'));
+  t.match((await isError(t, unknown, 401, 'UNAUTHORIZED')).message, /^The bearer token is not known to this server: send a token from its AUTH_TOKENS/, 'a wrong token: it is not known');
+  t.equal(unknown.headers.get('www-authenticate'), 'Bearer realm="model-registry", error="invalid_token"', 'RFC 6750 invalid_token');
+  t.notMatch(JSON.stringify(await (await put(`${url}/models/sec`, a, bearer('not-a-known-token'))).json()), /not-a-known-token/, 'the token is not echoed');
+  const basic = await put(`${url}/models/sec`, a, { authorization: `Basic ${READ}` });
+  t.match((await isError(t, basic, 401)).message, /^The Authorization header is not a bearer token/);
+  const weak = await isError(t, await put(`${url}/models/sec`, a, bearer(READ)), 403, 'FORBIDDEN');
+  t.equal(weak.message, 'This token may not do that: the request needs a write token.');
   t.equal((await fetch(`${url}/models/sec`, { headers: bearer(ADMIN) })).status, 404, 'nothing stored by refused uploads');
 
   t.equal((await put(`${url}/models/sec`, a, bearer(WRITE))).status, 201);
@@ -35,7 +41,8 @@ t.test('scopes: read < write < admin; 401 without or with an unknown token, 403 
     fetch(`${url}/models/sec/rollback`, { method: 'POST', headers: { ...bearer(token), 'content-type': 'application/json' }, body: '{"version":1}' });
   await isError(t, await rollback(READ), 403);
 
-  await isError(t, await fetch(`${url}/models/sec`, { method: 'DELETE', headers: bearer(WRITE) }), 403, 'FORBIDDEN');
+  const notAdmin = await isError(t, await fetch(`${url}/models/sec`, { method: 'DELETE', headers: bearer(WRITE) }), 403, 'FORBIDDEN');
+  t.equal(notAdmin.message, 'This token may not do that: the request needs an admin token.');
   t.equal((await fetch(`${url}/models/sec`, { headers: bearer(ADMIN) })).status, 200, 'still there after a refused delete');
   t.equal((await fetch(`${url}/models/sec`, { method: 'DELETE', headers: bearer(ADMIN) })).status, 204);
 

@@ -159,10 +159,10 @@ function fromHeaderBytes(value: string): string {
 }
 
 /** A positive integer from ?version=, or undefined when absent. */
-export function parseVersion(raw: unknown): number | undefined {
+export function parseVersion(raw: unknown, where: 'query' | 'body' = 'query'): number | undefined {
   if (raw === undefined) return undefined;
   const text = String(raw);
-  if (!/^[1-9]\d{0,15}$/.test(text) || !Number.isSafeInteger(Number(text))) throw errors.invalidVersion(text);
+  if (!/^[1-9]\d{0,15}$/.test(text) || !Number.isSafeInteger(Number(text))) throw errors.invalidVersion(text, where);
   return Number(text);
 }
 

@@ -447,8 +447,8 @@ export default async function modelRoutes(app: FastifyInstance) {
       throw errors.invalidBody('send JSON {"version": N} with the version to make current');
     }
     // A JSON number, as documented: not "3" nor [3] (which String() would turn into 3).
-    if (typeof body.version !== 'number') throw errors.invalidVersion(JSON.stringify(body.version));
-    const version = parseVersion(body.version);
+    if (typeof body.version !== 'number') throw errors.invalidVersion(JSON.stringify(body.version), 'body');
+    const version = parseVersion(body.version, 'body');
     const model = await registry.rollback(name, version!, writeCondition(request.headers));
     request.log.info({ model: name, from: version, version: model.version }, 'model rolled back');
     return reply.header('etag', etagOf(model.sha256)).send(view(model));
