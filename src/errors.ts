@@ -62,6 +62,8 @@ export const errors = {
     `The upload is not a valid model archive: ${detail}.`),
   unsafeArchive: define('UNSAFE_ARCHIVE', 422, (detail: string) =>
     `The archive contains an unsafe entry: ${detail}. Archives may hold only regular files, directories and symlinks that stay inside the archive.`),
+  pathTooLong: define('PATH_TOO_LONG', 422, (what: string, why: string) =>
+    `The archive holds a path too long to extract: ${what} ${why}. Shorten it, e.g. by moving deep folders up, and upload again.`),
   archiveLimit: define('ARCHIVE_LIMIT_EXCEEDED', 422, (detail: string) =>
     `The archive exceeds a server limit: ${detail}.`),
   digestMismatch: define('DIGEST_MISMATCH', 422, (header: string, expected: string, actual: string) =>
