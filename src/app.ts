@@ -113,7 +113,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // Errors the router and the HTTP parser raise before any route runs, in our JSON shape too.
     frameworkErrors: (err, _request, reply) => {
       const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? errors.nameTooLong() : errors.badUrl();
-      void (reply as unknown as FastifyReply).code(e.statusCode).send(errorBody(e));
+      void (reply as unknown as FastifyReply).code(e.statusCode).header('x-content-type-options', 'nosniff').send(errorBody(e));
     },
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
@@ -122,7 +122,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
         : errors.badRequestFraming();
       const body = JSON.stringify(errorBody(e));
       if (socket.writable) {
-        socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       }
       socket.destroy(err);
     },
@@ -135,6 +135,9 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     closing = true;
   });
   app.addHook('onRequest', async (_request, reply) => {
+    // No response is ever sniffed into something it does not say it is (a file of a model
+    // served as text/plain must not run as HTML on this origin).
+    reply.header('x-content-type-options', 'nosniff');
     if (!closing) return;
     const e = errors.shuttingDown();
     return reply.code(e.statusCode).header('retry-after', '1').send(errorBody(e));
