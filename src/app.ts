@@ -4,7 +4,7 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyLoggerOptions, type FastifyServerOptions } from 'fastify';
 import { pino, type LoggerOptions } from 'pino';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Config } from './config.js';
 import { ConfigError, errorBody, errors } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -117,6 +117,17 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     },
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      // Bytes after a whole request that do not parse as the next one — the rest of a body whose
+      // Content-Length was short — while that request is still being answered: its answer (the
+      // 422 of the archive cut short) is the one that explains the problem. It goes out first,
+      // with Connection: close, and the connection closes after it.
+      const pending = (socket as unknown as { _httpMessage?: ServerResponse })._httpMessage;
+      // (Only once its body is complete: an error inside the body, a bad chunk, ends the request.)
+      if (pending && !pending.writableEnded && pending.req.complete && err.code?.startsWith('HPE_')) {
+        if (!pending.headersSent) pending.shouldKeepAlive = false;
+        pending.once('close', () => socket.destroy());
+        return;
+      }
       const e = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
         : err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge()
         : errors.badRequestFraming();

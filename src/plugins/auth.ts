@@ -4,10 +4,10 @@
  * constant time (digests of equal length, every token checked) and never logged.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Scope } from '../config.js';
-import { errors } from '../errors.js';
+import { errors, type RegistryError } from '../errors.js';
 
 const RANK: Record<Scope, number> = { read: 1, write: 2, admin: 3 };
 
@@ -19,11 +19,14 @@ export function scopeFor(method: string): Scope {
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
-export default fp(async function auth(app: FastifyInstance, options: { tokens: { scope: Scope; token: string }[] }) {
-  if (options.tokens.length === 0) return;
-  const known = options.tokens.map(({ scope, token }) => ({ scope, digest: digest(token) }));
-
-  const grantedScope = (request: FastifyRequest): Scope | undefined => {
+/**
+ * The scope a request's bearer token grants (undefined for none or an unknown one), or
+ * undefined itself when there are no tokens (every request is anonymous).
+ */
+export function tokenChecker(tokens: { scope: Scope; token: string }[]): ((request: FastifyRequest) => Scope | undefined) | undefined {
+  if (tokens.length === 0) return undefined;
+  const known = tokens.map(({ scope, token }) => ({ scope, digest: digest(token) }));
+  return (request) => {
     const header = request.headers.authorization;
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!m) return undefined;
@@ -34,13 +37,21 @@ export default fp(async function auth(app: FastifyInstance, options: { tokens: {
     }
     return granted;
   };
+}
+
+/** The 401 of a request without a valid token, with its challenge. */
+export function unauthorized(reply: FastifyReply): RegistryError {
+  reply.header('www-authenticate', 'Bearer realm="model-registry"');
+  return errors.unauthorized();
+}
+
+export default fp(async function auth(app: FastifyInstance, options: { tokens: { scope: Scope; token: string }[] }) {
+  const grantedScope = tokenChecker(options.tokens);
+  if (!grantedScope) return;
 
   app.addHook('onRequest', async (request, reply) => {
     const granted = grantedScope(request);
-    if (!granted) {
-      reply.header('www-authenticate', 'Bearer realm="model-registry"');
-      throw errors.unauthorized();
-    }
+    if (!granted) throw unauthorized(reply);
     const needed = scopeFor(request.method);
     if (RANK[granted] < RANK[needed]) throw errors.forbidden(needed);
   });

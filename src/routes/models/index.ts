@@ -315,9 +315,11 @@ export default async function modelRoutes(app: FastifyInstance) {
     }
   }
 
-  app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/files', async (request) => {
+  app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/files', async (request, reply) => {
     const name = nameParam(request);
-    const { model, result: files } = await onCurrent(name, parseVersion(request.query.version), (model) => registry.withTree(model, async (tree) => tree.files));
+    const { model, stale, result: files } = await onCurrent(name, parseVersion(request.query.version), (model) => registry.withTree(model, async (tree) => tree.files));
+    // Served from the cache while storage is unreachable: said, as the files themselves say it.
+    if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
     return { name, version: model.version, sha256: model.sha256, files };
   });
 
