@@ -4,7 +4,7 @@
  */
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyLoggerOptions, type FastifyServerOptions } from 'fastify';
 import { pino, type LoggerOptions } from 'pino';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Config } from './config.js';
 import { ConfigError, errorBody, errors } from './errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -113,16 +113,27 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // Errors the router and the HTTP parser raise before any route runs, in our JSON shape too.
     frameworkErrors: (err, _request, reply) => {
       const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? errors.nameTooLong() : errors.badUrl();
-      void (reply as unknown as FastifyReply).code(e.statusCode).send(errorBody(e));
+      void (reply as unknown as FastifyReply).code(e.statusCode).header('x-content-type-options', 'nosniff').send(errorBody(e));
     },
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      // Bytes after a whole request that do not parse as the next one — the rest of a body whose
+      // Content-Length was short — while that request is still being answered: its answer (the
+      // 422 of the archive cut short) is the one that explains the problem. It goes out first,
+      // with Connection: close, and the connection closes after it.
+      const pending = (socket as unknown as { _httpMessage?: ServerResponse })._httpMessage;
+      // (Only once its body is complete: an error inside the body, a bad chunk, ends the request.)
+      if (pending && !pending.writableEnded && pending.req.complete && err.code?.startsWith('HPE_')) {
+        if (!pending.headersSent) pending.shouldKeepAlive = false;
+        pending.once('close', () => socket.destroy());
+        return;
+      }
       const e = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
         : err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge()
         : errors.badRequestFraming();
       const body = JSON.stringify(errorBody(e));
       if (socket.writable) {
-        socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       }
       socket.destroy(err);
     },
@@ -135,6 +146,9 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     closing = true;
   });
   app.addHook('onRequest', async (_request, reply) => {
+    // No response is ever sniffed into something it does not say it is (a file of a model
+    // served as text/plain must not run as HTML on this origin).
+    reply.header('x-content-type-options', 'nosniff');
     if (!closing) return;
     const e = errors.shuttingDown();
     return reply.code(e.statusCode).header('retry-after', '1').send(errorBody(e));

@@ -62,6 +62,8 @@ export const errors = {
     `The upload is not a valid model archive: ${detail}.`),
   unsafeArchive: define('UNSAFE_ARCHIVE', 422, (detail: string) =>
     `The archive contains an unsafe entry: ${detail}. Archives may hold only regular files, directories, symlinks that stay inside the archive, and hard links to a regular file earlier in it.`),
+  pathTooLong: define('PATH_TOO_LONG', 422, (what: string, why: string) =>
+    `The archive holds a path too long to extract: ${what} ${why}. Shorten it, e.g. by moving deep folders up, and upload again.`),
   archiveLimit: define('ARCHIVE_LIMIT_EXCEEDED', 422, (detail: string, setting: 'MAX_ARCHIVE_ENTRIES' | 'MAX_EXTRACTED_BYTES') =>
     `The archive exceeds a server limit: ${detail}. Make the model smaller, or have the operator raise ${setting} on the server.`),
   digestMismatch: define('DIGEST_MISMATCH', 422, (header: string, expected: string, actual: string) =>

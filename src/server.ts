@@ -13,12 +13,16 @@
  *     visible; a download cut off this way ends short, and the client sees it;
  *  4. stop the cache fills still downloading (their temp files removed), close the storage
  *     clients, exit 0.
- * A second signal skips the rest of the grace.
+ * A second signal skips the rest of the grace — a SIGINT (Ctrl-C again), or a SIGTERM at least
+ * ESCALATE_AFTER_MS after the first: one stop request often arrives twice within milliseconds
+ * (`kill -TERM -- -<pgid>` on `npm start`, systemd's control-group kill: once directly, once
+ * forwarded by npm), which must not abort the uploads the first one lets finish.
  */
 import './node-version.js'; // first: stops on a Node.js older than 22.12 before anything else loads
 import { realpathSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
 import { buildApp, loggerOptions } from './app.js';
 import { dropEmptySdkVariables, loadConfig, lookAlikeSettings, type Config } from './config.js';
 import { ConfigError } from './errors.js';
@@ -29,6 +33,10 @@ import { scrub, secretValues } from './util/redact.js';
 const ABORT_CLEANUP_MS = 5000;
 /** How long closing storage clients may take before the process gives up on them. */
 const CLOSE_TIMEOUT_MS = 10_000;
+/** A SIGTERM this long after the first is a second stop request, not the first one twice. */
+export const ESCALATE_AFTER_MS = 1000;
+/** How long the last log lines may take to reach stdout at exit. */
+const LOG_FLUSH_MS = 1000;
 
 /**
  * One line naming the setting for what the environment got wrong that only shows when the server
@@ -91,25 +99,50 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     process.exit(1);
   }
 
-  let stopping = false;
+  let stoppingAt: number | undefined;
   const skipGrace = new AbortController();
   const stop = async (signal: NodeJS.Signals) => {
-    if (stopping) {
-      app.log.warn({ signal, inflight: app.inflight.size }, 'second signal: aborting the requests in flight now');
+    if (stoppingAt !== undefined) {
+      const after = Date.now() - stoppingAt;
+      if (signal === 'SIGTERM' && after < ESCALATE_AFTER_MS) {
+        app.log.info({ signal, afterMs: after }, 'the same stop request again (within 1 s): still letting the requests in flight finish');
+        return;
+      }
+      if (!skipGrace.signal.aborted) app.log.warn({ signal, inflight: app.inflight.size }, 'second signal: aborting the requests in flight now');
       skipGrace.abort();
       return;
     }
-    stopping = true;
+    stoppingAt = Date.now();
+    let code = 0;
     try {
       await shutdown(app, app.config.SHUTDOWN_GRACE, signal, skipGrace.signal);
-      process.exit(0);
     } catch (err) {
       app.log.error({ err }, 'shutdown failed');
-      process.exit(1);
+      code = 1;
     }
+    await settleLog(app, LOG_FLUSH_MS);
+    process.exit(code);
   };
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+/**
+ * Gives the log's last lines up to `ms` to reach stdout, then lets go of what is left. pino
+ * writes asynchronously and flushes what is pending at exit with a synchronous loop that retries
+ * a failed write for ever: on a stdout nobody reads any more (`| head -2`: EPIPE) or nobody
+ * empties (a full pipe: EAGAIN), the process would never exit, deaf to further signals.
+ */
+async function settleLog(app: FastifyInstance, ms: number): Promise<void> {
+  const stream = (app.log as unknown as Record<symbol, unknown>)[pino.symbols.streamSym] as
+    | { _writing?: boolean; _len?: number; flushSync?: () => void; once?: (event: string, fn: () => void) => void }
+    | undefined;
+  if (!stream || typeof stream.flushSync !== 'function' || stream._len === undefined) return;
+  const deadline = Date.now() + ms;
+  let failed = false;
+  stream.once?.('error', () => (failed = true));
+  while ((stream._writing || stream._len > 0) && !failed && Date.now() < deadline) await sleep(10);
+  if (stream._writing || stream._len > 0) stream.flushSync = () => {};
 }
 
 const sleep = (ms: number, signal?: AbortSignal) =>

@@ -3,6 +3,9 @@
  * its manifest trees/{hex}.json. An archive is validated with the upload rules before it is
  * extracted (archives put in storage by other tools were never validated), then extracted into
  * a temp directory by `tar` with its own path protections, and renamed into place.
+ * Extraction streams: zlib inflates on the thread pool, chunk by chunk, and tar's file writes
+ * hold back the next chunk, so memory stays bounded and the event loop free whatever the
+ * archive expands to (a gzip bomb inflated by node-tar's synchronous zlib took gigabytes).
  */
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -10,7 +13,8 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { x as extract } from 'tar';
+import { createGunzip } from 'node:zlib';
+import { Unpack } from 'tar';
 import { ArchiveValidator, isEmptyRootWarning, ROOT_NAMES, type ArchiveLimits } from '../registry/archive.js';
 import { errors } from '../errors.js';
 import { CacheDiskError, isDiskError } from './blob-store.js';
@@ -162,7 +166,7 @@ export class TreeStore {
         failure ??= data instanceof Error ? data : errors.invalidArchive(`tar cannot extract it (${code}: ${message})`);
       };
       const options = { cwd: tmp, strict: false, onwarn, filter, preservePaths: false, noChmod: true, preserveOwner: false };
-      await extract({ ...options, file: blob });
+      await unpackInto(blob, options);
       if (failure) throw failure;
       const files: ManifestEntry[] = [];
       let bytes = 0;
@@ -218,6 +222,41 @@ export class TreeStore {
       throw isDiskError(err) ? new CacheDiskError(err) : err;
     }
   }
+}
+
+/** Bytes read from the archive, and inflated, at a time. */
+const CHUNK = 1024 * 1024;
+
+/**
+ * Extracts the gzipped tar `blob` with node-tar's Unpack, inflating it here. Given the gzip
+ * itself, node-tar inflates a whole read (16 MiB) synchronously, buffering all of its output
+ * (2 GiB from a 2 MiB bomb) and blocking the event loop meanwhile; and it aborts past a ratio of
+ * 1000, which the upload does not apply — the one limit of both is MAX_EXTRACTED_BYTES, which
+ * the validator checked before. Node's Gunzip inflates CHUNK bytes at a time on the thread pool
+ * and waits while Unpack, whose writes report the file writes' backpressure, is busy.
+ */
+async function unpackInto(blob: string, options: ConstructorParameters<typeof Unpack>[0]): Promise<void> {
+  // Plain tar only: the gzip is undone above, and node-tar must not guess another compression.
+  const unpack = new Unpack({ ...options, gzip: false, zstd: false, brotli: false, maxDecompressionRatio: Infinity });
+  const closed = new Promise<void>((resolve, reject) => {
+    unpack.on('close', resolve);
+    unpack.on('error', reject);
+  });
+  closed.catch(() => {});
+  const sink = new Writable({
+    highWaterMark: CHUNK,
+    write(chunk: Buffer, _encoding, callback) {
+      if (unpack.write(chunk)) callback();
+      else unpack.once('drain', () => callback());
+    },
+    final(callback) {
+      unpack.end();
+      closed.then(() => callback(), callback);
+    },
+  });
+  // An error of Unpack's (an unrecoverable warning) must not leave a write waiting for 'drain'.
+  unpack.on('error', (err: Error) => sink.destroy(err));
+  await pipeline(createReadStream(blob, { highWaterMark: CHUNK }), createGunzip({ chunkSize: CHUNK }), sink);
 }
 
 /**

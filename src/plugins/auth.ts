@@ -5,10 +5,10 @@
  * logged.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Scope } from '../config.js';
-import { errors } from '../errors.js';
+import { errors, type RegistryError } from '../errors.js';
 
 const RANK: Record<Scope, number> = { read: 1, write: 2, admin: 3 };
 
@@ -24,12 +24,17 @@ export function scopeFor(method: string, route?: string): Scope {
 
 const digest = (text: string) => createHash('sha256').update(text).digest();
 
-export default fp(async function auth(app: FastifyInstance, options: { tokens: { scope: Scope; token: string }[] }) {
-  if (options.tokens.length === 0) return;
-  const known = options.tokens.map(({ scope, token }) => ({ scope, digest: digest(token) }));
+/** Why a request carries no usable token. */
+export type NoToken = 'missing' | 'not-bearer' | 'unknown';
 
-  /** The strongest scope the request's token grants, or why it grants none. */
-  const grantedScope = (request: FastifyRequest): Scope | 'missing' | 'not-bearer' | 'unknown' => {
+/**
+ * The scope a request's bearer token grants, or why it grants none; undefined itself when there
+ * are no tokens (every request is anonymous).
+ */
+export function tokenChecker(tokens: { scope: Scope; token: string }[]): ((request: FastifyRequest) => Scope | NoToken) | undefined {
+  if (tokens.length === 0) return undefined;
+  const known = tokens.map(({ scope, token }) => ({ scope, digest: digest(token) }));
+  return (request) => {
     const header = request.headers.authorization;
     if (header === undefined || header.trim() === '') return 'missing';
     const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -41,14 +46,26 @@ export default fp(async function auth(app: FastifyInstance, options: { tokens: {
     }
     return granted ?? 'unknown';
   };
+}
+
+export function isNoToken(granted: Scope | NoToken): granted is NoToken {
+  return granted === 'missing' || granted === 'not-bearer' || granted === 'unknown';
+}
+
+/** The 401 of a request without a valid token, with its challenge. */
+export function unauthorized(reply: FastifyReply, why: NoToken): RegistryError {
+  // RFC 6750 §3: a token that was sent and is not known is an invalid_token.
+  reply.header('www-authenticate', why === 'unknown' ? 'Bearer realm="model-registry", error="invalid_token"' : 'Bearer realm="model-registry"');
+  return errors.unauthorized(why);
+}
+
+export default fp(async function auth(app: FastifyInstance, options: { tokens: { scope: Scope; token: string }[] }) {
+  const grantedScope = tokenChecker(options.tokens);
+  if (!grantedScope) return;
 
   app.addHook('onRequest', async (request, reply) => {
     const granted = grantedScope(request);
-    if (granted === 'missing' || granted === 'not-bearer' || granted === 'unknown') {
-      // RFC 6750 §3: a token that was sent and is not known is an invalid_token.
-      reply.header('www-authenticate', granted === 'unknown' ? 'Bearer realm="model-registry", error="invalid_token"' : 'Bearer realm="model-registry"');
-      throw errors.unauthorized(granted);
-    }
+    if (isNoToken(granted)) throw unauthorized(reply, granted);
     const needed = scopeFor(request.method, request.routeOptions.url);
     if (RANK[granted] < RANK[needed]) throw errors.forbidden(needed);
   });

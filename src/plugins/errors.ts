@@ -6,6 +6,8 @@ import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { errorBody, errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
 import { CacheDiskError } from '../cache/blob-store.js';
+import type { Scope } from '../config.js';
+import { isNoToken, tokenChecker, unauthorized } from './auth.js';
 
 /** Fastify's own client errors, reworded with a fix. */
 const FASTIFY_ERRORS: Record<string, (err: FastifyError) => RegistryError> = {
@@ -82,8 +84,16 @@ export default fp(async function errorHandling(app: FastifyInstance) {
   });
   // A path that exists under other methods answers 405 with Allow, as S3 and registries do.
   let routes: { pattern: RegExp; methods: Set<string> }[] | undefined;
+  // Unmatched, a /models path runs none of the model routes' hooks: it checks the token here, so
+  // that a request without one learns it needs one (401) before anything about the API (405).
+  const authenticated = tokenChecker((app as { config?: { AUTH_TOKENS: { scope: Scope; token: string }[] } }).config?.AUTH_TOKENS ?? []);
   app.setNotFoundHandler((request, reply) => {
     const url = request.url.split('?')[0]!;
+    const granted = authenticated && /^\/models(\/|$)/.test(url) ? authenticated(request) : undefined;
+    if (granted && isNoToken(granted)) {
+      const err = unauthorized(reply, granted);
+      return void reply.code(err.statusCode).send(errorBody(err));
+    }
     routes ??= compileRoutes(app.routeList);
     const allowed = [...new Set(routes.filter((r) => r.pattern.test(url)).flatMap((r) => [...r.methods]))].sort();
     // (A path some route serves under this very method did not match it after all: 404.)

@@ -52,6 +52,16 @@ const GZIP_MAGIC = [0x1f, 0x8b];
  */
 export const ROOT_NAMES: ReadonlySet<string> = new Set(['', '.', './', '/']);
 
+/**
+ * Longest entry path (and symlink target), and longest path component, in UTF-8 bytes. A
+ * component is a file name, which Linux file systems hold up to 255 bytes. A tree is extracted
+ * under CACHE_DIR/trees/tmp-<uuid>/, and the whole path must stay under Linux's PATH_MAX (4096):
+ * 3 KiB for the entry leaves 1 KiB for CACHE_DIR. Longer ones are refused at upload, so an
+ * archive accepted is one its files can be listed and served from, on every backend.
+ */
+export const MAX_PATH_BYTES = 3072;
+export const MAX_COMPONENT_BYTES = 255;
+
 /** What a path holds at a point of the archive, for hard links: the latest entry there wins. */
 type Kind = 'file' | 'directory' | 'symlink';
 
@@ -328,6 +338,8 @@ export class ArchiveValidator extends Transform {
     const parts = raw.split(/[\\/]/).filter((p) => p !== '' && p !== '.');
     if (parts.includes('..')) return errors.unsafeArchive(`${shown} has a '..' component`);
     const normalized = parts.join('/');
+    const tooLong = pathTooLong(normalized);
+    if (tooLong) return errors.pathTooLong(`the entry ${brief(raw)}`, tooLong);
     for (let i = 1; i <= parts.length; i++) {
       const prefix = parts.slice(0, i).join('/');
       if (this.#symlinks.has(prefix)) {
@@ -344,6 +356,9 @@ export class ArchiveValidator extends Transform {
       const target = entry.linkpath ?? '';
       if (!target || target.startsWith('/') || /^[a-zA-Z]:/.test(target) || !resolveInside(parts.slice(0, -1), target, NO_LINKS)) {
         return errors.unsafeArchive(`the symlink ${shown} points outside the archive (to ${JSON.stringify(target)})`);
+      }
+      if (Buffer.byteLength(target) > MAX_PATH_BYTES) {
+        return errors.pathTooLong(`the target of the symlink ${brief(raw)}`, `is ${Buffer.byteLength(target)} bytes long, over the limit of ${MAX_PATH_BYTES} bytes`);
       }
       this.#symlinks.set(normalized, target);
       this.#kinds.set(key, 'symlink');
@@ -439,6 +454,22 @@ function resolveInside(dir: string[], target: string, links: ReadonlyMap<string,
 }
 
 const NO_LINKS: ReadonlyMap<string, string> = new Map();
+
+/** Why `normalized` is too long to extract, or undefined. */
+function pathTooLong(normalized: string): string | undefined {
+  const bytes = Buffer.byteLength(normalized);
+  if (bytes > MAX_PATH_BYTES) return `is ${bytes} bytes long, over the limit of ${MAX_PATH_BYTES} bytes`;
+  for (const part of normalized.split('/')) {
+    const n = Buffer.byteLength(part);
+    if (n > MAX_COMPONENT_BYTES) return `has a component ${brief(part)} of ${n} bytes, over the limit of ${MAX_COMPONENT_BYTES} bytes for one file or directory name`;
+  }
+  return undefined;
+}
+
+/** A path for a message: JSON-quoted, cut after 80 characters. */
+function brief(p: string): string {
+  return p.length > 80 ? `${JSON.stringify(p.slice(0, 80)).slice(0, -1)}…" (${p.length} characters)` : JSON.stringify(p);
+}
 
 /** `raw` without '.' and empty components, split on '/' only. */
 function posixKey(raw: string): string {

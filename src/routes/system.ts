@@ -17,6 +17,14 @@ export interface SystemOptions {
   readyTimeoutMs: number;
 }
 
+/**
+ * The CSP of /docs: its page loads only its own scripts, styles and images (no inline script,
+ * no eval), fetches only /docs/json, and cannot be framed. Inline styles are allowed: the UI
+ * sets style attributes as it renders (styles run no code). No upgrade-insecure-requests (the
+ * plugin's default has it), which would break the page on a plain-HTTP registry.
+ */
+export const DOCS_CSP = "default-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'";
+
 export default async function systemRoutes(app: FastifyInstance, options: SystemOptions) {
   const openapiText = await readFile(OPENAPI_PATH, 'utf8');
   const openapi = parse(openapiText) as Record<string, unknown>;
@@ -61,5 +69,13 @@ export default async function systemRoutes(app: FastifyInstance, options: System
 
   // Static mode: the document is openapi.yaml as written, never generated from route schemas.
   await app.register(swagger, { mode: 'static', specification: { document: openapi as never } });
-  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true, tryItOutEnabled: false } });
+  // In a context of its own: swagger-ui sets its CSP in an onSend hook of the context it is
+  // registered in (it is a fastify-plugin), which must not reach the other routes.
+  await app.register(async (docs) => {
+    await docs.register(swaggerUi, {
+      routePrefix: '/docs',
+      uiConfig: { deepLinking: true, tryItOutEnabled: false, validatorUrl: null },
+      staticCSP: DOCS_CSP,
+    });
+  });
 }

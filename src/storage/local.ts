@@ -134,6 +134,10 @@ export class LocalStorage implements Storage {
       // otherwise create the file after the cleanup below has run.
       const handle = await this.#io(() => fs.open(file, 'wx'));
       const sink = createWriteStream('', { fd: handle, flush: true, highWaterMark: 4 * 1024 * 1024 });
+      // The body is the end of the caller's pipeline, which reports the error the body is
+      // destroyed with: it must be the translated one (507 for a full disk), which this
+      // listener, added before pipeline's own, gives it before pipeline passes on the raw errno.
+      sink.once('error', (err) => body.destroy(translate(err) as Error));
       await this.#io(() => pipeline(body, sink, { signal: options.signal }));
       return new LocalStaged(key, sink.bytesWritten, file);
     } catch (err) {

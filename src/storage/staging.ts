@@ -5,7 +5,7 @@
  * other live replicas are still writing.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { readlinkSync } from 'node:fs';
+import { readFileSync, readlinkSync } from 'node:fs';
 import { hostname } from 'node:os';
 
 export const UPLOADS_PREFIX = '.uploads/';
@@ -60,8 +60,15 @@ export function isAbandoned(name: string, lastModified: Date, active: ReadonlySe
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  // A zombie (exited, not yet reaped by its parent: a supervisor that reaps late) still takes
+  // signals, but will never commit anything: dead. Its state is the field after "(comm)".
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return !/^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return true; // no /proc (not Linux): as alive as kill said
   }
 }

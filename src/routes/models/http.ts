@@ -139,7 +139,9 @@ const LABEL_HEADER = 'x-model-label-';
  * bytes are UTF-8 (what curl and every client send for non-ASCII text) are decoded as such.
  */
 export function labelsFromHeaders(headers: IncomingHttpHeaders): Labels {
-  const labels: Labels = {};
+  // No prototype: `labels['__proto__'] = v` on a plain object sets nothing (the label vanished
+  // silently); here it is an own key like any other, which assertLabels refuses with 400.
+  const labels: Labels = Object.create(null) as Labels;
   for (const [name, value] of Object.entries(headers)) {
     if (!name.startsWith(LABEL_HEADER) || value === undefined) continue;
     labels[name.slice(LABEL_HEADER.length)] = fromHeaderBytes(one(value)!);

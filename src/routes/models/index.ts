@@ -29,6 +29,9 @@ import {
 
 const openFd = promisify(open);
 
+/** The CSP of every /models/:name/files/* response. */
+export const FILES_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+
 type NameParams = { Params: { name: string } };
 
 /** The JSON a client sees for one version. */
@@ -335,9 +338,11 @@ export default async function modelRoutes(app: FastifyInstance) {
     }
   }
 
-  app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/files', async (request) => {
+  app.get<NameParams & { Querystring: { version?: string } }>('/models/:name/files', async (request, reply) => {
     const { ref, name } = refParam(request);
-    const { model, result: files } = await onCurrent(ref, parseVersion(request.query.version), (model) => registry.withTree(model, async (tree) => tree.files));
+    const { model, stale, result: files } = await onCurrent(ref, parseVersion(request.query.version), (model) => registry.withTree(model, async (tree) => tree.files));
+    // Served from the cache while storage is unreachable: said, as the files themselves say it.
+    if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
     return { name, version: model.version, sha256: model.sha256, files };
   });
 
@@ -348,6 +353,10 @@ export default async function modelRoutes(app: FastifyInstance) {
     handler: async (request, reply) => {
       const { ref, name } = refParam(request as unknown as FastifyRequest<NameParams>);
       const requested = request.params['*'];
+      // A model's files are anyone's bytes (an .html, an .svg with a script): shown inline, but
+      // sandboxed into an opaque origin with nothing allowed to load or run, so a file can never
+      // act as this origin (read its tokens, call its API).
+      reply.header('content-security-policy', FILES_CSP);
       // The file is opened while its tree is held in the cache: once open, an eviction of the
       // tree cannot take it from under the response.
       const { model, stale, result: found } = await onCurrent(ref, parseVersion(request.query.version), (model) =>
