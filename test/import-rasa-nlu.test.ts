@@ -4,7 +4,9 @@
  * directory and at MinIO, and served by a registry (/versions, /files, file contents); reruns skip;
  * a dry run writes nothing; bad documents fail alone; a collection that is not Rasa NLU's is one line.
  */
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { existsSync, statSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
@@ -13,7 +15,7 @@ import { sha256 } from './helpers/assert.js';
 import { ferretEnv, minioEnv } from './helpers/cloud.js';
 import { startFerretDb, startMinio } from './helpers/emulators.js';
 import { start, tempDir } from './helpers/server.js';
-import { python } from './helpers/tools.js';
+import { python, venvBin } from './helpers/tools.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const [ferret, minio] = await Promise.all([startFerretDb(), startMinio()]);
@@ -26,7 +28,7 @@ async function envFile(name: string, vars: Record<string, string>): Promise<stri
   return file;
 }
 
-const collector = (): Output & { text: string } => ({ text: '', isTTY: false, write(s: string) { this.text += s; } });
+const collector = (isTTY = false): Output & { text: string } => ({ text: '', isTTY, columns: 200, write(s: string) { this.text += s; } });
 
 async function run(options: Omit<MigrateOptions, 'stdout' | 'stderr'>) {
   const stdout = collector();
@@ -122,9 +124,11 @@ t.test('FerretDB → local: a dry run first, then every document a model, served
 t.test('FerretDB → MinIO: the same archives, byte for byte (the tar is deterministic)', async (t) => {
   const vars = minioEnv(minio);
   const to = await envFile('rasa-minio.env', vars);
-  const first = await run({ from: fromFile, to });
+  const bar = collector(true);
+  const first = await run({ from: fromFile, to, stderr: bar });
   t.equal(first.summary.exitCode, 0, first.out);
   t.equal(first.summary.copied, 6);
+  t.match(bar.text, /\r\x1b\[K\[#{20}\] 100% .* \(6\/6 objects\)/, 'the progress bar on a TTY');
   const digests = await checkServed(t, vars);
   t.same(digests, localDigests, 'packed twice, the same sha256');
   const again = await run({ from: fromFile, to });
@@ -186,3 +190,65 @@ t.test('a collection that is not Rasa NLU\'s: one line naming it, nothing writte
   const err = await run({ from: wrongBackend, to: fromFile }).then(() => undefined, (e: Error) => e);
   t.match(err?.message, /--from-layout rasa-nlu-mongodb reads a MongoDB collection, but REMOTE_STORAGE=local/);
 });
+
+t.test('every copied byte is verified: a document changed between planning and copying fails, nothing of it is published', async (t) => {
+  const [id] = await insert(DB, 'changing', [{ model_name: 'model_changing', files: { 'metadata.json': { text: '{"v": 1}' } } }]);
+  const from = await envFile('changing.env', { ...base, MONGODB_COLLECTION: 'changing' });
+  const to = await envFile('changing-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'changing-dest' });
+  let changed = false;
+  const { summary, out } = await run({
+    from, to, concurrency: 1,
+    // The record goes first; the archive is packed again from the document when it is copied.
+    onObject: () => {
+      if (changed) return;
+      changed = true;
+      execFileSync(venvBin('python'), ['-c', `
+import sys
+from bson import ObjectId
+from pymongo import MongoClient
+c = MongoClient(sys.argv[1], serverSelectionTimeoutMS=5000)
+c[sys.argv[2]]["changing"].update_one({"_id": ObjectId(sys.argv[3])}, {"$set": {"files": [{"path": "metadata.json", "content": "{\\"v\\": 2}"}]}})
+`, ferret.url, DB, id!], { env: { PATH: process.env.PATH ?? '', PYTHONNOUSERSITE: '1' } });
+    },
+  });
+  t.equal(summary.exitCode, 1);
+  // The size is checked at the end of the stream beside the digest; either says the bytes changed.
+  t.match(out, /^FAILED model_changing v1: (digest mismatch: the source's metadata says sha256 [0-9a-f]{64}, its bytes hash to [0-9a-f]{64}; nothing was written|read \d+ bytes, the source object has \d+)$/m);
+  t.match(out, /^FAILED model_changing v1: not copied because its history entry v1 failed$/m);
+  t.same((await readdir(path.join(work, 'changing-dest'))).filter((f) => !f.startsWith('.')), [], 'no current object');
+});
+
+t.test('the built CLI: --from-layout rasa-nlu-mongodb, and an unknown layout is a usage error', async (t) => {
+  const cli = path.join(ROOT, 'dist', 'cli.js');
+  const newest = Math.max(...['cli.ts', 'migrate.ts', 'layouts/index.ts', 'layouts/rasa-nlu-mongodb.ts'].map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));
+  if (!existsSync(cli) || statSync(cli).mtimeMs < newest) {
+    await exec(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json']);
+  }
+  const node = (...args: string[]) => exec(process.execPath, [cli, ...args], { cwd: work });
+  await envFile('cli-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'cli-dest' });
+  const first = await node('migrate', '--from', 'rasa.env', '--from-layout', 'rasa-nlu-mongodb', '--to', 'cli-dest.env');
+  t.equal(first.code, 0, first.stderr);
+  t.match(first.stdout, /^copied 6 objects \(.*\), skipped 0 identical, 0 failed in \d+s$/m);
+  const again = await node('migrate', '--from', 'rasa.env', '--from-layout', 'rasa-nlu-mongodb', '--to', 'cli-dest.env');
+  t.match(again.stdout, /^nothing to copy: all 6 objects already identical$/m);
+  const bad = await node('migrate', '--from', 'rasa.env', '--from-layout', 'rasa', '--to', 'cli-dest.env');
+  t.equal(bad.code, 2);
+  t.match(bad.stderr, /^model-registry: --from-layout rasa is not a layout migrate reads: use registry, modelstore, rasa-nlu-mongodb$/m);
+  await envFile('cli-empty.env', { ...base, MONGODB_COLLECTION: 'nothing_here' });
+  const empty = await node('migrate', '--from', 'cli-empty.env', '--from-layout', 'rasa-nlu-mongodb', '--to', 'cli-dest.env');
+  t.equal(empty.code, 1);
+  t.equal(empty.stderr.trim().split('\n').length, 1, 'one line');
+  t.match(empty.stderr, /cli-empty\.env \(\S+\.nothing_here\) is not a Rasa NLU model collection: it is empty or does not exist/);
+});
+
+function exec(cmd: string, args: string[], options: { cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: options.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
