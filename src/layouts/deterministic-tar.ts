@@ -38,7 +38,7 @@ export function packDeterministic(files: TarFile[], mtimeSeconds: number): Buffe
     const segments = file.path.split('/');
     for (let i = 1; i < segments.length; i++) {
       const dir = `${segments.slice(0, i).join('/')}/`;
-      if (entries.get(dir) !== undefined) throw new Error(`${JSON.stringify(dir.slice(0, -1))} is both a file and a directory`);
+      if (entries.has(dir.slice(0, -1))) throw new Error(`${JSON.stringify(dir.slice(0, -1))} is both a file and a directory`);
       entries.set(dir, undefined);
     }
     if (entries.has(file.path) || entries.has(`${file.path}/`)) throw new Error(`${JSON.stringify(file.path)} is given twice, or as a file and a directory`);
