@@ -53,7 +53,7 @@ async function run(options: Omit<MigrateOptions, 'stdout' | 'stderr'>) {
 const localRoot = path.join(work, 'modelstore-root');
 const local: Written = JSON.parse((await python([path.join(ROOT, 'test', 'python', 'modelstore_store.py'), 'file', localRoot])).stdout);
 const localVars = { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: localRoot };
-const s3Vars = { ...minioEnv(minio), AUTO_CREATE_BUCKET: 'false' };
+const s3Vars: Record<string, string> = { ...minioEnv(minio), AUTO_CREATE_BUCKET: 'false' };
 const s3Env = {
   AWS_ENDPOINT_URL: s3Vars.AWS_ENDPOINT_URL!, AWS_ACCESS_KEY_ID: s3Vars.AWS_ACCESS_KEY_ID!, AWS_SECRET_ACCESS_KEY: s3Vars.AWS_SECRET_ACCESS_KEY!, AWS_DEFAULT_REGION: 'us-east-1',
 };

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { migrate, type MigrateOptions, type Output } from '../src/migrate.js';
 import { sha256 } from './helpers/assert.js';
 import { ferretEnv, minioEnv } from './helpers/cloud.js';
@@ -30,7 +30,7 @@ async function envFile(name: string, vars: Record<string, string>): Promise<stri
 
 const collector = (isTTY = false): Output & { text: string } => ({ text: '', isTTY, columns: 200, write(s: string) { this.text += s; } });
 
-async function run(options: Omit<MigrateOptions, 'stdout' | 'stderr'>) {
+async function run(options: Omit<MigrateOptions, 'stdout' | 'stderr'> & { stderr?: Output }) {
   const stdout = collector();
   const summary = await migrate({ stderr: collector(), fromLayout: 'rasa-nlu-mongodb', ...options, stdout });
   return { summary, out: stdout.text };
@@ -68,7 +68,7 @@ const ids = await insert(DB, 'rasa_models', Object.entries(MODELS).map(([model_n
 const fromFile = await envFile('rasa.env', { ...base, MONGODB_COLLECTION: 'rasa_models' });
 
 /** Every model, its versions, manifest and file contents through a registry on `env`. */
-async function checkServed(tt: typeof t, env: Record<string, string>) {
+async function checkServed(tt: Test, env: Record<string, string>) {
   const r = await start(tt, env);
   const listed = (await (await fetch(`${r.url}/models`)).json()) as { models: { name: string }[] };
   tt.same(listed.models.map((m) => m.name).sort(), Object.keys(MODELS).sort(), 'every document is a model');
