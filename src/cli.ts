@@ -14,7 +14,7 @@ const USAGE = `Usage:
   model-registry serve
       Run the registry with the settings in the environment (same as npm start).
 
-  model-registry migrate --from <source.env> --to <destination.env> [--dry-run] [--concurrency N]
+  model-registry migrate --from <source.env> --to <destination.env> [--dry-run] [--concurrency N] [--from-layout L]
       Copy every model, its history and metadata from one backend to another. Each .env file
       holds the usual settings of one backend (REMOTE_STORAGE, BUCKET_NAME, LOCAL_STORAGE_DIR, ...);
       relative paths in it are relative to the file. Objects already identical at the destination
@@ -22,6 +22,10 @@ const USAGE = `Usage:
 
       --from FILE        settings of the backend to copy from (only read)
       --to FILE          settings of the backend to copy to
+      --from-layout L    what the source holds: registry (default), modelstore (a store of the
+                         modelstore library: each domain becomes a model, each of its models a
+                         version), rasa-nlu-mongodb (Rasa NLU's model documents in the collection
+                         MONGODB_COLLECTION, each packed into {model_name}.tar.gz)
       --dry-run          print what would be copied and skipped; change nothing
       --concurrency N    objects copied at the same time (default 4)
 
@@ -35,10 +39,11 @@ const OPTIONS = {
   version: { type: 'boolean', short: 'v' },
   from: { type: 'string' },
   to: { type: 'string' },
+  'from-layout': { type: 'string' },
   'dry-run': { type: 'boolean' },
   concurrency: { type: 'string' },
 } as const;
-const VALUE_HINTS: Record<string, string> = { from: '<source.env>', to: '<destination.env>', concurrency: 'N' };
+const VALUE_HINTS: Record<string, string> = { from: '<source.env>', to: '<destination.env>', concurrency: 'N', 'from-layout': 'L' };
 
 /** package.json's version: dist/cli.js and src/cli.ts both sit one folder below it. */
 function packageVersion(): string {
@@ -98,7 +103,7 @@ async function main(argv: string[]): Promise<number> {
   if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
 
   if (command === 'serve') {
-    for (const option of ['from', 'to', 'dry-run', 'concurrency'] as const) {
+    for (const option of ['from', 'to', 'from-layout', 'dry-run', 'concurrency'] as const) {
       if (values[option] !== undefined) throw new UsageError(`--${option} belongs to migrate, not serve`);
     }
     const { serve } = await import('./server.js');
@@ -110,6 +115,11 @@ async function main(argv: string[]): Promise<number> {
   dropEmptySdkVariables(); // the SDKs read the process environment too
   if (!values.from) throw new UsageError('migrate needs --from <source.env>');
   if (!values.to) throw new UsageError('migrate needs --to <destination.env>');
+  const { isLayout, LAYOUTS } = await import('./layouts/index.js');
+  const fromLayout = values['from-layout'];
+  if (fromLayout !== undefined && !isLayout(fromLayout)) {
+    throw new UsageError(`--from-layout ${fromLayout} is not a layout migrate reads: use ${LAYOUTS.join(', ')}`);
+  }
   let concurrency = 4;
   if (values.concurrency !== undefined) {
     concurrency = Number(values.concurrency);
@@ -130,7 +140,7 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   const { migrate } = await import('./migrate.js');
-  const summary = await migrate({ from: values.from, to: values.to, dryRun: values['dry-run'] ?? false, concurrency, signal: controller.signal });
+  const summary = await migrate({ from: values.from, to: values.to, fromLayout, dryRun: values['dry-run'] ?? false, concurrency, signal: controller.signal });
   return controller.signal.aborted && summary.interrupted ? 130 : summary.exitCode;
 }
 

@@ -50,7 +50,8 @@ export class Progress {
 
   settle(r: ObjectResult): void {
     this.#settled++;
-    const what = r.aliases ? `${r.name} aliases` : `${r.name} v${r.version}${r.record ? ' record' : ''}`;
+    // Version 0: an importer refused the whole model.
+    const what = r.aliases ? `${r.name} aliases` : r.version > 0 ? `${r.name} v${r.version}${r.record ? ' record' : ''}` : r.name;
     let line: string | undefined;
     if (r.status === 'failed') line = `FAILED ${what}: ${r.detail}`;
     else if (!this.quiet) {

@@ -34,6 +34,7 @@ import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/ty
 import type { Logger } from './util/logger.js';
 import { mergeSecrets, scrub, secretValues } from './util/redact.js';
 import { lineLogger, Progress, summarize } from './migrate-output.js';
+import type { AliasToSet, Failure, Layout } from './layouts/index.js';
 
 export { formatBytes, formatDuration } from './migrate-output.js';
 
@@ -50,6 +51,11 @@ export interface MigrateOptions {
   from: string;
   /** The .env file of the destination backend. */
   to: string;
+  /**
+   * The layout of the source (default `registry`): `modelstore` or `rasa-nlu-mongodb` import
+   * another tool's models (src/layouts/).
+   */
+  fromLayout?: Layout;
   /** Print the plan; change nothing. */
   dryRun?: boolean;
   /** Objects copied at the same time (default 4). */
@@ -159,7 +165,10 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
   const signal = controller.signal;
   const abort = () => controller.abort(options.signal?.reason);
 
+  const layout = options.fromLayout ?? 'registry';
   const from = await readEndpoint(options.from, 'source');
+  // Rasa NLU's documents are a collection of their own, not the GridFS bucket of that name.
+  if (layout === 'rasa-nlu-mongodb') from.identity += ' rasa-nlu-mongodb';
   const to = await readEndpoint(options.to, 'destination');
   if (from.identity === to.identity) {
     throw new ConfigError(`${options.from} and ${options.to} name the same storage (${from.label}): point --to at another backend, bucket or directory.`);
@@ -169,8 +178,23 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
   const scrubbed = (out: Output): Output => Object.assign(Object.create(out) as Output, { write: (text: string) => out.write(scrub(text, secrets)) });
   const progress = new Progress(scrubbed(stdout), scrubbed(stderr), dryRun);
   const logger = options.logger ?? lineLogger((line) => progress.note(line));
+  const limit = limiter(concurrency);
   // The source is only read: opened without the working folders, probes or indexes a server makes.
-  const source = await open(from, logger, { readOnly: true });
+  let source: Storage;
+  let failures: Failure[] = [];
+  let aliases: AliasToSet[] = [];
+  if (layout === 'registry') {
+    source = await open(from, logger, { readOnly: true });
+  } else {
+    progress.note(`reading the ${layout} layout from ${from.label} (${from.file})`);
+    const { openLayout } = await import('./layouts/index.js');
+    try {
+      ({ store: source, failures, aliases } = await openLayout(layout, from.config, from.file, () => open(from, logger, { readOnly: true }), limit));
+    } catch (err) {
+      if (err instanceof ConfigError) throw new ConfigError(scrub(err.message, secretValues(from.config)), { cause: err });
+      throw err;
+    }
+  }
   let destination: Storage;
   try {
     destination = await open(to, logger);
@@ -183,11 +207,17 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
   if (options.signal?.aborted) abort();
   options.signal?.addEventListener('abort', abort, { once: true });
   try {
-    progress.note(`${dryRun ? 'dry run: ' : ''}migrating from ${from.label} (${from.file}) to ${to.label} (${to.file})`);
-    const limit = limiter(concurrency);
+    progress.note(`${dryRun ? 'dry run: ' : ''}${layout === 'registry' ? 'migrating' : `importing ${layout}`} from ${from.label} (${from.file}) to ${to.label} (${to.file})`);
     const plan = await makePlan(source, destination, limit, signal);
     const work = plan.filter((p) => p.action !== 'skip');
-    progress.begin(plan.length, work.reduce((n, p) => n + p.source.size, 0));
+    progress.begin(plan.length + failures.length, work.reduce((n, p) => n + p.source.size, 0));
+    // What the importer found but cannot copy (a document that is not a model, a missing archive).
+    for (const f of failures) {
+      const result: ObjectResult = { key: f.name, name: f.name, version: f.version, current: false, record: false, size: 0, status: 'failed', bytes: 0, detail: f.detail };
+      results.push(result);
+      progress.settle(result);
+      options.onObject?.(result);
+    }
 
     const settle = (p: Planned, status: ObjectStatus, bytes: number, detail?: string) => {
       const result: ObjectResult = { key: p.key, name: p.name, version: versionOf(p), current: p.current, record: p.record, ...(p.aliases ? { aliases: true } : {}), size: p.source.size, status, bytes, detail };
@@ -236,6 +266,12 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
         }
       }),
     );
+    // HOOK(issue 17, aliases): set each alias here, once its model's versions are at the
+    // destination — `aliases` holds (name, alias, version) from the source's layout (modelstore's
+    // states, src/layouts/modelstore.ts). Until the registry has aliases they are reported only.
+    for (const a of aliases) {
+      progress.note(`not imported: ${a.origin} tags ${a.name} v${a.version}; this registry has no aliases yet, so no alias ${a.alias} was set`);
+    }
   } finally {
     progress.stop();
     options.signal?.removeEventListener('abort', abort);

@@ -1,0 +1,138 @@
+/**
+ * A read-only Storage that shows models read from another tool's layout as if a registry had
+ * published them (SPEC §4, README "Storage layout"): for each version N of a model,
+ * `.history/{name}/v{N}.json` (its record) and `.history/{name}/v{N}.tar.gz` (its bytes), and the
+ * newest version again as `{name}.tar.gz`, every object with the registry's metadata.
+ *
+ * `migrate` copies from it unchanged, so an import keeps everything migrate promises — the plan
+ * and dry run, the progress bar, verification of every byte against the sha256 (the bytes are read
+ * again while copying), idempotent reruns (same records and metadata → skipped), conflicts left
+ * alone. Writing methods throw: an importer's source is only ever read.
+ */
+import { Readable } from 'node:stream';
+import { NotFoundError } from '../errors.js';
+import { keys, type Labels } from '../registry/names.js';
+import { encodeMetadata } from '../registry/records.js';
+import type { ObjectInfo, ReadOptions, Storage, StorageCapabilities } from '../storage/types.js';
+
+/** One version as the importer found it. */
+export interface ImportedVersion {
+  version: number;
+  sha256: string;
+  size: number;
+  createdAt: string;
+  labels: Labels;
+  /** Where it was read from (for lines and errors), e.g. `operatorai-model-store/intent/…`. */
+  origin: string;
+  /** Opens exactly the bytes that were hashed (the verifier fails a copy if they changed). */
+  open(options?: ReadOptions): Promise<Readable>;
+}
+
+export interface ImportedModel {
+  name: string;
+  /** Ascending version numbers (gaps allowed: a number kept for a model the source deleted). */
+  versions: ImportedVersion[];
+}
+
+interface Entry {
+  info: ObjectInfo;
+  open: (options?: ReadOptions) => Promise<Readable>;
+}
+
+export class VirtualStore implements Storage {
+  readonly kind: string;
+  readonly capabilities: StorageCapabilities = { listIncludesMetadata: true, uniqueTokens: false };
+  readonly #entries = new Map<string, Entry>();
+  readonly #close: () => Promise<void>;
+
+  /**
+   * `lastModified` of every object: the import's creation time (no source object stands for a
+   * record). `close` releases what the importer opened.
+   */
+  constructor(kind: string, models: ImportedModel[], close: () => Promise<void>) {
+    this.kind = kind;
+    this.#close = close;
+    for (const model of models) {
+      for (const v of model.versions) {
+        const metadata = encodeMetadata({ version: v.version, sha256: v.sha256, createdAt: v.createdAt, labels: v.labels });
+        const info = (key: string, size: number, token: string): ObjectInfo => ({ key, size, token, lastModified: new Date(v.createdAt), metadata });
+        // The record, byte for byte what the registry writes (records.ts encodeRecord): the same
+        // version read twice is the same record, so a rerun compares equal.
+        const record = Buffer.from(JSON.stringify({ version: v.version, sha256: v.sha256, size: v.size, createdAt: v.createdAt, labels: v.labels, origin: 'upload' }));
+        this.#entries.set(keys.record(model.name, v.version), {
+          info: { ...info(keys.record(model.name, v.version), record.length, `record-${v.sha256}`), metadata: {} },
+          open: async (o) => Readable.from([o?.range ? record.subarray(o.range.start, o.range.end + 1) : record]),
+        });
+        this.#entries.set(keys.history(model.name, v.version), { info: info(keys.history(model.name, v.version), v.size, v.sha256), open: v.open });
+      }
+      const newest = model.versions.at(-1);
+      if (newest) {
+        const entry = this.#entries.get(keys.history(model.name, newest.version))!;
+        this.#entries.set(keys.current(model.name), { info: { ...entry.info, key: keys.current(model.name) }, open: entry.open });
+      }
+    }
+  }
+
+  async init(): Promise<void> {}
+
+  async ping(): Promise<void> {}
+
+  async head(key: string): Promise<ObjectInfo> {
+    return this.#entry(key).info;
+  }
+
+  async get(key: string, options?: ReadOptions): Promise<{ info: ObjectInfo; body: Readable }> {
+    const entry = this.#entry(key);
+    return { info: entry.info, body: await entry.open(options) };
+  }
+
+  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    const found = [...this.#entries.keys()]
+      .filter((k) => k.startsWith(prefix) && !k.slice(prefix.length).includes('/'))
+      .filter((k) => options.startAfter === undefined || k > options.startAfter)
+      .sort();
+    for (const key of found) yield this.#entries.get(key)!.info;
+  }
+
+  async sweep(): Promise<number> {
+    return 0;
+  }
+
+  async close(): Promise<void> {
+    await this.#close();
+  }
+
+  stage(): never {
+    return readOnly();
+  }
+
+  commit(): never {
+    return readOnly();
+  }
+
+  discard(): never {
+    return readOnly();
+  }
+
+  copy(): never {
+    return readOnly();
+  }
+
+  setMetadata(): never {
+    return readOnly();
+  }
+
+  delete(): never {
+    return readOnly();
+  }
+
+  #entry(key: string): Entry {
+    const entry = this.#entries.get(key);
+    if (!entry) throw new NotFoundError(key);
+    return entry;
+  }
+}
+
+function readOnly(): never {
+  throw new Error('an importer reads its source only');
+}
