@@ -27,7 +27,7 @@ import { pipeline } from 'node:stream/promises';
 import { parseEnv } from 'node:util';
 import { loadConfig, unknownSettings, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
-import { ALIASES_PREFIX, keys } from './registry/names.js';
+import { ALIAS_RULE, ALIASES_PREFIX, isValidAlias, keys } from './registry/names.js';
 import { encodeMetadata, hasRegistryMetadata, METADATA_KEYS, metadataSha256, VersionRecords, type VersionRecord } from './registry/records.js';
 import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
@@ -266,11 +266,10 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
         }
       }),
     );
-    // HOOK(issue 17, aliases): set each alias here, once its model's versions are at the
-    // destination — `aliases` holds (name, alias, version) from the source's layout (modelstore's
-    // states, src/layouts/modelstore.ts). Until the registry has aliases they are reported only.
+    // A source layout's tags (modelstore's states) arrive as the model's aliases document, copied
+    // with its versions; a tag that is no valid alias name is said, not set.
     for (const a of aliases) {
-      progress.note(`not imported: ${a.origin} tags ${a.name} v${a.version}; this registry has no aliases yet, so no alias ${a.alias} was set`);
+      if (!isValidAlias(a.alias)) progress.note(`not imported: ${a.origin} tags ${a.name} v${a.version}, but ${JSON.stringify(a.alias)} is no alias name (${ALIAS_RULE})`);
     }
   } finally {
     progress.stop();

@@ -98,8 +98,10 @@ for (const store of stores) {
     const from = await envFile(`from-${store.written.uploads[0]!.model_id}.env`, store.vars);
     const destDir = path.join(work, `dest-${store.written.uploads[0]!.model_id}`);
     const to = await envFile(`to-${store.written.uploads[0]!.model_id}.env`, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: destDir });
-    // Per version: record + history bytes; per model: the current object. intent 3, entities 2.
-    const OBJECTS = 3 * 2 + 1 + 2 * 2 + 1;
+    // Per version: record + history bytes; per model: the current object. intent 3, entities 2;
+    // and per model a state tags, its aliases document.
+    const tagged = new Set(Object.values(store.written.states).flatMap((pairs) => pairs.map(([domain]) => domain)));
+    const OBJECTS = 3 * 2 + 1 + 2 * 2 + 1 + tagged.size;
 
     const dry = await run({ from, to, dryRun: true });
     t.equal(dry.summary.wouldCopy, OBJECTS, dry.out);
@@ -110,16 +112,19 @@ for (const store of stores) {
     t.equal(first.summary.copied, OBJECTS);
     t.match(first.out, /^importing modelstore from /m);
     t.match(first.out, /^copied intent v3 \(\d+ B\)$/m);
-    // The hook for issue 17 (aliases): every state is reported, none is faked.
     const expected = expectedVersions(store.written);
+    t.notMatch(first.out, /not imported/, 'every state became an alias');
+
+    const r = await start(t, { LOCAL_STORAGE_DIR: destDir });
+    // Each state is an alias on the version it tags: domain@state serves that version.
     for (const [state, pairs] of Object.entries(store.written.states)) {
       for (const [domain, id] of pairs) {
         const version = expected[domain]!.find(([, m]) => m === id)![0];
-        t.match(first.out, new RegExp(`^not imported: modelstore state ${state} of model ${id} tags ${domain} v${version}; this registry has no aliases yet, so no alias ${state} was set$`, 'm'));
+        const meta = (await (await fetch(`${r.url}/models/${domain}@${state}/meta`)).json()) as { version: number; aliases: string[] };
+        t.equal(meta.version, version, `${domain}@${state} is v${version} (modelstore model ${id})`);
+        t.ok(meta.aliases.includes(state));
       }
     }
-
-    const r = await start(t, { LOCAL_STORAGE_DIR: destDir });
     const storage = await storageOf(t, store.vars);
     const catalogue = await readModelstore(storage, 'test.env');
     const listed = (await (await fetch(`${r.url}/models`)).json()) as { models: { name: string }[] };

@@ -70,7 +70,7 @@ export async function openLayout(
   try {
     const { importModelstore } = await import('./modelstore.js');
     const found = await importModelstore(storage, where, limit);
-    return { store: new VirtualStore('modelstore', found.models, () => storage.close()), failures: found.failures, aliases: found.aliases };
+    return { store: new VirtualStore('modelstore', found.models, () => storage.close(), found.aliases), failures: found.failures, aliases: found.aliases };
   } catch (err) {
     await storage.close().catch(() => {});
     throw err;

@@ -9,10 +9,13 @@
  * again while copying), idempotent reruns (same records and metadata → skipped), conflicts left
  * alone. Writing methods throw: an importer's source is only ever read.
  */
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { NotFoundError } from '../errors.js';
-import { keys, type Labels } from '../registry/names.js';
+import { encodeAliases, type Aliases } from '../registry/aliases.js';
+import { isValidAlias, keys, type Labels } from '../registry/names.js';
 import { encodeMetadata } from '../registry/records.js';
+import type { AliasToSet } from './index.js';
 import type { ObjectInfo, ReadOptions, Storage, StorageCapabilities } from '../storage/types.js';
 
 /** One version as the importer found it. */
@@ -49,9 +52,10 @@ export class VirtualStore implements Storage {
    * `lastModified` of every object: the import's creation time (no source object stands for a
    * record). `close` releases what the importer opened.
    */
-  constructor(kind: string, models: ImportedModel[], close: () => Promise<void>) {
+  constructor(kind: string, models: ImportedModel[], close: () => Promise<void>, aliases: AliasToSet[] = []) {
     this.kind = kind;
     this.#close = close;
+    this.#addAliases(models, aliases);
     for (const model of models) {
       for (const v of model.versions) {
         const metadata = encodeMetadata({ version: v.version, sha256: v.sha256, createdAt: v.createdAt, labels: v.labels });
@@ -70,6 +74,30 @@ export class VirtualStore implements Storage {
         const entry = this.#entries.get(keys.history(model.name, newest.version))!;
         this.#entries.set(keys.current(model.name), { info: { ...entry.info, key: keys.current(model.name) }, open: entry.open });
       }
+    }
+  }
+
+  /**
+   * The aliases document of each model the source tags (modelstore's states), as the registry
+   * writes it; updatedAt is the tagged version's creation time, so a rerun is identical.
+   */
+  #addAliases(models: ImportedModel[], aliases: AliasToSet[]): void {
+    const byModel = new Map<string, Aliases>();
+    for (const a of aliases) {
+      const v = models.find((m) => m.name === a.name)?.versions.find((x) => x.version === a.version);
+      if (!v || !isValidAlias(a.alias)) continue;
+      const doc = byModel.get(a.name) ?? new Map();
+      doc.set(a.alias, { version: v.version, sha256: v.sha256, updatedAt: v.createdAt });
+      byModel.set(a.name, doc);
+    }
+    for (const [name, doc] of byModel) {
+      const body = Buffer.from(encodeAliases(doc));
+      const key = keys.aliases(name);
+      const token = `aliases-${createHash('sha256').update(body).digest('hex')}`;
+      this.#entries.set(key, {
+        info: { key, size: body.length, token, lastModified: new Date(0), metadata: {} },
+        open: async (o) => Readable.from([o?.range ? body.subarray(o.range.start, o.range.end + 1) : body]),
+      });
     }
   }
 

@@ -97,7 +97,7 @@ export class AliasStore {
       const aliases: Aliases = new Map(state.aliases);
       if (!(await change(aliases))) return aliases;
       if (aliases.size > MAX_ALIASES) throw errors.tooManyAliases(name, MAX_ALIASES);
-      const body = Buffer.from(encode(aliases));
+      const body = Buffer.from(encodeAliases(aliases));
       const staged = await this.#storage.stage(keys.aliases(name), Readable.from([body]));
       try {
         await this.#storage.commit(staged, {}, state.token === undefined ? { ifNoneMatch: true } : { ifMatch: state.token });
@@ -146,7 +146,8 @@ function cacheKey(info: ObjectInfo): string {
   return `${info.key}\n${info.token}\n${info.size}`;
 }
 
-function encode(aliases: Aliases): string {
+/** The document as stored (importers write it the same way, so reruns compare equal). */
+export function encodeAliases(aliases: Aliases): string {
   const sorted = [...aliases].sort(([a], [b]) => (a < b ? -1 : 1));
   return `${JSON.stringify({ aliases: Object.fromEntries(sorted) }, null, 1)}\n`;
 }
