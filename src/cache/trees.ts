@@ -4,7 +4,7 @@
  * extracted (archives put in storage by other tools were never validated), then extracted into
  * a temp directory by `tar` with its own path protections, and renamed into place.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -21,6 +21,8 @@ export interface ManifestEntry {
   type: 'file' | 'directory' | 'symlink';
   /** Target of a symlink, as stored. */
   target?: string;
+  /** SHA-256 (hex) of a regular file's content: what /ui's compare tells changed files by. */
+  sha256?: string;
 }
 
 export interface Tree {
@@ -39,9 +41,10 @@ export interface Tree {
 const PARSED_ENTRIES = 200_000;
 /**
  * Written into each manifest; trees of another format are extracted again. 2: modes normalised
- * (a tree extracted before kept the archive's, which could lock a non-root server out).
+ * (a tree extracted before kept the archive's, which could lock a non-root server out). 3: each
+ * regular file's sha256.
  */
-const FORMAT = 2;
+const FORMAT = 3;
 
 export class TreeStore {
   #dir: string;
@@ -185,7 +188,7 @@ export class TreeStore {
           } else if (entry.isFile()) {
             await fs.chmod(full, 0o644);
             const { size, nlink, dev, ino } = await fs.stat(full);
-            files.push({ path: rel, size, type: 'file' });
+            files.push({ path: rel, size, type: 'file', sha256: await fileDigest(full) });
             if (nlink > 1) {
               const id = `${dev}:${ino}`;
               const seen = linked.get(id);
@@ -218,6 +221,13 @@ export class TreeStore {
       throw isDiskError(err) ? new CacheDiskError(err) : err;
     }
   }
+}
+
+/** SHA-256 (hex) of a file, read once after extraction. */
+async function fileDigest(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(file), hash);
+  return hash.digest('hex');
 }
 
 /**
