@@ -159,6 +159,7 @@ async function render() {
   if (id !== renderId) return; // a newer navigation won
   main.replaceChildren(...[content].flat().filter(Boolean));
   document.body.dataset.view = r.view;
+  document.body.dataset.renders = String(Number(document.body.dataset.renders ?? 0) + 1);
   // Milliseconds from the navigation's start until this view was in the page (fetches included).
   document.body.dataset.renderedAt = String(Math.round(performance.now()));
 }
@@ -197,7 +198,16 @@ async function listView({ params }) {
   h('label', {}, 'Per page', h('select', { name: 'limit' }, ['50', '100', '500', '1000'].map((n) => h('option', { value: n, selected: n === limit }, n)))),
   h('button', { type: 'submit' }, 'Search'));
 
-  const page = await api(`/models?${query}`);
+  let page;
+  try {
+    page = await api(`/models?${query}`);
+  } catch (err) {
+    // The search stays on the page, with the registry's word on what is wrong with it.
+    if (!(err instanceof ApiError) || err.status === 401) throw err;
+    status.append(notice('error', describe(err)));
+    return [h('section', {}, form, status)];
+  }
+  const building = performance.now();
   const tbody = h('tbody');
   const rows = document.createDocumentFragment();
   for (const m of page.models) {
@@ -213,6 +223,8 @@ async function listView({ params }) {
   const table = h('table', { id: 'models' },
     h('thead', {}, h('tr', {}, h('th', {}, 'Model'), h('th', { class: 'num' }, 'Version'), h('th', { class: 'num' }, 'Size'), h('th', { class: 'num' }, 'Updated'), h('th', {}, 'Aliases'), h('th', {}, 'Labels'))),
     tbody);
+  // How long the rows took to build (shown to the test; the API call is not in it).
+  document.body.dataset.buildMs = String(Math.round(performance.now() - building));
   const here = { prefix, labels: labelText, alias, sort, limit };
   const pager = (top) => h('div', { class: 'pager' },
     h('span', { class: 'muted', id: top ? 'count' : undefined }, `${page.models.length} model${page.models.length === 1 ? '' : 's'}${cursor ? ' (a later page)' : ''}`),
