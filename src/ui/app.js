@@ -40,7 +40,7 @@ function bytes(n) {
 const when = (iso) => (iso ? iso.replace('T', ' ').replace(/\.\d+Z$|Z$/, ' UTC') : '');
 const shortDigest = (hex) => (hex ? `${hex.slice(0, 12)}…` : '');
 /** A model name in an API path (a `/` of a namespace stays a separator). */
-const namePath = (name) => name.split('/').map(encodeURIComponent).join('/');
+const namePath = (name) => name.split('/').map((s) => encodeURIComponent(s).replace(/%40/g, '@')).join('/');
 const filePath = (p) => p.split('/').map(encodeURIComponent).join('/');
 
 function token() { return sessionStorage.getItem(TOKEN_KEY) ?? ''; }
