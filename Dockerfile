@@ -31,6 +31,8 @@ WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY package.json openapi.yaml ./
+# The web page (/ui) is served from the source tree, as openapi.yaml is: no build step of its own.
+COPY src/ui ./src/ui
 # ./data/models (LOCAL_STORAGE_DIR) and ./data/cache (CACHE_DIR), relative to /app.
 RUN mkdir -p /app/data/models /app/data/cache && chown -R node:node /app/data
 USER node

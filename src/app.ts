@@ -16,6 +16,7 @@ import { Watcher } from './registry/watch.js';
 import { metricsRoutes } from './routes/metrics.js';
 import modelRoutes from './routes/models/index.js';
 import systemRoutes from './routes/system.js';
+import uiRoutes from './routes/ui.js';
 import { createStorage, type Storage } from './storage/index.js';
 import { instrument } from './storage/instrumented.js';
 import { CENSOR, mergeSecrets, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
@@ -215,5 +216,6 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
   await app.register(errorHandling);
   await app.register(systemRoutes, { readyTimeoutMs: Math.min(config.STORAGE_TIMEOUT, 5000) });
   await app.register(modelRoutes);
+  await app.register(uiRoutes);
   return app;
 }

@@ -348,10 +348,10 @@ t.test('files: manifest and single files from the extracted archive', async (t) 
   t.equal(manifest.version, 1);
   t.same(manifest.files, [
     { path: 'model', size: 0, type: 'directory' },
-    { path: 'model/config.json', size: 12, type: 'file' },
-    { path: 'model/empty.txt', size: 0, type: 'file' },
+    { path: 'model/config.json', size: 12, type: 'file', sha256: sha256(Buffer.from('{"labels":3}')) },
+    { path: 'model/empty.txt', size: 0, type: 'file', sha256: sha256(Buffer.alloc(0)) },
     { path: 'model/latest', size: 0, type: 'symlink', target: 'weights.bin' },
-    { path: 'model/weights.bin', size: 10_000, type: 'file' },
+    { path: 'model/weights.bin', size: 10_000, type: 'file', sha256: sha256(weights) },
   ]);
   const config = await fetch(`${r.url}/models/f/files/model/config.json`);
   t.equal(config.headers.get('content-type'), 'application/json');

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs the Debian packages whose programs the tests run as subprocesses: pigz, rsync, git and
-# GNU tar.
+# Installs the Debian packages whose programs the tests run as subprocesses: pigz, rsync, git,
+# GNU tar, and Chromium (headless, driven by playwright-core in test/ui/) with a font for its text.
 # Nothing is done when they are all there; otherwise `apt-get update` once, then
 # `apt-get install -y --no-install-recommends` of the missing ones (as root; anyone else is told
 # the command to run). Versions are the distribution's.
@@ -12,6 +12,10 @@ missing=()
 command -v pigz >/dev/null 2>&1 || missing+=(pigz)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+# The browser tests launch /usr/bin/chromium by that path (no browser download of Playwright's own).
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+# Any font will do for the screenshots; DejaVu is Debian's default.
+[[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]] || missing+=(fonts-dejavu-core)
 if ! command -v tar >/dev/null 2>&1; then
   missing+=(tar)
 elif ! tar --version 2>/dev/null | head -n 1 | grep -q 'GNU tar'; then
@@ -35,6 +39,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >&2
 apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 for p in "${missing[@]}"; do
+  [[ $p == fonts-* ]] && continue
   if ! command -v "$p" >/dev/null 2>&1; then
     echo "install-system: apt-get installed $p but '$p' is still not on PATH" >&2
     exit 1

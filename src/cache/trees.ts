@@ -7,7 +7,7 @@
  * hold back the next chunk, so memory stays bounded and the event loop free whatever the
  * archive expands to (a gzip bomb inflated by node-tar's synchronous zlib took gigabytes).
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -25,6 +25,8 @@ export interface ManifestEntry {
   type: 'file' | 'directory' | 'symlink';
   /** Target of a symlink, as stored. */
   target?: string;
+  /** SHA-256 (hex) of a regular file's content: what /ui's compare tells changed files by. */
+  sha256?: string;
 }
 
 export interface Tree {
@@ -43,9 +45,10 @@ export interface Tree {
 const PARSED_ENTRIES = 200_000;
 /**
  * Written into each manifest; trees of another format are extracted again. 2: modes normalised
- * (a tree extracted before kept the archive's, which could lock a non-root server out).
+ * (a tree extracted before kept the archive's, which could lock a non-root server out). 3: each
+ * regular file's sha256.
  */
-const FORMAT = 2;
+const FORMAT = 3;
 
 export class TreeStore {
   #dir: string;
@@ -189,7 +192,7 @@ export class TreeStore {
           } else if (entry.isFile()) {
             await fs.chmod(full, 0o644);
             const { size, nlink, dev, ino } = await fs.stat(full);
-            files.push({ path: rel, size, type: 'file' });
+            files.push({ path: rel, size, type: 'file', sha256: await fileDigest(full) });
             if (nlink > 1) {
               const id = `${dev}:${ino}`;
               const seen = linked.get(id);
@@ -257,6 +260,13 @@ async function unpackInto(blob: string, options: ConstructorParameters<typeof Un
   // An error of Unpack's (an unrecoverable warning) must not leave a write waiting for 'drain'.
   unpack.on('error', (err: Error) => sink.destroy(err));
   await pipeline(createReadStream(blob, { highWaterMark: CHUNK }), createGunzip({ chunkSize: CHUNK }), sink);
+}
+
+/** SHA-256 (hex) of a file, read once after extraction. */
+async function fileDigest(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(file), hash);
+  return hash.digest('hex');
 }
 
 /**

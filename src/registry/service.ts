@@ -448,6 +448,12 @@ export class ModelRegistry {
       });
       if (described) result.push(described);
     }
+    // Object metadata does not say where a version came from (it reads as an upload): the
+    // version's record does, when it has one (a rollback, a foreign object).
+    await Promise.all(result.map(async (v) => {
+      const record = await this.#records.read(name, v.version).catch(() => undefined);
+      if (record && record.sha256 === v.sha256) v.origin = record.origin;
+    }));
     return result.sort((a, b) => b.version - a.version);
   }
 

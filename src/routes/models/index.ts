@@ -45,6 +45,8 @@ export function view(model: ModelVersion) {
     labels: model.labels,
     storageKey: model.storageKey,
     etag: etagOf(model.sha256),
+    // upload, rollback or external (an object another tool wrote), when the registry knows.
+    ...(model.origin ? { origin: model.origin } : {}),
   };
 }
 
