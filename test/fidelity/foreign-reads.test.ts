@@ -84,7 +84,7 @@ t.test('local: another tool\'s file is read once and never touched', async (t) =
   t.equal(await storageCalls(r.url, 'get'), 1, `${CONCURRENT} concurrent cold GETs made exactly 1 storage read`);
   await readEverything(t, r.url, body);
   // /meta and /versions each read the model's aliases document (absent here): the archive no more.
-  t.equal(await storageCalls(r.url, 'get'), 3, 'and HEAD, /meta, /files, /versions no more of the archive (served from the cache), 2 of the aliases document');
+  t.equal(await storageCalls(r.url, 'get'), 4, 'and HEAD, /meta, /files, /versions no more of the archive (served from the cache): 2 of the aliases document, 1 of the record (/versions tells its origin)');
   t.equal(await storageCalls(r.url, 'copy'), 0, 'no storage copy (no copy onto itself, no link into the cache)');
 
   const after = await fileTree(r.dir);
@@ -130,7 +130,7 @@ t.test('MinIO: an object `aws s3 cp` wrote is read once and never written', asyn
 
   t.equal(callsTo(afterGets, 's3.GetObject', bucket, 'foreign.tar.gz').length, 1, `MinIO served exactly 1 GetObject of the object for ${CONCURRENT} cold GETs`);
   t.equal(callsTo(calls, 's3.GetObject', bucket, 'foreign.tar.gz').length, 1, 'and none more for HEAD, /meta, /files, /versions');
-  t.equal(await storageCalls(r.url, 'get'), 3, 'the registry\'s /metrics count 3 storage reads in all: the object, and the aliases document for /meta and /versions');
+  t.equal(await storageCalls(r.url, 'get'), 4, 'the registry\'s /metrics count 4 storage reads in all: the object, the aliases document for /meta and /versions, the record for /versions');
   const onKey: TraceCall[] = calls.filter((c) => c.path === `/${bucket}/foreign.tar.gz`);
   t.same([...new Set(onKey.map((c) => c.funcname))].filter((f) => f !== 's3.GetObject' && f !== 's3.HeadObject'), [], 'every call on the object was a read (GetObject / HeadObject)');
   const writes = calls.filter((c) => /Put|Copy|Multipart|Delete|Tagging|Retention|LegalHold/.test(c.funcname));
@@ -160,7 +160,7 @@ async function cloudCase(
   await coldGets(t, r.url, body);
   t.equal(await storageCalls(r.url, 'get'), 1, `${CONCURRENT} concurrent cold GETs made exactly 1 storage read`);
   await readEverything(t, r.url, body);
-  t.equal(await storageCalls(r.url, 'get'), 3, 'and HEAD, /meta, /files, /versions no more of the object, 2 of the aliases document');
+  t.equal(await storageCalls(r.url, 'get'), 4, 'and HEAD, /meta, /files, /versions no more of the object: 2 of the aliases document, 1 of the record (/versions tells its origin)');
   t.equal(await storageCalls(r.url, 'copy'), 0, 'no storage copy');
   t.same(await tool.properties(), before, 'the object is unchanged (ETag / generation, last modified, metadata)');
 }
