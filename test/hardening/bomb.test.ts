@@ -91,7 +91,8 @@ t.test('a gzip bomb accepted at upload extracts in bounded memory, and /healthz 
   await Promise.all([sampler, prober]);
   t.comment(`extraction took ${Date.now() - began} ms; peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB; slowest /healthz ${worst.toFixed(0)} ms`);
   t.equal(listing!.status, 200, 'the files are listed: an archive accepted at upload extracts');
-  t.same(listing!.body.files, [{ path: 'zeros.bin', size: FILE_BYTES, type: 'file' }], 'with the whole file');
+  t.match(listing!.body.files, [{ path: 'zeros.bin', size: FILE_BYTES, type: 'file', sha256: /^[0-9a-f]{64}$/ }], 'with the whole file (and its digest)');
+  t.equal(listing!.body.files?.length, 1);
   t.ok(peak < MAX_RSS, `peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB < ${MAX_RSS / 2 ** 20} MiB`);
   t.ok(worst < MAX_HEALTHZ_MS, `slowest /healthz ${worst.toFixed(0)} ms < ${MAX_HEALTHZ_MS} ms`);
   const again = await fetch(`${server.url}/models/bomb/files/zeros.bin`, { headers: { range: 'bytes=-4' } });
