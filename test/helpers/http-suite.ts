@@ -347,7 +347,9 @@ t.test('bad names are refused before anything is read', async (t) => {
   // fetch normalises '..' away, so send the raw path.
   const { request } = await import('node:http');
   const raw = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-    request(`${url}/models/..`, { method: 'GET' }, (res) => {
+    // The path as given (a URL string would be normalised to `/`, which redirects to the page).
+    const { hostname, port } = new URL(url);
+    request({ hostname, port, path: '/models/..', method: 'GET' }, (res) => {
       let body = '';
       res.on('data', (c) => (body += c));
       res.on('end', () => resolve({ status: res.statusCode!, body }));
