@@ -6,18 +6,15 @@
  * bytes unchanged and modelstore's metadata as labels, checked through a registry's HTTP API.
  */
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import pino from 'pino';
 import t, { type Test } from 'tap';
-import { loadConfig } from '../src/config.js';
 import { readModelstore } from '../src/layouts/modelstore.js';
-import { migrate, type MigrateOptions, type Output } from '../src/migrate.js';
-import { createStorage, type Storage } from '../src/storage/index.js';
 import { minioEnv } from './helpers/cloud.js';
 import { startMinio } from './helpers/emulators.js';
 import { start, tempDir } from './helpers/server.js';
 import { python } from './helpers/tools.js';
+import { envFile as writeEnv, runMigrate, storageOf as openStorage } from './helpers/migrate.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const minio = await startMinio();
@@ -30,24 +27,9 @@ interface Written {
   states: Record<string, [string, string][]>;
 }
 
-async function envFile(name: string, vars: Record<string, string>): Promise<string> {
-  const file = path.join(work, name);
-  await writeFile(file, Object.entries(vars).map(([k, v]) => `${k}="${v}"\n`).join(''));
-  return file;
-}
-
-async function storageOf(tt: Test, env: Record<string, string>): Promise<Storage> {
-  const storage = await createStorage(loadConfig({ ...env, LOG_LEVEL: 'silent' }), pino({ level: 'silent' }), { readOnly: true });
-  tt.teardown(() => storage.close());
-  return storage;
-}
-
-const collector = (): Output & { text: string } => ({ text: '', isTTY: false, write(s: string) { this.text += s; } });
-async function run(options: Omit<MigrateOptions, 'stdout' | 'stderr'>) {
-  const stdout = collector();
-  const summary = await migrate({ stderr: collector(), fromLayout: 'modelstore', ...options, stdout });
-  return { summary, out: stdout.text };
-}
+const envFile = (name: string, vars: Record<string, string>) => writeEnv(work, name, vars);
+const storageOf = (tt: Test, env: Record<string, string>) => openStorage(tt, env, { readOnly: true });
+const run = (options: Parameters<typeof runMigrate>[0]) => runMigrate({ fromLayout: 'modelstore', ...options });
 
 // ---- the two real stores ----
 const localRoot = path.join(work, 'modelstore-root');

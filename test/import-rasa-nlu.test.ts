@@ -10,31 +10,20 @@ import { existsSync, statSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import { migrate, type MigrateOptions, type Output } from '../src/migrate.js';
 import { sha256 } from './helpers/assert.js';
 import { ferretEnv, minioEnv } from './helpers/cloud.js';
 import { startFerretDb, startMinio } from './helpers/emulators.js';
 import { start, tempDir } from './helpers/server.js';
 import { python, venvBin } from './helpers/tools.js';
+import { collector, envFile as writeEnv, runMigrate } from './helpers/migrate.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const [ferret, minio] = await Promise.all([startFerretDb(), startMinio()]);
 t.teardown(() => Promise.all([ferret.dispose(), minio.dispose()]));
 const work = await tempDir(t, 'mr-rasa-nlu-');
 
-async function envFile(name: string, vars: Record<string, string>): Promise<string> {
-  const file = path.join(work, name);
-  await writeFile(file, Object.entries(vars).map(([k, v]) => `${k}="${v}"\n`).join(''));
-  return file;
-}
-
-const collector = (isTTY = false): Output & { text: string } => ({ text: '', isTTY, columns: 200, write(s: string) { this.text += s; } });
-
-async function run(options: Omit<MigrateOptions, 'stdout' | 'stderr'> & { stderr?: Output }) {
-  const stdout = collector();
-  const summary = await migrate({ stderr: collector(), fromLayout: 'rasa-nlu-mongodb', ...options, stdout });
-  return { summary, out: stdout.text };
-}
+const envFile = (name: string, vars: Record<string, string>) => writeEnv(work, name, vars);
+const run = (options: Parameters<typeof runMigrate>[0]) => runMigrate({ fromLayout: 'rasa-nlu-mongodb', ...options });
 
 type FileSpec = { text: string } | { base64: string };
 interface DocSpec { model_name?: string; files?: Record<string, FileSpec>; raw?: Record<string, unknown> }

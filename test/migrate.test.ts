@@ -8,16 +8,14 @@ import { existsSync, statSync } from 'node:fs';
 import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
-import pino from 'pino';
-import t, { type Test } from 'tap';
-import { loadConfig } from '../src/config.js';
-import { migrate, type MigrateOptions, type Output } from '../src/migrate.js';
-import { createStorage, type Storage } from '../src/storage/index.js';
+import t from 'tap';
+import type { Storage } from '../src/storage/index.js';
 import { model } from './helpers/archives.js';
 import { sha256 } from './helpers/assert.js';
 import { azuriteEnv, minioEnv } from './helpers/cloud.js';
 import { startAzurite, startMinio } from './helpers/emulators.js';
 import { put, start, tempDir } from './helpers/server.js';
+import { collector, envFile as writeEnv, runMigrate, storageOf } from './helpers/migrate.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const [minio, azurite] = await Promise.all([startMinio(), startAzurite()]);
@@ -26,25 +24,8 @@ t.teardown(() => Promise.all([minio.dispose(), azurite.dispose()]));
 /** A directory holding the .env files; local storage dirs are given relative to it. */
 const work = await tempDir(t, 'mr-migrate-');
 
-async function envFile(name: string, vars: Record<string, string>): Promise<string> {
-  const file = path.join(work, name);
-  await writeFile(file, Object.entries(vars).map(([k, v]) => `${k}="${v}"\n`).join(''));
-  return file;
-}
-
-const collector = (isTTY = false): Output & { text: string } => ({ text: '', isTTY, columns: 200, write(s: string) { this.text += s; } });
-
-async function run(options: Omit<MigrateOptions, 'stdout' | 'stderr'> & { stderr?: Output }) {
-  const stdout = collector();
-  const summary = await migrate({ stderr: collector(), ...options, stdout });
-  return { summary, out: stdout.text };
-}
-
-async function storageOf(tt: Test, env: Record<string, string>): Promise<Storage> {
-  const storage = await createStorage(loadConfig({ ...env, LOG_LEVEL: 'silent' }), pino({ level: 'silent' }));
-  tt.teardown(() => storage.close());
-  return storage;
-}
+const envFile = (name: string, vars: Record<string, string>) => writeEnv(work, name, vars);
+const run = runMigrate;
 
 async function keysIn(storage: Storage, prefix = ''): Promise<string[]> {
   const out: string[] = [];

@@ -14,7 +14,7 @@ import { Readable } from 'node:stream';
 import { NotFoundError } from '../errors.js';
 import { encodeAliases, type Aliases } from '../registry/aliases.js';
 import { isValidAlias, keys, type Labels } from '../registry/names.js';
-import { encodeMetadata } from '../registry/records.js';
+import { encodeMetadata, encodeRecord } from '../registry/records.js';
 import type { AliasToSet } from './index.js';
 import type { ObjectInfo, ReadOptions, Storage, StorageCapabilities } from '../storage/types.js';
 
@@ -60,13 +60,10 @@ export class VirtualStore implements Storage {
       for (const v of model.versions) {
         const metadata = encodeMetadata({ version: v.version, sha256: v.sha256, createdAt: v.createdAt, labels: v.labels });
         const info = (key: string, size: number, token: string): ObjectInfo => ({ key, size, token, lastModified: new Date(v.createdAt), metadata });
-        // The record, byte for byte what the registry writes (records.ts encodeRecord): the same
-        // version read twice is the same record, so a rerun compares equal.
-        const record = Buffer.from(JSON.stringify({ version: v.version, sha256: v.sha256, size: v.size, createdAt: v.createdAt, labels: v.labels, origin: 'upload' }));
-        this.#entries.set(keys.record(model.name, v.version), {
-          info: { ...info(keys.record(model.name, v.version), record.length, `record-${v.sha256}`), metadata: {} },
-          open: async (o) => Readable.from([o?.range ? record.subarray(o.range.start, o.range.end + 1) : record]),
-        });
+        // The record, byte for byte what the registry writes: the same version read twice is the
+        // same record, so a rerun compares equal.
+        const record = encodeRecord({ version: v.version, sha256: v.sha256, size: v.size, createdAt: v.createdAt, labels: v.labels, origin: 'upload' });
+        this.#setBytes(keys.record(model.name, v.version), Buffer.from(record), `record-${v.sha256}`, new Date(v.createdAt));
         this.#entries.set(keys.history(model.name, v.version), { info: info(keys.history(model.name, v.version), v.size, v.sha256), open: v.open });
       }
       const newest = model.versions.at(-1);
@@ -92,13 +89,16 @@ export class VirtualStore implements Storage {
     }
     for (const [name, doc] of byModel) {
       const body = Buffer.from(encodeAliases(doc));
-      const key = keys.aliases(name);
-      const token = `aliases-${createHash('sha256').update(body).digest('hex')}`;
-      this.#entries.set(key, {
-        info: { key, size: body.length, token, lastModified: new Date(0), metadata: {} },
-        open: async (o) => Readable.from([o?.range ? body.subarray(o.range.start, o.range.end + 1) : body]),
-      });
+      this.#setBytes(keys.aliases(name), body, `aliases-${createHash('sha256').update(body).digest('hex')}`, new Date(0));
     }
+  }
+
+  /** A small object of the registry's own (a record, an aliases document), held in memory. */
+  #setBytes(key: string, body: Buffer, token: string, lastModified: Date): void {
+    this.#entries.set(key, {
+      info: { key, size: body.length, token, lastModified, metadata: {} },
+      open: async (o) => Readable.from([o?.range ? body.subarray(o.range.start, o.range.end + 1) : body]),
+    });
   }
 
   async init(): Promise<void> {}

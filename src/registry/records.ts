@@ -121,7 +121,8 @@ export class VersionRecords {
   }
 }
 
-function encodeRecord(r: VersionRecord): string {
+/** A record as stored (importers write theirs with it, so a rerun compares equal). */
+export function encodeRecord(r: VersionRecord): string {
   const { version, sha256, size, createdAt, labels, origin } = r;
   return JSON.stringify({ version, sha256, size, createdAt, labels, origin });
 }
