@@ -12,19 +12,10 @@ import t, { type Test } from 'tap';
 import { model } from '../helpers/archives.js';
 import { ensureBuilt } from '../helpers/build.js';
 import { sha256 } from '../helpers/assert.js';
-import { freePort, spawnServer, type ServerProcess } from '../helpers/process.js';
+import { freePort, spawnServer, until, type ServerProcess } from '../helpers/process.js';
 import { tempDir } from '../helpers/server.js';
 
 ensureBuilt();
-
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 const exited = (p: ServerProcess['child']) =>
   new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {

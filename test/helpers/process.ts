@@ -49,3 +49,13 @@ export async function killHard(p: ServerProcess): Promise<void> {
   p.child.kill('SIGKILL');
   await exited;
 }
+
+/** Waits until `check` holds (every 20 ms); throws `timed out waiting for <what>` after `ms`. */
+export async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

@@ -10,7 +10,7 @@ import t from 'tap';
 import { model } from '../helpers/archives.js';
 import { ensureBuilt } from '../helpers/build.js';
 import { sha256 } from '../helpers/assert.js';
-import { spawnServer, type ServerProcess } from '../helpers/process.js';
+import { spawnServer, until, type ServerProcess } from '../helpers/process.js';
 import { put, start, tempDir } from '../helpers/server.js';
 
 ensureBuilt();
@@ -19,15 +19,6 @@ const staged = async (dir: string) => {
   const names = await fs.readdir(path.join(dir, '.uploads')).catch(() => [] as string[]);
   return names.filter((n) => n.endsWith('.part'));
 };
-
-async function until(what: string, check: () => boolean | Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
 
 const exited = (p: ServerProcess) =>
   new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
