@@ -471,6 +471,12 @@ function translate(err: unknown, key?: string): unknown {
     const detail = err instanceof MongoServerError && err.codeName ? err.codeName : `${err.name}: ${err.message}`;
     return new StorageUnavailableError('mongodb', detail.slice(0, 160), { cause: err });
   }
+  // A socket that closes while the driver is between operations may reach us as the bare Node
+  // error rather than a MongoNetworkError; it is an outage all the same (503, not 500).
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^(ECONN|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ERR_STREAM_PREMATURE_CLOSE)/.test(code)) {
+    return new StorageUnavailableError('mongodb', code, { cause: err });
+  }
   return err;
 }
 

@@ -167,7 +167,10 @@ t.test('an outage gives StorageUnavailableError within seconds, and the same ins
     const started = Date.now();
     const results = await Promise.allSettled([s.head('o.tar.gz'), s.get('o.tar.gz'), s.stage('o.tar.gz', body('during')), s.ping()]);
     const elapsed = Date.now() - started;
-    for (const r of results) t.type(r.status === 'rejected' ? r.reason : r, StorageUnavailableError);
+    for (const [i, r] of results.entries()) {
+      const got = r.status === 'rejected' ? r.reason : r.value;
+      t.type(got, StorageUnavailableError, `${['head', 'get', 'stage', 'ping'][i]}: ${got instanceof Error ? `${got.name}: ${got.message}` : JSON.stringify(got)}`);
+    }
     t.ok(elapsed < 15_000, `rejected after ${elapsed} ms`);
   } finally {
     await emulator.restart();
