@@ -529,10 +529,30 @@ export class ModelRegistry {
       if (!found && (await this.#records.read(name, scan.max))) found = true; // a delete a crash interrupted
       await this.#records.tombstone(name, scan.max);
     }
+    await this.#sweepRacingWrites(name, scan.max);
     if (!found) throw errors.modelNotFound(name);
     this.#remembered.delete(name);
     await this.#cache?.forget(name);
     this.changes.emit('change', name);
+  }
+
+  /**
+   * A PUT that ran beside this DELETE may have stored a version after the history was looked at
+   * (and kept the old current in history again), then published it before the current object
+   * went. A 204 means every byte of the name is gone, so what it left goes too, until nothing is
+   * left, unless a PUT made the model current again since: then it lives on, as a PUT after the
+   * DELETE. A publish whose bytes go this way fails with 409 CONCURRENT_UPDATE.
+   */
+  async #sweepRacingWrites(name: string, tombstoned: number): Promise<void> {
+    for (let pass = 0; pass < 5; pass++) {
+      const left = await this.#records.scan(name);
+      if (left.bytes.size === 0 && left.max <= tombstoned) return;
+      if (await this.#current(name)) return;
+      for (const version of left.bytes.keys()) await this.storage.delete(keys.history(name, version));
+      for (const version of left.records) if (version !== left.max) await this.#records.remove(name, version);
+      if (left.max > tombstoned) await this.#records.tombstone(name, left.max);
+      tombstoned = Math.max(tombstoned, left.max);
+    }
   }
 
   /** Throws 412 when the current version is no longer `checked` (the one a condition held for). */
