@@ -20,6 +20,7 @@ import uiRoutes from './routes/ui.js';
 import { createStorage, type Storage } from './storage/index.js';
 import { instrument } from './storage/instrumented.js';
 import { CENSOR, mergeSecrets, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
+import { capConnections } from './http/connections.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -139,7 +140,8 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
       socket.destroy(err);
     },
   });
-  if (config.MAX_CONNECTIONS > 0) app.server.maxConnections = config.MAX_CONNECTIONS;
+  // At the cap, the connection idle longest makes room (see http/connections.ts).
+  capConnections(app.server, config.MAX_CONNECTIONS, () => app.log.debug('MAX_CONNECTIONS reached: closed the connection idle longest'));
   // A request arriving on an open connection once shutdown began: 503, and the connection
   // closes (Fastify adds Connection: close), so the client retries on another replica.
   let closing = false;
