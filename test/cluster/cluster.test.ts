@@ -92,7 +92,7 @@ t.test('compare-and-swap across replicas: 200 racing If-Match PUTs through nginx
   t.same(other, [], 'every attempt is a 200 or a 412');
   t.equal(wins.length + refused.length, ATTEMPTS);
   t.ok(refused.length > 0, 'the writers did race (some lost)');
-  t.ok(wins.length >= 10, 'and many won');
+  t.ok(wins.length >= 5, 'and several won');
   t.equal(upstreams.size, 3, 'the writes went through every replica');
   t.ok(refused.every((r) => /"error":"PRECONDITION_FAILED"/.test(r)), 'a lost race is 412 PRECONDITION_FAILED');
 
