@@ -144,6 +144,13 @@ t.test('unconditional PUTs racing through nginx: every 2xx is a retained version
       else other.push(`write ${i} via ${res.headers.get('x-upstream')}: ${res.status} ${text}`);
     }
   }));
+  // FAILS intermittently on 2026-12-03 (found by this test, most runs with another test loading
+  // the machine): a few writes get 503 STORAGE_UNAVAILABLE "the commit to .history/race/vN.json
+  // may have completed (its reply was lost, and checking failed: NotFoundError)". Two writers
+  // claim the same number N; the loser's conditional create is refused (412), src/storage/s3.ts
+  // then HEADs the record to see whether the write was its own (the lost-reply check) and finds
+  // it gone: the winner gave N back and a later publish's prune removed the tombstone. A lost
+  // claim should be retried with the next number, as it is when the record is still there.
   t.same(other, [], 'every write is acknowledged (a lost race is retried by the registry)');
   t.equal(new Set(acked.map((a) => a.version)).size, acked.length, 'no number given twice');
   const newest = acked.reduce((a, b) => (b.version > a.version ? b : a));
