@@ -140,7 +140,7 @@ export async function startCluster(t: Test, size: number, env: Record<string, st
   t.teardown(() => minio.dispose());
   // The default STORAGE_TIMEOUT (30 s), not the emulator tests' 5 s: on a loaded machine a MinIO
   // request of a busy cluster can stay silent for seconds, which is slowness, not an outage.
-  const storage = { ...minioEnv(minio), STORAGE_TIMEOUT: '30s', ...env };
+  const storage: Record<string, string> = { ...minioEnv(minio), STORAGE_TIMEOUT: '30s', ...env };
   const bucket = storage.BUCKET_NAME!;
   // The first replica creates the bucket; the others start once it exists.
   const replicas: Replica[] = [];
