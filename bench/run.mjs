@@ -6,11 +6,15 @@
  *   npm run bench -- --quick      64 MiB / 256 MiB, 1 repetition, < 2 min, prints only
  *   npm run bench -- --quick --write   quick, and append it to BENCHMARKS.md too
  *   options: --reps N, --load wrk|autocannon (default: wrk when installed), --no-build (use dist/ as is), --keep (keep the temp dir),
- *            --only local,minio,cold,rss (a subset of the workloads),
+ *            --only local,minio,cold,rss,cluster (a subset of the workloads),
  *            --cpu-prof (start the registry with node --cpu-prof; profiles kept in the temp dir)
  *
  * References: nginx (Debian package, installed with apt-get when missing) serving the same file
- * with sendfile; `cat > file` on the same disk; the AWS SDK talking to MinIO directly.
+ * with sendfile; the same work as a local PUT done by shell tools (`tee file | openssl dgst
+ * -sha256` beside `gzip -dc | tar -t`, then fsync), and `cat > file`, on the same disk; the AWS SDK
+ * talking to MinIO directly; 64 clients pulling one model through nginx in front of 1 and of 3
+ * replicas on one MinIO. Every row also gives the registry's CPU seconds per GiB moved (utime +
+ * stime of its processes, /proc/<pid>/stat) and, where measured, the reference's.
  * Plain ESM JavaScript: node built-ins, @aws-sdk/client-s3 + lib-storage (dependencies) and
  * autocannon (devDependency). Archives are random (incompressible) valid .tar.gz files, streamed
  * to disk and never held in memory.
@@ -38,13 +42,16 @@ const WRITE = flag('--write') || (!QUICK && !argv.includes('--only') && !flag('-
 const REPS = Number(opt('--reps', QUICK ? 1 : 3));
 const CPU_PROF = flag('--cpu-prof');
 /** --only local,minio,cold,rss: run only these groups of workloads (for profiling). */
-const ONLY = opt('--only', 'local,minio,cold,rss').split(',');
+const ONLY = opt('--only', 'local,minio,cold,rss,cluster').split(',');
 const want = (group) => ONLY.includes(group);
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 const LARGE = QUICK ? 64 * MiB : 1 * GiB;
 const HUGE = QUICK ? 256 * MiB : 4 * GiB;
 const SMALL = 1 * MiB;
+/** The model 64 clients pull through 1 and through 3 replicas behind nginx (SPEC §7). */
+const PULLED = QUICK ? 32 * MiB : 256 * MiB;
+const PULL_CLIENTS = 64;
 const AC_SECONDS = QUICK ? 3 : 10;
 const MINIO_USER = 'bench-user';
 const MINIO_PASSWORD = 'bench-secret-password';
@@ -60,8 +67,17 @@ const median = (xs) => {
 };
 
 const children = new Set();
+/** Children started in a process group of their own (nginx with its workers): killed as a group. */
+const groups = new Set();
 process.on('exit', () => {
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const c of children) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
+    if (groups.has(c)) {
+      try {
+        process.kill(-c.pid, 'SIGKILL');
+      } catch {}
+    } else c.kill('SIGKILL');
+  }
 });
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
 
@@ -213,6 +229,39 @@ function drainGet(url) {
   });
 }
 
+/**
+ * CPU seconds of the children a bash script waited for, from the second line of its `times`
+ * (e.g. `0m1.234s 0m0.321s`: user, system); NaN when absent.
+ */
+function childTimes(stdout) {
+  const line = String(stdout ?? '').trim().split('\n').at(-1) ?? '';
+  const secs = [...line.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+  return secs.length === 2 ? secs[0] + secs[1] : NaN;
+}
+
+/**
+ * The registry's local PUT done by shell tools (SPEC §7): the archive read once, stored with
+ * `tee file`, hashed by `openssl dgst -sha256`, and beside that decompressed and parsed to its end
+ * by `gzip -dc | tar -t` (through a FIFO, as tee's second output); then `sync file` (fsync).
+ * Resolves with its wall time and the CPU seconds of its processes (bash's `times`), in seconds.
+ */
+function shellPipeline(src, dest, fifo) {
+  const script = `set -euo pipefail
+rm -f "$3"; mkfifo "$3"
+gzip -dc < "$3" | tar -t > /dev/null &
+check=$!
+tee "$2" "$3" < "$1" | openssl dgst -sha256 > /dev/null
+wait "$check"
+sync "$2"
+rm -f "$3"
+times`;
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync('bash', ['-c', script, 'bash', src, dest, fifo], { encoding: 'utf8' });
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`the shell pipeline failed (${r.status}): ${r.stderr}`);
+  return { wall, cpu: childTimes(r.stdout) };
+}
+
 const WRK = spawnSync('sh', ['-c', 'command -v wrk'], { encoding: 'utf8' }).stdout.trim();
 const LOADGEN = opt('--load', WRK ? 'wrk' : 'autocannon');
 
@@ -291,7 +340,71 @@ http {
   const { child, log: out } = launch(bin, ['-c', conf, '-p', t, '-e', `${t}/error.log`]);
   const base = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${base}/`).catch(() => null)) !== null, 'nginx', child, out);
-  return { base, stop: () => stopChild(child, 'SIGQUIT') };
+  return { base, pid: child.pid, stop: () => stopChild(child, 'SIGQUIT') };
+}
+
+/**
+ * nginx as the load balancer in front of registry replicas: round robin over `replicas` with the
+ * proxy settings the repository ships (deploy/nginx/registry-proxy.conf, as in the compose profile
+ * `cluster` and the cluster test), one worker per core, in a process group of its own so that its
+ * workers go with it.
+ */
+async function startBalancer(dir, name, replicas) {
+  const bin = ensureNginx();
+  const port = await freePort();
+  const t = path.join(dir, name);
+  await mkdir(t, { recursive: true });
+  const conf = path.join(t, 'nginx.conf');
+  await writeFile(conf, `daemon off;
+${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_processes auto;
+pid ${t}/nginx.pid;
+error_log ${t}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${t}/body;
+  proxy_temp_path ${t}/proxy;
+  fastcgi_temp_path ${t}/fastcgi;
+  uwsgi_temp_path ${t}/uwsgi;
+  scgi_temp_path ${t}/scgi;
+  upstream registry {
+${replicas.map((r) => `    server ${new URL(r.base).host};`).join('\n')}
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    location / {
+      include ${path.join(ROOT, 'deploy', 'nginx', 'registry-proxy.conf')};
+    }
+  }
+}
+`);
+  const { child, log: out } = launch(bin, ['-c', conf, '-p', t, '-e', `${t}/error.log`], { detached: true });
+  groups.add(child);
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(async () => (await fetch(`${base}/healthz`)).ok, `nginx (${name})`, child, out);
+  const stop = async () => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    try {
+      process.kill(-child.pid, 'SIGQUIT');
+    } catch {}
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {}
+    }, 15_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  return { base, pid: child.pid, stop };
+}
+
+/** `clients` concurrent `curl` downloads of `url` (each checked whole); resolves with the wall time in seconds. */
+async function pullMany(url, clients, expectBytes) {
+  const t0 = process.hrtime.bigint();
+  await Promise.all(Array.from({ length: clients }, () => curlGet(url, expectBytes)));
+  return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
 async function startMinio(dir) {
@@ -413,16 +526,50 @@ function mainThreadCpu(pid) {
   }
 }
 /**
- * Runs fn; pushes the machine's CPU seconds spent meanwhile onto `into` and, with `registryPid`,
- * the registry main thread's onto `into.main`; returns fn's result.
+ * CPU seconds of the whole process `pid`, every thread (utime + stime of /proc/<pid>/stat: its
+ * JavaScript, libuv's pool hashing and writing, zlib, the kernel's work for its sockets and files);
+ * summed over an array of pids; 'self' is this process (process.cpuUsage: the SDK references run
+ * here). NaN when unknown.
  */
-async function countingCpu(into, fn, registryPid) {
+function processCpu(pid) {
+  if (Array.isArray(pid)) return pid.reduce((sum, p) => sum + processCpu(p), 0);
+  if (pid === 'self') {
+    const { user, system } = process.cpuUsage();
+    return (user + system) / 1e6;
+  }
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ').at(-1).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+  } catch {
+    return NaN;
+  }
+}
+/**
+ * Runs fn; pushes the machine's CPU seconds spent meanwhile onto `into`; with `registryPid` (a pid
+ * or several), the registry main thread's onto `into.main` and the registry processes' own onto
+ * `into.proc`; with `referencePid` (a pid, several, or 'self'), the reference's own onto
+ * `into.proc`. Returns fn's result.
+ */
+async function countingCpu(into, fn, registryPid, referencePid) {
+  const pid = registryPid ?? referencePid;
   const before = machineCpu();
-  const mainBefore = registryPid ? mainThreadCpu(registryPid) : NaN;
+  const mainBefore = registryPid ? mainThreadCpu([registryPid].flat()[0]) : NaN;
+  const procBefore = pid ? processCpu(pid) : NaN;
   const result = await fn();
   into.push(machineCpu() - before);
-  (into.main ??= []).push(registryPid ? mainThreadCpu(registryPid) - mainBefore : NaN);
+  (into.main ??= []).push(registryPid ? mainThreadCpu([registryPid].flat()[0]) - mainBefore : NaN);
+  (into.proc ??= []).push(pid ? processCpu(pid) - procBefore : NaN);
   return result;
+}
+
+/**
+ * Records, on the last row, CPU seconds per GiB moved: the registry processes' own (utime + stime
+ * from /proc/<pid>/stat, medians of the repetitions) and the reference's own when it was measured
+ * (`cpuRef.proc`), for `bytes` moved per repetition.
+ */
+function perGiB(cpuReg, cpuRef, bytes) {
+  const gib = bytes / GiB;
+  Object.assign(rows.at(-1), { regGiB: median(cpuReg.proc ?? [NaN]) / gib, refGiB: cpuRef ? median(cpuRef.proc ?? [NaN]) / gib : NaN });
 }
 
 /**
@@ -485,15 +632,25 @@ async function main() {
       const putReg = [];
       const putCat = [];
       const putCatSync = [];
+      const putPipe = [];
       const cpuPut = [];
       const cpuCat = [];
+      const cpuPipe = [];
       for (let i = 0; i < REPS; i++) {
         settle();
         putReg.push((await countingCpu(cpuPut, () => curlPut(`${reg.base}/models/large`, largeFile), reg.pid)).total);
+        // The same work by shell tools (SPEC §7): store, hash, and validate the archive, then fsync.
+        settle();
+        const piped = path.join(dir, `pipe-${i}.tar.gz`);
+        const p = await countingCpu(cpuPipe, () => shellPipeline(largeFile, piped, path.join(dir, `pipe-${i}.fifo`)));
+        cpuPipe.proc.splice(-1, 1, p.cpu);
+        putPipe.push(p.wall);
+        await rm(piped, { force: true });
         const dest = path.join(dir, `cat-${i}.tar.gz`);
         settle();
         const t0 = process.hrtime.bigint();
-        const r = await countingCpu(cpuCat, () => spawnSync('sh', ['-c', 'cat "$1" > "$2"', 'sh', largeFile, dest]));
+        const r = await countingCpu(cpuCat, () => spawnSync('bash', ['-c', 'cat "$1" > "$2"; times', 'bash', largeFile, dest], { encoding: 'utf8' }));
+        cpuCat.proc.splice(-1, 1, childTimes(r.stdout));
         if (r.status !== 0) throw new Error(`cat > file failed: ${r.stderr}`);
         putCat.push(Number(process.hrtime.bigint() - t0) / 1e9);
         await rm(dest, { force: true });
@@ -506,15 +663,22 @@ async function main() {
         await rm(dest, { force: true });
       }
       const pr = median(putReg);
+      const pp = median(putPipe);
+      row(`PUT ${fmtSize(LARGE)} to local vs shell tools (time)`, fmt(pr, 2), fmt(pp, 2), 's', '≤ 1.0× shell tools', pr / pp <= 1.0);
+      rows.at(-1).ratio = pr / pp;
+      rows.at(-1).runs = runs(putReg, putPipe, 2);
+      cpuBudget(cpuPut, cpuPipe, pp);
+      perGiB(cpuPut, cpuPipe, largeBytes);
       const pc = median(putCat);
-      row(`PUT ${fmtSize(LARGE)} to local (time)`, fmt(pr, 2), fmt(pc, 2), 's', '≤ 2× cat', pr / pc <= 2, `ratio ${fmt(pr / pc, 2)}×`);
+      row(`PUT ${fmtSize(LARGE)} to local vs \`cat > file\` (time)`, fmt(pr, 2), fmt(pc, 2), 's', 'report only', undefined);
       rows.at(-1).ratio = pr / pc;
       rows.at(-1).runs = runs(putReg, putCat, 2);
-      cpuBudget(cpuPut, cpuCat, 2 * pc);
+      perGiB(cpuPut, cpuCat, largeBytes);
       const pcs = median(putCatSync);
       row(`PUT ${fmtSize(LARGE)} to local vs \`cat > file && sync file\``, fmt(pr, 2), fmt(pcs, 2), 's', 'report only', undefined);
       rows.at(-1).ratio = pr / pcs;
       rows.at(-1).runs = runs(putReg, putCatSync, 2);
+      perGiB(cpuPut, undefined, largeBytes);
 
       // Warm both sides once (page cache), then measure.
       await curlGet(`${reg.base}/models/large`, largeBytes);
@@ -525,7 +689,7 @@ async function main() {
       const cpuNginx = [];
       for (let i = 0; i < REPS; i++) {
         getReg.push(largeBytes / MiB / (await countingCpu(cpuGet, () => curlGet(`${reg.base}/models/large`, largeBytes), reg.pid)).total);
-        getNginx.push(largeBytes / MiB / (await countingCpu(cpuNginx, () => curlGet(`${nginx.base}/large.tar.gz`, largeBytes))).total);
+        getNginx.push(largeBytes / MiB / (await countingCpu(cpuNginx, () => curlGet(`${nginx.base}/large.tar.gz`, largeBytes), undefined, nginx.pid)).total);
       }
       const gr = median(getReg);
       const gn = median(getNginx);
@@ -533,20 +697,27 @@ async function main() {
       rows.at(-1).ratio = gr / gn;
       rows.at(-1).runs = runs(getReg, getNginx);
       cpuBudget(cpuGet, cpuNginx, largeBytes / MiB / gn / 0.8);
+      perGiB(cpuGet, cpuNginx, largeBytes);
 
       await curlPut(`${reg.base}/models/small`, smallFile);
       await curlGet(`${reg.base}/models/small`, smallBytes);
       const smallReg = [];
       const smallNginx = [];
+      const cpuSmall = [];
+      const cpuSmallNginx = [];
       for (let i = 0; i < REPS; i++) {
-        smallReg.push(await loadTest(`${reg.base}/models/small`));
-        smallNginx.push(await loadTest(`${nginx.base}/small.tar.gz`));
+        // CPU per GiB below: per request of the small archive, scaled (requests ≈ req/s × duration).
+        smallReg.push(await countingCpu(cpuSmall, () => loadTest(`${reg.base}/models/small`), reg.pid));
+        cpuSmall.proc.splice(-1, 1, cpuSmall.proc.at(-1) / (smallReg.at(-1) * AC_SECONDS));
+        smallNginx.push(await countingCpu(cpuSmallNginx, () => loadTest(`${nginx.base}/small.tar.gz`), undefined, nginx.pid));
+        cpuSmallNginx.proc.splice(-1, 1, cpuSmallNginx.proc.at(-1) / (smallNginx.at(-1) * AC_SECONDS));
       }
       const sr = median(smallReg);
       const sn = median(smallNginx);
       row(`GET ${fmtSize(SMALL)} cached, 64 connections (${LOADGEN})`, fmt(sr, 0), fmt(sn, 0), 'req/s', '≥ 0.5× nginx', sr / sn >= 0.5);
       rows.at(-1).ratio = sr / sn;
       rows.at(-1).runs = runs(smallReg, smallNginx);
+      perGiB(cpuSmall, cpuSmallNginx, smallBytes);
       await reg.stop();
     }
 
@@ -578,7 +749,7 @@ async function main() {
         settle();
         const t0 = process.hrtime.bigint();
         // Same part size and concurrency as the registry's own uploads (src/storage/s3.ts).
-        await countingCpu(cpuSdkPut, () => new Upload({ client: s3, params: { Bucket: 'direct', Key: 'large.tar.gz', Body: createReadStream(largeFile, { highWaterMark: 1 * MiB }), ContentType: 'application/gzip' }, partSize: 8 * MiB, queueSize: 4 }).done());
+        await countingCpu(cpuSdkPut, () => new Upload({ client: s3, params: { Bucket: 'direct', Key: 'large.tar.gz', Body: createReadStream(largeFile, { highWaterMark: 1 * MiB }), ContentType: 'application/gzip' }, partSize: 8 * MiB, queueSize: 4 }).done(), undefined, 'self');
         putSdk.push(largeBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9));
       };
       await curlPut(`${reg.base}/models/large`, largeFile); // so that every timed PUT of it is a replace
@@ -598,6 +769,7 @@ async function main() {
         rows.at(-1).ratio = pr / ps;
         rows.at(-1).runs = runs(putReg, putSdk);
         cpuBudget(cpuPut, cpuSdkPut, largeBytes / MiB / ps / 0.8);
+        perGiB(cpuPut, cpuSdkPut, largeBytes);
       }
 
       // Cold GETs: a fresh registry (empty cache) for each repetition.
@@ -617,7 +789,7 @@ async function main() {
         await countingCpu(cpuSdkGet, async () => {
           const out = await s3.send(new GetObjectCommand({ Bucket: 'direct', Key: 'large.tar.gz' }));
           await pipeline(out.Body, new Writable({ write(chunk, _e, cb) { n += chunk.length; cb(); } }));
-        });
+        }, undefined, 'self');
         if (n !== largeBytes) throw new Error(`SDK GET: ${n} bytes`);
         getSdk.push(largeBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9));
       }
@@ -627,6 +799,7 @@ async function main() {
       rows.at(-1).ratio = gr / gs;
       rows.at(-1).runs = runs(getReg, getSdk);
       cpuBudget(cpuCold, cpuSdkGet, largeBytes / MiB / gs / 0.8);
+      perGiB(cpuCold, cpuSdkGet, largeBytes);
       row(`cold GET ${fmtSize(LARGE)} via MinIO, time to first byte`, fmt(median(ttfb), 0), undefined, 'ms', 'report only', undefined);
       rows.at(-1).runs = runs(ttfb);
       s3.destroy();
@@ -635,17 +808,19 @@ async function main() {
     // ---- 50 concurrent cold GETs of one model → storage reads ---------------------------------------
     if (want('cold')) {
       const reads = [];
+      const cpuColdGets = [];
       for (let i = 0; i < REPS; i++) {
         const reg = await startRegistry(dir, { REMOTE_STORAGE: 'local', CACHE_WRITE_THROUGH: 'false', LOCAL_STORAGE_DIR: path.join(dir, `models-cold-${i}`) });
         await curlPut(`${reg.base}/models/medium`, mediumFile);
         const before = await storageGets(reg.base);
-        const statuses = await Promise.all(Array.from({ length: 50 }, () => drainGet(`${reg.base}/models/medium`)));
+        const statuses = await countingCpu(cpuColdGets, () => Promise.all(Array.from({ length: 50 }, () => drainGet(`${reg.base}/models/medium`))), reg.pid);
         if (statuses.some((s) => s !== 200)) throw new Error(`cold GETs: statuses ${[...new Set(statuses)]}`);
         reads.push((await storageGets(reg.base)) - before);
         await reg.stop();
       }
       const worst = Math.max(...reads);
       row(`50 concurrent cold GETs of ${fmtSize(MEDIUM)} → storage reads`, reads.join(', '), undefined, 'reads', '= 1', worst === 1);
+      perGiB(cpuColdGets, undefined, 50 * (await stat(mediumFile)).size);
     }
 
     // ---- Peak RSS while a huge model goes up and (cold) down -----------------------------------------
@@ -663,14 +838,66 @@ async function main() {
         } catch {}
       };
       const timer = setInterval(sample, 100);
-      await curlPut(`${reg.base}/models/huge`, hugeFile);
-      await curlGet(`${reg.base}/models/huge`, hugeBytes);
-      await curlGet(`${reg.base}/models/huge`, hugeBytes);
+      const cpuHuge = [];
+      await countingCpu(cpuHuge, async () => {
+        await curlPut(`${reg.base}/models/huge`, hugeFile);
+        await curlGet(`${reg.base}/models/huge`, hugeBytes);
+        await curlGet(`${reg.base}/models/huge`, hugeBytes);
+      }, reg.pid);
       sample();
       clearInterval(timer);
       await reg.stop();
       await rm(hugeFile, { force: true });
       row(`peak RSS, ${fmtSize(HUGE)} PUT + cold GET + cached GET`, fmt(peak / MiB, 0), undefined, 'MiB', '≤ 200 MiB', peak <= 200 * MiB);
+      perGiB(cpuHuge, undefined, 3 * hugeBytes);
+    }
+
+    // ---- 64 clients pulling one model through 1 replica, and through 3, behind nginx, one MinIO ---
+    if (want('cluster')) {
+      const pulledFile = path.join(files, 'pulled.tar.gz');
+      const pulledBytes = await makeArchive(pulledFile, PULLED);
+      const env = {
+        REMOTE_STORAGE: 'minio',
+        BUCKET_NAME: 'cluster',
+        AWS_ENDPOINT_URL: minio.url,
+        AWS_ACCESS_KEY_ID: MINIO_USER,
+        AWS_SECRET_ACCESS_KEY: MINIO_PASSWORD,
+        AWS_DEFAULT_REGION: 'us-east-1',
+        CACHE_WRITE_THROUGH: 'false',
+      };
+      const replicas = [];
+      for (let i = 0; i < 3; i++) replicas.push(await startRegistry(dir, env));
+      await curlPut(`${replicas[0].base}/models/pulled`, pulledFile);
+      // Each replica fetches it from MinIO once, then serves it from its own cache: what is
+      // measured is serving, spread over the replicas (a cold start adds one storage read each).
+      for (const r of replicas) await curlGet(`${r.base}/models/pulled`, pulledBytes);
+      const one = await startBalancer(dir, 'lb-1', replicas.slice(0, 1));
+      const three = await startBalancer(dir, 'lb-3', replicas);
+      const moved = PULL_CLIENTS * pulledBytes;
+      const pullOne = [];
+      const pullThree = [];
+      const cpuOne = [];
+      const cpuThree = [];
+      for (let i = 0; i < REPS; i++) {
+        pullOne.push(moved / MiB / (await countingCpu(cpuOne, () => pullMany(`${one.base}/models/pulled`, PULL_CLIENTS, pulledBytes), replicas[0].pid)));
+        pullThree.push(moved / MiB / (await countingCpu(cpuThree, () => pullMany(`${three.base}/models/pulled`, PULL_CLIENTS, pulledBytes), replicas.map((r) => r.pid))));
+      }
+      await one.stop();
+      await three.stop();
+      for (const r of replicas) await r.stop();
+      await rm(pulledFile, { force: true });
+      const p1 = median(pullOne);
+      const p3 = median(pullThree);
+      // Registry CPU: the replicas' processes together (nginx's and curl's are not in it).
+      row(`${PULL_CLIENTS} clients pulling ${fmtSize(PULLED)} (cached) through nginx, 1 replica (aggregate)`, fmt(p1, 0), undefined, 'MiB/s', 'reported', undefined);
+      rows.at(-1).runs = runs(pullOne);
+      perGiB(cpuOne, undefined, moved);
+      const enoughCores = os.cpus().length >= 4;
+      row(`${PULL_CLIENTS} clients pulling ${fmtSize(PULLED)} (cached) through nginx, 3 replicas on one MinIO (aggregate)`, fmt(p3, 0), fmt(p1, 0), 'MiB/s',
+        `≥ 2.5× 1 replica${enoughCores ? '' : ` (reported only on ${os.cpus().length} cores)`}`, enoughCores ? p3 / p1 >= 2.5 : undefined);
+      rows.at(-1).ratio = p3 / p1;
+      rows.at(-1).runs = runs(pullThree, pullOne);
+      perGiB(cpuThree, undefined, moved);
     }
   } finally {
     await nginx.stop();
@@ -680,11 +907,11 @@ async function main() {
   }
 
   // ---- Report --------------------------------------------------------------------------------------
-  const header = '| workload | registry | reference | ratio | target | result | runs (registry / reference) |\n|---|---|---|---|---|---|---|';
+  const header = '| workload | registry | reference | ratio | target | result | registry CPU s/GiB | reference CPU s/GiB | runs (registry / reference) |\n|---|---|---|---|---|---|---|---|---|';
   const lines = rows.map((r) => {
     const ratio = r.ratio !== undefined ? `${fmt(r.ratio, 2)}×` : '—';
     const result = r.pass === undefined ? 'info' : r.pass ? 'pass' : '**FAIL**';
-    return `| ${r.workload} | ${r.reg} ${r.unit} | ${r.ref !== undefined ? `${r.ref} ${r.unit}` : '—'} | ${ratio} | ${r.target} | ${result} | ${r.runs ?? '—'} |`;
+    return `| ${r.workload} | ${r.reg} ${r.unit} | ${r.ref !== undefined ? `${r.ref} ${r.unit}` : '—'} | ${ratio} | ${r.target} | ${result} | ${fmt(r.regGiB, 2)} | ${fmt(r.refGiB, 2)} | ${r.runs ?? '—'} |`;
   });
   const budgeted = rows.filter((r) => r.cpuAllowed !== undefined && !Number.isNaN(r.cpuReg));
   const budget = budgeted.length === 0 ? '' : `

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages whose programs the tests run as subprocesses: pigz, rsync, git,
-# GNU tar, and Chromium (headless, driven by playwright-core in test/ui/) with a font for its text.
+# GNU tar, nginx (the load balancer in front of the replicas of test/cluster/, run as a plain
+# process with its own config, never as the system service; also the bench's reference and load
+# balancer), wrk (the bench's load generator for the 64-connection small GET: autocannon, in
+# JavaScript, is the bottleneck there), and Chromium (headless, driven by playwright-core in
+# test/ui/) with a font for its text.
 # Nothing is done when they are all there; otherwise `apt-get update` once, then
 # `apt-get install -y --no-install-recommends` of the missing ones (as root; anyone else is told
 # the command to run). Versions are the distribution's.
@@ -12,6 +16,9 @@ missing=()
 command -v pigz >/dev/null 2>&1 || missing+=(pigz)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+# /usr/sbin is not on every PATH (a non-root shell's): look there too.
+command -v nginx >/dev/null 2>&1 || [[ -x /usr/sbin/nginx ]] || missing+=(nginx)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 # The browser tests launch /usr/bin/chromium by that path (no browser download of Playwright's own).
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 # Any font will do for the screenshots; DejaVu is Debian's default.
@@ -40,6 +47,7 @@ apt-get update -q >&2
 apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 for p in "${missing[@]}"; do
   [[ $p == fonts-* ]] && continue
+  [[ $p == nginx && -x /usr/sbin/nginx ]] && continue
   if ! command -v "$p" >/dev/null 2>&1; then
     echo "install-system: apt-get installed $p but '$p' is still not on PATH" >&2
     exit 1

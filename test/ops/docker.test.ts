@@ -12,7 +12,9 @@ interface Service {
   build?: { context?: string; dockerfile_inline?: string };
   image?: string;
   profiles?: string[];
-  depends_on?: string[];
+  depends_on?: string[] | Record<string, { condition?: string }>;
+  ports?: string[];
+  volumes?: string[];
   environment?: Record<string, string>;
   env_file?: { path: string; required?: boolean }[];
   stop_grace_period?: string;
@@ -35,13 +37,14 @@ t.test('docker-compose.yml: registries set only known variables, each backend wi
     // What the container sees on top of the environment block: the image's ENV.
     const config = loadConfig({ HOST: '0.0.0.0', PORT: '8080', ...env });
     backends.set(service.profiles?.[0] ?? 'default', config.REMOTE_STORAGE);
-    for (const dependency of service.depends_on ?? []) {
-      t.same(doc.services[dependency]?.profiles, service.profiles, `${name}: ${dependency} is started with it`);
+    for (const dependency of dependencies(service)) {
+      const missing = (service.profiles ?? []).filter((p) => !doc.services[dependency]?.profiles?.includes(p));
+      t.same(missing, [], `${name}: ${dependency} is started with it`);
     }
     t.throws(() => loadConfig({ HOST: '0.0.0.0', ...Object.fromEntries(Object.entries(env).filter(([k]) => k !== 'AUTH_TOKENS')) }), /AUTH_TOKENS/,
       `${name}: without AUTH_TOKENS it refuses to start on 0.0.0.0`);
   }
-  t.same(Object.fromEntries(backends), { default: 'local', minio: 'aws', azurite: 'azure', gcs: 'gcs', mongodb: 'mongodb' });
+  t.same(Object.fromEntries(backends), { default: 'local', minio: 'aws', azurite: 'azure', gcs: 'gcs', mongodb: 'mongodb', cluster: 'aws' });
   for (const [name, service] of registries) {
     // The settings of .env reach the container, and the service's own HOST wins over .env's.
     t.same(service.env_file, [{ path: '.env', required: false }], `${name}: reads .env`);
@@ -56,6 +59,44 @@ t.test('docker-compose.yml: registries set only known variables, each backend wi
   t.equal(registryMinio.AWS_SECRET_ACCESS_KEY, minio.MINIO_ROOT_PASSWORD);
   t.match(doc.services.mongodb!.image, /^mongo:7/);
   t.match(doc.services['fake-gcs']!.image, /^fsouza\/fake-gcs-server/);
+});
+
+const dependencies = (s: Service) => (Array.isArray(s.depends_on) ? s.depends_on : Object.keys(s.depends_on ?? {}));
+
+t.test('docker-compose.yml, profile cluster: MinIO, three replicas on its one bucket, nginx in front of them', async (t) => {
+  const doc = parse(await readFile('docker-compose.yml', 'utf8'), { merge: true }) as { services: Record<string, Service> };
+  const inProfile = Object.entries(doc.services).filter(([, s]) => s.profiles?.includes('cluster'));
+  const replicas = inProfile.filter(([, s]) => s.image === 'model-registry:local');
+  t.equal(replicas.length, 3, 'three replicas');
+  t.ok(doc.services.minio?.profiles?.includes('cluster'), 'MinIO starts with the profile');
+  t.same(doc.services.minio?.profiles, ['minio', 'cluster'], 'and still with --profile minio');
+  t.same(doc.services.registry?.profiles, undefined, 'the default registry is still the only one without a profile');
+
+  // One storage for all: the same settings, apart from nothing; each its own cache volume.
+  const storageOf = (s: Service) => Object.fromEntries(Object.entries(s.environment ?? {}).filter(([k]) => k !== 'HOST'));
+  for (const [name, s] of replicas.slice(1)) t.same(storageOf(s), storageOf(replicas[0]![1]), `${name}: the same settings as ${replicas[0]![0]}`);
+  t.equal(replicas[0]![1].environment?.AWS_ENDPOINT_URL, 'http://minio:9000');
+  const caches = replicas.map(([, s]) => s.volumes?.find((v) => v.endsWith(':/app/data'))?.split(':')[0]);
+  t.equal(new Set(caches).size, 3, `each replica has its own cache volume (${caches.join(', ')})`);
+  for (const [name, s] of replicas) t.same(s.ports, undefined, `${name}: reached through nginx only`);
+
+  const lbs = inProfile.filter(([, s]) => s.image?.startsWith('nginx:'));
+  t.equal(lbs.length, 1, 'one nginx');
+  const [, lb] = lbs[0]!;
+  t.same(dependencies(lb).sort(), replicas.map(([n]) => n).sort(), 'nginx starts after every replica');
+  t.same(Object.values(lb.depends_on as Record<string, { condition?: string }>).map((d) => d.condition), ['service_healthy', 'service_healthy', 'service_healthy'],
+    'once each answers its health check (nginx resolves the upstream names at start)');
+  t.same(lb.ports, ['8085:8080']);
+  // The mounted config files exist, the site includes the proxy settings where they are mounted,
+  // and its upstream is exactly the replicas, round robin (no other balancing method).
+  const mounts = new Map((lb.volumes ?? []).map((v) => [v.split(':')[1]!, v.split(':')[0]!]));
+  const site = await readFile(mounts.get('/etc/nginx/conf.d/default.conf')!, 'utf8');
+  t.match(await readFile(mounts.get('/etc/nginx/registry-proxy.conf')!, 'utf8'), /proxy_pass http:\/\/registry;/);
+  t.match(site, /include \/etc\/nginx\/registry-proxy\.conf;/);
+  const upstream = /upstream registry \{([^}]*)\}/.exec(site)?.[1] ?? '';
+  t.same([...upstream.matchAll(/^\s*server ([\w.-]+):8080\b/gm)].map((m) => m[1]).sort(), replicas.map(([n]) => n).sort(), 'the upstream lists every replica');
+  t.notMatch(upstream, /\b(least_conn|ip_hash|hash|random)\b/, 'round robin');
+  t.match(site, /listen 8080;/);
 });
 
 t.test('Dockerfile: multi-stage, production deps, non-root, port, health check, no credentials', async (t) => {
