@@ -6,7 +6,8 @@ import Fastify, { LogController, type FastifyInstance, type FastifyReply, type F
 import { pino, type LoggerOptions } from 'pino';
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Config } from './config.js';
-import { ConfigError, errorBody, errors } from './errors.js';
+import { ConfigError, errors } from './errors.js';
+import { errorBody, fromRegistryError, sendError } from './http/errors.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import errorHandling from './plugins/errors.js';
 import requests, { requestId } from './plugins/requests.js';
@@ -114,7 +115,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // Errors the router and the HTTP parser raise before any route runs, in our JSON shape too.
     frameworkErrors: (err, _request, reply) => {
       const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? errors.nameTooLong() : errors.badUrl();
-      void (reply as unknown as FastifyReply).code(e.statusCode).header('x-content-type-options', 'nosniff').send(errorBody(e));
+      void sendError((reply as unknown as FastifyReply).header('x-content-type-options', 'nosniff'), fromRegistryError(e));
     },
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
@@ -129,12 +130,12 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
         pending.once('close', () => socket.destroy());
         return;
       }
-      const e = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
+      const e = fromRegistryError(err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
         : err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge()
-        : errors.badRequestFraming();
+        : errors.badRequestFraming());
       const body = JSON.stringify(errorBody(e));
       if (socket.writable) {
-        socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        socket.write(`HTTP/1.1 ${e.status} ${STATUS_CODES[e.status]}\r\nContent-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
       }
       socket.destroy(err);
     },
@@ -151,8 +152,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // served as text/plain must not run as HTML on this origin).
     reply.header('x-content-type-options', 'nosniff');
     if (!closing) return;
-    const e = errors.shuttingDown();
-    return reply.code(e.statusCode).header('retry-after', '1').send(errorBody(e));
+    return sendError(reply, fromRegistryError(errors.shuttingDown()));
   });
   const routeList: FastifyInstance['routeList'] = [];
   app.decorate('routeList', routeList);

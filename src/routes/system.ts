@@ -8,7 +8,8 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { parse } from 'yaml';
-import { errorBody, StorageUnavailableError } from '../errors.js';
+import { StorageUnavailableError } from '../errors.js';
+import { fromRegistryError, sendError } from '../http/errors.js';
 
 export const OPENAPI_PATH = new URL('../../openapi.yaml', import.meta.url);
 
@@ -58,7 +59,7 @@ export default async function systemRoutes(app: FastifyInstance, options: System
     } catch (err) {
       request.log.warn({ err }, 'storage not ready');
       const unavailable = err instanceof StorageUnavailableError ? err : new StorageUnavailableError(app.registry.storage.kind, 'health check failed', { cause: err });
-      return reply.code(503).headers(unavailable.headers).send(errorBody(unavailable));
+      return sendError(reply, fromRegistryError(unavailable));
     } finally {
       clearTimeout(timer);
     }
