@@ -59,7 +59,7 @@ const MULTIPART_ERROR = new RegExp(
     + '|\\w+ terminated early due to unexpected end of multipart data|The needle cannot)',
 );
 
-function answer(code: string, message: string, fallbackStatus?: number, headers: Record<string, string> = {}): HttpError {
+function answer(code: string, message: string, fallbackStatus?: number, headers: Record<string, string> = {}) {
   const retryAfter = isErrorCode(code) ? RETRY_AFTER[code] : undefined;
   return {
     status: statusOf(code, fallbackStatus),
@@ -87,8 +87,9 @@ export function toHttpError(err: unknown): HttpError | undefined {
   if (known) return fromRegistryError(known(fe!));
   // Only Fastify's own client errors keep their status: a storage SDK's error carries the
   // storage's status (a 401 of an expired storage credential is not the client's 401).
-  if (typeof fe?.code === 'string' && fe.code.startsWith('FST_') && fe.statusCode && fe.statusCode >= 400 && fe.statusCode < 500) {
-    return { status: fe.statusCode, code: fe.code, message: fe.message.endsWith('.') ? fe.message : `${fe.message}.`, headers: {} };
+  const status = fe?.statusCode;
+  if (typeof fe?.code === 'string' && fe.code.startsWith('FST_') && status && status >= 400 && status < 500) {
+    return { status, code: fe.code, message: fe.message.endsWith('.') ? fe.message : `${fe.message}.`, headers: {} };
   }
   return undefined;
 }

@@ -45,7 +45,8 @@ export default fp(async function errorHandling(app: FastifyInstance) {
   let routes: { pattern: RegExp; methods: Set<string> }[] | undefined;
   // Unmatched, a /models path runs none of the model routes' hooks: it checks the token here, so
   // that a request without one learns it needs one (401) before anything about the API (405).
-  const authenticated = tokenChecker((app as { config?: { AUTH_TOKENS: { scope: Scope; token: string }[] } }).config?.AUTH_TOKENS ?? []);
+  const tokens = (app as { config?: { AUTH_TOKENS: { scope: Scope; token: string }[] } }).config?.AUTH_TOKENS;
+  const authenticated = tokenChecker(tokens ?? []);
   app.setNotFoundHandler((request, reply) => {
     const url = request.url.split('?')[0]!;
     const granted = authenticated && /^\/models(\/|$)/.test(url) ? authenticated(request) : undefined;
@@ -56,11 +57,15 @@ export default fp(async function errorHandling(app: FastifyInstance) {
     const allowed = [...new Set(routes.filter((r) => r.pattern.test(url)).flatMap((r) => [...r.methods]))].sort();
     // (A path some route serves under this very method did not match it after all: 404.)
     if (allowed.includes(request.method)) allowed.length = 0;
-    const err = allowed.length > 0 ? errors.methodNotAllowed(request.method, url, allowed) : errors.notFound(request.method, url);
+    const err = allowed.length > 0
+      ? errors.methodNotAllowed(request.method, url, allowed)
+      : errors.notFound(request.method, url);
     if (allowed.length > 0) void reply.header('allow', allowed.join(', '));
     void sendError(reply, fromRegistryError(err));
   });
 });
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** Each route URL (`/models/:name/files/*`) as a pattern that matches the paths it serves. */
 function compileRoutes(list: { method: string; url: string }[]): { pattern: RegExp; methods: Set<string> }[] {
@@ -69,7 +74,7 @@ function compileRoutes(list: { method: string; url: string }[]): { pattern: RegE
   return [...byUrl].map(([url, methods]) => {
     const source = url
       .split('/')
-      .map((part) => (part === '*' ? '.*' : part.startsWith(':') ? '[^/]+' : part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')))
+      .map((part) => (part === '*' ? '.*' : part.startsWith(':') ? '[^/]+' : escapeRegExp(part)))
       .join('/');
     return { pattern: new RegExp(`^${source}$`), methods };
   });
