@@ -28,8 +28,9 @@ type Translation = { code: ErrorCode; message: string };
 /**
  * Errors raised below the registry service that reach a response as they are: each class with
  * the code it answers with (its status in src/http/statuses.ts) and the message the client sees.
- * Storage-level errors a backend throws (a full disk, an object over the backend's limit) get a
- * row here, and their code a line in STATUS_OF_CODE.
+ * A storage-level error class a backend throws instead of building a RegistryError with a status
+ * (a full disk, an object or its metadata over the backend's limit) gets a row here, and its code
+ * a line in STATUS_OF_CODE (STORAGE_FULL and METADATA_TOO_LARGE are there already).
  */
 const STORAGE_ERRORS: [new (...args: never[]) => Error, (err: never) => Translation][] = [
   [NotFoundError, () => ({ code: 'NOT_FOUND', message: 'The object does not exist.' })],
