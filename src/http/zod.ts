@@ -29,7 +29,8 @@ export interface ZodTypeProvider extends FastifyTypeProvider {
  * array; the parse functions say what they accept).
  */
 export function parsed<T>(parse: (raw: unknown) => T) {
-  // (An absent value is left out, not parsed: each parse function would answer undefined for it.)
+  // (Optional: an absent value is no zod error; it reaches `parse` as undefined, which each of
+  // the routes' parse functions answers with undefined.)
   return z.unknown().optional().transform(catalogued(parse));
 }
 
