@@ -2,11 +2,19 @@
  * The application as a Fastify instance: storage → registry service → routes.
  * server.ts runs it as a process; tests build it with their own config and storage.
  */
-import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyLoggerOptions, type FastifyServerOptions } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyInstance,
+  type FastifyLoggerOptions,
+  type FastifyReply,
+  type FastifyServerOptions,
+} from 'fastify';
 import { pino, type LoggerOptions } from 'pino';
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Config } from './config.js';
-import { ConfigError, errorBody, errors } from './errors.js';
+import { ConfigError, errors } from './errors.js';
+import { errorBody, fromRegistryError, sendError } from './http/errors.js';
+import { declaredKeys, validatorCompiler } from './http/zod.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import errorHandling from './plugins/errors.js';
 import requests, { requestId } from './plugins/requests.js';
@@ -23,6 +31,13 @@ import { CENSOR, mergeSecrets, REDACT_PATHS, scrubValue, secretValues } from './
 import { capConnections } from './http/connections.js';
 
 declare module 'fastify' {
+  interface FastifyContextConfig {
+    /**
+     * Every status the route answers with (test/openapi.test.ts holds openapi.yaml to it), besides
+     * those of every route: 500, and 503 SHUTTING_DOWN once a shutdown began.
+     */
+    statuses?: number[];
+  }
   interface FastifyInstance {
     config: Config;
     registry: ModelRegistry;
@@ -30,11 +45,23 @@ declare module 'fastify' {
     metrics: Metrics;
     watcher: Watcher;
     /**
-     * Every route as registered (method, url), for the OpenAPI consistency check. `hidden`: the
-     * route has `schema.hide` (the Swagger UI's own pages and assets under /docs, not API).
+     * Every route as registered, for the 405 handler and the OpenAPI check. `hidden`: the route
+     * has `schema.hide` (the Swagger UI's own pages and assets under /docs, not API). `params`,
+     * `query`, `headers`: the names its schema declares; `statuses`: what its config says it
+     * answers with.
      */
-    routeList: { method: string; url: string; hidden: boolean }[];
+    routeList: RouteEntry[];
   }
+}
+
+export interface RouteEntry {
+  method: string;
+  url: string;
+  hidden: boolean;
+  params: string[];
+  query: string[];
+  headers: string[];
+  statuses?: number[];
 }
 
 export interface BuildOptions {
@@ -57,6 +84,8 @@ export interface LogSettings {
  * (the configured secrets and secret-shaped strings in messages, errors and fields); see
  * util/redact.ts.
  */
+type SerializedError = ReturnType<typeof pino.stdSerializers.err>;
+
 export function loggerOptions(config: Config, settings: LogSettings = {}): FastifyLoggerOptions & LoggerOptions {
   const secrets = mergeSecrets(secretValues(config), settings.secrets ?? []);
   return {
@@ -64,13 +93,16 @@ export function loggerOptions(config: Config, settings: LogSettings = {}): Fasti
     redact: { paths: REDACT_PATHS, censor: CENSOR },
     serializers: {
       // Not every `err` is an Error (a string spread into an object is one field per character).
-      err: (err: unknown) => scrubValue(err instanceof Error ? { ...pino.stdSerializers.err(err) } : err, secrets) as ReturnType<typeof pino.stdSerializers.err>,
+      err: (err: unknown) =>
+        scrubValue(err instanceof Error ? { ...pino.stdSerializers.err(err) } : err, secrets) as SerializedError,
     },
     hooks: {
       logMethod(args, method) {
         // log.error(err) takes its message from err.message: pass it scrubbed.
         const [first, ...rest] = args as unknown[];
-        const normalized = first instanceof Error ? [{ err: first }, typeof rest[0] === 'string' ? rest.shift() : first.message, ...rest] : args;
+        const normalized = first instanceof Error
+          ? [{ err: first }, typeof rest[0] === 'string' ? rest.shift() : first.message, ...rest]
+          : args;
         method.apply(this, normalized.map((arg) => scrubValue(arg, secrets)) as Parameters<typeof method>);
       },
     },
@@ -102,10 +134,10 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // rest (SHUTDOWN_GRACE), then closes them all.
     return503OnClosing: false,
     forceCloseConnections: 'idle',
-    // Slow clients (SPEC hardening): headers must arrive within HEADERS_TIMEOUT (Node checks
-    // pending requests every connectionsCheckingInterval), idle keep-alive sockets close after
-    // KEEP_ALIVE_TIMEOUT. No total request timeout: a 20 GiB upload may take hours; a stalled
-    // upload body is cut by BODY_IDLE_TIMEOUT in the model routes, and long polls (?wait=) stay.
+    // Slow clients: headers must arrive within HEADERS_TIMEOUT (Node checks pending requests every
+    // connectionsCheckingInterval), idle keep-alive sockets close after KEEP_ALIVE_TIMEOUT. No total
+    // request timeout: a 20 GiB upload may take hours; a stalled upload body is cut by
+    // BODY_IDLE_TIMEOUT in the model routes, and long polls (?wait=) stay.
     http: {
       headersTimeout: config.HEADERS_TIMEOUT,
       connectionsCheckingInterval: Math.max(100, Math.min(1000, Math.floor(config.HEADERS_TIMEOUT / 2))),
@@ -115,7 +147,8 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // Errors the router and the HTTP parser raise before any route runs, in our JSON shape too.
     frameworkErrors: (err, _request, reply) => {
       const e = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? errors.nameTooLong() : errors.badUrl();
-      void (reply as unknown as FastifyReply).code(e.statusCode).header('x-content-type-options', 'nosniff').send(errorBody(e));
+      const fastifyReply = reply as unknown as FastifyReply;
+      void sendError(fastifyReply.header('x-content-type-options', 'nosniff'), fromRegistryError(e));
     },
     clientErrorHandler: (err: NodeJS.ErrnoException, socket) => {
       if (err.code === 'ECONNRESET' || socket.destroyed) return;
@@ -130,12 +163,19 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
         pending.once('close', () => socket.destroy());
         return;
       }
-      const e = err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
+      const e = fromRegistryError(err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
         : err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge()
-        : errors.badRequestFraming();
+        : errors.badRequestFraming());
       const body = JSON.stringify(errorBody(e));
       if (socket.writable) {
-        socket.write(`HTTP/1.1 ${e.statusCode} ${STATUS_CODES[e.statusCode]}\r\nContent-Type: application/json; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+        const head = [
+          `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status]}`,
+          'Content-Type: application/json; charset=utf-8',
+          'X-Content-Type-Options: nosniff',
+          `Content-Length: ${Buffer.byteLength(body)}`,
+          'Connection: close',
+        ];
+        socket.write(`${head.join('\r\n')}\r\n\r\n${body}`);
       }
       socket.destroy(err);
     },
@@ -153,15 +193,24 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // served as text/plain must not run as HTML on this origin).
     reply.header('x-content-type-options', 'nosniff');
     if (!closing) return;
-    const e = errors.shuttingDown();
-    return reply.code(e.statusCode).header('retry-after', '1').send(errorBody(e));
+    return sendError(reply, fromRegistryError(errors.shuttingDown()));
   });
   const routeList: FastifyInstance['routeList'] = [];
   app.decorate('routeList', routeList);
   app.addHook('onRoute', (route) => {
-    const hidden = (route.schema as { hide?: boolean } | undefined)?.hide === true;
-    for (const method of [route.method].flat()) routeList.push({ method, url: route.url, hidden });
+    type Schema = { hide?: boolean; params?: unknown; querystring?: unknown; headers?: unknown };
+    const schema = route.schema as Schema | undefined;
+    const declared = {
+      hidden: schema?.hide === true,
+      params: declaredKeys(schema?.params),
+      query: declaredKeys(schema?.querystring),
+      headers: declaredKeys(schema?.headers),
+      statuses: route.config?.statuses,
+    };
+    for (const method of [route.method].flat()) routeList.push({ method, url: route.url, ...declared });
   });
+  // Route schemas are zod (src/http/zod.ts); the Swagger UI's routes have none to compile.
+  app.setValidatorCompiler(validatorCompiler);
   await app.register(requests);
   const metrics = createMetrics();
   const backend = options.storage ?? (await createStorage(config, app.log));
@@ -188,7 +237,8 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     },
   });
   await cache.init().catch((err: NodeJS.ErrnoException) => {
-    throw new ConfigError(`CACHE_DIR=${config.CACHE_DIR} cannot be used (${err.message}): point it at a directory this user can create and write.`, { cause: err });
+    const fix = 'point it at a directory this user can create and write';
+    throw new ConfigError(`CACHE_DIR=${config.CACHE_DIR} cannot be used (${err.message}): ${fix}.`, { cause: err });
   });
   const registry = new ModelRegistry({
     storage,

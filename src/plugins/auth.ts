@@ -1,6 +1,6 @@
 /**
- * Bearer-token authorisation (SPEC §5). Registered inside the /models scope: read tokens may
- * GET/HEAD, write tokens also PUT and POST (and DELETE an alias), admin tokens also DELETE.
+ * Bearer-token authorisation (AUTH_TOKENS, see README). Registered inside the /models scope: read
+ * tokens may GET/HEAD, write tokens also PUT and POST (and DELETE an alias), admin tokens also DELETE.
  * Tokens are compared in constant time (digests of equal length, every token checked) and never
  * logged.
  */
@@ -31,7 +31,9 @@ export type NoToken = 'missing' | 'not-bearer' | 'unknown';
  * The scope a request's bearer token grants, or why it grants none; undefined itself when there
  * are no tokens (every request is anonymous).
  */
-export function tokenChecker(tokens: { scope: Scope; token: string }[]): ((request: FastifyRequest) => Scope | NoToken) | undefined {
+export function tokenChecker(
+  tokens: { scope: Scope; token: string }[],
+): ((request: FastifyRequest) => Scope | NoToken) | undefined {
   if (tokens.length === 0) return undefined;
   const known = tokens.map(({ scope, token }) => ({ scope, digest: digest(token) }));
   return (request) => {
@@ -42,7 +44,8 @@ export function tokenChecker(tokens: { scope: Scope; token: string }[]): ((reque
     const presented = digest(m[1]!);
     let granted: Scope | undefined;
     for (const entry of known) {
-      if (timingSafeEqual(entry.digest, presented) && (!granted || RANK[entry.scope] > RANK[granted])) granted = entry.scope;
+      const stronger = !granted || RANK[entry.scope] > RANK[granted];
+      if (timingSafeEqual(entry.digest, presented) && stronger) granted = entry.scope;
     }
     return granted ?? 'unknown';
   };
@@ -55,7 +58,8 @@ export function isNoToken(granted: Scope | NoToken): granted is NoToken {
 /** The 401 of a request without a valid token, with its challenge. */
 export function unauthorized(reply: FastifyReply, why: NoToken): RegistryError {
   // RFC 6750 §3: a token that was sent and is not known is an invalid_token.
-  reply.header('www-authenticate', why === 'unknown' ? 'Bearer realm="model-registry", error="invalid_token"' : 'Bearer realm="model-registry"');
+  const realm = 'Bearer realm="model-registry"';
+  reply.header('www-authenticate', why === 'unknown' ? `${realm}, error="invalid_token"` : realm);
   return errors.unauthorized(why);
 }
 

@@ -25,7 +25,8 @@ async function metricsRoutesPlugin(app: FastifyInstance, { metrics }: MetricsRou
   // onResponse does not run for a response that never completed: counted on its own.
   app.addHook('onRequest', async (request, reply) => {
     reply.raw.once('close', () => {
-      if (!reply.raw.writableFinished) metrics.httpAborted.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched' });
+      if (reply.raw.writableFinished) return;
+      metrics.httpAborted.inc({ method: request.method, route: request.routeOptions.url ?? 'unmatched' });
     });
   });
   app.addHook('onResponse', async (request, reply) => {
@@ -41,7 +42,7 @@ async function metricsRoutesPlugin(app: FastifyInstance, { metrics }: MetricsRou
     if (bytesOut) metrics.httpBytes.inc({ direction: 'out' }, bytesOut);
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { config: { statuses: [200] } }, async (_request, reply) => {
     const text = await metrics.registry.metrics();
     return reply.header('cache-control', 'no-store').type(metrics.registry.contentType).send(text);
   });

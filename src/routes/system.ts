@@ -8,7 +8,8 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { parse } from 'yaml';
-import { errorBody, StorageUnavailableError } from '../errors.js';
+import { StorageUnavailableError } from '../errors.js';
+import { fromRegistryError, sendError } from '../http/errors.js';
 
 export const OPENAPI_PATH = new URL('../../openapi.yaml', import.meta.url);
 
@@ -23,21 +24,33 @@ export interface SystemOptions {
  * sets style attributes as it renders (styles run no code). No upgrade-insecure-requests (the
  * plugin's default has it), which would break the page on a plain-HTTP registry.
  */
-export const DOCS_CSP = "default-src 'none'; script-src 'self'; script-src-attr 'none'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; object-src 'none'";
+export const DOCS_CSP = [
+  "default-src 'none'",
+  "script-src 'self'",
+  "script-src-attr 'none'",
+  "style-src 'self' 'unsafe-inline'",
+  "img-src 'self' data:",
+  "font-src 'self' data:",
+  "connect-src 'self'",
+  "base-uri 'none'",
+  "form-action 'none'",
+  "frame-ancestors 'none'",
+  "object-src 'none'",
+].join('; ');
 
 export default async function systemRoutes(app: FastifyInstance, options: SystemOptions) {
   const openapiText = await readFile(OPENAPI_PATH, 'utf8');
   const openapi = parse(openapiText) as Record<string, unknown>;
   const openapiJson = JSON.stringify(openapi);
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/healthz', { config: { statuses: [200] } }, async () => ({ status: 'ok' }));
 
   // One storage check at a time, shared by every probe, each of which waits for it at most
   // readyTimeoutMs: a stalled storage (whose SDK retries for minutes) answers 503 in seconds, and a
   // probe the load balancer gave up on does not hold shutdown.
   let pinging: Promise<void> | undefined;
   let pingStarted = 0;
-  app.get('/readyz', async (request, reply) => {
+  app.get('/readyz', { config: { statuses: [200, 503] } }, async (request, reply) => {
     const kind = app.registry.storage.kind;
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -51,21 +64,27 @@ export default async function systemRoutes(app: FastifyInstance, options: System
         pingStarted = Date.now();
       }
       const deadline = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new StorageUnavailableError(kind, `no answer within ${options.readyTimeoutMs} ms`)), options.readyTimeoutMs);
+        const late = () => reject(new StorageUnavailableError(kind, `no answer within ${options.readyTimeoutMs} ms`));
+        timer = setTimeout(late, options.readyTimeoutMs);
       });
       await Promise.race([pinging, deadline]);
       return { status: 'ready', storage: kind };
     } catch (err) {
       request.log.warn({ err }, 'storage not ready');
-      const unavailable = err instanceof StorageUnavailableError ? err : new StorageUnavailableError(app.registry.storage.kind, 'health check failed', { cause: err });
-      return reply.code(503).headers(unavailable.headers).send(errorBody(unavailable));
+      const unavailable = err instanceof StorageUnavailableError
+        ? err
+        : new StorageUnavailableError(kind, 'health check failed', { cause: err });
+      return sendError(reply, fromRegistryError(unavailable));
     } finally {
       clearTimeout(timer);
     }
   });
 
-  app.get('/openapi.yaml', async (_request, reply) => reply.type('application/yaml; charset=utf-8').send(openapiText));
-  app.get('/openapi.json', async (_request, reply) => reply.type('application/json; charset=utf-8').send(openapiJson));
+  const documents = { config: { statuses: [200] } };
+  app.get('/openapi.yaml', documents, async (_request, reply) =>
+    reply.type('application/yaml; charset=utf-8').send(openapiText));
+  app.get('/openapi.json', documents, async (_request, reply) =>
+    reply.type('application/json; charset=utf-8').send(openapiJson));
 
   // Static mode: the document is openapi.yaml as written, never generated from route schemas.
   await app.register(swagger, { mode: 'static', specification: { document: openapi as never } });

@@ -1,5 +1,5 @@
 /**
- * The web page (issue 19): GET /ui, its two assets, and / redirecting to it. The page is static
+ * The web page: GET /ui, its two assets, and / redirecting to it. The page is static
  * (src/ui/: one HTML file, one ES module, one stylesheet, read once at start from the source
  * tree, which dist/ resolves to as it does openapi.yaml) and reads the JSON API with fetch, so it
  * needs no build step, no CDN and no token of its own: it shows what the token the user pastes
@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors } from '../errors.js';
+import { declared, fields } from '../http/zod.js';
 
 export const UI_DIR = new URL('../../src/ui/', import.meta.url);
 
@@ -51,9 +52,11 @@ export default async function uiRoutes(app: FastifyInstance) {
     return reply.type(asset.type).send(asset.body);
   };
 
-  app.get('/', async (_request, reply) => reply.redirect('/ui', 302));
-  app.get('/ui', async (request, reply) => send(request, reply, 'index.html'));
-  app.get<{ Params: { asset: string } }>('/ui/:asset', async (request, reply) => {
+  const page = { schema: { headers: fields({ 'if-none-match': declared }) }, config: { statuses: [200, 304] } };
+  app.get('/', { config: { statuses: [302] } }, async (_request, reply) => reply.redirect('/ui', 302));
+  app.get('/ui', page, async (request, reply) => send(request, reply, 'index.html'));
+  const assetRoute = { schema: page.schema, config: { statuses: [200, 304, 404] } };
+  app.get<{ Params: { asset: string } }>('/ui/:asset', assetRoute, async (request, reply) => {
     const { asset } = request.params;
     if (asset === 'index.html' || !files.has(asset)) throw errors.notFound(request.method, `/ui/${asset}`);
     return send(request, reply, asset);

@@ -1,0 +1,17 @@
+/** GET /models/:name/meta: the metadata of a version, with the aliases that point to it. */
+import type { FastifyInstance } from 'fastify';
+import { fields, type ZodTypeProvider } from '../../http/zod.js';
+import { aliasesOf } from '../../registry/aliases.js';
+import { refOf, refParam, versionQuery, view } from './shared.js';
+
+export default async function metaRoutes(app: FastifyInstance) {
+  const { registry } = app;
+  app.withTypeProvider<ZodTypeProvider>().get('/models/:name/meta', {
+    schema: { params: fields({ name: refParam }), querystring: fields({ version: versionQuery }) },
+    config: { statuses: [200, 400, 401, 403, 404, 503] },
+  }, async (request) => {
+    const { ref, name } = refOf(request.params.name);
+    const model = await registry.resolve(ref, request.query.version);
+    return { ...view(model), aliases: aliasesOf(await registry.aliases(name), model.version) };
+  });
+}
