@@ -4,7 +4,10 @@
  */
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import { errorBody, errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
+import {
+  errorBody, errors, MetadataTooLargeError, NotFoundError, PreconditionFailedError, RegistryError, StorageAccessDeniedError,
+  StorageFullError, StorageUnavailableError,
+} from '../errors.js';
 import { CacheDiskError } from '../cache/blob-store.js';
 import type { Scope } from '../config.js';
 import { isNoToken, tokenChecker, unauthorized } from './auth.js';
@@ -34,6 +37,17 @@ export function toRegistryError(err: unknown): RegistryError | undefined {
     return new RegistryError('CACHE_UNAVAILABLE', 503, 'The cache disk cannot take this model now (full or failing): retry later; operators should free space in CACHE_DIR or set CACHE_MAX_BYTES below the free space of its disk.', { headers: { 'retry-after': '30' } });
   }
   if (err instanceof PreconditionFailedError) return new RegistryError('PRECONDITION_FAILED', 412, 'The object changed meanwhile: retry.');
+  if (err instanceof StorageUnavailableError) {
+    return new RegistryError('STORAGE_UNAVAILABLE', 503, err.message, { cause: err.cause, headers: { 'retry-after': '5' } });
+  }
+  if (err instanceof StorageAccessDeniedError) return new RegistryError('STORAGE_ACCESS_DENIED', 403, err.message, { cause: err.cause });
+  if (err instanceof StorageFullError) {
+    return new RegistryError('STORAGE_FULL', 507, 'The storage disk is full: free space or move LOCAL_STORAGE_DIR to a larger disk; nothing was stored.', { cause: err });
+  }
+  if (err instanceof MetadataTooLargeError) {
+    const bytes = err.bytes === undefined ? '' : ` (${err.bytes} bytes with the labels)`;
+    return new RegistryError('METADATA_TOO_LARGE', 413, `The model metadata${bytes} is larger than ${err.service} allows (${err.bound}): send fewer or shorter labels.`, { cause: err });
+  }
   const fe = err as FastifyError;
   const known = fe?.code ? FASTIFY_ERRORS[fe.code] : undefined;
   if (known) return known(fe);

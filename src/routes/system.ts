@@ -9,6 +9,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { parse } from 'yaml';
 import { errorBody, StorageUnavailableError } from '../errors.js';
+import { toRegistryError } from '../plugins/errors.js';
 
 export const OPENAPI_PATH = new URL('../../openapi.yaml', import.meta.url);
 
@@ -58,7 +59,8 @@ export default async function systemRoutes(app: FastifyInstance, options: System
     } catch (err) {
       request.log.warn({ err }, 'storage not ready');
       const unavailable = err instanceof StorageUnavailableError ? err : new StorageUnavailableError(app.registry.storage.kind, 'health check failed', { cause: err });
-      return reply.code(503).headers(unavailable.headers).send(errorBody(unavailable));
+      const answer = toRegistryError(unavailable)!;
+      return reply.code(answer.statusCode).headers(answer.headers).send(errorBody(answer));
     } finally {
       clearTimeout(timer);
     }

@@ -46,7 +46,8 @@ import {
 import { AuthenticationError, CredentialUnavailableError, DefaultAzureCredential } from '@azure/identity';
 import type { TokenCredential } from '@azure/identity';
 import type { BackendConfig } from '../config.js';
-import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
+import { ConfigError } from '../util/config-error.js';
+import { MetadataTooLargeError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from './errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
 import { splitNonce, WRITE_NONCE, writeOnce } from './write-nonce.js';
@@ -454,7 +455,7 @@ export function translate(err: unknown, key?: string, sourceKey?: string): unkno
   if (status === 412 && key !== undefined) return new PreconditionFailedError(code === 'SourceConditionNotMet' ? (sourceKey ?? key) : key, { cause: err });
   if (status === 409 && code === 'BlobAlreadyExists' && key !== undefined) return new PreconditionFailedError(key, { cause: err });
   if (status === 400 && code === 'MetadataTooLarge') {
-    return new RegistryError('METADATA_TOO_LARGE', 413, 'The model metadata is larger than Azure allows (8 KB in all, of which the registry\'s own fields take about 250 bytes): send fewer or shorter labels.', { cause: err });
+    return new MetadataTooLargeError('Azure', '8 KB in all, of which the registry\'s own fields take about 250 bytes', undefined, { cause: err });
   }
   // Anything else Azure refuses (401 from an expired credential, 400, ...) is the storage's
   // problem, not the client's: never pass Azure's status on as if the request were at fault.

@@ -29,7 +29,8 @@ import { addAbortSignal, pipeline as pipe, Transform, type Readable } from 'node
 import { pipeline } from 'node:stream/promises';
 import { Storage as GcsClient, type Bucket, type FileMetadata } from '@google-cloud/storage';
 import type { BackendConfig } from '../config.js';
-import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { ConfigError } from '../util/config-error.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from './errors.js';
 import type { Logger } from '../util/logger.js';
 import { splitNonce, WRITE_NONCE, writeOnce } from './write-nonce.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';

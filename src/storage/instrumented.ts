@@ -33,7 +33,7 @@
  * backend's. list() stays lazy: nothing is asked of the backend before iteration pulls.
  */
 import type { Readable } from 'node:stream';
-import { NotFoundError, PreconditionFailedError } from '../errors.js';
+import { NotFoundError, PreconditionFailedError } from './errors.js';
 import type { Metrics, StorageOperation, StorageOutcome } from '../metrics.js';
 import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from './types.js';
 

@@ -25,7 +25,8 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import lockfile from 'proper-lockfile';
 import type { BackendConfig } from '../config.js';
-import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
+import { ConfigError } from '../util/config-error.js';
+import { NotFoundError, PreconditionFailedError, StorageFullError, StorageUnavailableError } from './errors.js';
 import { isAbandoned, newStagedName } from './staging.js';
 import type { CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
 
@@ -135,7 +136,7 @@ export class LocalStorage implements Storage {
       const handle = await this.#io(() => fs.open(file, 'wx'));
       const sink = createWriteStream('', { fd: handle, flush: true, highWaterMark: 4 * 1024 * 1024 });
       // The body is the end of the caller's pipeline, which reports the error the body is
-      // destroyed with: it must be the translated one (507 for a full disk), which this
+      // destroyed with: it must be the translated one (StorageFullError for a full disk), which this
       // listener, added before pipeline's own, gives it before pipeline passes on the raw errno.
       sink.once('error', (err) => body.destroy(translate(err) as Error));
       await this.#io(() => pipeline(body, sink, { signal: options.signal }));
@@ -476,7 +477,7 @@ function translate(err: unknown, key?: string): unknown {
     return new NotFoundError(key, { cause: err });
   }
   if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new RegistryError('STORAGE_FULL', 507, 'The storage disk is full: free space or move LOCAL_STORAGE_DIR to a larger disk; nothing was stored.', { cause: err });
+    return new StorageFullError('local', { cause: err });
   }
   if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'EIO' || code === 'ENOENT' || code === 'ELOCKED') {
     return new StorageUnavailableError('local', `${code} on the storage directory`, { cause: err });

@@ -34,7 +34,8 @@ import {
   MongoServerSelectionError, ObjectId, type Collection, type Db, type Filter,
 } from 'mongodb';
 import type { BackendConfig } from '../config.js';
-import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { ConfigError } from '../util/config-error.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from './errors.js';
 import type { Logger } from '../util/logger.js';
 import { Pending } from '../util/pending.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';

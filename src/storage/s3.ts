@@ -55,7 +55,8 @@ import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BackendConfig } from '../config.js';
-import { ConfigError, StorageAccessDeniedError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
+import { ConfigError } from '../util/config-error.js';
+import { MetadataTooLargeError, NotFoundError, PreconditionFailedError, StorageAccessDeniedError, StorageError, StorageUnavailableError } from './errors.js';
 import type { Logger } from '../util/logger.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
 import { WRITE_NONCE } from './write-nonce.js';
@@ -509,7 +510,7 @@ const PERMISSIONS: Record<Access, string> = {
 
 /** Maps an SDK error to the storage errors of ../errors.ts, keeping it as `cause`. */
 export function translate(err: unknown, key: string, access: Access = 'read'): unknown {
-  if (err instanceof NotFoundError || err instanceof PreconditionFailedError || err instanceof RegistryError) return err;
+  if (err instanceof StorageError) return err;
   if ((err as Error)?.name === 'AbortError') return err;
   const code = errorCode(err);
   const status = statusOf(err);
@@ -545,13 +546,9 @@ export function copyPartSize(size: number, base: number): number {
   return low + Math.floor(Math.random() * (high - low + 1));
 }
 
-function metadataTooLarge(bytes: number | undefined, cause?: unknown): RegistryError {
-  return new RegistryError(
-    'METADATA_TOO_LARGE',
-    413,
-    `The model metadata${bytes === undefined ? '' : ` (${bytes} bytes with the labels)`} is larger than S3 allows (${MAX_METADATA_BYTES} bytes in all, of which the registry's own fields take about 200): send fewer or shorter labels.`,
-    { cause },
-  );
+function metadataTooLarge(bytes: number | undefined, cause?: unknown): MetadataTooLargeError {
+  const bound = `${MAX_METADATA_BYTES} bytes in all, of which the registry's own fields take about 200`;
+  return new MetadataTooLargeError('S3', bound, bytes, cause === undefined ? undefined : { cause });
 }
 
 /** What S3 counts against its metadata bound: the UTF-8 bytes of every key and value. */

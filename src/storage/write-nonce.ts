@@ -10,7 +10,7 @@
  * S3 does the same inside its commit (s3.ts), where the failure shows differently (NoSuchUpload).
  */
 import { randomUUID } from 'node:crypto';
-import { PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { PreconditionFailedError, StorageUnavailableError } from './errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Metadata, ObjectInfo } from './types.js';
 

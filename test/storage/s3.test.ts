@@ -293,7 +293,7 @@ t.test('MinIO stops: calls fail fast with StorageUnavailableError; the same inst
     ['ping', () => s.ping()],
   ] as const) {
     const began = Date.now();
-    // t.type, not t.rejects: tap also compares `name`, and StorageUnavailableError's is RegistryError.
+    // t.type, not t.rejects: tap also compares `name`.
     t.type(await call().then(() => undefined, (e: unknown) => e), StorageUnavailableError, name);
     t.ok(Date.now() - began < 15_000, `${name} failed in ${Date.now() - began} ms`);
   }
