@@ -15,7 +15,7 @@
  *                          timed from the call, so the wait for it is included)
  *   setMetadata → put
  *   copy        → copy
- *   copyOut     → copy     (local files: a hard link into the cache)
+ *   copyOut     → copy     (a hard link into the cache, or a download elsewhere)
  *   delete      → delete
  *   discard     → delete
  *   list        → list     one count per list() iteration that was started, recorded when it
@@ -113,13 +113,12 @@ class InstrumentedStorage implements Storage {
     return this.#timed('copy', () => this.inner.copy(from, to, options));
   }
 
-  get checkMetadata(): Storage['checkMetadata'] {
-    return this.inner.checkMetadata?.bind(this.inner);
+  checkMetadata(metadata: Metadata): void {
+    this.inner.checkMetadata(metadata);
   }
 
-  get copyOut(): Storage['copyOut'] {
-    const inner = this.inner;
-    return inner.copyOut && ((key, token, dest) => this.#timed('copy', () => inner.copyOut!(key, token, dest)));
+  copyOut(key: string, token: string, dest: string): Promise<void> {
+    return this.#timed('copy', () => this.inner.copyOut(key, token, dest));
   }
 
   setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {

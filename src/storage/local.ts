@@ -49,7 +49,7 @@ export interface LocalStorageOptions {
 
 export class LocalStorage implements Storage {
   readonly kind = 'local';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true };
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: true };
   readonly root: string;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
@@ -318,6 +318,9 @@ export class LocalStorage implements Storage {
     }
     return removed;
   }
+
+  /** A sidecar file has no bound. */
+  checkMetadata(): void {}
 
   async close(): Promise<void> {}
 

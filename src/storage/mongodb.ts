@@ -33,6 +33,7 @@ import {
   Binary, GridFSBucket, MongoClient, MongoError, MongoNetworkError, MongoServerError,
   MongoServerSelectionError, ObjectId, type Collection, type Db, type Filter,
 } from 'mongodb';
+import { copyOutByStream } from './shared/copy-out.js';
 import type { BackendConfig } from '../config.js';
 import { ConfigError } from '../util/config-error.js';
 import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from './errors.js';
@@ -93,7 +94,7 @@ export function create(config: BackendConfig<'mongodb'>, logger: Logger, options
 
 export class MongoStorage implements Storage {
   readonly kind = 'mongodb';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true };
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
   readonly #config: BackendConfig<'mongodb'>;
   readonly #logger: Logger;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
@@ -325,6 +326,13 @@ export class MongoStorage implements Storage {
       }
       return removed;
     });
+  }
+
+  /** A version document holds far more than the registry ever writes. */
+  checkMetadata(): void {}
+
+  copyOut(key: string, token: string, dest: string): Promise<void> {
+    return copyOutByStream(this, key, token, dest);
   }
 
   async close(): Promise<void> {

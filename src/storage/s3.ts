@@ -50,6 +50,7 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
+import { copyOutByStream } from './shared/copy-out.js';
 import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
 import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
@@ -92,7 +93,7 @@ export function create(config: BackendConfig<'aws'>, logger: Logger): S3Storage 
 
 export class S3Storage implements Storage {
   readonly kind = 's3';
-  readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false };
+  readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false, localFiles: false };
   readonly bucket: string;
   readonly client: S3Client;
   readonly #config: BackendConfig<'aws'>;
@@ -317,6 +318,10 @@ export class S3Storage implements Storage {
   checkMetadata(metadata: Metadata): void {
     const bytes = metadataBytes(encodeMetadata(metadata)) + NONCE_BYTES;
     if (bytes > MAX_METADATA_BYTES) throw metadataTooLarge(bytes);
+  }
+
+  copyOut(key: string, token: string, dest: string): Promise<void> {
+    return copyOutByStream(this, key, token, dest);
   }
 
   async close(): Promise<void> {
