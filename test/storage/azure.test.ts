@@ -15,7 +15,7 @@ import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
 import { ConfigError, MetadataTooLargeError, StorageUnavailableError } from '../../src/errors.js';
 import { toRegistryError } from '../../src/plugins/errors.js';
-import { AzureStorage, create, decodeMetadata, encodeMetadata, resolveClient, translate } from '../../src/storage/azure.js';
+import { AzureStorage, create, decodeMetadata, encodeMetadata, resolveClient, translate } from '../../src/storage/azure/storage.js';
 import type { Storage } from '../../src/storage/types.js';
 import type { Logger } from '../../src/util/logger.js';
 import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite } from '../helpers/emulators.js';

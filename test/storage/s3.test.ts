@@ -16,8 +16,8 @@ import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../../src/errors.js';
-import { copyPartSize, S3Storage, setupErrorLine } from '../../src/storage/s3.js';
-import { newStagedName } from '../../src/storage/staging.js';
+import { copyPartSize, S3Storage, setupErrorLine } from '../../src/storage/s3/storage.js';
+import { newStagedName } from '../../src/storage/shared/staging.js';
 import { MINIO_PASSWORD, MINIO_USER, startMinio, type Emulator } from '../helpers/emulators.js';
 import { conformance } from '../helpers/storage-conformance.js';
 

@@ -33,14 +33,18 @@ import {
   Binary, GridFSBucket, MongoClient, MongoError, MongoNetworkError, MongoServerError,
   MongoServerSelectionError, ObjectId, type Collection, type Db, type Filter,
 } from 'mongodb';
-import { copyOutByStream } from './shared/copy-out.js';
-import type { BackendConfig } from '../config.js';
-import { ConfigError } from '../util/config-error.js';
-import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from './errors.js';
-import type { Logger } from '../util/logger.js';
-import { Pending } from '../util/pending.js';
-import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import { copyOutByStream } from '../shared/copy-out.js';
+import type { CommonSettings } from '../driver.js';
+import type { MongoSettings } from './settings.js';
+import { ConfigError } from '../../util/config-error.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import type { Logger } from '../../util/logger.js';
+import { Pending } from '../../util/pending.js';
+import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
+import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
+
+/** This backend's settings and the common ones it uses. */
+type Settings = MongoSettings & CommonSettings;
 
 const CHUNK_BYTES = 255 * 1024; // the GridFS default
 export const GRACE_MS = 10 * 60 * 1000;
@@ -88,14 +92,14 @@ class MongoStaged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly name: string) {}
 }
 
-export function create(config: BackendConfig<'mongodb'>, logger: Logger, options: MongoOptions = {}): MongoStorage {
+export function create(config: Settings, logger: Logger, options: MongoOptions = {}): MongoStorage {
   return new MongoStorage(config, logger, options);
 }
 
 export class MongoStorage implements Storage {
   readonly kind = 'mongodb';
   readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
-  readonly #config: BackendConfig<'mongodb'>;
+  readonly #config: Settings;
   readonly #logger: Logger;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
@@ -107,7 +111,7 @@ export class MongoStorage implements Storage {
   #db?: Db;
   #collections?: Collections;
 
-  constructor(config: BackendConfig<'mongodb'>, logger: Logger, options: MongoOptions = {}) {
+  constructor(config: Settings, logger: Logger, options: MongoOptions = {}) {
     this.#config = config;
     this.#logger = logger;
     this.#maintenanceEveryMs = options.maintenanceEveryMs ?? GRACE_MS;

@@ -30,7 +30,7 @@
  */
 import http from 'node:http';
 import https from 'node:https';
-import { copyOutByStream } from './shared/copy-out.js';
+import { copyOutByStream } from '../shared/copy-out.js';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -46,13 +46,17 @@ import {
 } from '@azure/storage-blob';
 import { AuthenticationError, CredentialUnavailableError, DefaultAzureCredential } from '@azure/identity';
 import type { TokenCredential } from '@azure/identity';
-import type { BackendConfig } from '../config.js';
-import { ConfigError } from '../util/config-error.js';
-import { MetadataTooLargeError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from './errors.js';
-import type { Logger } from '../util/logger.js';
-import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
-import { splitNonce, WRITE_NONCE, writeOnce } from './write-nonce.js';
-import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { CommonSettings } from '../driver.js';
+import type { AzureSettings } from './settings.js';
+import { ConfigError } from '../../util/config-error.js';
+import { MetadataTooLargeError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import type { Logger } from '../../util/logger.js';
+import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from '../shared/staging.js';
+import { splitNonce, WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
+import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
+
+/** This backend's settings and the common ones it uses. */
+type Settings = AzureSettings & CommonSettings;
 
 const BLOCK_SIZE = 8 * 1024 * 1024;
 const CONCURRENCY = 4;
@@ -70,7 +74,7 @@ interface Source {
   sharedKey: boolean;
 }
 
-export function create(config: BackendConfig<'azure'>, logger: Logger): AzureStorage {
+export function create(config: Settings, logger: Logger): AzureStorage {
   return new AzureStorage(config, logger);
 }
 
@@ -84,7 +88,7 @@ export class AzureStorage implements Storage {
   readonly #active = new Set<string>();
 
   constructor(
-    readonly config: BackendConfig<'azure'>,
+    readonly config: Settings,
     readonly logger: Logger,
   ) {
     const idle = config.STORAGE_TIMEOUT;
@@ -409,7 +413,7 @@ export class AzureStorage implements Storage {
 }
 
 /** Builds the service URL and credential from the settings; a setup that cannot work is a ConfigError. */
-export function resolveClient(config: BackendConfig<'azure'>) {
+export function resolveClient(config: Settings) {
   const { AZURE_STORAGE_CONNECTION_STRING: cs, AZURE_ACCOUNT_NAME: name, AZURE_ACCOUNT_KEY: key, AZURE_BLOB_ENDPOINT: endpoint } = config;
   if (cs !== undefined) {
     let parsed: BlobServiceClient;

@@ -24,11 +24,15 @@ import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import lockfile from 'proper-lockfile';
-import type { BackendConfig } from '../config.js';
-import { ConfigError } from '../util/config-error.js';
-import { NotFoundError, PreconditionFailedError, StorageFullError, StorageUnavailableError } from './errors.js';
-import { isAbandoned, newStagedName } from './staging.js';
-import type { CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { CommonSettings } from '../driver.js';
+import type { LocalSettings } from './settings.js';
+import { ConfigError } from '../../util/config-error.js';
+import { NotFoundError, PreconditionFailedError, StorageFullError, StorageUnavailableError } from '../errors.js';
+import { isAbandoned, newStagedName } from '../shared/staging.js';
+import type { CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
+
+/** This backend's settings and the common ones it uses. */
+type Settings = LocalSettings & CommonSettings;
 
 const UPLOADS = '.uploads';
 const META = '.meta';
@@ -39,7 +43,7 @@ class LocalStaged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly file: string) {}
 }
 
-export function create(config: BackendConfig<'local'>): LocalStorage {
+export function create(config: Settings): LocalStorage {
   return new LocalStorage({ root: config.LOCAL_STORAGE_DIR });
 }
 

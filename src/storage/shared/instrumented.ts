@@ -1,7 +1,7 @@
 /**
  * A Storage decorator that counts and times every backend call into
  * model_registry_storage_requests_total{operation,outcome} and
- * model_registry_storage_request_duration_seconds{operation} (see ../metrics.ts).
+ * model_registry_storage_request_duration_seconds{operation} (see src/metrics.ts).
  *
  * Storage method → `operation` label (the metric counts backend calls, not API requests, so one
  * model upload is two `put`s: its stage and its commit):
@@ -33,9 +33,9 @@
  * backend's. list() stays lazy: nothing is asked of the backend before iteration pulls.
  */
 import type { Readable } from 'node:stream';
-import { NotFoundError, PreconditionFailedError } from './errors.js';
-import type { Metrics, StorageOperation, StorageOutcome } from '../metrics.js';
-import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from './types.js';
+import { NotFoundError, PreconditionFailedError } from '../errors.js';
+import type { Metrics, StorageOperation, StorageOutcome } from '../../metrics.js';
+import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from '../types.js';
 
 export function outcomeOf(err: unknown): StorageOutcome {
   if (err instanceof NotFoundError) return 'not_found';

@@ -50,18 +50,22 @@ import {
   type CompletedPart,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { copyOutByStream } from './shared/copy-out.js';
+import { copyOutByStream } from '../shared/copy-out.js';
 import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
 import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { BackendConfig } from '../config.js';
-import { ConfigError } from '../util/config-error.js';
-import { MetadataTooLargeError, NotFoundError, PreconditionFailedError, StorageAccessDeniedError, StorageError, StorageUnavailableError } from './errors.js';
-import type { Logger } from '../util/logger.js';
-import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from './staging.js';
-import { WRITE_NONCE } from './write-nonce.js';
-import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import type { CommonSettings } from '../driver.js';
+import type { S3Settings } from './settings.js';
+import { ConfigError } from '../../util/config-error.js';
+import { MetadataTooLargeError, NotFoundError, PreconditionFailedError, StorageAccessDeniedError, StorageError, StorageUnavailableError } from '../errors.js';
+import type { Logger } from '../../util/logger.js';
+import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from '../shared/staging.js';
+import { WRITE_NONCE } from '../shared/write-nonce.js';
+import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
+
+/** This backend's settings and the common ones it uses. */
+type Settings = S3Settings & CommonSettings;
 
 const MiB = 1024 * 1024;
 const UPLOAD_PART_SIZE = 8 * MiB;
@@ -81,7 +85,7 @@ class S3Staged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly name: string, readonly etag: string) {}
 }
 
-export function create(config: BackendConfig<'aws'>, logger: Logger): S3Storage {
+export function create(config: Settings, logger: Logger): S3Storage {
   // The SDK prints a ten-line process warning on Node < 22, which would break the one-line
   // start-up errors; say it once in the log instead.
   if (Number(process.versions.node.split('.')[0]) < 22 && process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED === undefined) {
@@ -96,14 +100,14 @@ export class S3Storage implements Storage {
   readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false, localFiles: false };
   readonly bucket: string;
   readonly client: S3Client;
-  readonly #config: BackendConfig<'aws'>;
+  readonly #config: Settings;
   readonly #logger: Logger;
   /** Staged names this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
   readonly #copyPartSize: number;
 
   /** `copyPartSize` exists for tests of the ranged copy (S3's minimum part size is 5 MiB). */
-  constructor(config: BackendConfig<'aws'>, logger: Logger, options: { copyPartSize?: number } = {}) {
+  constructor(config: Settings, logger: Logger, options: { copyPartSize?: number } = {}) {
     this.#config = config;
     this.#copyPartSize = options.copyPartSize ?? COPY_PART_SIZE;
     this.#logger = logger;
@@ -468,7 +472,7 @@ export class S3Storage implements Storage {
 }
 
 /** The one line a user gets for a setup that cannot work (`region` as the client resolved it). */
-export function setupErrorLine(err: unknown, c: BackendConfig<'aws'>, region: string | undefined): string {
+export function setupErrorLine(err: unknown, c: Settings, region: string | undefined): string {
   const code = errorCode(err);
   const bucket = `BUCKET_NAME=${c.BUCKET_NAME}`;
   const regionVar = c.AWS_DEFAULT_REGION === undefined && c.AWS_REGION !== undefined ? 'AWS_REGION' : 'AWS_DEFAULT_REGION';

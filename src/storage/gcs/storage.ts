@@ -28,14 +28,18 @@ import { readFile } from 'node:fs/promises';
 import { addAbortSignal, pipeline as pipe, Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Storage as GcsClient, type Bucket, type FileMetadata } from '@google-cloud/storage';
-import { copyOutByStream } from './shared/copy-out.js';
-import type { BackendConfig } from '../config.js';
-import { ConfigError } from '../util/config-error.js';
-import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from './errors.js';
-import type { Logger } from '../util/logger.js';
-import { splitNonce, WRITE_NONCE, writeOnce } from './write-nonce.js';
-import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import { copyOutByStream } from '../shared/copy-out.js';
+import type { CommonSettings } from '../driver.js';
+import type { GcsSettings } from './settings.js';
+import { ConfigError } from '../../util/config-error.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import type { Logger } from '../../util/logger.js';
+import { splitNonce, WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
+import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
+import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
+
+/** This backend's settings and the common ones it uses. */
+type Settings = GcsSettings & CommonSettings;
 
 const CHUNK_SIZE = 8 * 1024 * 1024;
 const LIST_PAGE = 1000;
@@ -45,14 +49,14 @@ class GcsStaged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly name: string, readonly generation: string) {}
 }
 
-export function create(config: BackendConfig<'gcs'>, logger: Logger): GcsStorage {
+export function create(config: Settings, logger: Logger): GcsStorage {
   return new GcsStorage(config, logger);
 }
 
 export class GcsStorage implements Storage {
   readonly kind = 'gcs';
   readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
-  readonly #config: BackendConfig<'gcs'>;
+  readonly #config: Settings;
   readonly #logger: Logger;
   readonly #client: GcsClient;
   readonly #bucket: Bucket;
@@ -63,7 +67,7 @@ export class GcsStorage implements Storage {
   /** False when the server ignores rewrite preconditions (fake-gcs-server): see the header. */
   #serverSideConditions = true;
 
-  constructor(config: BackendConfig<'gcs'>, logger: Logger) {
+  constructor(config: Settings, logger: Logger) {
     this.#config = config;
     this.#logger = logger;
     const timeout = config.STORAGE_TIMEOUT;
