@@ -22,15 +22,7 @@
  * If-None-Match on CopyObject (checked against MinIO; only the CopySource* conditions hold),
  * and CopyObject stops at 5 GiB; the multipart copy handles both.
  *
- * Integrity of uploaded bytes: every part carries a CRC32 checksum (the SDK's default), which
- * S3 checks, and is sent as UNSIGNED-PAYLOAD instead of also being SHA-256-hashed for the
- * signature (what the SDK itself does for streamed bodies, and boto3 over HTTPS) — that hash cost
- * a second of CPU per GiB. End to end, the model's SHA-256 in its metadata (signed with the
- * request headers) is checked on every read from storage.
- *
- * Metadata is sent as HTTP headers (ASCII only, 2 KB in total): values that are not plain
- * printable ASCII are stored as RFC 2047 encoded words (`=?UTF-8?B?<base64>?=`, what S3 itself
- * returns for non-ASCII metadata) and decoded on read.
+ * client.ts says how uploaded bytes are checked; metadata.ts how metadata travels.
  */
 import {
   AbortMultipartUploadCommand,
@@ -41,28 +33,31 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
-  ListMultipartUploadsCommand,
   ListObjectsV2Command,
-  S3Client,
-  S3ServiceException,
   UploadPartCopyCommand,
   type BucketLocationConstraint,
   type CompletedPart,
+  type S3Client,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { copyOutByStream } from '../shared/copy-out.js';
-import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
 import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { CommonSettings } from '../driver.js';
-import type { S3Settings } from './settings.js';
 import { ConfigError } from '../../util/config-error.js';
-import { MetadataTooLargeError, NotFoundError, PreconditionFailedError, StorageAccessDeniedError, StorageError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../../util/logger.js';
-import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from '../shared/staging.js';
+import type { CommonSettings } from '../driver.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { copyOutByStream } from '../shared/copy-out.js';
+import { newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import { WRITE_NONCE } from '../shared/write-nonce.js';
 import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
+import { copyPartSize, createClient, quietOldNodeWarning } from './client.js';
+import { describe, errorCode, isNoSuchUpload, setupErrorLine, translate, type Access } from './errors.js';
+import {
+  checkMetadataFits, decodeMetadata, encodeMetadata, MAX_METADATA_BYTES, metadataBytes, NONCE_BYTES, quote, unquote,
+} from './metadata.js';
+import type { S3Settings } from './settings.js';
+import { sweepMultipart, sweepStaged } from './sweep.js';
 
 /** This backend's settings and the common ones it uses. */
 type Settings = S3Settings & CommonSettings;
@@ -73,25 +68,13 @@ const UPLOAD_QUEUE = 4;
 /** Parts of a server-side copy: each is one request that may stay silent while S3 copies. */
 const COPY_PART_SIZE = 512 * MiB; // ≤ 5 GiB each; 10,000 parts reach S3's 5 TiB object limit
 const COPY_QUEUE = 4;
-/** S3's bound on an object's user metadata, keys and values together. */
-const MAX_METADATA_BYTES = 2048;
-/** S3's smallest part (all but the last). */
-const MIN_PART_SIZE = 5 * MiB;
-/** What the write nonce (write-nonce.ts; see #copyInto) adds to an object's metadata (its key and a UUID). */
-const NONCE_BYTES = WRITE_NONCE.length + 36;
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED', 'EPROTO', 'ERR_SSL_WRONG_VERSION_NUMBER']);
 
 class S3Staged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly name: string, readonly etag: string) {}
 }
 
 export function create(config: Settings, logger: Logger): S3Storage {
-  // The SDK prints a ten-line process warning on Node < 22, which would break the one-line
-  // start-up errors; say it once in the log instead.
-  if (Number(process.versions.node.split('.')[0]) < 22 && process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED === undefined) {
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-    logger.info('AWS SDK releases after January 2027 need Node.js 22; this build pins its SDK version and runs on Node.js 20');
-  }
+  quietOldNodeWarning(logger);
   return new S3Storage(config, logger);
 }
 
@@ -112,25 +95,7 @@ export class S3Storage implements Storage {
     this.#copyPartSize = options.copyPartSize ?? COPY_PART_SIZE;
     this.#logger = logger;
     this.bucket = config.BUCKET_NAME;
-    const region = config.AWS_DEFAULT_REGION ?? config.AWS_REGION ?? (config.AWS_ENDPOINT_URL ? 'us-east-1' : undefined);
-    this.client = new S3Client({
-      // Without region or keys the SDK's default chains (env, profile, web identity, IAM role) apply.
-      ...(region ? { region } : {}),
-      ...(config.AWS_ENDPOINT_URL ? { endpoint: config.AWS_ENDPOINT_URL, forcePathStyle: true } : {}),
-      ...(config.AWS_ACCESS_KEY_ID && config.AWS_SECRET_ACCESS_KEY
-        ? { credentials: { accessKeyId: config.AWS_ACCESS_KEY_ID, secretAccessKey: config.AWS_SECRET_ACCESS_KEY, sessionToken: config.AWS_SESSION_TOKEN } }
-        : {}),
-      maxAttempts: 3,
-      // Options for the SDK's NodeHttpHandler. socketTimeout is the inactivity timeout (also
-      // while a body streams), which is what STORAGE_TIMEOUT means; requestTimeout in this
-      // handler version caps the whole request and would only log a warning.
-      requestHandler: { connectionTimeout: 5000, socketTimeout: config.STORAGE_TIMEOUT },
-    });
-    this.client.middlewareStack.addRelativeTo(unsignedChecksummedPayload, {
-      relation: 'before',
-      toMiddleware: 'httpSigningMiddleware',
-      name: 'unsignedChecksummedPayload',
-    });
+    this.client = createClient(config);
   }
 
   async init(): Promise<void> {
@@ -274,54 +239,17 @@ export class S3Storage implements Storage {
     } while (continuation);
   }
 
-  /**
-   * Other hosts' uploads are judged by age from their start (S3 gives no later time: a multipart
-   * upload's Initiated, and the LastModified of the object it completes to): a day, so that a
-   * 20 GiB upload over a slow link is not taken for a leftover while it is still being written.
-   */
+  /** Removes what crashed writers left (sweep.ts). */
   async sweep(): Promise<number> {
     const active = new Set(this.#active);
-    let removed = 0;
-    let continuation: string | undefined;
-    do {
-      const page = await this.#call(UPLOADS_PREFIX, () =>
-        this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: UPLOADS_PREFIX, ContinuationToken: continuation })),
-      );
-      for (const o of page.Contents ?? []) {
-        if (o.Key && o.LastModified && isAbandoned(o.Key.slice(UPLOADS_PREFIX.length), o.LastModified, active, UPLOAD_STARTED_MAX_AGE_MS)) {
-          await this.delete(o.Key);
-          removed++;
-        }
-      }
-      continuation = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (continuation);
-
-    // No Prefix: MinIO lists multipart uploads only for an exact key, so filter here instead.
-    let keyMarker: string | undefined;
-    let uploadIdMarker: string | undefined;
-    do {
-      const page = await this.#call(UPLOADS_PREFIX, () =>
-        this.client.send(new ListMultipartUploadsCommand({ Bucket: this.bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
-      );
-      for (const u of page.Uploads ?? []) {
-        if (!u.Key || !u.UploadId || !u.Initiated) continue;
-        const abandoned = u.Key.startsWith(UPLOADS_PREFIX)
-          ? isAbandoned(u.Key.slice(UPLOADS_PREFIX.length), u.Initiated, active, UPLOAD_STARTED_MAX_AGE_MS)
-          : Date.now() - u.Initiated.getTime() > UPLOAD_STARTED_MAX_AGE_MS; // a commit that crashed mid-copy
-        if (abandoned) {
-          await this.#abortUpload(u.Key, u.UploadId);
-          removed++;
-        }
-      }
-      [keyMarker, uploadIdMarker] = page.IsTruncated ? [page.NextKeyMarker, page.NextUploadIdMarker] : [undefined, undefined];
-    } while (keyMarker);
-    return removed;
+    const call = <T>(fn: () => Promise<T>) => this.#call(UPLOADS_PREFIX, fn);
+    const staged = await sweepStaged(this.client, this.bucket, active, call, (key) => this.delete(key));
+    return staged + (await sweepMultipart(this.client, this.bucket, active, call, (key, id) => this.#abortUpload(key, id)));
   }
 
   /** S3 bounds user metadata to 2 KB: the UTF-8 bytes of every key and value, as sent. */
   checkMetadata(metadata: Metadata): void {
-    const bytes = metadataBytes(encodeMetadata(metadata)) + NONCE_BYTES;
-    if (bytes > MAX_METADATA_BYTES) throw metadataTooLarge(bytes);
+    checkMetadataFits(metadata);
   }
 
   copyOut(key: string, token: string, dest: string): Promise<void> {
@@ -471,158 +399,3 @@ export class S3Storage implements Storage {
   }
 }
 
-/** The one line a user gets for a setup that cannot work (`region` as the client resolved it). */
-export function setupErrorLine(err: unknown, c: Settings, region: string | undefined): string {
-  const code = errorCode(err);
-  const bucket = `BUCKET_NAME=${c.BUCKET_NAME}`;
-  const regionVar = c.AWS_DEFAULT_REGION === undefined && c.AWS_REGION !== undefined ? 'AWS_REGION' : 'AWS_DEFAULT_REGION';
-  const regionSet = (c.AWS_DEFAULT_REGION ?? c.AWS_REGION) !== undefined ? `${regionVar}=${region}` : `The region ${region} of the AWS profile`;
-  const keyId = c.AWS_ACCESS_KEY_ID ? `AWS_ACCESS_KEY_ID=${c.AWS_ACCESS_KEY_ID}` : 'AWS_ACCESS_KEY_ID is not set and the key found by the default credential chain (profile, IAM role)';
-  const expected = /expecting '([^']+)'/.exec(String((err as Error)?.message))?.[1]
-    ?? (err as { $response?: { headers?: Record<string, string> } })?.$response?.headers?.['x-amz-bucket-region'];
-  let line: string;
-  if (code === 'CredentialsProviderError') {
-    line = 'AWS_ACCESS_KEY_ID is not set and no AWS credentials were found (no profile, web identity or instance role): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run with an IAM role.';
-  } else if (/region is missing/i.test(String((err as Error)?.message))) {
-    line = 'AWS_DEFAULT_REGION is not set and no AWS profile names a region: set AWS_DEFAULT_REGION to the bucket\'s region code, e.g. AWS_DEFAULT_REGION=eu-central-1.';
-  } else if (code === 'InvalidAccessKeyId') {
-    line = `${keyId} is not known to the server (InvalidAccessKeyId): check the access key, or unset both keys to use the default credential chain.`;
-  } else if (code === 'SignatureDoesNotMatch') {
-    line = `AWS_SECRET_ACCESS_KEY does not belong to ${c.AWS_ACCESS_KEY_ID ? `AWS_ACCESS_KEY_ID=${c.AWS_ACCESS_KEY_ID}` : 'the access key found by the default credential chain'} (SignatureDoesNotMatch): copy the secret key again, without spaces or quotes.`;
-  } else if (code === 'ExpiredToken' || code === 'InvalidToken' || code === 'TokenRefreshRequired') {
-    line = `AWS_SESSION_TOKEN is expired or invalid (${code}): get fresh temporary credentials, or use long-term keys or an IAM role.`;
-  } else if (expected && (code === 'AuthorizationHeaderMalformed' || code === 'PermanentRedirect' || code === 'IllegalLocationConstraintException' || statusOf(err) === 301)) {
-    line = `${regionSet} is not the region of ${bucket} (${code}): set ${regionVar}=${expected}.`;
-  } else if (code === 'NoSuchBucket') {
-    line = `${bucket} does not exist and AUTO_CREATE_BUCKET=false: create the bucket (aws s3 mb s3://${c.BUCKET_NAME}) or set AUTO_CREATE_BUCKET=true.`;
-  } else if (code === 'BucketAlreadyExists') {
-    line = `${bucket} is taken by another account (BucketAlreadyExists): bucket names are global, choose another one.`;
-  } else if (code === 'AccessDenied' || code === 'AllAccessDisabled' || code === 'Forbidden' || statusOf(err) === 403) {
-    line = `${bucket} cannot be read with these credentials (${code}): grant s3:GetObject, s3:PutObject, s3:ListBucket and s3:DeleteObject on it, or use another bucket.`;
-  } else if (isNetworkError(err)) {
-    line = c.AWS_ENDPOINT_URL
-      ? `AWS_ENDPOINT_URL=${c.AWS_ENDPOINT_URL} is ${code === 'TimeoutError' ? 'not answering' : 'unreachable'} (${code}): check the URL and that the server is running.`
-      : `${regionSet} leads to an unreachable endpoint https://s3.${region}.amazonaws.com (${code}): check the region code and the network (proxy, firewall).`;
-  } else {
-    line = `${bucket} could not be checked at ${c.AWS_ENDPOINT_URL ?? `region ${region}`} (${describe(err)}): check the S3 settings.`;
-  }
-  return line.replace(/\s*\n\s*/g, ' ');
-}
-
-/** What a call does, for the permission a refusal names. */
-type Access = 'read' | 'write' | 'delete';
-const PERMISSIONS: Record<Access, string> = {
-  read: 's3:GetObject and s3:ListBucket',
-  write: 's3:PutObject (writing objects)',
-  delete: 's3:DeleteObject',
-};
-
-/** Maps an SDK error to the storage errors of ../errors.ts, keeping it as `cause`. */
-export function translate(err: unknown, key: string, access: Access = 'read'): unknown {
-  if (err instanceof StorageError) return err;
-  if ((err as Error)?.name === 'AbortError') return err;
-  const code = errorCode(err);
-  const status = statusOf(err);
-  // An upload gone under us (a sweep judged it abandoned, or a lifecycle rule): the object
-  // asked for is not missing — the write failed, and may be retried.
-  if (code === 'NoSuchUpload') return new StorageUnavailableError('s3', `the multipart upload to ${key} no longer exists (NoSuchUpload)`, { cause: err });
-  if (code === 'NoSuchKey' || (code === 'NotFound' && status === 404)) return new NotFoundError(key, { cause: err });
-  // 409 ConditionalRequestConflict: a concurrent conditional write to the same key won.
-  if (status === 412 || code === 'PreconditionFailed' || code === 'ConditionalRequestConflict') return new PreconditionFailedError(key, { cause: err });
-  if (code === 'MetadataTooLarge') return metadataTooLarge(undefined, err);
-  if (code === 'AccessDenied' || code === 'AllAccessDisabled' || (status === 403 && code === 'Forbidden')) {
-    return new StorageAccessDeniedError('s3', `${describe(err)} on ${key}`, PERMISSIONS[access], { cause: err });
-  }
-  if (err instanceof S3ServiceException || isNetworkError(err) || code === 'CredentialsProviderError') {
-    return new StorageUnavailableError('s3', describe(err), { cause: err });
-  }
-  return err;
-}
-
-/**
- * The part size of one multipart copy of `size` bytes: up to `base`, drawn at random. A multipart
- * object's ETag is a hash of its parts' hashes, so the same bytes copied with the same parts get
- * the ETag they had — and a rollback would hand a replica's stale If-Match a token that matches
- * again (ABA), letting it overwrite a newer version. Random part boundaries make ETags unique per
- * write for objects well over 5 MiB (5 MiB + k bytes have k layouts; parts but the last are at
- * least 5 MiB); a small object's copy takes milliseconds, too short a window for a replace and a
- * rollback to fit in.
- */
-export function copyPartSize(size: number, base: number): number {
-  if (size <= MIN_PART_SIZE) return size;
-  const high = Math.min(base, size - 1);
-  const low = Math.max(MIN_PART_SIZE, high - Math.floor(base / 8));
-  return low + Math.floor(Math.random() * (high - low + 1));
-}
-
-function metadataTooLarge(bytes: number | undefined, cause?: unknown): MetadataTooLargeError {
-  const bound = `${MAX_METADATA_BYTES} bytes in all, of which the registry's own fields take about 200`;
-  return new MetadataTooLargeError('S3', bound, bytes, cause === undefined ? undefined : { cause });
-}
-
-/** What S3 counts against its metadata bound: the UTF-8 bytes of every key and value. */
-function metadataBytes(metadata: Record<string, string>): number {
-  return Object.entries(metadata).reduce((n, [k, v]) => n + Buffer.byteLength(k) + Buffer.byteLength(v), 0);
-}
-
-/** A translated error whose cause is S3's NoSuchUpload. */
-function isNoSuchUpload(err: unknown): boolean {
-  return errorCode((err as Error | undefined)?.cause) === 'NoSuchUpload';
-}
-
-function errorCode(err: unknown): string {
-  const e = err as { code?: string; Code?: string; name?: string; errors?: { code?: string }[] } | undefined;
-  return e?.code ?? e?.errors?.[0]?.code ?? e?.Code ?? e?.name ?? 'Error';
-}
-
-function statusOf(err: unknown): number | undefined {
-  return (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
-}
-
-function isNetworkError(err: unknown): boolean {
-  return NETWORK_CODES.has(errorCode(err)) || (err as Error)?.name === 'TimeoutError';
-}
-
-function describe(err: unknown): string {
-  const status = statusOf(err);
-  return status ? `${errorCode(err)} ${status}` : errorCode(err);
-}
-
-const quote = (token: string) => (token.startsWith('"') ? token : `"${token}"`);
-const unquote = (etag: string | undefined) => (etag ?? '').replace(/^(W\/)?"|"$/g, '');
-
-const PLAIN = /^[\x21-\x7e]+( [\x21-\x7e]+)*$/;
-const ENCODED = /^=\?UTF-8\?B\?([A-Za-z0-9+/]*={0,2})\?=$/i;
-
-function encodeMetadata(metadata: Metadata): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(metadata).map(([k, v]) => [k, PLAIN.test(v) && !v.startsWith('=?') ? v : `=?UTF-8?B?${Buffer.from(v, 'utf8').toString('base64')}?=`]),
-  );
-}
-
-function decodeMetadata(raw: Record<string, string> | undefined): Metadata {
-  return Object.fromEntries(
-    Object.entries(raw ?? {}).filter(([k]) => k.toLowerCase() !== WRITE_NONCE).map(([k, v]) => {
-      const m = ENCODED.exec(v);
-      return [k.toLowerCase(), m ? Buffer.from(m[1]!, 'base64').toString('utf8') : v];
-    }),
-  );
-}
-
-/**
- * Sends a part or small object that carries a checksum header (the SDK's default CRC32, which S3
- * verifies) as UNSIGNED-PAYLOAD, so the signer does not hash the whole body with SHA-256 as well.
- */
-const unsignedChecksummedPayload: FinalizeRequestMiddleware<object, MetadataBearer> = (next) => async (args) => {
-  const request = args.request as { headers?: Record<string, string>; body?: unknown };
-  const headers = request.headers;
-  if (
-    headers &&
-    ArrayBuffer.isView(request.body) &&
-    !Object.keys(headers).some((h) => h.toLowerCase() === 'x-amz-content-sha256') &&
-    Object.keys(headers).some((h) => h.toLowerCase().startsWith('x-amz-checksum-'))
-  ) {
-    headers['x-amz-content-sha256'] = 'UNSIGNED-PAYLOAD';
-  }
-  return next(args);
-};
