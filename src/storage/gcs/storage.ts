@@ -1,15 +1,15 @@
 /**
- * Google Cloud Storage backend (@google-cloud/storage). Owns one bucket with the layout of SPEC §4:
- * `{key}` objects carry user metadata as GCS custom metadata (Unicode strings, stored as-is), and
- * uploads are staged as `.uploads/{pid}-{uuid}-{host}.part` objects, invisible to list() because
- * list is one level deep with '/' as delimiter.
+ * Google Cloud Storage backend (@google-cloud/storage). Owns one bucket with the layout of README
+ * "Storage layout": `{key}` objects carry user metadata as GCS custom metadata (Unicode strings,
+ * stored as-is), and uploads are staged as `.uploads/{pid}-{uuid}-{host}.part` objects, invisible
+ * to list() because list is one level deep with '/' as delimiter.
  *
  * Token = the object's generation: GCS assigns a new, never reused generation to every write of a
  * name, so tokens never repeat under a key (uniqueTokens).
  *
- * Atomicity: commit and copy publish through #publish(): an objects.rewrite from
- * a source pinned with ifSourceGenerationMatch to a destination with ifGenerationMatch (0 = must
- * not exist, N = must be exactly generation N). GCS evaluates the precondition and makes the new
+ * Atomicity: commit and copy publish through #publish(): an objects.rewrite from a source pinned
+ * with ifSourceGenerationMatch to a destination with ifGenerationMatch (0 = must not exist, N =
+ * must be exactly generation N). GCS evaluates the precondition and makes the new
  * generation live in one step on its side, so readers see the old generation or the new one,
  * whole, and two writers holding the same generation cannot both win: no read-then-write here.
  * A rewrite inside one bucket, location and storage class copies no bytes and finishes in one call;
@@ -24,26 +24,30 @@
  * same guarantee, paid for with a download and an upload of the bytes (fine for an emulator,
  * never chosen against real GCS).
  */
-import { readFile } from 'node:fs/promises';
-import { addAbortSignal, pipeline as pipe, Transform, type Readable } from 'node:stream';
+import { addAbortSignal, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Storage as GcsClient, type Bucket, type FileMetadata } from '@google-cloud/storage';
-import { copyOutByStream } from '../shared/copy-out.js';
-import type { CommonSettings } from '../driver.js';
-import type { GcsSettings } from './settings.js';
+import type { Storage as GcsClient, Bucket, FileMetadata } from '@google-cloud/storage';
 import { ConfigError } from '../../util/config-error.js';
-import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../../util/logger.js';
-import { splitNonce, WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
+import type { CommonSettings } from '../driver.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { copyOutByStream } from '../shared/copy-out.js';
+import { stallGuard, withTimeout } from '../shared/idle-timeout.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
-import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
+import { WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
+import type {
+  CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+} from '../types.js';
+import { createClient } from './client.js';
+import { contentTypeOf, isGeneration, responseStarted, toInfo, type RewriteResponse } from './objects.js';
+import { checkKeyFile, setupError, shortDetail, statusOf, translate } from './errors.js';
+import type { GcsSettings } from './settings.js';
 
 /** This backend's settings and the common ones it uses. */
 type Settings = GcsSettings & CommonSettings;
 
 const CHUNK_SIZE = 8 * 1024 * 1024;
 const LIST_PAGE = 1000;
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE', 'UND_ERR_SOCKET']);
 
 class GcsStaged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly name: string, readonly generation: string) {}
@@ -70,56 +74,26 @@ export class GcsStorage implements Storage {
   constructor(config: Settings, logger: Logger) {
     this.#config = config;
     this.#logger = logger;
-    const timeout = config.STORAGE_TIMEOUT;
-    const maxRetries = 2;
-    const maxRetryDelay = 2; // seconds
-    const retryOptions = {
-      autoRetry: true,
-      maxRetries,
-      retryDelayMultiplier: 2,
-      maxRetryDelay,
-      // Longer than every attempt timing out in turn: retry-request, past this deadline, drops a
-      // due retry without ever calling back (a request to a server that accepts connections and
-      // then stays silent hung for good).
-      totalTimeout: Math.ceil(((maxRetries + 1) * timeout) / 1000) + maxRetries * maxRetryDelay + 5, // seconds
-    };
-    let apiEndpoint: string | undefined;
-    if (config.STORAGE_EMULATOR_HOST !== undefined) {
-      apiEndpoint = emulatorEndpoint(config.STORAGE_EMULATOR_HOST);
-    }
-    this.#client = new GcsClient({
-      apiEndpoint,
-      projectId: config.GOOGLE_CLOUD_PROJECT ?? (apiEndpoint ? 'local-emulator' : undefined),
-      keyFilename: config.GOOGLE_APPLICATION_CREDENTIALS,
-      timeout,
-      retryOptions,
-    });
-    if (apiEndpoint) {
-      // With STORAGE_EMULATOR_HOST in the environment the SDK uses it verbatim as the JSON API
-      // base (no /storage/v1), which fake-gcs-server and the other SDKs' convention do not match.
-      this.#client.baseUrl = `${apiEndpoint}/storage/v1`;
-    }
-    // Resumable uploads go through gaxios, which has no timeout unless asked for one.
-    this.#client.interceptors.push({ request: (reqOpts) => ({ ...reqOpts, timeout }) as ReturnType<Interceptor['request']> });
+    this.#client = createClient(config);
     this.#bucket = this.#client.bucket(config.BUCKET_NAME);
   }
 
   async init(options: InitOptions = {}): Promise<void> {
-    await this.#checkKeyFile();
+    await checkKeyFile(this.#config.GOOGLE_APPLICATION_CREDENTIALS);
     if (this.#config.STORAGE_EMULATOR_HOST === undefined) {
       // Without credentials the SDK falls back to anonymous requests, which fail later with a
       // vague 401: ask for a token first, so a missing or broken key gets its own line.
       try {
         await withTimeout(this.#client.authClient.getAccessToken(), this.#config.STORAGE_TIMEOUT);
       } catch (err) {
-        throw this.#setupError(err, 'read');
+        throw setupError(this.#config, err, 'read');
       }
     }
     const bucket = `BUCKET_NAME=${this.#config.BUCKET_NAME}`;
     try {
       await this.#bucket.getFiles({ maxResults: 1, autoPaginate: false, prefix: UPLOADS_PREFIX });
     } catch (err) {
-      if (statusOf(err) !== 404) throw this.#setupError(err, 'read');
+      if (statusOf(err) !== 404) throw setupError(this.#config, err, 'read');
       if (!this.#config.AUTO_CREATE_BUCKET) {
         throw new ConfigError(
           `${bucket} does not exist (404 Not Found): create it (gcloud storage buckets create gs://${this.#config.BUCKET_NAME}) or set AUTO_CREATE_BUCKET=true.`,
@@ -368,29 +342,6 @@ export class GcsStorage implements Storage {
     return target.metadata.generation ? target.metadata : (await target.getMetadata())[0];
   }
 
-  async #checkKeyFile(): Promise<void> {
-    const keyFile = this.#config.GOOGLE_APPLICATION_CREDENTIALS;
-    if (keyFile === undefined) return;
-    let text: string;
-    try {
-      text = await readFile(keyFile, 'utf8');
-    } catch (err) {
-      throw new ConfigError(
-        `GOOGLE_APPLICATION_CREDENTIALS=${keyFile} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): point it at a service-account key file (JSON) readable by this user, or unset it to use the default credentials (workload identity, gcloud auth application-default login).`,
-        { cause: err },
-      );
-    }
-    let type: unknown;
-    try {
-      type = (JSON.parse(text) as { type?: unknown }).type;
-    } catch (err) {
-      throw new ConfigError(`GOOGLE_APPLICATION_CREDENTIALS=${keyFile} is not a JSON credentials file: download a key for the service account (gcloud iam service-accounts keys create) and point the variable at it.`, { cause: err });
-    }
-    if (typeof type !== 'string') {
-      throw new ConfigError(`GOOGLE_APPLICATION_CREDENTIALS=${keyFile} is JSON but not a Google credentials file (no "type" field): use a service-account key or an application-default credentials file.`);
-    }
-  }
-
   async #createBucket(): Promise<void> {
     try {
       await this.#client.createBucket(this.#config.BUCKET_NAME);
@@ -402,7 +353,7 @@ export class GcsStorage implements Storage {
           await this.#bucket.getFiles({ maxResults: 1, autoPaginate: false, prefix: UPLOADS_PREFIX });
           return;
         } catch (again) {
-          throw this.#setupError(again, 'read');
+          throw setupError(this.#config, again, 'read');
         }
       }
       if (/project id/i.test((err as Error).message ?? '')) {
@@ -411,7 +362,7 @@ export class GcsStorage implements Storage {
           { cause: err },
         );
       }
-      throw this.#setupError(err, 'create');
+      throw setupError(this.#config, err, 'create');
     }
   }
 
@@ -434,43 +385,10 @@ export class GcsStorage implements Storage {
         this.#serverSideConditions = true;
       }
     } catch (err) {
-      throw this.#setupError(err, 'write');
+      throw setupError(this.#config, err, 'write');
     } finally {
       await Promise.all([probe, target].map((f) => f.delete({ ignoreNotFound: true }).catch(() => {})));
     }
-  }
-
-  /** One line for a setup problem found by init(). */
-  #setupError(err: unknown, action: 'read' | 'write' | 'create'): ConfigError {
-    const bucket = `BUCKET_NAME=${this.#config.BUCKET_NAME}`;
-    const message = (err as Error)?.message ?? String(err);
-    const code = networkCode(err);
-    if (code) {
-      return new ConfigError(
-        this.#config.STORAGE_EMULATOR_HOST !== undefined
-          ? `STORAGE_EMULATOR_HOST=${this.#config.STORAGE_EMULATOR_HOST} is unreachable (${code}): check the URL and that the server is running.`
-          : `Google Cloud Storage (storage.googleapis.com, oauth2.googleapis.com) is unreachable (${code}): check this host's network, DNS and proxy settings (HTTPS_PROXY).`,
-        { cause: err },
-      );
-    }
-    if (/could not load the default credentials/i.test(message)) {
-      return new ConfigError(
-        'GOOGLE_APPLICATION_CREDENTIALS is not set and no default Google credentials were found: set it to a service-account key file, run with a service account (workload identity, GCE metadata server), or run gcloud auth application-default login.',
-        { cause: err },
-      );
-    }
-    if (this.#config.GOOGLE_APPLICATION_CREDENTIALS && /DECODER routines|PEM|private key|asn1|secretOrPrivateKey/i.test(message)) {
-      return new ConfigError(`GOOGLE_APPLICATION_CREDENTIALS=${this.#config.GOOGLE_APPLICATION_CREDENTIALS} holds a private key that cannot be used (${oneLine(message)}): the file is damaged; download a new key for the service account.`, { cause: err });
-    }
-    if (/invalid_grant|invalid_client|unauthorized_client|account not found|invalid jwt/i.test(message) || statusOf(err) === 401) {
-      const setting = this.#config.GOOGLE_APPLICATION_CREDENTIALS ? `GOOGLE_APPLICATION_CREDENTIALS=${this.#config.GOOGLE_APPLICATION_CREDENTIALS}` : 'The default Google credentials';
-      return new ConfigError(`${setting} were rejected by Google (${oneLine(message)}): the key may be deleted or revoked; create a new key for the service account or fix the default credentials.`, { cause: err });
-    }
-    if (statusOf(err) === 403) {
-      const grant = action === 'create' ? 'grant storage.buckets.create in the project, or create the bucket yourself' : 'grant roles/storage.objectAdmin on it to this service account, or use another bucket';
-      return new ConfigError(`${bucket} cannot be ${action === 'create' ? 'created' : action === 'write' ? 'written' : 'read'} with these credentials (403 ${oneLine(message)}): ${grant}.`, { cause: err });
-    }
-    return new ConfigError(`${bucket} cannot be used (${shortDetail(err)}): check the bucket and the GCS settings.`, { cause: err });
   }
 
   #own(staged: StagedObject): GcsStaged {
@@ -485,138 +403,4 @@ export class GcsStorage implements Storage {
       throw translate(err, key);
     }
   }
-}
-
-type Interceptor = GcsClient['interceptors'][number];
-
-interface RewriteResponse {
-  done?: boolean;
-  rewriteToken?: string;
-  resource?: FileMetadata;
-}
-
-/** The HTTP status of an SDK error (ApiError.code, GaxiosError.status), if any. */
-function statusOf(err: unknown): number | undefined {
-  const e = err as { code?: unknown; status?: unknown; response?: { status?: unknown } } | undefined;
-  for (const v of [e?.code, e?.status, e?.response?.status]) if (typeof v === 'number') return v;
-  return undefined;
-}
-
-function networkCode(err: unknown): string | undefined {
-  for (let e = err as { code?: unknown; type?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
-    if (typeof e.code === 'string' && NETWORK_CODES.has(e.code)) return e.code;
-    if (e.type === 'request-timeout' || (e as Error).name === 'TimeoutError') return 'timeout';
-  }
-  if (/network timeout|socket hang up|timeout of \d+ms exceeded/i.test((err as Error)?.message ?? '')) return 'timeout';
-  return undefined;
-}
-
-/** Maps SDK errors to the storage errors of types.ts, keeping the original as cause. */
-function translate(err: unknown, key?: string, destination?: string): unknown {
-  if (err instanceof NotFoundError || err instanceof PreconditionFailedError || err instanceof StorageUnavailableError) return err;
-  if ((err as Error)?.name === 'AbortError') return err; // the caller's own abort
-  const status = statusOf(err);
-  if (status === 404 && key !== undefined) return new NotFoundError(key, { cause: err });
-  if (status === 412) return new PreconditionFailedError(destination ?? key ?? '', { cause: err });
-  if (networkCode(err) || status === 404 || status === 408 || status === 429 || status === 401 || status === 403 || (status !== undefined && status >= 500)) {
-    return new StorageUnavailableError('gcs', shortDetail(err), { cause: err });
-  }
-  return err;
-}
-
-function shortDetail(err: unknown): string {
-  const status = statusOf(err);
-  const code = networkCode(err);
-  return oneLine([status, code, code ? undefined : (err as Error)?.message].filter(Boolean).join(' ')).slice(0, 160);
-}
-
-function oneLine(text: string): string {
-  return text.replace(/\s+/g, ' ').trim();
-}
-
-function isGeneration(token: string): boolean {
-  return /^\d{1,19}$/.test(token);
-}
-
-function contentTypeOf(key: string): string {
-  return key.endsWith('.tar.gz') ? 'application/gzip' : 'application/octet-stream';
-}
-
-/** STORAGE_EMULATOR_HOST as host:port or URL, with or without /storage/v1, as an http(s) origin. */
-function emulatorEndpoint(raw: string): string {
-  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw) ? raw : `http://${raw}`;
-  let url: URL;
-  try {
-    url = new URL(withScheme);
-  } catch (err) {
-    throw new ConfigError(`STORAGE_EMULATOR_HOST=${raw} is not a host:port or URL: use e.g. STORAGE_EMULATOR_HOST=http://127.0.0.1:4443.`, { cause: err });
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new ConfigError(`STORAGE_EMULATOR_HOST=${raw} must be an http(s) URL: use e.g. STORAGE_EMULATOR_HOST=http://127.0.0.1:4443.`);
-  }
-  return `${url.origin}${url.pathname.replace(/\/+$/, '').replace(/\/storage\/v1$/, '')}`;
-}
-
-function toInfo(key: string, resource: FileMetadata): ObjectInfo {
-  const raw: Metadata = {};
-  for (const [k, v] of Object.entries(resource.metadata ?? {})) if (typeof v === 'string') raw[k] = v;
-  const { metadata } = splitNonce(raw);
-  return {
-    key,
-    size: Number(resource.size ?? 0),
-    lastModified: new Date(resource.updated ?? resource.timeCreated ?? 0),
-    token: String(resource.generation),
-    metadata,
-  };
-}
-
-/**
- * `body` behind a stream that fails with ETIMEDOUT when the server sends nothing for `ms`
- * (STORAGE_TIMEOUT): the SDK's timeout covers only the wait for the response headers, so a
- * download that stalled half way hung for good. A reader that is behind (its buffer full) is
- * what holds the bytes back then, not the server, and does not count.
- */
-function stallGuard(body: Readable, ms: number, key: string): Readable {
-  let timer: NodeJS.Timeout | undefined;
-  const guard = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      arm();
-      callback(null, chunk);
-    },
-  });
-  const arm = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => {
-      if (guard.destroyed) return;
-      if (guard.readableLength >= guard.readableHighWaterMark) return arm();
-      body.destroy(Object.assign(new Error(`storage sent no bytes of ${key} for ${ms} ms`), { code: 'ETIMEDOUT' }));
-    }, ms);
-  };
-  arm();
-  pipe(body, guard, () => clearTimeout(timer)); // an error on either side destroys both
-  return guard;
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(Object.assign(new Error(`no answer within ${ms} ms`), { code: 'ETIMEDOUT' })), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Resolves once a read stream has its HTTP response (so the read is bound to it). */
-function responseStarted(body: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error) => reject(err);
-    body.once('error', onError);
-    body.once('response', (res: { statusCode?: number }) => {
-      if ((res.statusCode ?? 200) < 300) {
-        body.off('error', onError);
-        resolve();
-      }
-      // on an error status the SDK destroys the stream with an ApiError: onError rejects.
-    });
-    body.read(0); // the SDK sends the request on the first read
-  });
 }
