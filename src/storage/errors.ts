@@ -43,7 +43,12 @@ export class StorageUnavailableError extends StorageError {
  * reads only. `permission` names what is missing, in the storage's own terms.
  */
 export class StorageAccessDeniedError extends StorageError {
-  constructor(readonly backend: string, readonly detail: string, readonly permission: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly backend: string,
+    readonly detail: string,
+    readonly permission: string,
+    options?: { cause?: unknown },
+  ) {
     super(
       `The ${backend} storage refused this (${detail}): the registry's storage credentials lack ${permission}. ` +
         'Reads keep working; ask the operator to grant it for uploads, rollbacks and deletes.',

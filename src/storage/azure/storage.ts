@@ -33,16 +33,18 @@ import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from 
 import { copyOutByStream } from '../shared/copy-out.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from '../shared/staging.js';
 import { splitNonce, WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
-import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
+import type {
+  CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+} from '../types.js';
 import { createContainer, type Container, type Source } from './client.js';
 import { configError, translate } from './errors.js';
+import { blocksOf } from './blocks.js';
 import { decodeMetadata, encodeMetadata } from './metadata.js';
 import type { AzureSettings } from './settings.js';
 
 /** This backend's settings and the common ones it uses. */
 type Settings = AzureSettings & CommonSettings;
 
-const BLOCK_SIZE = 8 * 1024 * 1024;
 const CONCURRENCY = 4;
 
 class AzureStaged implements StagedObject {
@@ -157,7 +159,12 @@ export class AzureStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const { name, etag, size } = this.#own(staged);
     const key = options.key ?? staged.key;
     checkKey(key);
@@ -251,9 +258,17 @@ export class AzureStorage implements Storage {
 
   /**
    * #copy, told apart from a lost race when its reply is lost and the SDK's resend fails against
-   * the blob the first attempt wrote (write-nonce.ts).
+   * the blob the first attempt wrote (shared/write-nonce.ts).
    */
-  async #publish(source: BlobClient, to: string, metadata: Metadata, conditions: BlobRequestConditions, sourceEtag: string, sourceKey: string, size: number | undefined): Promise<ObjectInfo> {
+  async #publish(
+    source: BlobClient,
+    to: string,
+    metadata: Metadata,
+    conditions: BlobRequestConditions,
+    sourceEtag: string,
+    sourceKey: string,
+    size: number | undefined,
+  ): Promise<ObjectInfo> {
     return writeOnce('azure', to, async (nonce) => {
       const done = await this.#copy(source, to, { ...metadata, [WRITE_NONCE]: nonce }, conditions, sourceEtag, sourceKey);
       return info(to, size, done.lastModified, done.etag, metadata);
@@ -275,7 +290,14 @@ export class AzureStorage implements Storage {
   }
 
   /** Server-side copy with the conditions; waits for a copy the service scheduled. */
-  async #copy(source: BlobClient, to: string, metadata: Metadata, conditions: BlobRequestConditions, sourceEtag: string, sourceKey: string) {
+  async #copy(
+    source: BlobClient,
+    to: string,
+    metadata: Metadata,
+    conditions: BlobRequestConditions,
+    sourceEtag: string,
+    sourceKey: string,
+  ) {
     const poller = await this.#call(
       () =>
         this.#blob(to).beginCopyFromURL(source.url, {
@@ -334,7 +356,13 @@ function destination(condition: WriteCondition): BlobRequestConditions {
   return {};
 }
 
-function info(key: string, size: number | undefined, lastModified: Date | undefined, etag: string | undefined, metadata: Metadata): ObjectInfo {
+function info(
+  key: string,
+  size: number | undefined,
+  lastModified: Date | undefined,
+  etag: string | undefined,
+  metadata: Metadata,
+): ObjectInfo {
   // Listings give the ETag bare, headers quoted: one spelling, so tokens compare equal.
   const token = etag === undefined ? '' : etag.startsWith('"') ? etag : `"${etag}"`;
   return { key, size: size ?? 0, lastModified: lastModified ?? new Date(0), token, metadata: splitNonce(metadata).metadata };
@@ -348,26 +376,3 @@ function checkKey(key: string): string {
   }
   return key;
 }
-
-/** Cuts a stream into BLOCK_SIZE buffers (the last one shorter). Holds at most one block. */
-async function* blocksOf(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  let parts: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of source) {
-    let rest = chunk;
-    while (length + rest.length >= BLOCK_SIZE) {
-      const take = BLOCK_SIZE - length;
-      parts.push(rest.subarray(0, take));
-      yield Buffer.concat(parts);
-      rest = rest.subarray(take);
-      parts = [];
-      length = 0;
-    }
-    if (rest.length > 0) {
-      parts.push(rest);
-      length += rest.length;
-    }
-  }
-  if (length > 0) yield Buffer.concat(parts);
-}
-

@@ -39,14 +39,14 @@ import type {
   CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
 } from '../types.js';
 import { createClient } from './client.js';
-import { contentTypeOf, isGeneration, responseStarted, toInfo, type RewriteResponse } from './objects.js';
+import { contentTypeOf, isGeneration, responseStarted, toInfo } from './objects.js';
+import { CHUNK_SIZE, reupload, rewrite } from './publish.js';
 import { checkKeyFile, setupError, shortDetail, statusOf, translate } from './errors.js';
 import type { GcsSettings } from './settings.js';
 
 /** This backend's settings and the common ones it uses. */
 type Settings = GcsSettings & CommonSettings;
 
-const CHUNK_SIZE = 8 * 1024 * 1024;
 const LIST_PAGE = 1000;
 
 class GcsStaged implements StagedObject {
@@ -165,7 +165,12 @@ export class GcsStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const own = this.#own(staged);
     await options.after;
     const info = await this.#publish(own.name, own.generation, options.key ?? own.key, metadata, condition);
@@ -268,7 +273,13 @@ export class GcsStorage implements Storage {
    * Publishes `source` at generation `sourceGeneration` under `key` with `metadata`, if
    * `condition` holds for `key` at that instant (see the header for why this is atomic).
    */
-  async #publish(source: string, sourceGeneration: string, key: string, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async #publish(
+    source: string,
+    sourceGeneration: string,
+    key: string,
+    metadata: Metadata,
+    condition: WriteCondition,
+  ): Promise<ObjectInfo> {
     // Generations are decimal; anything else cannot match any object.
     if (!isGeneration(sourceGeneration)) throw new PreconditionFailedError(source);
     let ifGenerationMatch: string | undefined;
@@ -277,13 +288,13 @@ export class GcsStorage implements Storage {
       if (!isGeneration(condition.ifMatch)) throw new PreconditionFailedError(key);
       ifGenerationMatch = condition.ifMatch;
     }
-    // The SDK resends a request whose reply was lost: see write-nonce.ts.
+    // The SDK resends a request whose reply was lost: see shared/write-nonce.ts.
     return writeOnce('gcs', key, async (nonce) => {
       const stored = { ...metadata, [WRITE_NONCE]: nonce };
       try {
         const resource = this.#serverSideConditions
-          ? await this.#rewrite(source, sourceGeneration, key, stored, ifGenerationMatch)
-          : await this.#reupload(source, sourceGeneration, key, stored, ifGenerationMatch);
+          ? await rewrite(this.#bucket, source, sourceGeneration, { key, metadata: stored, ifGenerationMatch })
+          : await reupload(this.#bucket, source, sourceGeneration, { key, metadata: stored, ifGenerationMatch }, this.#closing.signal);
         return toInfo(key, resource);
       } catch (err) {
         if (statusOf(err) === 404 && !this.#serverSideConditions) {
@@ -306,40 +317,6 @@ export class GcsStorage implements Storage {
       if (err instanceof NotFoundError) return undefined;
       throw err;
     }
-  }
-
-  /** objects.rewrite, continued with the same preconditions until GCS reports it done. */
-  async #rewrite(source: string, sourceGeneration: string, key: string, metadata: Metadata, ifGenerationMatch: string | undefined): Promise<FileMetadata> {
-    const qs: Record<string, string> = { ifSourceGenerationMatch: sourceGeneration };
-    if (ifGenerationMatch !== undefined) qs.ifGenerationMatch = ifGenerationMatch;
-    const file = this.#bucket.file(source);
-    const uri = `/rewriteTo/b/${encodeURIComponent(this.#bucket.name)}/o/${encodeURIComponent(key)}`;
-    for (;;) {
-      const response = await new Promise<RewriteResponse>((resolve, reject) =>
-        file.request(
-          { method: 'POST', uri, qs, json: { contentType: contentTypeOf(key), metadata } },
-          (err, body) => (err ? reject(err) : resolve(body as RewriteResponse)),
-        ),
-      );
-      if (response.done && response.resource) return response.resource;
-      if (!response.rewriteToken) throw new Error('objects.rewrite returned neither a resource nor a rewriteToken');
-      qs.rewriteToken = response.rewriteToken;
-    }
-  }
-
-  /** For servers that ignore rewrite preconditions: a conditional upload of the pinned bytes. */
-  async #reupload(source: string, sourceGeneration: string, key: string, metadata: Metadata, ifGenerationMatch: string | undefined): Promise<FileMetadata> {
-    const target = this.#bucket.file(key);
-    const reader = this.#bucket.file(source, { generation: Number(sourceGeneration) }).createReadStream({ decompress: false });
-    const writer = target.createWriteStream({
-      resumable: true,
-      chunkSize: CHUNK_SIZE,
-      contentType: contentTypeOf(key),
-      metadata: { metadata },
-      preconditionOpts: ifGenerationMatch === undefined ? undefined : { ifGenerationMatch: Number(ifGenerationMatch) },
-    });
-    await pipeline(reader, writer, { signal: this.#closing.signal });
-    return target.metadata.generation ? target.metadata : (await target.getMetadata())[0];
   }
 
   async #createBucket(): Promise<void> {
@@ -377,7 +354,7 @@ export class GcsStorage implements Storage {
       await probe.save('', { resumable: false, preconditionOpts: { ifGenerationMatch: 0 } });
       const generation = String(probe.metadata.generation ?? (await probe.getMetadata())[0].generation);
       try {
-        await this.#rewrite(probe.name, generation, target.name, {}, '1');
+        await rewrite(this.#bucket, probe.name, generation, { key: target.name, metadata: {}, ifGenerationMatch: '1' });
         this.#serverSideConditions = false;
         this.#logger.warn('this GCS server ignores preconditions on rewrite (fake-gcs-server?): commits and copies stream the bytes through this process');
       } catch (err) {

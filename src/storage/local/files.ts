@@ -1,6 +1,7 @@
 /** Tokens, object info and durability of the local backend's files. */
 import type { BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { PreconditionFailedError } from '../errors.js';
 import type { Metadata, ObjectInfo, WriteCondition } from '../types.js';
 
@@ -42,4 +43,21 @@ export async function syncFile(file: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Lock directories a killed process left. A holder refreshes its lock every LOCK_STALE_MS / 2,
+ * so one untouched for twice LOCK_STALE_MS has no holder; most keys' locks are taken again (and
+ * found stale then), but a history key is written once, and its lock would stay forever.
+ */
+export async function sweepLocks(dir: string): Promise<number> {
+  let removed = 0;
+  for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
+    const full = path.join(dir, name);
+    const stats = await fs.stat(full).catch(() => undefined);
+    if (!stats || Date.now() - stats.mtimeMs <= 2 * LOCK_STALE_MS) continue;
+    await fs.rm(full, { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
 }

@@ -28,7 +28,7 @@ import type {
   CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
 } from '../types.js';
 import { translate } from './errors.js';
-import { checkCondition, LOCK_STALE_MS, syncDir, syncFile, tokenOf, toInfo } from './files.js';
+import { checkCondition, LOCK_STALE_MS, sweepLocks, syncDir, syncFile, tokenOf, toInfo } from './files.js';
 import type { LocalSettings } from './settings.js';
 import { META, Sidecars } from './sidecars.js';
 
@@ -150,7 +150,12 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const { file } = this.#own(staged);
     const key = options.key ?? staged.key;
     const target = this.#path(key);
@@ -299,28 +304,11 @@ export class LocalStorage implements Storage {
         removed++;
       }
     }
-    removed += await this.#sweepLocks(path.join(dir, 'locks'));
+    removed += await sweepLocks(path.join(dir, 'locks'));
     removed += await this.#sidecars.sweep(async (key) => {
       const stats = await this.#statOrUndefined(key);
       return stats && tokenOf(stats);
     });
-    return removed;
-  }
-
-  /**
-   * Lock directories a killed process left. A holder refreshes its lock every LOCK_STALE_MS / 2,
-   * so one untouched for twice LOCK_STALE_MS has no holder; most keys' locks are taken again (and
-   * found stale then), but a history key is written once, and its lock would stay forever.
-   */
-  async #sweepLocks(dir: string): Promise<number> {
-    let removed = 0;
-    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-      const full = path.join(dir, name);
-      const stats = await fs.stat(full).catch(() => undefined);
-      if (!stats || Date.now() - stats.mtimeMs <= 2 * LOCK_STALE_MS) continue;
-      await fs.rm(full, { recursive: true, force: true });
-      removed++;
-    }
     return removed;
   }
 

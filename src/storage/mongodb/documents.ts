@@ -71,7 +71,12 @@ export function escapeRegex(text: string): string {
  * landing after abort() deleted the chunks. Here at most one insert is in flight, and it has
  * settled before this rejects, so the caller's clean-up comes last.
  */
-export async function writeChunks(chunks: Collection<ChunkDoc>, fileId: string, body: Readable, signal?: AbortSignal): Promise<number> {
+export async function writeChunks(
+  chunks: Collection<ChunkDoc>,
+  fileId: string,
+  body: Readable,
+  signal?: AbortSignal,
+): Promise<number> {
   let size = 0;
   let failed = false;
   let inflight: Promise<unknown> = Promise.resolve();

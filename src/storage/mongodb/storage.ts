@@ -181,7 +181,12 @@ export class MongoStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const s = this.#own(staged);
     await options.after;
     const info = await this.#publish(options.key ?? s.key, s.name, s.size, metadata, condition);
@@ -304,7 +309,13 @@ export class MongoStorage implements Storage {
   }
 
   /** Makes `fileId` the object under `key` if `condition` holds for the head (see header). */
-  async #publish(key: string, fileId: string, size: number, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async #publish(
+    key: string,
+    fileId: string,
+    size: number,
+    metadata: Metadata,
+    condition: WriteCondition,
+  ): Promise<ObjectInfo> {
     for (;;) {
       const started = Date.now();
       const head = await this.#head(key);

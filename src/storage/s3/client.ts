@@ -8,10 +8,11 @@
  * a second of CPU per GiB. End to end, the model's SHA-256 in its metadata (signed with the
  * request headers) is checked on every read from storage.
  */
-import { S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, S3Client, type BucketLocationConstraint } from '@aws-sdk/client-s3';
 import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
 import type { CommonSettings } from '../driver.js';
 import type { Logger } from '../../util/logger.js';
+import { errorCode } from './errors.js';
 import type { S3Settings } from './settings.js';
 
 const MiB = 1024 * 1024;
@@ -84,4 +85,17 @@ export function quietOldNodeWarning(logger: Logger): void {
   if (Number(process.versions.node.split('.')[0]) >= 22 || env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED !== undefined) return;
   env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
   logger.info('AWS SDK releases after January 2027 need Node.js 22; this build pins its SDK version and runs on Node.js 20');
+}
+
+/** Creates `bucket` in the client's region (AUTO_CREATE_BUCKET); one another replica made is fine. */
+export async function createBucket(client: S3Client, bucket: string, logger: Logger): Promise<void> {
+  const region = await client.config.region();
+  // us-east-1 is the default location and must not be named.
+  const location = region && region !== 'us-east-1' ? { LocationConstraint: region as BucketLocationConstraint } : undefined;
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket, ...(location ? { CreateBucketConfiguration: location } : {}) }));
+    logger.info({ bucket, region }, 'created the bucket (AUTO_CREATE_BUCKET=true)');
+  } catch (err) {
+    if (errorCode(err) !== 'BucketAlreadyOwnedByYou') throw err; // another replica was faster
+  }
 }

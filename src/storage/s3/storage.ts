@@ -27,7 +27,6 @@
 import {
   AbortMultipartUploadCommand,
   CompleteMultipartUploadCommand,
-  CreateBucketCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
@@ -35,7 +34,6 @@ import {
   HeadObjectCommand,
   ListObjectsV2Command,
   UploadPartCopyCommand,
-  type BucketLocationConstraint,
   type CompletedPart,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -50,8 +48,10 @@ import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from 
 import { copyOutByStream } from '../shared/copy-out.js';
 import { newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import { WRITE_NONCE } from '../shared/write-nonce.js';
-import type { CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from '../types.js';
-import { copyPartSize, createClient, quietOldNodeWarning } from './client.js';
+import type {
+  CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+} from '../types.js';
+import { copyPartSize, createBucket, createClient, quietOldNodeWarning } from './client.js';
 import { describe, errorCode, isNoSuchUpload, setupErrorLine, translate, type Access } from './errors.js';
 import {
   checkMetadataFits, decodeMetadata, encodeMetadata, MAX_METADATA_BYTES, metadataBytes, NONCE_BYTES, quote, unquote,
@@ -104,7 +104,7 @@ export class S3Storage implements Storage {
         await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, MaxKeys: 1 }));
       } catch (err) {
         if (errorCode(err) !== 'NoSuchBucket' || !this.#config.AUTO_CREATE_BUCKET) throw err;
-        await this.#createBucket();
+        await createBucket(this.client, this.bucket, this.#logger);
       }
     } catch (err) {
       throw await this.#setupError(err);
@@ -189,7 +189,12 @@ export class S3Storage implements Storage {
     throw (pipeResult as PromiseRejectedResult).reason;
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const s = this.#own(staged);
     const from = { from: UPLOADS_PREFIX + s.name, sourceToken: s.etag, size: s.size };
     const info = await this.#copyInto(from, options.key ?? s.key, { metadata, condition, after: options.after });
@@ -364,20 +369,6 @@ export class S3Storage implements Storage {
 
   async #deleteQuietly(key: string): Promise<void> {
     await this.delete(key).catch((err: unknown) => this.#logger.warn({ err, key }, 'could not delete a staged upload; sweep will retry'));
-  }
-
-  async #createBucket(): Promise<void> {
-    const region = await this.client.config.region();
-    try {
-      await this.client.send(new CreateBucketCommand({
-        Bucket: this.bucket,
-        // us-east-1 is the default location and must not be named.
-        ...(region && region !== 'us-east-1' ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } } : {}),
-      }));
-      this.#logger.info({ bucket: this.bucket, region }, 'created the bucket (AUTO_CREATE_BUCKET=true)');
-    } catch (err) {
-      if (errorCode(err) !== 'BucketAlreadyOwnedByYou') throw err; // another replica was faster
-    }
   }
 
   async #setupError(err: unknown): Promise<ConfigError> {

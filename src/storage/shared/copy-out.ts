@@ -9,7 +9,12 @@ import { PreconditionFailedError } from '../errors.js';
 import type { Storage } from '../types.js';
 
 /** Writes the bytes of `key` at `token` to `dest`; PreconditionFailedError when it has another token. */
-export async function copyOutByStream(storage: Pick<Storage, 'get'>, key: string, token: string, dest: string): Promise<void> {
+export async function copyOutByStream(
+  storage: Pick<Storage, 'get'>,
+  key: string,
+  token: string,
+  dest: string,
+): Promise<void> {
   const { info, body } = await storage.get(key);
   if (info.token !== token) {
     body.destroy();

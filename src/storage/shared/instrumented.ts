@@ -35,7 +35,10 @@
 import type { Readable } from 'node:stream';
 import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { Metrics, StorageOperation, StorageOutcome } from '../../metrics.js';
-import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from '../types.js';
+import type {
+  InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage,
+  StorageCapabilities, WriteCondition,
+} from '../types.js';
 
 export function outcomeOf(err: unknown): StorageOutcome {
   if (err instanceof NotFoundError) return 'not_found';
@@ -97,7 +100,12 @@ class InstrumentedStorage implements Storage {
     return this.#timed('put', () => this.inner.stage(key, body, options));
   }
 
-  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options?: CommitOptions): Promise<ObjectInfo> {
+  commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options?: CommitOptions,
+  ): Promise<ObjectInfo> {
     return this.#timed('put', () => this.inner.commit(staged, metadata, condition, options));
   }
 

@@ -67,7 +67,12 @@ export class MemoryStorage implements Storage {
     return staged;
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const own = this.#own(staged);
     await options.after;
     const info = this.#publish(options.key ?? own.key, own.bytes, metadata, condition);
