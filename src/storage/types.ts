@@ -130,7 +130,12 @@ export interface Storage {
    * that instant (the backend's own conditional write — never a read-then-write). Readers see the
    * old object or the new one, whole. Throws PreconditionFailedError and keeps the staged object.
    */
-  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options?: CommitOptions): Promise<ObjectInfo>;
+  commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options?: CommitOptions,
+  ): Promise<ObjectInfo>;
 
   /** Removes a staged object that will not be committed. Never throws NotFoundError. */
   discard(staged: StagedObject): Promise<void>;

@@ -56,7 +56,8 @@ export function createContainer(config: AzureSettings & CommonSettings): Contain
 
 /** Builds the service URL and credential from the settings; a setup that cannot work is a ConfigError. */
 export function resolveClient(config: AzureSettings) {
-  const { AZURE_STORAGE_CONNECTION_STRING: cs, AZURE_ACCOUNT_NAME: name, AZURE_ACCOUNT_KEY: key, AZURE_BLOB_ENDPOINT: endpoint } = config;
+  const { AZURE_STORAGE_CONNECTION_STRING: cs, AZURE_ACCOUNT_NAME: name, AZURE_ACCOUNT_KEY: key } = config;
+  const endpoint = config.AZURE_BLOB_ENDPOINT;
   if (cs !== undefined) {
     let parsed: BlobServiceClient;
     try {
@@ -77,7 +78,8 @@ export function resolveClient(config: AzureSettings) {
   }
   if (name !== undefined && key !== undefined) {
     const url = (endpoint ?? `https://${name}.blob.core.windows.net`).replace(/\/+$/, '');
-    const source = { endpoint: url, endpointVar: endpoint ? 'AZURE_BLOB_ENDPOINT' : 'AZURE_ACCOUNT_NAME', credentialVar: 'AZURE_ACCOUNT_KEY', sharedKey: true };
+    const endpointVar = endpoint ? 'AZURE_BLOB_ENDPOINT' : 'AZURE_ACCOUNT_NAME';
+    const source = { endpoint: url, endpointVar, credentialVar: 'AZURE_ACCOUNT_KEY', sharedKey: true };
     return { url, credential: new StorageSharedKeyCredential(name, key), source };
   }
   if (key !== undefined) {
@@ -85,13 +87,19 @@ export function resolveClient(config: AzureSettings) {
   }
   if (endpoint !== undefined && /[?&]sig=/.test(endpoint)) {
     // A SAS URL carries its own authorisation.
-    const source = { endpoint: withoutQuery(endpoint), endpointVar: 'AZURE_BLOB_ENDPOINT', credentialVar: 'AZURE_BLOB_ENDPOINT', sharedKey: false };
+    const source = {
+      endpoint: withoutQuery(endpoint),
+      endpointVar: 'AZURE_BLOB_ENDPOINT',
+      credentialVar: 'AZURE_BLOB_ENDPOINT',
+      sharedKey: false,
+    };
     return { url: endpoint, credential: undefined, source };
   }
   // No key: the default Azure credential chain (environment, workload identity, managed
   // identity, Azure CLI). The identity needs Storage Blob Data Contributor on the container.
   const url = (endpoint ?? `https://${name}.blob.core.windows.net`).replace(/\/+$/, '');
-  const source = { endpoint: url, endpointVar: endpoint ? 'AZURE_BLOB_ENDPOINT' : 'AZURE_ACCOUNT_NAME', credentialVar: 'identity', sharedKey: false };
+  const endpointVar = endpoint ? 'AZURE_BLOB_ENDPOINT' : 'AZURE_ACCOUNT_NAME';
+  const source = { endpoint: url, endpointVar, credentialVar: 'identity', sharedKey: false };
   return { url, credential: new DefaultAzureCredential() as TokenCredential, source };
 }
 

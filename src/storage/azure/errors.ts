@@ -20,10 +20,15 @@ export function translate(err: unknown, key?: string, sourceKey?: string): unkno
   if (status === 404 && code !== 'ContainerNotFound' && (sourceKey ?? key) !== undefined) {
     return new NotFoundError((sourceKey ?? key)!, { cause: err });
   }
-  if (status === 412 && key !== undefined) return new PreconditionFailedError(code === 'SourceConditionNotMet' ? (sourceKey ?? key) : key, { cause: err });
-  if (status === 409 && code === 'BlobAlreadyExists' && key !== undefined) return new PreconditionFailedError(key, { cause: err });
+  if (status === 412 && key !== undefined) {
+    return new PreconditionFailedError(code === 'SourceConditionNotMet' ? (sourceKey ?? key) : key, { cause: err });
+  }
+  if (status === 409 && code === 'BlobAlreadyExists' && key !== undefined) {
+    return new PreconditionFailedError(key, { cause: err });
+  }
   if (status === 400 && code === 'MetadataTooLarge') {
-    return new MetadataTooLargeError('Azure', '8 KB in all, of which the registry\'s own fields take about 250 bytes', undefined, { cause: err });
+    const bound = '8 KB in all, of which the registry\'s own fields take about 250 bytes';
+    return new MetadataTooLargeError('Azure', bound, undefined, { cause: err });
   }
   // Anything else Azure refuses (401 from an expired credential, 400, ...) is the storage's
   // problem, not the client's: never pass Azure's status on as if the request were at fault.

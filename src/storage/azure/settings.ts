@@ -41,7 +41,8 @@ export const azure = defineDriver({
     ],
   },
   describe: (c) => {
-    const account = c.AZURE_BLOB_ENDPOINT ?? c.AZURE_ACCOUNT_NAME ?? /AccountName=([^;]+)/i.exec(c.AZURE_STORAGE_CONNECTION_STRING ?? '')?.[1] ?? '';
+    const fromConnectionString = /AccountName=([^;]+)/i.exec(c.AZURE_STORAGE_CONNECTION_STRING ?? '')?.[1];
+    const account = c.AZURE_BLOB_ENDPOINT ?? c.AZURE_ACCOUNT_NAME ?? fromConnectionString ?? '';
     return { label: `azure container ${c.AZURE_CONTAINER}`, identity: `azure ${account} ${c.AZURE_CONTAINER}` };
   },
   open: async (c, logger) => (await import('./storage.js')).create(c, logger),

@@ -19,7 +19,8 @@ export function statusOf(err: unknown): number | undefined {
 function networkCode(err: unknown): string | undefined {
   const code = networkErrorCode(err);
   if (code) return code;
-  for (let e = err as { type?: unknown; cause?: unknown } | undefined, depth = 0; e && depth < 4; e = e.cause as typeof e, depth++) {
+  type Chain = { type?: unknown; cause?: unknown } | undefined;
+  for (let e = err as Chain, depth = 0; e && depth < 4; e = e.cause as Chain, depth++) {
     if (e.type === 'request-timeout' || (e as Error).name === 'TimeoutError') return 'timeout';
   }
   if (/network timeout|socket hang up|timeout of \d+ms exceeded/i.test((err as Error)?.message ?? '')) return 'timeout';
@@ -28,12 +29,14 @@ function networkCode(err: unknown): string | undefined {
 
 /** Maps SDK errors to storage errors, keeping the original as cause. */
 export function translate(err: unknown, key?: string, destination?: string): unknown {
-  if (err instanceof NotFoundError || err instanceof PreconditionFailedError || err instanceof StorageUnavailableError) return err;
+  if (err instanceof NotFoundError || err instanceof PreconditionFailedError) return err;
+  if (err instanceof StorageUnavailableError) return err;
   if ((err as Error)?.name === 'AbortError') return err; // the caller's own abort
   const status = statusOf(err);
   if (status === 404 && key !== undefined) return new NotFoundError(key, { cause: err });
   if (status === 412) return new PreconditionFailedError(destination ?? key ?? '', { cause: err });
-  if (networkCode(err) || status === 404 || status === 408 || status === 429 || status === 401 || status === 403 || (status !== undefined && status >= 500)) {
+  const failing = status === 404 || status === 408 || status === 429 || status === 401 || status === 403;
+  if (networkCode(err) || failing || (status !== undefined && status >= 500)) {
     return new StorageUnavailableError('gcs', shortDetail(err), { cause: err });
   }
   return err;

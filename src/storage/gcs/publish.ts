@@ -19,7 +19,12 @@ export interface Destination {
 }
 
 /** objects.rewrite, continued with the same preconditions until GCS reports it done. */
-export async function rewrite(bucket: Bucket, source: string, generation: string, to: Destination): Promise<FileMetadata> {
+export async function rewrite(
+  bucket: Bucket,
+  source: string,
+  generation: string,
+  to: Destination,
+): Promise<FileMetadata> {
   const qs: Record<string, string> = { ifSourceGenerationMatch: generation };
   if (to.ifGenerationMatch !== undefined) qs.ifGenerationMatch = to.ifGenerationMatch;
   const file = bucket.file(source);
@@ -52,7 +57,8 @@ export async function reupload(
     chunkSize: CHUNK_SIZE,
     contentType: contentTypeOf(to.key),
     metadata: { metadata: to.metadata },
-    preconditionOpts: to.ifGenerationMatch === undefined ? undefined : { ifGenerationMatch: Number(to.ifGenerationMatch) },
+    preconditionOpts:
+      to.ifGenerationMatch === undefined ? undefined : { ifGenerationMatch: Number(to.ifGenerationMatch) },
   });
   await pipeline(reader, writer, { signal });
   return target.metadata.generation ? target.metadata : (await target.getMetadata())[0];

@@ -20,7 +20,14 @@ export const gcs = defineDriver({
   schema,
   requiredHints: { BUCKET_NAME: 'set it to the bare name of the bucket, e.g. BUCKET_NAME=my-models' },
   paths: ['GOOGLE_APPLICATION_CREDENTIALS'],
-  lookAlikes: { prefixes: ['BUCKET_', 'AUTO_CREATE'], words: ['BUCKET'], sdkVariables: ['GCLOUD_PROJECT', 'GOOGLE_CLOUD_QUOTA_PROJECT'] },
-  describe: (c) => ({ label: `gcs bucket ${c.BUCKET_NAME}`, identity: `gcs ${c.STORAGE_EMULATOR_HOST ?? ''} ${c.BUCKET_NAME}` }),
+  lookAlikes: {
+    prefixes: ['BUCKET_', 'AUTO_CREATE'],
+    words: ['BUCKET'],
+    sdkVariables: ['GCLOUD_PROJECT', 'GOOGLE_CLOUD_QUOTA_PROJECT'],
+  },
+  describe: (c) => ({
+    label: `gcs bucket ${c.BUCKET_NAME}`,
+    identity: `gcs ${c.STORAGE_EMULATOR_HOST ?? ''} ${c.BUCKET_NAME}`,
+  }),
   open: async (c, logger) => (await import('./storage.js')).create(c, logger),
 });

@@ -10,7 +10,7 @@ export function translate(err: unknown, key?: string): unknown {
   if (code === 'ENOSPC' || code === 'EDQUOT') {
     return new StorageFullError('local', { cause: err });
   }
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'EIO' || code === 'ENOENT' || code === 'ELOCKED') {
+  if (['EACCES', 'EPERM', 'EROFS', 'EIO', 'ENOENT', 'ELOCKED'].includes(code ?? '')) {
     return new StorageUnavailableError('local', `${code} on the storage directory`, { cause: err });
   }
   return err;

@@ -11,7 +11,9 @@ import type { MongoSettings } from './settings.js';
 
 /** Maps driver errors to storage errors, keeping the original as cause. */
 export function translate(err: unknown, key?: string): unknown {
-  if (err instanceof MongoServerError && err.code === 11000) return new PreconditionFailedError(key ?? '', { cause: err });
+  if (err instanceof MongoServerError && err.code === 11000) {
+    return new PreconditionFailedError(key ?? '', { cause: err });
+  }
   if (err instanceof MongoError) {
     const detail = err instanceof MongoServerError && err.codeName ? err.codeName : `${err.name}: ${err.message}`;
     return new StorageUnavailableError('mongodb', detail.slice(0, 160), { cause: err });

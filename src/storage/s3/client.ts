@@ -26,7 +26,13 @@ export function createClient(config: S3Settings & CommonSettings): S3Client {
     ...(region ? { region } : {}),
     ...(config.AWS_ENDPOINT_URL ? { endpoint: config.AWS_ENDPOINT_URL, forcePathStyle: true } : {}),
     ...(config.AWS_ACCESS_KEY_ID && config.AWS_SECRET_ACCESS_KEY
-      ? { credentials: { accessKeyId: config.AWS_ACCESS_KEY_ID, secretAccessKey: config.AWS_SECRET_ACCESS_KEY, sessionToken: config.AWS_SESSION_TOKEN } }
+      ? {
+        credentials: {
+          accessKeyId: config.AWS_ACCESS_KEY_ID,
+          secretAccessKey: config.AWS_SECRET_ACCESS_KEY,
+          sessionToken: config.AWS_SESSION_TOKEN,
+        },
+      }
       : {}),
     maxAttempts: 3,
     // Options for the SDK's NodeHttpHandler. socketTimeout is the inactivity timeout (also
@@ -82,7 +88,8 @@ const unsignedChecksummedPayload: FinalizeRequestMiddleware<object, MetadataBear
  */
 export function quietOldNodeWarning(logger: Logger): void {
   const env = process.env;
-  if (Number(process.versions.node.split('.')[0]) >= 22 || env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED !== undefined) return;
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major >= 22 || env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED !== undefined) return;
   env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
   logger.info('AWS SDK releases after January 2027 need Node.js 22; this build pins its SDK version and runs on Node.js 20');
 }
@@ -91,9 +98,11 @@ export function quietOldNodeWarning(logger: Logger): void {
 export async function createBucket(client: S3Client, bucket: string, logger: Logger): Promise<void> {
   const region = await client.config.region();
   // us-east-1 is the default location and must not be named.
-  const location = region && region !== 'us-east-1' ? { LocationConstraint: region as BucketLocationConstraint } : undefined;
+  const location = region && region !== 'us-east-1'
+    ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } }
+    : {};
   try {
-    await client.send(new CreateBucketCommand({ Bucket: bucket, ...(location ? { CreateBucketConfiguration: location } : {}) }));
+    await client.send(new CreateBucketCommand({ Bucket: bucket, ...location }));
     logger.info({ bucket, region }, 'created the bucket (AUTO_CREATE_BUCKET=true)');
   } catch (err) {
     if (errorCode(err) !== 'BucketAlreadyOwnedByYou') throw err; // another replica was faster

@@ -76,6 +76,9 @@ export const s3 = defineDriver({
       'AWS_ACCOUNT_ID', 'AWS_REQUEST_CHECKSUM_CALCULATION', 'AWS_RESPONSE_CHECKSUM_VALIDATION',
     ],
   },
-  describe: (c) => ({ label: `aws bucket ${c.BUCKET_NAME}`, identity: `aws ${c.AWS_ENDPOINT_URL ?? ''} ${c.BUCKET_NAME}` }),
+  describe: (c) => ({
+    label: `aws bucket ${c.BUCKET_NAME}`,
+    identity: `aws ${c.AWS_ENDPOINT_URL ?? ''} ${c.BUCKET_NAME}`,
+  }),
   open: async (c, logger) => (await import('./storage.js')).create(c, logger),
 });
