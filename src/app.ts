@@ -26,7 +26,7 @@ import modelRoutes from './routes/models/index.js';
 import systemRoutes from './routes/system.js';
 import uiRoutes from './routes/ui.js';
 import { createStorage, type Storage } from './storage/index.js';
-import { instrument } from './storage/instrumented.js';
+import { instrument } from './storage/shared/instrumented.js';
 import { CENSOR, mergeSecrets, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
 import { capConnections } from './http/connections.js';
 

@@ -2,8 +2,8 @@
  * The error catalogue. Every error the service raises on purpose is a RegistryError with a
  * stable machine code and a message that tells the user how to fix it; which HTTP status a code
  * answers with is src/http/statuses.ts's to say (the catalogue names none).
- * Storage backends translate their SDK errors into the storage errors at the bottom
- * (NotFound / PreconditionFailed / Unavailable), keeping the original as `cause`.
+ * Storage backends translate their SDK errors into the storage errors of storage/errors.ts
+ * (re-exported at the bottom), which src/http/errors.ts maps to responses.
  */
 import { statusOf, type ErrorCode } from './http/statuses.js';
 
@@ -170,52 +170,16 @@ export const errors = {
     `${method} is not allowed on ${url}: use ${allowed.join(', ')} (see GET /openapi.yaml for the API).`),
 } as const;
 
-// ---- Storage errors: what every backend translates its SDK errors into. ----
+// ---- Storage errors: defined beside the backends, which raise them; re-exported for callers. ----
 
-/** The key does not exist. */
-export class NotFoundError extends Error {
-  constructor(readonly key: string, options?: { cause?: unknown }) {
-    super(`object not found: ${key}`, options);
-    this.name = 'NotFoundError';
-  }
-}
+export {
+  MetadataTooLargeError,
+  NotFoundError,
+  PreconditionFailedError,
+  StorageAccessDeniedError,
+  StorageError,
+  StorageFullError,
+  StorageUnavailableError,
+} from './storage/errors.js';
 
-/** A conditional write or copy lost: the object is not in the state the caller expected. */
-export class PreconditionFailedError extends Error {
-  constructor(readonly key: string, options?: { cause?: unknown }) {
-    super(`precondition failed: ${key}`, options);
-    this.name = 'PreconditionFailedError';
-  }
-}
-
-/** The storage is unreachable or failing; the request may succeed later. */
-export class StorageUnavailableError extends RegistryError {
-  constructor(backend: string, detail: string, options?: { cause?: unknown }) {
-    const message = `The ${backend} storage is unavailable (${detail}): retry shortly; operators should check the`
-      + ' storage settings and /readyz.';
-    super('STORAGE_UNAVAILABLE', statusOf('STORAGE_UNAVAILABLE'), message, { cause: options?.cause });
-    this.name = 'StorageUnavailableError';
-  }
-}
-
-/**
- * The storage refused the registry's credentials an operation (a read-only user, a bucket
- * policy). Retrying does not help; the operator grants the permission, or runs the registry for
- * reads only. `permission` names what is missing, in the storage's own terms.
- */
-export class StorageAccessDeniedError extends RegistryError {
-  constructor(backend: string, detail: string, permission: string, options?: { cause?: unknown }) {
-    const message = `The ${backend} storage refused this (${detail}): the registry's storage credentials lack`
-      + ` ${permission}. Reads keep working; ask the operator to grant it for uploads, rollbacks and deletes.`;
-    super('STORAGE_ACCESS_DENIED', statusOf('STORAGE_ACCESS_DENIED'), message, { cause: options?.cause });
-    this.name = 'StorageAccessDeniedError';
-  }
-}
-
-/** A setting is missing or wrong. The process prints `message` on one line and exits 1. */
-export class ConfigError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'ConfigError';
-  }
-}
+export { ConfigError } from './util/config-error.js';

@@ -5,7 +5,7 @@
  * registry — so several apps in one process (tests) each have their own series. It holds:
  *  - Node process metrics (collectDefaultMetrics: process_*, nodejs_*);
  *  - storage calls: model_registry_storage_requests_total{operation,outcome} and
- *    model_registry_storage_request_duration_seconds{operation}, fed by storage/instrumented.ts;
+ *    model_registry_storage_request_duration_seconds{operation}, fed by storage/shared/instrumented.ts;
  *  - the extraction cache (SPEC §6): model_registry_cache_{hits,misses,evictions}_total and the
  *    model_registry_cache_bytes gauge, fed by the cache through the typed fields below;
  *  - HTTP: http_request_duration_seconds{method,route,status_code} and

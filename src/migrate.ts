@@ -29,6 +29,7 @@ import { loadConfig, unknownSettings, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
 import { ALIAS_RULE, ALIASES_PREFIX, isValidAlias, keys } from './registry/names.js';
 import { encodeMetadata, hasRegistryMetadata, METADATA_KEYS, metadataSha256, VersionRecords, type VersionRecord } from './registry/records.js';
+import { allDrivers, findDriver } from './storage/drivers.js';
 import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
 import type { Logger } from './util/logger.js';
@@ -285,7 +286,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
 const SETTING_PREFIX = /^(REMOTE_|LOCAL_|BUCKET_|AWS_|GCS_|GOOGLE_|AZURE_|MONGODB_|CACHE_|MODEL_|MAX_|AUTO_)/;
 
 /** Settings that are paths: relative values are relative to the .env file's directory. */
-const PATH_VARIABLES = ['LOCAL_STORAGE_DIR', 'GOOGLE_APPLICATION_CREDENTIALS'] as const;
+const pathVariables = () => allDrivers().flatMap((d) => d.paths ?? []);
+/** 'local, aws, gcs, azure or mongodb' */
+const backendNames = () => allDrivers().map((d) => d.name).join(', ').replace(/, ([^,]*)$/, ' or $1');
 
 async function readEndpoint(file: string, role: 'source' | 'destination'): Promise<Endpoint> {
   let text: string;
@@ -303,7 +306,7 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
     throw new ConfigError(`${file}: ${name} is not a setting of the registry${kin.length ? ` (those of its kind: ${kin.join(', ')})` : ''}: fix its name or remove it.`);
   }
   if (!env.REMOTE_STORAGE) {
-    throw new ConfigError(`${file}: REMOTE_STORAGE is not set: name the ${role}'s backend explicitly (local, aws, gcs, azure or mongodb), so that a missing line cannot mean local disk.`);
+    throw new ConfigError(`${file}: REMOTE_STORAGE is not set: name the ${role}'s backend explicitly (${backendNames()}), so that a missing line cannot mean local disk.`);
   }
   // Serving settings do not matter here; a production .env (HOST=0.0.0.0) must still load.
   delete env.HOST;
@@ -317,7 +320,7 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
     throw err;
   }
   const resolved: Record<string, unknown> = { ...config };
-  for (const variable of PATH_VARIABLES) {
+  for (const variable of pathVariables()) {
     const value = resolved[variable];
     if (typeof value === 'string') resolved[variable] = path.resolve(dir, value);
   }
@@ -332,20 +335,7 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
 }
 
 function describe(c: Config): { label: string; identity: string } {
-  switch (c.REMOTE_STORAGE) {
-    case 'local':
-      return { label: `local ${c.LOCAL_STORAGE_DIR}`, identity: `local ${c.LOCAL_STORAGE_DIR}` };
-    case 'aws':
-      return { label: `aws bucket ${c.BUCKET_NAME}`, identity: `aws ${c.AWS_ENDPOINT_URL ?? ''} ${c.BUCKET_NAME}` };
-    case 'gcs':
-      return { label: `gcs bucket ${c.BUCKET_NAME}`, identity: `gcs ${c.STORAGE_EMULATOR_HOST ?? ''} ${c.BUCKET_NAME}` };
-    case 'azure': {
-      const account = c.AZURE_BLOB_ENDPOINT ?? c.AZURE_ACCOUNT_NAME ?? /AccountName=([^;]+)/i.exec(c.AZURE_STORAGE_CONNECTION_STRING ?? '')?.[1] ?? '';
-      return { label: `azure container ${c.AZURE_CONTAINER}`, identity: `azure ${account} ${c.AZURE_CONTAINER}` };
-    }
-    case 'mongodb':
-      return { label: `mongodb ${c.MONGODB_DATABASE}.${c.MONGODB_COLLECTION}`, identity: `mongodb ${c.MONGODB_URI} ${c.MONGODB_DATABASE} ${c.MONGODB_COLLECTION}` };
-  }
+  return findDriver(c.REMOTE_STORAGE)!.describe(c as never);
 }
 
 async function open(endpoint: Endpoint, logger: Logger, options: InitOptions = {}): Promise<Storage> {

@@ -11,7 +11,7 @@ import { isError, sha256 } from './helpers/assert.js';
 import { minioEnv } from './helpers/cloud.js';
 import { startMinio } from './helpers/emulators.js';
 import { bytes, put, start, tempDir, type Running } from './helpers/server.js';
-import { LocalStorage } from '../src/storage/local.js';
+import { LocalStorage } from '../src/storage/local/storage.js';
 import type { ReadOptions } from '../src/storage/types.js';
 import { PassThrough } from 'node:stream';
 

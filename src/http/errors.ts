@@ -7,7 +7,10 @@
  */
 import type { FastifyError, FastifyReply } from 'fastify';
 import { CacheDiskError } from '../cache/blob-store.js';
-import { errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
+import {
+  errors, MetadataTooLargeError, NotFoundError, PreconditionFailedError, RegistryError, StorageAccessDeniedError,
+  StorageFullError, StorageUnavailableError,
+} from '../errors.js';
 import { RETRY_AFTER, isErrorCode, statusOf, STATUS_OF_CODE, type ErrorCode } from './statuses.js';
 
 /** An error as the client receives it. */
@@ -35,6 +38,17 @@ type Translation = { code: ErrorCode; message: string };
 const STORAGE_ERRORS: [new (...args: never[]) => Error, (err: never) => Translation][] = [
   [NotFoundError, () => ({ code: 'NOT_FOUND', message: 'The object does not exist.' })],
   [PreconditionFailedError, () => ({ code: 'PRECONDITION_FAILED', message: 'The object changed meanwhile: retry.' })],
+  [StorageUnavailableError, (err: StorageUnavailableError) => ({ code: 'STORAGE_UNAVAILABLE', message: err.message })],
+  [StorageAccessDeniedError, (err: StorageAccessDeniedError) => ({ code: 'STORAGE_ACCESS_DENIED', message: err.message })],
+  [StorageFullError, () => ({
+    code: 'STORAGE_FULL',
+    message: 'The storage disk is full: free space or move LOCAL_STORAGE_DIR to a larger disk; nothing was stored.',
+  })],
+  [MetadataTooLargeError, (err: MetadataTooLargeError) => ({
+    code: 'METADATA_TOO_LARGE',
+    message: `The model metadata${err.bytes === undefined ? '' : ` (${err.bytes} bytes with the labels)`} is larger than`
+      + ` ${err.service} allows (${err.bound}): send fewer or shorter labels.`,
+  })],
   [CacheDiskError, () => ({
     code: 'CACHE_UNAVAILABLE',
     message: 'The cache disk cannot take this model now (full or failing): retry later; operators should free space'

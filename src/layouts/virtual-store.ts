@@ -16,6 +16,7 @@ import { encodeAliases, type Aliases } from '../registry/aliases.js';
 import { isValidAlias, keys, type Labels } from '../registry/names.js';
 import { encodeMetadata, encodeRecord } from '../registry/records.js';
 import type { AliasToSet } from './index.js';
+import { copyOutByStream } from '../storage/shared/copy-out.js';
 import type { ObjectInfo, ReadOptions, Storage, StorageCapabilities } from '../storage/types.js';
 
 /** One version as the importer found it. */
@@ -44,7 +45,7 @@ interface Entry {
 
 export class VirtualStore implements Storage {
   readonly kind: string;
-  readonly capabilities: StorageCapabilities = { listIncludesMetadata: true, uniqueTokens: false };
+  readonly capabilities: StorageCapabilities = { listIncludesMetadata: true, uniqueTokens: false, localFiles: false };
   readonly #entries = new Map<string, Entry>();
   readonly #close: () => Promise<void>;
 
@@ -128,6 +129,14 @@ export class VirtualStore implements Storage {
 
   async close(): Promise<void> {
     await this.#close();
+  }
+
+  copyOut(key: string, token: string, dest: string): Promise<void> {
+    return copyOutByStream(this, key, token, dest);
+  }
+
+  checkMetadata(): never {
+    return readOnly();
   }
 
   stage(): never {

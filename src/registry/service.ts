@@ -177,13 +177,13 @@ export class ModelRegistry {
     assertLabels(input.labels);
     // Refused now, not after the whole body went to storage: the largest metadata this upload
     // could get (the longest version number, a digest, a date, its labels).
-    this.storage.checkMetadata?.(encodeMetadata({ version: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64), createdAt: new Date().toISOString(), labels: input.labels }));
+    this.storage.checkMetadata(encodeMetadata({ version: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64), createdAt: new Date().toISOString(), labels: input.labels }));
     const key = keys.current(name);
     const validator = new ArchiveValidator(input.format, this.#limits);
     // Write-through: a local backend links its committed file into the cache (no second write);
     // others get a copy of the bytes as they stream to storage.
     const writeThrough = this.#cache && this.#writeThrough ? this.#cache : undefined;
-    const copyTo = writeThrough && !this.storage.copyOut ? writeThrough.blobs.tempPath() : undefined;
+    const copyTo = writeThrough && !this.storage.capabilities.localFiles ? writeThrough.blobs.tempPath() : undefined;
     // A .tar.gz is stored as received: the validator's digest of the body is the stored digest.
     const stored = new DigestCounter({ copyTo, hash: input.format === 'tar' });
     const streams = input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
@@ -225,7 +225,7 @@ export class ModelRegistry {
     const file = copied ?? cache.blobs.tempPath();
     try {
       // Linked from the immutable history object, never from the root file other tools write.
-      if (!copied) await this.storage.copyOut!(stored.key, stored.token, file);
+      if (!copied) await this.storage.copyOut(stored.key, stored.token, file);
       // A copy the cache disk cut short (or never finished) is not the archive: leave it out.
       const { size } = await stat(file);
       if (size !== model.size) throw new Error(`the cache copy has ${size} of ${model.size} bytes`);

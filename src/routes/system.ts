@@ -9,7 +9,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import type { FastifyInstance } from 'fastify';
 import { parse } from 'yaml';
 import { StorageUnavailableError } from '../errors.js';
-import { fromRegistryError, sendError } from '../http/errors.js';
+import { sendError, toHttpError } from '../http/errors.js';
 
 export const OPENAPI_PATH = new URL('../../openapi.yaml', import.meta.url);
 
@@ -74,7 +74,7 @@ export default async function systemRoutes(app: FastifyInstance, options: System
       const unavailable = err instanceof StorageUnavailableError
         ? err
         : new StorageUnavailableError(kind, 'health check failed', { cause: err });
-      return sendError(reply, fromRegistryError(unavailable));
+      return sendError(reply, toHttpError(unavailable)!);
     } finally {
       clearTimeout(timer);
     }

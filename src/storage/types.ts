@@ -1,9 +1,9 @@
 /**
  * The storage contract every backend implements: a handful of streaming operations on keys in
- * one flat namespace (see SPEC §4 for the layout the registry builds on top of it).
+ * one flat namespace (README "Storage layout" describes the layout the registry builds on it).
  *
- * Error rules, shared by every method unless it says otherwise:
- *  - a missing key throws NotFoundError (from ../errors.ts);
+ * Error rules, shared by every method unless it says otherwise (the errors are in ./errors.ts):
+ *  - a missing key throws NotFoundError;
  *  - a failed condition throws PreconditionFailedError;
  *  - an unreachable or failing backend throws StorageUnavailableError, never hangs
  *    (backends set timeouts), and keeps the SDK error as `cause`.
@@ -53,6 +53,12 @@ export interface StorageCapabilities {
    * open to ABA in a narrow race.
    */
   uniqueTokens: boolean;
+  /**
+   * Objects are files on this machine: copyOut() hard-links them, costing no write and no
+   * transfer. Elsewhere copyOut() streams the bytes, so a caller that has them at hand anyway
+   * (an upload on its way to storage) keeps its own copy instead.
+   */
+  localFiles: boolean;
 }
 
 export interface PublishOptions {
@@ -124,7 +130,12 @@ export interface Storage {
    * that instant (the backend's own conditional write — never a read-then-write). Readers see the
    * old object or the new one, whole. Throws PreconditionFailedError and keeps the staged object.
    */
-  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options?: CommitOptions): Promise<ObjectInfo>;
+  commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options?: CommitOptions,
+  ): Promise<ObjectInfo>;
 
   /** Removes a staged object that will not be committed. Never throws NotFoundError. */
   discard(staged: StagedObject): Promise<void>;
@@ -149,18 +160,18 @@ export interface Storage {
   delete(key: string): Promise<void>;
 
   /**
-   * Only on backends that bound an object's metadata below what the registry allows (S3: 2 KB):
-   * throws a 413 RegistryError when `metadata` would not fit, so an upload is refused before its
-   * body is read rather than after.
+   * Throws MetadataTooLargeError when an object of this backend could not carry `metadata` (S3
+   * bounds it to 2 KB), so an upload is refused before its body is read rather than after.
+   * Returns on backends whose bound is above what the registry ever writes.
    */
-  checkMetadata?(metadata: Metadata): void;
+  checkMetadata(metadata: Metadata): void;
 
   /**
-   * Only on backends whose objects are local files: makes `dest` (a path on this machine) a file
-   * with the bytes of `key` while its token is `token` — a hard link when possible, so it costs
-   * no write. Throws PreconditionFailedError when `key` has another token by then.
+   * Makes `dest` (a path on this machine) a file with the bytes of `key` while its token is
+   * `token`: a hard link where capabilities.localFiles, a download elsewhere. Throws
+   * PreconditionFailedError when `key` has another token by then.
    */
-  copyOut?(key: string, token: string, dest: string): Promise<void>;
+  copyOut(key: string, token: string, dest: string): Promise<void>;
 
   /**
    * Lists keys starting with `prefix` that have no further '/' after it, in ascending key order,

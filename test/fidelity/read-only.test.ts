@@ -19,7 +19,7 @@ import { startMinio } from '../helpers/emulators.js';
 import { bucketListing, download, getJson, meta, rootAws, sha256, versions } from '../helpers/fidelity.js';
 import { spawnServer } from '../helpers/process.js';
 import { put, start, tempDir } from '../helpers/server.js';
-import { newStagedName } from '../../src/storage/staging.js';
+import { newStagedName } from '../../src/storage/shared/staging.js';
 
 interface ErrorBody {
   error: string;

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import t from 'tap';
-import { isAbandoned, newStagedName } from '../../src/storage/staging.js';
+import { isAbandoned, newStagedName } from '../../src/storage/shared/staging.js';
 
 t.test('an upload staged by a zombie process counts as abandoned; a live one does not', async (t) => {
   // A parent that forks a child which exits at once, and never reaps it.

@@ -3,11 +3,14 @@
  * backend runs unchanged against a real server. A backend file calls `conformance(t, factory)`.
  */
 import { randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import type { Test } from 'tap';
 import { NotFoundError, PreconditionFailedError } from '../../src/errors.js';
 import type { Storage } from '../../src/storage/types.js';
+import { tempDir } from './server.js';
 
 /**
  * Makes a fresh, initialised backend for one test (its own bucket / directory / database) and
@@ -240,6 +243,17 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
     await s.delete('.history/a/v1.tar.gz');
     await s.delete('.history/a/v1.tar.gz');
     t.same((await all(s.list('.history/a/'))).map((i) => i.key), ['.history/a/v2.tar.gz']);
+  });
+
+  t.test('copyOut makes a file of the pinned version, or refuses a replaced one', async (t) => {
+    const s = await factory(t);
+    const dir = await tempDir(t, 'mr-copyout-');
+    const first = await write(s, 'c.tar.gz', 'first');
+    await s.copyOut('c.tar.gz', first.token, path.join(dir, 'one'));
+    t.equal(await readFile(path.join(dir, 'one'), 'utf8'), 'first');
+    await write(s, 'c.tar.gz', 'second');
+    await t.rejects(s.copyOut('c.tar.gz', first.token, path.join(dir, 'two')), PreconditionFailedError);
+    await t.rejects(s.copyOut('gone.tar.gz', first.token, path.join(dir, 'three')), NotFoundError);
   });
 
   t.test('ping succeeds on a healthy backend', async (t) => {

@@ -3,7 +3,7 @@
  * (STORAGE_TIMEOUT, at most 5 s), one storage check shared by every probe meanwhile.
  */
 import t from 'tap';
-import { LocalStorage } from '../../src/storage/local.js';
+import { LocalStorage } from '../../src/storage/local/storage.js';
 import { isError } from '../helpers/assert.js';
 import { start, tempDir } from '../helpers/server.js';
 

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { model, tgz } from '../helpers/archives.js';
 import { bytes, put, start, tempDir } from '../helpers/server.js';
-import { LocalStorage } from '../../src/storage/local.js';
+import { LocalStorage } from '../../src/storage/local/storage.js';
 import type { ReadOptions } from '../../src/storage/types.js';
 
 /** Local storage that runs `beforeNextGet` (once) before the next read of an archive. */

@@ -6,7 +6,7 @@
 import { Readable } from 'node:stream';
 import t from 'tap';
 import { StorageUnavailableError } from '../../src/errors.js';
-import { LocalStorage } from '../../src/storage/local.js';
+import { LocalStorage } from '../../src/storage/local/storage.js';
 import type { ReadOptions } from '../../src/storage/types.js';
 import { model } from '../helpers/archives.js';
 import { put, start, tempDir } from '../helpers/server.js';

@@ -13,8 +13,12 @@ import {
 } from '@azure/storage-blob';
 import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
-import { ConfigError, RegistryError, StorageUnavailableError } from '../../src/errors.js';
-import { AzureStorage, create, decodeMetadata, encodeMetadata, resolveClient, translate } from '../../src/storage/azure.js';
+import { ConfigError, MetadataTooLargeError, StorageUnavailableError } from '../../src/errors.js';
+import { toHttpError } from '../../src/http/errors.js';
+import { resolveClient } from '../../src/storage/azure/client.js';
+import { translate } from '../../src/storage/azure/errors.js';
+import { decodeMetadata, encodeMetadata } from '../../src/storage/azure/metadata.js';
+import { AzureStorage, create } from '../../src/storage/azure/storage.js';
 import type { Storage } from '../../src/storage/types.js';
 import type { Logger } from '../../src/util/logger.js';
 import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite } from '../helpers/emulators.js';
@@ -263,7 +267,7 @@ t.test('an outage gives StorageUnavailableError fast, and the same instance reco
     };
     for (const [name, op] of Object.entries(ops)) {
       const started = Date.now();
-      // t.type, not t.rejects: tap also compares `name`, and StorageUnavailableError's is RegistryError.
+      // t.type, not t.rejects: tap also compares `name`.
       t.type(await failure(op()), StorageUnavailableError, name);
       t.ok(Date.now() - started < 15_000, `${name} gave up after ${Date.now() - started} ms`);
     }
@@ -319,8 +323,8 @@ t.test('Azure errors that are not the client\'s fault or that name a limit', asy
   t.type(translate(new AggregateAuthenticationError([new Error('a')], 'chain failed')), StorageUnavailableError);
   // Metadata over Azure's bound: the labels are too large, a 413 naming the fix, not a 503.
   const tooLarge = translate(new RestError('metadata too large', { statusCode: 400, code: 'MetadataTooLarge' }), 'm.tar.gz');
-  t.type(tooLarge, RegistryError);
-  t.match(tooLarge, { statusCode: 413, code: 'METADATA_TOO_LARGE', message: /fewer or shorter labels/ });
+  t.type(tooLarge, MetadataTooLargeError);
+  t.match(toHttpError(tooLarge), { status: 413, code: 'METADATA_TOO_LARGE', message: /fewer or shorter labels/ });
 });
 
 t.test('a slow reader is not taken for a silent server (pauses longer than STORAGE_TIMEOUT)', async (t) => {

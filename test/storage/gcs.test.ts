@@ -8,7 +8,7 @@ import pino from 'pino';
 import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
 import { ConfigError, StorageUnavailableError } from '../../src/errors.js';
-import { create, type GcsStorage } from '../../src/storage/gcs.js';
+import { create, type GcsStorage } from '../../src/storage/gcs/storage.js';
 import type { Storage } from '../../src/storage/types.js';
 import { startFakeGcs } from '../helpers/emulators.js';
 import { tempDir } from '../helpers/server.js';

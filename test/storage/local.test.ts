@@ -2,7 +2,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import t, { type Test } from 'tap';
-import { LocalStorage } from '../../src/storage/local.js';
+import { LocalStorage } from '../../src/storage/local/storage.js';
 import { tempDir } from '../helpers/server.js';
 import { conformance } from '../helpers/storage-conformance.js';
 
@@ -125,7 +125,7 @@ t.test('keys that could leave the root are refused', async (t) => {
 t.test('staged names carry the pid namespace: a writer in another one on the same host is judged by age only', async (t) => {
   const { hostname } = await import('node:os');
   const { readlink } = await import('node:fs/promises');
-  const { hostTag, isAbandoned, newStagedName } = await import('../../src/storage/staging.js');
+  const { hostTag, isAbandoned, newStagedName } = await import('../../src/storage/shared/staging.js');
   const ns = await readlink('/proc/self/ns/pid').catch(() => '');
   t.equal(/-([0-9a-f]{8})\.part$/.exec(newStagedName())![1], hostTag(hostname(), ns), 'our names: this host and this pid namespace');
   // A container sharing the hostname (host networking) whose writer is pid 1 in its own namespace.

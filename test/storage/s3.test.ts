@@ -16,8 +16,10 @@ import { pino } from 'pino';
 import t, { type Test } from 'tap';
 import { loadConfig, type BackendConfig } from '../../src/config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../../src/errors.js';
-import { copyPartSize, S3Storage, setupErrorLine } from '../../src/storage/s3.js';
-import { newStagedName } from '../../src/storage/staging.js';
+import { copyPartSize } from '../../src/storage/s3/client.js';
+import { setupErrorLine } from '../../src/storage/s3/errors.js';
+import { S3Storage } from '../../src/storage/s3/storage.js';
+import { newStagedName } from '../../src/storage/shared/staging.js';
 import { MINIO_PASSWORD, MINIO_USER, startMinio, type Emulator } from '../helpers/emulators.js';
 import { conformance } from '../helpers/storage-conformance.js';
 
@@ -293,7 +295,7 @@ t.test('MinIO stops: calls fail fast with StorageUnavailableError; the same inst
     ['ping', () => s.ping()],
   ] as const) {
     const began = Date.now();
-    // t.type, not t.rejects: tap also compares `name`, and StorageUnavailableError's is RegistryError.
+    // t.type, not t.rejects: tap also compares `name`.
     t.type(await call().then(() => undefined, (e: unknown) => e), StorageUnavailableError, name);
     t.ok(Date.now() - began < 15_000, `${name} failed in ${Date.now() - began} ms`);
   }

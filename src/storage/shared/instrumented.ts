@@ -1,7 +1,7 @@
 /**
  * A Storage decorator that counts and times every backend call into
  * model_registry_storage_requests_total{operation,outcome} and
- * model_registry_storage_request_duration_seconds{operation} (see ../metrics.ts).
+ * model_registry_storage_request_duration_seconds{operation} (see src/metrics.ts).
  *
  * Storage method → `operation` label (the metric counts backend calls, not API requests, so one
  * model upload is two `put`s: its stage and its commit):
@@ -15,7 +15,7 @@
  *                          timed from the call, so the wait for it is included)
  *   setMetadata → put
  *   copy        → copy
- *   copyOut     → copy     (local files: a hard link into the cache)
+ *   copyOut     → copy     (a hard link into the cache, or a download elsewhere)
  *   delete      → delete
  *   discard     → delete
  *   list        → list     one count per list() iteration that was started, recorded when it
@@ -34,8 +34,11 @@
  */
 import type { Readable } from 'node:stream';
 import { NotFoundError, PreconditionFailedError } from '../errors.js';
-import type { Metrics, StorageOperation, StorageOutcome } from '../metrics.js';
-import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from './types.js';
+import type { Metrics, StorageOperation, StorageOutcome } from '../../metrics.js';
+import type {
+  InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage,
+  StorageCapabilities, WriteCondition,
+} from '../types.js';
 
 export function outcomeOf(err: unknown): StorageOutcome {
   if (err instanceof NotFoundError) return 'not_found';
@@ -97,7 +100,12 @@ class InstrumentedStorage implements Storage {
     return this.#timed('put', () => this.inner.stage(key, body, options));
   }
 
-  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options?: CommitOptions): Promise<ObjectInfo> {
+  commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options?: CommitOptions,
+  ): Promise<ObjectInfo> {
     return this.#timed('put', () => this.inner.commit(staged, metadata, condition, options));
   }
 
@@ -113,13 +121,12 @@ class InstrumentedStorage implements Storage {
     return this.#timed('copy', () => this.inner.copy(from, to, options));
   }
 
-  get checkMetadata(): Storage['checkMetadata'] {
-    return this.inner.checkMetadata?.bind(this.inner);
+  checkMetadata(metadata: Metadata): void {
+    this.inner.checkMetadata(metadata);
   }
 
-  get copyOut(): Storage['copyOut'] {
-    const inner = this.inner;
-    return inner.copyOut && ((key, token, dest) => this.#timed('copy', () => inner.copyOut!(key, token, dest)));
+  copyOut(key: string, token: string, dest: string): Promise<void> {
+    return this.#timed('copy', () => this.inner.copyOut(key, token, dest));
   }
 
   setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {

@@ -7,12 +7,12 @@
  * real version out of history. Each write carries a nonce in the object's metadata; after a
  * failure, the destination is read: our nonce there means the write landed.
  *
- * S3 does the same inside its commit (s3.ts), where the failure shows differently (NoSuchUpload).
+ * S3 does the same inside its commit (s3/storage.ts), where the failure shows differently (NoSuchUpload).
  */
 import { randomUUID } from 'node:crypto';
 import { PreconditionFailedError, StorageUnavailableError } from '../errors.js';
-import type { Logger } from '../util/logger.js';
-import type { Metadata, ObjectInfo } from './types.js';
+import type { Logger } from '../../util/logger.js';
+import type { Metadata, ObjectInfo } from '../types.js';
 
 /** The metadata key of the nonce. Never part of a model's metadata: readers split it off. */
 export const WRITE_NONCE = 'registry-write';

@@ -2,7 +2,7 @@
  * MongoDB backend: bytes in GridFS, and which bytes a key holds in a per-key version log.
  *
  *   {collection}.files / .chunks   GridFS bucket `{collection}`; every file's _id is its staged
- *                                  name ({pid}-{uuid}-{host}.part, see staging.ts), so even
+ *                                  name ({pid}-{uuid}-{host}.part, see shared/staging.ts), so even
  *                                  chunks orphaned by a crash say which writer left them
  *   {collection}.versions          { key, seq, fileId, token, size, createdAt, metadata }; the
  *                                  version with the highest seq is the key's current object
@@ -29,18 +29,26 @@
  */
 import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { Binary, MongoClient, MongoServerError, ObjectId, type Db, type Filter } from 'mongodb';
+import { ConfigError } from '../../util/config-error.js';
+import type { Logger } from '../../util/logger.js';
+import { Pending } from '../../util/pending.js';
+import type { CommonSettings } from '../driver.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { copyOutByStream } from '../shared/copy-out.js';
+import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
+import type {
+  CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+} from '../types.js';
 import {
-  Binary, GridFSBucket, MongoClient, MongoError, MongoNetworkError, MongoServerError,
-  MongoServerSelectionError, ObjectId, type Collection, type Db, type Filter,
-} from 'mongodb';
-import type { BackendConfig } from '../config.js';
-import { ConfigError, NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
-import type { Logger } from '../util/logger.js';
-import { Pending } from '../util/pending.js';
-import { isAbandoned, newStagedName, UPLOADS_PREFIX } from './staging.js';
-import type { InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+  CHUNK_BYTES, collections, escapeRegex, newToken, toInfo, writeChunks, type Collections, type VersionDoc,
+} from './documents.js';
+import { initError, redact, translate, translated } from './errors.js';
+import type { MongoSettings } from './settings.js';
 
-const CHUNK_BYTES = 255 * 1024; // the GridFS default
+/** This backend's settings and the common ones it uses. */
+type Settings = MongoSettings & CommonSettings;
+
 export const GRACE_MS = 10 * 60 * 1000;
 
 export interface MongoOptions {
@@ -48,52 +56,19 @@ export interface MongoOptions {
   maintenanceEveryMs?: number;
 }
 
-interface VersionDoc {
-  _id?: ObjectId;
-  key: string;
-  seq: number;
-  fileId: string | null;
-  token: string;
-  size: number;
-  createdAt: Date;
-  metadata: Metadata;
-}
-interface FileDoc {
-  _id: string;
-  length: number;
-  chunkSize: number;
-  uploadDate: Date;
-  filename: string;
-  metadata: { key: string; staged: boolean; attributes?: Metadata };
-}
-interface ChunkDoc {
-  _id: ObjectId;
-  files_id: string;
-  n: number;
-  data: Binary;
-}
-
-interface Collections {
-  db: Db;
-  versions: Collection<VersionDoc>;
-  files: Collection<FileDoc>;
-  chunks: Collection<ChunkDoc>;
-  bucket: GridFSBucket;
-}
-
 class MongoStaged implements StagedObject {
   committed = false;
   constructor(readonly key: string, readonly size: number, readonly name: string) {}
 }
 
-export function create(config: BackendConfig<'mongodb'>, logger: Logger, options: MongoOptions = {}): MongoStorage {
+export function create(config: Settings, logger: Logger, options: MongoOptions = {}): MongoStorage {
   return new MongoStorage(config, logger, options);
 }
 
 export class MongoStorage implements Storage {
   readonly kind = 'mongodb';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true };
-  readonly #config: BackendConfig<'mongodb'>;
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
+  readonly #config: Settings;
   readonly #logger: Logger;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
@@ -105,7 +80,7 @@ export class MongoStorage implements Storage {
   #db?: Db;
   #collections?: Collections;
 
-  constructor(config: BackendConfig<'mongodb'>, logger: Logger, options: MongoOptions = {}) {
+  constructor(config: Settings, logger: Logger, options: MongoOptions = {}) {
     this.#config = config;
     this.#logger = logger;
     this.#maintenanceEveryMs = options.maintenanceEveryMs ?? GRACE_MS;
@@ -148,7 +123,7 @@ export class MongoStorage implements Storage {
       }
       await this.#c.versions.findOne({}, { projection: { _id: 1 } });
     } catch (err) {
-      throw this.#initError(err);
+      throw initError(err, this.#config, this.#client?.options);
     }
     // Superseded versions, deleted keys and the leftovers of failed uploads are removed by the
     // running process too, not only at start: history keys and deleted keys are never written
@@ -187,49 +162,14 @@ export class MongoStorage implements Storage {
   async stage(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<StagedObject> {
     const name = newStagedName();
     this.#active.add(name);
-    let size = 0;
-    let failed = false;
-    let inflight: Promise<unknown> = Promise.resolve();
-    // GridFS by hand rather than openUploadStream: a destroyed upload stream may still have chunk
-    // inserts in flight, landing after abort() deleted the chunks. Here at most one insert is in
-    // flight, and it is awaited before cleaning up.
-    const write = async (data: Buffer, n: number) => {
-      await inflight;
-      if (failed) throw new Error('upload failed');
-      inflight = this.#c.chunks.insertOne({ _id: new ObjectId(), files_id: name, n, data: new Binary(data) });
-      inflight.catch(() => {}); // awaited by the next write or the cleanup
-    };
     try {
-      await pipeline(body, async (source: AsyncIterable<Buffer | string>) => {
-        let buf = Buffer.allocUnsafe(CHUNK_BYTES);
-        let pos = 0;
-        let n = 0;
-        for await (const piece of source) {
-          const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
-          for (let off = 0; off < bytes.length; ) {
-            const take = Math.min(CHUNK_BYTES - pos, bytes.length - off);
-            bytes.copy(buf, pos, off, off + take);
-            pos += take;
-            off += take;
-            size += take;
-            if (pos === CHUNK_BYTES) {
-              await write(buf, n++);
-              buf = Buffer.allocUnsafe(CHUNK_BYTES);
-              pos = 0;
-            }
-          }
-        }
-        if (pos > 0) await write(buf.subarray(0, pos), n);
-        await inflight;
-      }, { signal: options.signal });
+      const size = await writeChunks(this.#c.chunks, name, body, options.signal);
       await this.#c.files.insertOne({
         _id: name, length: size, chunkSize: CHUNK_BYTES, uploadDate: new Date(),
         filename: UPLOADS_PREFIX + name, metadata: { key, staged: true },
       });
       return new MongoStaged(key, size, name);
     } catch (err) {
-      failed = true;
-      await inflight.catch(() => {});
       this.#active.delete(name);
       const translated = translate(err);
       // With the server gone the cleanup would only add a timeout: it runs in the background,
@@ -241,7 +181,12 @@ export class MongoStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const s = this.#own(staged);
     await options.after;
     const info = await this.#publish(options.key ?? s.key, s.name, s.size, metadata, condition);
@@ -326,6 +271,13 @@ export class MongoStorage implements Storage {
     });
   }
 
+  /** A version document holds far more than the registry ever writes. */
+  checkMetadata(): void {}
+
+  copyOut(key: string, token: string, dest: string): Promise<void> {
+    return copyOutByStream(this, key, token, dest);
+  }
+
   async close(): Promise<void> {
     clearInterval(this.#maintenance);
     await this.#background.settled();
@@ -338,14 +290,7 @@ export class MongoStorage implements Storage {
   get #c(): Collections {
     if (this.#collections) return this.#collections;
     if (!this.#db) throw new Error('mongodb storage used before init()');
-    const name = this.#config.MONGODB_COLLECTION;
-    return (this.#collections = {
-      db: this.#db,
-      versions: this.#db.collection<VersionDoc>(`${name}.versions`),
-      files: this.#db.collection<FileDoc>(`${name}.files`),
-      chunks: this.#db.collection<ChunkDoc>(`${name}.chunks`),
-      bucket: new GridFSBucket(this.#db, { bucketName: name, chunkSizeBytes: CHUNK_BYTES }),
-    });
+    return (this.#collections = collections(this.#db, this.#config.MONGODB_COLLECTION));
   }
 
   #own(staged: StagedObject): MongoStaged {
@@ -364,7 +309,13 @@ export class MongoStorage implements Storage {
   }
 
   /** Makes `fileId` the object under `key` if `condition` holds for the head (see header). */
-  async #publish(key: string, fileId: string, size: number, metadata: Metadata, condition: WriteCondition): Promise<ObjectInfo> {
+  async #publish(
+    key: string,
+    fileId: string,
+    size: number,
+    metadata: Metadata,
+    condition: WriteCondition,
+  ): Promise<ObjectInfo> {
     for (;;) {
       const started = Date.now();
       const head = await this.#head(key);
@@ -443,74 +394,4 @@ export class MongoStorage implements Storage {
     }
   }
 
-  /** One line for init() failures; never echoes the URI, which may hold a password. */
-  #initError(err: unknown): ConfigError {
-    const options = this.#client?.options;
-    const hosts = options?.srvHost ?? options?.hosts.map((h) => h.toString()).join(',') ?? 'the server';
-    const db = this.#config.MONGODB_DATABASE;
-    const code = err instanceof MongoServerError ? err.code : undefined;
-    const message = redact(err instanceof Error ? err.message : String(err), this.#config.MONGODB_URI);
-    let line: string;
-    if (code === 18 || /authentication failed|auth.*fail/i.test(message)) {
-      line = `MONGODB_URI=(hidden) has credentials that ${hosts} rejects (AuthenticationFailed): check the user name, the password (percent-encoded) and authSource in the URI.`;
-    } else if (code === 13 || (err instanceof MongoServerError && /not authorized|unauthorized/i.test(message))) {
-      line = `MONGODB_DATABASE=${db} cannot be used with the credentials in MONGODB_URI (Unauthorized): grant the user the readWrite role on ${db}, or use another database.`;
-    } else if (err instanceof MongoServerSelectionError || err instanceof MongoNetworkError || /ENOTFOUND|ECONNREFUSED|ETIMEDOUT/.test(message)) {
-      const reason = /ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|ECONNRESET|certificate|SSL|TLS|timed out/i.exec(message)?.[0] ?? 'no answer';
-      line = `MONGODB_URI=(hidden) points at ${hosts}, which is unreachable (${reason}): check the host and port in the URI and that MongoDB is running and reachable from here.`;
-    } else {
-      line = `MONGODB_URI=(hidden) cannot be used with MONGODB_DATABASE=${db} (${message.slice(0, 200)}): check the connection string and the server.`;
-    }
-    return new ConfigError(line, { cause: err });
-  }
-}
-
-function translate(err: unknown, key?: string): unknown {
-  if (err instanceof MongoServerError && err.code === 11000) return new PreconditionFailedError(key ?? '', { cause: err });
-  if (err instanceof MongoError) {
-    const detail = err instanceof MongoServerError && err.codeName ? err.codeName : `${err.name}: ${err.message}`;
-    return new StorageUnavailableError('mongodb', detail.slice(0, 160), { cause: err });
-  }
-  // A socket that closes while the driver is between operations may reach us as the bare Node
-  // error rather than a MongoNetworkError; it is an outage all the same (503, not 500).
-  const code = (err as { code?: unknown } | null)?.code;
-  if (typeof code === 'string' && /^(ECONN|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ERR_STREAM_PREMATURE_CLOSE)/.test(code)) {
-    return new StorageUnavailableError('mongodb', code, { cause: err });
-  }
-  return err;
-}
-
-/**
- * The chunks of `stream`, its error translated; ending early destroys it. Fewer than `expected`
- * bytes is an error too: the driver ends a file whose last chunks are missing without one.
- */
-async function* translated(stream: Readable, key: string, expected: number): AsyncGenerator<Buffer> {
-  let got = 0;
-  try {
-    for await (const chunk of stream) {
-      got += (chunk as Buffer).length;
-      yield chunk as Buffer;
-    }
-  } catch (err) {
-    throw translate(err, key);
-  }
-  if (got < expected) throw new StorageUnavailableError('mongodb', `the GridFS file of ${key} ended after ${got} of ${expected} bytes (chunks missing)`);
-}
-
-function toInfo(version: VersionDoc & { fileId: string }): ObjectInfo {
-  const { key, size, createdAt, token, metadata } = version;
-  return { key, size, lastModified: createdAt, token, metadata: { ...metadata } };
-}
-
-const newToken = () => new ObjectId().toHexString();
-
-function escapeRegex(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
-
-function redact(message: string, uri: string): string {
-  const userinfo = /^mongodb(?:\+srv)?:\/\/([^@/]*)@/.exec(uri)?.[1];
-  let out = message.split(uri).join('(hidden)');
-  if (userinfo) out = out.split(userinfo).join('(hidden)');
-  return out;
 }

@@ -1,6 +1,6 @@
 /**
- * Local-disk backend. The root directory has the bucket layout of SPEC §4, so copying it into a
- * bucket (`aws s3 sync`, `mc mirror`) gives a working bucket:
+ * Local-disk backend. The root directory has the layout of a bucket (README "Storage layout"),
+ * so copying it into one (`aws s3 sync`, `mc mirror`) gives a working bucket:
  *
  *   {key}                          objects, e.g. name.tar.gz, .history/name/v3.tar.gz
  *   .uploads/{pid}-{uuid}-{host}.part   staged uploads, invisible until renamed into place
@@ -11,34 +11,37 @@
  * holding the key's lock (proper-lockfile: an mkdir lock, safe across processes sharing the
  * directory). rename(2) is atomic, so readers see the old file or the new one. The condition is
  * checked under the same lock, which makes commit a compare-and-swap for every process using
- * the lock. Metadata sidecars are named by the token (inode + mtime + size) of the file they
- * describe, and written before the rename, so a reader that opened a file always finds the
- * metadata of exactly that file; sidecars of replaced files are deleted after the rename.
- * Because a sidecar belongs to one token, the sidecars this process has read are remembered by
- * key + token (a bounded memo): describing an unchanged model costs one stat, not a file read.
+ * the lock. Metadata sidecars (sidecars.ts) are named by the token (inode + mtime + size) of the
+ * file they describe and written before the rename; those of replaced files are deleted after it.
  */
-import { randomUUID } from 'node:crypto';
 import { createReadStream, createWriteStream, type BigIntStats } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import lockfile from 'proper-lockfile';
-import type { BackendConfig } from '../config.js';
-import { ConfigError, NotFoundError, PreconditionFailedError, RegistryError, StorageUnavailableError } from '../errors.js';
-import { isAbandoned, newStagedName } from './staging.js';
-import type { CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition } from './types.js';
+import { ConfigError } from '../../util/config-error.js';
+import type { CommonSettings } from '../driver.js';
+import { NotFoundError, PreconditionFailedError } from '../errors.js';
+import { isAbandoned, newStagedName } from '../shared/staging.js';
+import type {
+  CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+} from '../types.js';
+import { translate } from './errors.js';
+import { checkCondition, LOCK_STALE_MS, sweepLocks, syncDir, syncFile, tokenOf, toInfo } from './files.js';
+import type { LocalSettings } from './settings.js';
+import { META, Sidecars } from './sidecars.js';
+
+/** This backend's settings and the common ones it uses. */
+type Settings = LocalSettings & CommonSettings;
 
 const UPLOADS = '.uploads';
-const META = '.meta';
-/** Sidecars remembered by key + token (their contents never change for a token, see readMeta). */
-const META_MEMO_ENTRIES = 4096;
 
 class LocalStaged implements StagedObject {
   constructor(readonly key: string, readonly size: number, readonly file: string) {}
 }
 
-export function create(config: BackendConfig<'local'>): LocalStorage {
+export function create(config: Settings): LocalStorage {
   return new LocalStorage({ root: config.LOCAL_STORAGE_DIR });
 }
 
@@ -48,15 +51,15 @@ export interface LocalStorageOptions {
 
 export class LocalStorage implements Storage {
   readonly kind = 'local';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true };
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: true };
   readonly root: string;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
-  /** key → the sidecar last read or written for it, with the token it belongs to. */
-  readonly #metaMemo = new Map<string, { token: string; metadata: Metadata }>();
+  readonly #sidecars: Sidecars;
 
   constructor(options: LocalStorageOptions) {
     this.root = path.resolve(options.root);
+    this.#sidecars = new Sidecars(this.root);
   }
 
   async init(options: InitOptions = {}): Promise<void> {
@@ -135,7 +138,7 @@ export class LocalStorage implements Storage {
       const handle = await this.#io(() => fs.open(file, 'wx'));
       const sink = createWriteStream('', { fd: handle, flush: true, highWaterMark: 4 * 1024 * 1024 });
       // The body is the end of the caller's pipeline, which reports the error the body is
-      // destroyed with: it must be the translated one (507 for a full disk), which this
+      // destroyed with: it must be the translated one (StorageFullError for a full disk), which this
       // listener, added before pipeline's own, gives it before pipeline passes on the raw errno.
       sink.once('error', (err) => body.destroy(translate(err) as Error));
       await this.#io(() => pipeline(body, sink, { signal: options.signal }));
@@ -147,7 +150,12 @@ export class LocalStorage implements Storage {
     }
   }
 
-  async commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const { file } = this.#own(staged);
     const key = options.key ?? staged.key;
     const target = this.#path(key);
@@ -158,7 +166,7 @@ export class LocalStorage implements Storage {
       const stats = await this.#io(() => fs.stat(file, { bigint: true }));
       const token = tokenOf(stats);
       // No sidecar for an object without metadata (the registry's records): nothing to pair.
-      if (Object.keys(metadata).length > 0) await this.#writeMeta(key, token, metadata);
+      if (Object.keys(metadata).length > 0) await this.#sidecars.write(key, token, metadata);
       await this.#io(() => fs.mkdir(path.dirname(target), { recursive: true }));
       await this.#io(() => fs.rename(file, target));
       // rename(2) does nothing when both names are links to one inode (a history copy linked
@@ -166,7 +174,7 @@ export class LocalStorage implements Storage {
       await fs.rm(file, { force: true });
       this.#active.delete(file);
       await syncDir(path.dirname(target));
-      if (current && tokenOf(current) !== token) await this.#removeMeta(key, tokenOf(current));
+      if (current && tokenOf(current) !== token) await this.#sidecars.remove(key, tokenOf(current));
       return toInfo(key, stats, metadata);
     });
   }
@@ -246,7 +254,7 @@ export class LocalStorage implements Storage {
     return this.#locked(key, async () => {
       const stats = await this.#stat(key);
       if (tokenOf(stats) !== token) throw new PreconditionFailedError(key);
-      await this.#writeMeta(key, token, metadata);
+      await this.#sidecars.write(key, token, metadata);
       return toInfo(key, stats, metadata);
     });
   }
@@ -256,7 +264,7 @@ export class LocalStorage implements Storage {
       const current = await this.#statOrUndefined(key);
       if (!current) return;
       await this.#io(() => fs.rm(this.#path(key), { force: true }));
-      await this.#removeMeta(key, tokenOf(current));
+      await this.#sidecars.remove(key, tokenOf(current));
       // Drop the now-empty folder of a model's history (best effort).
       if (key.includes('/')) await fs.rmdir(path.dirname(this.#path(key))).catch(() => {});
     });
@@ -296,64 +304,20 @@ export class LocalStorage implements Storage {
         removed++;
       }
     }
-    removed += await this.#sweepLocks(path.join(dir, 'locks'));
-    removed += await this.#sweepMeta(path.join(this.root, META));
+    removed += await sweepLocks(path.join(dir, 'locks'));
+    removed += await this.#sidecars.sweep(async (key) => {
+      const stats = await this.#statOrUndefined(key);
+      return stats && tokenOf(stats);
+    });
     return removed;
   }
 
-  /**
-   * Lock directories a killed process left. A holder refreshes its lock every LOCK_STALE_MS / 2,
-   * so one untouched for twice LOCK_STALE_MS has no holder; most keys' locks are taken again (and
-   * found stale then), but a history key is written once, and its lock would stay forever.
-   */
-  async #sweepLocks(dir: string): Promise<number> {
-    let removed = 0;
-    for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-      const full = path.join(dir, name);
-      const stats = await fs.stat(full).catch(() => undefined);
-      if (!stats || Date.now() - stats.mtimeMs <= 2 * LOCK_STALE_MS) continue;
-      await fs.rm(full, { recursive: true, force: true });
-      removed++;
-    }
-    return removed;
-  }
+  /** A sidecar file has no bound. */
+  checkMetadata(): void {}
 
   async close(): Promise<void> {}
 
   // ---- internals ----
-
-  /**
-   * Sidecars whose file is gone or was replaced more than a minute ago, and sidecar temp files
-   * (`….json.<uuid>.tmp`) a crash left behind, also after a minute (a write takes milliseconds).
-   */
-  async #sweepMeta(dir: string): Promise<number> {
-    let removed = 0;
-    const entries = await fs.readdir(dir, { withFileTypes: true }).catch(() => []);
-    for (const entry of entries) {
-      const full = path.join(dir, entry.name);
-      if (entry.isDirectory()) {
-        removed += await this.#sweepMeta(full);
-        continue;
-      }
-      const age = async () => Date.now() - ((await fs.stat(full).catch(() => undefined))?.mtimeMs ?? Date.now());
-      if (entry.name.endsWith('.tmp')) {
-        if ((await age()) > 60_000) {
-          await fs.rm(full, { force: true });
-          removed++;
-        }
-        continue;
-      }
-      const m = /^(.*)\.(\d+-\d+-\d+)\.json$/.exec(entry.name);
-      if (!m) continue;
-      const key = path.relative(path.join(this.root, META), path.join(dir, m[1]!)).split(path.sep).join('/');
-      const stats = await this.#statOrUndefined(key).catch(() => undefined);
-      if ((!stats || tokenOf(stats) !== m[2]) && (await age()) > 60_000) {
-        await fs.rm(full, { force: true });
-        removed++;
-      }
-    }
-    return removed;
-  }
 
   #newUploadPath(): string {
     return path.join(this.root, UPLOADS, newStagedName());
@@ -373,54 +337,8 @@ export class LocalStorage implements Storage {
     return path.join(this.root, ...parts);
   }
 
-  #metaPath(key: string, token: string): string {
-    return path.join(this.root, META, ...key.split('/')) + `.${token}.json`;
-  }
-
-  async #writeMeta(key: string, token: string, metadata: Metadata): Promise<void> {
-    const file = this.#metaPath(key, token);
-    const tmp = `${file}.${randomUUID()}.tmp`;
-    await this.#io(async () => {
-      await fs.mkdir(path.dirname(file), { recursive: true });
-      await fs.writeFile(tmp, JSON.stringify(metadata), { flush: true });
-      await fs.rename(tmp, file);
-    });
-    this.#memo(key, token, metadata);
-  }
-
-  async #removeMeta(key: string, token: string): Promise<void> {
-    if (this.#metaMemo.get(key)?.token === token) this.#metaMemo.delete(key);
-    await fs.rm(this.#metaPath(key, token), { force: true });
-  }
-
-  /**
-   * The sidecar of `key` at `token`. A sidecar is written once, before its file becomes visible
-   * under the key, and only setMetadata rewrites it — for objects that had none (written by
-   * another tool). So a non-empty sidecar read once is still right for as long as the token is
-   * the key's token; empty results are not remembered.
-   */
-  async #readMeta(key: string, token: string): Promise<Metadata> {
-    const memo = this.#metaMemo.get(key);
-    if (memo?.token === token) return memo.metadata;
-    try {
-      const metadata = JSON.parse(await fs.readFile(this.#metaPath(key, token), 'utf8')) as Metadata;
-      this.#memo(key, token, metadata);
-      return metadata;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || err instanceof SyntaxError) return {};
-      throw translate(err);
-    }
-  }
-
-  #memo(key: string, token: string, metadata: Metadata): void {
-    this.#metaMemo.delete(key);
-    if (Object.keys(metadata).length === 0) return;
-    this.#metaMemo.set(key, { token, metadata: Object.freeze(metadata) });
-    if (this.#metaMemo.size > META_MEMO_ENTRIES) this.#metaMemo.delete(this.#metaMemo.keys().next().value!);
-  }
-
   async #info(key: string, stats: BigIntStats): Promise<ObjectInfo> {
-    return toInfo(key, stats, await this.#readMeta(key, tokenOf(stats)));
+    return toInfo(key, stats, await this.#sidecars.read(key, tokenOf(stats)));
   }
 
   async #stat(key: string): Promise<BigIntStats> {
@@ -462,61 +380,5 @@ export class LocalStorage implements Storage {
     } catch (err) {
       throw translate(err, key);
     }
-  }
-}
-
-
-
-/** A lock not refreshed for this long is another process's that died (proper-lockfile). */
-const LOCK_STALE_MS = 10_000;
-
-function translate(err: unknown, key?: string): unknown {
-  const code = (err as NodeJS.ErrnoException)?.code;
-  if (key !== undefined && (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR')) {
-    return new NotFoundError(key, { cause: err });
-  }
-  if (code === 'ENOSPC' || code === 'EDQUOT') {
-    return new RegistryError('STORAGE_FULL', 507, 'The storage disk is full: free space or move LOCAL_STORAGE_DIR to a larger disk; nothing was stored.', { cause: err });
-  }
-  if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'EIO' || code === 'ENOENT' || code === 'ELOCKED') {
-    return new StorageUnavailableError('local', `${code} on the storage directory`, { cause: err });
-  }
-  return err;
-}
-
-function checkCondition(key: string, current: BigIntStats | undefined, condition: WriteCondition): void {
-  if ('ifNoneMatch' in condition && current) throw new PreconditionFailedError(key);
-  if ('ifMatch' in condition && (!current || tokenOf(current) !== condition.ifMatch)) {
-    throw new PreconditionFailedError(key);
-  }
-}
-
-function tokenOf(stats: BigIntStats): string {
-  return `${stats.ino}-${stats.mtimeNs}-${stats.size}`;
-}
-
-function toInfo(key: string, stats: BigIntStats, metadata: Metadata): ObjectInfo {
-  return {
-    key,
-    size: Number(stats.size),
-    lastModified: new Date(Number(stats.mtimeMs)),
-    token: tokenOf(stats),
-    metadata,
-  };
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r').catch(() => undefined);
-  if (!handle) return;
-  await handle.sync().catch(() => {}); // not every filesystem supports fsync on directories
-  await handle.close();
-}
-
-async function syncFile(file: string): Promise<void> {
-  const handle = await fs.open(file, 'r+');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }

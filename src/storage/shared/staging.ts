@@ -49,7 +49,12 @@ export function newStagedName(): string {
  * `lastModified`, can no longer be committed by anyone. `active` are this process's own uploads;
  * another host's upload counts as abandoned once untouched for `maxAgeMs`.
  */
-export function isAbandoned(name: string, lastModified: Date, active: ReadonlySet<string>, maxAgeMs = ABANDONED_AFTER_MS): boolean {
+export function isAbandoned(
+  name: string,
+  lastModified: Date,
+  active: ReadonlySet<string>,
+  maxAgeMs = ABANDONED_AFTER_MS,
+): boolean {
   const m = STAGED_NAME.exec(name);
   if (!m || active.has(name)) return false;
   const pid = Number(m[1]);

@@ -1,0 +1,392 @@
+/**
+ * S3 backend (AWS S3 and S3-compatible servers such as MinIO). Owns the S3 client, the bucket
+ * check at start, and the mapping of the storage contract onto S3 requests:
+ *
+ *   stage    lib-storage Upload (8 MiB parts, 4 in flight) to `.uploads/{pid}-{uuid}-{host}.part`
+ *   commit   multipart copy of the staged object onto its key: CreateMultipartUpload (with the
+ *            metadata) + UploadPartCopy (pinned with CopySourceIfMatch) + CompleteMultipartUpload
+ *            carrying the condition as If-Match / If-None-Match
+ *   copy, setMetadata   the same multipart copy, from another key or from the key itself;
+ *            given `after` (the history copy of a replace), the parts are copied meanwhile and
+ *            only CompleteMultipartUpload waits for it
+ *   token    the ETag without quotes: a hash of the parts' hashes. Copies draw random part
+ *            boundaries (copyPartSize), so an object over 5 MiB written again with the same bytes
+ *            (a rollback) gets a new token; one of up to 5 MiB gets its old one (uniqueTokens=false)
+ *
+ * Atomicity: S3 makes an object visible only when the request that creates it completes, and a
+ * completed multipart upload replaces the key in one step, so readers see the old object or the
+ * new one, whole. The condition is evaluated by S3 itself when it completes the upload (S3
+ * conditional writes), so two writers cannot both pass it: whoever completes second compares
+ * against the ETag the first one wrote and gets 412. There is no read-then-write anywhere.
+ * CopyObject would be one request, but MinIO silently ignores destination If-Match /
+ * If-None-Match on CopyObject (checked against MinIO; only the CopySource* conditions hold),
+ * and CopyObject stops at 5 GiB; the multipart copy handles both.
+ *
+ * client.ts says how uploaded bytes are checked; metadata.ts how metadata travels.
+ */
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadBucketCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  UploadPartCopyCommand,
+  type CompletedPart,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { randomUUID } from 'node:crypto';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ConfigError } from '../../util/config-error.js';
+import type { Logger } from '../../util/logger.js';
+import type { CommonSettings } from '../driver.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { copyOutByStream } from '../shared/copy-out.js';
+import { newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
+import { WRITE_NONCE } from '../shared/write-nonce.js';
+import type {
+  CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+} from '../types.js';
+import { copyPartSize, createBucket, createClient, quietOldNodeWarning } from './client.js';
+import { describe, errorCode, isNoSuchUpload, setupErrorLine, translate, type Access } from './errors.js';
+import {
+  checkMetadataFits, decodeMetadata, encodeMetadata, MAX_METADATA_BYTES, metadataBytes, NONCE_BYTES, quote, unquote,
+} from './metadata.js';
+import type { S3Settings } from './settings.js';
+import { sweepMultipart, sweepStaged } from './sweep.js';
+
+/** This backend's settings and the common ones it uses. */
+type Settings = S3Settings & CommonSettings;
+
+const MiB = 1024 * 1024;
+const UPLOAD_PART_SIZE = 8 * MiB;
+const UPLOAD_QUEUE = 4;
+/** Parts of a server-side copy: each is one request that may stay silent while S3 copies. */
+const COPY_PART_SIZE = 512 * MiB; // ≤ 5 GiB each; 10,000 parts reach S3's 5 TiB object limit
+const COPY_QUEUE = 4;
+
+class S3Staged implements StagedObject {
+  constructor(readonly key: string, readonly size: number, readonly name: string, readonly etag: string) {}
+}
+
+export function create(config: Settings, logger: Logger): S3Storage {
+  quietOldNodeWarning(logger);
+  return new S3Storage(config, logger);
+}
+
+export class S3Storage implements Storage {
+  readonly kind = 's3';
+  readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false, localFiles: false };
+  readonly bucket: string;
+  readonly client: S3Client;
+  readonly #config: Settings;
+  readonly #logger: Logger;
+  /** Staged names this process is writing or holding, which sweep() must leave alone. */
+  readonly #active = new Set<string>();
+  readonly #copyPartSize: number;
+
+  /** `copyPartSize` exists for tests of the ranged copy (S3's minimum part size is 5 MiB). */
+  constructor(config: Settings, logger: Logger, options: { copyPartSize?: number } = {}) {
+    this.#config = config;
+    this.#copyPartSize = options.copyPartSize ?? COPY_PART_SIZE;
+    this.#logger = logger;
+    this.bucket = config.BUCKET_NAME;
+    this.client = createClient(config);
+  }
+
+  async init(): Promise<void> {
+    try {
+      try {
+        await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, MaxKeys: 1 }));
+      } catch (err) {
+        if (errorCode(err) !== 'NoSuchBucket' || !this.#config.AUTO_CREATE_BUCKET) throw err;
+        await createBucket(this.client, this.bucket, this.#logger);
+      }
+    } catch (err) {
+      throw await this.#setupError(err);
+    }
+  }
+
+  async ping(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({ Bucket: this.bucket }));
+    } catch (err) {
+      throw new StorageUnavailableError('s3', describe(err), { cause: err });
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo> {
+    const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+    return { key, size: r.ContentLength ?? 0, lastModified: r.LastModified ?? new Date(), token: unquote(r.ETag), metadata: decodeMetadata(r.Metadata) };
+  }
+
+  async get(key: string, options: ReadOptions = {}): Promise<{ info: ObjectInfo; body: Readable }> {
+    const { range, signal } = options;
+    const r = await this.#call(key, () =>
+      this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
+        { abortSignal: signal },
+      ),
+    );
+    // Info comes from the same response as the bytes, so it describes exactly them.
+    const total = /\/(\d+)$/.exec(r.ContentRange ?? '')?.[1];
+    const info = {
+      key,
+      size: total !== undefined ? Number(total) : (r.ContentLength ?? 0),
+      lastModified: r.LastModified ?? new Date(),
+      token: unquote(r.ETag),
+      metadata: decodeMetadata(r.Metadata),
+    };
+    return { info, body: r.Body as Readable };
+  }
+
+  async stage(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<StagedObject> {
+    const name = newStagedName();
+    const stagingKey = UPLOADS_PREFIX + name;
+    this.#active.add(name);
+    let size = 0;
+    let bodyError: unknown;
+    let uploadFailed = false;
+    // A body error after the upload failed is only pipeline() tearing the body down.
+    body.once('error', (err) => {
+      if (!uploadFailed) bodyError ??= err;
+    });
+    const counter = new Transform({
+      transform(chunk: Buffer, _encoding, callback) {
+        size += chunk.length;
+        callback(null, chunk);
+      },
+    });
+    // The signal aborts the pipeline, which destroys `counter`; Upload then fails through its
+    // own error path, which aborts the multipart upload BEFORE done() rejects. (Upload's
+    // abortController would reject done() at once and clean up later, in the background.)
+    const piped = pipeline(body, counter, { signal: options.signal });
+    const upload = new Upload({
+      client: this.client,
+      params: { Bucket: this.bucket, Key: stagingKey, Body: counter },
+      partSize: UPLOAD_PART_SIZE,
+      queueSize: UPLOAD_QUEUE,
+      leavePartsOnError: false,
+    });
+    const uploaded = upload.done().catch((err: unknown) => {
+      uploadFailed = true;
+      counter.destroy(); // stop reading the body: nobody consumes it any more
+      throw err;
+    });
+    const [pipeResult, uploadResult] = await Promise.allSettled([piped, uploaded]);
+    if (pipeResult.status === 'fulfilled' && uploadResult.status === 'fulfilled') {
+      return new S3Staged(key, size, name, unquote(uploadResult.value.ETag));
+    }
+    this.#active.delete(name);
+    if (uploadResult.status === 'fulfilled') await this.#deleteQuietly(stagingKey);
+    if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
+    if (bodyError !== undefined) throw bodyError;
+    if (uploadResult.status === 'rejected') throw translate(uploadResult.reason, key, 'write');
+    throw (pipeResult as PromiseRejectedResult).reason;
+  }
+
+  async commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
+    const s = this.#own(staged);
+    const from = { from: UPLOADS_PREFIX + s.name, sourceToken: s.etag, size: s.size };
+    const info = await this.#copyInto(from, options.key ?? s.key, { metadata, condition, after: options.after });
+    this.#active.delete(s.name);
+    await this.#deleteQuietly(UPLOADS_PREFIX + s.name);
+    return info;
+  }
+
+  async discard(staged: StagedObject): Promise<void> {
+    const s = this.#own(staged);
+    const stagingKey = UPLOADS_PREFIX + s.name;
+    await this.#call(stagingKey, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: stagingKey })));
+    this.#active.delete(s.name);
+  }
+
+  async copy(
+    from: string,
+    to: string,
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
+  ): Promise<ObjectInfo> {
+    const size = await this.#sizeOf(from, options.sourceToken);
+    return this.#copyInto({ from, sourceToken: options.sourceToken, size }, to, { metadata: options.metadata, condition: options.condition ?? {}, after: options.after });
+  }
+
+  async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
+    const size = await this.#sizeOf(key, token);
+    return this.#copyInto({ from: key, sourceToken: token, size }, key, { metadata, condition: { ifMatch: token } });
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.#call(key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })), 'delete');
+  }
+
+  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    let continuation: string | undefined;
+    do {
+      const page = await this.#call(prefix, () =>
+        this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', StartAfter: options.startAfter, ContinuationToken: continuation }),
+        ),
+      );
+      for (const o of page.Contents ?? []) {
+        if (!o.Key || o.Key.endsWith('/')) continue; // folder markers made by consoles
+        yield { key: o.Key, size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(), token: unquote(o.ETag), metadata: {} };
+      }
+      continuation = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (continuation);
+  }
+
+  /** Removes what crashed writers left (sweep.ts). */
+  async sweep(): Promise<number> {
+    const active = new Set(this.#active);
+    const call = <T>(fn: () => Promise<T>) => this.#call(UPLOADS_PREFIX, fn);
+    const staged = await sweepStaged(this.client, this.bucket, active, call, (key) => this.delete(key));
+    return staged + (await sweepMultipart(this.client, this.bucket, active, call, (key, id) => this.#abortUpload(key, id)));
+  }
+
+  /** S3 bounds user metadata to 2 KB: the UTF-8 bytes of every key and value, as sent. */
+  checkMetadata(metadata: Metadata): void {
+    checkMetadataFits(metadata);
+  }
+
+  copyOut(key: string, token: string, dest: string): Promise<void> {
+    return copyOutByStream(this, key, token, dest);
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+
+  // ---- internals ----
+
+  /**
+   * Publishes `to` as a copy of the object `from` (whose ETag must still be `sourceToken`) with
+   * `metadata`, if `condition` holds when S3 completes the upload. See the header for why.
+   * The parts are copied while `after` runs; the upload completes only once it resolved.
+   */
+  async #copyInto(
+    { from, sourceToken, size }: { from: string; sourceToken: string; size: number },
+    to: string,
+    { metadata, condition, after }: { metadata: Metadata; condition: WriteCondition } & PublishOptions,
+  ): Promise<ObjectInfo> {
+    // Names this write: a CompleteMultipartUpload retried by the SDK after its reply was lost
+    // fails against the object its first attempt wrote; the nonce tells that apart (#landed).
+    // (Left out where it would not fit: objects written before it existed may fill the 2 KB.)
+    const encoded = encodeMetadata(metadata);
+    const nonce = metadataBytes(encoded) + NONCE_BYTES <= MAX_METADATA_BYTES ? randomUUID() : undefined;
+    const created = await this.#call(to, () =>
+      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: nonce ? { ...encoded, [WRITE_NONCE]: nonce } : encoded })),
+      'write',
+    );
+    const uploadId = created.UploadId!;
+    try {
+      const part = copyPartSize(size, this.#copyPartSize);
+      const ranges = size <= part ? [undefined] : Array.from({ length: Math.ceil(size / part) }, (_, i) =>
+        `bytes=${i * part}-${Math.min(size, (i + 1) * part) - 1}`);
+      const parts: CompletedPart[] = new Array(ranges.length);
+      let next = 0;
+      const worker = async () => {
+        for (let i = next++; i < ranges.length; i = next++) {
+          const r = await this.#call(from, () =>
+            this.client.send(new UploadPartCopyCommand({
+              Bucket: this.bucket, Key: to, UploadId: uploadId, PartNumber: i + 1,
+              CopySource: `${this.bucket}/${from.split('/').map(encodeURIComponent).join('/')}`,
+              CopySourceIfMatch: quote(sourceToken), CopySourceRange: ranges[i],
+            })),
+          ).catch((err: unknown) => {
+            next = ranges.length; // the other workers stop after their current part
+            throw err;
+          });
+          parts[i] = { PartNumber: i + 1, ETag: r.CopyPartResult?.ETag };
+        }
+      };
+      const copied = Promise.all(Array.from({ length: Math.min(COPY_QUEUE, ranges.length) }, worker));
+      const waited = after?.catch((err: unknown) => {
+        next = ranges.length; // no point copying more parts
+        throw err;
+      });
+      // Both settle before the upload is aborted below, so no part request outlives the abort.
+      const [copy, wait] = await Promise.allSettled([copied, waited]);
+      if (wait.status === 'rejected') throw wait.reason;
+      if (copy.status === 'rejected') throw copy.reason;
+      const done = await this.#call(to, () =>
+        this.client.send(new CompleteMultipartUploadCommand({
+          Bucket: this.bucket, Key: to, UploadId: uploadId, MultipartUpload: { Parts: parts },
+          IfMatch: 'ifMatch' in condition ? quote(condition.ifMatch) : undefined,
+          IfNoneMatch: 'ifNoneMatch' in condition ? '*' : undefined,
+        })),
+      ).then(
+        (done) => ({ key: to, size, lastModified: new Date(), token: unquote(done.ETag), metadata }),
+        async (err: unknown) => {
+          // Failed, or did an earlier attempt of this very request succeed and lose its reply?
+          // (Its retry then meets our own object: 412 / 409, or NoSuchUpload once it completed.)
+          if (nonce && (err instanceof PreconditionFailedError || isNoSuchUpload(err))) {
+            // Not knowing is not failing: the caller would retry and commit a second time.
+            const landed = await this.#landed(to, nonce).catch((headErr: unknown) => {
+              throw new StorageUnavailableError('s3', `the commit to ${to} may have completed (its reply was lost, and checking failed: ${describe(headErr)})`, { cause: err });
+            });
+            if (landed) return { ...landed, metadata };
+          }
+          // If-Match on a missing key answers 404 NoSuchKey: the condition failed.
+          throw err instanceof NotFoundError && errorCode(err.cause) === 'NoSuchKey' ? new PreconditionFailedError(to, { cause: err.cause }) : err;
+        },
+      );
+      return done;
+    } catch (err) {
+      await this.#abortUpload(to, uploadId).catch((abortErr: unknown) =>
+        this.#logger.warn({ err: abortErr, key: to }, 'could not abort a multipart copy; sweep will retry'));
+      throw err;
+    }
+  }
+
+  /** `key` as written by the #copyInto that chose `nonce`; undefined when it holds something else. */
+  async #landed(key: string, nonce: string): Promise<ObjectInfo | undefined> {
+    const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+    if (r.Metadata?.[WRITE_NONCE] !== nonce) return undefined;
+    this.#logger.info({ key }, 'a commit whose reply was lost had succeeded');
+    return { key, size: r.ContentLength ?? 0, lastModified: r.LastModified ?? new Date(), token: unquote(r.ETag), metadata: decodeMetadata(r.Metadata) };
+  }
+
+  /** Size of `key` if its ETag is still `token` (NotFoundError / PreconditionFailedError). */
+  async #sizeOf(key: string, token: string): Promise<number> {
+    const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, IfMatch: quote(token) })));
+    return r.ContentLength ?? 0;
+  }
+
+  async #abortUpload(key: string, uploadId: string): Promise<void> {
+    await this.#call(key, () => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))).catch((err: unknown) => {
+      if (!isNoSuchUpload(err) && !(err instanceof NotFoundError)) throw err; // already gone
+    });
+  }
+
+  async #deleteQuietly(key: string): Promise<void> {
+    await this.delete(key).catch((err: unknown) => this.#logger.warn({ err, key }, 'could not delete a staged upload; sweep will retry'));
+  }
+
+  async #setupError(err: unknown): Promise<ConfigError> {
+    const region = await this.client.config.region().catch(() => undefined);
+    return new ConfigError(setupErrorLine(err, this.#config, region), { cause: err });
+  }
+
+  async #call<T>(key: string, fn: () => Promise<T>, access: Access = 'read'): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw translate(err, key, access);
+    }
+  }
+
+  #own(staged: StagedObject): S3Staged {
+    if (!(staged instanceof S3Staged)) throw new TypeError('staged object does not belong to this backend');
+    return staged;
+  }
+}
+
