@@ -26,8 +26,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from '../util/logger.js';
 import { Pending } from '../util/pending.js';
+import { SingleFlight } from '../util/single-flight.js';
 
 export interface CacheObserver {
   hit(): void;
@@ -106,20 +108,27 @@ export class BlobStore {
   readonly #entries = new Map<string, Entry>();
   readonly #fills = new Map<string, Fill>();
   /** Fills about to start (making room on the disk), by digest. */
-  readonly #starting = new Map<string, Promise<Fill>>();
+  readonly #starting = new SingleFlight<string, Fill>();
   /** Fills running to their end (download, rename, stamp, eviction); close() waits for them. */
   readonly #running = new Pending();
   #closed = false;
-  readonly #verifying = new Map<string, Promise<boolean>>();
+  readonly #verifying = new SingleFlight<string, boolean>();
   #total = 0;
-  /** Verified copies of small archives, least recently used first. */
-  readonly #memory = new Map<string, Buffer>();
-  readonly #loading = new Map<string, Promise<Buffer | undefined>>();
-  #memoryTotal = 0;
+  /** Verified copies of small archives, weighed by their bytes (none without a budget). */
+  readonly #memory: LRUCache<string, Buffer> | undefined;
+  readonly #loading = new SingleFlight<string, Buffer | undefined>();
 
   constructor(options: BlobStoreOptions) {
     this.#opts = options;
     this.#dir = path.resolve(options.dir);
+    const budget = options.memoryBytes ?? 0;
+    if (budget > 0) {
+      this.#memory = new LRUCache<string, Buffer>({
+        maxSize: budget,
+        sizeCalculation: (bytes) => Math.max(1, bytes.length),
+        dispose: () => this.#opts.observer?.memoryBytes?.(this.#memory!.calculatedSize),
+      });
+    }
   }
 
   get totalBytes(): number {
@@ -251,19 +260,13 @@ export class BlobStore {
     if (running) return running;
     // Concurrent misses wait for the one making room: each making room on its own would count
     // the others' fill as a second copy to fit (and serve from storage, or evict, for nothing).
-    let starting = this.#starting.get(digest);
-    if (!starting) {
-      starting = this.#makeRoom(size)
-        .then(() => {
-          const fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
-          this.#fills.set(digest, fill);
-          void this.#running.track(this.#runFill(fill, fetch));
-          return fill;
-        })
-        .finally(() => this.#starting.delete(digest));
-      this.#starting.set(digest, starting);
-    }
-    return starting;
+    return this.#starting.run(digest, () =>
+      this.#makeRoom(size).then(() => {
+        const fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
+        this.#fills.set(digest, fill);
+        void this.#running.track(this.#runFill(fill, fetch));
+        return fill;
+      }));
   }
 
   async #makeRoom(size: number): Promise<void> {
@@ -364,53 +367,38 @@ export class BlobStore {
   async #loadIntoMemory(digest: string): Promise<Buffer | undefined> {
     const budget = this.#opts.memoryBytes ?? 0;
     const entry = this.#entries.get(digest);
-    if (!entry || entry.size > budget / 8) return undefined;
-    let pending = this.#loading.get(digest);
-    if (!pending) {
-      pending = (async () => {
-        entry.readers++;
-        let bytes: Buffer;
-        try {
-          bytes = await fs.readFile(this.blobPath(digest));
-        } catch {
-          return undefined;
-        } finally {
-          entry.readers--;
-        }
-        if (createHash('sha256').update(bytes).digest('hex') !== digest) {
-          this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
-          await this.#remove(digest);
-          return undefined;
-        }
-        if (!this.#entries.has(digest)) return bytes; // evicted meanwhile: serve it, keep nothing
-        this.#memory.set(digest, bytes);
-        this.#memoryTotal += bytes.length;
-        // Least recently used first (Map order); the new copy is at most 1/8 of the budget.
-        while (this.#memoryTotal > budget) this.#dropFromMemory(this.#memory.keys().next().value!);
-        this.#opts.observer?.memoryBytes?.(this.#memoryTotal);
-        return bytes;
-      })().finally(() => this.#loading.delete(digest));
-      this.#loading.set(digest, pending);
-    }
-    return pending;
+    const memory = this.#memory;
+    if (!entry || !memory || entry.size > budget / 8) return undefined;
+    return this.#loading.run(digest, async () => {
+      entry.readers++;
+      let bytes: Buffer;
+      try {
+        bytes = await fs.readFile(this.blobPath(digest));
+      } catch {
+        return undefined;
+      } finally {
+        entry.readers--;
+      }
+      if (createHash('sha256').update(bytes).digest('hex') !== digest) {
+        this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
+        await this.#remove(digest);
+        return undefined;
+      }
+      if (!this.#entries.has(digest)) return bytes; // evicted meanwhile: serve it, keep nothing
+      // The least recently used copies make room; the new one is at most 1/8 of the budget.
+      memory.set(digest, bytes);
+      this.#opts.observer?.memoryBytes?.(memory.calculatedSize);
+      return bytes;
+    });
   }
 
   /** The memory copy of `digest`, now the most recently used one. */
   #fromMemory(digest: string): Buffer | undefined {
-    const held = this.#memory.get(digest);
-    if (held) {
-      this.#memory.delete(digest);
-      this.#memory.set(digest, held);
-    }
-    return held;
+    return this.#memory?.get(digest);
   }
 
   #dropFromMemory(digest: string): void {
-    const held = this.#memory.get(digest);
-    if (!held) return;
-    this.#memory.delete(digest);
-    this.#memoryTotal -= held.length;
-    this.#opts.observer?.memoryBytes?.(this.#memoryTotal);
+    this.#memory?.delete(digest);
   }
 
   /** Runs `fill` to its end; never rejects (it is started without being awaited). */
@@ -480,25 +468,20 @@ export class BlobStore {
     const entry = this.#entries.get(digest);
     if (!entry) return false;
     if (entry.verified) return true;
-    let pending = this.#verifying.get(digest);
-    if (!pending) {
-      pending = (async () => {
-        const hash = createHash('sha256');
-        await pipeline(createReadStream(this.blobPath(digest)), hash).catch(() => {});
-        const ok = hash.digest('hex') === digest;
-        if (ok) {
-          entry.verified = true;
-          entry.stamp = stampOf(await fs.stat(this.blobPath(digest)));
-          await fs.writeFile(this.#stampPath(digest), entry.stamp);
-        } else {
-          this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
-          await this.#remove(digest);
-        }
-        return ok;
-      })().finally(() => this.#verifying.delete(digest));
-      this.#verifying.set(digest, pending);
-    }
-    return pending;
+    return this.#verifying.run(digest, async () => {
+      const hash = createHash('sha256');
+      await pipeline(createReadStream(this.blobPath(digest)), hash).catch(() => {});
+      const ok = hash.digest('hex') === digest;
+      if (ok) {
+        entry.verified = true;
+        entry.stamp = stampOf(await fs.stat(this.blobPath(digest)));
+        await fs.writeFile(this.#stampPath(digest), entry.stamp);
+      } else {
+        this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
+        await this.#remove(digest);
+      }
+      return ok;
+    });
   }
 
   /**

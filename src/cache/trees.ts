@@ -14,9 +14,11 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { LRUCache } from 'lru-cache';
 import { Unpack } from 'tar';
 import { ArchiveValidator, isEmptyRootWarning, ROOT_NAMES, type ArchiveLimits } from '../registry/archive.js';
 import { errors } from '../errors.js';
+import { SingleFlight } from '../util/single-flight.js';
 import { CacheDiskError, isDiskError } from './blob-store.js';
 
 export interface ManifestEntry {
@@ -53,10 +55,15 @@ const FORMAT = 3;
 export class TreeStore {
   #dir: string;
   readonly #limits: ArchiveLimits;
-  readonly #pending = new Map<string, Promise<Tree>>();
-  /** Parsed manifests, least recently used first. */
-  readonly #parsed = new Map<string, Tree>();
-  #parsedEntries = 0;
+  readonly #pending = new SingleFlight<string, Tree>();
+  /**
+   * Parsed manifests, weighed by their entries. A tree of more than PARSED_ENTRIES counts as
+   * PARSED_ENTRIES: kept alone rather than not at all.
+   */
+  readonly #parsed = new LRUCache<string, Tree>({
+    maxSize: PARSED_ENTRIES,
+    sizeCalculation: (tree) => Math.min(PARSED_ENTRIES, Math.max(1, tree.files.length)),
+  });
   /** Removals started, and running: a manifest read while one ran is not kept (its tree may be gone). */
   #removalsStarted = 0;
   #removing = 0;
@@ -92,20 +99,18 @@ export class TreeStore {
   async get(digest: string, blob: string): Promise<Tree & { created: boolean }> {
     const existing = await this.#read(digest);
     if (existing) return { ...existing, created: false };
-    let pending = this.#pending.get(digest);
     let created = false;
-    if (!pending) {
+    const pending = this.#pending.run(digest, () => {
       created = true;
-      pending = this.#extract(digest, blob).finally(() => this.#pending.delete(digest));
-      this.#pending.set(digest, pending);
-    }
+      return this.#extract(digest, blob);
+    });
     return { ...(await pending), created };
   }
 
   async remove(digest: string): Promise<void> {
     this.#removalsStarted++;
     this.#removing++;
-    this.#forget(digest);
+    this.#parsed.delete(digest);
     try {
       await fs.rm(path.join(this.#dir, `${digest}.json`), { force: true });
       await fs.rm(path.join(this.#dir, digest), { recursive: true, force: true });
@@ -116,11 +121,7 @@ export class TreeStore {
 
   async #read(digest: string): Promise<Tree | undefined> {
     const parsed = this.#parsed.get(digest);
-    if (parsed) {
-      this.#parsed.delete(digest);
-      this.#parsed.set(digest, parsed);
-      return parsed;
-    }
+    if (parsed) return parsed;
     const removals = this.#removing === 0 ? this.#removalsStarted : -1;
     try {
       const manifest = JSON.parse(await fs.readFile(path.join(this.#dir, `${digest}.json`), 'utf8')) as { files: ManifestEntry[]; bytes: number; format?: number };
@@ -134,18 +135,8 @@ export class TreeStore {
   }
 
   #keep(digest: string, tree: Tree): Tree {
-    this.#forget(digest);
     this.#parsed.set(digest, tree);
-    this.#parsedEntries += tree.files.length;
-    while (this.#parsedEntries > PARSED_ENTRIES && this.#parsed.size > 1) this.#forget(this.#parsed.keys().next().value!);
     return tree;
-  }
-
-  #forget(digest: string): void {
-    const tree = this.#parsed.get(digest);
-    if (!tree) return;
-    this.#parsed.delete(digest);
-    this.#parsedEntries -= tree.files.length;
   }
 
   async #extract(digest: string, blob: string): Promise<Tree> {

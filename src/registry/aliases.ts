@@ -15,6 +15,7 @@
  * conditional, and a delete racing a set would lose the set. Deleting the model deletes it.
  */
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import { errors, NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
 import { ALIASES_PREFIX, isValidAlias, keys } from './names.js';
@@ -43,7 +44,7 @@ const CACHED_DOCUMENTS = 4096;
 export class AliasStore {
   readonly #storage: Storage;
   /** Parsed documents by key + token + size: a search reads a document once per change. */
-  readonly #parsed = new Map<string, Aliases>();
+  readonly #parsed = new LRUCache<string, Aliases>({ max: CACHED_DOCUMENTS });
 
   constructor(storage: Storage) {
     this.#storage = storage;
@@ -76,7 +77,7 @@ export class AliasStore {
     const worker = async () => {
       while (next < listed.length) {
         const { name, info } = listed[next++]!;
-        const cached = this.#parsed.get(cacheKey(info));
+        const cached = this.#parsed.peek(cacheKey(info));
         const aliases = cached ?? (await this.read(name)).aliases;
         if (aliases.size > 0) out.set(name, aliases);
       }
@@ -118,7 +119,7 @@ export class AliasStore {
 
   async #parse(info: ObjectInfo, body: Readable): Promise<Aliases> {
     const id = cacheKey(info);
-    const cached = this.#parsed.get(id);
+    const cached = this.#parsed.peek(id);
     if (cached || info.size > MAX_DOCUMENT_BYTES) {
       body.destroy();
       return new Map(cached);
@@ -127,7 +128,6 @@ export class AliasStore {
     for await (const chunk of body) chunks.push(chunk as Buffer);
     const aliases = decode(Buffer.concat(chunks).toString('utf8'));
     this.#parsed.set(id, aliases);
-    if (this.#parsed.size > CACHED_DOCUMENTS) this.#parsed.delete(this.#parsed.keys().next().value!);
     return new Map(aliases);
   }
 }

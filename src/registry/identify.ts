@@ -10,7 +10,9 @@ import { pipeline } from 'node:stream/promises';
 import type { ModelCache } from '../cache/index.js';
 import { PreconditionFailedError } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from '../util/logger.js';
+import { SingleFlight } from '../util/single-flight.js';
 import { fromRecord, hasRegistryMetadata, toModel, type VersionRecord, type VersionRecords } from './records.js';
 import { DigestCounter } from './streams.js';
 import type { ModelVersion } from './types.js';
@@ -24,11 +26,11 @@ export class Identifier {
   readonly #cache: ModelCache | undefined;
   readonly #log: Logger;
   /** In-flight digest computations of objects without metadata, by key + token. */
-  readonly #digesting = new Map<string, Promise<string>>();
+  readonly #digesting = new SingleFlight<string, string>();
   /** Objects without metadata already identified as a version, by key + token (bounded). */
-  readonly #identified = new Map<string, ModelVersion>();
+  readonly #identified = new LRUCache<string, ModelVersion>({ max: IDENTIFIED_ENTRIES });
   /** Identifications in flight, by key + token: concurrent first reads share one. */
-  readonly #identifying = new Map<string, Promise<ModelVersion>>();
+  readonly #identifying = new SingleFlight<string, ModelVersion>();
 
   constructor(storage: Storage, records: VersionRecords, cache: ModelCache | undefined, log: Logger) {
     this.#storage = storage;
@@ -62,17 +64,13 @@ export class Identifier {
    */
   async #identify(name: string, info: ObjectInfo): Promise<ModelVersion> {
     const id = `${info.key}\n${info.token}`;
-    const known = this.#identified.get(id);
+    // peek: found again is not used again (the oldest identification goes first).
+    const known = this.#identified.peek(id);
     if (known) return known;
     // One identification per object at a time: a request arriving after the shared digest read
     // finished but before the number was recorded would otherwise read the object again, and
     // every concurrent request would race for the record (and read it back) on its own.
-    let pending = this.#identifying.get(id);
-    if (!pending) {
-      pending = this.#identifyOnce(name, info, id).finally(() => this.#identifying.delete(id));
-      this.#identifying.set(id, pending);
-    }
-    return pending;
+    return this.#identifying.run(id, () => this.#identifyOnce(name, info, id));
   }
 
   async #identifyOnce(name: string, info: ObjectInfo, id: string): Promise<ModelVersion> {
@@ -105,9 +103,7 @@ export class Identifier {
       );
       if (recorded) model = fromRecord(name, record, info);
     }
-    this.#identified.delete(id);
     this.#identified.set(id, model);
-    if (this.#identified.size > IDENTIFIED_ENTRIES) this.#identified.delete(this.#identified.keys().next().value!);
     return model;
   }
 
@@ -125,12 +121,7 @@ export class Identifier {
    */
   #digest(info: ObjectInfo): Promise<string> {
     const id = `${info.key}\n${info.token}`;
-    let pending = this.#digesting.get(id);
-    if (!pending) {
-      pending = this.#hashObject(info).finally(() => this.#digesting.delete(id));
-      this.#digesting.set(id, pending);
-    }
-    return pending;
+    return this.#digesting.run(id, () => this.#hashObject(info));
   }
 
   async #hashObject(info: ObjectInfo): Promise<string> {
