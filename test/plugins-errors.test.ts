@@ -5,7 +5,7 @@
 import t from 'tap';
 import { errors } from '../src/errors.js';
 import { toRegistryError } from '../src/plugins/errors.js';
-import { CacheDiskError } from '../src/cache/blob-store.js';
+import { CacheDiskError } from '../src/cache/index.js';
 
 t.test('errors that become responses', async (t) => {
   t.equal(toRegistryError(errors.invalidName('x/y'))?.statusCode, 400, 'ours');

@@ -1,5 +1,5 @@
 /**
- * Extracted trees of cached archives (SPEC §6, /models/:name/files): CACHE_DIR/trees/{hex}/ and
+ * Extracted trees of cached archives (for /models/:name/files): CACHE_DIR/trees/{hex}/ and
  * its manifest trees/{hex}.json. An archive is validated with the upload rules before it is
  * extracted (archives put in storage by other tools were never validated), then extracted into
  * a temp directory by `tar` with its own path protections, and renamed into place.
@@ -16,10 +16,25 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { LRUCache } from 'lru-cache';
 import { Unpack } from 'tar';
-import { ArchiveValidator, isEmptyRootWarning, ROOT_NAMES, type ArchiveLimits } from '../registry/archive.js';
 import { errors } from '../errors.js';
 import { SingleFlight } from '../util/single-flight.js';
-import { CacheDiskError, isDiskError } from './blob-store.js';
+import { CacheDiskError, isDiskError } from './errors.js';
+
+/**
+ * The archive rules trees are extracted by: the registry's upload rules (registry/archive.ts
+ * makes them), given to the cache rather than imported, so the cache depends on no registry code.
+ */
+export interface ArchiveRules {
+  /**
+   * Reads the archive at `file` through the upload rules: rejects what they refuse, else
+   * resolves with how many root entries named '' it holds (tar skips those with a warning).
+   */
+  check(file: string): Promise<{ emptyRoots: number }>;
+  /** Entry names that are the archive's root itself (skipped on extraction). */
+  rootNames: ReadonlySet<string>;
+  /** tar's warning for a root entry named '' (one that check() counted). */
+  isEmptyRootWarning(code: string, message: string): boolean;
+}
 
 export interface ManifestEntry {
   path: string;
@@ -54,7 +69,7 @@ const FORMAT = 3;
 
 export class TreeStore {
   #dir: string;
-  readonly #limits: ArchiveLimits;
+  readonly #rules: ArchiveRules;
   readonly #pending = new SingleFlight<string, Tree>();
   /**
    * Parsed manifests, weighed by their entries. A tree of more than PARSED_ENTRIES counts as
@@ -68,9 +83,9 @@ export class TreeStore {
   #removalsStarted = 0;
   #removing = 0;
 
-  constructor(dir: string, limits: ArchiveLimits) {
+  constructor(dir: string, rules: ArchiveRules) {
     this.#dir = path.resolve(dir, 'trees');
-    this.#limits = limits;
+    this.#rules = rules;
   }
 
   /**
@@ -141,21 +156,21 @@ export class TreeStore {
 
   async #extract(digest: string, blob: string): Promise<Tree> {
     // The upload rules first: reject the whole archive rather than extract part of it.
-    const validator = new ArchiveValidator('gzip', this.#limits);
-    await pipeline(createReadStream(blob), validator, new Writable({ write: (_c, _e, cb) => cb() }));
+    const rules = this.#rules;
+    const checked = await rules.check(blob);
     const tmp = path.join(this.#dir, `tmp-${randomUUID()}`);
     await fs.mkdir(tmp);
     try {
       // The root's own entry is skipped: tar in strict mode fails on `/` (Python's tarfile writes it
       // for arcname=""), as it would on any absolute path it has to strip.
-      const filter = (p: string) => !ROOT_NAMES.has(p);
+      const filter = (p: string) => !rules.rootNames.has(p);
       // Every warning fails the extraction, as strict mode would, but once the archive has been
       // read to its end (strict mode rejects at once, while tar may still be writing into `tmp`);
       // except the one the validator counted: a root named '' (tar skips that header).
-      let emptyRoots = validator.summary.emptyRoots;
+      let emptyRoots = checked.emptyRoots;
       let failure: Error | undefined;
       const onwarn = (code: string, message: string, data: unknown) => {
-        if (isEmptyRootWarning(code, message) && emptyRoots-- > 0) return;
+        if (rules.isEmptyRootWarning(code, message) && emptyRoots-- > 0) return;
         // A file system error (ENOSPC...) is the warning's data, with its code, as strict mode threw it.
         failure ??= data instanceof Error ? data : errors.invalidArchive(`tar cannot extract it (${code}: ${message})`);
       };

@@ -5,7 +5,7 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { errorBody, errors, NotFoundError, PreconditionFailedError, RegistryError } from '../errors.js';
-import { CacheDiskError } from '../cache/blob-store.js';
+import { CacheDiskError } from '../cache/index.js';
 import type { Scope } from '../config.js';
 import { isNoToken, tokenChecker, unauthorized } from './auth.js';
 

@@ -1,15 +1,18 @@
 /**
  * One-pass validation of an uploaded model archive. The validator is a pass-through Transform
  * placed between the request and the storage: it counts and hashes the bytes, and feeds a copy
- * through gunzip into a tar parser that checks every entry against the rules of SPEC §1.
+ * through gunzip into a tar parser that checks every entry against the upload rules below.
  * It fails the stream (so the staged upload is discarded) on the first broken rule, and its
  * flush waits until the tar has been parsed to its end — so a staged upload that completed is
  * known to be valid. Memory stays bounded: gunzip output is consumed as it is produced.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { Transform, type TransformCallback } from 'node:stream';
+import { createReadStream } from 'node:fs';
+import { Transform, Writable, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
+import type { ArchiveRules } from '../cache/index.js';
 import { errors, RegistryError } from '../errors.js';
 import { TarHeaders } from './tar-headers.js';
 
@@ -497,4 +500,17 @@ function parserError(code: string, message: string | Error): RegistryError {
     return errors.invalidArchive('the data is not a tar archive');
   }
   return errors.invalidArchive(`the tar data is corrupt (${text.replace(/^TAR_[A-Z_]+: /, '')})`);
+}
+
+/** The upload rules as the cache extracts by them (it validates every archive before extracting). */
+export function archiveRules(limits: ArchiveLimits): ArchiveRules {
+  return {
+    async check(file) {
+      const validator = new ArchiveValidator('gzip', limits);
+      await pipeline(createReadStream(file), validator, new Writable({ write: (_c, _e, cb) => cb() }));
+      return { emptyRoots: validator.summary.emptyRoots };
+    },
+    rootNames: ROOT_NAMES,
+    isEmptyRootWarning,
+  };
 }

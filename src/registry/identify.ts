@@ -109,7 +109,7 @@ export class Identifier {
 
   /** The version this replica's cache last recorded for exactly this object, if any. */
   async #recalled(name: string, info: ObjectInfo): Promise<ModelVersion | undefined> {
-    const model = await this.#cache?.recall(name);
+    const model = await this.#cache?.recall<ModelVersion>(name);
     const same = model && model.storageKey === info.key && model.token === info.token && model.size === info.size;
     return same ? model : undefined;
   }
@@ -132,7 +132,7 @@ export class Identifier {
       throw new PreconditionFailedError(info.key);
     }
     const cache = this.#cache;
-    const copyTo = cache?.blobs.tempPath();
+    const copyTo = cache?.tempPath();
     const counter = new DigestCounter({ copyTo, hash: true });
     try {
       await pipeline(body, counter, async (source: AsyncIterable<Buffer>) => {
@@ -141,7 +141,7 @@ export class Identifier {
       const sha256 = counter.sha256!;
       if (counter.size !== info.size) throw new PreconditionFailedError(info.key); // changed while read
       if (cache && copyTo && counter.copied) {
-        await cache.blobs.admit(sha256, copyTo).catch((err: unknown) => {
+        await cache.admit(sha256, copyTo).catch((err: unknown) => {
           this.#log.warn({ err }, 'could not keep the object in the cache');
         });
       }

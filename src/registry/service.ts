@@ -21,9 +21,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
-import type { ModelCache } from '../cache/index.js';
-import { CacheDiskError } from '../cache/blob-store.js';
-import type { Tree } from '../cache/trees.js';
+import { CacheDiskError, type Fetch, type ManifestEntry, type ModelCache, type Tree } from '../cache/index.js';
 import { errors, NotFoundError, RegistryError, StorageAccessDeniedError } from '../errors.js';
 import type { Storage } from '../storage/types.js';
 import type { Logger } from '../util/logger.js';
@@ -225,8 +223,7 @@ export class ModelRegistry {
   async read(model: ModelVersion, range?: ByteRange, signal?: AbortSignal): Promise<{ body: Readable | Buffer; cache: CacheStatus }> {
     if (!this.#cache) return { body: await openVerified(this.storage, model, range, signal), cache: 'BYPASS' };
     try {
-      const fetch = (s: AbortSignal | undefined, r?: ByteRange) => openPinned(this.storage, model, r, s);
-      const { body, hit } = await this.#cache.blobs.open(model.sha256, model.size, fetch, range, signal);
+      const { body, hit } = await this.#cache.open(model, this.#fetch(model), range, signal);
       return { body, cache: hit ? 'HIT' : 'MISS' };
     } catch (err) {
       // Nothing in the cache is needed for correctness: a broken cache disk costs speed only.
@@ -238,7 +235,7 @@ export class ModelRegistry {
 
   /** True when the archive of `model` is in the local cache. */
   cached(model: ModelVersion): boolean {
-    return this.#cache?.blobs.has(model.sha256) ?? false;
+    return this.#cache?.has(model.sha256) ?? false;
   }
 
   /**
@@ -246,7 +243,7 @@ export class ModelRegistry {
    * served while storage is unreachable (stale-if-error). Only for the current version.
    */
   async stale(name: string, version?: number): Promise<ModelVersion | undefined> {
-    const model = await this.#cache?.recall(name);
+    const model = await this.#cache?.recall<ModelVersion>(name);
     return model && (version === undefined || version === model.version) ? model : undefined;
   }
 
@@ -256,17 +253,22 @@ export class ModelRegistry {
    * `fn` needs in it (an open file outlives a later eviction).
    */
   async withTree<T>(model: ModelVersion, fn: (tree: Tree) => Promise<T>): Promise<T> {
-    const cache = this.#cache;
-    if (!cache) throw new Error('file access needs the cache');
-    const fetch = (s: AbortSignal | undefined, r?: ByteRange) => openPinned(this.storage, model, r, s);
-    return cache.blobs.withBlob(model.sha256, model.size, fetch, async (blob) => {
-      const tree = await cache.trees.get(model.sha256, blob);
-      if (tree.created) {
-        cache.blobs.addExtra(model.sha256, tree.bytes);
-        await cache.blobs.evict(); // the tree counts against the bound; this entry is held
-      }
-      return fn(tree);
-    });
+    if (!this.#cache) throw new Error('file access needs the cache');
+    return this.#cache.withTree(model, this.#fetch(model), fn);
+  }
+
+  /**
+   * One file of a version's tree, opened: the caller closes `fd` (or a stream over it does).
+   * Undefined when the tree has no such regular file.
+   */
+  async openFile(model: ModelVersion, requested: string): Promise<{ fd: number; entry: ManifestEntry } | undefined> {
+    if (!this.#cache) throw new Error('file access needs the cache');
+    return this.#cache.openFile(model, this.#fetch(model), requested);
+  }
+
+  /** How the cache reads `model` from storage on a miss. */
+  #fetch(model: ModelVersion): Fetch {
+    return (signal, range) => openPinned(this.storage, model, range, signal);
   }
 
   /** The current version first, then retained history, newest first. */

@@ -38,7 +38,7 @@ export async function upload(ctx: UploadContext, name: string, input: UploadInpu
   const validator = new ArchiveValidator(input.format, ctx.limits);
   // Write-through: a local backend links its committed file into the cache (no second write);
   // others get a copy of the bytes as they stream to storage.
-  const copyTo = writeThrough && !storage.copyOut ? writeThrough.blobs.tempPath() : undefined;
+  const copyTo = writeThrough && !storage.copyOut ? writeThrough.tempPath() : undefined;
   // A .tar.gz is stored as received: the validator's digest of the body is the stored digest.
   const stored = new DigestCounter({ copyTo, hash: input.format === 'tar' });
   const streams = input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
@@ -77,14 +77,14 @@ export async function upload(ctx: UploadContext, name: string, input: UploadInpu
 
 /** Write-through: the accepted bytes become a cache entry under their digest. */
 async function admit(ctx: UploadContext, cache: ModelCache, model: ModelVersion, stored: ObjectInfo, copied: string | undefined): Promise<void> {
-  const file = copied ?? cache.blobs.tempPath();
+  const file = copied ?? cache.tempPath();
   try {
     // Linked from the immutable history object, never from the root file other tools write.
     if (!copied) await ctx.storage.copyOut!(stored.key, stored.token, file);
     // A copy the cache disk cut short (or never finished) is not the archive: leave it out.
     const { size } = await stat(file);
     if (size !== model.size) throw new Error(`the cache copy has ${size} of ${model.size} bytes`);
-    await cache.blobs.admit(model.sha256, file);
+    await cache.admit(model.sha256, file);
   } catch (err) {
     // The upload stands; the first download fills the cache instead.
     await rm(file, { force: true });

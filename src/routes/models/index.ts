@@ -5,9 +5,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import multipart, { type Multipart, type MultipartFile } from '@fastify/multipart';
 import { Readable, Transform } from 'node:stream';
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, open } from 'node:fs';
-import { promisify } from 'node:util';
-import { resolveFile } from '../../cache/trees.js';
+import { closeSync, createReadStream } from 'node:fs';
 import { errors, PreconditionFailedError, StorageUnavailableError } from '../../errors.js';
 import authPlugin from '../../plugins/auth.js';
 import type { ArchiveFormat } from '../../registry/archive.js';
@@ -27,7 +25,6 @@ import {
   writeCondition,
 } from './http.js';
 
-const openFd = promisify(open);
 
 /** The CSP of every /models/:name/files/* response. */
 export const FILES_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:";
@@ -362,10 +359,7 @@ export default async function modelRoutes(app: FastifyInstance) {
       // The file is opened while its tree is held in the cache: once open, an eviction of the
       // tree cannot take it from under the response.
       const { model, stale, result: found } = await onCurrent(ref, parseVersion(request.query.version), (model) =>
-        registry.withTree(model, async (tree) => {
-          const file = await resolveFile(tree, requested);
-          return file && { ...file, fd: await openFd(file.file, 'r') };
-        }));
+        registry.openFile(model, requested));
       if (!found) throw errors.fileNotFound(name, model.version, requested);
       const etag = `"sha256:${model.sha256}:${createHash('sha256').update(found.entry.path).digest('hex').slice(0, 16)}"`;
       let prepared: ReturnType<typeof prepareDownload>;
