@@ -1,36 +1,29 @@
 /**
- * The content-addressed half of the local cache (SPEC §6): archives stored under their SHA-256
- * in CACHE_DIR/blobs, filled from storage at most once per digest at a time.
+ * The content-addressed half of the local cache: archives stored under their SHA-256 in
+ * CACHE_DIR/blobs (disk-index.ts), filled from storage at most once per digest at a time.
  *
- *   blobs/{hex}.tar.gz      a verified archive
- *   blobs/{hex}.ok          inode-mtime-size of that file when it was verified
  *   tmp/                    fills in progress (written, fsynced, hashed, then renamed in)
  *
- * A fill streams to every waiting reader as bytes reach the disk, so the first client of a cold
- * model does not wait for the whole download, and fifty concurrent clients cost one storage read.
- * A file is renamed into blobs/ only after its digest matched, so a crash mid-fill leaves nothing
- * that is ever served. After a restart, an entry whose stamp no longer matches its file (changed,
- * truncated) is hashed again before it is served, and dropped if it is wrong.
- * Eviction is least-recently-used by bytes plus an age limit, and skips entries being read.
- *
- * Small archives (up to 1/8 of CACHE_MEMORY_BYTES each) are also held in memory once read, hashed
- * again as they are loaded, so the hot small model an inference fleet polls is answered with one
- * socket write — no open, read, close or buffer churn per request (the disk tier stays the truth:
- * evicting an entry drops its memory copy).
+ * A fill (fill.ts) streams to every waiting reader as bytes reach the disk, so the first client
+ * of a cold model does not wait for the whole download, and fifty concurrent clients cost one
+ * storage read. A file is renamed into blobs/ only after its digest matched, so a crash mid-fill
+ * leaves nothing that is ever served. Eviction is least-recently-used by bytes plus an age
+ * limit, and skips entries being read. Small archives are also answered from memory
+ * (memory-tier.ts), hashed again as they are loaded.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { closeSync, createReadStream, fstat, open as openCallback, type Stats } from 'node:fs';
+import { closeSync, createReadStream, fstat, open as openCallback } from 'node:fs';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { LRUCache } from 'lru-cache';
 import type { Logger } from '../util/logger.js';
 import { Pending } from '../util/pending.js';
 import { SingleFlight } from '../util/single-flight.js';
+import { DiskIndex, stampOf } from './disk-index.js';
 import { CacheDiskError } from './errors.js';
 import { Fill } from './fill.js';
+import { MemoryTier } from './memory-tier.js';
 import type { CacheObserver, Entry, Fetch, Range } from './types.js';
 
 export interface BlobStoreOptions {
@@ -61,84 +54,49 @@ const FOLLOW_AHEAD_BYTES = 64 * 1024 * 1024;
 const openFd = promisify(openCallback);
 const fstatFd = promisify(fstat);
 const HEX = /^[0-9a-f]{64}$/;
-/** Bytes of a fill kept in memory for the readers following it. */
-const TOUCH_EVERY_MS = 60_000;
 
 export class BlobStore {
   readonly #dir: string;
   readonly #opts: BlobStoreOptions;
-  readonly #entries = new Map<string, Entry>();
+  readonly #index: DiskIndex;
+  readonly #memory: MemoryTier;
   readonly #fills = new Map<string, Fill>();
   /** Fills about to start (making room on the disk), by digest. */
   readonly #starting = new SingleFlight<string, Fill>();
   /** Fills running to their end (download, rename, stamp, eviction); close() waits for them. */
   readonly #running = new Pending();
   #closed = false;
-  readonly #verifying = new SingleFlight<string, boolean>();
-  #total = 0;
-  /** Verified copies of small archives, weighed by their bytes (none without a budget). */
-  readonly #memory: LRUCache<string, Buffer> | undefined;
-  readonly #loading = new SingleFlight<string, Buffer | undefined>();
 
   constructor(options: BlobStoreOptions) {
     this.#opts = options;
     this.#dir = path.resolve(options.dir);
-    const budget = options.memoryBytes ?? 0;
-    if (budget > 0) {
-      this.#memory = new LRUCache<string, Buffer>({
-        maxSize: budget,
-        sizeCalculation: (bytes) => Math.max(1, bytes.length),
-        dispose: () => this.#opts.observer?.memoryBytes?.(this.#memory!.calculatedSize),
-      });
-    }
+    this.#index = new DiskIndex(this.#dir, options.logger, options.observer);
+    this.#memory = new MemoryTier(options.memoryBytes ?? 0, options.observer);
   }
 
   get totalBytes(): number {
-    return this.#total;
+    return this.#index.total;
   }
 
   blobPath(digest: string): string {
-    return path.join(this.#dir, 'blobs', `${digest}.tar.gz`);
+    return this.#index.blobPath(digest);
   }
 
   /** Rebuilds the index from disk (a readdir and a stat per entry) and clears old temp files. */
   async init(): Promise<void> {
-    await fs.mkdir(path.join(this.#dir, 'blobs'), { recursive: true });
     await fs.rm(path.join(this.#dir, 'tmp'), { recursive: true, force: true });
     await fs.mkdir(path.join(this.#dir, 'tmp'), { recursive: true });
-    for (const name of await fs.readdir(path.join(this.#dir, 'blobs'))) {
-      const m = /^([0-9a-f]{64})\.tar\.gz$/.exec(name);
-      if (!m) continue;
-      const digest = m[1]!;
-      const stats = await fs.stat(this.blobPath(digest)).catch(() => undefined);
-      if (!stats) continue;
-      const stamp = await fs.readFile(this.#stampPath(digest), 'utf8').catch(() => '');
-      const stampStats = await fs.stat(this.#stampPath(digest)).catch(() => undefined);
-      const lastUsed = stampStats?.mtimeMs ?? stats.mtimeMs;
-      this.#add(digest, {
-        size: stats.size,
-        extra: 0,
-        lastUsed,
-        touchedAt: lastUsed,
-        readers: 0,
-        verified: stamp === stampOf(stats),
-        stamp: stampOf(stats),
-      });
-    }
+    await this.#index.load();
     await this.evict();
   }
 
   has(digest: string): boolean {
-    return this.#entries.has(digest);
+    return this.#index.has(digest);
   }
 
   /** Adds bytes of derived data (an extracted tree) to an entry's weight. */
   addExtra(digest: string, bytes: number): void {
-    const entry = this.#entries.get(digest);
-    if (!entry) return;
-    entry.extra += bytes;
-    this.#total += bytes;
-    this.#opts.observer?.bytes(this.#total);
+    this.#index.addExtra(digest, bytes);
   }
 
   /**
@@ -149,14 +107,14 @@ export class BlobStore {
   async open(digest: string, size: number, fetch: Fetch, range?: Range, signal?: AbortSignal): Promise<{ body: Readable | Buffer; hit: boolean }> {
     if (!HEX.test(digest)) throw new TypeError(`not a digest: ${digest}`);
     // Twice at most: a file found changed since it was verified is hashed again first.
-    for (let attempt = 0; attempt < 2 && this.#entries.has(digest) && (await this.#ensureVerified(digest)); attempt++) {
-      const bytes = this.#fromMemory(digest) ?? (await this.#loadIntoMemory(digest));
+    for (let attempt = 0; attempt < 2 && (await this.#verified(digest)); attempt++) {
+      const bytes = this.#memory.get(digest) ?? (await this.#loadIntoMemory(digest));
       if (bytes) {
         this.#opts.observer?.hit();
-        this.#use(digest);
+        this.#index.use(digest);
         return { body: range ? bytes.subarray(range.start, range.end + 1) : bytes, hit: true };
       }
-      const body = this.#entries.has(digest) ? await this.#readEntry(digest, range) : undefined;
+      const body = this.#index.has(digest) ? await this.#readEntry(digest, range) : undefined;
       if (body) {
         this.#opts.observer?.hit();
         return { body, hit: true };
@@ -182,8 +140,8 @@ export class BlobStore {
     let release: (() => void) | undefined;
     // Twice at most, as open(): a file changed since it was verified is hashed again first (and
     // fetched again if it is damaged), never handed to `fn` as it is.
-    for (let attempt = 0; attempt < 2 && !release && this.#entries.has(digest) && (await this.#ensureVerified(digest)); attempt++) {
-      const entry = this.#entries.get(digest);
+    for (let attempt = 0; attempt < 2 && !release && (await this.#verified(digest)); attempt++) {
+      const entry = this.#index.get(digest);
       if (!entry) break;
       entry.readers++;
       const unchanged = await fs.stat(this.blobPath(digest)).then((stats) => stampOf(stats) === entry.stamp, () => false);
@@ -204,7 +162,7 @@ export class BlobStore {
       });
     }
     try {
-      this.#use(digest);
+      this.#index.use(digest);
       return await fn(this.blobPath(digest));
     } finally {
       release();
@@ -264,13 +222,9 @@ export class BlobStore {
 
   /** Admits a file written elsewhere (an accepted upload) whose digest is already known. */
   async admit(digest: string, file: string): Promise<void> {
-    if (this.#entries.has(digest)) return void (await fs.rm(file, { force: true }));
-    const target = this.blobPath(digest);
-    await fs.rename(file, target);
-    const stats = await fs.stat(target);
-    await fs.writeFile(this.#stampPath(digest), stampOf(stats));
-    const now = Date.now();
-    this.#add(digest, { size: stats.size, extra: 0, lastUsed: now, touchedAt: now, readers: 0, verified: true, stamp: stampOf(stats) });
+    if (this.#index.has(digest)) return void (await fs.rm(file, { force: true }));
+    await fs.rename(file, this.blobPath(digest));
+    await this.#index.addVerified(digest);
     await this.evict();
   }
 
@@ -285,7 +239,7 @@ export class BlobStore {
    */
   #unhold(entry: Entry): void {
     entry.readers--;
-    if (entry.readers === 0 && this.#total > this.#opts.maxBytes && !this.#closed) {
+    if (entry.readers === 0 && this.#index.total > this.#opts.maxBytes && !this.#closed) {
       void this.evict().catch((err: unknown) => this.#opts.logger.warn({ err }, 'cache eviction failed'));
     }
   }
@@ -293,8 +247,9 @@ export class BlobStore {
   /** Removes expired entries, then least-recently-used ones until the total fits the bound. */
   async evict(): Promise<number> {
     const now = Date.now();
-    const removed = await this.#removeIdle((entry) => now - entry.lastUsed > this.#opts.ttlMs || this.#total > this.#opts.maxBytes);
-    if (removed > 0) this.#opts.logger.debug({ removed, bytes: this.#total }, 'cache eviction');
+    const { ttlMs, maxBytes } = this.#opts;
+    const removed = await this.#removeIdle((entry) => now - entry.lastUsed > ttlMs || this.#index.total > maxBytes);
+    if (removed > 0) this.#opts.logger.debug({ removed, bytes: this.#index.total }, 'cache eviction');
     return removed;
   }
 
@@ -306,11 +261,13 @@ export class BlobStore {
    */
   async #removeIdle(wanted: (entry: Entry) => boolean | Promise<boolean>): Promise<number> {
     let removed = 0;
-    const idle = [...this.#entries].filter(([d, e]) => e.readers === 0 && !this.#fills.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    const idle = [...this.#index.entries()]
+      .filter(([d, e]) => e.readers === 0 && !this.#fills.has(d))
+      .sort((a, b) => a[1].lastUsed - b[1].lastUsed);
     try {
       for (const [digest, entry] of idle) {
         // Removals await the disk: an entry may have been read, held or replaced meanwhile.
-        if (this.#entries.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
+        if (this.#index.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
         if (!(await wanted(entry))) break; // the rest are used more recently
         await this.#remove(digest);
         removed++;
@@ -327,11 +284,9 @@ export class BlobStore {
    * too large for the memory tier, or was removed.
    */
   async #loadIntoMemory(digest: string): Promise<Buffer | undefined> {
-    const budget = this.#opts.memoryBytes ?? 0;
-    const entry = this.#entries.get(digest);
-    const memory = this.#memory;
-    if (!entry || !memory || entry.size > budget / 8) return undefined;
-    return this.#loading.run(digest, async () => {
+    const entry = this.#index.get(digest);
+    if (!entry || !this.#memory.fits(entry.size)) return undefined;
+    const read = async () => {
       entry.readers++;
       let bytes: Buffer;
       try {
@@ -346,34 +301,18 @@ export class BlobStore {
         await this.#remove(digest);
         return undefined;
       }
-      if (!this.#entries.has(digest)) return bytes; // evicted meanwhile: serve it, keep nothing
-      // The least recently used copies make room; the new one is at most 1/8 of the budget.
-      memory.set(digest, bytes);
-      this.#opts.observer?.memoryBytes?.(memory.calculatedSize);
       return bytes;
-    });
-  }
-
-  /** The memory copy of `digest`, now the most recently used one. */
-  #fromMemory(digest: string): Buffer | undefined {
-    return this.#memory?.get(digest);
-  }
-
-  #dropFromMemory(digest: string): void {
-    this.#memory?.delete(digest);
+    };
+    return this.#memory.load(digest, read, () => this.#index.has(digest));
   }
 
   /** Runs `fill` to its end; never rejects (it is started without being awaited). */
   async #runFill(fill: Fill, fetch: Fetch): Promise<void> {
     try {
       await fill.run(fetch);
-      const target = this.blobPath(fill.digest);
-      await fs.rename(fill.file, target);
-      const stats = await fs.stat(target);
-      await fs.writeFile(this.#stampPath(fill.digest), stampOf(stats));
+      await fs.rename(fill.file, this.blobPath(fill.digest));
       // Clients still reading from the fill now read the entry: eviction must leave it alone.
-      const now = Date.now();
-      const entry = this.#add(fill.digest, { size: stats.size, extra: 0, lastUsed: now, touchedAt: now, readers: 0, verified: true, stamp: stampOf(stats) });
+      const entry = await this.#index.addVerified(fill.digest);
       this.#fills.delete(fill.digest);
       fill.finish(entry);
     } catch (err) {
@@ -390,7 +329,7 @@ export class BlobStore {
 
   /** A stream of a verified entry; undefined when its file changed since it was verified. */
   async #readEntry(digest: string, range?: Range): Promise<Readable | undefined> {
-    const entry = this.#use(digest)!;
+    const entry = this.#index.use(digest)!;
     entry.readers++;
     let fd: number | undefined;
     try {
@@ -412,77 +351,15 @@ export class BlobStore {
     return body;
   }
 
-  #use(digest: string): Entry | undefined {
-    const entry = this.#entries.get(digest);
-    if (!entry) return undefined;
-    const now = Date.now();
-    if (now - entry.touchedAt > TOUCH_EVERY_MS) {
-      // Persist recency for the LRU order after a restart (cheaply: at most once a minute).
-      entry.touchedAt = now;
-      const t = new Date(now);
-      void fs.utimes(this.#stampPath(digest), t, t).catch(() => {});
-    }
-    entry.lastUsed = now;
-    return entry;
-  }
-
-  async #ensureVerified(digest: string): Promise<boolean> {
-    const entry = this.#entries.get(digest);
-    if (!entry) return false;
-    if (entry.verified) return true;
-    return this.#verifying.run(digest, async () => {
-      const hash = createHash('sha256');
-      await pipeline(createReadStream(this.blobPath(digest)), hash).catch(() => {});
-      const ok = hash.digest('hex') === digest;
-      if (ok) {
-        entry.verified = true;
-        entry.stamp = stampOf(await fs.stat(this.blobPath(digest)));
-        await fs.writeFile(this.#stampPath(digest), entry.stamp);
-      } else {
-        this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
-        await this.#remove(digest);
-      }
-      return ok;
-    });
-  }
-
-  /**
-   * Indexes `entry`, or, when `digest` is indexed already (a fill and an upload of the same bytes
-   * can finish together, each renaming an identical file into place), refreshes the entry that is
-   * there, keeping its readers and extra bytes. Returns the indexed entry.
-   */
-  #add(digest: string, entry: Entry): Entry {
-    const existing = this.#entries.get(digest);
-    if (existing) {
-      existing.stamp = entry.stamp;
-      existing.verified = entry.verified;
-      existing.lastUsed = Math.max(existing.lastUsed, entry.lastUsed);
-      return existing;
-    }
-    this.#entries.set(digest, entry);
-    this.#total += entry.size + entry.extra;
-    this.#opts.observer?.bytes(this.#total);
-    return entry;
+  /** True when `digest` is cached and holds its digest (hashed again first if its file changed). */
+  async #verified(digest: string): Promise<boolean> {
+    return this.#index.has(digest) && (await this.#index.verify(digest, (d) => this.#remove(d)));
   }
 
   async #remove(digest: string): Promise<void> {
-    const entry = this.#entries.get(digest);
-    if (!entry) return;
-    this.#entries.delete(digest);
-    this.#dropFromMemory(digest);
-    this.#total -= entry.size + entry.extra;
-    this.#opts.observer?.bytes(this.#total);
-    await fs.rm(this.#stampPath(digest), { force: true });
-    await fs.rm(this.blobPath(digest), { force: true });
+    if (!this.#index.has(digest)) return;
+    this.#memory.drop(digest);
+    await this.#index.remove(digest);
     await this.#opts.onEvict?.(digest);
   }
-
-  #stampPath(digest: string): string {
-    return path.join(this.#dir, 'blobs', `${digest}.ok`);
-  }
 }
-
-function stampOf(stats: Stats): string {
-  return `${stats.ino}-${Math.trunc(stats.mtimeMs)}-${stats.size}`;
-}
-
