@@ -104,7 +104,13 @@ export class BlobStore {
    * else a file stream), or from `fetch` on a miss while filling the cache. Concurrent misses
    * share one fetch. `hit` says which. `signal`: the reader's (it left), for a read of its own.
    */
-  async open(digest: string, size: number, fetch: Fetch, range?: Range, signal?: AbortSignal): Promise<{ body: Readable | Buffer; hit: boolean }> {
+  async open(
+    digest: string,
+    size: number,
+    fetch: Fetch,
+    range?: Range,
+    signal?: AbortSignal,
+  ): Promise<{ body: Readable | Buffer; hit: boolean }> {
     if (!HEX.test(digest)) throw new TypeError(`not a digest: ${digest}`);
     // Twice at most: a file found changed since it was verified is hashed again first.
     for (let attempt = 0; attempt < 2 && (await this.#verified(digest)); attempt++) {
@@ -144,7 +150,10 @@ export class BlobStore {
       const entry = this.#index.get(digest);
       if (!entry) break;
       entry.readers++;
-      const unchanged = await fs.stat(this.blobPath(digest)).then((stats) => stampOf(stats) === entry.stamp, () => false);
+      const unchanged = await fs.stat(this.blobPath(digest)).then(
+        (stats) => stampOf(stats) === entry.stamp,
+        () => false,
+      );
       if (unchanged) {
         release = () => this.#unhold(entry);
       } else {
@@ -191,7 +200,8 @@ export class BlobStore {
 
   async #makeRoom(size: number): Promise<void> {
     const free = async () => {
-      const disk = await (this.#opts.freeBytes?.() ?? fs.statfs(this.#dir).then((s) => s.bavail * s.bsize)).catch(() => Infinity);
+      const statfs = () => fs.statfs(this.#dir).then((s) => s.bavail * s.bsize);
+      const disk = await (this.#opts.freeBytes?.() ?? statfs()).catch(() => Infinity);
       let promised = 0; // what fills in progress are still to write
       for (const fill of this.#fills.values()) promised += Math.max(0, fill.size - fill.written);
       return disk - promised;
@@ -205,7 +215,8 @@ export class BlobStore {
     });
     if (removed > 0) available = await free(); // after the last removal too
     if (available < needed) {
-      throw new CacheDiskError(new Error(`the disk has ${Math.max(0, available)} bytes free for the cache, a ${size}-byte archive needs ${needed}`));
+      const free = `the disk has ${Math.max(0, available)} bytes free for the cache`;
+      throw new CacheDiskError(new Error(`${free}, a ${size}-byte archive needs ${needed}`));
     }
   }
 
@@ -319,8 +330,10 @@ export class BlobStore {
       this.#fills.delete(fill.digest); // the next request fetches again instead of joining this one
       fill.fail(err as Error);
       this.#opts.logger.warn({ err, digest: fill.digest }, 'cache fill failed');
-      await fs.rm(fill.file, { force: true }).catch((rmErr: unknown) =>
-        this.#opts.logger.warn({ err: rmErr, file: fill.file }, 'could not remove a failed cache fill; the next start clears it'));
+      await fs.rm(fill.file, { force: true }).catch((rmErr: unknown) => {
+        const message = 'could not remove a failed cache fill; the next start clears it';
+        this.#opts.logger.warn({ err: rmErr, file: fill.file }, message);
+      });
       return;
     }
     // The archive is in the cache whatever eviction does: its errors are not the fill's.

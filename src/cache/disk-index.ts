@@ -84,7 +84,9 @@ export class DiskIndex {
     const stats = await fs.stat(this.blobPath(digest));
     await fs.writeFile(this.#stampPath(digest), stampOf(stats));
     const now = Date.now();
-    return this.add(digest, { size: stats.size, extra: 0, lastUsed: now, touchedAt: now, readers: 0, verified: true, stamp: stampOf(stats) });
+    const stamp = stampOf(stats);
+    const { size } = stats;
+    return this.add(digest, { size, extra: 0, lastUsed: now, touchedAt: now, readers: 0, verified: true, stamp });
   }
 
   /**

@@ -104,7 +104,8 @@ export class Fill extends EventEmitter {
       await pipeline(source, sink, { signal: this.#abort.signal });
       const actual = hash.digest('hex');
       if (actual !== this.digest || this.written !== this.size) {
-        throw new Error(`fetched archive does not match its digest (expected ${this.digest}, got ${actual}, ${this.written} of ${this.size} bytes)`);
+        const got = `got ${actual}, ${this.written} of ${this.size} bytes`;
+        throw new Error(`fetched archive does not match its digest (expected ${this.digest}, ${got})`);
       }
       this.verified = true;
       this.emit('progress');

@@ -97,7 +97,12 @@ export class ModelCache {
    * file stream), or from `fetch` on a miss while filling the cache; `hit` says which. Throws
    * CacheDiskError when the cache disk cannot take it (the caller serves from storage).
    */
-  open(archive: ArchiveRef, fetch: Fetch, range?: Range, signal?: AbortSignal): Promise<{ body: Readable | Buffer; hit: boolean }> {
+  open(
+    archive: ArchiveRef,
+    fetch: Fetch,
+    range?: Range,
+    signal?: AbortSignal,
+  ): Promise<{ body: Readable | Buffer; hit: boolean }> {
     return this.#blobs.open(archive.sha256, archive.size, fetch, range, signal);
   }
 
@@ -138,7 +143,11 @@ export class ModelCache {
    * does): opened while the tree is held, so an eviction cannot take it from under the reader.
    * Undefined when the tree has no such file (symlinks are followed, never out of the tree).
    */
-  openFile(archive: ArchiveRef, fetch: Fetch, requested: string): Promise<{ fd: number; entry: ManifestEntry } | undefined> {
+  openFile(
+    archive: ArchiveRef,
+    fetch: Fetch,
+    requested: string,
+  ): Promise<{ fd: number; entry: ManifestEntry } | undefined> {
     return this.withTree(archive, fetch, async (tree) => {
       const found = await resolveFile(tree, requested);
       return found && { entry: found.entry, fd: await openFd(found.file, 'r') };

@@ -139,9 +139,11 @@ export class TreeStore {
     if (parsed) return parsed;
     const removals = this.#removing === 0 ? this.#removalsStarted : -1;
     try {
-      const manifest = JSON.parse(await fs.readFile(path.join(this.#dir, `${digest}.json`), 'utf8')) as { files: ManifestEntry[]; bytes: number; format?: number };
+      const text = await fs.readFile(path.join(this.#dir, `${digest}.json`), 'utf8');
+      const manifest = JSON.parse(text) as { files: ManifestEntry[]; bytes: number; format?: number };
       if (manifest.format !== FORMAT) return undefined;
-      const tree = { root: path.join(this.#dir, digest), files: manifest.files, byPath: new Map(manifest.files.map((f) => [f.path, f])), bytes: manifest.bytes };
+      const { files, bytes } = manifest;
+      const tree = { root: path.join(this.#dir, digest), files, byPath: new Map(files.map((f) => [f.path, f])), bytes };
       // A removal began or ended while this read ran: do not keep what may be gone.
       return removals === this.#removalsStarted && this.#removing === 0 ? this.#keep(digest, tree) : tree;
     } catch {
@@ -174,7 +176,15 @@ export class TreeStore {
         // A file system error (ENOSPC...) is the warning's data, with its code, as strict mode threw it.
         failure ??= data instanceof Error ? data : errors.invalidArchive(`tar cannot extract it (${code}: ${message})`);
       };
-      const options = { cwd: tmp, strict: false, onwarn, filter, preservePaths: false, noChmod: true, preserveOwner: false };
+      const options = {
+        cwd: tmp,
+        strict: false,
+        onwarn,
+        filter,
+        preservePaths: false,
+        noChmod: true,
+        preserveOwner: false,
+      };
       await unpackInto(blob, options);
       if (failure) throw failure;
       const files: ManifestEntry[] = [];
@@ -280,7 +290,10 @@ async function fileDigest(file: string): Promise<string> {
  * on the way: `dirlink/w.bin`) but never out of the tree. Undefined when there is no such regular
  * file. The entry is the requested path's, or for a path through a directory link, the file's.
  */
-export async function resolveFile(tree: Tree, requested: string): Promise<{ file: string; entry: ManifestEntry } | undefined> {
+export async function resolveFile(
+  tree: Tree,
+  requested: string,
+): Promise<{ file: string; entry: ManifestEntry } | undefined> {
   const parts = requested.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.length === 0 || parts.includes('..') || requested.includes('\0')) return undefined;
   const listed = tree.byPath.get(parts.join('/'));

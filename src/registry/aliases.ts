@@ -93,7 +93,8 @@ export class AliasStore {
    */
   async update(name: string, change: (aliases: Aliases) => boolean | Promise<boolean>): Promise<Aliases> {
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(5 * (attempt + 1), 100)));
+      const backoff = Math.random() * Math.min(5 * (attempt + 1), 100);
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, backoff));
       const state = await this.read(name);
       const aliases: Aliases = new Map(state.aliases);
       if (!(await change(aliases))) return aliases;
@@ -101,7 +102,8 @@ export class AliasStore {
       const body = Buffer.from(encodeAliases(aliases));
       const staged = await this.#storage.stage(keys.aliases(name), Readable.from([body]));
       try {
-        await this.#storage.commit(staged, {}, state.token === undefined ? { ifNoneMatch: true } : { ifMatch: state.token });
+        const unchanged = state.token === undefined ? { ifNoneMatch: true as const } : { ifMatch: state.token };
+        await this.#storage.commit(staged, {}, unchanged);
         return aliases;
       } catch (err) {
         if (!(err instanceof PreconditionFailedError)) throw err;
@@ -166,8 +168,10 @@ function decode(text: string): Aliases {
   for (const [alias, value] of Object.entries(entries)) {
     const t = value as Partial<AliasTarget> | null;
     if (!isValidAlias(alias) || !t || typeof t !== 'object') continue;
-    if (!Number.isSafeInteger(t.version) || t.version! < 1 || typeof t.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(t.sha256)) continue;
-    out.set(alias, { version: t.version!, sha256: t.sha256, updatedAt: typeof t.updatedAt === 'string' ? t.updatedAt : '' });
+    if (!Number.isSafeInteger(t.version) || t.version! < 1) continue;
+    if (typeof t.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(t.sha256)) continue;
+    const updatedAt = typeof t.updatedAt === 'string' ? t.updatedAt : '';
+    out.set(alias, { version: t.version!, sha256: t.sha256, updatedAt });
   }
   return out;
 }

@@ -23,7 +23,12 @@ export function checkClientCondition(name: string, current: ModelVersion | undef
   }
 }
 
-export function checkAliasCondition(name: string, alias: string, now: AliasTarget | undefined, c: ClientCondition): void {
+export function checkAliasCondition(
+  name: string,
+  alias: string,
+  now: AliasTarget | undefined,
+  c: ClientCondition,
+): void {
   if ('ifNoneMatch' in c && now) throw errors.aliasExists(name, alias, etagOf(now.sha256));
   if ('ifMatch' in c) {
     if (!now) throw errors.aliasEtagMismatch(name, alias, undefined);

@@ -29,10 +29,12 @@ export async function listModels(
     Object.entries(options.labels ?? {}).every(([k, v]) => s.labels?.[k] === v);
   // Without metadata in the listing, a model the alias filter keeps is HEADed: its version and labels.
   const summary = async (name: string, info: ObjectInfo): Promise<ModelSummary> => {
-    const described = storage.capabilities.listIncludesMetadata ? info : await storage.head(info.key).catch((err: unknown) => {
-      if (err instanceof NotFoundError) return undefined; // deleted since it was listed
-      throw err;
-    });
+    const described = storage.capabilities.listIncludesMetadata
+      ? info
+      : await storage.head(info.key).catch((err: unknown) => {
+        if (err instanceof NotFoundError) return undefined; // deleted since it was listed
+        throw err;
+      });
     return summarize(name, described ?? info, index.get(name));
   };
   const candidates = async function* (startAfter?: string): AsyncGenerator<{ name: string; info: ObjectInfo }> {

@@ -100,8 +100,9 @@ export class Publisher {
           const metadata = encodeMetadata(claimed);
           if (stored?.key !== dest) {
             const previous = stored;
+            const fresh = { metadata, condition: { ifNoneMatch: true } as const };
             stored = previous
-              ? await storage.copy(previous.key, dest, { sourceToken: previous.token, metadata, condition: { ifNoneMatch: true } })
+              ? await storage.copy(previous.key, dest, { sourceToken: previous.token, ...fresh })
               : await next.write(dest, metadata);
             if (previous) await storage.delete(previous.key);
           }
@@ -111,7 +112,9 @@ export class Publisher {
           const published = { model, created: !current, stored };
           claimed = stored = undefined; // published: no longer ours to undo
           this.#o.published(model);
-          await this.#prune(name, model.version).catch((err) => log.warn({ err, model: name }, 'pruning history failed'));
+          await this.#prune(name, model.version).catch((err) => {
+            log.warn({ err, model: name }, 'pruning history failed');
+          });
           return published;
         } catch (err) {
           // The bytes stored for it went with a DELETE of the model that landed meanwhile.
@@ -197,7 +200,9 @@ export class Publisher {
     const { storage, records } = this.#o;
     const scan = await records.scan(name);
     // Never touch versions >= current: a concurrent writer may just have claimed them.
-    const older = [...new Set([...scan.bytes.keys(), ...scan.records])].filter((v) => v < current).sort((a, b) => b - a);
+    const older = [...new Set([...scan.bytes.keys(), ...scan.records])]
+      .filter((v) => v < current)
+      .sort((a, b) => b - a);
     const kept = new Set(older.filter((v) => scan.bytes.has(v)).slice(0, this.#o.history));
     // Read just before deleting (an alias set meanwhile re-checks its version: setAlias), and
     // only when something would be deleted: most publishes prune nothing and read nothing more.

@@ -22,7 +22,7 @@
 import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
 import { CacheDiskError, type Fetch, type ManifestEntry, type ModelCache, type Tree } from '../cache/index.js';
-import { errors, NotFoundError, RegistryError, StorageAccessDeniedError } from '../errors.js';
+import { errors, NotFoundError, StorageAccessDeniedError } from '../errors.js';
 import type { Storage } from '../storage/types.js';
 import type { Logger } from '../util/logger.js';
 import type { ArchiveLimits } from './archive.js';
@@ -32,10 +32,19 @@ import { deleteModel, deleteVersion, type DeleteContext } from './delete.js';
 import { Identifier } from './identify.js';
 import { listModels } from './listing.js';
 import { assertAlias, assertName, keys, parseRef } from './names.js';
+import { isNotFound } from './not-found.js';
 import { Publisher } from './publish.js';
 import { VersionRecords } from './records.js';
 import { openPinned, openVerified } from './streams.js';
-import type { ByteRange, CacheStatus, ClientCondition, ListOptions, ModelSummary, ModelVersion, UploadInput } from './types.js';
+import type {
+  ByteRange,
+  CacheStatus,
+  ClientCondition,
+  ListOptions,
+  ModelSummary,
+  ModelVersion,
+  UploadInput,
+} from './types.js';
 import { upload, type UploadContext } from './upload.js';
 
 export type * from './types.js';
@@ -153,7 +162,7 @@ export class ModelRegistry {
       throw errors.aliasNotFound(name, alias);
     }
     return this.describe(name, target.version).catch((err: unknown) => {
-      if (err instanceof RegistryError && err.code === 'VERSION_NOT_FOUND') throw errors.aliasTargetGone(name, alias, target.version);
+      if (isNotFound(err, 'VERSION_NOT_FOUND')) throw errors.aliasTargetGone(name, alias, target.version);
       throw err;
     });
   }
@@ -168,7 +177,12 @@ export class ModelRegistry {
    * Points `alias` at `version` (which must be stored). `condition` is the client's If-Match /
    * If-None-Match on the alias: its ETag is the ETag of the version it points to.
    */
-  async setAlias(name: string, alias: string, version: number, condition: ClientCondition): Promise<{ model: ModelVersion; created: boolean }> {
+  async setAlias(
+    name: string,
+    alias: string,
+    version: number,
+    condition: ClientCondition,
+  ): Promise<{ model: ModelVersion; created: boolean }> {
     assertName(name);
     assertAlias(alias);
     const model = await this.describe(name, version);
@@ -187,7 +201,7 @@ export class ModelRegistry {
     try {
       await this.describe(name, version);
     } catch (err) {
-      if (err instanceof RegistryError && err.statusCode === 404) {
+      if (isNotFound(err)) {
         await this.#aliases.update(name, (aliases) => aliases.get(alias)?.version === version && aliases.delete(alias));
       }
       throw err;
@@ -220,7 +234,11 @@ export class ModelRegistry {
    * cache. Throws PreconditionFailedError if the object changed since it was described (the
    * caller describes again).
    */
-  async read(model: ModelVersion, range?: ByteRange, signal?: AbortSignal): Promise<{ body: Readable | Buffer; cache: CacheStatus }> {
+  async read(
+    model: ModelVersion,
+    range?: ByteRange,
+    signal?: AbortSignal,
+  ): Promise<{ body: Readable | Buffer; cache: CacheStatus }> {
     if (!this.#cache) return { body: await openVerified(this.storage, model, range, signal), cache: 'BYPASS' };
     try {
       const { body, hit } = await this.#cache.open(model, this.#fetch(model), range, signal);
@@ -297,19 +315,24 @@ export class ModelRegistry {
    * Deletes a model and its history, or one history entry; with a client condition (If-Match),
    * only while the model (or that version) still is what the client saw.
    */
-  async delete(name: string, version?: number, clientCondition: ClientCondition = {}, options: { force?: boolean } = {}): Promise<void> {
+  async delete(
+    name: string,
+    version?: number,
+    clientCondition: ClientCondition = {},
+    options: { force?: boolean } = {},
+  ): Promise<void> {
     assertName(name);
     let checked: ModelVersion | undefined;
     if (Object.keys(clientCondition).length > 0) {
       checked = await this.describe(name, version).catch((err) => {
-        if (err instanceof RegistryError && err.statusCode === 404) return undefined;
+        if (isNotFound(err)) return undefined;
         throw err;
       });
       checkClientCondition(name, checked, clientCondition);
     }
     if (version !== undefined) {
       const current = await this.describe(name).catch((err) => {
-        if ((err as { code?: string }).code === 'MODEL_NOT_FOUND') return undefined;
+        if (isNotFound(err, 'MODEL_NOT_FOUND')) return undefined;
         throw err;
       });
       return deleteVersion(this.#delete, name, version, current, options.force ?? false);
@@ -338,6 +361,8 @@ export class ModelRegistry {
   #remember(model: ModelVersion): void {
     if (!this.#cache || this.#remembered.get(model.name) === model.sha256) return;
     this.#remembered.set(model.name, model.sha256);
-    void this.#cache.remember(model).catch((err) => this.#log.warn({ err }, 'could not record the version in the cache'));
+    void this.#cache.remember(model).catch((err) => {
+      this.#log.warn({ err }, 'could not record the version in the cache');
+    });
   }
 }

@@ -11,7 +11,12 @@ import type { Storage } from '../storage/types.js';
 import type { ByteRange, ModelVersion } from './types.js';
 
 /** Opens the bytes of `model`; PreconditionFailedError if the object is no longer that version. */
-export async function openPinned(storage: Storage, model: ModelVersion, range?: ByteRange, signal?: AbortSignal): Promise<Readable> {
+export async function openPinned(
+  storage: Storage,
+  model: ModelVersion,
+  range?: ByteRange,
+  signal?: AbortSignal,
+): Promise<Readable> {
   const { info, body } = await storage.get(model.storageKey, { range, signal });
   if (info.token !== model.token) {
     body.destroy();
@@ -25,7 +30,12 @@ export async function openPinned(storage: Storage, model: ModelVersion, range?: 
  * way and its last chunk sent only once the digest matched — as a cache fill does — so wrong
  * bytes end in a broken transfer, never in a complete response. A range cannot be checked.
  */
-export async function openVerified(storage: Storage, model: ModelVersion, range?: ByteRange, signal?: AbortSignal): Promise<Readable> {
+export async function openVerified(
+  storage: Storage,
+  model: ModelVersion,
+  range?: ByteRange,
+  signal?: AbortSignal,
+): Promise<Readable> {
   const body = await openPinned(storage, model, range, signal);
   if (range) return body;
   const hash = createHash('sha256');
@@ -41,7 +51,8 @@ export async function openVerified(storage: Storage, model: ModelVersion, range?
       const actual = hash.digest('hex');
       if (actual !== model.sha256) {
         const what = `${model.name} v${model.version}`;
-        return callback(new Error(`storage sent bytes that do not match ${what} (sha256 ${actual}, expected ${model.sha256})`));
+        const detail = `sha256 ${actual}, expected ${model.sha256}`;
+        return callback(new Error(`storage sent bytes that do not match ${what} (${detail})`));
       }
       callback(null, held);
     },

@@ -26,13 +26,18 @@ export interface UploadContext {
 }
 
 /** Validates and stores an upload as the new current version; says whether the name was new. */
-export async function upload(ctx: UploadContext, name: string, input: UploadInput): Promise<{ model: ModelVersion; created: boolean }> {
+export async function upload(
+  ctx: UploadContext,
+  name: string,
+  input: UploadInput,
+): Promise<{ model: ModelVersion; created: boolean }> {
   const { storage, writeThrough } = ctx;
   assertName(name);
   assertLabels(input.labels);
   // Refused now, not after the whole body went to storage: the largest metadata this upload
   // could get (the longest version number, a digest, a date, its labels).
-  const largest = { version: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64), createdAt: new Date().toISOString(), labels: input.labels };
+  const createdAt = new Date().toISOString();
+  const largest = { version: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64), createdAt, labels: input.labels };
   storage.checkMetadata?.(encodeMetadata(largest));
   const key = keys.current(name);
   const validator = new ArchiveValidator(input.format, ctx.limits);
@@ -41,7 +46,9 @@ export async function upload(ctx: UploadContext, name: string, input: UploadInpu
   const copyTo = writeThrough && !storage.copyOut ? writeThrough.tempPath() : undefined;
   // A .tar.gz is stored as received: the validator's digest of the body is the stored digest.
   const stored = new DigestCounter({ copyTo, hash: input.format === 'tar' });
-  const streams = input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
+  const streams = input.format === 'tar'
+    ? [input.body, validator, createGzip(), stored]
+    : [input.body, validator, stored];
   // If the pipeline fails before it touches `stored` (e.g. a bad argument), fail the staging
   // too: otherwise stage() waits forever for a body that never ends.
   const piping = pipeline(streams, { signal: input.signal }).catch((err: unknown) => {
@@ -76,7 +83,13 @@ export async function upload(ctx: UploadContext, name: string, input: UploadInpu
 }
 
 /** Write-through: the accepted bytes become a cache entry under their digest. */
-async function admit(ctx: UploadContext, cache: ModelCache, model: ModelVersion, stored: ObjectInfo, copied: string | undefined): Promise<void> {
+async function admit(
+  ctx: UploadContext,
+  cache: ModelCache,
+  model: ModelVersion,
+  stored: ObjectInfo,
+  copied: string | undefined,
+): Promise<void> {
   const file = copied ?? cache.tempPath();
   try {
     // Linked from the immutable history object, never from the root file other tools write.
