@@ -18,7 +18,7 @@
  * which the validator checks entry by entry. Only headers are read; entry data is skipped by
  * arithmetic, so the cost is per entry, not per byte.
  */
-import { errors, type RegistryError } from '../errors.js';
+import { errors, type RegistryError } from '../../errors.js';
 
 const BLOCK = 512;
 /** Pax and GNU long-name data held for parsing; node-tar's own bound is 1 MiB. */
