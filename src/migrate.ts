@@ -570,12 +570,16 @@ async function copyObject(source: Storage, destination: Storage, p: Planned, o: 
     const metadata = ownMetadata(info)?.(verifier.sha256, info) ?? p.target(verifier.sha256, info);
     if (!p.record && metadataSha256(metadata) !== verifier.sha256) {
       const claimed = `v${metadataVersion(metadata)} says sha256 ${metadataSha256(metadata)}`;
-      throw new Error(`digest mismatch: the source's record of ${claimed}, its bytes hash to ${verifier.sha256}; nothing was written`);
+      const actual = `its bytes hash to ${verifier.sha256}`;
+      throw new Error(`digest mismatch: the source's record of ${claimed}, ${actual}; nothing was written`);
     }
     const condition: WriteCondition = p.destination ? { ifMatch: p.destination.token } : { ifNoneMatch: true };
     const committed = await destination.commit(staged.value, metadata, condition).catch(changedAtDestination);
     if (committed.size !== info.size) throw new Error(`the destination reports ${committed.size} bytes after the commit, the source has ${info.size}`);
-    return { status: 'copied', bytes: info.size, detail: p.destination ? `replaced v${metadataVersion(p.destination.metadata)}, an older version (kept in history)` : undefined };
+    const replaced = p.destination
+      ? `replaced v${metadataVersion(p.destination.metadata)}, an older version (kept in history)`
+      : undefined;
+    return { status: 'copied', bytes: info.size, detail: replaced };
   } finally {
     await destination.discard(staged.value).catch(() => {});
   }
@@ -599,7 +603,8 @@ async function keepDestinationVersion(destination: Storage, p: Planned): Promise
     const kept = metadataSha256(existing.metadata);
     if (kept !== metadataSha256(d.metadata)) {
       throw new Error(
-        `the destination's current v${version} differs from the v${version} in its history (sha256 ${kept?.slice(0, 12) ?? 'unknown'}…): ` +
+        `the destination's current v${version} differs from the v${version} in its history ` +
+          `(sha256 ${kept?.slice(0, 12) ?? 'unknown'}…): ` +
           'two different versions with one number, so neither is replaced; move one of them away and rerun',
       );
     }

@@ -36,7 +36,12 @@ export function escapingLink(links: ReadonlyMap<string, string>): string | undef
  * `target` resolved from directory `dir` (path components), following `links`; undefined when it
  * leaves the root. Loops and chains of more than 40 links count as leaving.
  */
-export function resolveInside(dir: string[], target: string, links: ReadonlyMap<string, string>, hops = 0): string[] | undefined {
+export function resolveInside(
+  dir: string[],
+  target: string,
+  links: ReadonlyMap<string, string>,
+  hops = 0,
+): string[] | undefined {
   let stack = [...dir];
   for (const part of target.split(/[\\/]/)) {
     if (part === '' || part === '.') continue;
@@ -65,14 +70,18 @@ export function pathTooLong(normalized: string): string | undefined {
   if (bytes > MAX_PATH_BYTES) return `is ${bytes} bytes long, over the limit of ${MAX_PATH_BYTES} bytes`;
   for (const part of normalized.split('/')) {
     const n = Buffer.byteLength(part);
-    if (n > MAX_COMPONENT_BYTES) return `has a component ${brief(part)} of ${n} bytes, over the limit of ${MAX_COMPONENT_BYTES} bytes for one file or directory name`;
+    if (n > MAX_COMPONENT_BYTES) {
+      const limit = `the limit of ${MAX_COMPONENT_BYTES} bytes for one file or directory name`;
+      return `has a component ${brief(part)} of ${n} bytes, over ${limit}`;
+    }
   }
   return undefined;
 }
 
 /** A path for a message: JSON-quoted, cut after 80 characters. */
 export function brief(p: string): string {
-  return p.length > 80 ? `${JSON.stringify(p.slice(0, 80)).slice(0, -1)}…" (${p.length} characters)` : JSON.stringify(p);
+  if (p.length <= 80) return JSON.stringify(p);
+  return `${JSON.stringify(p.slice(0, 80)).slice(0, -1)}…" (${p.length} characters)`;
 }
 
 /** `raw` without '.' and empty components, split on '/' only. */

@@ -142,7 +142,9 @@ export class ArchiveValidator extends Transform {
   }
 
   override _flush(callback: TransformCallback): void {
-    if (this.#received === 0) return callback(errors.invalidArchive('the body is empty; send the .tar.gz file as the request body'));
+    if (this.#received === 0) {
+      return callback(errors.invalidArchive('the body is empty; send the .tar.gz file as the request body'));
+    }
     if (this.#head.length < 2) {
       return callback(errors.invalidArchive('the body is too short to be an archive'));
     }
@@ -160,7 +162,10 @@ export class ArchiveValidator extends Transform {
       }
       // Only now are all symlinks known: a link may escape through one defined after it.
       const escaping = escapingLink(this.#symlinks);
-      if (escaping) return callback(errors.unsafeArchive(`the symlink ${JSON.stringify(escaping)} points outside the archive through another symlink`));
+      if (escaping) {
+        const how = 'points outside the archive through another symlink';
+        return callback(errors.unsafeArchive(`the symlink ${JSON.stringify(escaping)} ${how}`));
+      }
       this.#summary = {
         receivedBytes: this.#received,
         receivedSha256: this.#hash.digest('hex'),
@@ -216,10 +221,14 @@ export class ArchiveValidator extends Transform {
     if (this.#head.length < 2) return undefined;
     const gzipped = this.#head[0] === GZIP_MAGIC[0] && this.#head[1] === GZIP_MAGIC[1];
     if (this.#format === 'gzip' && !gzipped) {
-      return errors.invalidArchive('the body is not gzip data; send a .tar.gz, or send a plain tar with Content-Type: application/x-tar');
+      return errors.invalidArchive(
+        'the body is not gzip data; send a .tar.gz, or send a plain tar with Content-Type: application/x-tar',
+      );
     }
     if (this.#format === 'tar' && gzipped) {
-      return errors.invalidArchive('the body is gzip-compressed but Content-Type says application/x-tar; send it as application/gzip');
+      return errors.invalidArchive(
+        'the body is gzip-compressed but Content-Type says application/x-tar; send it as application/gzip',
+      );
     }
     return undefined;
   }
@@ -235,7 +244,8 @@ export class ArchiveValidator extends Transform {
     // Headers and padding add at most two blocks per entry, plus the end-of-archive blocks.
     const allowance = this.#limits.maxExtractedBytes + 1024 * (this.#limits.maxEntries + 20);
     if (this.#tarBytes > allowance) {
-      return this.#fail(errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`, 'MAX_EXTRACTED_BYTES'));
+      const over = `it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`;
+      return this.#fail(errors.archiveLimit(over, 'MAX_EXTRACTED_BYTES'));
     }
     const problem = this.#headers.write(chunk);
     if (problem) return this.#fail(problem);
@@ -266,7 +276,9 @@ export class ArchiveValidator extends Transform {
    * added: nothing but zero blocks) an unrecognised format; it is an archive with no entries.
    */
   #parserError(code: string, message: string | Error): RegistryError {
-    if (code === 'TAR_BAD_ARCHIVE' && this.#entries === 0 && this.#tarAllZero) return errors.invalidArchive('the archive has no entries');
+    if (code === 'TAR_BAD_ARCHIVE' && this.#entries === 0 && this.#tarAllZero) {
+      return errors.invalidArchive('the archive has no entries');
+    }
     return parserError(code, message);
   }
 
@@ -289,18 +301,23 @@ export class ArchiveValidator extends Transform {
     const shown = JSON.stringify(raw);
     // Other readers must see this very entry (tar-headers.ts read its header first).
     const strict = this.#headers.entries.shift();
-    const same = strict && strict.path === raw && strict.linkpath === (entry.linkpath ?? '') && strict.type === entry.header.typeKey && strict.size === (entry.size ?? 0);
+    const same = strict && strict.path === raw && strict.linkpath === (entry.linkpath ?? '') &&
+      strict.type === entry.header.typeKey && strict.size === (entry.size ?? 0);
     if (!same) {
       const seen = strict ? JSON.stringify(strict.path) : 'no entry';
-      return errors.unsafeArchive(`tar readers disagree on an entry: ${shown} here, ${seen} for a strict reader; create the archive with a standard tar tool`);
+      const fix = 'create the archive with a standard tar tool';
+      const readings = `${shown} here, ${seen} for a strict reader`;
+      return errors.unsafeArchive(`tar readers disagree on an entry: ${readings}; ${fix}`);
     }
     this.#entries++;
     if (this.#entries > this.#limits.maxEntries) {
-      return errors.archiveLimit(`it has more than MAX_ARCHIVE_ENTRIES (${this.#limits.maxEntries}) entries`, 'MAX_ARCHIVE_ENTRIES');
+      const over = `it has more than MAX_ARCHIVE_ENTRIES (${this.#limits.maxEntries}) entries`;
+      return errors.archiveLimit(over, 'MAX_ARCHIVE_ENTRIES');
     }
     this.#extracted += entry.size ?? 0;
     if (this.#extracted > this.#limits.maxExtractedBytes) {
-      return errors.archiveLimit(`it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`, 'MAX_EXTRACTED_BYTES');
+      const over = `it expands to more than MAX_EXTRACTED_BYTES (${this.#limits.maxExtractedBytes} bytes)`;
+      return errors.archiveLimit(over, 'MAX_EXTRACTED_BYTES');
     }
     if (raw.includes('\0')) return errors.unsafeArchive(`${shown} contains a NUL byte`);
     if (ROOT_NAMES.has(raw)) {
@@ -332,11 +349,13 @@ export class ArchiveValidator extends Transform {
     }
     if (type === 'SymbolicLink') {
       const target = entry.linkpath ?? '';
-      if (!target || target.startsWith('/') || /^[a-zA-Z]:/.test(target) || !resolveInside(parts.slice(0, -1), target, NO_LINKS)) {
+      const absolute = target.startsWith('/') || /^[a-zA-Z]:/.test(target);
+      if (!target || absolute || !resolveInside(parts.slice(0, -1), target, NO_LINKS)) {
         return errors.unsafeArchive(`the symlink ${shown} points outside the archive (to ${JSON.stringify(target)})`);
       }
       if (Buffer.byteLength(target) > MAX_PATH_BYTES) {
-        return errors.pathTooLong(`the target of the symlink ${brief(raw)}`, `is ${Buffer.byteLength(target)} bytes long, over the limit of ${MAX_PATH_BYTES} bytes`);
+        const why = `is ${Buffer.byteLength(target)} bytes long, over the limit of ${MAX_PATH_BYTES} bytes`;
+        return errors.pathTooLong(`the target of the symlink ${brief(raw)}`, why);
       }
       this.#symlinks.set(normalized, target);
       this.#kinds.set(key, 'symlink');
