@@ -20,6 +20,9 @@ export const ROOT_NAMES: ReadonlySet<string> = new Set(['', '.', './', '/']);
 export const MAX_PATH_BYTES = 3072;
 export const MAX_COMPONENT_BYTES = 255;
 
+/** What a path holds at a point of the archive, for hard links: the latest entry there wins. */
+export type Kind = 'file' | 'directory' | 'symlink';
+
 /**
  * The first symlink that leaves the root when resolved through the archive's other symlinks
  * (`d/up -> ..` and `d/out -> up/../x`: each stays inside on its own, together they escape), or
@@ -110,4 +113,45 @@ export function parserError(code: string, message: string | Error): RegistryErro
     return errors.invalidArchive('the data is not a tar archive');
   }
   return errors.invalidArchive(`the tar data is corrupt (${text.replace(/^TAR_[A-Z_]+: /, '')})`);
+}
+
+/**
+ * A hard link (GNU tar, tarfile and node-tar write one for each further name of a file with
+ * several) is extracted as another name of a file extracted before it, so it is safe only when
+ * its target is a path of this archive that holds a regular file when the link comes: not a
+ * later or missing entry (extractors would link whatever the disk has there), not a directory
+ * or a symlink (a link to a symlink is a copy of it, resolved from another directory).
+ */
+export function hardLinkProblem(
+  shown: string,
+  key: string,
+  target: string,
+  kinds: ReadonlyMap<string, Kind>,
+  symlinks: ReadonlyMap<string, string>,
+): RegistryError | undefined {
+  const refuse = (why: string) => errors.unsafeArchive(
+    `the hard link ${shown} points to ${JSON.stringify(target)}, ${why}; `
+      + 'a hard link may only point to a regular file stored earlier in the archive',
+  );
+  if (!target) return refuse('an empty target');
+  if (target.includes('\0')) return refuse('a target holding a NUL byte');
+  if (/^([\\/]|[a-zA-Z]:)/.test(target)) return refuse('an absolute path');
+  // Windows extractors read a backslash as a separator, POSIX ones as part of a name.
+  if (target.includes('\\')) return refuse('a path with a backslash, which tar readers resolve differently');
+  const parts = target.split('/').filter((p) => p !== '' && p !== '.');
+  if (parts.includes('..')) return refuse("a path with a '..' component");
+  const targetKey = parts.join('/');
+  if (targetKey === '') return refuse('the archive root');
+  if (targetKey === key) return refuse('itself');
+  for (let i = 1; i < parts.length; i++) {
+    const dir = parts.slice(0, i).join('/');
+    const kind = kinds.get(dir);
+    if (symlinks.has(dir) || (kind !== undefined && kind !== 'directory')) {
+      return refuse(`a path through ${JSON.stringify(dir)}, which is not a directory`);
+    }
+  }
+  const kind = kinds.get(targetKey);
+  if (kind === undefined) return refuse('which is not an earlier entry of the archive');
+  if (kind !== 'file') return refuse(`which is a ${kind}`);
+  return undefined;
 }

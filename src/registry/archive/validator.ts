@@ -17,6 +17,7 @@ import {
   allZero,
   brief,
   escapingLink,
+  hardLinkProblem,
   isEmptyRootWarning,
   MAX_PATH_BYTES,
   NO_LINKS,
@@ -25,6 +26,7 @@ import {
   posixKey,
   resolveInside,
   ROOT_NAMES,
+  type Kind,
 } from './rules.js';
 import { TarHeaders } from './tar-headers.js';
 
@@ -39,9 +41,6 @@ interface InFlight {
 
 const FILE_TYPES = new Set(['File', 'OldFile', 'ContiguousFile']);
 const GZIP_MAGIC = [0x1f, 0x8b];
-
-/** What a path holds at a point of the archive, for hard links: the latest entry there wins. */
-type Kind = 'file' | 'directory' | 'symlink';
 
 export class ArchiveValidator extends Transform {
   readonly #limits: ArchiveLimits;
@@ -362,7 +361,7 @@ export class ArchiveValidator extends Transform {
       return undefined;
     }
     if (type === 'Link') {
-      const problem = this.#hardLinkProblem(shown, key, entry.linkpath ?? '');
+      const problem = hardLinkProblem(shown, key, entry.linkpath ?? '', this.#kinds, this.#symlinks);
       if (problem) return problem;
       // It is that file from now on: a link to this link reaches the same regular file.
       this.#kinds.set(key, 'file');
@@ -371,41 +370,6 @@ export class ArchiveValidator extends Transform {
     if (type === 'CharacterDevice' || type === 'BlockDevice') return errors.unsafeArchive(`${shown} is a device file`);
     if (type === 'FIFO') return errors.unsafeArchive(`${shown} is a FIFO`);
     return errors.unsafeArchive(`${shown} has the unsupported entry type ${type}`);
-  }
-
-  /**
-   * A hard link (GNU tar, tarfile and node-tar write one for each further name of a file with
-   * several) is extracted as another name of a file extracted before it, so it is safe only when
-   * its target is a path of this archive that holds a regular file when the link comes: not a
-   * later or missing entry (extractors would link whatever the disk has there), not a directory
-   * or a symlink (a link to a symlink is a copy of it, resolved from another directory).
-   */
-  #hardLinkProblem(shown: string, key: string, target: string): RegistryError | undefined {
-    const refuse = (why: string) => errors.unsafeArchive(
-      `the hard link ${shown} points to ${JSON.stringify(target)}, ${why}; `
-        + 'a hard link may only point to a regular file stored earlier in the archive',
-    );
-    if (!target) return refuse('an empty target');
-    if (target.includes('\0')) return refuse('a target holding a NUL byte');
-    if (/^([\\/]|[a-zA-Z]:)/.test(target)) return refuse('an absolute path');
-    // Windows extractors read a backslash as a separator, POSIX ones as part of a name.
-    if (target.includes('\\')) return refuse('a path with a backslash, which tar readers resolve differently');
-    const parts = target.split('/').filter((p) => p !== '' && p !== '.');
-    if (parts.includes('..')) return refuse("a path with a '..' component");
-    const targetKey = parts.join('/');
-    if (targetKey === '') return refuse('the archive root');
-    if (targetKey === key) return refuse('itself');
-    for (let i = 1; i < parts.length; i++) {
-      const dir = parts.slice(0, i).join('/');
-      const kind = this.#kinds.get(dir);
-      if (this.#symlinks.has(dir) || (kind !== undefined && kind !== 'directory')) {
-        return refuse(`a path through ${JSON.stringify(dir)}, which is not a directory`);
-      }
-    }
-    const kind = this.#kinds.get(targetKey);
-    if (kind === undefined) return refuse('which is not an earlier entry of the archive');
-    if (kind !== 'file') return refuse(`which is a ${kind}`);
-    return undefined;
   }
 
   #fail(err: Error): void {
