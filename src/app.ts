@@ -19,6 +19,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import errorHandling from './plugins/errors.js';
 import requests, { requestId } from './plugins/requests.js';
 import { ModelCache } from './cache/index.js';
+import { archiveRules } from './registry/archive.js';
 import { ModelRegistry } from './registry/service.js';
 import { Watcher } from './registry/watch.js';
 import { metricsRoutes } from './routes/metrics.js';
@@ -226,7 +227,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     maxBytes: config.CACHE_MAX_BYTES,
     ttlMs: config.CACHE_TTL,
     memoryBytes: config.CACHE_MEMORY_BYTES,
-    limits,
+    rules: archiveRules(limits),
     logger: app.log.child({ component: 'cache' }),
     observer: {
       hit: () => metrics.cacheHits.inc(),

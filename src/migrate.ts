@@ -1,6 +1,6 @@
 /**
  * `model-registry migrate`: copies every model, its history and its metadata from one configured
- * backend to another (SPEC §4), each described by a .env file.
+ * backend to another, each described by a .env file.
  *
  * Per object: source get → destination stage (hashing the bytes on the way) → commit with the
  * source's metadata, so version numbers, digests, creation times and labels survive exactly.
@@ -28,7 +28,15 @@ import { parseEnv } from 'node:util';
 import { loadConfig, unknownSettings, type Config } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
 import { ALIAS_RULE, ALIASES_PREFIX, isValidAlias, keys } from './registry/names.js';
-import { encodeMetadata, hasRegistryMetadata, METADATA_KEYS, metadataSha256, VersionRecords, type VersionRecord } from './registry/records.js';
+import {
+  encodeMetadata,
+  METADATA_KEYS,
+  metadataSha256,
+  metadataVersion,
+  publishedMetadata,
+  VersionRecords,
+  type VersionRecord,
+} from './registry/records.js';
 import { allDrivers, findDriver } from './storage/drivers.js';
 import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
@@ -417,9 +425,10 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
       );
       return headed.map((h) => {
         const target = ownMetadata(h.source) ?? h.target;
-        const at = Number(h.destination?.metadata.version);
-        const wanted = Number(h.source.metadata.version ?? h.inferredVersion);
-        const replaceable = h.current && Number.isInteger(at) && at > 0 && at < wanted && h.destination?.metadata.sha256 !== undefined;
+        const at = Number(h.destination && metadataVersion(h.destination.metadata));
+        const wanted = Number(metadataVersion(h.source.metadata) ?? h.inferredVersion);
+        const published = h.destination && metadataSha256(h.destination.metadata) !== undefined;
+        const replaceable = h.current && Number.isInteger(at) && at > 0 && at < wanted && published === true;
         const planned = { ...h, target, replaceable, action: 'copy' as Action };
         return { ...planned, action: decide(planned) } satisfies Planned;
       });
@@ -441,10 +450,10 @@ function decide(p: Planned, computedSha256?: string): Action {
   if (!destination) return 'copy';
   // Records carry no metadata: the same bytes are the same record.
   if (p.record) return destination.size === source.size ? 'compare' : 'conflict';
-  if (!destination.metadata.sha256) return 'conflict';
+  if (!metadataSha256(destination.metadata)) return 'conflict';
   const sha256 = metadataSha256(source.metadata) ?? computedSha256;
   if (sha256 === undefined) return destination.size === source.size ? 'check' : p.replaceable ? 'copy' : 'conflict';
-  const same = destination.metadata.sha256 === sha256;
+  const same = metadataSha256(destination.metadata) === sha256;
   const wanted = p.target(sha256, source);
   if (same && METADATA_KEYS.every((k) => destination.metadata[k] === wanted[k])) return 'skip';
   if (!p.replaceable) return 'conflict';
@@ -453,33 +462,33 @@ function decide(p: Planned, computedSha256?: string): Action {
 
 function conflict(p: Planned): Error {
   const d = p.destination!;
+  const version = metadataVersion(d.metadata) ?? '?';
+  const sha256 = metadataSha256(d.metadata);
   if (p.aliases) {
     return new Error('the destination holds other aliases for this model: they are left alone (nothing at the destination is overwritten); if writers already use the destination, set the aliases there; otherwise move that document away and rerun');
   }
   if (p.record) {
     return new Error('the destination holds another record of this version number: it is left alone (nothing at the destination is overwritten); if writers already use the destination, the migration is done');
   }
-  if (!d.metadata.sha256) {
+  if (!sha256) {
     return new Error('the destination has an object at this key that the registry did not write: it is left alone; move it away and rerun to copy this one');
   }
   if (!p.current) {
     return new Error(
-      `the destination's v${d.metadata.version ?? '?'} (sha256 ${d.metadata.sha256.slice(0, 12)}…) differs from the source's: two different versions with one number, so neither is replaced. ` +
+      `the destination's v${version} (sha256 ${sha256.slice(0, 12)}…) differs from the source's: two different versions with one number, so neither is replaced. ` +
         'If writers already use the destination, the migration is done; otherwise move that object away and rerun',
     );
   }
   return new Error(
-    `the destination holds another version (v${d.metadata.version ?? '?'}, sha256 ${d.metadata.sha256.slice(0, 12)}…) that the source does not have as an older one: ` +
+    `the destination holds another version (v${version}, sha256 ${sha256.slice(0, 12)}…) that the source does not have as an older one: ` +
       'it is left alone (nothing at the destination is overwritten). If writers already use the destination, the migration is done; otherwise move that object away and rerun',
   );
 }
 
 /** The source's own metadata, when a registry published the object. */
 function ownMetadata(source: ObjectInfo): Planned['target'] | undefined {
-  if (!hasRegistryMetadata(source.metadata)) return undefined;
-  const m = source.metadata;
-  const metadata = { version: m.version!, sha256: m.sha256!, 'created-at': m['created-at'] ?? source.lastModified.toISOString(), labels: m.labels ?? '{}' };
-  return () => metadata;
+  const metadata = publishedMetadata(source);
+  return metadata && (() => metadata);
 }
 
 /**
@@ -498,7 +507,7 @@ function inferred(version: number, record?: VersionRecord): Planned['target'] {
 }
 
 function versionOf(p: Planned): number {
-  const v = Number(p.source.metadata.version);
+  const v = Number(metadataVersion(p.source.metadata));
   return Number.isInteger(v) && v > 0 ? v : p.inferredVersion;
 }
 
@@ -549,13 +558,18 @@ async function copyObject(source: Storage, destination: Storage, p: Planned, o: 
   try {
     if (staged.value.size !== info.size) throw new Error(`the destination stored ${staged.value.size} of ${info.size} bytes`);
     const metadata = ownMetadata(info)?.(verifier.sha256, info) ?? p.target(verifier.sha256, info);
-    if (!p.record && metadata.sha256 !== verifier.sha256) {
-      throw new Error(`digest mismatch: the source's record of v${metadata.version} says sha256 ${metadata.sha256}, its bytes hash to ${verifier.sha256}; nothing was written`);
+    if (!p.record && metadataSha256(metadata) !== verifier.sha256) {
+      const claimed = `v${metadataVersion(metadata)} says sha256 ${metadataSha256(metadata)}`;
+      const actual = `its bytes hash to ${verifier.sha256}`;
+      throw new Error(`digest mismatch: the source's record of ${claimed}, ${actual}; nothing was written`);
     }
     const condition: WriteCondition = p.destination ? { ifMatch: p.destination.token } : { ifNoneMatch: true };
     const committed = await destination.commit(staged.value, metadata, condition).catch(changedAtDestination);
     if (committed.size !== info.size) throw new Error(`the destination reports ${committed.size} bytes after the commit, the source has ${info.size}`);
-    return { status: 'copied', bytes: info.size, detail: p.destination ? `replaced v${p.destination.metadata.version}, an older version (kept in history)` : undefined };
+    const replaced = p.destination
+      ? `replaced v${metadataVersion(p.destination.metadata)}, an older version (kept in history)`
+      : undefined;
+    return { status: 'copied', bytes: info.size, detail: replaced };
   } finally {
     await destination.discard(staged.value).catch(() => {});
   }
@@ -568,7 +582,7 @@ async function copyObject(source: Storage, destination: Storage, p: Planned, o: 
  */
 async function keepDestinationVersion(destination: Storage, p: Planned): Promise<void> {
   const d = p.destination!;
-  const version = Number(d.metadata.version);
+  const version = Number(metadataVersion(d.metadata));
   const key = keys.history(p.name, version);
   try {
     await destination.copy(p.key, key, { sourceToken: d.token, metadata: d.metadata, condition: { ifNoneMatch: true } });
@@ -576,9 +590,11 @@ async function keepDestinationVersion(destination: Storage, p: Planned): Promise
     if (!(err instanceof PreconditionFailedError)) throw err;
     const existing = await headOrUndefined(destination, key);
     if (!existing) changedAtDestination(err); // the current version changed since planning
-    if (existing.metadata.sha256 !== d.metadata.sha256) {
+    const kept = metadataSha256(existing.metadata);
+    if (kept !== metadataSha256(d.metadata)) {
       throw new Error(
-        `the destination's current v${version} differs from the v${version} in its history (sha256 ${existing.metadata.sha256?.slice(0, 12) ?? 'unknown'}…): ` +
+        `the destination's current v${version} differs from the v${version} in its history ` +
+          `(sha256 ${kept?.slice(0, 12) ?? 'unknown'}…): ` +
           'two different versions with one number, so neither is replaced; move one of them away and rerun',
       );
     }

@@ -10,6 +10,7 @@ import { PassThrough, Readable } from 'node:stream';
 import t, { type Test } from 'tap';
 import { BlobStore, type BlobStoreOptions } from '../src/cache/blob-store.js';
 import { ModelCache } from '../src/cache/index.js';
+import { archiveRules } from '../src/registry/archive.js';
 import type { ModelVersion } from '../src/registry/service.js';
 import { resolveFile, TreeStore, type Tree } from '../src/cache/trees.js';
 import { tgz } from './helpers/archives.js';
@@ -93,13 +94,13 @@ t.test('a model read every 30 s keeps its recency across a restart', async (t) =
   t.ok(restarted.has(digest), 'still cached after a restart with a 10-minute TTL');
 });
 
-const LIMITS = { maxModelBytes: 2 ** 30, maxExtractedBytes: 2 ** 30, maxEntries: 1000 };
+const RULES = archiveRules({ maxModelBytes: 2 ** 30, maxExtractedBytes: 2 ** 30, maxEntries: 1000 });
 
 /** The tree of `archive`, extracted by a TreeStore in `dir`. */
 async function extracted(dir: string, archive: Buffer): Promise<Tree> {
   const blob = path.join(dir, 'archive.tar.gz');
   await fs.writeFile(blob, archive);
-  const trees = new TreeStore(dir, LIMITS);
+  const trees = new TreeStore(dir, RULES);
   await trees.init();
   return trees.get(createHash('sha256').update(archive).digest('hex'), blob);
 }
@@ -181,7 +182,7 @@ t.test('close() stops a fill still downloading: the storage read is aborted, its
 
 t.test('version records: a crash between write and rename leaves debris that the next start removes; close() waits for writes', async (t) => {
   const dir = await tempDir(t, 'mr-cache-');
-  const options = { dir, maxBytes: 1e9, ttlMs: 1e9, logger: quiet, limits: { maxModelBytes: 1e9, maxExtractedBytes: 1e9, maxEntries: 1000 } };
+  const options = { dir, maxBytes: 1e9, ttlMs: 1e9, logger: quiet, rules: archiveRules({ maxModelBytes: 1e9, maxExtractedBytes: 1e9, maxEntries: 1000 }) };
   const cache = new ModelCache(options);
   await cache.init();
   const model = { name: 'm', version: 1, sha256: 'a'.repeat(64), size: 1, createdAt: new Date().toISOString() } as unknown as ModelVersion;
@@ -279,7 +280,7 @@ t.test('trees: a manifest read while its tree is removed is not kept; trees of a
   const first = await extracted(dir, archive);
   const blob = path.join(dir, 'archive.tar.gz');
   for (let i = 0; i < 20; i++) {
-    const trees = new TreeStore(dir, LIMITS);
+    const trees = new TreeStore(dir, RULES);
     await trees.init();
     await Promise.all([trees.remove(digest), trees.get(digest, blob).catch(() => undefined)]);
     const again = await trees.get(digest, blob);
@@ -291,7 +292,7 @@ t.test('trees: a manifest read while its tree is removed is not kept; trees of a
   const { format: _format, ...old } = JSON.parse(await fs.readFile(manifest, 'utf8')) as Record<string, unknown>;
   await fs.writeFile(manifest, JSON.stringify(old));
   await fs.chmod(path.join(first.root, 'w.bin'), 0o000);
-  const trees = new TreeStore(dir, LIMITS);
+  const trees = new TreeStore(dir, RULES);
   await trees.init();
   const tree = await trees.get(digest, blob);
   t.ok(tree.created, 'extracted again');

@@ -5,7 +5,7 @@
 import t from 'tap';
 import { errors } from '../src/errors.js';
 import { toHttpError } from '../src/http/errors.js';
-import { CacheDiskError } from '../src/cache/blob-store.js';
+import { CacheDiskError } from '../src/cache/index.js';
 
 t.test('errors that become responses', async (t) => {
   t.equal(toHttpError(errors.invalidName('x/y'))?.status, 400, 'ours');

@@ -1,42 +1,30 @@
 /**
- * The content-addressed half of the local cache (SPEC §6): archives stored under their SHA-256
- * in CACHE_DIR/blobs, filled from storage at most once per digest at a time.
+ * The content-addressed half of the local cache: archives stored under their SHA-256 in
+ * CACHE_DIR/blobs (disk-index.ts), filled from storage at most once per digest at a time.
  *
- *   blobs/{hex}.tar.gz      a verified archive
- *   blobs/{hex}.ok          inode-mtime-size of that file when it was verified
  *   tmp/                    fills in progress (written, fsynced, hashed, then renamed in)
  *
- * A fill streams to every waiting reader as bytes reach the disk, so the first client of a cold
- * model does not wait for the whole download, and fifty concurrent clients cost one storage read.
- * A file is renamed into blobs/ only after its digest matched, so a crash mid-fill leaves nothing
- * that is ever served. After a restart, an entry whose stamp no longer matches its file (changed,
- * truncated) is hashed again before it is served, and dropped if it is wrong.
- * Eviction is least-recently-used by bytes plus an age limit, and skips entries being read.
- *
- * Small archives (up to 1/8 of CACHE_MEMORY_BYTES each) are also held in memory once read, hashed
- * again as they are loaded, so the hot small model an inference fleet polls is answered with one
- * socket write — no open, read, close or buffer churn per request (the disk tier stays the truth:
- * evicting an entry drops its memory copy).
+ * A fill (fill.ts) streams to every waiting reader as bytes reach the disk, so the first client
+ * of a cold model does not wait for the whole download, and fifty concurrent clients cost one
+ * storage read. A file is renamed into blobs/ only after its digest matched, so a crash mid-fill
+ * leaves nothing that is ever served. Eviction is least-recently-used by bytes plus an age
+ * limit, and skips entries being read. Small archives are also answered from memory
+ * (memory-tier.ts), hashed again as they are loaded.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { EventEmitter } from 'node:events';
-import { closeSync, createReadStream, fstat, open as openCallback, type Stats } from 'node:fs';
+import { closeSync, createReadStream, fstat, open as openCallback } from 'node:fs';
 import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import type { Logger } from '../util/logger.js';
 import { Pending } from '../util/pending.js';
-
-export interface CacheObserver {
-  hit(): void;
-  miss(): void;
-  evicted(count: number): void;
-  bytes(total: number): void;
-  /** Bytes of archives held in memory. */
-  memoryBytes?(total: number): void;
-}
+import { SingleFlight } from '../util/single-flight.js';
+import { DiskIndex, stampOf } from './disk-index.js';
+import { CacheDiskError } from './errors.js';
+import { Fill } from './fill.js';
+import { MemoryTier } from './memory-tier.js';
+import type { CacheObserver, Entry, Fetch, Range } from './types.js';
 
 export interface BlobStoreOptions {
   dir: string;
@@ -55,36 +43,6 @@ export interface BlobStoreOptions {
 /** Room left free on the cache disk beside a new fill. */
 const DISK_SLACK_BYTES = 16 * 1024 * 1024;
 
-interface Entry {
-  size: number;
-  /** Bytes of derived data (the extracted tree) counted against the bound. */
-  extra: number;
-  lastUsed: number;
-  /** When the stamp file's mtime (recency that survives a restart) was last set. */
-  touchedAt: number;
-  readers: number;
-  verified: boolean;
-  /** inode-mtime-size of the file when it was verified: a file changed since is hashed again. */
-  stamp: string;
-}
-
-/** The cache directory cannot take a file (full, read-only, gone): serve from storage instead. */
-export class CacheDiskError extends Error {
-  constructor(cause: unknown) {
-    super(`the cache directory cannot be written: ${(cause as Error).message}`, { cause });
-    this.name = 'CacheDiskError';
-  }
-}
-
-/** Errors of a disk that cannot take more (or any) data, as opposed to bugs. */
-export function isDiskError(err: unknown): boolean {
-  return ['ENOSPC', 'EDQUOT', 'EROFS', 'EIO', 'EFBIG'].includes((err as NodeJS.ErrnoException)?.code ?? '');
-}
-
-export type Range = { start: number; end: number };
-/** Opens the archive in storage; rejects if it is no longer the version asked for. */
-export type Fetch = (signal: AbortSignal | undefined, range?: Range) => Promise<Readable>;
-
 /** Read size when serving a cached file from disk (memory per download in flight). */
 const FILE_READ_BYTES = 2 * 1024 * 1024;
 /**
@@ -96,78 +54,49 @@ const FOLLOW_AHEAD_BYTES = 64 * 1024 * 1024;
 const openFd = promisify(openCallback);
 const fstatFd = promisify(fstat);
 const HEX = /^[0-9a-f]{64}$/;
-/** Bytes of a fill kept in memory for the readers following it. */
-const RECENT_BYTES = 4 * 1024 * 1024;
-const TOUCH_EVERY_MS = 60_000;
 
 export class BlobStore {
   readonly #dir: string;
   readonly #opts: BlobStoreOptions;
-  readonly #entries = new Map<string, Entry>();
+  readonly #index: DiskIndex;
+  readonly #memory: MemoryTier;
   readonly #fills = new Map<string, Fill>();
   /** Fills about to start (making room on the disk), by digest. */
-  readonly #starting = new Map<string, Promise<Fill>>();
+  readonly #starting = new SingleFlight<string, Fill>();
   /** Fills running to their end (download, rename, stamp, eviction); close() waits for them. */
   readonly #running = new Pending();
   #closed = false;
-  readonly #verifying = new Map<string, Promise<boolean>>();
-  #total = 0;
-  /** Verified copies of small archives, least recently used first. */
-  readonly #memory = new Map<string, Buffer>();
-  readonly #loading = new Map<string, Promise<Buffer | undefined>>();
-  #memoryTotal = 0;
 
   constructor(options: BlobStoreOptions) {
     this.#opts = options;
     this.#dir = path.resolve(options.dir);
+    this.#index = new DiskIndex(this.#dir, options.logger, options.observer);
+    this.#memory = new MemoryTier(options.memoryBytes ?? 0, options.observer);
   }
 
   get totalBytes(): number {
-    return this.#total;
+    return this.#index.total;
   }
 
   blobPath(digest: string): string {
-    return path.join(this.#dir, 'blobs', `${digest}.tar.gz`);
+    return this.#index.blobPath(digest);
   }
 
   /** Rebuilds the index from disk (a readdir and a stat per entry) and clears old temp files. */
   async init(): Promise<void> {
-    await fs.mkdir(path.join(this.#dir, 'blobs'), { recursive: true });
     await fs.rm(path.join(this.#dir, 'tmp'), { recursive: true, force: true });
     await fs.mkdir(path.join(this.#dir, 'tmp'), { recursive: true });
-    for (const name of await fs.readdir(path.join(this.#dir, 'blobs'))) {
-      const m = /^([0-9a-f]{64})\.tar\.gz$/.exec(name);
-      if (!m) continue;
-      const digest = m[1]!;
-      const stats = await fs.stat(this.blobPath(digest)).catch(() => undefined);
-      if (!stats) continue;
-      const stamp = await fs.readFile(this.#stampPath(digest), 'utf8').catch(() => '');
-      const stampStats = await fs.stat(this.#stampPath(digest)).catch(() => undefined);
-      const lastUsed = stampStats?.mtimeMs ?? stats.mtimeMs;
-      this.#add(digest, {
-        size: stats.size,
-        extra: 0,
-        lastUsed,
-        touchedAt: lastUsed,
-        readers: 0,
-        verified: stamp === stampOf(stats),
-        stamp: stampOf(stats),
-      });
-    }
+    await this.#index.load();
     await this.evict();
   }
 
   has(digest: string): boolean {
-    return this.#entries.has(digest);
+    return this.#index.has(digest);
   }
 
   /** Adds bytes of derived data (an extracted tree) to an entry's weight. */
   addExtra(digest: string, bytes: number): void {
-    const entry = this.#entries.get(digest);
-    if (!entry) return;
-    entry.extra += bytes;
-    this.#total += bytes;
-    this.#opts.observer?.bytes(this.#total);
+    this.#index.addExtra(digest, bytes);
   }
 
   /**
@@ -175,17 +104,23 @@ export class BlobStore {
    * else a file stream), or from `fetch` on a miss while filling the cache. Concurrent misses
    * share one fetch. `hit` says which. `signal`: the reader's (it left), for a read of its own.
    */
-  async open(digest: string, size: number, fetch: Fetch, range?: Range, signal?: AbortSignal): Promise<{ body: Readable | Buffer; hit: boolean }> {
+  async open(
+    digest: string,
+    size: number,
+    fetch: Fetch,
+    range?: Range,
+    signal?: AbortSignal,
+  ): Promise<{ body: Readable | Buffer; hit: boolean }> {
     if (!HEX.test(digest)) throw new TypeError(`not a digest: ${digest}`);
     // Twice at most: a file found changed since it was verified is hashed again first.
-    for (let attempt = 0; attempt < 2 && this.#entries.has(digest) && (await this.#ensureVerified(digest)); attempt++) {
-      const bytes = this.#fromMemory(digest) ?? (await this.#loadIntoMemory(digest));
+    for (let attempt = 0; attempt < 2 && (await this.#verified(digest)); attempt++) {
+      const bytes = this.#memory.get(digest) ?? (await this.#loadIntoMemory(digest));
       if (bytes) {
         this.#opts.observer?.hit();
-        this.#use(digest);
+        this.#index.use(digest);
         return { body: range ? bytes.subarray(range.start, range.end + 1) : bytes, hit: true };
       }
-      const body = this.#entries.has(digest) ? await this.#readEntry(digest, range) : undefined;
+      const body = this.#index.has(digest) ? await this.#readEntry(digest, range) : undefined;
       if (body) {
         this.#opts.observer?.hit();
         return { body, hit: true };
@@ -211,11 +146,14 @@ export class BlobStore {
     let release: (() => void) | undefined;
     // Twice at most, as open(): a file changed since it was verified is hashed again first (and
     // fetched again if it is damaged), never handed to `fn` as it is.
-    for (let attempt = 0; attempt < 2 && !release && this.#entries.has(digest) && (await this.#ensureVerified(digest)); attempt++) {
-      const entry = this.#entries.get(digest);
+    for (let attempt = 0; attempt < 2 && !release && (await this.#verified(digest)); attempt++) {
+      const entry = this.#index.get(digest);
       if (!entry) break;
       entry.readers++;
-      const unchanged = await fs.stat(this.blobPath(digest)).then((stats) => stampOf(stats) === entry.stamp, () => false);
+      const unchanged = await fs.stat(this.blobPath(digest)).then(
+        (stats) => stampOf(stats) === entry.stamp,
+        () => false,
+      );
       if (unchanged) {
         release = () => this.#unhold(entry);
       } else {
@@ -233,7 +171,7 @@ export class BlobStore {
       });
     }
     try {
-      this.#use(digest);
+      this.#index.use(digest);
       return await fn(this.blobPath(digest));
     } finally {
       release();
@@ -251,24 +189,19 @@ export class BlobStore {
     if (running) return running;
     // Concurrent misses wait for the one making room: each making room on its own would count
     // the others' fill as a second copy to fit (and serve from storage, or evict, for nothing).
-    let starting = this.#starting.get(digest);
-    if (!starting) {
-      starting = this.#makeRoom(size)
-        .then(() => {
-          const fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
-          this.#fills.set(digest, fill);
-          void this.#running.track(this.#runFill(fill, fetch));
-          return fill;
-        })
-        .finally(() => this.#starting.delete(digest));
-      this.#starting.set(digest, starting);
-    }
-    return starting;
+    return this.#starting.run(digest, () =>
+      this.#makeRoom(size).then(() => {
+        const fill = new Fill(this.#dir, digest, size, (entry) => this.#unhold(entry));
+        this.#fills.set(digest, fill);
+        void this.#running.track(this.#runFill(fill, fetch));
+        return fill;
+      }));
   }
 
   async #makeRoom(size: number): Promise<void> {
     const free = async () => {
-      const disk = await (this.#opts.freeBytes?.() ?? fs.statfs(this.#dir).then((s) => s.bavail * s.bsize)).catch(() => Infinity);
+      const statfs = () => fs.statfs(this.#dir).then((s) => s.bavail * s.bsize);
+      const disk = await (this.#opts.freeBytes?.() ?? statfs()).catch(() => Infinity);
       let promised = 0; // what fills in progress are still to write
       for (const fill of this.#fills.values()) promised += Math.max(0, fill.size - fill.written);
       return disk - promised;
@@ -282,7 +215,8 @@ export class BlobStore {
     });
     if (removed > 0) available = await free(); // after the last removal too
     if (available < needed) {
-      throw new CacheDiskError(new Error(`the disk has ${Math.max(0, available)} bytes free for the cache, a ${size}-byte archive needs ${needed}`));
+      const free = `the disk has ${Math.max(0, available)} bytes free for the cache`;
+      throw new CacheDiskError(new Error(`${free}, a ${size}-byte archive needs ${needed}`));
     }
   }
 
@@ -299,13 +233,9 @@ export class BlobStore {
 
   /** Admits a file written elsewhere (an accepted upload) whose digest is already known. */
   async admit(digest: string, file: string): Promise<void> {
-    if (this.#entries.has(digest)) return void (await fs.rm(file, { force: true }));
-    const target = this.blobPath(digest);
-    await fs.rename(file, target);
-    const stats = await fs.stat(target);
-    await fs.writeFile(this.#stampPath(digest), stampOf(stats));
-    const now = Date.now();
-    this.#add(digest, { size: stats.size, extra: 0, lastUsed: now, touchedAt: now, readers: 0, verified: true, stamp: stampOf(stats) });
+    if (this.#index.has(digest)) return void (await fs.rm(file, { force: true }));
+    await fs.rename(file, this.blobPath(digest));
+    await this.#index.addVerified(digest);
     await this.evict();
   }
 
@@ -320,7 +250,7 @@ export class BlobStore {
    */
   #unhold(entry: Entry): void {
     entry.readers--;
-    if (entry.readers === 0 && this.#total > this.#opts.maxBytes && !this.#closed) {
+    if (entry.readers === 0 && this.#index.total > this.#opts.maxBytes && !this.#closed) {
       void this.evict().catch((err: unknown) => this.#opts.logger.warn({ err }, 'cache eviction failed'));
     }
   }
@@ -328,8 +258,9 @@ export class BlobStore {
   /** Removes expired entries, then least-recently-used ones until the total fits the bound. */
   async evict(): Promise<number> {
     const now = Date.now();
-    const removed = await this.#removeIdle((entry) => now - entry.lastUsed > this.#opts.ttlMs || this.#total > this.#opts.maxBytes);
-    if (removed > 0) this.#opts.logger.debug({ removed, bytes: this.#total }, 'cache eviction');
+    const { ttlMs, maxBytes } = this.#opts;
+    const removed = await this.#removeIdle((entry) => now - entry.lastUsed > ttlMs || this.#index.total > maxBytes);
+    if (removed > 0) this.#opts.logger.debug({ removed, bytes: this.#index.total }, 'cache eviction');
     return removed;
   }
 
@@ -341,11 +272,13 @@ export class BlobStore {
    */
   async #removeIdle(wanted: (entry: Entry) => boolean | Promise<boolean>): Promise<number> {
     let removed = 0;
-    const idle = [...this.#entries].filter(([d, e]) => e.readers === 0 && !this.#fills.has(d)).sort((a, b) => a[1].lastUsed - b[1].lastUsed);
+    const idle = [...this.#index.entries()]
+      .filter(([d, e]) => e.readers === 0 && !this.#fills.has(d))
+      .sort((a, b) => a[1].lastUsed - b[1].lastUsed);
     try {
       for (const [digest, entry] of idle) {
         // Removals await the disk: an entry may have been read, held or replaced meanwhile.
-        if (this.#entries.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
+        if (this.#index.get(digest) !== entry || entry.readers > 0 || this.#fills.has(digest)) continue;
         if (!(await wanted(entry))) break; // the rest are used more recently
         await this.#remove(digest);
         removed++;
@@ -362,76 +295,45 @@ export class BlobStore {
    * too large for the memory tier, or was removed.
    */
   async #loadIntoMemory(digest: string): Promise<Buffer | undefined> {
-    const budget = this.#opts.memoryBytes ?? 0;
-    const entry = this.#entries.get(digest);
-    if (!entry || entry.size > budget / 8) return undefined;
-    let pending = this.#loading.get(digest);
-    if (!pending) {
-      pending = (async () => {
-        entry.readers++;
-        let bytes: Buffer;
-        try {
-          bytes = await fs.readFile(this.blobPath(digest));
-        } catch {
-          return undefined;
-        } finally {
-          entry.readers--;
-        }
-        if (createHash('sha256').update(bytes).digest('hex') !== digest) {
-          this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
-          await this.#remove(digest);
-          return undefined;
-        }
-        if (!this.#entries.has(digest)) return bytes; // evicted meanwhile: serve it, keep nothing
-        this.#memory.set(digest, bytes);
-        this.#memoryTotal += bytes.length;
-        // Least recently used first (Map order); the new copy is at most 1/8 of the budget.
-        while (this.#memoryTotal > budget) this.#dropFromMemory(this.#memory.keys().next().value!);
-        this.#opts.observer?.memoryBytes?.(this.#memoryTotal);
-        return bytes;
-      })().finally(() => this.#loading.delete(digest));
-      this.#loading.set(digest, pending);
-    }
-    return pending;
-  }
-
-  /** The memory copy of `digest`, now the most recently used one. */
-  #fromMemory(digest: string): Buffer | undefined {
-    const held = this.#memory.get(digest);
-    if (held) {
-      this.#memory.delete(digest);
-      this.#memory.set(digest, held);
-    }
-    return held;
-  }
-
-  #dropFromMemory(digest: string): void {
-    const held = this.#memory.get(digest);
-    if (!held) return;
-    this.#memory.delete(digest);
-    this.#memoryTotal -= held.length;
-    this.#opts.observer?.memoryBytes?.(this.#memoryTotal);
+    const entry = this.#index.get(digest);
+    if (!entry || !this.#memory.fits(entry.size)) return undefined;
+    const read = async () => {
+      entry.readers++;
+      let bytes: Buffer;
+      try {
+        bytes = await fs.readFile(this.blobPath(digest));
+      } catch {
+        return undefined;
+      } finally {
+        entry.readers--;
+      }
+      if (createHash('sha256').update(bytes).digest('hex') !== digest) {
+        this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
+        await this.#remove(digest);
+        return undefined;
+      }
+      return bytes;
+    };
+    return this.#memory.load(digest, read, () => this.#index.has(digest));
   }
 
   /** Runs `fill` to its end; never rejects (it is started without being awaited). */
   async #runFill(fill: Fill, fetch: Fetch): Promise<void> {
     try {
       await fill.run(fetch);
-      const target = this.blobPath(fill.digest);
-      await fs.rename(fill.file, target);
-      const stats = await fs.stat(target);
-      await fs.writeFile(this.#stampPath(fill.digest), stampOf(stats));
+      await fs.rename(fill.file, this.blobPath(fill.digest));
       // Clients still reading from the fill now read the entry: eviction must leave it alone.
-      const now = Date.now();
-      const entry = this.#add(fill.digest, { size: stats.size, extra: 0, lastUsed: now, touchedAt: now, readers: 0, verified: true, stamp: stampOf(stats) });
+      const entry = await this.#index.addVerified(fill.digest);
       this.#fills.delete(fill.digest);
       fill.finish(entry);
     } catch (err) {
       this.#fills.delete(fill.digest); // the next request fetches again instead of joining this one
       fill.fail(err as Error);
       this.#opts.logger.warn({ err, digest: fill.digest }, 'cache fill failed');
-      await fs.rm(fill.file, { force: true }).catch((rmErr: unknown) =>
-        this.#opts.logger.warn({ err: rmErr, file: fill.file }, 'could not remove a failed cache fill; the next start clears it'));
+      await fs.rm(fill.file, { force: true }).catch((rmErr: unknown) => {
+        const message = 'could not remove a failed cache fill; the next start clears it';
+        this.#opts.logger.warn({ err: rmErr, file: fill.file }, message);
+      });
       return;
     }
     // The archive is in the cache whatever eviction does: its errors are not the fill's.
@@ -440,7 +342,7 @@ export class BlobStore {
 
   /** A stream of a verified entry; undefined when its file changed since it was verified. */
   async #readEntry(digest: string, range?: Range): Promise<Readable | undefined> {
-    const entry = this.#use(digest)!;
+    const entry = this.#index.use(digest)!;
     entry.readers++;
     let fd: number | undefined;
     try {
@@ -462,334 +364,15 @@ export class BlobStore {
     return body;
   }
 
-  #use(digest: string): Entry | undefined {
-    const entry = this.#entries.get(digest);
-    if (!entry) return undefined;
-    const now = Date.now();
-    if (now - entry.touchedAt > TOUCH_EVERY_MS) {
-      // Persist recency for the LRU order after a restart (cheaply: at most once a minute).
-      entry.touchedAt = now;
-      const t = new Date(now);
-      void fs.utimes(this.#stampPath(digest), t, t).catch(() => {});
-    }
-    entry.lastUsed = now;
-    return entry;
-  }
-
-  async #ensureVerified(digest: string): Promise<boolean> {
-    const entry = this.#entries.get(digest);
-    if (!entry) return false;
-    if (entry.verified) return true;
-    let pending = this.#verifying.get(digest);
-    if (!pending) {
-      pending = (async () => {
-        const hash = createHash('sha256');
-        await pipeline(createReadStream(this.blobPath(digest)), hash).catch(() => {});
-        const ok = hash.digest('hex') === digest;
-        if (ok) {
-          entry.verified = true;
-          entry.stamp = stampOf(await fs.stat(this.blobPath(digest)));
-          await fs.writeFile(this.#stampPath(digest), entry.stamp);
-        } else {
-          this.#opts.logger.warn({ digest }, 'cached archive is corrupt; fetching it again');
-          await this.#remove(digest);
-        }
-        return ok;
-      })().finally(() => this.#verifying.delete(digest));
-      this.#verifying.set(digest, pending);
-    }
-    return pending;
-  }
-
-  /**
-   * Indexes `entry`, or, when `digest` is indexed already (a fill and an upload of the same bytes
-   * can finish together, each renaming an identical file into place), refreshes the entry that is
-   * there, keeping its readers and extra bytes. Returns the indexed entry.
-   */
-  #add(digest: string, entry: Entry): Entry {
-    const existing = this.#entries.get(digest);
-    if (existing) {
-      existing.stamp = entry.stamp;
-      existing.verified = entry.verified;
-      existing.lastUsed = Math.max(existing.lastUsed, entry.lastUsed);
-      return existing;
-    }
-    this.#entries.set(digest, entry);
-    this.#total += entry.size + entry.extra;
-    this.#opts.observer?.bytes(this.#total);
-    return entry;
+  /** True when `digest` is cached and holds its digest (hashed again first if its file changed). */
+  async #verified(digest: string): Promise<boolean> {
+    return this.#index.has(digest) && (await this.#index.verify(digest, (d) => this.#remove(d)));
   }
 
   async #remove(digest: string): Promise<void> {
-    const entry = this.#entries.get(digest);
-    if (!entry) return;
-    this.#entries.delete(digest);
-    this.#dropFromMemory(digest);
-    this.#total -= entry.size + entry.extra;
-    this.#opts.observer?.bytes(this.#total);
-    await fs.rm(this.#stampPath(digest), { force: true });
-    await fs.rm(this.blobPath(digest), { force: true });
+    if (!this.#index.has(digest)) return;
+    this.#memory.drop(digest);
+    await this.#index.remove(digest);
     await this.#opts.onEvict?.(digest);
-  }
-
-  #stampPath(digest: string): string {
-    return path.join(this.#dir, 'blobs', `${digest}.ok`);
-  }
-}
-
-/** Writes `chunks` at the file position, all of them (writev may write less); returns the bytes. */
-async function writeAll(handle: fs.FileHandle, chunks: Buffer[]): Promise<number> {
-  let left = chunks;
-  let done = 0;
-  while (left.length > 0) {
-    // At most IOV_MAX (1024) buffers per call.
-    const { bytesWritten } = await handle.writev(left.slice(0, 1024));
-    if (bytesWritten === 0) throw new Error('the disk took no bytes');
-    done += bytesWritten;
-    let skip = bytesWritten;
-    const rest: Buffer[] = [];
-    for (const c of left) {
-      if (skip >= c.length) skip -= c.length;
-      else {
-        rest.push(skip > 0 ? c.subarray(skip) : c);
-        skip = 0;
-      }
-    }
-    left = rest;
-  }
-  return done;
-}
-
-function stampOf(stats: Stats): string {
-  return `${stats.ino}-${Math.trunc(stats.mtimeMs)}-${stats.size}`;
-}
-
-/**
- * One download into the cache. Bytes are hashed and written to a temp file. Readers follow the
- * download: the most recent bytes (`#recent`: every chunk not yet on disk, and at least the last
- * RECENT_BYTES) are taken from memory, so a reader that keeps up with the download never waits
- * for the disk nor reads the file back; a reader further behind reads the file ("tail -f").
- * A reader that ends at the archive's last byte holds that byte back until the download matched
- * its digest: if it does not, the reader fails instead, so a client never receives a whole
- * response whose bytes differ from the ETag and Content-Digest it was sent.
- */
-class Fill extends EventEmitter {
-  readonly file: string;
-  /** Bytes on disk (written to the temp file). */
-  written = 0;
-  /** Bytes received from storage (hashed; on disk or about to be). */
-  received = 0;
-  /** The latest received chunks, in order, with their offsets; `#recentBytes` in all. */
-  #recent: { offset: number; chunk: Buffer }[] = [];
-  #recentBytes = 0;
-  /** All bytes received and their SHA-256 matched (the file may not be synced yet). */
-  verified = false;
-  done = false;
-  error: Error | undefined;
-  readonly started: Promise<void>;
-  /** Settles when the archive is in the cache (or the fill failed). */
-  readonly completed: Promise<void>;
-  #markStarted!: () => void;
-  #failStart!: (err: Error) => void;
-  #complete!: (err?: Error) => void;
-  readonly #abort = new AbortController();
-  /** Readers following this fill; once it is an entry, they count as the entry's readers. */
-  #readers = 0;
-  #entry: Entry | undefined;
-
-  constructor(
-    dir: string,
-    readonly digest: string,
-    readonly size: number,
-    /** Called when a reader of the fill's entry (after finish()) is done. */
-    readonly onRelease: (entry: Entry) => void,
-  ) {
-    super();
-    this.setMaxListeners(0);
-    this.file = path.join(dir, 'tmp', `${digest}.${randomUUID()}.part`);
-    this.started = new Promise((resolve, reject) => {
-      this.#markStarted = resolve;
-      this.#failStart = reject;
-    });
-    this.started.catch(() => {});
-    this.completed = new Promise((resolve, reject) => {
-      this.#complete = (err) => (err ? reject(err) : resolve());
-    });
-    this.completed.catch(() => {});
-  }
-
-  async run(fetch: Fetch): Promise<void> {
-    const handle = await fs.open(this.file, 'wx').catch((err: unknown) => {
-      throw new CacheDiskError(err);
-    });
-    try {
-      const source = await fetch(this.#abort.signal);
-      this.#markStarted();
-      const hash = createHash('sha256');
-      const sink = new Writable({
-        // Chunks queue here while a write is on the thread pool, then go to disk in one writev.
-        // (Larger buffers here and in RECENT_BYTES measured slower: chunks held longer are
-        // promoted to V8's old space, and the garbage collector then costs more than the copy.)
-        highWaterMark: 1024 * 1024,
-        writev: (entries: { chunk: Buffer }[], cb) => {
-          const chunks = entries.map((e) => e.chunk);
-          for (const chunk of chunks) {
-            hash.update(chunk);
-            this.#recent.push({ offset: this.received, chunk });
-            this.#recentBytes += chunk.length;
-            this.received += chunk.length;
-          }
-          if (this.received > this.size) return cb(new Error(`fetched archive is larger than its ${this.size} bytes`));
-          this.emit('progress');
-          writeAll(handle, chunks).then(
-            (bytes) => {
-              this.written += bytes;
-              this.#trimRecent();
-              this.emit('progress');
-              cb();
-            },
-            (err: Error) => cb(isDiskError(err) ? new CacheDiskError(err) : err),
-          );
-        },
-      });
-      await pipeline(source, sink, { signal: this.#abort.signal });
-      const actual = hash.digest('hex');
-      if (actual !== this.digest || this.written !== this.size) {
-        throw new Error(`fetched archive does not match its digest (expected ${this.digest}, got ${actual}, ${this.written} of ${this.size} bytes)`);
-      }
-      this.verified = true;
-      this.emit('progress');
-      await handle.sync().catch((err: unknown) => {
-        throw isDiskError(err) ? new CacheDiskError(err) : err;
-      });
-    } finally {
-      await handle.close();
-    }
-  }
-
-  /** Counts a reader of this fill, then of its entry (eviction leaves it alone); returns its release. */
-  hold(): () => void {
-    // After finish() the readers are the entry's (finish moved the count over).
-    if (this.#entry) this.#entry.readers++;
-    else this.#readers++;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      if (this.#entry) this.onRelease(this.#entry);
-      else this.#readers--;
-    };
-  }
-
-  /** Stops the download (the fill then fails); a fill whose bytes all arrived completes. */
-  abort(reason: Error): void {
-    this.#abort.abort(reason);
-  }
-
-  finish(entry: Entry): void {
-    this.done = true;
-    this.#recent = []; // everything is in the final file now
-    this.#recentBytes = 0;
-    this.#entry = entry;
-    entry.readers += this.#readers;
-    this.#complete();
-    this.emit('progress');
-  }
-
-  fail(err: Error): void {
-    this.error = err;
-    this.#recent = [];
-    this.#recentBytes = 0;
-    this.#failStart(err);
-    this.#complete(err);
-    this.emit('progress');
-  }
-
-  /** Drops the oldest chunks that are on disk, keeping at least RECENT_BYTES. */
-  #trimRecent(): void {
-    let drop = 0;
-    for (const { offset, chunk } of this.#recent) {
-      if (offset + chunk.length > this.written || this.#recentBytes - chunk.length < RECENT_BYTES) break;
-      this.#recentBytes -= chunk.length;
-      drop++;
-    }
-    if (drop > 0) this.#recent = this.#recent.slice(drop);
-  }
-
-  /** Bytes at `offset` (at most `max`) while they are still in memory. */
-  fromMemory(offset: number, max: number): Buffer | undefined {
-    const first = this.#recent[0];
-    if (!first || offset < first.offset || offset >= this.received) return undefined;
-    // Binary search: the chunk holding `offset`.
-    let lo = 0;
-    let hi = this.#recent.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (this.#recent[mid]!.offset <= offset) lo = mid;
-      else hi = mid - 1;
-    }
-    const { offset: at, chunk } = this.#recent[lo]!;
-    return chunk.subarray(offset - at, Math.min(chunk.length, offset - at + max));
-  }
-
-  /** A stream of bytes [start, end] that follows the fill. */
-  reader(range?: Range): Readable {
-    const start = range?.start ?? 0;
-    const end = range?.end ?? this.size - 1;
-    let offset = start;
-    let handle: fs.FileHandle | undefined;
-    let reading = false;
-    const fill = this;
-    const release = this.hold();
-    const finalPath = path.join(path.dirname(path.dirname(this.file)), 'blobs', `${this.digest}.tar.gz`);
-    const stream = new Readable({
-      highWaterMark: 256 * 1024,
-      async read() {
-        if (reading) return;
-        reading = true;
-        try {
-          // Open lazily; once the fill has been renamed into place, read the final file.
-          if (!handle) {
-            const opened = await fs.open(fill.file, 'r').catch(() => fs.open(finalPath, 'r'));
-            // Destroyed while opening (the client left): destroy() found no handle to close.
-            if (this.destroyed) return void (await opened.close());
-            handle = opened;
-          }
-          for (;;) {
-            if (offset > end) return void this.push(null);
-            if (fill.error) throw fill.error;
-            // The archive's last byte only once the whole download matched its digest.
-            const limit = end === fill.size - 1 && !fill.verified ? end : end + 1;
-            const bytes = offset < limit ? fill.fromMemory(offset, limit - offset) : undefined;
-            if (bytes) {
-              offset += bytes.length;
-              if (!this.push(bytes)) return;
-              continue;
-            }
-            const available = Math.min(fill.done ? fill.size : fill.written, limit);
-            if (offset < available) {
-              const length = Math.min(available - offset, 256 * 1024);
-              const buffer = Buffer.allocUnsafe(length);
-              const { bytesRead } = await handle.read(buffer, 0, length, offset);
-              // The fill said these bytes were written: a short file was changed under us.
-              if (bytesRead === 0) throw new Error(`cache file ended at ${offset} of ${available} bytes`);
-              offset += bytesRead;
-              if (!this.push(buffer.subarray(0, bytesRead))) return;
-              continue;
-            }
-            await new Promise<void>((resolve) => fill.once('progress', resolve));
-          }
-        } catch (err) {
-          this.destroy(err as Error);
-        } finally {
-          reading = false;
-        }
-      },
-      destroy(err, cb) {
-        release();
-        void (handle?.close() ?? Promise.resolve()).finally(() => cb(err));
-      },
-    });
-    return stream;
   }
 }

@@ -1,5 +1,5 @@
 /**
- * Extracted trees of cached archives (SPEC §6, /models/:name/files): CACHE_DIR/trees/{hex}/ and
+ * Extracted trees of cached archives (for /models/:name/files): CACHE_DIR/trees/{hex}/ and
  * its manifest trees/{hex}.json. An archive is validated with the upload rules before it is
  * extracted (archives put in storage by other tools were never validated), then extracted into
  * a temp directory by `tar` with its own path protections, and renamed into place.
@@ -14,10 +14,27 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
+import { LRUCache } from 'lru-cache';
 import { Unpack } from 'tar';
-import { ArchiveValidator, isEmptyRootWarning, ROOT_NAMES, type ArchiveLimits } from '../registry/archive.js';
 import { errors } from '../errors.js';
-import { CacheDiskError, isDiskError } from './blob-store.js';
+import { SingleFlight } from '../util/single-flight.js';
+import { CacheDiskError, isDiskError } from './errors.js';
+
+/**
+ * The archive rules trees are extracted by: the registry's upload rules (registry/archive.ts
+ * makes them), given to the cache rather than imported, so the cache depends on no registry code.
+ */
+export interface ArchiveRules {
+  /**
+   * Reads the archive at `file` through the upload rules: rejects what they refuse, else
+   * resolves with how many root entries named '' it holds (tar skips those with a warning).
+   */
+  check(file: string): Promise<{ emptyRoots: number }>;
+  /** Entry names that are the archive's root itself (skipped on extraction). */
+  rootNames: ReadonlySet<string>;
+  /** tar's warning for a root entry named '' (one that check() counted). */
+  isEmptyRootWarning(code: string, message: string): boolean;
+}
 
 export interface ManifestEntry {
   path: string;
@@ -52,18 +69,23 @@ const FORMAT = 3;
 
 export class TreeStore {
   #dir: string;
-  readonly #limits: ArchiveLimits;
-  readonly #pending = new Map<string, Promise<Tree>>();
-  /** Parsed manifests, least recently used first. */
-  readonly #parsed = new Map<string, Tree>();
-  #parsedEntries = 0;
+  readonly #rules: ArchiveRules;
+  readonly #pending = new SingleFlight<string, Tree>();
+  /**
+   * Parsed manifests, weighed by their entries. A tree of more than PARSED_ENTRIES counts as
+   * PARSED_ENTRIES: kept alone rather than not at all.
+   */
+  readonly #parsed = new LRUCache<string, Tree>({
+    maxSize: PARSED_ENTRIES,
+    sizeCalculation: (tree) => Math.min(PARSED_ENTRIES, Math.max(1, tree.files.length)),
+  });
   /** Removals started, and running: a manifest read while one ran is not kept (its tree may be gone). */
   #removalsStarted = 0;
   #removing = 0;
 
-  constructor(dir: string, limits: ArchiveLimits) {
+  constructor(dir: string, rules: ArchiveRules) {
     this.#dir = path.resolve(dir, 'trees');
-    this.#limits = limits;
+    this.#rules = rules;
   }
 
   /**
@@ -92,20 +114,18 @@ export class TreeStore {
   async get(digest: string, blob: string): Promise<Tree & { created: boolean }> {
     const existing = await this.#read(digest);
     if (existing) return { ...existing, created: false };
-    let pending = this.#pending.get(digest);
     let created = false;
-    if (!pending) {
+    const pending = this.#pending.run(digest, () => {
       created = true;
-      pending = this.#extract(digest, blob).finally(() => this.#pending.delete(digest));
-      this.#pending.set(digest, pending);
-    }
+      return this.#extract(digest, blob);
+    });
     return { ...(await pending), created };
   }
 
   async remove(digest: string): Promise<void> {
     this.#removalsStarted++;
     this.#removing++;
-    this.#forget(digest);
+    this.#parsed.delete(digest);
     try {
       await fs.rm(path.join(this.#dir, `${digest}.json`), { force: true });
       await fs.rm(path.join(this.#dir, digest), { recursive: true, force: true });
@@ -116,16 +136,14 @@ export class TreeStore {
 
   async #read(digest: string): Promise<Tree | undefined> {
     const parsed = this.#parsed.get(digest);
-    if (parsed) {
-      this.#parsed.delete(digest);
-      this.#parsed.set(digest, parsed);
-      return parsed;
-    }
+    if (parsed) return parsed;
     const removals = this.#removing === 0 ? this.#removalsStarted : -1;
     try {
-      const manifest = JSON.parse(await fs.readFile(path.join(this.#dir, `${digest}.json`), 'utf8')) as { files: ManifestEntry[]; bytes: number; format?: number };
+      const text = await fs.readFile(path.join(this.#dir, `${digest}.json`), 'utf8');
+      const manifest = JSON.parse(text) as { files: ManifestEntry[]; bytes: number; format?: number };
       if (manifest.format !== FORMAT) return undefined;
-      const tree = { root: path.join(this.#dir, digest), files: manifest.files, byPath: new Map(manifest.files.map((f) => [f.path, f])), bytes: manifest.bytes };
+      const { files, bytes } = manifest;
+      const tree = { root: path.join(this.#dir, digest), files, byPath: new Map(files.map((f) => [f.path, f])), bytes };
       // A removal began or ended while this read ran: do not keep what may be gone.
       return removals === this.#removalsStarted && this.#removing === 0 ? this.#keep(digest, tree) : tree;
     } catch {
@@ -134,41 +152,39 @@ export class TreeStore {
   }
 
   #keep(digest: string, tree: Tree): Tree {
-    this.#forget(digest);
     this.#parsed.set(digest, tree);
-    this.#parsedEntries += tree.files.length;
-    while (this.#parsedEntries > PARSED_ENTRIES && this.#parsed.size > 1) this.#forget(this.#parsed.keys().next().value!);
     return tree;
-  }
-
-  #forget(digest: string): void {
-    const tree = this.#parsed.get(digest);
-    if (!tree) return;
-    this.#parsed.delete(digest);
-    this.#parsedEntries -= tree.files.length;
   }
 
   async #extract(digest: string, blob: string): Promise<Tree> {
     // The upload rules first: reject the whole archive rather than extract part of it.
-    const validator = new ArchiveValidator('gzip', this.#limits);
-    await pipeline(createReadStream(blob), validator, new Writable({ write: (_c, _e, cb) => cb() }));
+    const rules = this.#rules;
+    const checked = await rules.check(blob);
     const tmp = path.join(this.#dir, `tmp-${randomUUID()}`);
     await fs.mkdir(tmp);
     try {
       // The root's own entry is skipped: tar in strict mode fails on `/` (Python's tarfile writes it
       // for arcname=""), as it would on any absolute path it has to strip.
-      const filter = (p: string) => !ROOT_NAMES.has(p);
+      const filter = (p: string) => !rules.rootNames.has(p);
       // Every warning fails the extraction, as strict mode would, but once the archive has been
       // read to its end (strict mode rejects at once, while tar may still be writing into `tmp`);
       // except the one the validator counted: a root named '' (tar skips that header).
-      let emptyRoots = validator.summary.emptyRoots;
+      let emptyRoots = checked.emptyRoots;
       let failure: Error | undefined;
       const onwarn = (code: string, message: string, data: unknown) => {
-        if (isEmptyRootWarning(code, message) && emptyRoots-- > 0) return;
+        if (rules.isEmptyRootWarning(code, message) && emptyRoots-- > 0) return;
         // A file system error (ENOSPC...) is the warning's data, with its code, as strict mode threw it.
         failure ??= data instanceof Error ? data : errors.invalidArchive(`tar cannot extract it (${code}: ${message})`);
       };
-      const options = { cwd: tmp, strict: false, onwarn, filter, preservePaths: false, noChmod: true, preserveOwner: false };
+      const options = {
+        cwd: tmp,
+        strict: false,
+        onwarn,
+        filter,
+        preservePaths: false,
+        noChmod: true,
+        preserveOwner: false,
+      };
       await unpackInto(blob, options);
       if (failure) throw failure;
       const files: ManifestEntry[] = [];
@@ -274,7 +290,10 @@ async function fileDigest(file: string): Promise<string> {
  * on the way: `dirlink/w.bin`) but never out of the tree. Undefined when there is no such regular
  * file. The entry is the requested path's, or for a path through a directory link, the file's.
  */
-export async function resolveFile(tree: Tree, requested: string): Promise<{ file: string; entry: ManifestEntry } | undefined> {
+export async function resolveFile(
+  tree: Tree,
+  requested: string,
+): Promise<{ file: string; entry: ManifestEntry } | undefined> {
   const parts = requested.split('/').filter((p) => p !== '' && p !== '.');
   if (parts.length === 0 || parts.includes('..') || requested.includes('\0')) return undefined;
   const listed = tree.byPath.get(parts.join('/'));

@@ -6,7 +6,7 @@
  * knows is a 500 whose details stay in the log.
  */
 import type { FastifyError, FastifyReply } from 'fastify';
-import { CacheDiskError } from '../cache/blob-store.js';
+import { CacheDiskError } from '../cache/index.js';
 import {
   errors, MetadataTooLargeError, NotFoundError, PreconditionFailedError, RegistryError, StorageAccessDeniedError,
   StorageFullError, StorageUnavailableError,

@@ -15,6 +15,7 @@
  * conditional, and a delete racing a set would lose the set. Deleting the model deletes it.
  */
 import { Readable } from 'node:stream';
+import { LRUCache } from 'lru-cache';
 import { errors, NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
 import { ALIASES_PREFIX, isValidAlias, keys } from './names.js';
@@ -43,7 +44,7 @@ const CACHED_DOCUMENTS = 4096;
 export class AliasStore {
   readonly #storage: Storage;
   /** Parsed documents by key + token + size: a search reads a document once per change. */
-  readonly #parsed = new Map<string, Aliases>();
+  readonly #parsed = new LRUCache<string, Aliases>({ max: CACHED_DOCUMENTS });
 
   constructor(storage: Storage) {
     this.#storage = storage;
@@ -76,7 +77,7 @@ export class AliasStore {
     const worker = async () => {
       while (next < listed.length) {
         const { name, info } = listed[next++]!;
-        const cached = this.#parsed.get(cacheKey(info));
+        const cached = this.#parsed.peek(cacheKey(info));
         const aliases = cached ?? (await this.read(name)).aliases;
         if (aliases.size > 0) out.set(name, aliases);
       }
@@ -92,7 +93,8 @@ export class AliasStore {
    */
   async update(name: string, change: (aliases: Aliases) => boolean | Promise<boolean>): Promise<Aliases> {
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
-      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, Math.random() * Math.min(5 * (attempt + 1), 100)));
+      const backoff = Math.random() * Math.min(5 * (attempt + 1), 100);
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, backoff));
       const state = await this.read(name);
       const aliases: Aliases = new Map(state.aliases);
       if (!(await change(aliases))) return aliases;
@@ -100,7 +102,8 @@ export class AliasStore {
       const body = Buffer.from(encodeAliases(aliases));
       const staged = await this.#storage.stage(keys.aliases(name), Readable.from([body]));
       try {
-        await this.#storage.commit(staged, {}, state.token === undefined ? { ifNoneMatch: true } : { ifMatch: state.token });
+        const unchanged = state.token === undefined ? { ifNoneMatch: true as const } : { ifMatch: state.token };
+        await this.#storage.commit(staged, {}, unchanged);
         return aliases;
       } catch (err) {
         if (!(err instanceof PreconditionFailedError)) throw err;
@@ -118,7 +121,7 @@ export class AliasStore {
 
   async #parse(info: ObjectInfo, body: Readable): Promise<Aliases> {
     const id = cacheKey(info);
-    const cached = this.#parsed.get(id);
+    const cached = this.#parsed.peek(id);
     if (cached || info.size > MAX_DOCUMENT_BYTES) {
       body.destroy();
       return new Map(cached);
@@ -127,7 +130,6 @@ export class AliasStore {
     for await (const chunk of body) chunks.push(chunk as Buffer);
     const aliases = decode(Buffer.concat(chunks).toString('utf8'));
     this.#parsed.set(id, aliases);
-    if (this.#parsed.size > CACHED_DOCUMENTS) this.#parsed.delete(this.#parsed.keys().next().value!);
     return new Map(aliases);
   }
 }
@@ -166,8 +168,10 @@ function decode(text: string): Aliases {
   for (const [alias, value] of Object.entries(entries)) {
     const t = value as Partial<AliasTarget> | null;
     if (!isValidAlias(alias) || !t || typeof t !== 'object') continue;
-    if (!Number.isSafeInteger(t.version) || t.version! < 1 || typeof t.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(t.sha256)) continue;
-    out.set(alias, { version: t.version!, sha256: t.sha256, updatedAt: typeof t.updatedAt === 'string' ? t.updatedAt : '' });
+    if (!Number.isSafeInteger(t.version) || t.version! < 1) continue;
+    if (typeof t.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(t.sha256)) continue;
+    const updatedAt = typeof t.updatedAt === 'string' ? t.updatedAt : '';
+    out.set(alias, { version: t.version!, sha256: t.sha256, updatedAt });
   }
   return out;
 }

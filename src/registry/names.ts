@@ -1,4 +1,4 @@
-/** Model names, aliases, storage keys derived from them, and labels (SPEC §1, §4). */
+/** Model names, aliases, storage keys derived from them, and labels. */
 import { errors } from '../errors.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -22,7 +22,8 @@ export function assertName(name: string): void {
  */
 const ALIAS = /^[A-Za-z_][A-Za-z0-9_-]{0,62}$/;
 export const LATEST = 'latest';
-export const ALIAS_RULE = '1-63 characters from A-Z a-z 0-9 _ -, starting with a letter or _, not v<digits> and not latest';
+export const ALIAS_RULE =
+  '1-63 characters from A-Z a-z 0-9 _ -, starting with a letter or _, not v<digits> and not latest';
 
 export function isValidAlias(alias: string): boolean {
   return ALIAS.test(alias) && !/^v\d+$/i.test(alias) && alias.toLowerCase() !== LATEST;
@@ -98,7 +99,8 @@ export function assertLabels(labels: Labels): void {
   let bytes = 0;
   for (const [key, value] of Object.entries(labels)) {
     if (!LABEL_KEY.test(key)) {
-      throw errors.invalidLabel(`key ${JSON.stringify(key)} must be 1-63 characters from a-z 0-9 _ . -, starting with a letter or digit`);
+      const rule = 'must be 1-63 characters from a-z 0-9 _ . -, starting with a letter or digit';
+      throw errors.invalidLabel(`key ${JSON.stringify(key)} ${rule}`);
     }
     // eslint-disable-next-line no-control-regex
     if (/[\u0000-\u001f\u007f]/.test(value)) {
@@ -107,6 +109,9 @@ export function assertLabels(labels: Labels): void {
     bytes += Buffer.byteLength(key) + Buffer.byteLength(value);
   }
   if (bytes > LABELS_MAX_BYTES) {
-    throw errors.invalidLabel(`labels take ${bytes} bytes, more than the ${LABELS_MAX_BYTES}-byte limit; keep labels small (put large data inside the archive)`);
+    throw errors.invalidLabel(
+      `labels take ${bytes} bytes, more than the ${LABELS_MAX_BYTES}-byte limit; ` +
+        'keep labels small (put large data inside the archive)',
+    );
   }
 }

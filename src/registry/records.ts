@@ -18,6 +18,7 @@ import { Readable } from 'node:stream';
 import { NotFoundError } from '../errors.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from '../storage/types.js';
 import { keys, type Labels } from './names.js';
+import type { ModelVersion } from './types.js';
 
 /** Where a version came from: an upload, a rollback, or an object another tool wrote. */
 export type Origin = 'upload' | 'rollback' | 'external';
@@ -180,6 +181,26 @@ export function metadataSha256(metadata: Metadata): string | undefined {
   return metadata[META.sha256];
 }
 
+/** The version field as written (undefined when absent; not necessarily a number). */
+export function metadataVersion(metadata: Metadata): string | undefined {
+  return metadata[META.version];
+}
+
+/**
+ * The metadata fields of a registry-published object, with the defaults a reader applies
+ * (creation time = last modified, no labels); undefined for an object without them.
+ */
+export function publishedMetadata(info: ObjectInfo): Metadata | undefined {
+  if (!hasRegistryMetadata(info.metadata)) return undefined;
+  const m = info.metadata;
+  return {
+    [META.version]: m[META.version]!,
+    [META.sha256]: m[META.sha256]!,
+    [META.createdAt]: m[META.createdAt] ?? info.lastModified.toISOString(),
+    [META.labels]: m[META.labels] ?? '{}',
+  };
+}
+
 export function decodeLabels(raw: string | undefined): Labels {
   if (!raw) return {};
   try {
@@ -199,4 +220,31 @@ export function recordOfMetadata(info: ObjectInfo, version?: number): VersionRec
     labels: decodeLabels(info.metadata[META.labels]),
     origin: 'upload',
   };
+}
+
+// ---- records and the versions they describe ----
+
+/** A version as described by its record; `info` is the object holding its bytes. */
+export function fromRecord(name: string, record: VersionRecord, info: ObjectInfo): ModelVersion {
+  return {
+    name,
+    version: record.version,
+    sha256: record.sha256,
+    size: info.size,
+    createdAt: record.createdAt,
+    labels: record.labels,
+    storageKey: info.key,
+    token: info.token,
+    origin: record.origin,
+  };
+}
+
+export function recordOf(model: ModelVersion): VersionRecord {
+  const { version, sha256, size, createdAt, labels } = model;
+  return { version, sha256, size, createdAt, labels, origin: model.origin ?? 'upload' };
+}
+
+/** A version as described by the metadata a registry published its object with. */
+export function toModel(name: string, info: ObjectInfo, version?: number): ModelVersion {
+  return fromRecord(name, recordOfMetadata(info, version), info);
 }

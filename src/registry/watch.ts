@@ -9,6 +9,7 @@
  */
 import type { Logger } from '../util/logger.js';
 import { parseRef } from './names.js';
+import { isNotFound } from './not-found.js';
 import { etagOf, type ModelRegistry } from './service.js';
 
 interface Watch {
@@ -105,8 +106,8 @@ export class Watcher {
     try {
       const etag = await this.#registry.resolve(ref).then(
         (m) => etagOf(m.sha256),
-        (err: { statusCode?: number }) => {
-          if (err.statusCode === 404) return undefined; // deleted model, removed alias, pruned version
+        (err: unknown) => {
+          if (isNotFound(err)) return undefined; // deleted model, removed alias, pruned version
           throw err;
         },
       );

@@ -4,16 +4,13 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, open } from 'node:fs';
-import { promisify } from 'node:util';
-import { resolveFile } from '../../cache/trees.js';
+import { closeSync, createReadStream } from 'node:fs';
 import { errors } from '../../errors.js';
 import { fields, parsed, type ZodTypeProvider } from '../../http/zod.js';
 import { contentTypeOf } from './params.js';
 import { READ_HEADERS } from './download.js';
 import { onCurrent, prepareDownload, refOf, refParam, versionQuery } from './shared.js';
 
-const openFd = promisify(open);
 
 /** The CSP of every /models/:name/files/* response. */
 export const FILES_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:";
@@ -55,10 +52,7 @@ export default async function fileRoutes(app: FastifyInstance) {
       // The file is opened while its tree is held in the cache: once open, an eviction of the
       // tree cannot take it from under the response.
       const { model, stale, result: found } = await onCurrent(app, ref, request.query.version, (model) =>
-        registry.withTree(model, async (tree) => {
-          const file = await resolveFile(tree, requested);
-          return file && { ...file, fd: await openFd(file.file, 'r') };
-        }));
+        registry.openFile(model, requested));
       if (!found) throw errors.fileNotFound(name, model.version, requested);
       const entryTag = createHash('sha256').update(found.entry.path).digest('hex').slice(0, 16);
       const etag = `"sha256:${model.sha256}:${entryTag}"`;

@@ -18,7 +18,7 @@
  * which the validator checks entry by entry. Only headers are read; entry data is skipped by
  * arithmetic, so the cost is per entry, not per byte.
  */
-import { errors, type RegistryError } from '../errors.js';
+import { errors, type RegistryError } from '../../errors.js';
 
 const BLOCK = 512;
 /** Pax and GNU long-name data held for parsing; node-tar's own bound is 1 MiB. */
@@ -96,7 +96,9 @@ export class TarHeaders {
         // Past the first zero block GNU tar and tarfile stop, node-tar reads on (and tar -i, or
         // tools that append, would too): only zeros may follow.
         if (nonZeroFrom(chunk, at) !== -1) {
-          return errors.invalidArchive('there is data after the end of the tar archive; create the archive in one go, without appending to it');
+          return errors.invalidArchive(
+            'there is data after the end of the tar archive; create the archive in one go, without appending to it',
+          );
         }
         this.#offset += chunk.length - at;
         return undefined;
@@ -148,7 +150,9 @@ export class TarHeaders {
     if (size === undefined) return errors.invalidArchive('a tar header has an unreadable size field');
     const flag = block[156] === 0 ? '0' : String.fromCharCode(block[156]!);
     if (flag === 'x' || flag === 'g' || flag === 'L' || flag === 'K') {
-      if (size > MAX_META_BYTES) return errors.invalidArchive(`a tar metadata header holds ${size} bytes, more than ${MAX_META_BYTES}`);
+      if (size > MAX_META_BYTES) {
+        return errors.invalidArchive(`a tar metadata header holds ${size} bytes, more than ${MAX_META_BYTES}`);
+      }
       if (flag !== 'g') {
         if (this.#next.seen.has(flag)) return disagree(`two ${describeMeta(flag)} headers before one entry`);
         this.#next.seen.add(flag);
@@ -162,7 +166,9 @@ export class TarHeaders {
     const name = cString(block.subarray(0, 100));
     const posix = block.subarray(257, 265).toString('latin1') === POSIX_MAGIC;
     // Python's tarfile joins the prefix field to the name whatever the header's format.
-    if (!posix && nonZeroFrom(block.subarray(345, 500), 0) !== -1) return disagree('a non-POSIX header with data in its prefix field');
+    if (!posix && nonZeroFrom(block.subarray(345, 500), 0) !== -1) {
+      return disagree('a non-POSIX header with data in its prefix field');
+    }
     const prefix = posix ? cString(block.subarray(345, 500)) : '';
     const next = this.#next;
     this.#next = { seen: new Set() };
@@ -171,7 +177,8 @@ export class TarHeaders {
     const dataSize = next.size ?? size;
     const type = flag === '0' && path.endsWith('/') ? '5' : flag;
     if ((NO_DATA.has(type) || type !== flag) && dataSize > 0) {
-      return errors.unsafeArchive(`the entry ${JSON.stringify(path)} is a link, device or directory that carries ${dataSize} bytes of data, which tar readers disagree on`);
+      const what = `a link, device or directory that carries ${dataSize} bytes of data`;
+      return errors.unsafeArchive(`the entry ${JSON.stringify(path)} is ${what}, which tar readers disagree on`);
     }
     if (path === '') {
       if (type !== '5') return errors.unsafeArchive('an entry with an empty name is not a directory; give it a name');
@@ -188,7 +195,8 @@ export class TarHeaders {
   #meta(type: string, data: Buffer): RegistryError | undefined {
     if (type === 'L' || type === 'K') {
       const field = type === 'L' ? 'path' : 'linkpath';
-      if (this.#next[field] !== undefined) return disagree(`a GNU long ${field === 'path' ? 'name' : 'link'} and a pax ${field} for one entry`);
+      const long = field === 'path' ? 'name' : 'link';
+      if (this.#next[field] !== undefined) return disagree(`a GNU long ${long} and a pax ${field} for one entry`);
       this.#next[field] = cString(data);
       return undefined;
     }
@@ -197,9 +205,14 @@ export class TarHeaders {
     // node-tar's own reading of the same bytes must agree on everything that places an entry.
     const lenient = parsePaxLikeNodeTar(data);
     for (const key of ENTRY_KEYS) {
-      if (strict.fields[key] !== lenient[key]) return disagree(`a pax header whose ${key} tar readers read differently`);
+      if (strict.fields[key] !== lenient[key]) {
+        return disagree(`a pax header whose ${key} tar readers read differently`);
+      }
     }
-    if (strict.sparse) return errors.unsafeArchive(`a pax header has the GNU sparse key ${strict.sparse}; sparse files are not accepted`);
+    if (strict.sparse) {
+      const key = `the GNU sparse key ${strict.sparse}`;
+      return errors.unsafeArchive(`a pax header has ${key}; sparse files are not accepted`);
+    }
     if (type === 'g') {
       const key = ENTRY_KEYS.find((k) => strict.fields[k] !== undefined);
       return key ? disagree(`a global pax header setting ${key} for every entry`) : undefined;
@@ -207,7 +220,8 @@ export class TarHeaders {
     for (const key of ['path', 'linkpath'] as const) {
       const value = strict.fields[key];
       if (value === undefined) continue;
-      if (this.#next[key] !== undefined) return disagree(`a GNU long ${key === 'path' ? 'name' : 'link'} and a pax ${key} for one entry`);
+      const long = key === 'path' ? 'name' : 'link';
+      if (this.#next[key] !== undefined) return disagree(`a GNU long ${long} and a pax ${key} for one entry`);
       this.#next[key] = value;
     }
     if (strict.fields.size !== undefined) {
@@ -219,7 +233,8 @@ export class TarHeaders {
 }
 
 function disagree(what: string): RegistryError {
-  return errors.unsafeArchive(`it has ${what}, which tar readers disagree on; create the archive with a standard tar tool`);
+  const fix = 'create the archive with a standard tar tool';
+  return errors.unsafeArchive(`it has ${what}, which tar readers disagree on; ${fix}`);
 }
 
 function describeMeta(flag: string): string {

@@ -1,0 +1,106 @@
+/**
+ * An upload: validated as it streams to storage, then published (publish.ts) and, with
+ * write-through, put into the cache. Nothing is visible unless every check passes.
+ */
+import { rm, stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import type { ModelCache } from '../cache/index.js';
+import { errors } from '../errors.js';
+import type { ObjectInfo, Storage } from '../storage/types.js';
+import type { Logger } from '../util/logger.js';
+import { ArchiveValidator, type ArchiveLimits } from './archive.js';
+import { assertLabels, assertName, keys } from './names.js';
+import type { Publisher } from './publish.js';
+import { encodeMetadata } from './records.js';
+import { DigestCounter } from './streams.js';
+import type { ModelVersion, UploadInput } from './types.js';
+
+export interface UploadContext {
+  storage: Storage;
+  limits: ArchiveLimits;
+  publisher: Publisher;
+  logger: Logger;
+  /** The cache uploads are written through to, if any. */
+  writeThrough: ModelCache | undefined;
+}
+
+/** Validates and stores an upload as the new current version; says whether the name was new. */
+export async function upload(
+  ctx: UploadContext,
+  name: string,
+  input: UploadInput,
+): Promise<{ model: ModelVersion; created: boolean }> {
+  const { storage, writeThrough } = ctx;
+  assertName(name);
+  assertLabels(input.labels);
+  // Refused now, not after the whole body went to storage: the largest metadata this upload
+  // could get (the longest version number, a digest, a date, its labels).
+  const createdAt = new Date().toISOString();
+  const largest = { version: Number.MAX_SAFE_INTEGER, sha256: '0'.repeat(64), createdAt, labels: input.labels };
+  storage.checkMetadata(encodeMetadata(largest));
+  const key = keys.current(name);
+  const validator = new ArchiveValidator(input.format, ctx.limits);
+  // Write-through: a local backend links its committed file into the cache (no second write);
+  // others get a copy of the bytes as they stream to storage.
+  const copyTo = writeThrough && !storage.capabilities.localFiles ? writeThrough.tempPath() : undefined;
+  // A .tar.gz is stored as received: the validator's digest of the body is the stored digest.
+  const stored = new DigestCounter({ copyTo, hash: input.format === 'tar' });
+  const streams = input.format === 'tar'
+    ? [input.body, validator, createGzip(), stored]
+    : [input.body, validator, stored];
+  // If the pipeline fails before it touches `stored` (e.g. a bad argument), fail the staging
+  // too: otherwise stage() waits forever for a body that never ends.
+  const piping = pipeline(streams, { signal: input.signal }).catch((err: unknown) => {
+    stored.destroy(err as Error);
+    throw err;
+  });
+  const staging = storage.stage(key, stored, { signal: input.signal });
+  const [piped, staged] = await Promise.allSettled([piping, staging]);
+  if (piped.status === 'rejected' || staged.status === 'rejected') {
+    if (staged.status === 'fulfilled') await storage.discard(staged.value);
+    if (copyTo) await rm(copyTo, { force: true });
+    throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
+  }
+  let published: { model: ModelVersion; created: boolean; stored: ObjectInfo } | undefined;
+  try {
+    const summary = validator.summary;
+    if (input.expected && input.expected.sha256 !== summary.receivedSha256) {
+      throw errors.digestMismatch(input.expected.header, input.expected.sha256, summary.receivedSha256);
+    }
+    const sha256 = stored.sha256 ?? summary.receivedSha256;
+    const record = { sha256, size: staged.value.size, labels: input.labels, origin: 'upload' as const };
+    published = await ctx.publisher.publish(name, input.condition, async () => ({
+      record,
+      write: (dest, metadata) => storage.commit(staged.value, metadata, { ifNoneMatch: true }, { key: dest }),
+    }));
+    if (writeThrough) await admit(ctx, writeThrough, published.model, published.stored, copyTo);
+    return { model: published.model, created: published.created };
+  } finally {
+    await storage.discard(staged.value).catch(() => {});
+    if (copyTo && !published) await rm(copyTo, { force: true });
+  }
+}
+
+/** Write-through: the accepted bytes become a cache entry under their digest. */
+async function admit(
+  ctx: UploadContext,
+  cache: ModelCache,
+  model: ModelVersion,
+  stored: ObjectInfo,
+  copied: string | undefined,
+): Promise<void> {
+  const file = copied ?? cache.tempPath();
+  try {
+    // Linked from the immutable history object, never from the root file other tools write.
+    if (!copied) await ctx.storage.copyOut(stored.key, stored.token, file);
+    // A copy the cache disk cut short (or never finished) is not the archive: leave it out.
+    const { size } = await stat(file);
+    if (size !== model.size) throw new Error(`the cache copy has ${size} of ${model.size} bytes`);
+    await cache.admit(model.sha256, file);
+  } catch (err) {
+    // The upload stands; the first download fills the cache instead.
+    await rm(file, { force: true });
+    ctx.logger.warn({ err, model: model.name }, 'cache write-through failed');
+  }
+}
