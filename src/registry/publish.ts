@@ -29,6 +29,10 @@ import {
 } from './records.js';
 import type { ClientCondition, ModelVersion } from './types.js';
 
+/** Bytes of a number that never became current are deleted once this old (see #prune): a
+ * writer that lost the race copies its bytes to its next number within moments. */
+const ABANDONED_AFTER_MS = 10 * 60_000;
+
 /** Commit attempts under contention before giving up with 409; losers back off with jitter. */
 const MAX_COMMIT_ATTEMPTS = 50;
 
@@ -46,6 +50,8 @@ export interface PublisherOptions {
   identifier: Identifier;
   /** MODEL_HISTORY: older versions whose bytes are kept. */
   history: number;
+  /** Bytes of a number that never became current are deleted once this old (default 10 min). */
+  abandonedAfterMs?: number;
   logger: Logger;
   /** Called once a version became current, before history is pruned. */
   published(model: ModelVersion): void;
@@ -112,7 +118,7 @@ export class Publisher {
           const published = { model, created: !current, stored };
           claimed = stored = undefined; // published: no longer ours to undo
           this.#o.published(model);
-          await this.#prune(name, model.version).catch((err) => {
+          await this.#prune(name, model.version, current?.version ?? 0).catch((err) => {
             log.warn({ err, model: name }, 'pruning history failed');
           });
           return published;
@@ -196,12 +202,30 @@ export class Publisher {
    * external overwrite), and so does the highest record (the number the next version follows).
    * History that a store of an earlier release kept without records gets them here.
    */
-  async #prune(name: string, current: number): Promise<void> {
+  async #prune(name: string, current: number, replaced: number): Promise<void> {
     const { storage, records } = this.#o;
     const scan = await records.scan(name);
+    // The numbers between the version this one replaced and this one never became current:
+    // writers that lost the race to it (they give them back themselves) or that died after
+    // storing their bytes (nobody else would). Each becomes a tombstone now, so that no listing
+    // ever shows it as a version; its bytes go once they are older than a publish can take
+    // (a live loser still copies them to its next number).
+    for (const version of scan.records) {
+      if (version > replaced && version < current && !scan.tombstones.has(version)) {
+        await records.tombstone(name, version);
+        scan.tombstones.add(version);
+      }
+    }
+    const abandoned = (v: number) => scan.tombstones.has(v) && scan.bytes.has(v);
+    const cutoff = Date.now() - (this.#o.abandonedAfterMs ?? ABANDONED_AFTER_MS);
+    for (const version of [...scan.bytes.keys()].filter((v) => v < current && abandoned(v))) {
+      if (scan.bytes.get(version)!.lastModified.getTime() <= cutoff) {
+        await storage.delete(keys.history(name, version));
+      }
+    }
     // Never touch versions >= current: a concurrent writer may just have claimed them.
     const older = [...new Set([...scan.bytes.keys(), ...scan.records])]
-      .filter((v) => v < current)
+      .filter((v) => v < current && !abandoned(v))
       .sort((a, b) => b - a);
     const kept = new Set(older.filter((v) => scan.bytes.has(v)).slice(0, this.#o.history));
     // Read just before deleting (an alias set meanwhile re-checks its version: setAlias), and

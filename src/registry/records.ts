@@ -38,8 +38,18 @@ export interface HistoryScan {
   bytes: Map<number, ObjectInfo>;
   /** Versions with a record (tombstones included). */
   records: Set<number>;
+  /** Versions whose record is a tombstone (a number given back, or a deleted model's last). */
+  tombstones: Set<number>;
   /** The highest number any writer took for this name (0 when none). */
   max: number;
+}
+
+/**
+ * A tombstone (`{"version":N,"deleted":true}`) is told from a record by its size in a listing,
+ * without reading it: a record holds a 64-digit digest, so it is never this small.
+ */
+export function isTombstoneSize(size: number): boolean {
+  return size > 0 && size < 64;
 }
 
 /** A record is a few hundred bytes; anything far larger is not ours. */
@@ -56,12 +66,13 @@ export class VersionRecords {
   }
 
   async scan(name: string): Promise<HistoryScan> {
-    const scan: HistoryScan = { bytes: new Map(), records: new Set(), max: 0 };
+    const scan: HistoryScan = { bytes: new Map(), records: new Set(), tombstones: new Set(), max: 0 };
     for await (const info of this.#storage.list(keys.historyPrefix(name))) {
       const archived = keys.versionOf(info.key);
       const recorded = keys.recordVersionOf(info.key);
       if (archived !== undefined) scan.bytes.set(archived, info);
       if (recorded !== undefined) scan.records.add(recorded);
+      if (recorded !== undefined && isTombstoneSize(info.size)) scan.tombstones.add(recorded);
       scan.max = Math.max(scan.max, archived ?? 0, recorded ?? 0);
     }
     return scan;

@@ -23,7 +23,7 @@ import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
 import { CacheDiskError, type Fetch, type ManifestEntry, type ModelCache, type Tree } from '../cache/index.js';
 import { errors, NotFoundError, StorageAccessDeniedError } from '../errors.js';
-import type { Storage } from '../storage/types.js';
+import type { ObjectInfo, Storage } from '../storage/types.js';
 import type { Logger } from '../util/logger.js';
 import type { ArchiveLimits } from './archive.js';
 import { AliasStore, type Aliases } from './aliases.js';
@@ -34,7 +34,7 @@ import { listModels } from './listing.js';
 import { assertAlias, assertName, keys, parseRef } from './names.js';
 import { isNotFound } from './not-found.js';
 import { Publisher } from './publish.js';
-import { VersionRecords } from './records.js';
+import { isTombstoneSize, VersionRecords } from './records.js';
 import { openPinned, openVerified } from './streams.js';
 import type {
   ByteRange,
@@ -60,6 +60,8 @@ export interface RegistryOptions {
   cache?: ModelCache;
   /** Put each accepted upload into the cache too. */
   writeThrough?: boolean;
+  /** How old the bytes of a number that never became current get before a publish deletes them. */
+  abandonedAfterMs?: number;
 }
 
 export class ModelRegistry {
@@ -93,6 +95,7 @@ export class ModelRegistry {
       aliases,
       identifier: this.#identifier,
       history: options.history,
+      abandonedAfterMs: options.abandonedAfterMs,
       logger: this.#log,
       published: (model) => {
         this.#remember(model);
@@ -293,9 +296,17 @@ export class ModelRegistry {
   async versions(name: string): Promise<ModelVersion[]> {
     const current = await this.describe(name);
     const result = [current];
+    const listed: ObjectInfo[] = [];
+    const tombstones = new Set<number>();
     for await (const info of this.storage.list(keys.historyPrefix(name))) {
+      const recorded = keys.recordVersionOf(info.key);
+      if (recorded !== undefined && isTombstoneSize(info.size)) tombstones.add(recorded);
+      listed.push(info);
+    }
+    for (const info of listed) {
       const version = keys.versionOf(info.key);
-      if (version === undefined || version >= current.version) continue;
+      // A number given back never was a version, whatever bytes its writer left.
+      if (version === undefined || version >= current.version || tombstones.has(version)) continue;
       const described = await this.#identifier.describeKey(name, info.key, version, info).catch((err) => {
         if (err instanceof NotFoundError) return undefined; // pruned meanwhile
         throw err;

@@ -48,6 +48,8 @@ export interface Cluster {
   restart(index: number, env?: Record<string, string>): Promise<Replica>;
   /** Keys under `prefix` in the bucket, straight from MinIO. */
   keys(prefix: string): Promise<string[]>;
+  /** The size of each object under `prefix`, by key. */
+  sizes(prefix: string): Promise<Map<string, number>>;
   /** Multipart uploads in progress in the bucket (key, upload id). */
   multipartUploads(): Promise<{ key: string; id: string }[]>;
 }
@@ -173,11 +175,14 @@ export async function startCluster(t: Test, size: number, env: Record<string, st
       return fresh;
     },
     async keys(prefix) {
-      const out: string[] = [];
+      return [...(await cluster.sizes(prefix)).keys()];
+    },
+    async sizes(prefix) {
+      const out = new Map<string, number>();
       let token: string | undefined;
       do {
         const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
-        for (const o of page.Contents ?? []) if (o.Key) out.push(o.Key);
+        for (const o of page.Contents ?? []) if (o.Key) out.set(o.Key, o.Size ?? 0);
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);
       return out;

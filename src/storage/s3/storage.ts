@@ -347,9 +347,16 @@ export class S3Storage implements Storage {
     }
   }
 
-  /** `key` as written by the #copyInto that chose `nonce`; undefined when it holds something else. */
+  /** `key` as written by the #copyInto that chose `nonce`; undefined when it holds something else or nothing. */
   async #landed(key: string, nonce: string): Promise<ObjectInfo | undefined> {
-    const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
+    // Gone by now: what failed the condition was another writer's object, removed since (a
+    // number given back and pruned). Ours, had it landed, is no longer there to be the answer.
+    const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })))
+      .catch((err: unknown) => {
+        if (err instanceof NotFoundError) return undefined;
+        throw err;
+      });
+    if (!r) return undefined;
     if (r.Metadata?.[WRITE_NONCE] !== nonce) return undefined;
     this.#logger.info({ key }, 'a commit whose reply was lost had succeeded');
     return { key, size: r.ContentLength ?? 0, lastModified: r.LastModified ?? new Date(), token: unquote(r.ETag), metadata: decodeMetadata(r.Metadata) };
