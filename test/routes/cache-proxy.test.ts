@@ -57,6 +57,8 @@ http {
       proxy_cache models;
       proxy_cache_revalidate on;
       proxy_cache_lock on;
+      proxy_request_buffering off;
+      client_max_body_size 0;
       proxy_set_header If-None-Match $pass_if_none_match;
       proxy_set_header If-Modified-Since $pass_if_modified_since;
       proxy_set_header Range $pass_range;
@@ -142,6 +144,19 @@ t.test('behind nginx proxy_cache: ?version=N is served by the cache, a replace i
   await pull.arrayBuffer();
   const still = await fetch(`${proxy}/models/m`, { headers: { 'if-none-match': pull.headers.get('etag')! } });
   t.equal(still.status, 304, 'with the current ETag: 304 through nginx');
+  const range = await fetch(`${proxy}/models/m`, { headers: { range: 'bytes=0-9' } });
+  t.equal(range.status, 206, 'a range of the moving URL through nginx');
+  t.same(await bytes(range), b.subarray(0, 10));
+  const pinnedRange = await fetch(`${proxy}/models/m?version=1`, { headers: { range: 'bytes=0-9' } });
+  t.equal(pinnedRange.status, 206, 'a range of ?version=1, from the cached copy');
+  t.equal(pinnedRange.headers.get('x-cache-status'), 'HIT');
+  t.same(await bytes(pinnedRange), a.subarray(0, 10));
+  const pinnedPull = await fetch(`${proxy}/models/m?version=1`, { headers: { 'if-none-match': etag } });
+  t.equal(pinnedPull.status, 304, "If-None-Match on ?version=1: nginx's own 304");
+  const versions = await fetch(`${proxy}/models/m/versions`);
+  await versions.arrayBuffer();
+  const versionsAgain = await fetch(`${proxy}/models/m/versions`, { headers: { 'if-none-match': versions.headers.get('etag')! } });
+  t.equal(versionsAgain.status, 304, 'a JSON view: 304 through nginx');
   const gone = await fetch(`${proxy}/models/nope?version=1`);
   t.equal(gone.status, 404);
   await gone.arrayBuffer();
