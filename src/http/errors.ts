@@ -11,6 +11,7 @@ import {
   errors, MetadataTooLargeError, NotFoundError, PreconditionFailedError, RegistryError, StorageAccessDeniedError,
   StorageFullError, StorageUnavailableError,
 } from '../errors.js';
+import { NO_STORE } from './caching.js';
 import { RETRY_AFTER, isErrorCode, statusOf, STATUS_OF_CODE, type ErrorCode } from './statuses.js';
 
 /** An error as the client receives it. */
@@ -124,7 +125,10 @@ export function internalError(requestId: string): HttpError {
   };
 }
 
-/** Sends `err` as the reply: its status, its headers and its JSON body. */
+/**
+ * Sends `err` as the reply: its status, its headers and its JSON body. Never stored by a cache: an
+ * error says how things stand at this moment (a 404 of a model uploaded a second later, a 503).
+ */
 export function sendError(reply: FastifyReply, err: HttpError): FastifyReply {
-  return reply.code(err.status).headers(err.headers).send(errorBody(err));
+  return reply.code(err.status).headers({ ...err.headers, 'cache-control': NO_STORE }).send(errorBody(err));
 }

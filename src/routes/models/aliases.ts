@@ -4,6 +4,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { errors } from '../../errors.js';
+import { jsonValidators, revalidate } from '../../http/caching.js';
 import { writeCondition } from '../../http/conditional.js';
 import { fields, declared, parsed, type ZodTypeProvider } from '../../http/zod.js';
 import type { Aliases } from '../../registry/aliases.js';
@@ -26,9 +27,11 @@ export default async function aliasRoutes(app: FastifyInstance) {
   const sortedAliases = (name: string, aliases: Aliases) =>
     [...aliases].sort(([a], [b]) => (a < b ? -1 : 1)).map(([alias, target]) => aliasView(name, alias, target));
 
+  const auth = app.config.AUTH_TOKENS.length > 0;
   routes.get('/models/:name/aliases', {
-    schema: { params: fields({ name: nameParam }) },
-    config: { statuses: [200, 400, 401, 403, 404, 503] },
+    schema: { params: fields({ name: nameParam }), headers: fields({ 'if-none-match': declared }) },
+    config: { statuses: [200, 304, 400, 401, 403, 404, 503] },
+    onSend: jsonValidators(auth),
   }, async (request) => {
     const { name } = request.params;
     const [aliases] = await Promise.all([registry.aliases(name), registry.describe(name)]);
@@ -40,6 +43,9 @@ export default async function aliasRoutes(app: FastifyInstance) {
     config: { statuses: [200, 400, 401, 403, 404, 503] },
   }, async (request, reply) => {
     const { name, alias } = request.params;
+    // Its ETag stays its version's (what If-Match on PUT compares), so no 304 here: revalidated
+    // by a plain GET.
+    reply.header('cache-control', revalidate(auth));
     if (alias === 'latest') {
       const current = await registry.describe(name); // reserved: always the current version
       return reply.header('etag', etagOf(current.sha256)).send(aliasView(name, alias, current));

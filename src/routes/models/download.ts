@@ -9,7 +9,7 @@ import { fields, declared, parsed, type ZodTypeProvider } from '../../http/zod.j
 import { etagOf } from '../../registry/service.js';
 import { parseWait } from './params.js';
 import {
-  abortSignal, describeOrStale, onCurrent, prepareDownload, refOf, refParam, versionQuery,
+  abortSignal, describeOrStale, downloadCacheControl, onCurrent, prepareDownload, refOf, refParam, versionQuery,
 } from './shared.js';
 
 /** The headers a download reads: read preconditions, 304 validators, ranges. */
@@ -52,6 +52,7 @@ export default async function downloadRoutes(app: FastifyInstance) {
         const etag = etagOf(model.sha256);
         const prepared = prepareDownload(request, reply, {
           etag, model, stale, size: model.size, contentType: 'application/gzip',
+          cacheControl: downloadCacheControl(app, version),
         });
         if (prepared === 'not-modified') return reply.code(304).send();
         const { range } = prepared;

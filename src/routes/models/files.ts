@@ -6,10 +6,13 @@ import type { FastifyInstance } from 'fastify';
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream } from 'node:fs';
 import { errors } from '../../errors.js';
-import { fields, parsed, type ZodTypeProvider } from '../../http/zod.js';
+import { declared, fields, parsed, type ZodTypeProvider } from '../../http/zod.js';
 import { contentTypeOf } from './params.js';
 import { READ_HEADERS } from './download.js';
-import { onCurrent, prepareDownload, refOf, refParam, versionQuery } from './shared.js';
+import { jsonValidators } from '../../http/caching.js';
+import {
+  downloadCacheControl, onCurrent, prepareDownload, refOf, refParam, versionQuery,
+} from './shared.js';
 
 
 /** The CSP of every /models/:name/files/* response. */
@@ -19,13 +22,20 @@ export default async function fileRoutes(app: FastifyInstance) {
   const { registry } = app;
   const routes = app.withTypeProvider<ZodTypeProvider>();
 
+  // The manifest of ?version=N is as immutable as the archive it lists; without, it moves.
   routes.get('/models/:name/files', {
-    schema: { params: fields({ name: refParam }), querystring: fields({ version: versionQuery }) },
-    config: { statuses: [200, 400, 401, 403, 404, 422, 503] },
+    schema: {
+      params: fields({ name: refParam }),
+      querystring: fields({ version: versionQuery }),
+      headers: fields({ 'if-none-match': declared }),
+    },
+    config: { statuses: [200, 304, 400, 401, 403, 404, 422, 503] },
+    onSend: jsonValidators(app.config.AUTH_TOKENS.length > 0),
   }, async (request, reply) => {
     const { ref, name } = refOf(request.params.name);
     const { model, stale, result: files } = await onCurrent(app, ref, request.query.version, (model) =>
       registry.withTree(model, async (tree) => tree.files));
+    reply.header('cache-control', downloadCacheControl(app, request.query.version));
     // Served from the cache while storage is unreachable: said, as the files themselves say it.
     if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
     return { name, version: model.version, sha256: model.sha256, files };
@@ -60,6 +70,7 @@ export default async function fileRoutes(app: FastifyInstance) {
       try {
         prepared = prepareDownload(request, reply, {
           etag, model, stale, size: found.entry.size, contentType: contentTypeOf(found.entry.path),
+          cacheControl: downloadCacheControl(app, request.query.version),
         });
       } catch (err) {
         closeSync(found.fd);

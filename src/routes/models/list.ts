@@ -4,7 +4,8 @@
  */
 import type { FastifyInstance } from 'fastify';
 import { errors } from '../../errors.js';
-import { declared, parsedFields, type ZodTypeProvider } from '../../http/zod.js';
+import { jsonValidators } from '../../http/caching.js';
+import { declared, fields, parsedFields, type ZodTypeProvider } from '../../http/zod.js';
 import { assertLabels, isValidAlias, isValidName, type Labels } from '../../registry/names.js';
 import { parseUpdatedAtCursor } from '../../registry/service.js';
 
@@ -68,8 +69,10 @@ const LIST_QUERY = parsedFields({
 export default async function listRoutes(app: FastifyInstance) {
   const { registry } = app;
   app.withTypeProvider<ZodTypeProvider>().get('/models', {
-    schema: { querystring: LIST_QUERY },
-    config: { statuses: [200, 400, 401, 403, 503] },
+    schema: { querystring: LIST_QUERY, headers: fields({ 'if-none-match': declared }) },
+    config: { statuses: [200, 304, 400, 401, 403, 503] },
+    // The page moves with every upload: no-cache, and an ETag of the body for If-None-Match.
+    onSend: jsonValidators(app.config.AUTH_TOKENS.length > 0),
   }, async (request) => {
     const page = await registry.list(request.query);
     return {

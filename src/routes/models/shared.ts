@@ -5,6 +5,7 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { errors, PreconditionFailedError, StorageUnavailableError } from '../../errors.js';
+import { immutable, revalidate } from '../../http/caching.js';
 import { notModified, readPreconditionHolds } from '../../http/conditional.js';
 import { byteRange } from '../../http/range.js';
 import { parsed } from '../../http/zod.js';
@@ -92,13 +93,22 @@ const PER_ATTEMPT = [
 ];
 
 /**
- * The headers archive and file downloads share: validators, 304, Range (206 / 416), length.
- * Returns 'not-modified' when the caller should answer 304, else the range to send.
+ * The Cache-Control of a download (src/http/caching.ts): `?version=N` names bytes that never
+ * change (numbers are never reused); the current version and an alias move.
+ */
+export function downloadCacheControl(app: FastifyInstance, version: number | undefined): string {
+  const auth = app.config.AUTH_TOKENS.length > 0;
+  return version === undefined ? revalidate(auth) : immutable(auth);
+}
+
+/**
+ * The headers archive and file downloads share: validators, Cache-Control, 304, Range (206 /
+ * 416), length. Returns 'not-modified' when the caller should answer 304, else the range to send.
  */
 export function prepareDownload(
   request: FastifyRequest,
   reply: FastifyReply,
-  o: { etag: string; model: ModelVersion; stale: boolean; size: number; contentType: string },
+  o: { etag: string; model: ModelVersion; stale: boolean; size: number; contentType: string; cacheControl: string },
 ): 'not-modified' | { range?: { start: number; end: number } } {
   const lastModified = new Date(o.model.createdAt);
   if (reply.hasHeader('etag')) {
@@ -109,7 +119,7 @@ export function prepareDownload(
   reply.headers({
     etag: o.etag,
     'last-modified': lastModified.toUTCString(),
-    'cache-control': 'no-cache',
+    'cache-control': o.cacheControl,
     'accept-ranges': 'bytes',
     'x-model-version': String(o.model.version),
   });

@@ -5,6 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import { errors } from '../../errors.js';
 import { writeCondition } from '../../http/conditional.js';
+import { jsonValidators } from '../../http/caching.js';
 import { fields, declared, type ZodTypeProvider } from '../../http/zod.js';
 import { aliasesOf } from '../../registry/aliases.js';
 import { etagOf } from '../../registry/service.js';
@@ -16,8 +17,9 @@ export default async function versionRoutes(app: FastifyInstance) {
   const routes = app.withTypeProvider<ZodTypeProvider>();
 
   routes.get('/models/:name/versions', {
-    schema: { params: fields({ name: nameParam }) },
-    config: { statuses: [200, 400, 401, 403, 404, 503] },
+    schema: { params: fields({ name: nameParam }), headers: fields({ 'if-none-match': declared }) },
+    config: { statuses: [200, 304, 400, 401, 403, 404, 503] },
+    onSend: jsonValidators(app.config.AUTH_TOKENS.length > 0),
   }, async (request) => {
     const { name } = request.params;
     const [versions, aliases] = await Promise.all([registry.versions(name), registry.aliases(name)]);
