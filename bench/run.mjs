@@ -6,7 +6,7 @@
  *   npm run bench -- --quick      64 MiB / 256 MiB, 1 repetition, < 2 min, prints only
  *   npm run bench -- --quick --write   quick, and append it to BENCHMARKS.md too
  *   options: --reps N, --load wrk|autocannon (default: wrk when installed), --no-build (use dist/ as is), --keep (keep the temp dir),
- *            --only local,minio,cold,rss,cluster (a subset of the workloads),
+ *            --only local,minio,cold,rss,cluster,catalog (a subset of the workloads),
  *            --cpu-prof (start the registry with node --cpu-prof; profiles kept in the temp dir)
  *
  * References: nginx (Debian package, installed with apt-get when missing) serving the same file
@@ -42,7 +42,7 @@ const WRITE = flag('--write') || (!QUICK && !argv.includes('--only') && !flag('-
 const REPS = Number(opt('--reps', QUICK ? 1 : 3));
 const CPU_PROF = flag('--cpu-prof');
 /** --only local,minio,cold,rss: run only these groups of workloads (for profiling). */
-const ONLY = opt('--only', 'local,minio,cold,rss,cluster').split(',');
+const ONLY = opt('--only', 'local,minio,cold,rss,cluster,catalog').split(',');
 const want = (group) => ONLY.includes(group);
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -52,6 +52,8 @@ const SMALL = 1 * MiB;
 /** The model 64 clients pull through 1 and through 3 replicas behind nginx (SPEC §7). */
 const PULLED = QUICK ? 32 * MiB : 256 * MiB;
 const PULL_CLIENTS = 64;
+/** Models in the catalog the listing rows walk (issue: search at 10,000 models). */
+const CATALOG = QUICK ? 1000 : 10_000;
 const AC_SECONDS = QUICK ? 3 : 10;
 const MINIO_USER = 'bench-user';
 const MINIO_PASSWORD = 'bench-secret-password';
@@ -850,6 +852,89 @@ async function main() {
       await rm(hugeFile, { force: true });
       row(`peak RSS, ${fmtSize(HUGE)} PUT + cold GET + cached GET`, fmt(peak / MiB, 0), undefined, 'MiB', '≤ 200 MiB', peak <= 200 * MiB);
       perGiB(cpuHuge, undefined, 3 * hugeBytes);
+    }
+
+    // ---- A catalog of CATALOG models on MinIO: listing and search against one raw listing walk ---
+    if (want('catalog')) {
+      const { S3Client, ListObjectsV2Command, CopyObjectCommand } = await import('@aws-sdk/client-s3');
+      const s3 = new S3Client({ endpoint: minio.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD } });
+      const env = {
+        REMOTE_STORAGE: 'minio',
+        BUCKET_NAME: 'catalog',
+        AWS_ENDPOINT_URL: minio.url,
+        AWS_ACCESS_KEY_ID: MINIO_USER,
+        AWS_SECRET_ACCESS_KEY: MINIO_PASSWORD,
+        AWS_DEFAULT_REGION: 'us-east-1',
+      };
+      const reg = await startRegistry(dir, env);
+      // One model published by the registry (its metadata: version, digest, labels), copied with
+      // that metadata under CATALOG names, as a store grown over time holds them.
+      await fetch(`${reg.base}/models/seed`, { method: 'PUT', body: readFileSync(smallFile), headers: { 'content-type': 'application/gzip', 'x-model-label-team': 'nlp' } });
+      const names = Array.from({ length: CATALOG }, (_, i) => `model-${String(i).padStart(5, '0')}`);
+      let next = 0;
+      await Promise.all(Array.from({ length: 32 }, async () => {
+        for (let i = next++; i < names.length; i = next++) {
+          await s3.send(new CopyObjectCommand({ Bucket: 'catalog', Key: `${names[i]}.tar.gz`, CopySource: 'catalog/seed.tar.gz', MetadataDirective: 'COPY' }));
+        }
+      }));
+      log(`catalog: ${CATALOG} models`);
+      const rawWalk = async () => {
+        let token;
+        let n = 0;
+        do {
+          const page = await s3.send(new ListObjectsV2Command({ Bucket: 'catalog', ContinuationToken: token }));
+          n += page.KeyCount ?? 0;
+          token = page.IsTruncated ? page.NextContinuationToken : undefined;
+        } while (token);
+        return n;
+      };
+      const walkAll = async (query) => {
+        let cursor;
+        let n = 0;
+        do {
+          const res = await fetch(`${reg.base}/models?limit=1000${query}${cursor ? `&cursor=${cursor}` : ''}`);
+          if (res.status !== 200) fail(`GET /models${query} answered ${res.status}`);
+          const body = await res.json();
+          n += body.models.length;
+          cursor = body.nextCursor;
+        } while (cursor);
+        return n;
+      };
+      const timed = async (fn) => {
+        const t0 = process.hrtime.bigint();
+        const result = await fn();
+        return { ms: Number(process.hrtime.bigint() - t0) / 1e6, result };
+      };
+      const raw = [];
+      const byName = [];
+      const firstPage = [];
+      const byUpdated = [];
+      const byLabel = [];
+      // The first listing after a start HEADs every model (S3 listings carry no metadata); the
+      // registry remembers what it learnt by key, ETag and LastModified, so later ones do not.
+      const cold = await timed(() => walkAll(''));
+      for (let i = 0; i < REPS; i++) {
+        raw.push((await timed(rawWalk)).ms);
+        const walked = await timed(() => walkAll(''));
+        if (walked.result < CATALOG) fail(`the registry listed ${walked.result} of ${CATALOG} models`);
+        byName.push(walked.ms);
+        firstPage.push((await timed(() => fetch(`${reg.base}/models`).then((r) => r.json()))).ms);
+        byUpdated.push((await timed(() => fetch(`${reg.base}/models?sort=updatedAt&limit=100`).then((r) => r.json()))).ms);
+        byLabel.push((await timed(() => walkAll('&label.team=nobody'))).ms);
+      }
+      await reg.stop();
+      const r0 = median(raw);
+      const walk = median(byName);
+      row(`list ${CATALOG} models by name, every page (limit=1000), first after start`, fmt(cold.ms, 0), fmt(r0, 0), 'ms', 'reported', undefined,
+        'one HEAD per model: S3 listings carry no metadata');
+      rows.at(-1).ratio = cold.ms / r0;
+      row(`list ${CATALOG} models by name, every page (limit=1000)`, fmt(walk, 0), fmt(r0, 0), 'ms', '≤ 2× one raw ListObjectsV2 walk', walk <= 2 * r0);
+      rows.at(-1).ratio = walk / r0;
+      row(`list: the first page (limit=100) of ${CATALOG} models`, fmt(median(firstPage), 0), fmt(r0, 0), 'ms', 'reported', undefined);
+      row(`search: sort=updatedAt over ${CATALOG} models (first 100)`, fmt(median(byUpdated), 0), fmt(r0, 0), 'ms', 'reported', undefined,
+        'looks at every model');
+      row(`search: a label no model has, over ${CATALOG} models`, fmt(median(byLabel), 0), fmt(r0, 0), 'ms', 'reported', undefined,
+        'looks at every model');
     }
 
     // ---- 64 clients pulling one model through 1 replica, and through 3, behind nginx, one MinIO ---

@@ -1,4 +1,5 @@
 /** GET /models: a page of models, filtered by labels and alias, sorted by name or updatedAt. */
+import { LRUCache } from 'lru-cache';
 import { NotFoundError } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
 import { aliasVersions, type Aliases, type AliasStore } from './aliases.js';
@@ -8,6 +9,18 @@ import type { ListOptions, ModelSummary } from './types.js';
 
 /** HEADs in flight at once for one listing (backends whose listing carries no metadata). */
 const SUMMARY_READS = 16;
+
+/**
+ * What HEADs told of the objects listed, by key, token and modification time: a listing that
+ * meets an object unchanged since it was last described needs no HEAD (a catalog of 10,000
+ * models is then one listing walk, not 10,000 requests). The token alone is not enough where it
+ * is a content hash (S3's ETag): the same bytes published again keep it, with new metadata.
+ */
+export function describedObjects(max = 50_000): LRUCache<string, ObjectInfo> {
+  return new LRUCache<string, ObjectInfo>({ max });
+}
+
+const describedKey = (info: ObjectInfo) => `${info.key}\0${info.token}\0${info.lastModified.getTime()}\0${info.size}`;
 
 /**
  * A page of models, filtered by labels and alias, sorted by name (from `cursor` on) or by
@@ -21,6 +34,7 @@ export async function listModels(
   storage: Storage,
   aliasStore: AliasStore,
   options: ListOptions,
+  described: LRUCache<string, ObjectInfo> = describedObjects(),
 ): Promise<{ models: ModelSummary[]; nextCursor: string | null }> {
   const prefix = options.prefix ?? '';
   const index = await aliasStore.all(prefix);
@@ -29,13 +43,15 @@ export async function listModels(
     Object.entries(options.labels ?? {}).every(([k, v]) => s.labels?.[k] === v);
   // Without metadata in the listing, a model the alias filter keeps is HEADed: its version and labels.
   const summary = async (name: string, info: ObjectInfo): Promise<ModelSummary> => {
-    const described = storage.capabilities.listIncludesMetadata
-      ? info
-      : await storage.head(info.key).catch((err: unknown) => {
-        if (err instanceof NotFoundError) return undefined; // deleted since it was listed
-        throw err;
-      });
-    return summarize(name, described ?? info, index.get(name));
+    if (storage.capabilities.listIncludesMetadata) return summarize(name, info, index.get(name));
+    const seen = described.get(describedKey(info));
+    if (seen) return summarize(name, seen, index.get(name));
+    const head = await storage.head(info.key).catch((err: unknown) => {
+      if (err instanceof NotFoundError) return undefined; // deleted since it was listed
+      throw err;
+    });
+    if (head && head.token === info.token) described.set(describedKey(info), head);
+    return summarize(name, head ?? info, index.get(name));
   };
   const candidates = async function* (startAfter?: string): AsyncGenerator<{ name: string; info: ObjectInfo }> {
     for await (const info of storage.list(prefix, { startAfter })) {

@@ -30,7 +30,7 @@ import { AliasStore, type Aliases } from './aliases.js';
 import { checkAliasCondition, checkClientCondition } from './conditions.js';
 import { deleteModel, deleteVersion, type DeleteContext } from './delete.js';
 import { Identifier } from './identify.js';
-import { listModels } from './listing.js';
+import { describedObjects, listModels } from './listing.js';
 import { assertAlias, assertName, keys, parseRef } from './names.js';
 import { isNotFound } from './not-found.js';
 import { Publisher } from './publish.js';
@@ -68,6 +68,8 @@ export class ModelRegistry {
   readonly storage: Storage;
   readonly #log: Logger;
   readonly #records: VersionRecords;
+  /** What HEADs told of listed objects, so that a listing of unchanged models needs none. */
+  readonly #described = describedObjects();
   readonly #aliases: AliasStore;
   readonly #cache: ModelCache | undefined;
   readonly #identifier: Identifier;
@@ -356,7 +358,7 @@ export class ModelRegistry {
 
   /** A page of models, filtered by labels and alias, sorted by name or updatedAt (listing.ts). */
   async list(options: ListOptions): Promise<{ models: ModelSummary[]; nextCursor: string | null }> {
-    return listModels(this.storage, this.#aliases, options);
+    return listModels(this.storage, this.#aliases, options, this.#described);
   }
 
   /** Sweeps leftovers of crashed uploads. */
