@@ -255,7 +255,20 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
   app.addHook('preClose', async () => watcher.close());
   // The cache first: a fill still downloading is stopped, one that just finished is renamed
   // into place, before the storage client it reads from closes.
+  // Crash leftovers (staged uploads of dead processes, stale locks) are swept at start by
+  // server.ts and then every SWEEP_INTERVAL: a predecessor still alive at start (a zombie reaped
+  // late, a replica that died since) leaves nothing for long.
+  let sweeping: Promise<unknown> = Promise.resolve();
+  const sweeper = config.SWEEP_INTERVAL > 0
+    ? setInterval(() => {
+      sweeping = registry.sweep().then((swept) => {
+        if (swept > 0) app.log.info({ swept }, 'removed leftovers of interrupted uploads');
+      }, (err: unknown) => app.log.warn({ err }, 'sweeping leftovers failed; next try in SWEEP_INTERVAL'));
+    }, config.SWEEP_INTERVAL).unref()
+    : undefined;
   app.addHook('onClose', async () => {
+    clearInterval(sweeper);
+    await sweeping.catch(() => {});
     watcher.close();
     await cache.close();
     if (!options.storage) await backend.close();

@@ -50,6 +50,7 @@ const common = z.object({
   CACHE_WRITE_THROUGH: boolean.default(true),
   /** How often a watched model is checked in storage for changes made by other replicas. */
   WATCH_POLL_INTERVAL: duration('2s', { min: 100 }).default(2000),
+  SWEEP_INTERVAL: duration('10m').default(600_000),
   /** Longest a client may take to send its request headers (slowloris); 408 and close after. */
   HEADERS_TIMEOUT: duration('30s', { min: 100 }).default(30_000),
   /** Longest an upload body may stay silent; the upload is then refused with 408 and discarded. */
