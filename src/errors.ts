@@ -4,6 +4,7 @@
  * Storage backends translate their SDK errors into the storage errors at the bottom
  * (NotFound / PreconditionFailed / Unavailable), keeping the original as `cause`.
  */
+import { NAMESPACE_RULE } from './registry/namespaces.js';
 
 export class RegistryError extends Error {
   constructor(
@@ -32,7 +33,7 @@ const define =
 
 export const errors = {
   invalidName: define('INVALID_NAME', 400, (name: string) =>
-    `Model name ${JSON.stringify(name)} is not valid: use 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit and not ending in .tar.gz.`),
+    `Model name ${JSON.stringify(name)} is not valid: use 1-128 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit and not ending in .tar.gz; ${NAMESPACE_RULE}.`),
   nameTooLong: define('INVALID_NAME', 400, () =>
     'A model name or file path in the URL is far too long: names have 1-128 characters from A-Z a-z 0-9 . _ -.'),
   badUrl: define('BAD_URL', 400, () =>
@@ -124,6 +125,8 @@ export const errors = {
         : 'A bearer token is required: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'),
   forbidden: define('FORBIDDEN', 403, (needed: string) =>
     `This token may not do that: the request needs ${needed === 'admin' ? 'an' : 'a'} ${needed} token.`),
+  outsideNamespace: define('FORBIDDEN', 403, (name: string, namespaces: string[]) =>
+    `This token is limited to ${namespaces.map((n) => `${n}*`).join(', ')}: it may not act on ${JSON.stringify(name)}; use a name under ${namespaces.join(' or ')}, or a token for that namespace.`),
   notFound: define('NOT_FOUND', 404, (method: string, url: string) =>
     `No route ${method} ${url}: see GET /openapi.yaml for the API.`),
   shuttingDown: define('SHUTTING_DOWN', 503, () =>

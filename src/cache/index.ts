@@ -68,19 +68,19 @@ export class ModelCache {
 
   /** Remembers the current version of a model, for stale-if-error. */
   async remember(model: ModelVersion): Promise<void> {
-    const file = path.join(this.#refs, `${model.name}.json`);
+    const file = path.join(this.#refs, `${encodeURIComponent(model.name)}.json`);
     const tmp = `${file}.${randomUUID()}.tmp`;
     await this.#writes.track(fs.writeFile(tmp, JSON.stringify(model)).then(() => fs.rename(tmp, file)));
   }
 
   async forget(name: string): Promise<void> {
-    await fs.rm(path.join(this.#refs, `${name}.json`), { force: true });
+    await fs.rm(path.join(this.#refs, `${encodeURIComponent(name)}.json`), { force: true });
   }
 
   /** The last version of `name` seen, if its archive is still cached. */
   async recall(name: string): Promise<ModelVersion | undefined> {
     try {
-      const model = JSON.parse(await fs.readFile(path.join(this.#refs, `${name}.json`), 'utf8')) as ModelVersion;
+      const model = JSON.parse(await fs.readFile(path.join(this.#refs, `${encodeURIComponent(name)}.json`), 'utf8')) as ModelVersion;
       return this.blobs.has(model.sha256) ? model : undefined;
     } catch {
       return undefined;

@@ -4,6 +4,7 @@
  */
 import type { Backend, BackendConfig, Config } from '../config.js';
 import type { Logger } from '../util/logger.js';
+import { withPrefix } from './prefixed.js';
 import type { InitOptions, Storage } from './types.js';
 
 type Drivers = { [B in Backend]: (config: BackendConfig<B>, logger: Logger) => Promise<Storage> };
@@ -29,7 +30,7 @@ export async function createStorage(config: Config, logger: Logger, options: Ini
     await storage.close().catch(() => {});
     throw err;
   }
-  return storage;
+  return withPrefix(storage, config.STORAGE_PREFIX); // the whole layout under STORAGE_PREFIX (prefixed.ts)
 }
 
 export type { InitOptions, Storage } from './types.js';
