@@ -258,7 +258,7 @@ export default async function modelRoutes(app: FastifyInstance) {
     return reply
       .code(created ? 201 : 200)
       .header('etag', etagOf(model.sha256))
-      .header('location', `/models/${encodeURIComponent(name)}`)
+      .header('location', `/models/${name.split('/').map(encodeURIComponent).join('/')}`)
       .send(view(model));
   };
   app.put<NameParams>('/models/:name', upload, uploadHandler);
@@ -488,8 +488,8 @@ export default async function modelRoutes(app: FastifyInstance) {
       if (param.startsWith('label.')) labels[param.slice('label.'.length)] = value as string;
     }
     assertLabels(labels);
-    if (prefix !== undefined && (prefix.length > 255 || !/^([A-Za-z0-9][A-Za-z0-9._-]*\/){0,3}[A-Za-z0-9._-]*$/.test(prefix))) {
-      throw errors.invalidQuery('prefix may hold only the characters of model names (A-Z a-z 0-9 . _ -) and up to 3 namespaces ending in / (e.g. nlp/), at most 255');
+    if (prefix !== undefined && (prefix.length > 255 || !/^([A-Za-z0-9][A-Za-z0-9._-]{0,127}\/){0,3}[A-Za-z0-9._-]{0,128}$/.test(prefix))) {
+      throw errors.invalidQuery('prefix may hold only the characters of model names (A-Z a-z 0-9 . _ -) and up to 3 namespaces ending in / (e.g. nlp/), at most 128 per segment and 255 in all');
     }
     const limit = rawLimit === undefined ? 100 : Number(rawLimit);
     if (!/^\d+$/.test(rawLimit ?? '100') || limit < 1 || limit > 1000) {
