@@ -30,6 +30,7 @@ import { createStorage, type Storage } from './storage/index.js';
 import { instrument } from './storage/shared/instrumented.js';
 import { CENSOR, mergeSecrets, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
 import { capConnections } from './http/connections.js';
+import { rewriteModelUrl } from './http/model-path.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -130,6 +131,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     // Uploads are streamed by the model routes; this limit only applies to JSON bodies.
     bodyLimit: 64 * 1024,
     routerOptions: { maxParamLength: 512 },
+    rewriteUrl: rewriteModelUrl, // `/models/nlp/intent/meta`: the name's slashes as %2F (http/model-path.ts)
     // On close: new requests get 503 (the onRequest hook below, in our error shape), idle
     // keep-alive connections are closed at once; the graceful shutdown in server.ts waits for the
     // rest (SHUTDOWN_GRACE), then closes them all.

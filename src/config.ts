@@ -9,25 +9,31 @@ import { z } from 'zod';
 import { allDrivers, type BackendSettings } from './storage/drivers.js';
 import { ConfigError } from './util/config-error.js';
 import { boolean, duration, integer, size } from './util/settings.js';
+import { parseTokenTail, TOKEN_SYNTAX, type TokenEntry } from './http/token-scope.js';
 
 export type Scope = 'read' | 'write' | 'admin';
 const SCOPES: readonly Scope[] = ['read', 'write', 'admin'];
 
 const authTokens = z.string().transform((text, ctx) => {
-  const tokens: { scope: Scope; token: string }[] = [];
+  const tokens: TokenEntry[] = [];
   for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
     const i = item.indexOf(':');
     const scope = item.slice(0, i) as Scope;
-    const token = item.slice(i + 1);
-    if (i < 0 || !SCOPES.includes(scope) || token.length < 8 || /\s/.test(token)) {
+    const { token, namespace } = parseTokenTail(item.slice(i + 1));
+    if (i < 0 || !SCOPES.includes(scope) || token.length < 8 || /\s/.test(token) || namespace === null) {
       // Never echo the token itself.
-      ctx.addIssue({ code: 'custom', message: 'must be a comma-separated list of read:<token>, write:<token> or admin:<token>, each token at least 8 characters without spaces' });
+      ctx.addIssue({ code: 'custom', message: `must be a comma-separated list of ${TOKEN_SYNTAX}, each token at least 8 characters without spaces and each namespace a valid name` });
       return z.NEVER;
     }
-    tokens.push({ scope, token });
+    tokens.push(namespace === undefined ? { scope, token } : { scope, token, namespace });
   }
   return tokens;
 });
+
+const storagePrefix = z.string().refine(
+  (p) => p.endsWith('/') && !p.startsWith('/') && p.slice(0, -1).split('/').every((s) => s !== '' && s !== '.' && s !== '..' && !/[\\\u0000-\u001f]/.test(s)),
+  'must be a relative folder ending in /, without a leading /, empty segments, . or .., e.g. STORAGE_PREFIX=registry/',
+);
 
 const common = z.object({
   HOST: z.string().min(1).default('127.0.0.1'),
@@ -39,6 +45,8 @@ const common = z.object({
   MODEL_HISTORY: integer(0, 1000).default(3),
   AUTH_TOKENS: authTokens.default([]),
   ALLOW_ANONYMOUS: boolean.default(false),
+  /** Puts the whole registry under this prefix of the bucket / directory (`registry/`); '' = the root. */
+  STORAGE_PREFIX: storagePrefix.default(''),
   /** Longest a single storage request may stay silent before it fails with 503. */
   STORAGE_TIMEOUT: duration('30s', { min: 100 }).default(30_000),
   CACHE_DIR: z.string().min(1).default('./data/cache'),

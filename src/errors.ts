@@ -6,6 +6,7 @@
  * (re-exported at the bottom), which src/http/errors.ts maps to responses.
  */
 import { statusOf, type ErrorCode } from './http/statuses.js';
+import { NAMESPACE_RULE } from './registry/namespaces.js';
 
 export class RegistryError extends Error {
   /**
@@ -36,7 +37,7 @@ const define =
 export const errors = {
   invalidName: define('INVALID_NAME', (name: string) =>
     `Model name ${JSON.stringify(name)} is not valid: use 1-128 characters from A-Z a-z 0-9 . _ -, starting with a `
-      + `letter or digit and not ending in .tar.gz.`),
+      + `letter or digit and not ending in .tar.gz; ${NAMESPACE_RULE}.`),
   nameTooLong: define('INVALID_NAME', () =>
     'A model name or file path in the URL is far too long: names have 1-128 characters from A-Z a-z 0-9 . _ -.'),
   badUrl: define('BAD_URL', () =>
@@ -162,6 +163,9 @@ export const errors = {
         : 'A bearer token is required: send Authorization: Bearer <token> with a token from AUTH_TOKENS.'),
   forbidden: define('FORBIDDEN', (needed: string) =>
     `This token may not do that: the request needs ${needed === 'admin' ? 'an' : 'a'} ${needed} token.`),
+  outsideNamespace: define('FORBIDDEN', (name: string, namespaces: string[]) =>
+    `This token is limited to ${namespaces.map((n) => `${n}*`).join(', ')}: it may not act on ${JSON.stringify(name)};`
+      + ` use a name under ${namespaces.join(' or ')}, or a token for that namespace.`),
   notFound: define('NOT_FOUND', (method: string, url: string) =>
     `No route ${method} ${url}: see GET /openapi.yaml for the API.`),
   shuttingDown: define('SHUTTING_DOWN', () =>

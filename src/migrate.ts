@@ -179,7 +179,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
   // Rasa NLU's documents are a collection of their own, not the GridFS bucket of that name.
   if (layout === 'rasa-nlu-mongodb') from.identity += ' rasa-nlu-mongodb';
   const to = await readEndpoint(options.to, 'destination');
-  if (from.identity === to.identity) {
+  if (from.identity === to.identity && from.config.STORAGE_PREFIX === to.config.STORAGE_PREFIX) { // (two prefixes of one bucket are two registries)
     throw new ConfigError(`${options.from} and ${options.to} name the same storage (${from.label}): point --to at another backend, bucket or directory.`);
   }
   // Every line goes out scrubbed of both sides' secrets (an SDK error may quote a URL with its SAS).

@@ -156,19 +156,19 @@ export class ModelCache {
 
   /** Remembers the current version of a model, for stale-if-error. */
   async remember(version: Remembered): Promise<void> {
-    const file = path.join(this.#refs, `${version.name}.json`);
+    const file = path.join(this.#refs, `${encodeURIComponent(version.name)}.json`);
     const tmp = `${file}.${randomUUID()}.tmp`;
     await this.#writes.track(fs.writeFile(tmp, JSON.stringify(version)).then(() => fs.rename(tmp, file)));
   }
 
   async forget(name: string): Promise<void> {
-    await fs.rm(path.join(this.#refs, `${name}.json`), { force: true });
+    await fs.rm(path.join(this.#refs, `${encodeURIComponent(name)}.json`), { force: true });
   }
 
   /** The last version of `name` remembered (as it was given), if its archive is still cached. */
   async recall<T extends Remembered>(name: string): Promise<T | undefined> {
     try {
-      const version = JSON.parse(await fs.readFile(path.join(this.#refs, `${name}.json`), 'utf8')) as T;
+      const version = JSON.parse(await fs.readFile(path.join(this.#refs, `${encodeURIComponent(name)}.json`), 'utf8')) as T;
       return this.#blobs.has(version.sha256) ? version : undefined;
     } catch {
       return undefined;

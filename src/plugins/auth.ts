@@ -9,6 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Scope } from '../config.js';
 import { errors, type RegistryError } from '../errors.js';
+import { namespaceChecker, type TokenEntry } from '../http/token-scope.js';
 
 const RANK: Record<Scope, number> = { read: 1, write: 2, admin: 3 };
 
@@ -63,14 +64,16 @@ export function unauthorized(reply: FastifyReply, why: NoToken): RegistryError {
   return errors.unauthorized(why);
 }
 
-export default fp(async function auth(app: FastifyInstance, options: { tokens: { scope: Scope; token: string }[] }) {
+export default fp(async function auth(app: FastifyInstance, options: { tokens: TokenEntry[] }) {
   const grantedScope = tokenChecker(options.tokens);
   if (!grantedScope) return;
+  const namespaced = namespaceChecker(options.tokens);
 
   app.addHook('onRequest', async (request, reply) => {
     const granted = grantedScope(request);
     if (isNoToken(granted)) throw unauthorized(reply, granted);
     const needed = scopeFor(request.method, request.routeOptions.url);
+    if (namespaced) return namespaced(request, needed); // some tokens are limited to a namespace (http/token-scope.ts)
     if (RANK[granted] < RANK[needed]) throw errors.forbidden(needed);
   });
 });

@@ -1,5 +1,6 @@
 /** Model names, aliases, storage keys derived from them, and labels. */
 import { errors } from '../errors.js';
+import { isValidNamespacedName } from './namespaces.js';
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 export const ARCHIVE_SUFFIX = '.tar.gz';
@@ -7,8 +8,16 @@ export const HISTORY_PREFIX = '.history/';
 export const ALIASES_PREFIX = '.aliases/';
 const RECORD_SUFFIX = '.json';
 
+/**
+ * A name is 1-4 `/`-separated segments (a namespace path, then the model), each under the rule
+ * above, at most 255 bytes in all; see namespaces.ts for what a segment may not be.
+ */
 export function isValidName(name: string): boolean {
-  return NAME.test(name) && !name.endsWith(ARCHIVE_SUFFIX);
+  return isValidSegment(name) || isValidNamespacedName(name, isValidSegment);
+}
+
+export function isValidSegment(segment: string): boolean {
+  return NAME.test(segment) && !segment.endsWith(ARCHIVE_SUFFIX);
 }
 
 export function assertName(name: string): void {
@@ -69,7 +78,7 @@ export const keys = {
   },
   /** The model name of a root key, or undefined for keys that are not models. */
   nameOf(key: string): string | undefined {
-    if (!key.endsWith(ARCHIVE_SUFFIX) || key.includes('/')) return undefined;
+    if (!key.endsWith(ARCHIVE_SUFFIX)) return undefined;
     const name = key.slice(0, -ARCHIVE_SUFFIX.length);
     // Only names the API can address (`m.tar.gz.tar.gz` would list a model no URL reaches).
     return isValidName(name) ? name : undefined;

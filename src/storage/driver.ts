@@ -13,6 +13,8 @@ import type { Storage } from './types.js';
 export interface CommonSettings {
   /** Longest a single storage request may stay silent before it fails (ms). */
   STORAGE_TIMEOUT: number;
+  /** The folder of a shared bucket or directory the whole layout lives under ('' = its root). */
+  STORAGE_PREFIX?: string;
 }
 
 export interface StorageDriver<S extends z.ZodObject = z.ZodObject> {

@@ -6,6 +6,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../util/logger.js';
 import type { CommonSettings } from './driver.js';
 import { findDriver } from './drivers.js';
+import { withPrefix } from './prefixed.js';
 import type { InitOptions, Storage } from './types.js';
 
 /**
@@ -26,7 +27,7 @@ export async function createStorage(
     await storage.close().catch(() => {});
     throw err;
   }
-  return storage;
+  return withPrefix(storage, config.STORAGE_PREFIX ?? ''); // the whole layout under STORAGE_PREFIX (prefixed.ts)
 }
 
 export type { InitOptions, Storage } from './types.js';

@@ -70,7 +70,7 @@ export function secretValues(source: Record<string, unknown>): string[] {
     }
     if (typeof value !== 'string') continue;
     add(value);
-    if (name === 'AUTH_TOKENS') for (const item of value.split(',')) add(item.slice(item.indexOf(':') + 1));
+    if (name === 'AUTH_TOKENS') for (const item of value.split(',')) add(item.slice(item.indexOf(':') + 1).replace(/^[^:]*\/\*:/, '')); // (write:nlp/*:<token>)
     if (name === 'MONGODB_URI') add(/^[a-z+]+:\/\/[^:/@]*:([^@/]*)@/i.exec(value.trim())?.[1]);
     if (name === 'AZURE_STORAGE_CONNECTION_STRING') {
       for (const m of value.matchAll(/(?:AccountKey|SharedAccessSignature)=([^;]+)/gi)) add(m[1]);

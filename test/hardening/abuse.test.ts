@@ -54,7 +54,7 @@ const send = (method: string, target: string | Buffer, headers: Record<string, s
 
 /** Raw request-target segments standing for hostile model names. */
 const NAMES: (string | Buffer)[] = [
-  '..', '.', '%2e%2e', '%2E%2E', '.%2e', '%2e.', 'a%2Fb', 'a%2fb', '..%2F..%2Fetc%2Fpasswd', '%2F', '%2F%2F', 'a%5Cb', '..%5C..%5Cx',
+  '..', '.', '%2e%2e', '%2E%2E', '.%2e', '%2e.', 'a%2F%2Fb', 'a%2f.x', 'a/b/c/d/e', '..%2F..%2Fetc%2Fpasswd', '%2F', '%2F%2F', 'a%5Cb', '..%5C..%5Cx',
   '%00', 'a%00b', 'a%00.tar.gz', '%2500', 'm%00', 'm.tar.gz', 'x.tar.gz', 'a.tar.gz.tar.gz', '.tar.gz', '-x', '_x', '.hidden', '~x',
   'x'.repeat(129), 'x'.repeat(511), 'x'.repeat(600), 'x'.repeat(4000),
   '%C3%A9', 'caf%C3%A9', '%FF', '%', '%zz', '%E2%80%AE', '%F0%9F%A4%96', '%EF%BD%8D', 'a%20b', 'a+b', 'a;b', 'a,b', "a'b", 'a"b', '%3Cscript%3E',

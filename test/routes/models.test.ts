@@ -43,7 +43,7 @@ t.test('a method a path does not serve: 405 with Allow (as S3 and registries ans
   t.equal(rollback.headers.get('allow'), 'POST');
   t.equal((await fetch(`${url}/healthz`, { method: 'PUT' })).headers.get('allow'), 'GET, HEAD');
   await isError(t, await fetch(`${url}/nope`), 404, 'NOT_FOUND');
-  await isError(t, await fetch(`${url}/models/m/nope`, { method: 'PUT' }), 404, 'NOT_FOUND');
+  await isError(t, await fetch(`${url}/models/m/meta/nope`, { method: 'PUT' }), 404, 'NOT_FOUND'); // (/models/m/nope is the model m/nope)
   t.equal((await fetch(`${url}/models/m`)).status, 404, 'the model was not created');
 });
 

@@ -9,6 +9,9 @@ import { declared, fields, parsedFields, type ZodTypeProvider } from '../../http
 import { assertLabels, isValidAlias, isValidName, type Labels } from '../../registry/names.js';
 import { parseUpdatedAtCursor } from '../../registry/service.js';
 
+/** A listing prefix: up to three namespaces (`nlp/`), then the start of a name. */
+const NAMESPACED_PREFIX = /^([A-Za-z0-9][A-Za-z0-9._-]{0,127}\/){0,3}[A-Za-z0-9._-]{0,128}$/;
+
 type Query = Record<string, string | string[] | undefined>;
 
 /**
@@ -37,8 +40,9 @@ function parseListQuery(query: Query) {
     if (param.startsWith('label.')) labels[param.slice('label.'.length)] = value as string;
   }
   assertLabels(labels);
-  if (prefix !== undefined && (prefix.length > 128 || !/^[A-Za-z0-9._-]*$/.test(prefix))) {
-    throw errors.invalidQuery('prefix may hold only the characters of model names (A-Z a-z 0-9 . _ -), at most 128');
+  if (prefix !== undefined && (prefix.length > 255 || !NAMESPACED_PREFIX.test(prefix))) {
+    throw errors.invalidQuery('prefix may hold only the characters of model names (A-Z a-z 0-9 . _ -) and up to 3'
+      + ' namespaces ending in / (e.g. nlp/), at most 128 per segment and 255 in all');
   }
   const limit = rawLimit === undefined ? 100 : Number(rawLimit);
   if (!/^\d+$/.test(rawLimit ?? '100') || limit < 1 || limit > 1000) {

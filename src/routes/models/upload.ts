@@ -169,7 +169,7 @@ export default async function uploadRoutes(app: FastifyInstance) {
         return reply
           .code(created ? 201 : 200)
           .header('etag', etagOf(model.sha256))
-          .header('location', `/models/${encodeURIComponent(name)}`)
+          .header('location', `/models/${name.split('/').map(encodeURIComponent).join('/')}`)
           .send(view(model));
       },
     });

@@ -199,7 +199,7 @@ export class LocalStorage implements Storage {
       // (rollback), so copies to root keys get a fresh inode. And a root file is one other tools
       // write too, some in place (`cp`, a truncating open): kept history must never share its
       // inode. Copies between history keys (files only the registry writes) may share one.
-      const stats = await this.#linkOrCopy(from, options.sourceToken, file, to.includes('/') && from.includes('/'));
+      const stats = await this.#linkOrCopy(from, options.sourceToken, file, inHistory(to) && inHistory(from));
       // A copy (not a link to bytes already on disk) is made durable before it is published,
       // as an upload is: a rollback must not come back empty after a power cut.
       if (stats.nlink === 1n) await this.#io(() => syncFile(file), to);
@@ -382,3 +382,5 @@ export class LocalStorage implements Storage {
     }
   }
 }
+/** A key under a `.history/` folder (`.history/m/v3.tar.gz`, `registry/.history/nlp/m/v1.tar.gz`), not a current key. */
+const inHistory = (key: string) => /(^|\/)\.history\//.test(key);
