@@ -62,14 +62,18 @@ export function nginxBinary(): string {
 
 /**
  * Starts nginx in the foreground (no daemon, no master process: one process, killed with the test)
- * balancing round robin over `upstreams` (host:port). Each response says which replica answered
- * in `X-Upstream`.
+ * with `http` (the directives inside `http { }`, given its directory and port) after the
+ * temporary paths every test config needs; resolves once it answers /healthz.
  */
-export async function startNginx(t: Test, upstreams: string[]): Promise<{ url: string; child: ChildProcess; output: () => string }> {
+export async function runNginx(
+  t: Test,
+  http: (dir: string, port: number) => string,
+  subdirs: string[] = [],
+): Promise<{ url: string; child: ChildProcess; output: () => string }> {
   const bin = nginxBinary();
   const dir = await tempDir(t, 'mr-nginx-');
   const port = await freePort();
-  for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) await mkdir(path.join(dir, sub));
+  for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', ...subdirs]) await mkdir(path.join(dir, sub));
   const conf = path.join(dir, 'nginx.conf');
   await writeFile(conf, `daemon off;
 master_process off;
@@ -84,17 +88,7 @@ http {
   fastcgi_temp_path ${dir}/fastcgi;
   uwsgi_temp_path ${dir}/uwsgi;
   scgi_temp_path ${dir}/scgi;
-  upstream registry {
-${upstreams.map((u) => `    server ${u};`).join('\n')}
-    keepalive 32;
-  }
-  server {
-    listen 127.0.0.1:${port};
-    add_header X-Upstream $upstream_addr always;
-    location / {
-      include ${PROXY_CONF};
-    }
-  }
+${http(dir, port)}
 }
 `);
   const check = spawnSync(bin, ['-t', '-q', '-c', conf, '-p', dir, '-e', `${dir}/error.log`], { encoding: 'utf8' });
@@ -113,6 +107,24 @@ ${upstreams.map((u) => `    server ${u};`).join('\n')}
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`nginx did not start: ${out}`);
+}
+
+/**
+ * nginx balancing round robin over `upstreams` (host:port). Each response says which replica
+ * answered in `X-Upstream`.
+ */
+export async function startNginx(t: Test, upstreams: string[]): Promise<{ url: string; child: ChildProcess; output: () => string }> {
+  return runNginx(t, (_dir, port) => `  upstream registry {
+${upstreams.map((u) => `    server ${u};`).join('\n')}
+    keepalive 32;
+  }
+  server {
+    listen 127.0.0.1:${port};
+    add_header X-Upstream $upstream_addr always;
+    location / {
+      include ${PROXY_CONF};
+    }
+  }`);
 }
 
 /** One registry process on `port` with the cluster's storage and its own cache directory. */

@@ -9,7 +9,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t, { type Test } from 'tap';
 import { model } from '../helpers/archives.js';
-import { nginxBinary } from '../helpers/cluster.js';
+import { runNginx } from '../helpers/cluster.js';
 import { freePort } from '../helpers/process.js';
 import { bytes, put, start, tempDir } from '../helpers/server.js';
 
@@ -18,26 +18,8 @@ const REDBOT = path.join(ROOT, '.emulators', 'venv', 'bin', 'redbot');
 
 /** nginx caching in front of `upstream` (host:port); every answer says X-Cache-Status. */
 async function startCachingNginx(t: Test, upstream: string): Promise<string> {
-  const bin = nginxBinary();
-  const dir = await tempDir(t, 'mr-nginx-cache-');
-  const port = await freePort();
-  for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', 'cache']) await mkdir(path.join(dir, sub));
-  const conf = path.join(dir, 'nginx.conf');
   // The snippet of README.md ("Caches and CDNs in front"), with the temp paths a test needs.
-  await writeFile(conf, `daemon off;
-master_process off;
-worker_processes 1;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 256; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/body;
-  proxy_temp_path ${dir}/proxy;
-  fastcgi_temp_path ${dir}/fastcgi;
-  uwsgi_temp_path ${dir}/uwsgi;
-  scgi_temp_path ${dir}/scgi;
-  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=models:1m max_size=1g inactive=7d use_temp_path=off;
+  const nginx = await runNginx(t, (dir, port) => `  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=models:1m max_size=1g inactive=7d use_temp_path=off;
   # With proxy_cache on, nginx drops the client's conditional and range headers on the way up
   # (it wants whole bodies to store), and answers no 304 itself for what it did not store: the
   # moving URLs would lose their 304 (Rasa's pull) and their ranges. Passed on for them; for
@@ -66,24 +48,8 @@ http {
       proxy_set_header If-Match $pass_if_match;
       add_header X-Cache-Status $upstream_cache_status always;
     }
-  }
-}
-`);
-  const check = spawnSync(bin, ['-t', '-q', '-c', conf, '-p', dir, '-e', `${dir}/error.log`], { encoding: 'utf8' });
-  if (check.status !== 0) throw new Error(`nginx -t refused the generated config: ${check.stderr}`);
-  const child = spawn(bin, ['-c', conf, '-p', dir, '-e', `${dir}/error.log`], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  child.stderr!.on('data', (d) => (out = (out + d).slice(-4000)));
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}: ${out}`);
-    if (await fetch(`${url}/healthz`).then(() => true, () => false)) return url;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nginx did not start: ${out}`);
+  }`, ['cache']);
+  return nginx.url;
 }
 
 /** GET requests the registry answered on `route` (its own /metrics, read past nginx). */
