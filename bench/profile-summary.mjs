@@ -24,7 +24,12 @@ let total = 0;
 for (const [id, us] of dt) {
   const n = byId.get(id);
   const cf = n.callFrame;
-  const where = cf.url ? `${cf.url.replace(/^file:\/\//, '').replace(/.*node_modules\//, 'node_modules/').replace(/.*\/dist\//, 'dist/')}:${cf.lineNumber + 1}` : '';
+  const where = cf.url
+    ? `${cf.url
+        .replace(/^file:\/\//, '')
+        .replace(/.*node_modules\//, 'node_modules/')
+        .replace(/.*\/dist\//, 'dist/')}:${cf.lineNumber + 1}`
+    : '';
   const key = `${cf.functionName || '(anonymous)'}  ${where}`.trim();
   self.set(key, (self.get(key) ?? 0) + us);
   total += us;
@@ -32,4 +37,5 @@ for (const [id, us] of dt) {
 const rows = [...self].sort((a, b) => b[1] - a[1]).slice(0, top);
 console.log(`${path.basename(file)}: ${(total / 1e6).toFixed(2)} s sampled`);
 console.log('  self ms    %   function');
-for (const [k, us] of rows) console.log(`${(us / 1000).toFixed(0).padStart(8)} ${((100 * us) / total).toFixed(1).padStart(5)}   ${k}`);
+for (const [k, us] of rows)
+  console.log(`${(us / 1000).toFixed(0).padStart(8)} ${((100 * us) / total).toFixed(1).padStart(5)}   ${k}`);

@@ -19,16 +19,16 @@
  * autocannon (devDependency). Archives are random (incompressible) valid .tar.gz files, streamed
  * to disk and never held in memory.
  */
-import { spawn, spawnSync, execFileSync } from 'node:child_process';
-import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile, appendFile, readdir, stat } from 'node:fs/promises';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { createGzip, constants as zc } from 'node:zlib';
+import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { appendFile, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { createServer, request as httpRequest } from 'node:http';
-import { pipeline } from 'node:stream/promises';
-import { Readable, Writable } from 'node:stream';
 import os from 'node:os';
 import path from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const argv = process.argv.slice(2);
@@ -102,7 +102,8 @@ async function freePort() {
 async function waitFor(check, what, child, getLog, ms = 60_000) {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
-    if (child && (child.exitCode !== null || child.signalCode !== null)) fail(`${what} exited (${child.exitCode ?? child.signalCode}): ${getLog?.() ?? ''}`);
+    if (child && (child.exitCode !== null || child.signalCode !== null))
+      fail(`${what} exited (${child.exitCode ?? child.signalCode}): ${getLog?.() ?? ''}`);
     if (await check().catch(() => false)) return;
     await sleep(100);
   }
@@ -138,15 +139,20 @@ function tarHeader(name, size) {
   h.write('0000644\0', 100);
   h.write('0000000\0', 108);
   h.write('0000000\0', 116);
-  h.write(size.toString(8).padStart(11, '0') + '\0', 124);
-  h.write(Math.floor(Date.now() / 1000).toString(8).padStart(11, '0') + '\0', 136);
+  h.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  h.write(
+    `${Math.floor(Date.now() / 1000)
+      .toString(8)
+      .padStart(11, '0')}\0`,
+    136,
+  );
   h.write('        ', 148);
   h.write('0', 156);
   h.write('ustar\0', 257);
   h.write('00', 263);
   let sum = 0;
   for (const b of h) sum += b;
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
+  h.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
   return h;
 }
 
@@ -163,7 +169,11 @@ async function makeArchive(file, payloadBytes) {
     const pad = (512 - (payloadBytes % 512)) % 512;
     yield Buffer.alloc(pad + 1024, 0);
   }
-  await pipeline(Readable.from(tar()), createGzip({ level: 0, chunkSize: 1 * MiB }), createWriteStream(file, { highWaterMark: 1 * MiB }));
+  await pipeline(
+    Readable.from(tar()),
+    createGzip({ level: 0, chunkSize: 1 * MiB }),
+    createWriteStream(file, { highWaterMark: 1 * MiB }),
+  );
   return (await stat(file)).size;
 }
 
@@ -173,7 +183,18 @@ async function makeArchive(file, payloadBytes) {
 /** curl: total seconds, seconds to first byte, bytes, status. */
 function curl(args) {
   return new Promise((resolve, reject) => {
-    const c = spawn('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{time_total} %{time_starttransfer} %{size_download} %{size_upload}', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(
+      'curl',
+      [
+        '-sS',
+        '-o',
+        '/dev/null',
+        '-w',
+        '%{http_code} %{time_total} %{time_starttransfer} %{size_download} %{size_upload}',
+        ...args,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let out = '';
     let err = '';
     c.stdout.on('data', (d) => (out += d));
@@ -188,7 +209,8 @@ function curl(args) {
 
 async function curlGet(url, expectBytes) {
   const r = await curl([url]);
-  if (r.status !== 200 || (expectBytes !== undefined && r.down !== expectBytes)) throw new Error(`GET ${url}: status ${r.status}, ${r.down} bytes (expected ${expectBytes})`);
+  if (r.status !== 200 || (expectBytes !== undefined && r.down !== expectBytes))
+    throw new Error(`GET ${url}: status ${r.status}, ${r.down} bytes (expected ${expectBytes})`);
   return r;
 }
 
@@ -213,7 +235,8 @@ async function storageGets(base) {
   const text = await httpText(`${base}/metrics`);
   let n = 0;
   for (const line of text.split('\n')) {
-    if (line.startsWith('model_registry_storage_requests_total{') && line.includes('operation="get"')) n += Number(line.split(' ').pop());
+    if (line.startsWith('model_registry_storage_requests_total{') && line.includes('operation="get"'))
+      n += Number(line.split(' ').pop());
   }
   return n;
 }
@@ -236,7 +259,11 @@ function drainGet(url) {
  * (e.g. `0m1.234s 0m0.321s`: user, system); NaN when absent.
  */
 function childTimes(stdout) {
-  const line = String(stdout ?? '').trim().split('\n').at(-1) ?? '';
+  const line =
+    String(stdout ?? '')
+      .trim()
+      .split('\n')
+      .at(-1) ?? '';
   const secs = [...line.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
   return secs.length === 2 ? secs[0] + secs[1] : NaN;
 }
@@ -283,10 +310,14 @@ async function loadTest(url) {
 
 async function autocannon(url) {
   const { default: ac } = await import('autocannon').catch(() =>
-    fail('autocannon is not installed: run `npm install` (it is a devDependency) or `npm install --no-save autocannon`'));
+    fail(
+      'autocannon is not installed: run `npm install` (it is a devDependency) or `npm install --no-save autocannon`',
+    ),
+  );
   const result = await ac({ url, connections: 64, duration: AC_SECONDS, pipelining: 1 });
   const ok = result['2xx'];
-  if (result.non2xx > 0 || result.errors > 0 || ok === 0) throw new Error(`autocannon ${url}: ${ok} 2xx, ${result.non2xx} non-2xx, ${result.errors} errors`);
+  if (result.non2xx > 0 || result.errors > 0 || ok === 0)
+    throw new Error(`autocannon ${url}: ${ok} 2xx, ${result.non2xx} non-2xx, ${result.errors} errors`);
   return ok / (result.duration || AC_SECONDS);
 }
 
@@ -294,19 +325,29 @@ async function autocannon(url) {
 // References and the registry
 
 function ensureNginx() {
-  const which = () => spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+  const which = () =>
+    spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })
+      .stdout.trim()
+      .split('\n')[0];
   let bin = which();
   if (bin) return bin;
   log('nginx is missing: installing it with apt-get (Debian package)');
   const sudo = process.getuid?.() === 0 ? [] : ['sudo', '-n'];
-  const run = (args) => spawnSync(sudo[0] ?? args[0], sudo.length ? [...sudo.slice(1), ...args] : args.slice(1), { stdio: 'inherit', env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+  const run = (args) =>
+    spawnSync(sudo[0] ?? args[0], sudo.length ? [...sudo.slice(1), ...args] : args.slice(1), {
+      stdio: 'inherit',
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+    });
   let r = run(['apt-get', 'install', '-y', '--no-install-recommends', 'nginx']);
   if (r.status !== 0) {
     run(['apt-get', 'update']);
     r = run(['apt-get', 'install', '-y', '--no-install-recommends', 'nginx']);
   }
   bin = which();
-  if (!bin) fail(`nginx is required as the reference and could not be installed with apt-get (exit ${r.status}${r.error ? `, ${r.error.message}` : ''}); install it (apt-get install -y nginx) and run again`);
+  if (!bin)
+    fail(
+      `nginx is required as the reference and could not be installed with apt-get (exit ${r.status}${r.error ? `, ${r.error.message}` : ''}); install it (apt-get install -y nginx) and run again`,
+    );
   return bin;
 }
 
@@ -316,7 +357,9 @@ async function startNginx(dir, root) {
   await mkdir(path.join(dir, 'nginx'), { recursive: true });
   const conf = path.join(dir, 'nginx', 'nginx.conf');
   const t = path.join(dir, 'nginx');
-  await writeFile(conf, `daemon off;
+  await writeFile(
+    conf,
+    `daemon off;
 master_process off;
 worker_processes 1;
 pid ${t}/nginx.pid;
@@ -338,7 +381,8 @@ http {
     root ${root};
   }
 }
-`);
+`,
+  );
   const { child, log: out } = launch(bin, ['-c', conf, '-p', t, '-e', `${t}/error.log`]);
   const base = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${base}/`).catch(() => null)) !== null, 'nginx', child, out);
@@ -357,7 +401,9 @@ async function startBalancer(dir, name, replicas) {
   const t = path.join(dir, name);
   await mkdir(t, { recursive: true });
   const conf = path.join(t, 'nginx.conf');
-  await writeFile(conf, `daemon off;
+  await writeFile(
+    conf,
+    `daemon off;
 ${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_processes auto;
 pid ${t}/nginx.pid;
 error_log ${t}/error.log warn;
@@ -380,7 +426,8 @@ ${replicas.map((r) => `    server ${new URL(r.base).host};`).join('\n')}
     }
   }
 }
-`);
+`,
+  );
   const { child, log: out } = launch(bin, ['-c', conf, '-p', t, '-e', `${t}/error.log`], { detached: true });
   groups.add(child);
   const base = `http://127.0.0.1:${port}`;
@@ -413,15 +460,30 @@ async function startMinio(dir) {
   const bin = path.join(ROOT, '.emulators', 'bin', 'minio');
   if (!existsSync(bin)) {
     log('MinIO is missing: bash scripts/emulators/install.sh minio');
-    const r = spawnSync('bash', [path.join(ROOT, 'scripts/emulators/install.sh'), 'minio'], { stdio: 'inherit', cwd: ROOT });
-    if (r.status !== 0 || !existsSync(bin)) fail(`MinIO could not be installed (scripts/emulators/install.sh minio exited ${r.status})`);
+    const r = spawnSync('bash', [path.join(ROOT, 'scripts/emulators/install.sh'), 'minio'], {
+      stdio: 'inherit',
+      cwd: ROOT,
+    });
+    if (r.status !== 0 || !existsSync(bin))
+      fail(`MinIO could not be installed (scripts/emulators/install.sh minio exited ${r.status})`);
   }
   const data = path.join(dir, 'minio-data');
   await mkdir(data, { recursive: true });
   const port = await freePort();
-  const { child, log: out } = launch(bin, ['server', data, '--address', `127.0.0.1:${port}`, '--console-address', '127.0.0.1:0', '--quiet'], {
-    env: { ...process.env, MINIO_ROOT_USER: MINIO_USER, MINIO_ROOT_PASSWORD: MINIO_PASSWORD, MINIO_BROWSER: 'off', MINIO_UPDATE: 'off', CI: 'true' },
-  });
+  const { child, log: out } = launch(
+    bin,
+    ['server', data, '--address', `127.0.0.1:${port}`, '--console-address', '127.0.0.1:0', '--quiet'],
+    {
+      env: {
+        ...process.env,
+        MINIO_ROOT_USER: MINIO_USER,
+        MINIO_ROOT_PASSWORD: MINIO_PASSWORD,
+        MINIO_BROWSER: 'off',
+        MINIO_UPDATE: 'off',
+        CI: 'true',
+      },
+    },
+  );
   const url = `http://127.0.0.1:${port}`;
   await waitFor(async () => (await fetch(`${url}/minio/health/live`)).status < 500, 'MinIO', child, out);
   return { url, stop: () => stopChild(child) };
@@ -435,7 +497,13 @@ async function startRegistry(dir, env) {
   const cache = env.CACHE_DIR ?? path.join(dir, `cache-${id}`);
   await mkdir(storage, { recursive: true });
   await mkdir(cache, { recursive: true });
-  const nodeArgs = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.join(dir, 'profiles')}`, `--cpu-prof-name=registry-${id}-\${pid}.cpuprofile`] : [];
+  const nodeArgs = CPU_PROF
+    ? [
+        '--cpu-prof',
+        `--cpu-prof-dir=${path.join(dir, 'profiles')}`,
+        `--cpu-prof-name=registry-${id}-\${pid}.cpuprofile`,
+      ]
+    : [];
   const { child, log: out } = launch(process.execPath, [...nodeArgs, path.join(ROOT, 'dist', 'server.js')], {
     cwd: dir,
     env: {
@@ -468,7 +536,9 @@ function git(args) {
 const rows = [];
 function row(workload, reg, ref, unit, target, pass, note = '') {
   rows.push({ workload, reg, ref, unit, target, pass, note });
-  log(`${workload}: registry ${reg} ${unit}${ref !== undefined ? `, reference ${ref} ${unit}` : ''} → ${pass === undefined ? 'info' : pass ? 'PASS' : 'FAIL'}`);
+  log(
+    `${workload}: registry ${reg} ${unit}${ref !== undefined ? `, reference ${ref} ${unit}` : ''} → ${pass === undefined ? 'info' : pass ? 'PASS' : 'FAIL'}`,
+  );
 }
 
 /**
@@ -477,11 +547,18 @@ function row(workload, reg, ref, unit, target, pass, note = '') {
  * side that needs more CPU than that cannot meet the target on this machine without doing less work.
  */
 function cpuBudget(cpuReg, cpuRef, targetWall) {
-  Object.assign(rows.at(-1), { cpuReg: median(cpuReg), cpuRef: median(cpuRef), cpuAllowed: os.cpus().length * targetWall, mainReg: median(cpuReg.main ?? [NaN]), targetWall });
+  Object.assign(rows.at(-1), {
+    cpuReg: median(cpuReg),
+    cpuRef: median(cpuRef),
+    cpuAllowed: os.cpus().length * targetWall,
+    mainReg: median(cpuReg.main ?? [NaN]),
+    targetWall,
+  });
 }
 
 /** Every repetition, registry / reference, for the table's runs column (medians hide the spread). */
-const runs = (reg, ref, d = 0) => `${reg.map((x) => fmt(x, d)).join(', ')}${ref ? ` / ${ref.map((x) => fmt(x, d)).join(', ')}` : ''}`;
+const runs = (reg, ref, d = 0) =>
+  `${reg.map((x) => fmt(x, d)).join(', ')}${ref ? ` / ${ref.map((x) => fmt(x, d)).join(', ')}` : ''}`;
 const fmt = (x, d = 1) => (x === undefined || x === null || Number.isNaN(x) ? '—' : Number(x).toFixed(d));
 
 /**
@@ -512,7 +589,12 @@ const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).s
  */
 function machineCpu() {
   try {
-    const [user, nice, system, , , irq, softirq] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, , , irq, softirq] = readFileSync('/proc/stat', 'utf8')
+      .split('\n')[0]
+      .trim()
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
     return (user + nice + system + irq + softirq) / CLK_TCK;
   } catch {
     return NaN;
@@ -571,7 +653,10 @@ async function countingCpu(into, fn, registryPid, referencePid) {
  */
 function perGiB(cpuReg, cpuRef, bytes) {
   const gib = bytes / GiB;
-  Object.assign(rows.at(-1), { regGiB: median(cpuReg.proc ?? [NaN]) / gib, refGiB: cpuRef ? median(cpuRef.proc ?? [NaN]) / gib : NaN });
+  Object.assign(rows.at(-1), {
+    regGiB: median(cpuReg.proc ?? [NaN]) / gib,
+    refGiB: cpuRef ? median(cpuRef.proc ?? [NaN]) / gib : NaN,
+  });
 }
 
 /**
@@ -593,18 +678,30 @@ async function main() {
   log(`${QUICK ? 'quick' : 'full'} run: large ${fmtSize(LARGE)}, huge ${fmtSize(HUGE)}, ${REPS} repetition(s)`);
   if (!flag('--no-build')) {
     log('building dist/ (tsc -p tsconfig.build.json)');
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+    const r = spawnSync(
+      process.execPath,
+      [path.join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.build.json'],
+      { cwd: ROOT, stdio: 'inherit' },
+    );
     if (r.status !== 0) fail('the build failed');
   }
   if (!existsSync(path.join(ROOT, 'dist/server.js'))) fail('dist/server.js is missing: run npm run build');
-  if (LOADGEN === 'autocannon') await import('autocannon').catch(() => fail('autocannon is not installed: run `npm install` (devDependency) or `npm install --no-save autocannon`'));
+  if (LOADGEN === 'autocannon')
+    await import('autocannon').catch(() =>
+      fail('autocannon is not installed: run `npm install` (devDependency) or `npm install --no-save autocannon`'),
+    );
   if (spawnSync('curl', ['--version']).status !== 0) fail('curl is required (apt-get install -y curl)');
 
   busyBefore = await busyElsewhere();
-  if (busyBefore > 0.1) log(`warning: ${Math.round(busyBefore * 100)}% of the CPU was busy before the run started (another process?) — the ratios share the cores with it`);
+  if (busyBefore > 0.1)
+    log(
+      `warning: ${Math.round(busyBefore * 100)}% of the CPU was busy before the run started (another process?) — the ratios share the cores with it`,
+    );
   freeBefore = memFree();
   if (freeBefore < 2 * HUGE) {
-    log(`warning: only ${(freeBefore / GiB).toFixed(1)} GiB of memory is free (the page cache holds the rest): writes will wait for reclaim and skew the ratios; as root, \`sync; echo 1 > /proc/sys/vm/drop_caches\` first`);
+    log(
+      `warning: only ${(freeBefore / GiB).toFixed(1)} GiB of memory is free (the page cache holds the rest): writes will wait for reclaim and skew the ratios; as root, \`sync; echo 1 > /proc/sys/vm/drop_caches\` first`,
+    );
   }
 
   const base = process.env.BENCH_DIR ?? os.tmpdir();
@@ -651,7 +748,9 @@ async function main() {
         const dest = path.join(dir, `cat-${i}.tar.gz`);
         settle();
         const t0 = process.hrtime.bigint();
-        const r = await countingCpu(cpuCat, () => spawnSync('bash', ['-c', 'cat "$1" > "$2"; times', 'bash', largeFile, dest], { encoding: 'utf8' }));
+        const r = await countingCpu(cpuCat, () =>
+          spawnSync('bash', ['-c', 'cat "$1" > "$2"; times', 'bash', largeFile, dest], { encoding: 'utf8' }),
+        );
         cpuCat.proc.splice(-1, 1, childTimes(r.stdout));
         if (r.status !== 0) throw new Error(`cat > file failed: ${r.stderr}`);
         putCat.push(Number(process.hrtime.bigint() - t0) / 1e9);
@@ -666,18 +765,39 @@ async function main() {
       }
       const pr = median(putReg);
       const pp = median(putPipe);
-      row(`PUT ${fmtSize(LARGE)} to local vs shell tools (time)`, fmt(pr, 2), fmt(pp, 2), 's', '≤ 1.0× shell tools', pr / pp <= 1.0);
+      row(
+        `PUT ${fmtSize(LARGE)} to local vs shell tools (time)`,
+        fmt(pr, 2),
+        fmt(pp, 2),
+        's',
+        '≤ 1.0× shell tools',
+        pr / pp <= 1.0,
+      );
       rows.at(-1).ratio = pr / pp;
       rows.at(-1).runs = runs(putReg, putPipe, 2);
       cpuBudget(cpuPut, cpuPipe, pp);
       perGiB(cpuPut, cpuPipe, largeBytes);
       const pc = median(putCat);
-      row(`PUT ${fmtSize(LARGE)} to local vs \`cat > file\` (time)`, fmt(pr, 2), fmt(pc, 2), 's', 'report only', undefined);
+      row(
+        `PUT ${fmtSize(LARGE)} to local vs \`cat > file\` (time)`,
+        fmt(pr, 2),
+        fmt(pc, 2),
+        's',
+        'report only',
+        undefined,
+      );
       rows.at(-1).ratio = pr / pc;
       rows.at(-1).runs = runs(putReg, putCat, 2);
       perGiB(cpuPut, cpuCat, largeBytes);
       const pcs = median(putCatSync);
-      row(`PUT ${fmtSize(LARGE)} to local vs \`cat > file && sync file\``, fmt(pr, 2), fmt(pcs, 2), 's', 'report only', undefined);
+      row(
+        `PUT ${fmtSize(LARGE)} to local vs \`cat > file && sync file\``,
+        fmt(pr, 2),
+        fmt(pcs, 2),
+        's',
+        'report only',
+        undefined,
+      );
       rows.at(-1).ratio = pr / pcs;
       rows.at(-1).runs = runs(putReg, putCatSync, 2);
       perGiB(cpuPut, undefined, largeBytes);
@@ -690,8 +810,17 @@ async function main() {
       const cpuGet = [];
       const cpuNginx = [];
       for (let i = 0; i < REPS; i++) {
-        getReg.push(largeBytes / MiB / (await countingCpu(cpuGet, () => curlGet(`${reg.base}/models/large`, largeBytes), reg.pid)).total);
-        getNginx.push(largeBytes / MiB / (await countingCpu(cpuNginx, () => curlGet(`${nginx.base}/large.tar.gz`, largeBytes), undefined, nginx.pid)).total);
+        getReg.push(
+          largeBytes /
+            MiB /
+            (await countingCpu(cpuGet, () => curlGet(`${reg.base}/models/large`, largeBytes), reg.pid)).total,
+        );
+        getNginx.push(
+          largeBytes /
+            MiB /
+            (await countingCpu(cpuNginx, () => curlGet(`${nginx.base}/large.tar.gz`, largeBytes), undefined, nginx.pid))
+              .total,
+        );
       }
       const gr = median(getReg);
       const gn = median(getNginx);
@@ -711,12 +840,21 @@ async function main() {
         // CPU per GiB below: per request of the small archive, scaled (requests ≈ req/s × duration).
         smallReg.push(await countingCpu(cpuSmall, () => loadTest(`${reg.base}/models/small`), reg.pid));
         cpuSmall.proc.splice(-1, 1, cpuSmall.proc.at(-1) / (smallReg.at(-1) * AC_SECONDS));
-        smallNginx.push(await countingCpu(cpuSmallNginx, () => loadTest(`${nginx.base}/small.tar.gz`), undefined, nginx.pid));
+        smallNginx.push(
+          await countingCpu(cpuSmallNginx, () => loadTest(`${nginx.base}/small.tar.gz`), undefined, nginx.pid),
+        );
         cpuSmallNginx.proc.splice(-1, 1, cpuSmallNginx.proc.at(-1) / (smallNginx.at(-1) * AC_SECONDS));
       }
       const sr = median(smallReg);
       const sn = median(smallNginx);
-      row(`GET ${fmtSize(SMALL)} cached, 64 connections (${LOADGEN})`, fmt(sr, 0), fmt(sn, 0), 'req/s', '≥ 0.5× nginx', sr / sn >= 0.5);
+      row(
+        `GET ${fmtSize(SMALL)} cached, 64 connections (${LOADGEN})`,
+        fmt(sr, 0),
+        fmt(sn, 0),
+        'req/s',
+        '≥ 0.5× nginx',
+        sr / sn >= 0.5,
+      );
       rows.at(-1).ratio = sr / sn;
       rows.at(-1).runs = runs(smallReg, smallNginx);
       perGiB(cpuSmall, cpuSmallNginx, smallBytes);
@@ -725,9 +863,14 @@ async function main() {
 
     // ---- MinIO: PUT and cold GET through the registry vs the SDK directly -------------------------
     if (want('minio')) {
-      const { S3Client, PutObjectCommand, GetObjectCommand, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+      const { S3Client, GetObjectCommand, CreateBucketCommand } = await import('@aws-sdk/client-s3');
       const { Upload } = await import('@aws-sdk/lib-storage');
-      const s3 = new S3Client({ endpoint: minio.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD } });
+      const s3 = new S3Client({
+        endpoint: minio.url,
+        region: 'us-east-1',
+        forcePathStyle: true,
+        credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD },
+      });
       await s3.send(new CreateBucketCommand({ Bucket: 'direct' }));
       const s3env = {
         REMOTE_STORAGE: 'minio',
@@ -751,23 +894,57 @@ async function main() {
         settle();
         const t0 = process.hrtime.bigint();
         // Same part size and concurrency as the registry's own uploads (src/storage/s3.ts).
-        await countingCpu(cpuSdkPut, () => new Upload({ client: s3, params: { Bucket: 'direct', Key: 'large.tar.gz', Body: createReadStream(largeFile, { highWaterMark: 1 * MiB }), ContentType: 'application/gzip' }, partSize: 8 * MiB, queueSize: 4 }).done(), undefined, 'self');
+        await countingCpu(
+          cpuSdkPut,
+          () =>
+            new Upload({
+              client: s3,
+              params: {
+                Bucket: 'direct',
+                Key: 'large.tar.gz',
+                Body: createReadStream(largeFile, { highWaterMark: 1 * MiB }),
+                ContentType: 'application/gzip',
+              },
+              partSize: 8 * MiB,
+              queueSize: 4,
+            }).done(),
+          undefined,
+          'self',
+        );
         putSdk.push(largeBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9));
       };
       await curlPut(`${reg.base}/models/large`, largeFile); // so that every timed PUT of it is a replace
       for (let i = 0; i < REPS; i++) {
         settle();
-        putNew.push(largeBytes / MiB / (await countingCpu(cpuNew, () => curlPut(`${reg.base}/models/large-${i}`, largeFile), reg.pid)).total);
+        putNew.push(
+          largeBytes /
+            MiB /
+            (await countingCpu(cpuNew, () => curlPut(`${reg.base}/models/large-${i}`, largeFile), reg.pid)).total,
+        );
         await sdkPut();
         settle();
-        putReplace.push(largeBytes / MiB / (await countingCpu(cpuReplace, () => curlPut(`${reg.base}/models/large`, largeFile), reg.pid)).total);
+        putReplace.push(
+          largeBytes /
+            MiB /
+            (await countingCpu(cpuReplace, () => curlPut(`${reg.base}/models/large`, largeFile), reg.pid)).total,
+        );
         await sdkPut();
       }
       await reg.stop();
       const ps = median(putSdk);
-      for (const [what, putReg, cpuPut] of [['new model', putNew, cpuNew], ['replace, old version to history', putReplace, cpuReplace]]) {
+      for (const [what, putReg, cpuPut] of [
+        ['new model', putNew, cpuNew],
+        ['replace, old version to history', putReplace, cpuReplace],
+      ]) {
         const pr = median(putReg);
-        row(`PUT ${fmtSize(LARGE)} via MinIO, ${what} (throughput)`, fmt(pr, 0), fmt(ps, 0), 'MiB/s', '≥ 0.8× SDK', pr / ps >= 0.8);
+        row(
+          `PUT ${fmtSize(LARGE)} via MinIO, ${what} (throughput)`,
+          fmt(pr, 0),
+          fmt(ps, 0),
+          'MiB/s',
+          '≥ 0.8× SDK',
+          pr / ps >= 0.8,
+        );
         rows.at(-1).ratio = pr / ps;
         rows.at(-1).runs = runs(putReg, putSdk);
         cpuBudget(cpuPut, cpuSdkPut, largeBytes / MiB / ps / 0.8);
@@ -788,21 +965,48 @@ async function main() {
         await cold.stop();
         const t0 = process.hrtime.bigint();
         let n = 0;
-        await countingCpu(cpuSdkGet, async () => {
-          const out = await s3.send(new GetObjectCommand({ Bucket: 'direct', Key: 'large.tar.gz' }));
-          await pipeline(out.Body, new Writable({ write(chunk, _e, cb) { n += chunk.length; cb(); } }));
-        }, undefined, 'self');
+        await countingCpu(
+          cpuSdkGet,
+          async () => {
+            const out = await s3.send(new GetObjectCommand({ Bucket: 'direct', Key: 'large.tar.gz' }));
+            await pipeline(
+              out.Body,
+              new Writable({
+                write(chunk, _e, cb) {
+                  n += chunk.length;
+                  cb();
+                },
+              }),
+            );
+          },
+          undefined,
+          'self',
+        );
         if (n !== largeBytes) throw new Error(`SDK GET: ${n} bytes`);
         getSdk.push(largeBytes / MiB / (Number(process.hrtime.bigint() - t0) / 1e9));
       }
       const gr = median(getReg);
       const gs = median(getSdk);
-      row(`GET ${fmtSize(LARGE)} via MinIO, cold (throughput)`, fmt(gr, 0), fmt(gs, 0), 'MiB/s', '≥ 0.8× SDK', gr / gs >= 0.8);
+      row(
+        `GET ${fmtSize(LARGE)} via MinIO, cold (throughput)`,
+        fmt(gr, 0),
+        fmt(gs, 0),
+        'MiB/s',
+        '≥ 0.8× SDK',
+        gr / gs >= 0.8,
+      );
       rows.at(-1).ratio = gr / gs;
       rows.at(-1).runs = runs(getReg, getSdk);
       cpuBudget(cpuCold, cpuSdkGet, largeBytes / MiB / gs / 0.8);
       perGiB(cpuCold, cpuSdkGet, largeBytes);
-      row(`cold GET ${fmtSize(LARGE)} via MinIO, time to first byte`, fmt(median(ttfb), 0), undefined, 'ms', 'report only', undefined);
+      row(
+        `cold GET ${fmtSize(LARGE)} via MinIO, time to first byte`,
+        fmt(median(ttfb), 0),
+        undefined,
+        'ms',
+        'report only',
+        undefined,
+      );
       rows.at(-1).runs = runs(ttfb);
       s3.destroy();
     }
@@ -812,16 +1016,31 @@ async function main() {
       const reads = [];
       const cpuColdGets = [];
       for (let i = 0; i < REPS; i++) {
-        const reg = await startRegistry(dir, { REMOTE_STORAGE: 'local', CACHE_WRITE_THROUGH: 'false', LOCAL_STORAGE_DIR: path.join(dir, `models-cold-${i}`) });
+        const reg = await startRegistry(dir, {
+          REMOTE_STORAGE: 'local',
+          CACHE_WRITE_THROUGH: 'false',
+          LOCAL_STORAGE_DIR: path.join(dir, `models-cold-${i}`),
+        });
         await curlPut(`${reg.base}/models/medium`, mediumFile);
         const before = await storageGets(reg.base);
-        const statuses = await countingCpu(cpuColdGets, () => Promise.all(Array.from({ length: 50 }, () => drainGet(`${reg.base}/models/medium`))), reg.pid);
+        const statuses = await countingCpu(
+          cpuColdGets,
+          () => Promise.all(Array.from({ length: 50 }, () => drainGet(`${reg.base}/models/medium`))),
+          reg.pid,
+        );
         if (statuses.some((s) => s !== 200)) throw new Error(`cold GETs: statuses ${[...new Set(statuses)]}`);
         reads.push((await storageGets(reg.base)) - before);
         await reg.stop();
       }
       const worst = Math.max(...reads);
-      row(`50 concurrent cold GETs of ${fmtSize(MEDIUM)} → storage reads`, reads.join(', '), undefined, 'reads', '= 1', worst === 1);
+      row(
+        `50 concurrent cold GETs of ${fmtSize(MEDIUM)} → storage reads`,
+        reads.join(', '),
+        undefined,
+        'reads',
+        '= 1',
+        worst === 1,
+      );
       perGiB(cpuColdGets, undefined, 50 * (await stat(mediumFile)).size);
     }
 
@@ -841,23 +1060,39 @@ async function main() {
       };
       const timer = setInterval(sample, 100);
       const cpuHuge = [];
-      await countingCpu(cpuHuge, async () => {
-        await curlPut(`${reg.base}/models/huge`, hugeFile);
-        await curlGet(`${reg.base}/models/huge`, hugeBytes);
-        await curlGet(`${reg.base}/models/huge`, hugeBytes);
-      }, reg.pid);
+      await countingCpu(
+        cpuHuge,
+        async () => {
+          await curlPut(`${reg.base}/models/huge`, hugeFile);
+          await curlGet(`${reg.base}/models/huge`, hugeBytes);
+          await curlGet(`${reg.base}/models/huge`, hugeBytes);
+        },
+        reg.pid,
+      );
       sample();
       clearInterval(timer);
       await reg.stop();
       await rm(hugeFile, { force: true });
-      row(`peak RSS, ${fmtSize(HUGE)} PUT + cold GET + cached GET`, fmt(peak / MiB, 0), undefined, 'MiB', '≤ 200 MiB', peak <= 200 * MiB);
+      row(
+        `peak RSS, ${fmtSize(HUGE)} PUT + cold GET + cached GET`,
+        fmt(peak / MiB, 0),
+        undefined,
+        'MiB',
+        '≤ 200 MiB',
+        peak <= 200 * MiB,
+      );
       perGiB(cpuHuge, undefined, 3 * hugeBytes);
     }
 
     // ---- A catalog of CATALOG models on MinIO: listing and search against one raw listing walk ---
     if (want('catalog')) {
       const { S3Client, ListObjectsV2Command, CopyObjectCommand } = await import('@aws-sdk/client-s3');
-      const s3 = new S3Client({ endpoint: minio.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD } });
+      const s3 = new S3Client({
+        endpoint: minio.url,
+        region: 'us-east-1',
+        forcePathStyle: true,
+        credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD },
+      });
       const env = {
         REMOTE_STORAGE: 'minio',
         BUCKET_NAME: 'catalog',
@@ -869,14 +1104,27 @@ async function main() {
       const reg = await startRegistry(dir, env);
       // One model published by the registry (its metadata: version, digest, labels), copied with
       // that metadata under CATALOG names, as a store grown over time holds them.
-      await fetch(`${reg.base}/models/seed`, { method: 'PUT', body: readFileSync(smallFile), headers: { 'content-type': 'application/gzip', 'x-model-label-team': 'nlp' } });
+      await fetch(`${reg.base}/models/seed`, {
+        method: 'PUT',
+        body: readFileSync(smallFile),
+        headers: { 'content-type': 'application/gzip', 'x-model-label-team': 'nlp' },
+      });
       const names = Array.from({ length: CATALOG }, (_, i) => `model-${String(i).padStart(5, '0')}`);
       let next = 0;
-      await Promise.all(Array.from({ length: 32 }, async () => {
-        for (let i = next++; i < names.length; i = next++) {
-          await s3.send(new CopyObjectCommand({ Bucket: 'catalog', Key: `${names[i]}.tar.gz`, CopySource: 'catalog/seed.tar.gz', MetadataDirective: 'COPY' }));
-        }
-      }));
+      await Promise.all(
+        Array.from({ length: 32 }, async () => {
+          for (let i = next++; i < names.length; i = next++) {
+            await s3.send(
+              new CopyObjectCommand({
+                Bucket: 'catalog',
+                Key: `${names[i]}.tar.gz`,
+                CopySource: 'catalog/seed.tar.gz',
+                MetadataDirective: 'COPY',
+              }),
+            );
+          }
+        }),
+      );
       log(`catalog: ${CATALOG} models`);
       const rawWalk = async () => {
         let token;
@@ -919,22 +1167,59 @@ async function main() {
         if (walked.result < CATALOG) fail(`the registry listed ${walked.result} of ${CATALOG} models`);
         byName.push(walked.ms);
         firstPage.push((await timed(() => fetch(`${reg.base}/models`).then((r) => r.json()))).ms);
-        byUpdated.push((await timed(() => fetch(`${reg.base}/models?sort=updatedAt&limit=100`).then((r) => r.json()))).ms);
+        byUpdated.push(
+          (await timed(() => fetch(`${reg.base}/models?sort=updatedAt&limit=100`).then((r) => r.json()))).ms,
+        );
         byLabel.push((await timed(() => walkAll('&label.team=nobody'))).ms);
       }
       await reg.stop();
       const r0 = median(raw);
       const walk = median(byName);
-      row(`list ${CATALOG} models by name, every page (limit=1000), first after start`, fmt(cold.ms, 0), fmt(r0, 0), 'ms', 'reported', undefined,
-        'one HEAD per model: S3 listings carry no metadata');
+      row(
+        `list ${CATALOG} models by name, every page (limit=1000), first after start`,
+        fmt(cold.ms, 0),
+        fmt(r0, 0),
+        'ms',
+        'reported',
+        undefined,
+        'one HEAD per model: S3 listings carry no metadata',
+      );
       rows.at(-1).ratio = cold.ms / r0;
-      row(`list ${CATALOG} models by name, every page (limit=1000)`, fmt(walk, 0), fmt(r0, 0), 'ms', '≤ 2× one raw ListObjectsV2 walk', walk <= 2 * r0);
+      row(
+        `list ${CATALOG} models by name, every page (limit=1000)`,
+        fmt(walk, 0),
+        fmt(r0, 0),
+        'ms',
+        '≤ 2× one raw ListObjectsV2 walk',
+        walk <= 2 * r0,
+      );
       rows.at(-1).ratio = walk / r0;
-      row(`list: the first page (limit=100) of ${CATALOG} models`, fmt(median(firstPage), 0), fmt(r0, 0), 'ms', 'reported', undefined);
-      row(`search: sort=updatedAt over ${CATALOG} models (first 100)`, fmt(median(byUpdated), 0), fmt(r0, 0), 'ms', 'reported', undefined,
-        'looks at every model');
-      row(`search: a label no model has, over ${CATALOG} models`, fmt(median(byLabel), 0), fmt(r0, 0), 'ms', 'reported', undefined,
-        'looks at every model');
+      row(
+        `list: the first page (limit=100) of ${CATALOG} models`,
+        fmt(median(firstPage), 0),
+        fmt(r0, 0),
+        'ms',
+        'reported',
+        undefined,
+      );
+      row(
+        `search: sort=updatedAt over ${CATALOG} models (first 100)`,
+        fmt(median(byUpdated), 0),
+        fmt(r0, 0),
+        'ms',
+        'reported',
+        undefined,
+        'looks at every model',
+      );
+      row(
+        `search: a label no model has, over ${CATALOG} models`,
+        fmt(median(byLabel), 0),
+        fmt(r0, 0),
+        'ms',
+        'reported',
+        undefined,
+        'looks at every model',
+      );
     }
 
     // ---- 64 clients pulling one model through 1 replica, and through 3, behind nginx, one MinIO ---
@@ -964,8 +1249,24 @@ async function main() {
       const cpuOne = [];
       const cpuThree = [];
       for (let i = 0; i < REPS; i++) {
-        pullOne.push(moved / MiB / (await countingCpu(cpuOne, () => pullMany(`${one.base}/models/pulled`, PULL_CLIENTS, pulledBytes), replicas[0].pid)));
-        pullThree.push(moved / MiB / (await countingCpu(cpuThree, () => pullMany(`${three.base}/models/pulled`, PULL_CLIENTS, pulledBytes), replicas.map((r) => r.pid))));
+        pullOne.push(
+          moved /
+            MiB /
+            (await countingCpu(
+              cpuOne,
+              () => pullMany(`${one.base}/models/pulled`, PULL_CLIENTS, pulledBytes),
+              replicas[0].pid,
+            )),
+        );
+        pullThree.push(
+          moved /
+            MiB /
+            (await countingCpu(
+              cpuThree,
+              () => pullMany(`${three.base}/models/pulled`, PULL_CLIENTS, pulledBytes),
+              replicas.map((r) => r.pid),
+            )),
+        );
       }
       await one.stop();
       await three.stop();
@@ -974,12 +1275,25 @@ async function main() {
       const p1 = median(pullOne);
       const p3 = median(pullThree);
       // Registry CPU: the replicas' processes together (nginx's and curl's are not in it).
-      row(`${PULL_CLIENTS} clients pulling ${fmtSize(PULLED)} (cached) through nginx, 1 replica (aggregate)`, fmt(p1, 0), undefined, 'MiB/s', 'reported', undefined);
+      row(
+        `${PULL_CLIENTS} clients pulling ${fmtSize(PULLED)} (cached) through nginx, 1 replica (aggregate)`,
+        fmt(p1, 0),
+        undefined,
+        'MiB/s',
+        'reported',
+        undefined,
+      );
       rows.at(-1).runs = runs(pullOne);
       perGiB(cpuOne, undefined, moved);
       const enoughCores = os.cpus().length >= 4;
-      row(`${PULL_CLIENTS} clients pulling ${fmtSize(PULLED)} (cached) through nginx, 3 replicas on one MinIO (aggregate)`, fmt(p3, 0), fmt(p1, 0), 'MiB/s',
-        `≥ 2.5× 1 replica${enoughCores ? '' : ` (reported only on ${os.cpus().length} cores)`}`, enoughCores ? p3 / p1 >= 2.5 : undefined);
+      row(
+        `${PULL_CLIENTS} clients pulling ${fmtSize(PULLED)} (cached) through nginx, 3 replicas on one MinIO (aggregate)`,
+        fmt(p3, 0),
+        fmt(p1, 0),
+        'MiB/s',
+        `≥ 2.5× 1 replica${enoughCores ? '' : ` (reported only on ${os.cpus().length} cores)`}`,
+        enoughCores ? p3 / p1 >= 2.5 : undefined,
+      );
       rows.at(-1).ratio = p3 / p1;
       rows.at(-1).runs = runs(pullThree, pullOne);
       perGiB(cpuThree, undefined, moved);
@@ -992,14 +1306,18 @@ async function main() {
   }
 
   // ---- Report --------------------------------------------------------------------------------------
-  const header = '| workload | registry | reference | ratio | target | result | registry CPU s/GiB | reference CPU s/GiB | runs (registry / reference) |\n|---|---|---|---|---|---|---|---|---|';
+  const header =
+    '| workload | registry | reference | ratio | target | result | registry CPU s/GiB | reference CPU s/GiB | runs (registry / reference) |\n|---|---|---|---|---|---|---|---|---|';
   const lines = rows.map((r) => {
     const ratio = r.ratio !== undefined ? `${fmt(r.ratio, 2)}×` : '—';
     const result = r.pass === undefined ? 'info' : r.pass ? 'pass' : '**FAIL**';
     return `| ${r.workload} | ${r.reg} ${r.unit} | ${r.ref !== undefined ? `${r.ref} ${r.unit}` : '—'} | ${ratio} | ${r.target} | ${result} | ${fmt(r.regGiB, 2)} | ${fmt(r.refGiB, 2)} | ${r.runs ?? '—'} |`;
   });
   const budgeted = rows.filter((r) => r.cpuAllowed !== undefined && !Number.isNaN(r.cpuReg));
-  const budget = budgeted.length === 0 ? '' : `
+  const budget =
+    budgeted.length === 0
+      ? ''
+      : `
 
 CPU seconds per repetition (medians): the whole machine's (client, registry or reference server,
 storage server) against what the target allows, all ${os.cpus().length} cores busy for the whole of its wall time; and
@@ -1011,7 +1329,9 @@ time. Above 1 in either ratio, the registry's side does more work than the targe
 ${budgeted.map((r) => `| ${r.workload} | ${fmt(r.cpuReg, 2)} s | ${fmt(r.cpuRef, 2)} s | ${fmt(r.cpuAllowed, 2)} s | ${fmt(r.cpuReg / r.cpuAllowed, 2)} | ${fmt(r.mainReg, 2)} s | ${fmt(r.targetWall, 2)} s | ${fmt(r.mainReg / r.targetWall, 2)} |`).join('\n')}`;
   const table = `${header}\n${lines.join('\n')}${budget}`;
   const command = `npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
-  const dirty = git(['status', '--porcelain', '--untracked-files=no', '--', '.', ':!BENCHMARKS.md']) ? ' (with uncommitted changes)' : '';
+  const dirty = git(['status', '--porcelain', '--untracked-files=no', '--', '.', ':!BENCHMARKS.md'])
+    ? ' (with uncommitted changes)'
+    : '';
   const section = `## ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')} — ${git(['rev-parse', '--short', 'HEAD'])}${dirty}${QUICK ? ' (quick)' : ''}
 
 - machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / GiB).toFixed(1)} GiB memory, ${os.type()} ${os.release()}, Node ${process.version}; ${Number.isNaN(busyBefore) ? 'CPU use before the run unknown' : `${Math.round(busyBefore * 100)}% of the CPU busy before the run`}${Number.isNaN(freeBefore) ? '' : `, ${(freeBefore / GiB).toFixed(1)} GiB memory free`}
@@ -1022,7 +1342,8 @@ ${table}
   console.log(`\n${section}`);
   if (WRITE) {
     const file = path.join(ROOT, 'BENCHMARKS.md');
-    if (!existsSync(file)) await writeFile(file, '# Benchmarks\n\nRuns of `npm run bench`, newest last (see bench/run.mjs).\n\n');
+    if (!existsSync(file))
+      await writeFile(file, '# Benchmarks\n\nRuns of `npm run bench`, newest last (see bench/run.mjs).\n\n');
     await appendFile(file, `\n${section}`);
     log(`appended to ${file}`);
   }

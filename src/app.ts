@@ -2,23 +2,26 @@
  * The application as a Fastify instance: storage → registry service → routes.
  * server.ts runs it as a process; tests build it with their own config and storage.
  */
+
+import { type ServerResponse, STATUS_CODES } from 'node:http';
 import Fastify, {
-  LogController,
   type FastifyInstance,
   type FastifyLoggerOptions,
   type FastifyReply,
   type FastifyServerOptions,
+  LogController,
 } from 'fastify';
-import { pino, type LoggerOptions } from 'pino';
-import { STATUS_CODES, type ServerResponse } from 'node:http';
+import { type LoggerOptions, pino } from 'pino';
+import { ModelCache } from './cache/index.js';
 import type { Config } from './config.js';
 import { ConfigError, errors } from './errors.js';
+import { capConnections } from './http/connections.js';
 import { errorBody, fromRegistryError, sendError } from './http/errors.js';
+import { rewriteModelUrl } from './http/model-path.js';
 import { declaredKeys, validatorCompiler } from './http/zod.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import errorHandling from './plugins/errors.js';
 import requests, { requestId } from './plugins/requests.js';
-import { ModelCache } from './cache/index.js';
 import { archiveRules } from './registry/archive.js';
 import { ModelRegistry } from './registry/service.js';
 import { Watcher } from './registry/watch.js';
@@ -29,8 +32,6 @@ import uiRoutes from './routes/ui.js';
 import { createStorage, type Storage } from './storage/index.js';
 import { instrument } from './storage/shared/instrumented.js';
 import { CENSOR, mergeSecrets, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
-import { capConnections } from './http/connections.js';
-import { rewriteModelUrl } from './http/model-path.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -102,9 +103,10 @@ export function loggerOptions(config: Config, settings: LogSettings = {}): Fasti
       logMethod(args, method) {
         // log.error(err) takes its message from err.message: pass it scrubbed.
         const [first, ...rest] = args as unknown[];
-        const normalized = first instanceof Error
-          ? [{ err: first }, typeof rest[0] === 'string' ? rest.shift() : first.message, ...rest]
-          : args;
+        const normalized =
+          first instanceof Error
+            ? [{ err: first }, typeof rest[0] === 'string' ? rest.shift() : first.message, ...rest]
+            : args;
         method.apply(this, normalized.map((arg) => scrubValue(arg, secrets)) as Parameters<typeof method>);
       },
     },
@@ -166,9 +168,13 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
         pending.once('close', () => socket.destroy());
         return;
       }
-      const e = fromRegistryError(err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? errors.headersTimeout()
-        : err.code === 'HPE_HEADER_OVERFLOW' ? errors.headersTooLarge()
-        : errors.badRequestFraming());
+      const e = fromRegistryError(
+        err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? errors.headersTimeout()
+          : err.code === 'HPE_HEADER_OVERFLOW'
+            ? errors.headersTooLarge()
+            : errors.badRequestFraming(),
+      );
       const body = JSON.stringify(errorBody(e));
       if (socket.writable) {
         const head = [
@@ -184,7 +190,9 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     },
   });
   // At the cap, the connection idle longest makes room (see http/connections.ts).
-  capConnections(app.server, config.MAX_CONNECTIONS, () => app.log.debug('MAX_CONNECTIONS reached: closed the connection idle longest'));
+  capConnections(app.server, config.MAX_CONNECTIONS, () =>
+    app.log.debug('MAX_CONNECTIONS reached: closed the connection idle longest'),
+  );
   // A request arriving on an open connection once shutdown began: 503, and the connection
   // closes (Fastify adds Connection: close), so the client retries on another replica.
   let closing = false;
@@ -261,13 +269,17 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
   // server.ts and then every SWEEP_INTERVAL: a predecessor still alive at start (a zombie reaped
   // late, a replica that died since) leaves nothing for long.
   let sweeping: Promise<unknown> = Promise.resolve();
-  const sweeper = config.SWEEP_INTERVAL > 0
-    ? setInterval(() => {
-      sweeping = registry.sweep().then((swept) => {
-        if (swept > 0) app.log.info({ swept }, 'removed leftovers of interrupted uploads');
-      }, (err: unknown) => app.log.warn({ err }, 'sweeping leftovers failed; next try in SWEEP_INTERVAL'));
-    }, config.SWEEP_INTERVAL).unref()
-    : undefined;
+  const sweeper =
+    config.SWEEP_INTERVAL > 0
+      ? setInterval(() => {
+          sweeping = registry.sweep().then(
+            (swept) => {
+              if (swept > 0) app.log.info({ swept }, 'removed leftovers of interrupted uploads');
+            },
+            (err: unknown) => app.log.warn({ err }, 'sweeping leftovers failed; next try in SWEEP_INTERVAL'),
+          );
+        }, config.SWEEP_INTERVAL).unref()
+      : undefined;
   app.addHook('onClose', async () => {
     clearInterval(sweeper);
     await sweeping.catch(() => {});

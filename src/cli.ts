@@ -7,8 +7,8 @@
 import './node-version.js'; // first: stops on a Node.js older than 22.12 before anything else loads
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ConfigError } from './errors.js';
 import { dropEmptySdkVariables } from './config.js';
+import { ConfigError } from './errors.js';
 
 const USAGE = `Usage:
   model-registry serve
@@ -43,7 +43,12 @@ const OPTIONS = {
   'dry-run': { type: 'boolean' },
   concurrency: { type: 'string' },
 } as const;
-const VALUE_HINTS: Record<string, string> = { from: '<source.env>', to: '<destination.env>', concurrency: 'N', 'from-layout': 'L' };
+const VALUE_HINTS: Record<string, string> = {
+  from: '<source.env>',
+  to: '<destination.env>',
+  concurrency: 'N',
+  'from-layout': 'L',
+};
 
 /** package.json's version: dist/cli.js and src/cli.ts both sit one folder below it. */
 function packageVersion(): string {
@@ -57,7 +62,8 @@ function distance(a: string, b: string): number {
   for (let i = 1; i <= a.length; i++) {
     for (let j = 1; j <= b.length; j++) {
       d[i]![j] = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        d[i]![j] = Math.min(d[i]![j]!, d[i - 2]![j - 2]! + 1);
     }
   }
   return d[a.length]![b.length]!;
@@ -71,12 +77,17 @@ function usageLine(err: Error & { code?: string }): string {
   if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
     const known = Object.keys(OPTIONS);
     const closest = known.map((k) => ({ k, d: distance(name, k) })).sort((a, b) => a.d - b.d)[0]!;
-    const hint = closest.d <= Math.max(1, Math.floor(closest.k.length / 3)) ? `did you mean --${closest.k}?` : `the options are ${known.map((k) => `--${k}`).join(', ')}`;
+    const hint =
+      closest.d <= Math.max(1, Math.floor(closest.k.length / 3))
+        ? `did you mean --${closest.k}?`
+        : `the options are ${known.map((k) => `--${k}`).join(', ')}`;
     return `unknown option ${shown}: ${hint}`;
   }
   if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && name in OPTIONS) {
     const key = name as keyof typeof OPTIONS;
-    return OPTIONS[key].type === 'string' ? `--${key} needs a value: --${key} ${VALUE_HINTS[key] ?? '<value>'}` : `--${key} takes no value: write just --${key}`;
+    return OPTIONS[key].type === 'string'
+      ? `--${key} needs a value: --${key} ${VALUE_HINTS[key] ?? '<value>'}`
+      : `--${key} takes no value: write just --${key}`;
   }
   return err.message;
 }
@@ -133,14 +144,23 @@ async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     if (controller.signal.aborted) process.exit(130);
-    process.stderr.write(`${process.stderr.isTTY ? '\n' : ''}${signal}: stopping; objects already copied stay, rerun the same command to resume (again to quit now)\n`);
+    process.stderr.write(
+      `${process.stderr.isTTY ? '\n' : ''}${signal}: stopping; objects already copied stay, rerun the same command to resume (again to quit now)\n`,
+    );
     controller.abort();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
   const { migrate } = await import('./migrate.js');
-  const summary = await migrate({ from: values.from, to: values.to, fromLayout, dryRun: values['dry-run'] ?? false, concurrency, signal: controller.signal });
+  const summary = await migrate({
+    from: values.from,
+    to: values.to,
+    fromLayout,
+    dryRun: values['dry-run'] ?? false,
+    concurrency,
+    signal: controller.signal,
+  });
   return controller.signal.aborted && summary.interrupted ? 130 : summary.exitCode;
 }
 

@@ -6,23 +6,29 @@
  */
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { parseTokenTail, TOKEN_SYNTAX, type TokenEntry } from './http/token-scope.js';
 import { allDrivers, type BackendSettings } from './storage/drivers.js';
 import { ConfigError } from './util/config-error.js';
 import { boolean, duration, integer, size } from './util/settings.js';
-import { parseTokenTail, TOKEN_SYNTAX, type TokenEntry } from './http/token-scope.js';
 
 export type Scope = 'read' | 'write' | 'admin';
 const SCOPES: readonly Scope[] = ['read', 'write', 'admin'];
 
 const authTokens = z.string().transform((text, ctx) => {
   const tokens: TokenEntry[] = [];
-  for (const item of text.split(',').map((s) => s.trim()).filter(Boolean)) {
+  for (const item of text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)) {
     const i = item.indexOf(':');
     const scope = item.slice(0, i) as Scope;
     const { token, namespace } = parseTokenTail(item.slice(i + 1));
     if (i < 0 || !SCOPES.includes(scope) || token.length < 8 || /\s/.test(token) || namespace === null) {
       // Never echo the token itself.
-      ctx.addIssue({ code: 'custom', message: `must be a comma-separated list of ${TOKEN_SYNTAX}, each token at least 8 characters without spaces and each namespace a valid name` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `must be a comma-separated list of ${TOKEN_SYNTAX}, each token at least 8 characters without spaces and each namespace a valid name`,
+      });
       return z.NEVER;
     }
     tokens.push(namespace === undefined ? { scope, token } : { scope, token, namespace });
@@ -31,7 +37,13 @@ const authTokens = z.string().transform((text, ctx) => {
 });
 
 const storagePrefix = z.string().refine(
-  (p) => p.endsWith('/') && !p.startsWith('/') && p.slice(0, -1).split('/').every((s) => s !== '' && s !== '.' && s !== '..' && !/[\\\u0000-\u001f]/.test(s)),
+  (p) =>
+    p.endsWith('/') &&
+    !p.startsWith('/') &&
+    p
+      .slice(0, -1)
+      .split('/')
+      .every((s) => s !== '' && s !== '.' && s !== '..' && !/[\\\u0000-\u001f]/.test(s)),
   'must be a relative folder ending in /, without a leading /, empty segments, . or .., e.g. STORAGE_PREFIX=registry/',
 );
 
@@ -85,14 +97,23 @@ export type BackendConfig<B extends Backend> = Extract<Config, { REMOTE_STORAGE:
 
 /** Every setting the registry reads, the backends' included. */
 function knownVariables(): string[] {
-  return [...new Set(['REMOTE_STORAGE', ...Object.keys(common.shape), ...allDrivers().flatMap((d) => Object.keys(d.schema.shape))])];
+  return [
+    ...new Set([
+      'REMOTE_STORAGE',
+      ...Object.keys(common.shape),
+      ...allDrivers().flatMap((d) => Object.keys(d.schema.shape)),
+    ]),
+  ];
 }
 
 /** The settings of the built-in backends and the common ones. */
 export const KNOWN_VARIABLES: readonly string[] = knownVariables();
 
 /** Variables whose values are secrets: never echoed in errors or logs (see util/redact.ts). */
-export const SECRET_VARIABLES: ReadonlySet<string> = new Set(['AUTH_TOKENS', ...allDrivers().flatMap((d) => d.secrets ?? [])]);
+export const SECRET_VARIABLES: ReadonlySet<string> = new Set([
+  'AUTH_TOKENS',
+  ...allDrivers().flatMap((d) => d.secrets ?? []),
+]);
 
 /**
  * Names in `env` that look like settings of the registry (by `prefix`) but are none — a misspelt
@@ -112,19 +133,25 @@ const SECURITY_SETTINGS = ['AUTH_TOKENS', 'ALLOW_ANONYMOUS'];
  * Variables other programs own, never taken for look-alikes: npm's and Node's, the storage SDKs'
  * own (they read them themselves), and those of shells, terminals, CI systems and Kubernetes.
  */
-const FOREIGN_VARIABLES = /^(npm_|NPM_|NODE_|TAP_|SSH_|XDG_|LC_|GIT_|GITHUB_|GITLAB_|CI_|RUNNER_|KUBERNETES_|DOCKER_|PIP_|PYTHON|CONDA_|JAVA_|GO[A-Z0-9]*$|CARGO_|RUSTUP_|HOMEBREW_|VSCODE_|TERM|DBUS_|AWS_SDK_|AWS_CONTAINER_|AWS_EC2_|AWS_LAMBDA_|OTEL_)/;
+const FOREIGN_VARIABLES =
+  /^(npm_|NPM_|NODE_|TAP_|SSH_|XDG_|LC_|GIT_|GITHUB_|GITLAB_|CI_|RUNNER_|KUBERNETES_|DOCKER_|PIP_|PYTHON|CONDA_|JAVA_|GO[A-Z0-9]*$|CARGO_|RUSTUP_|HOMEBREW_|VSCODE_|TERM|DBUS_|AWS_SDK_|AWS_CONTAINER_|AWS_EC2_|AWS_LAMBDA_|OTEL_)/;
 const lookAlikes = () => allDrivers().map((d) => d.lookAlikes ?? {});
 const sdkVariables = () => new Set(lookAlikes().flatMap((l) => l.sdkVariables ?? []));
 /** How a name starts that only the registry's settings start with (the look-alike check before issue 20). */
 const registryPrefixes = () => {
-  const backends = [...new Set(lookAlikes().flatMap((l) => l.prefixes ?? []))].map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-  return new RegExp(`^(${['AUTH(_|$)', 'ALLOW(_|$)', 'REMOTE_', 'CACHE_', 'MODEL_', 'MODELS_', 'MAX_MODEL', 'MAX_EXTRACTED', 'MAX_ARCHIVE', ...backends].join('|')})`);
+  const backends = [...new Set(lookAlikes().flatMap((l) => l.prefixes ?? []))].map((p) =>
+    p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+  );
+  return new RegExp(
+    `^(${['AUTH(_|$)', 'ALLOW(_|$)', 'REMOTE_', 'CACHE_', 'MODEL_', 'MODELS_', 'MAX_MODEL', 'MAX_EXTRACTED', 'MAX_ARCHIVE', ...backends].join('|')})`,
+  );
 };
 /**
  * Words only the registry's settings use: a name with one of them (S3_BUCKET, API_TOKENS) means
  * one. Not AUTH or TOKEN: SENTRY_AUTH_TOKEN, HF_TOKEN and the like belong to other tools.
  */
-const distinctiveWords = () => new Set(['TOKENS', 'ANONYMOUS', 'HISTORY', 'ARCHIVE', 'EXTRACTED', ...lookAlikes().flatMap((l) => l.words ?? [])]);
+const distinctiveWords = () =>
+  new Set(['TOKENS', 'ANONYMOUS', 'HISTORY', 'ARCHIVE', 'EXTRACTED', ...lookAlikes().flatMap((l) => l.words ?? [])]);
 
 /** Optimal-string-alignment distance: insertions, deletions, substitutions, adjacent swaps. */
 function editDistance(a: string, b: string): number {
@@ -182,7 +209,8 @@ export function lookAlikeSettings(env: NodeJS.ProcessEnv): LookAlike[] {
       if (distance <= tolerance(setting)) scored.push({ setting, score: distance });
       else if (contains) scored.push({ setting, score: 3 });
       // BUCKET_NAME before AUTO_CREATE_BUCKET for S3_BUCKET: the word leading the setting first.
-      else if (shared.length > 0) scored.push({ setting, score: 4 + settingWords.indexOf(shared[0]!) / 10 + distance / 1000 });
+      else if (shared.length > 0)
+        scored.push({ setting, score: 4 + settingWords.indexOf(shared[0]!) / 10 + distance / 1000 });
       else if (sameKind) scored.push({ setting, score: 5 });
     }
     if (scored.length === 0 && !prefixes.test(upper)) continue;
@@ -204,7 +232,8 @@ export function lookAlikeSettings(env: NodeJS.ProcessEnv): LookAlike[] {
  */
 export function dropEmptySdkVariables(env: NodeJS.ProcessEnv = process.env): void {
   for (const [key, value] of Object.entries(env)) {
-    if (value !== undefined && value.trim() === '' && /^(AWS_|GOOGLE_|GCLOUD_|AZURE_|STORAGE_EMULATOR_HOST$)/.test(key)) delete env[key];
+    if (value !== undefined && value.trim() === '' && /^(AWS_|GOOGLE_|GCLOUD_|AZURE_|STORAGE_EMULATOR_HOST$)/.test(key))
+      delete env[key];
   }
 }
 

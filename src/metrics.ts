@@ -15,7 +15,7 @@
  * Every label combination of the fixed-label series is initialised to zero, so each series is
  * exported (and rate() works) before the first request.
  */
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export const STORAGE_OPERATIONS = ['get', 'put', 'head', 'list', 'delete', 'copy'] as const;
 export const STORAGE_OUTCOMES = ['ok', 'not_found', 'precondition_failed', 'error'] as const;
@@ -124,5 +124,17 @@ export function createMetrics(): Metrics {
     registers,
   });
 
-  return { registry, storageRequests, storageDuration, cacheHits, cacheMisses, cacheEvictions, cacheBytes, cacheMemoryBytes, httpDuration, httpBytes, httpAborted };
+  return {
+    registry,
+    storageRequests,
+    storageDuration,
+    cacheHits,
+    cacheMisses,
+    cacheEvictions,
+    cacheBytes,
+    cacheMemoryBytes,
+    httpDuration,
+    httpBytes,
+    httpAborted,
+  };
 }

@@ -3,8 +3,8 @@
  * on a terminal), the closing summary, and the byte / duration formats they use.
  */
 import type { LogFn } from 'pino';
-import type { Logger } from './util/logger.js';
 import type { MigrationSummary, ObjectResult, ObjectStatus, Output } from './migrate.js';
+import type { Logger } from './util/logger.js';
 
 /**
  * Per-object lines on stdout; on a TTY a one-line bar on stderr instead, redrawn with \r
@@ -51,12 +51,18 @@ export class Progress {
   settle(r: ObjectResult): void {
     this.#settled++;
     // Version 0: an importer refused the whole model.
-    const what = r.aliases ? `${r.name} aliases` : r.version > 0 ? `${r.name} v${r.version}${r.record ? ' record' : ''}` : r.name;
+    const what = r.aliases
+      ? `${r.name} aliases`
+      : r.version > 0
+        ? `${r.name} v${r.version}${r.record ? ' record' : ''}`
+        : r.name;
     let line: string | undefined;
     if (r.status === 'failed') line = `FAILED ${what}: ${r.detail}`;
     else if (!this.quiet) {
-      if (r.status === 'copied') line = `copied ${what} (${r.detail === 'metadata only' ? 'metadata only' : formatBytes(r.bytes)}${r.detail?.startsWith('replaced ') ? `, ${r.detail}` : ''})`;
-      else if (r.status === 'skipped') line = this.dryRun ? `would skip ${what} (identical)` : `skipped ${what} (identical)`;
+      if (r.status === 'copied')
+        line = `copied ${what} (${r.detail === 'metadata only' ? 'metadata only' : formatBytes(r.bytes)}${r.detail?.startsWith('replaced ') ? `, ${r.detail}` : ''})`;
+      else if (r.status === 'skipped')
+        line = this.dryRun ? `would skip ${what} (identical)` : `skipped ${what} (identical)`;
       else if (r.status === 'would-copy') line = `would copy ${what} (${r.detail ?? formatBytes(r.size)})`;
     }
     if (line) this.#line(line);
@@ -99,7 +105,12 @@ export class Progress {
   }
 }
 
-export function summarize(objects: ObjectResult[], dryRun: boolean, durationMs: number, progress: Progress): MigrationSummary {
+export function summarize(
+  objects: ObjectResult[],
+  dryRun: boolean,
+  durationMs: number,
+  progress: Progress,
+): MigrationSummary {
   const count = (s: ObjectStatus) => objects.filter((o) => o.status === s).length;
   const bytesOf = (s: ObjectStatus, field: 'bytes' | 'size') =>
     objects.reduce((n, o) => n + (o.status === s && o.detail !== 'metadata only' ? o[field] : 0), 0);
@@ -116,13 +127,15 @@ export function summarize(objects: ObjectResult[], dryRun: boolean, durationMs: 
   let line: string;
   if (total === 0) {
     // Most likely the wrong source (a misspelt bucket, database or directory): not a success.
-    line = 'nothing to copy: the source has no models; check that the --from settings name the storage the registry uses';
+    line =
+      'nothing to copy: the source has no models; check that the --from settings name the storage the registry uses';
   } else if (interrupted) {
     line = `interrupted: copied ${plural(copied)} (${formatBytes(copiedBytes)}), skipped ${skipped} identical, ${failed} failed, ${notCopied} not copied yet in ${took}; rerun the same command to resume`;
   } else if (dryRun) {
-    line = wouldCopy === 0 && failed === 0
-      ? `dry run: nothing to copy: all ${plural(total)} already identical`
-      : `dry run: would copy ${plural(wouldCopy)} (${formatBytes(bytesOf('would-copy', 'size'))}), skip ${skipped} identical${failed ? `, ${failed} failed` : ''}; nothing was changed`;
+    line =
+      wouldCopy === 0 && failed === 0
+        ? `dry run: nothing to copy: all ${plural(total)} already identical`
+        : `dry run: would copy ${plural(wouldCopy)} (${formatBytes(bytesOf('would-copy', 'size'))}), skip ${skipped} identical${failed ? `, ${failed} failed` : ''}; nothing was changed`;
   } else if (copied === 0 && failed === 0) {
     line = `nothing to copy: all ${plural(total)} already identical`;
   } else {
@@ -130,7 +143,18 @@ export function summarize(objects: ObjectResult[], dryRun: boolean, durationMs: 
   }
   progress.note(line);
   return {
-    objects, total, copied, copiedBytes, skipped, failed, notCopied, wouldCopy, dryRun, interrupted, durationMs, line,
+    objects,
+    total,
+    copied,
+    copiedBytes,
+    skipped,
+    failed,
+    notCopied,
+    wouldCopy,
+    dryRun,
+    interrupted,
+    durationMs,
+    line,
     exitCode: failed > 0 || interrupted || total === 0 ? 1 : 0,
   };
 }

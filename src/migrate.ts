@@ -25,8 +25,10 @@ import path from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseEnv } from 'node:util';
-import { loadConfig, unknownSettings, type Config } from './config.js';
+import { type Config, loadConfig, unknownSettings } from './config.js';
 import { ConfigError, NotFoundError, PreconditionFailedError } from './errors.js';
+import type { AliasToSet, Failure, Layout } from './layouts/index.js';
+import { lineLogger, Progress, summarize } from './migrate-output.js';
 import { ALIAS_RULE, ALIASES_PREFIX, isValidAlias, keys } from './registry/names.js';
 import {
   encodeMetadata,
@@ -34,19 +36,16 @@ import {
   metadataSha256,
   metadataVersion,
   publishedMetadata,
-  VersionRecords,
   type VersionRecord,
+  VersionRecords,
 } from './registry/records.js';
 import { allDrivers, findDriver } from './storage/drivers.js';
 import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
 import type { Logger } from './util/logger.js';
 import { mergeSecrets, scrub, secretValues } from './util/redact.js';
-import { lineLogger, Progress, summarize } from './migrate-output.js';
-import type { AliasToSet, Failure, Layout } from './layouts/index.js';
 
 export { formatBytes, formatDuration } from './migrate-output.js';
-
 
 /** Where lines and the progress bar go: a stream, or anything with write(). */
 export interface Output {
@@ -179,12 +178,16 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
   // Rasa NLU's documents are a collection of their own, not the GridFS bucket of that name.
   if (layout === 'rasa-nlu-mongodb') from.identity += ' rasa-nlu-mongodb';
   const to = await readEndpoint(options.to, 'destination');
-  if (from.identity === to.identity && from.config.STORAGE_PREFIX === to.config.STORAGE_PREFIX) { // (two prefixes of one bucket are two registries)
-    throw new ConfigError(`${options.from} and ${options.to} name the same storage (${from.label}): point --to at another backend, bucket or directory.`);
+  if (from.identity === to.identity && from.config.STORAGE_PREFIX === to.config.STORAGE_PREFIX) {
+    // (two prefixes of one bucket are two registries)
+    throw new ConfigError(
+      `${options.from} and ${options.to} name the same storage (${from.label}): point --to at another backend, bucket or directory.`,
+    );
   }
   // Every line goes out scrubbed of both sides' secrets (an SDK error may quote a URL with its SAS).
   const secrets = mergeSecrets(secretValues(from.config), secretValues(to.config));
-  const scrubbed = (out: Output): Output => Object.assign(Object.create(out) as Output, { write: (text: string) => out.write(scrub(text, secrets)) });
+  const scrubbed = (out: Output): Output =>
+    Object.assign(Object.create(out) as Output, { write: (text: string) => out.write(scrub(text, secrets)) });
   const progress = new Progress(scrubbed(stdout), scrubbed(stderr), dryRun);
   const logger = options.logger ?? lineLogger((line) => progress.note(line));
   const limit = limiter(concurrency);
@@ -198,9 +201,14 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
     progress.note(`reading the ${layout} layout from ${from.label} (${from.file})`);
     const { openLayout } = await import('./layouts/index.js');
     try {
-      ({ store: source, failures, aliases } = await openLayout(layout, from.config, from.file, () => open(from, logger, { readOnly: true }), limit));
+      ({
+        store: source,
+        failures,
+        aliases,
+      } = await openLayout(layout, from.config, from.file, () => open(from, logger, { readOnly: true }), limit));
     } catch (err) {
-      if (err instanceof ConfigError) throw new ConfigError(scrub(err.message, secretValues(from.config)), { cause: err });
+      if (err instanceof ConfigError)
+        throw new ConfigError(scrub(err.message, secretValues(from.config)), { cause: err });
       throw err;
     }
   }
@@ -216,20 +224,46 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
   if (options.signal?.aborted) abort();
   options.signal?.addEventListener('abort', abort, { once: true });
   try {
-    progress.note(`${dryRun ? 'dry run: ' : ''}${layout === 'registry' ? 'migrating' : `importing ${layout}`} from ${from.label} (${from.file}) to ${to.label} (${to.file})`);
+    progress.note(
+      `${dryRun ? 'dry run: ' : ''}${layout === 'registry' ? 'migrating' : `importing ${layout}`} from ${from.label} (${from.file}) to ${to.label} (${to.file})`,
+    );
     const plan = await makePlan(source, destination, limit, signal);
     const work = plan.filter((p) => p.action !== 'skip');
-    progress.begin(plan.length + failures.length, work.reduce((n, p) => n + p.source.size, 0));
+    progress.begin(
+      plan.length + failures.length,
+      work.reduce((n, p) => n + p.source.size, 0),
+    );
     // What the importer found but cannot copy (a document that is not a model, a missing archive).
     for (const f of failures) {
-      const result: ObjectResult = { key: f.name, name: f.name, version: f.version, current: false, record: false, size: 0, status: 'failed', bytes: 0, detail: f.detail };
+      const result: ObjectResult = {
+        key: f.name,
+        name: f.name,
+        version: f.version,
+        current: false,
+        record: false,
+        size: 0,
+        status: 'failed',
+        bytes: 0,
+        detail: f.detail,
+      };
       results.push(result);
       progress.settle(result);
       options.onObject?.(result);
     }
 
     const settle = (p: Planned, status: ObjectStatus, bytes: number, detail?: string) => {
-      const result: ObjectResult = { key: p.key, name: p.name, version: versionOf(p), current: p.current, record: p.record, ...(p.aliases ? { aliases: true } : {}), size: p.source.size, status, bytes, detail };
+      const result: ObjectResult = {
+        key: p.key,
+        name: p.name,
+        version: versionOf(p),
+        current: p.current,
+        record: p.record,
+        ...(p.aliases ? { aliases: true } : {}),
+        size: p.source.size,
+        status,
+        bytes,
+        detail,
+      };
       results.push(result);
       progress.settle(result);
       options.onObject?.(result);
@@ -268,7 +302,15 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
         const broken = history.find((r) => r.status === 'failed' || r.status === 'not-copied');
         if (broken && current.action !== 'skip') {
           if (broken.status === 'not-copied' || signal.aborted) settle(current, 'not-copied', 0, 'interrupted');
-          else settle(current, 'failed', 0, broken.aliases ? 'not copied because its aliases document failed' : `not copied because its history entry v${broken.version} failed`);
+          else
+            settle(
+              current,
+              'failed',
+              0,
+              broken.aliases
+                ? 'not copied because its aliases document failed'
+                : `not copied because its history entry v${broken.version} failed`,
+            );
           progress.bytes(current.source.size);
         } else {
           await run(current);
@@ -278,7 +320,10 @@ export async function migrate(options: MigrateOptions): Promise<MigrationSummary
     // A source layout's tags (modelstore's states) arrive as the model's aliases document, copied
     // with its versions; a tag that is no valid alias name is said, not set.
     for (const a of aliases) {
-      if (!isValidAlias(a.alias)) progress.note(`not imported: ${a.origin} tags ${a.name} v${a.version}, but ${JSON.stringify(a.alias)} is no alias name (${ALIAS_RULE})`);
+      if (!isValidAlias(a.alias))
+        progress.note(
+          `not imported: ${a.origin} tags ${a.name} v${a.version}, but ${JSON.stringify(a.alias)} is no alias name (${ALIAS_RULE})`,
+        );
     }
   } finally {
     progress.stop();
@@ -296,14 +341,20 @@ const SETTING_PREFIX = /^(REMOTE_|LOCAL_|BUCKET_|AWS_|GCS_|GOOGLE_|AZURE_|MONGOD
 /** Settings that are paths: relative values are relative to the .env file's directory. */
 const pathVariables = () => allDrivers().flatMap((d) => d.paths ?? []);
 /** 'local, aws, gcs, azure or mongodb' */
-const backendNames = () => allDrivers().map((d) => d.name).join(', ').replace(/, ([^,]*)$/, ' or $1');
+const backendNames = () =>
+  allDrivers()
+    .map((d) => d.name)
+    .join(', ')
+    .replace(/, ([^,]*)$/, ' or $1');
 
 async function readEndpoint(file: string, role: 'source' | 'destination'): Promise<Endpoint> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(`${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): pass the path of a .env file with the settings of the ${role} backend.`);
+    throw new ConfigError(
+      `${file} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): pass the path of a .env file with the settings of the ${role} backend.`,
+    );
   }
   const dir = path.dirname(path.resolve(file));
   const env: Record<string, string> = {};
@@ -311,10 +362,14 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
   // A misspelt setting must not send the models somewhere else (LOCAL_STORAGE_PATH would leave
   // the default directory in force): names that look like the registry's must be its own.
   for (const { name, kin } of unknownSettings(env, SETTING_PREFIX)) {
-    throw new ConfigError(`${file}: ${name} is not a setting of the registry${kin.length ? ` (those of its kind: ${kin.join(', ')})` : ''}: fix its name or remove it.`);
+    throw new ConfigError(
+      `${file}: ${name} is not a setting of the registry${kin.length ? ` (those of its kind: ${kin.join(', ')})` : ''}: fix its name or remove it.`,
+    );
   }
   if (!env.REMOTE_STORAGE) {
-    throw new ConfigError(`${file}: REMOTE_STORAGE is not set: name the ${role}'s backend explicitly (${backendNames()}), so that a missing line cannot mean local disk.`);
+    throw new ConfigError(
+      `${file}: REMOTE_STORAGE is not set: name the ${role}'s backend explicitly (${backendNames()}), so that a missing line cannot mean local disk.`,
+    );
   }
   // Serving settings do not matter here; a production .env (HOST=0.0.0.0) must still load.
   delete env.HOST;
@@ -324,7 +379,8 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
   try {
     config = loadConfig(env);
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(`${file}: ${scrub(err.message, secretValues(env))}`, { cause: err });
+    if (err instanceof ConfigError)
+      throw new ConfigError(`${file}: ${scrub(err.message, secretValues(env))}`, { cause: err });
     throw err;
   }
   const resolved: Record<string, unknown> = { ...config };
@@ -336,7 +392,9 @@ async function readEndpoint(file: string, role: 'source' | 'destination'): Promi
   if (role === 'source' && config.REMOTE_STORAGE === 'local') {
     const found = await stat(config.LOCAL_STORAGE_DIR).catch(() => undefined);
     if (!found?.isDirectory()) {
-      throw new ConfigError(`${file}: LOCAL_STORAGE_DIR=${config.LOCAL_STORAGE_DIR} is not a directory: point it at the directory the registry stores its models in (relative paths are relative to ${file}).`);
+      throw new ConfigError(
+        `${file}: LOCAL_STORAGE_DIR=${config.LOCAL_STORAGE_DIR} is not a directory: point it at the directory the registry stores its models in (relative paths are relative to ${file}).`,
+      );
     }
   }
   return { file, config, ...describe(config) };
@@ -350,14 +408,20 @@ async function open(endpoint: Endpoint, logger: Logger, options: InitOptions = {
   try {
     return await createStorage(endpoint.config, logger, options);
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(`${endpoint.file}: ${scrub(err.message, secretValues(endpoint.config))}`, { cause: err });
+    if (err instanceof ConfigError)
+      throw new ConfigError(`${endpoint.file}: ${scrub(err.message, secretValues(endpoint.config))}`, { cause: err });
     throw err;
   }
 }
 
 // ---- plan ----
 
-async function makePlan(source: Storage, destination: Storage, limit: Limiter, signal?: AbortSignal): Promise<Planned[]> {
+async function makePlan(
+  source: Storage,
+  destination: Storage,
+  limit: Limiter,
+  signal?: AbortSignal,
+): Promise<Planned[]> {
   const listed = new Map<string, ObjectInfo>();
   const names: string[] = [];
   for await (const info of source.list('')) {
@@ -392,16 +456,45 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
         const record = await limit(() => records.read(name, version));
         if (record) known.set(version, record);
       }
-      const numbers = [...history.map((h) => keys.versionOf(h.key)!), ...recorded.map((r) => keys.recordVersionOf(r.key)!)];
+      const numbers = [
+        ...history.map((h) => keys.versionOf(h.key)!),
+        ...recorded.map((r) => keys.recordVersionOf(r.key)!),
+      ];
       const max = Math.max(0, ...numbers);
       const newest = [...known.values()].sort((a, b) => b.version - a.version)[0];
       const entries: Omit<Planned, 'source' | 'destination' | 'replaceable' | 'action'>[] = [
-        ...recorded.map((info) => ({ key: info.key, name, current: false, record: true, inferredVersion: keys.recordVersionOf(info.key)!, target: () => ({}) })),
-        ...(aliasDocs.has(name) ? [{ key: keys.aliases(name), name, current: false, record: true, aliases: true, inferredVersion: 0, target: () => ({}) }] : []),
+        ...recorded.map((info) => ({
+          key: info.key,
+          name,
+          current: false,
+          record: true,
+          inferredVersion: keys.recordVersionOf(info.key)!,
+          target: () => ({}),
+        })),
+        ...(aliasDocs.has(name)
+          ? [
+              {
+                key: keys.aliases(name),
+                name,
+                current: false,
+                record: true,
+                aliases: true,
+                inferredVersion: 0,
+                target: () => ({}),
+              },
+            ]
+          : []),
         ...history.map((info) => {
           const version = keys.versionOf(info.key)!;
           const record = known.get(version);
-          return { key: info.key, name, current: false, record: false, inferredVersion: version, target: inferred(version, record?.size === info.size ? record : undefined) };
+          return {
+            key: info.key,
+            name,
+            current: false,
+            record: false,
+            inferredVersion: version,
+            target: inferred(version, record?.size === info.size ? record : undefined),
+          };
         }),
         {
           key: keys.current(name),
@@ -410,7 +503,8 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
           record: false,
           // The newest record's version when the digest turns out to be its; else the next number.
           inferredVersion: newest && newest.size === listed.get(keys.current(name))?.size ? newest.version : max + 1,
-          target: (sha256: string, info: ObjectInfo) => (newest && newest.sha256 === sha256 ? inferred(newest.version, newest) : inferred(max + 1))(sha256, info),
+          target: (sha256: string, info: ObjectInfo) =>
+            (newest && newest.sha256 === sha256 ? inferred(newest.version, newest) : inferred(max + 1))(sha256, info),
         },
       ];
       const headed = await Promise.all(
@@ -434,7 +528,10 @@ async function makePlan(source: Storage, destination: Storage, limit: Limiter, s
       });
     }),
   ).catch((err) => {
-    if (err instanceof NotFoundError) throw new Error(`${err.key} disappeared from the source while planning: is a registry writing to it? Rerun.`, { cause: err });
+    if (err instanceof NotFoundError)
+      throw new Error(`${err.key} disappeared from the source while planning: is a registry writing to it? Rerun.`, {
+        cause: err,
+      });
     throw err;
   });
   return perModel.flat();
@@ -465,13 +562,19 @@ function conflict(p: Planned): Error {
   const version = metadataVersion(d.metadata) ?? '?';
   const sha256 = metadataSha256(d.metadata);
   if (p.aliases) {
-    return new Error('the destination holds other aliases for this model: they are left alone (nothing at the destination is overwritten); if writers already use the destination, set the aliases there; otherwise move that document away and rerun');
+    return new Error(
+      'the destination holds other aliases for this model: they are left alone (nothing at the destination is overwritten); if writers already use the destination, set the aliases there; otherwise move that document away and rerun',
+    );
   }
   if (p.record) {
-    return new Error('the destination holds another record of this version number: it is left alone (nothing at the destination is overwritten); if writers already use the destination, the migration is done');
+    return new Error(
+      'the destination holds another record of this version number: it is left alone (nothing at the destination is overwritten); if writers already use the destination, the migration is done',
+    );
   }
   if (!sha256) {
-    return new Error('the destination has an object at this key that the registry did not write: it is left alone; move it away and rerun to copy this one');
+    return new Error(
+      'the destination has an object at this key that the registry did not write: it is left alone; move it away and rerun to copy this one',
+    );
   }
   if (!p.current) {
     return new Error(
@@ -519,7 +622,12 @@ interface TransferOptions {
   onBytes: (n: number) => void;
 }
 
-async function transfer(source: Storage, destination: Storage, p: Planned, o: TransferOptions): Promise<{ status: ObjectStatus; bytes: number; detail?: string }> {
+async function transfer(
+  source: Storage,
+  destination: Storage,
+  p: Planned,
+  o: TransferOptions,
+): Promise<{ status: ObjectStatus; bytes: number; detail?: string }> {
   let action = p.action;
   let computed: string | undefined;
   if (action === 'check') {
@@ -529,7 +637,10 @@ async function transfer(source: Storage, destination: Storage, p: Planned, o: Tr
   }
   if (action === 'compare') {
     // A record: the same bytes, or another record of the number.
-    const [a, b] = await Promise.all([digestOf(source, p.source, o), digestOf(destination, p.destination!, { ...o, onBytes: () => {} })]);
+    const [a, b] = await Promise.all([
+      digestOf(source, p.source, o),
+      digestOf(destination, p.destination!, { ...o, onBytes: () => {} }),
+    ]);
     action = a === b ? 'skip' : 'conflict';
   }
   if (action === 'conflict') throw conflict(p);
@@ -544,7 +655,12 @@ async function transfer(source: Storage, destination: Storage, p: Planned, o: Tr
   return copyObject(source, destination, p, o);
 }
 
-async function copyObject(source: Storage, destination: Storage, p: Planned, o: TransferOptions): Promise<{ status: ObjectStatus; bytes: number; detail?: string }> {
+async function copyObject(
+  source: Storage,
+  destination: Storage,
+  p: Planned,
+  o: TransferOptions,
+): Promise<{ status: ObjectStatus; bytes: number; detail?: string }> {
   const { info, body } = await source.get(p.key, { signal: o.signal });
   // The bytes we read are described by `info` (the object may have changed since planning).
   const verifier = new Verifier(metadataSha256(info.metadata), info.size, o.onBytes);
@@ -556,7 +672,8 @@ async function copyObject(source: Storage, destination: Storage, p: Planned, o: 
     throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
   }
   try {
-    if (staged.value.size !== info.size) throw new Error(`the destination stored ${staged.value.size} of ${info.size} bytes`);
+    if (staged.value.size !== info.size)
+      throw new Error(`the destination stored ${staged.value.size} of ${info.size} bytes`);
     const metadata = ownMetadata(info)?.(verifier.sha256, info) ?? p.target(verifier.sha256, info);
     if (!p.record && metadataSha256(metadata) !== verifier.sha256) {
       const claimed = `v${metadataVersion(metadata)} says sha256 ${metadataSha256(metadata)}`;
@@ -565,7 +682,8 @@ async function copyObject(source: Storage, destination: Storage, p: Planned, o: 
     }
     const condition: WriteCondition = p.destination ? { ifMatch: p.destination.token } : { ifNoneMatch: true };
     const committed = await destination.commit(staged.value, metadata, condition).catch(changedAtDestination);
-    if (committed.size !== info.size) throw new Error(`the destination reports ${committed.size} bytes after the commit, the source has ${info.size}`);
+    if (committed.size !== info.size)
+      throw new Error(`the destination reports ${committed.size} bytes after the commit, the source has ${info.size}`);
     const replaced = p.destination
       ? `replaced v${metadataVersion(p.destination.metadata)}, an older version (kept in history)`
       : undefined;
@@ -585,7 +703,11 @@ async function keepDestinationVersion(destination: Storage, p: Planned): Promise
   const version = Number(metadataVersion(d.metadata));
   const key = keys.history(p.name, version);
   try {
-    await destination.copy(p.key, key, { sourceToken: d.token, metadata: d.metadata, condition: { ifNoneMatch: true } });
+    await destination.copy(p.key, key, {
+      sourceToken: d.token,
+      metadata: d.metadata,
+      condition: { ifNoneMatch: true },
+    });
   } catch (err) {
     if (!(err instanceof PreconditionFailedError)) throw err;
     const existing = await headOrUndefined(destination, key);
@@ -601,22 +723,34 @@ async function keepDestinationVersion(destination: Storage, p: Planned): Promise
   }
 }
 
-async function digestOf(storage: Storage, seen: ObjectInfo, o: Pick<TransferOptions, 'signal' | 'onBytes'>): Promise<string> {
+async function digestOf(
+  storage: Storage,
+  seen: ObjectInfo,
+  o: Pick<TransferOptions, 'signal' | 'onBytes'>,
+): Promise<string> {
   const { info, body } = await storage.get(seen.key, { signal: o.signal });
   if (info.token !== seen.token) {
     body.destroy();
     throw new Error(`${seen.key} changed while migrating: rerun`);
   }
   const verifier = new Verifier(undefined, info.size, o.onBytes);
-  await pipeline(body, verifier, async function* (chunks: AsyncIterable<Buffer>) {
-    for await (const _ of chunks); // drain
-  }, { signal: o.signal });
+  await pipeline(
+    body,
+    verifier,
+    // biome-ignore lint/correctness/useYield: the end of the pipeline, a sink that only drains
+    async function* (chunks: AsyncIterable<Buffer>) {
+      for await (const _ of chunks); // drain
+    },
+    { signal: o.signal },
+  );
   return verifier.sha256;
 }
 
 function changedAtDestination(err: unknown): never {
   if (err instanceof PreconditionFailedError || err instanceof NotFoundError) {
-    throw new Error('the destination object changed during the migration (is a registry writing to it?): rerun', { cause: err });
+    throw new Error('the destination object changed during the migration (is a registry writing to it?): rerun', {
+      cause: err,
+    });
   }
   throw err;
 }
@@ -645,9 +779,14 @@ class Verifier extends Transform {
   }
   override _flush(cb: (err?: Error | null) => void): void {
     this.#sha256 = this.#hash.digest('hex');
-    if (this.#size !== this.expectedSize) return cb(new Error(`read ${this.#size} bytes, the source object has ${this.expectedSize}`));
+    if (this.#size !== this.expectedSize)
+      return cb(new Error(`read ${this.#size} bytes, the source object has ${this.expectedSize}`));
     if (this.expected !== undefined && this.expected !== this.#sha256) {
-      return cb(new Error(`digest mismatch: the source's metadata says sha256 ${this.expected}, its bytes hash to ${this.#sha256}; nothing was written`));
+      return cb(
+        new Error(
+          `digest mismatch: the source's metadata says sha256 ${this.expected}, its bytes hash to ${this.#sha256}; nothing was written`,
+        ),
+      );
     }
     cb();
   }

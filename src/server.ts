@@ -24,10 +24,9 @@ import { pathToFileURL } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { buildApp, loggerOptions } from './app.js';
-import { dropEmptySdkVariables, loadConfig, lookAlikeSettings, type Config } from './config.js';
+import { type Config, dropEmptySdkVariables, loadConfig, lookAlikeSettings } from './config.js';
 import { ConfigError } from './errors.js';
 import { scrub, secretValues } from './util/redact.js';
-
 
 /** After the grace, how long aborted requests get to clean up (discard staged uploads). */
 const ABORT_CLEANUP_MS = 5000;
@@ -45,8 +44,10 @@ const LOG_FLUSH_MS = 1000;
 function startupLine(err: NodeJS.ErrnoException, env: NodeJS.ProcessEnv): string | undefined {
   const why = err.message;
   if (err.syscall === 'listen' || err.syscall === 'getaddrinfo') {
-    if (err.code === 'EADDRINUSE') return `PORT is already in use (${why}); stop the other process or set PORT to a free port.`;
-    if (err.code === 'EACCES') return `PORT=${env.PORT ?? ''} cannot be bound by this user (${why}): use a port of 1024 or above (the image runs as a non-root user).`;
+    if (err.code === 'EADDRINUSE')
+      return `PORT is already in use (${why}); stop the other process or set PORT to a free port.`;
+    if (err.code === 'EACCES')
+      return `PORT=${env.PORT ?? ''} cannot be bound by this user (${why}): use a port of 1024 or above (the image runs as a non-root user).`;
     if (['EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME'].includes(err.code ?? '')) {
       return `HOST=${env.HOST ?? ''} is not an address of this machine (${why}): use 0.0.0.0 (every interface), 127.0.0.1, or one of this machine's addresses.`;
     }
@@ -61,7 +62,12 @@ function startupLine(err: NodeJS.ErrnoException, env: NodeJS.ProcessEnv): string
  */
 function warnLookAlikes(app: FastifyInstance, config: Config, env: NodeJS.ProcessEnv): void {
   for (const { name, settings, security } of lookAlikeSettings(env)) {
-    const meant = settings.length === 0 ? 'one of the settings in README.md' : settings.length === 1 ? settings[0] : `one of ${settings.join(', ')}`;
+    const meant =
+      settings.length === 0
+        ? 'one of the settings in README.md'
+        : settings.length === 1
+          ? settings[0]
+          : `one of ${settings.join(', ')}`;
     let msg = `${name} is not a setting of the registry and is ignored: is it ${meant} misspelt?`;
     if (settings.includes('AUTH_TOKENS') && config.AUTH_TOKENS.length === 0) {
       msg += ' Until it is fixed, AUTH_TOKENS is unset and the registry serves every request without a token.';
@@ -105,10 +111,14 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     if (stoppingAt !== undefined) {
       const after = Date.now() - stoppingAt;
       if (signal === 'SIGTERM' && after < ESCALATE_AFTER_MS) {
-        app.log.info({ signal, afterMs: after }, 'the same stop request again (within 1 s): still letting the requests in flight finish');
+        app.log.info(
+          { signal, afterMs: after },
+          'the same stop request again (within 1 s): still letting the requests in flight finish',
+        );
         return;
       }
-      if (!skipGrace.signal.aborted) app.log.warn({ signal, inflight: app.inflight.size }, 'second signal: aborting the requests in flight now');
+      if (!skipGrace.signal.aborted)
+        app.log.warn({ signal, inflight: app.inflight.size }, 'second signal: aborting the requests in flight now');
       skipGrace.abort();
       return;
     }
@@ -148,20 +158,38 @@ async function settleLog(app: FastifyInstance, ms: number): Promise<void> {
 const sleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve) => {
     const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
   });
 
 /** Steps 1-4 above; resolves once the app is closed. */
-export async function shutdown(app: FastifyInstance, graceMs: number, signal: string, skipGrace?: AbortSignal): Promise<void> {
+export async function shutdown(
+  app: FastifyInstance,
+  graceMs: number,
+  signal: string,
+  skipGrace?: AbortSignal,
+): Promise<void> {
   const started = Date.now();
-  app.log.info({ signal, inflight: app.inflight.size, graceMs }, 'shutting down: not accepting new connections, letting requests in flight finish');
+  app.log.info(
+    { signal, inflight: app.inflight.size, graceMs },
+    'shutting down: not accepting new connections, letting requests in flight finish',
+  );
   const closed = app.close();
-  const drained = await Promise.race([app.inflight.drained().then(() => true), sleep(graceMs, skipGrace).then(() => false)]);
+  const drained = await Promise.race([
+    app.inflight.drained().then(() => true),
+    sleep(graceMs, skipGrace).then(() => false),
+  ]);
   if (!drained) {
-    app.log.warn({ inflight: app.inflight.size, graceMs }, 'shutdown grace is over: aborting the requests still in flight');
+    app.log.warn(
+      { inflight: app.inflight.size, graceMs },
+      'shutdown grace is over: aborting the requests still in flight',
+    );
   }
   // Nothing left in flight (or no more time): whatever connections remain are idle keep-alive
   // ones, or carry requests that are now aborted.
@@ -171,7 +199,10 @@ export async function shutdown(app: FastifyInstance, graceMs: number, signal: st
   await Promise.race([
     closed,
     new Promise((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`closing the cache and the storage clients took longer than ${CLOSE_TIMEOUT_MS} ms`)), CLOSE_TIMEOUT_MS);
+      timer = setTimeout(
+        () => reject(new Error(`closing the cache and the storage clients took longer than ${CLOSE_TIMEOUT_MS} ms`)),
+        CLOSE_TIMEOUT_MS,
+      );
     }),
   ]).finally(() => clearTimeout(timer));
   app.log.info({ ms: Date.now() - started, aborted: !drained }, 'stopped');

@@ -21,7 +21,7 @@ const archive = tgz([
 ]);
 
 function* slices(data: Buffer, sizes: () => number): Generator<Buffer> {
-  for (let at = 0; at < data.length;) {
+  for (let at = 0; at < data.length; ) {
     const n = Math.min(sizes(), data.length - at);
     // A copy, as a socket would hand over: the validator must not depend on buffers it was given.
     yield Buffer.from(data.subarray(at, at + n));
@@ -32,7 +32,12 @@ function* slices(data: Buffer, sizes: () => number): Generator<Buffer> {
 async function validate(data: Buffer, sizes: () => number) {
   const validator = new ArchiveValidator('gzip', limits);
   const out: Buffer[] = [];
-  const sink = new Writable({ write(chunk: Buffer, _e, cb) { out.push(chunk); cb(); } });
+  const sink = new Writable({
+    write(chunk: Buffer, _e, cb) {
+      out.push(chunk);
+      cb();
+    },
+  });
   await pipeline(Readable.from(slices(data, sizes)), validator, sink);
   return { summary: validator.summary, passed: Buffer.concat(out) };
 }
@@ -68,24 +73,40 @@ t.test('a byte flipped deep inside the compressed stream is caught, whatever the
   }
 });
 
-t.test('a long UTF-8 name in a pax header is read right wherever the body is split (node-tar alone garbles a character split between chunks)', async (t) => {
-  const { tar: rawTar } = await import('./helpers/archives.js');
-  // Long (over 700 bytes), in names a file system holds (each under 255 bytes).
-  const name = `модель/${Array.from({ length: 8 }, (_, i) => `${i}-${'весы-'.repeat(10)}`).join('/')}.bin`;
-  const tarBytes = rawTar([{ path: name, body: 'weights', pax: true, ustarPath: 'placeholder' }]);
-  const refused: number[] = [];
-  for (let cut = 513; cut < 2048; cut += 7) {
-    const validator = new ArchiveValidator('tar', limits);
-    const sink = new Writable({ write(_chunk, _e, cb) { cb(); } });
-    await pipeline(Readable.from([tarBytes.subarray(0, cut), tarBytes.subarray(cut)]), validator, sink).catch(() => refused.push(cut));
-  }
-  t.same(refused, [], 'accepted at every split');
-});
+t.test(
+  'a long UTF-8 name in a pax header is read right wherever the body is split (node-tar alone garbles a character split between chunks)',
+  async (t) => {
+    const { tar: rawTar } = await import('./helpers/archives.js');
+    // Long (over 700 bytes), in names a file system holds (each under 255 bytes).
+    const name = `модель/${Array.from({ length: 8 }, (_, i) => `${i}-${'весы-'.repeat(10)}`).join('/')}.bin`;
+    const tarBytes = rawTar([{ path: name, body: 'weights', pax: true, ustarPath: 'placeholder' }]);
+    const refused: number[] = [];
+    for (let cut = 513; cut < 2048; cut += 7) {
+      const validator = new ArchiveValidator('tar', limits);
+      const sink = new Writable({
+        write(_chunk, _e, cb) {
+          cb();
+        },
+      });
+      await pipeline(Readable.from([tarBytes.subarray(0, cut), tarBytes.subarray(cut)]), validator, sink).catch(() =>
+        refused.push(cut),
+      );
+    }
+    t.same(refused, [], 'accepted at every split');
+  },
+);
 
 async function verdict(format: 'gzip' | 'tar', body: Buffer, custom = limits) {
   const validator = new ArchiveValidator(format, custom);
-  const sink = new Writable({ write(_c, _e, cb) { cb(); } });
-  return pipeline(Readable.from([body]), validator, sink).then(() => undefined, (err: Error & { code?: string }) => ({ code: err.code, message: err.message }));
+  const sink = new Writable({
+    write(_c, _e, cb) {
+      cb();
+    },
+  });
+  return pipeline(Readable.from([body]), validator, sink).then(
+    () => undefined,
+    (err: Error & { code?: string }) => ({ code: err.code, message: err.message }),
+  );
 }
 
 t.test('an empty tar is "the archive has no entries", however it was made', async (t) => {
@@ -97,8 +118,17 @@ t.test('an empty tar is "the archive has no entries", however it was made', asyn
     ['no tar data at all', Buffer.alloc(0)],
   ];
   for (const [name, tarData] of empties) {
-    t.same(await verdict('gzip', gzipSync(tarData)), { code: 'INVALID_ARCHIVE', message: 'The upload is not a valid model archive: the archive has no entries.' }, `${name}, gzipped`);
-    if (tarData.length > 0) t.same(await verdict('tar', tarData), { code: 'INVALID_ARCHIVE', message: 'The upload is not a valid model archive: the archive has no entries.' }, `${name}, plain tar`);
+    t.same(
+      await verdict('gzip', gzipSync(tarData)),
+      { code: 'INVALID_ARCHIVE', message: 'The upload is not a valid model archive: the archive has no entries.' },
+      `${name}, gzipped`,
+    );
+    if (tarData.length > 0)
+      t.same(
+        await verdict('tar', tarData),
+        { code: 'INVALID_ARCHIVE', message: 'The upload is not a valid model archive: the archive has no entries.' },
+        `${name}, plain tar`,
+      );
   }
   const junk = Buffer.alloc(1024);
   junk[700] = 1; // not an end marker: something that is no tar
@@ -109,11 +139,13 @@ t.test('ARCHIVE_LIMIT_EXCEEDED names the setting that raises the limit', async (
   const many = tgz(Array.from({ length: 5 }, (_, i) => ({ path: `f${i}`, body: 'x' })));
   t.same(await verdict('gzip', many, { ...limits, maxEntries: 3 }), {
     code: 'ARCHIVE_LIMIT_EXCEEDED',
-    message: 'The archive exceeds a server limit: it has more than MAX_ARCHIVE_ENTRIES (3) entries. Make the model smaller, or have the operator raise MAX_ARCHIVE_ENTRIES on the server.',
+    message:
+      'The archive exceeds a server limit: it has more than MAX_ARCHIVE_ENTRIES (3) entries. Make the model smaller, or have the operator raise MAX_ARCHIVE_ENTRIES on the server.',
   });
   const big = tgz([{ path: 'zeros', body: Buffer.alloc(MiB) }]);
   t.match(await verdict('gzip', big, { ...limits, maxExtractedBytes: 64 * 1024 }), {
     code: 'ARCHIVE_LIMIT_EXCEEDED',
-    message: /^The archive exceeds a server limit: it expands to more than MAX_EXTRACTED_BYTES \(65536 bytes\)\. Make the model smaller, or have the operator raise MAX_EXTRACTED_BYTES on the server\.$/,
+    message:
+      /^The archive exceeds a server limit: it expands to more than MAX_EXTRACTED_BYTES \(65536 bytes\)\. Make the model smaller, or have the operator raise MAX_EXTRACTED_BYTES on the server\.$/,
   });
 });

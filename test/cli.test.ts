@@ -8,7 +8,12 @@ import t from 'tap';
 import { ensureBuilt } from './helpers/build.js';
 
 ensureBuilt();
-const cli = (...args: string[]) => spawnSync(process.execPath, ['dist/cli.js', ...args], { encoding: 'utf8', env: { PATH: process.env.PATH }, timeout: 20_000 });
+const cli = (...args: string[]) =>
+  spawnSync(process.execPath, ['dist/cli.js', ...args], {
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH },
+    timeout: 20_000,
+  });
 
 t.test('--version (and -v) print the package version', async (t) => {
   const { version } = JSON.parse(await readFile('package.json', 'utf8')) as { version: string };
@@ -26,8 +31,14 @@ t.test('usage errors: one line with the fix, then the pointer to --help; exit 2'
     [['migrate', '--frm', 'a.env', '--to', 'b.env'], 'unknown option --frm: did you mean --from?'],
     [['migrate', '--concurency', '3'], 'unknown option --concurency: did you mean --concurrency?'],
     [['--dryrun'], 'unknown option --dryrun: did you mean --dry-run?'],
-    [['--banana'], 'unknown option --banana: the options are --help, --version, --from, --to, --from-layout, --dry-run, --concurrency'],
-    [['-x'], 'unknown option -x: the options are --help, --version, --from, --to, --from-layout, --dry-run, --concurrency'],
+    [
+      ['--banana'],
+      'unknown option --banana: the options are --help, --version, --from, --to, --from-layout, --dry-run, --concurrency',
+    ],
+    [
+      ['-x'],
+      'unknown option -x: the options are --help, --version, --from, --to, --from-layout, --dry-run, --concurrency',
+    ],
     [['migrate', '--from'], '--from needs a value: --from <source.env>'],
     [['migrate', '--from', 'a.env', '--to'], '--to needs a value: --to <destination.env>'],
     [['migrate', '--dry-run=yes'], '--dry-run takes no value: write just --dry-run'],
@@ -38,7 +49,11 @@ t.test('usage errors: one line with the fix, then the pointer to --help; exit 2'
   for (const [args, line] of cases) {
     const r = cli(...args);
     t.equal(r.status, 2, args.join(' '));
-    t.equal(r.stderr, `model-registry: ${line}\nRun model-registry --help for usage.\n`, args.join(' ') || '(no arguments)');
-    t.notMatch(r.stderr, /positional argument|ERR_PARSE_ARGS/, 'none of parseArgs\' own text');
+    t.equal(
+      r.stderr,
+      `model-registry: ${line}\nRun model-registry --help for usage.\n`,
+      args.join(' ') || '(no arguments)',
+    );
+    t.notMatch(r.stderr, /positional argument|ERR_PARSE_ARGS/, "none of parseArgs' own text");
   }
 });

@@ -11,7 +11,9 @@ t.test('4 writers and 8 readers on one model', async (t) => {
   const { url } = await start(t, { MODEL_HISTORY: '50' });
   const first = model('seed', 200 * 1024);
   await put(`${url}/models/hot`, first);
-  const uploads = Array.from({ length: 4 }, (_, w) => Array.from({ length: 5 }, (_, i) => model(`w${w}-${i}`, 200 * 1024)));
+  const uploads = Array.from({ length: 4 }, (_, w) =>
+    Array.from({ length: 5 }, (_, i) => model(`w${w}-${i}`, 200 * 1024)),
+  );
   const known = new Set([first, ...uploads.flat()].map(sha256));
   const versions: number[] = [];
   let writing = true;
@@ -29,7 +31,11 @@ t.test('4 writers and 8 readers on one model', async (t) => {
       const res = await fetch(`${url}/models/hot`);
       const body = await bytes(res);
       const digest = sha256(body);
-      if (res.headers.get('etag') !== `"sha256:${digest}"` || !known.has(digest) || Number(res.headers.get('content-length')) !== body.length) {
+      if (
+        res.headers.get('etag') !== `"sha256:${digest}"` ||
+        !known.has(digest) ||
+        Number(res.headers.get('content-length')) !== body.length
+      ) {
         t.fail(`read a partial or mixed archive (etag ${res.headers.get('etag')}, got ${digest})`);
       }
       reads++;
@@ -41,9 +47,21 @@ t.test('4 writers and 8 readers on one model', async (t) => {
   t.ok(reads > 20, `${reads} reads, all whole versions`);
   // Numbers only rise and are never shared; a writer overtaken in a race skips the one it held.
   t.equal(new Set(versions).size, 20, 'every upload got its own version');
-  t.ok(versions.every((v) => v > 1), 'all after the seed');
-  const history = (await (await fetch(`${url}/models/hot/versions`)).json()) as { versions: { version: number; sha256: string }[] };
-  t.same(history.versions.map((v) => v.version).slice(0, 20).sort((a, b) => a - b), [...versions].sort((a, b) => a - b), 'exactly those numbers are in history');
+  t.ok(
+    versions.every((v) => v > 1),
+    'all after the seed',
+  );
+  const history = (await (await fetch(`${url}/models/hot/versions`)).json()) as {
+    versions: { version: number; sha256: string }[];
+  };
+  t.same(
+    history.versions
+      .map((v) => v.version)
+      .slice(0, 20)
+      .sort((a, b) => a - b),
+    [...versions].sort((a, b) => a - b),
+    'exactly those numbers are in history',
+  );
   t.equal(history.versions.length, 21, 'every replaced version is in history');
   t.same(new Set(history.versions.map((v) => v.sha256)).size, 21, 'each history entry holds a distinct upload');
 });

@@ -51,7 +51,10 @@ t.test('killed between the staged write and the commit', async (t) => {
   await killHard(server);
   t.type(await upload, Error, 'the client saw the connection die');
   // The staged upload (and possibly the link made to archive v1) is left behind by the crash.
-  t.ok((await staged(dir)).some((s) => s.size === v2.length), 'the staged upload is left behind by the crash');
+  t.ok(
+    (await staged(dir)).some((s) => s.size === v2.length),
+    'the staged upload is left behind by the crash',
+  );
   await fs.rmdir(lock);
   await assertRecovered(t, dir, v1);
 });
@@ -70,7 +73,12 @@ t.test('killed while the body is still arriving', async (t) => {
       sent += 65536;
     },
   });
-  const upload = fetch(`${server.url}/models/m`, { method: 'PUT', body, duplex: 'half', headers: { 'content-type': 'application/gzip' } } as RequestInit).catch((err: Error) => err);
+  const upload = fetch(`${server.url}/models/m`, {
+    method: 'PUT',
+    body,
+    duplex: 'half',
+    headers: { 'content-type': 'application/gzip' },
+  } as RequestInit).catch((err: Error) => err);
   await until('part of the body to be staged', async () => (await staged(dir)).some((s) => s.size > 0));
   await killHard(server);
   await upload;
@@ -84,7 +92,9 @@ t.test('killed while filling the cache: nothing partial is ever served', async (
   const server = await spawnServer(t, env);
   const big = model('big', 64 * 1024 * 1024);
   t.equal((await put(`${server.url}/models/m`, big)).status, 201);
-  const reading = fetch(`${server.url}/models/m`).then((r) => r.arrayBuffer()).catch((err: Error) => err);
+  const reading = fetch(`${server.url}/models/m`)
+    .then((r) => r.arrayBuffer())
+    .catch((err: Error) => err);
   const tmp = path.join(cacheDir, 'tmp');
   await until('a fill in progress', async () => (await fs.readdir(tmp)).some((n) => n.endsWith('.part')), 15_000);
   await killHard(server);

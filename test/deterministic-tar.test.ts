@@ -29,7 +29,9 @@ t.test('same files, same bytes, in any order', async (t) => {
 t.test('Python tarfile reads every name and content back, sorted, with parent directories', async (t) => {
   const file = path.join(await tempDir(t, 'mr-dtar-'), 'm.tar.gz');
   await writeFile(file, packDeterministic(files, 1_480_000_000));
-  const { stdout } = await python(['-c', `
+  const { stdout } = await python([
+    '-c',
+    `
 import json, sys, tarfile
 with tarfile.open(sys.argv[1], "r:gz") as tar:
     out = []
@@ -37,21 +39,63 @@ with tarfile.open(sys.argv[1], "r:gz") as tar:
         data = tar.extractfile(m).read().hex() if m.isfile() else None
         out.append([m.name, m.type.decode(), m.mtime, m.uid, m.gid, oct(m.mode), data])
     print(json.dumps(out))
-`, file]);
+`,
+    file,
+  ]);
   const members = JSON.parse(stdout) as [string, string, number, number, number, string, string | null][];
-  const fileEntries = members.filter((m) => m[1] === '0').map((m) => [m[0], Buffer.from(m[6]!, 'hex').toString('latin1')]);
+  const fileEntries = members
+    .filter((m) => m[1] === '0')
+    .map((m) => [m[0], Buffer.from(m[6]!, 'hex').toString('latin1')]);
   t.same(fileEntries.sort(), files.map((f) => [f.path, f.content.toString('latin1')]).sort());
-  t.same(members.filter((m) => m[1] === '5').map((m) => m[0]), ['a', 'a/deep', 'd'.repeat(120), 'modèle']);
+  t.same(
+    members.filter((m) => m[1] === '5').map((m) => m[0]),
+    ['a', 'a/deep', 'd'.repeat(120), 'modèle'],
+  );
   const names = members.map((m) => m[0]);
-  t.same(names, [...names].sort((x, y) => Buffer.compare(Buffer.from(x + (members.find((m) => m[0] === x)![1] === '5' ? '/' : '')), Buffer.from(y + (members.find((m) => m[0] === y)![1] === '5' ? '/' : '')))), 'sorted by bytes');
-  t.ok(members.every((m) => m[2] === 1_480_000_000 && m[3] === 0 && m[4] === 0), 'fixed mtime, uid, gid');
-  t.ok(members.every((m) => m[5] === (m[1] === '5' ? '0o755' : '0o644')), 'fixed modes');
+  t.same(
+    names,
+    [...names].sort((x, y) =>
+      Buffer.compare(
+        Buffer.from(x + (members.find((m) => m[0] === x)![1] === '5' ? '/' : '')),
+        Buffer.from(y + (members.find((m) => m[0] === y)![1] === '5' ? '/' : '')),
+      ),
+    ),
+    'sorted by bytes',
+  );
+  t.ok(
+    members.every((m) => m[2] === 1_480_000_000 && m[3] === 0 && m[4] === 0),
+    'fixed mtime, uid, gid',
+  );
+  t.ok(
+    members.every((m) => m[5] === (m[1] === '5' ? '0o755' : '0o644')),
+    'fixed modes',
+  );
 });
 
 t.test('paths that cannot be members are refused', async (t) => {
   for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a//b', './a', '']) {
     t.throws(() => packDeterministic([{ path: bad, content: Buffer.from('x') }], 0), bad);
   }
-  t.throws(() => packDeterministic([{ path: 'a', content: Buffer.from('1') }, { path: 'a', content: Buffer.from('2') }], 0), /given twice/);
-  t.throws(() => packDeterministic([{ path: 'a', content: Buffer.from('1') }, { path: 'a/b', content: Buffer.from('2') }], 0), /both a file and a directory/);
+  t.throws(
+    () =>
+      packDeterministic(
+        [
+          { path: 'a', content: Buffer.from('1') },
+          { path: 'a', content: Buffer.from('2') },
+        ],
+        0,
+      ),
+    /given twice/,
+  );
+  t.throws(
+    () =>
+      packDeterministic(
+        [
+          { path: 'a', content: Buffer.from('1') },
+          { path: 'a/b', content: Buffer.from('2') },
+        ],
+        0,
+      ),
+    /both a file and a directory/,
+  );
 });

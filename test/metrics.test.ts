@@ -10,8 +10,8 @@ import t, { type Test } from 'tap';
 import { NotFoundError, PreconditionFailedError } from '../src/errors.js';
 import { createMetrics, type Metrics, STORAGE_OPERATIONS, STORAGE_OUTCOMES } from '../src/metrics.js';
 import { metricsRoutes } from '../src/routes/metrics.js';
-import { instrument } from '../src/storage/shared/instrumented.js';
 import { LocalStorage } from '../src/storage/local/storage.js';
+import { instrument } from '../src/storage/shared/instrumented.js';
 import type { Storage } from '../src/storage/types.js';
 import { listening, tempDir } from './helpers/server.js';
 import { conformance } from './helpers/storage-conformance.js';
@@ -19,12 +19,19 @@ import { conformance } from './helpers/storage-conformance.js';
 const body = (data: string) => Readable.from([Buffer.from(data)]);
 
 /** The value of one sample of a metric, 0 when it has no sample with these labels. */
-async function sample(metrics: Metrics, name: string, labels: Record<string, string> = {}, sampleName = name): Promise<number> {
+async function sample(
+  metrics: Metrics,
+  name: string,
+  labels: Record<string, string> = {},
+  sampleName = name,
+): Promise<number> {
   const metric = metrics.registry.getSingleMetric(name);
   if (!metric) throw new Error(`no metric ${name}`);
   const { values } = await metric.get();
   const found = (values as { value: number; labels: Record<string, string | number>; metricName?: string }[]).find(
-    (v) => (v.metricName ?? name) === sampleName && Object.entries(labels).every(([k, value]) => String(v.labels[k]) === value),
+    (v) =>
+      (v.metricName ?? name) === sampleName &&
+      Object.entries(labels).every(([k, value]) => String(v.labels[k]) === value),
   );
   return found?.value ?? 0;
 }
@@ -32,7 +39,12 @@ async function sample(metrics: Metrics, name: string, labels: Record<string, str
 const requests = (m: Metrics, operation: string, outcome: string) =>
   sample(m, 'model_registry_storage_requests_total', { operation, outcome });
 const timings = (m: Metrics, operation: string) =>
-  sample(m, 'model_registry_storage_request_duration_seconds', { operation }, 'model_registry_storage_request_duration_seconds_count');
+  sample(
+    m,
+    'model_registry_storage_request_duration_seconds',
+    { operation },
+    'model_registry_storage_request_duration_seconds_count',
+  );
 
 /** Every storage counter, as "operation/outcome" → value, leaving out zeros. */
 async function counts(m: Metrics): Promise<Record<string, number>> {
@@ -63,7 +75,8 @@ t.test('the instrumented storage still behaves as a storage (conformance suite)'
       return storage;
     },
     {
-      leftovers: async (s) => (await fs.readdir(path.join(roots.get(s)!, '.uploads'))).filter((n) => n.endsWith('.part')).length,
+      leftovers: async (s) =>
+        (await fs.readdir(path.join(roots.get(s)!, '.uploads'))).filter((n) => n.endsWith('.part')).length,
     },
   );
 });
@@ -79,7 +92,11 @@ t.test('every storage call is counted with its operation and outcome', async (t)
   t.equal(await timings(metrics, 'head'), 1, 'a failed call is timed too');
 
   const staged = await storage.stage('a.tar.gz', body('hello'));
-  t.equal(staged.constructor, (await local.stage('x.tar.gz', body('x'))).constructor, "the backend's own staged object, untouched");
+  t.equal(
+    staged.constructor,
+    (await local.stage('x.tar.gz', body('x'))).constructor,
+    "the backend's own staged object, untouched",
+  );
   const info = await storage.commit(staged, { version: '1' }, { ifNoneMatch: true });
   t.equal(await requests(metrics, 'put', 'ok'), 2, 'stage and commit are one put each');
 
@@ -100,7 +117,10 @@ t.test('every storage call is counted with its operation and outcome', async (t)
 
   const copied = await storage.copy('a.tar.gz', 'b.tar.gz', { sourceToken: info.token, metadata: { version: '2' } });
   t.equal(copied.key, 'b.tar.gz');
-  await t.rejects(storage.copy('a.tar.gz', 'c.tar.gz', { sourceToken: 'stale', metadata: {} }), PreconditionFailedError);
+  await t.rejects(
+    storage.copy('a.tar.gz', 'c.tar.gz', { sourceToken: 'stale', metadata: {} }),
+    PreconditionFailedError,
+  );
   t.equal(await requests(metrics, 'copy', 'ok'), 1);
   t.equal(await requests(metrics, 'copy', 'precondition_failed'), 1);
 
@@ -142,7 +162,8 @@ t.test('every storage call is counted with its operation and outcome', async (t)
 
 t.test('list() stays lazy and counts early stops and failures once', async (t) => {
   const { storage, metrics } = await instrumentedLocal(t);
-  for (const key of ['a.tar.gz', 'b.tar.gz', 'c.tar.gz']) await storage.commit(await storage.stage(key, body(key)), {}, {});
+  for (const key of ['a.tar.gz', 'b.tar.gz', 'c.tar.gz'])
+    await storage.commit(await storage.stage(key, body(key)), {}, {});
 
   const iterable = storage.list('');
   t.equal(await requests(metrics, 'list', 'ok'), 0, 'nothing happens before iteration');
@@ -166,7 +187,7 @@ t.test('list() stays lazy and counts early stops and failures once', async (t) =
       ...storage,
       kind: 'failing',
       capabilities: storage.capabilities,
-      // eslint-disable-next-line require-yield
+      // biome-ignore lint/correctness/useYield: a listing that fails before its first entry
       list: async function* () {
         throw new Error('boom');
       },
@@ -213,7 +234,11 @@ t.test('GET /metrics serves process, storage, cache and HTTP series for every ro
     'model_registry_cache_memory_bytes',
     'model_registry_http_bytes_total',
   ]) {
-    t.match(initial, new RegExp(`^${name}(_bucket|_count|_sum)?(\\{[^}]*\\})? 0$`, 'm'), `${name} is exported at zero before any traffic`);
+    t.match(
+      initial,
+      new RegExp(`^${name}(_bucket|_count|_sum)?(\\{[^}]*\\})? 0$`, 'm'),
+      `${name} is exported at zero before any traffic`,
+    );
   }
   t.match(initial, /^model_registry_storage_requests_total\{operation="copy",outcome="precondition_failed"\} 0$/m);
   t.match(initial, /^model_registry_http_bytes_total\{direction="in"\} 0$/m);
@@ -233,16 +258,27 @@ t.test('GET /metrics serves process, storage, cache and HTTP series for every ro
 
   const scrape = await fetch(`${url}/metrics`);
   const text = await scrape.text();
-  t.match(text, /^http_request_duration_seconds_bucket\{le="[^"]+",method="GET",route="\/things\/:id",status_code="200"\} 1$/m);
+  t.match(
+    text,
+    /^http_request_duration_seconds_bucket\{le="[^"]+",method="GET",route="\/things\/:id",status_code="200"\} 1$/m,
+  );
   t.match(text, /^http_request_duration_seconds_count\{method="GET",route="\/things\/:id",status_code="200"\} 1$/m);
   t.match(text, /^http_request_duration_seconds_count\{method="PUT",route="\/things\/:id",status_code="204"\} 1$/m);
   t.match(text, /^http_request_duration_seconds_count\{method="HEAD",route="\/things\/:id",status_code="200"\} 1$/m);
   t.match(text, /^http_request_duration_seconds_count\{method="GET",route="unmatched",status_code="404"\} 1$/m);
-  t.match(text, /^http_request_duration_seconds_count\{method="GET",route="\/metrics",status_code="200"\} 1$/m, 'the first scrape');
+  t.match(
+    text,
+    /^http_request_duration_seconds_count\{method="GET",route="\/metrics",status_code="200"\} 1$/m,
+    'the first scrape',
+  );
   t.notMatch(text, /\/things\/4\d|no\/such|secret/, 'no raw URLs in labels');
   t.match(text, /^process_cpu_user_seconds_total /m);
 
-  t.equal(await sample(metrics, 'model_registry_http_bytes_total', { direction: 'in' }), 1000, 'request bodies by Content-Length');
+  t.equal(
+    await sample(metrics, 'model_registry_http_bytes_total', { direction: 'in' }),
+    1000,
+    'request bodies by Content-Length',
+  );
   // Out: the JSON of GET /things/42, the 404 error body and both scrapes; not the HEAD.
   const lengthOf = (r: Response) => Number(r.headers.get('content-length'));
   t.ok(lengthOf(head) > 0, 'HEAD announces a length that it does not send');
@@ -269,9 +305,19 @@ t.test('responses that never complete are counted as aborted (onResponse never s
   await res.body!.getReader().read();
   controller.abort();
   const deadline = Date.now() + 3000;
-  while (Date.now() < deadline && (await sample(metrics, 'model_registry_http_requests_aborted_total', { method: 'GET', route: '/slow/:id' })) !== 1) {
+  while (
+    Date.now() < deadline &&
+    (await sample(metrics, 'model_registry_http_requests_aborted_total', { method: 'GET', route: '/slow/:id' })) !== 1
+  ) {
     await new Promise((r) => setTimeout(r, 20));
   }
-  t.equal(await sample(metrics, 'model_registry_http_requests_aborted_total', { method: 'GET', route: '/slow/:id' }), 1);
-  t.notMatch(await metrics.registry.metrics(), /http_request_duration_seconds_count\{method="GET",route="\/slow\/:id"/, 'not in the duration histogram');
+  t.equal(
+    await sample(metrics, 'model_registry_http_requests_aborted_total', { method: 'GET', route: '/slow/:id' }),
+    1,
+  );
+  t.notMatch(
+    await metrics.registry.metrics(),
+    /http_request_duration_seconds_count\{method="GET",route="\/slow\/:id"/,
+    'not in the duration histogram',
+  );
 });

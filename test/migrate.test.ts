@@ -14,8 +14,8 @@ import { model } from './helpers/archives.js';
 import { sha256 } from './helpers/assert.js';
 import { azuriteEnv, minioEnv } from './helpers/cloud.js';
 import { startAzurite, startMinio } from './helpers/emulators.js';
+import { collector, runMigrate, storageOf, envFile as writeEnv } from './helpers/migrate.js';
 import { put, start, tempDir } from './helpers/server.js';
-import { collector, envFile as writeEnv, runMigrate, storageOf } from './helpers/migrate.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const [minio, azurite] = await Promise.all([startMinio(), startAzurite()]);
@@ -38,17 +38,31 @@ const NAMES = ['alpha', 'beta', 'gamma', 'foreign'];
 // Each published version is kept as history bytes and a record, beside the model's current object:
 // alpha v1-v4, beta v1-v3, gamma v1-v3; foreign's current object and the record the registry
 // wrote of it when it first read it; alpha's aliases document.
-const OBJECTS = (4 * 2 + 1) + (3 * 2 + 1) + (3 * 2 + 1) + 2 + 1;
+const OBJECTS = 4 * 2 + 1 + (3 * 2 + 1) + (3 * 2 + 1) + 2 + 1;
 const sourceDir = path.join(work, 'source');
 const original = await start(t, { LOCAL_STORAGE_DIR: sourceDir, MODEL_HISTORY: '3' });
-for (const [name, uploads] of [['alpha', 4], ['beta', 3], ['gamma', 3]] as const) {
+for (const [name, uploads] of [
+  ['alpha', 4],
+  ['beta', 3],
+  ['gamma', 3],
+] as const) {
   for (let v = 1; v <= uploads; v++) {
-    const res = await put(`${original.url}/models/${name}`, model(`${name}-${v}`, 2048), { 'x-model-label-git_sha': `${name}${v}`, 'x-model-label-stage': v % 2 ? 'dev' : 'prod' });
+    const res = await put(`${original.url}/models/${name}`, model(`${name}-${v}`, 2048), {
+      'x-model-label-git_sha': `${name}${v}`,
+      'x-model-label-stage': v % 2 ? 'dev' : 'prod',
+    });
     if (res.status >= 300) throw new Error(`upload ${name} v${v}: ${res.status} ${await res.text()}`);
   }
 }
-for (const [alias, version] of [['production', 2], ['staging', 4]] as const) {
-  const res = await fetch(`${original.url}/models/alpha/aliases/${alias}`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version }) });
+for (const [alias, version] of [
+  ['production', 2],
+  ['staging', 4],
+] as const) {
+  const res = await fetch(`${original.url}/models/alpha/aliases/${alias}`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ version }),
+  });
   if (res.status !== 201) throw new Error(`alias ${alias}: ${res.status} ${await res.text()}`);
 }
 const foreignBytes = model('foreign', 2048);
@@ -82,12 +96,25 @@ t.test('local → MinIO → Azurite → local keeps every version, digest, label
   t.equal(leg1.summary.copied, OBJECTS, 'every object copied');
   t.match(leg1.out, /^copied alpha v1 \(\d+\.\d KiB\)$/m, 'a plain line per object on stdout');
   t.match(leg1.out, /^copied foreign v1 /m);
-  t.match(leg1.summary.line, new RegExp(`^copied ${OBJECTS} objects \\(\\d+\\.\\d KiB\\), skipped 0 identical, 0 failed in \\d+s$`));
+  t.match(
+    leg1.summary.line,
+    new RegExp(`^copied ${OBJECTS} objects \\(\\d+\\.\\d KiB\\), skipped 0 identical, 0 failed in \\d+s$`),
+  );
   t.match(leg1.out, /^copied alpha v1 record \(\d+ B\)$/m, 'records are copied as they are');
   t.match(leg1.out, /^copied alpha aliases \(\d+ B\)$/m, 'and the aliases document');
-  t.match(bar.text, new RegExp(`\\r\\x1b\\[K\\[#{20}\\] 100% \\d+\\.\\d KiB \\/ \\d+\\.\\d KiB {2}\\S+ \\S+\\/s {2}ETA \\S+ {2}\\(${OBJECTS}\\/${OBJECTS} objects\\)`), 'a progress bar on the TTY');
+  t.match(
+    bar.text,
+    new RegExp(
+      `\\r\\x1b\\[K\\[#{20}\\] 100% \\d+\\.\\d KiB \\/ \\d+\\.\\d KiB {2}\\S+ \\S+\\/s {2}ETA \\S+ {2}\\(${OBJECTS}\\/${OBJECTS} objects\\)`,
+    ),
+    'a progress bar on the TTY',
+  );
   t.same(statSync(path.join(sourceDir, 'foreign.tar.gz')).size, foreignBytes.length);
-  t.match(expected.alpha, { current: 4, versions: [{ version: 4 }, { version: 3 }, { version: 2 }, { version: 1 }] }, 'alpha has 3 history versions');
+  t.match(
+    expected.alpha,
+    { current: 4, versions: [{ version: 4 }, { version: 3 }, { version: 2 }, { version: 1 }] },
+    'alpha has 3 history versions',
+  );
   t.match(expected.foreign, { current: 1, versions: [{ version: 1, sha256: sha256(foreignBytes), labels: {} }] });
 
   const leg2 = await run({ from: minioFile, to: azureFile });
@@ -98,19 +125,31 @@ t.test('local → MinIO → Azurite → local keeps every version, digest, label
 
   const final = await start(t, { LOCAL_STORAGE_DIR: finalDir });
   t.same(await versionsAt(final.url), expected, 'same versions, sha256, sizes, labels, createdAt and aliases');
-  const aliasesAt = async (url: string) => (await (await fetch(`${url}/models/alpha/aliases`)).json()) as { aliases: { alias: string; version: number }[] };
+  const aliasesAt = async (url: string) =>
+    (await (await fetch(`${url}/models/alpha/aliases`)).json()) as { aliases: { alias: string; version: number }[] };
   t.same(await aliasesAt(final.url), await aliasesAt(original.url), 'aliases survive the three legs');
-  t.match((await aliasesAt(final.url)).aliases, [{ alias: 'production', version: 2 }, { alias: 'staging', version: 4 }]);
+  t.match((await aliasesAt(final.url)).aliases, [
+    { alias: 'production', version: 2 },
+    { alias: 'staging', version: 4 },
+  ]);
   const promoted = await fetch(`${final.url}/models/alpha@production`);
   t.equal(promoted.headers.get('x-model-version'), '2', 'alpha@production serves v2 at the destination');
   await promoted.arrayBuffer();
   const listed = (await (await fetch(`${final.url}/models`)).json()) as { models: { name: string }[] };
   t.same(listed.models.map((m) => m.name).sort(), [...NAMES].sort());
   const old = await fetch(`${final.url}/models/beta?version=1`);
-  t.equal(sha256(Buffer.from(await old.arrayBuffer())), (expected.beta as { versions: { sha256: string }[] }).versions.at(-1)!.sha256, 'history bytes intact');
+  t.equal(
+    sha256(Buffer.from(await old.arrayBuffer())),
+    (expected.beta as { versions: { sha256: string }[] }).versions.at(-1)!.sha256,
+    'history bytes intact',
+  );
 
   t.test('a rerun of each leg copies nothing and says so', async (t) => {
-    for (const [from, to] of [[localEnv, minioFile], [minioFile, azureFile], [azureFile, finalFile]] as const) {
+    for (const [from, to] of [
+      [localEnv, minioFile],
+      [minioFile, azureFile],
+      [azureFile, finalFile],
+    ] as const) {
       const again = await run({ from, to });
       t.equal(again.summary.copied, 0, `${path.basename(from)} → ${path.basename(to)}`);
       t.equal(again.summary.skipped, OBJECTS);
@@ -126,8 +165,13 @@ t.test('an interrupted run resumes: the rerun copies the rest', async (t) => {
   const file = await envFile('interrupted.env', vars);
   const controller = new AbortController();
   const first = await run({
-    from: localEnv, to: file, concurrency: 1, signal: controller.signal,
-    onObject: (r) => { if (r.status === 'copied') controller.abort(); },
+    from: localEnv,
+    to: file,
+    concurrency: 1,
+    signal: controller.signal,
+    onObject: (r) => {
+      if (r.status === 'copied') controller.abort();
+    },
   });
   t.equal(first.summary.interrupted, true);
   t.equal(first.summary.copied, 1);
@@ -154,160 +198,243 @@ t.test('a dry run prints the plan and changes nothing', async (t) => {
   t.equal(summary.copied, 0);
   t.equal(summary.exitCode, 0);
   t.match(out, /^would copy alpha v2 \(\d+\.\d KiB\)$/m);
-  t.match(summary.line, new RegExp(`^dry run: would copy ${OBJECTS} objects \\(\\d+\\.\\d KiB\\), skip 0 identical; nothing was changed$`));
+  t.match(
+    summary.line,
+    new RegExp(`^dry run: would copy ${OBJECTS} objects \\(\\d+\\.\\d KiB\\), skip 0 identical; nothing was changed$`),
+  );
   t.same(await keysIn(await storageOf(t, vars)), [], 'the destination is still empty');
 
   const done = await run({ from: localEnv, to: minioFile, dryRun: true });
   t.equal(done.summary.line, `dry run: nothing to copy: all ${OBJECTS} objects already identical`);
 });
 
-t.test('a source object whose bytes do not match its sha256 fails alone; nothing of it reaches the destination', async (t) => {
-  const dir = path.join(work, 'corrupt-source');
-  await mkdir(dir);
-  const source = await storageOf(t, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: dir });
-  const write = async (key: string, bytes: Buffer, digest: string) => {
-    const staged = await source.stage(key, Readable.from([bytes]));
-    await source.commit(staged, { version: '1', sha256: digest, 'created-at': new Date().toISOString(), labels: '{}' }, {});
-  };
-  const good = model('good', 1024);
-  await write('good.tar.gz', good, sha256(good));
-  await write('bad.tar.gz', model('bad', 1024), sha256(Buffer.from('something else')));
-  const from = await envFile('corrupt.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'corrupt-source' });
-  const to = await envFile('corrupt-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'corrupt-dest' });
+t.test(
+  'a source object whose bytes do not match its sha256 fails alone; nothing of it reaches the destination',
+  async (t) => {
+    const dir = path.join(work, 'corrupt-source');
+    await mkdir(dir);
+    const source = await storageOf(t, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: dir });
+    const write = async (key: string, bytes: Buffer, digest: string) => {
+      const staged = await source.stage(key, Readable.from([bytes]));
+      await source.commit(
+        staged,
+        { version: '1', sha256: digest, 'created-at': new Date().toISOString(), labels: '{}' },
+        {},
+      );
+    };
+    const good = model('good', 1024);
+    await write('good.tar.gz', good, sha256(good));
+    await write('bad.tar.gz', model('bad', 1024), sha256(Buffer.from('something else')));
+    const from = await envFile('corrupt.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'corrupt-source' });
+    const to = await envFile('corrupt-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'corrupt-dest' });
 
-  const { summary, out } = await run({ from, to });
-  t.equal(summary.exitCode, 1);
-  t.equal(summary.failed, 1);
-  t.equal(summary.copied, 1);
-  t.match(out, /^FAILED bad v1: digest mismatch/m);
-  t.match(summary.line, /^copied 1 object \(.*\), skipped 0 identical, 1 failed in \d+s$/);
-  const dest = await storageOf(t, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: path.join(work, 'corrupt-dest') });
-  t.same(await keysIn(dest), ['good.tar.gz'], 'the corrupted object is not at the destination');
-  const leftovers = (await readdir(path.join(work, 'corrupt-dest', '.uploads'))).filter((f) => f !== 'locks');
-  t.same(leftovers, [], 'no staged copy left behind');
-});
+    const { summary, out } = await run({ from, to });
+    t.equal(summary.exitCode, 1);
+    t.equal(summary.failed, 1);
+    t.equal(summary.copied, 1);
+    t.match(out, /^FAILED bad v1: digest mismatch/m);
+    t.match(summary.line, /^copied 1 object \(.*\), skipped 0 identical, 1 failed in \d+s$/);
+    const dest = await storageOf(t, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: path.join(work, 'corrupt-dest') });
+    t.same(await keysIn(dest), ['good.tar.gz'], 'the corrupted object is not at the destination');
+    const leftovers = (await readdir(path.join(work, 'corrupt-dest', '.uploads'))).filter((f) => f !== 'locks');
+    t.same(leftovers, [], 'no staged copy left behind');
+  },
+);
 
-t.test('a rerun never overwrites what the destination has that the source does not; it does catch up a destination that is behind', async (t) => {
-  const env = async (name: string) => ({ file: await envFile(`${name}.env`, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: name }), dir: path.join(work, name) });
-  const src = await env('rerun-source');
-  const dst = await env('rerun-dest');
-  const a = await start(t, { LOCAL_STORAGE_DIR: src.dir });
-  for (const v of ['v1', 'v2']) await put(`${a.url}/models/m`, model(v, 1024));
-  t.equal((await run({ from: src.file, to: dst.file })).summary.exitCode, 0);
+t.test(
+  'a rerun never overwrites what the destination has that the source does not; it does catch up a destination that is behind',
+  async (t) => {
+    const env = async (name: string) => ({
+      file: await envFile(`${name}.env`, { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: name }),
+      dir: path.join(work, name),
+    });
+    const src = await env('rerun-source');
+    const dst = await env('rerun-dest');
+    const a = await start(t, { LOCAL_STORAGE_DIR: src.dir });
+    for (const v of ['v1', 'v2']) await put(`${a.url}/models/m`, model(v, 1024));
+    t.equal((await run({ from: src.file, to: dst.file })).summary.exitCode, 0);
 
-  // Writers moved to the destination and uploaded v3 there; then the migration is run again.
-  const b = await start(t, { LOCAL_STORAGE_DIR: dst.dir });
-  const v3 = model('v3 at the destination', 1024);
-  t.equal((await put(`${b.url}/models/m`, v3)).status, 200);
-  const again = await run({ from: src.file, to: dst.file });
-  t.equal(again.summary.exitCode, 1, 'reported as a failure');
-  t.match(again.out, /^FAILED m v2: the destination holds another version \(v3, sha256 [0-9a-f]{12}…\) that the source does not have/m);
-  const versions = (await (await fetch(`${b.url}/models/m/versions`)).json()) as { current: number; versions: { version: number; sha256: string }[] };
-  t.equal(versions.current, 3, 'the destination keeps its v3');
-  t.equal(versions.versions[0]!.sha256, sha256(v3));
-  t.equal(sha256(Buffer.from(await (await fetch(`${b.url}/models/m`)).arrayBuffer())), sha256(v3), 'whole');
+    // Writers moved to the destination and uploaded v3 there; then the migration is run again.
+    const b = await start(t, { LOCAL_STORAGE_DIR: dst.dir });
+    const v3 = model('v3 at the destination', 1024);
+    t.equal((await put(`${b.url}/models/m`, v3)).status, 200);
+    const again = await run({ from: src.file, to: dst.file });
+    t.equal(again.summary.exitCode, 1, 'reported as a failure');
+    t.match(
+      again.out,
+      /^FAILED m v2: the destination holds another version \(v3, sha256 [0-9a-f]{12}…\) that the source does not have/m,
+    );
+    const versions = (await (await fetch(`${b.url}/models/m/versions`)).json()) as {
+      current: number;
+      versions: { version: number; sha256: string }[];
+    };
+    t.equal(versions.current, 3, 'the destination keeps its v3');
+    t.equal(versions.versions[0]!.sha256, sha256(v3));
+    t.equal(sha256(Buffer.from(await (await fetch(`${b.url}/models/m`)).arrayBuffer())), sha256(v3), 'whole');
 
-  // The other way round: the source moved on after a first run; the rerun brings the destination up.
-  const behind = await env('rerun-behind');
-  t.equal((await run({ from: src.file, to: behind.file })).summary.exitCode, 0);
-  const v3s = model('v3 at the source', 1024);
-  t.equal((await put(`${a.url}/models/m`, v3s)).status, 200);
-  const caughtUp = await run({ from: src.file, to: behind.file });
-  t.equal(caughtUp.summary.exitCode, 0);
-  t.match(caughtUp.out, /^copied m v3 \(1\.\d KiB, replaced v2, an older version \(kept in history\)\)$/m);
-  const c = await start(t, { LOCAL_STORAGE_DIR: behind.dir });
-  const caught = (await (await fetch(`${c.url}/models/m/versions`)).json()) as { versions: { version: number; sha256: string }[] };
-  t.same(caught.versions.map((v) => v.version), [3, 2, 1]);
-  t.equal(caught.versions[0]!.sha256, sha256(v3s));
+    // The other way round: the source moved on after a first run; the rerun brings the destination up.
+    const behind = await env('rerun-behind');
+    t.equal((await run({ from: src.file, to: behind.file })).summary.exitCode, 0);
+    const v3s = model('v3 at the source', 1024);
+    t.equal((await put(`${a.url}/models/m`, v3s)).status, 200);
+    const caughtUp = await run({ from: src.file, to: behind.file });
+    t.equal(caughtUp.summary.exitCode, 0);
+    t.match(caughtUp.out, /^copied m v3 \(1\.\d KiB, replaced v2, an older version \(kept in history\)\)$/m);
+    const c = await start(t, { LOCAL_STORAGE_DIR: behind.dir });
+    const caught = (await (await fetch(`${c.url}/models/m/versions`)).json()) as {
+      versions: { version: number; sha256: string }[];
+    };
+    t.same(
+      caught.versions.map((v) => v.version),
+      [3, 2, 1],
+    );
+    t.equal(caught.versions[0]!.sha256, sha256(v3s));
 
-  // The source moved on past its history bound (MODEL_HISTORY=1): the destination's current
-  // version is no longer in the source, and is kept in the destination's history.
-  const pruned = await env('rerun-pruned-source');
-  const ahead = await start(t, { LOCAL_STORAGE_DIR: pruned.dir, MODEL_HISTORY: '1' });
-  for (const v of ['p1', 'p2']) await put(`${ahead.url}/models/p`, model(v, 1024));
-  const prunedDest = await env('rerun-pruned-dest');
-  t.equal((await run({ from: pruned.file, to: prunedDest.file })).summary.exitCode, 0);
-  const p2 = (await (await fetch(`${ahead.url}/models/p/meta`)).json()) as { sha256: string };
-  for (const v of ['p3', 'p4']) await put(`${ahead.url}/models/p`, model(v, 1024));
-  const rerun = await run({ from: pruned.file, to: prunedDest.file });
-  t.equal(rerun.summary.exitCode, 0, 'the rerun succeeds');
-  const d = await start(t, { LOCAL_STORAGE_DIR: prunedDest.dir });
-  const kept = (await (await fetch(`${d.url}/models/p/versions`)).json()) as { versions: { version: number; sha256: string }[] };
-  t.same(kept.versions.map((v) => v.version), [4, 3, 2, 1], 'v2, gone from the source, is kept in the destination history');
-  t.equal(kept.versions.find((v) => v.version === 2)!.sha256, p2.sha256);
+    // The source moved on past its history bound (MODEL_HISTORY=1): the destination's current
+    // version is no longer in the source, and is kept in the destination's history.
+    const pruned = await env('rerun-pruned-source');
+    const ahead = await start(t, { LOCAL_STORAGE_DIR: pruned.dir, MODEL_HISTORY: '1' });
+    for (const v of ['p1', 'p2']) await put(`${ahead.url}/models/p`, model(v, 1024));
+    const prunedDest = await env('rerun-pruned-dest');
+    t.equal((await run({ from: pruned.file, to: prunedDest.file })).summary.exitCode, 0);
+    const p2 = (await (await fetch(`${ahead.url}/models/p/meta`)).json()) as { sha256: string };
+    for (const v of ['p3', 'p4']) await put(`${ahead.url}/models/p`, model(v, 1024));
+    const rerun = await run({ from: pruned.file, to: prunedDest.file });
+    t.equal(rerun.summary.exitCode, 0, 'the rerun succeeds');
+    const d = await start(t, { LOCAL_STORAGE_DIR: prunedDest.dir });
+    const kept = (await (await fetch(`${d.url}/models/p/versions`)).json()) as {
+      versions: { version: number; sha256: string }[];
+    };
+    t.same(
+      kept.versions.map((v) => v.version),
+      [4, 3, 2, 1],
+      'v2, gone from the source, is kept in the destination history',
+    );
+    t.equal(kept.versions.find((v) => v.version === 2)!.sha256, p2.sha256);
 
-  // Split brain: both sides went on after the cutover (the destination's v3 and the source's v3
-  // differ, the source is at v4): nothing is replaced.
-  t.equal((await put(`${a.url}/models/m`, model('v4 at the source', 1024))).status, 200);
-  const split = await run({ from: src.file, to: dst.file });
-  t.equal(split.summary.exitCode, 1);
-  t.match(split.out, /^FAILED m v3: the destination's v3 \(sha256 [0-9a-f]{12}…\) differs from the source's: two different versions with one number, so neither is replaced/m);
-  t.match(split.out, /^FAILED m v3 record: the destination holds another record of this version number: it is left alone/m);
-  t.match(split.out, /^FAILED m v4: not copied because its history entry v3 failed$/m);
-  t.equal(sha256(Buffer.from(await (await fetch(`${b.url}/models/m`)).arrayBuffer())), sha256(v3), "the destination's v3 is still current");
+    // Split brain: both sides went on after the cutover (the destination's v3 and the source's v3
+    // differ, the source is at v4): nothing is replaced.
+    t.equal((await put(`${a.url}/models/m`, model('v4 at the source', 1024))).status, 200);
+    const split = await run({ from: src.file, to: dst.file });
+    t.equal(split.summary.exitCode, 1);
+    t.match(
+      split.out,
+      /^FAILED m v3: the destination's v3 \(sha256 [0-9a-f]{12}…\) differs from the source's: two different versions with one number, so neither is replaced/m,
+    );
+    t.match(
+      split.out,
+      /^FAILED m v3 record: the destination holds another record of this version number: it is left alone/m,
+    );
+    t.match(split.out, /^FAILED m v4: not copied because its history entry v3 failed$/m);
+    t.equal(
+      sha256(Buffer.from(await (await fetch(`${b.url}/models/m`)).arrayBuffer())),
+      sha256(v3),
+      "the destination's v3 is still current",
+    );
 
-  // An object the registry did not write, in the destination's place: left alone.
-  const foreign = await env('rerun-foreign');
-  await mkdir(foreign.dir);
-  await writeFile(path.join(foreign.dir, 'm.tar.gz'), 'put here by hand');
-  const refused = await run({ from: src.file, to: foreign.file });
-  t.equal(refused.summary.exitCode, 1);
-  t.match(refused.out, /^FAILED m v4: the destination has an object at this key that the registry did not write/m);
-  t.equal(await (await import('node:fs/promises')).readFile(path.join(foreign.dir, 'm.tar.gz'), 'utf8'), 'put here by hand');
-});
+    // An object the registry did not write, in the destination's place: left alone.
+    const foreign = await env('rerun-foreign');
+    await mkdir(foreign.dir);
+    await writeFile(path.join(foreign.dir, 'm.tar.gz'), 'put here by hand');
+    const refused = await run({ from: src.file, to: foreign.file });
+    t.equal(refused.summary.exitCode, 1);
+    t.match(refused.out, /^FAILED m v4: the destination has an object at this key that the registry did not write/m);
+    t.equal(
+      await (await import('node:fs/promises')).readFile(path.join(foreign.dir, 'm.tar.gz'), 'utf8'),
+      'put here by hand',
+    );
+  },
+);
 
-t.test('a source without any model is most likely the wrong one: exit code 1, and the line says what to check', async (t) => {
-  await mkdir(path.join(work, 'empty-source'));
-  const from = await envFile('empty-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'empty-source' });
-  const to = await envFile('empty-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'empty-dest' });
-  const { summary } = await run({ from, to });
-  t.equal(summary.exitCode, 1);
-  t.match(summary.line, /^nothing to copy: the source has no models; check that the --from settings name the storage/);
-});
+t.test(
+  'a source without any model is most likely the wrong one: exit code 1, and the line says what to check',
+  async (t) => {
+    await mkdir(path.join(work, 'empty-source'));
+    const from = await envFile('empty-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'empty-source' });
+    const to = await envFile('empty-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'empty-dest' });
+    const { summary } = await run({ from, to });
+    t.equal(summary.exitCode, 1);
+    t.match(
+      summary.line,
+      /^nothing to copy: the source has no models; check that the --from settings name the storage/,
+    );
+  },
+);
 
-t.test('a .env file with a misspelt setting, or without REMOTE_STORAGE, is refused before anything is copied', async (t) => {
-  const from = await envFile('typo-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'source' });
-  const typo = await envFile('typo-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_PATH: 'typo-dest', NODE_ENV: 'production' });
-  await t.rejects(run({ from, to: typo }), { name: 'ConfigError', message: /typo-dest\.env: LOCAL_STORAGE_PATH is not a setting of the registry \(those of its kind: LOCAL_STORAGE_DIR\): fix its name or remove it\.$/ });
-  const unnamed = await envFile('unnamed-dest.env', { LOCAL_STORAGE_DIR: 'unnamed-dest' });
-  await t.rejects(run({ from, to: unnamed }), { name: 'ConfigError', message: /unnamed-dest\.env: REMOTE_STORAGE is not set: name the destination's backend explicitly/ });
-  t.notOk(existsSync(path.join(work, 'data')), 'nothing was written to the default directory');
-});
+t.test(
+  'a .env file with a misspelt setting, or without REMOTE_STORAGE, is refused before anything is copied',
+  async (t) => {
+    const from = await envFile('typo-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'source' });
+    const typo = await envFile('typo-dest.env', {
+      REMOTE_STORAGE: 'local',
+      LOCAL_STORAGE_PATH: 'typo-dest',
+      NODE_ENV: 'production',
+    });
+    await t.rejects(run({ from, to: typo }), {
+      name: 'ConfigError',
+      message:
+        /typo-dest\.env: LOCAL_STORAGE_PATH is not a setting of the registry \(those of its kind: LOCAL_STORAGE_DIR\): fix its name or remove it\.$/,
+    });
+    const unnamed = await envFile('unnamed-dest.env', { LOCAL_STORAGE_DIR: 'unnamed-dest' });
+    await t.rejects(run({ from, to: unnamed }), {
+      name: 'ConfigError',
+      message: /unnamed-dest\.env: REMOTE_STORAGE is not set: name the destination's backend explicitly/,
+    });
+    t.notOk(existsSync(path.join(work, 'data')), 'nothing was written to the default directory');
+  },
+);
 
 t.test('secrets in a .env file never reach the output, even in a refused setting', async (t) => {
   const from = await envFile('secret-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'source' });
-  const to = await envFile('secret-dest.env', { REMOTE_STORAGE: 'azure', AZURE_CONTAINER: 'models', AZURE_BLOB_ENDPOINT: 'myacct.blob.core.windows.net/?sv=2024&sig=SECRETSIG0123456' });
-  const err = await run({ from, to }).then(() => undefined, (e: Error) => e);
+  const to = await envFile('secret-dest.env', {
+    REMOTE_STORAGE: 'azure',
+    AZURE_CONTAINER: 'models',
+    AZURE_BLOB_ENDPOINT: 'myacct.blob.core.windows.net/?sv=2024&sig=SECRETSIG0123456',
+  });
+  const err = await run({ from, to }).then(
+    () => undefined,
+    (e: Error) => e,
+  );
   t.type(err, Error);
   t.match(err!.message, /^.*secret-dest\.env: AZURE_BLOB_ENDPOINT=/);
   t.notMatch(err!.message, /SECRETSIG0123456/);
 });
 
-t.test('the source is only read: a directory of bare archives (as `aws s3 sync` leaves it) gets no working folders', async (t) => {
-  const dir = path.join(work, 'bare-source');
-  await mkdir(dir);
-  const bytes = model('bare', 1024);
-  await writeFile(path.join(dir, 'bare.tar.gz'), bytes);
-  const from = await envFile('bare-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'bare-source' });
-  const to = await envFile('bare-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'bare-dest' });
-  const { summary } = await run({ from, to });
-  t.equal(summary.exitCode, 0);
-  t.equal(summary.copied, 1);
-  t.same(await readdir(dir), ['bare.tar.gz'], 'nothing was created in the source');
-});
+t.test(
+  'the source is only read: a directory of bare archives (as `aws s3 sync` leaves it) gets no working folders',
+  async (t) => {
+    const dir = path.join(work, 'bare-source');
+    await mkdir(dir);
+    const bytes = model('bare', 1024);
+    await writeFile(path.join(dir, 'bare.tar.gz'), bytes);
+    const from = await envFile('bare-source.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'bare-source' });
+    const to = await envFile('bare-dest.env', { REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: 'bare-dest' });
+    const { summary } = await run({ from, to });
+    t.equal(summary.exitCode, 0);
+    t.equal(summary.copied, 1);
+    t.same(await readdir(dir), ['bare.tar.gz'], 'nothing was created in the source');
+  },
+);
 
 t.test('the built CLI: plain lines, summary, exit codes, --help', async (t) => {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   const newest = Math.max(...['cli.ts', 'migrate.ts'].map((f) => statSync(path.join(ROOT, 'src', f)).mtimeMs));
   if (!existsSync(cli) || statSync(cli).mtimeMs < newest) {
     // Emits even if another part of the tree has type errors; what matters is dist/cli.js.
-    await exec(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.build.json']);
+    await exec(process.execPath, [
+      path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
+      '-p',
+      'tsconfig.build.json',
+    ]);
   }
   const node = (...args: string[]) => exec(process.execPath, [cli, ...args], { cwd: work });
 
   const help = await node('--help');
   t.equal(help.code, 0);
-  t.match(help.stdout, /model-registry migrate --from <source\.env> --to <destination\.env> \[--dry-run\] \[--concurrency N\]/);
+  t.match(
+    help.stdout,
+    /model-registry migrate --from <source\.env> --to <destination\.env> \[--dry-run\] \[--concurrency N\]/,
+  );
 
   const vars = minioEnv(minio);
   await envFile('cli.env', vars);
@@ -315,7 +442,10 @@ t.test('the built CLI: plain lines, summary, exit codes, --help', async (t) => {
   t.equal(first.code, 0, first.stderr);
   t.match(first.stdout, /^migrating from local .*source \(local\.env\) to aws bucket models-\S+ \(cli\.env\)$/m);
   t.match(first.stdout, /^copied beta v3 \(\d+\.\d KiB\)$/m);
-  t.match(first.stdout, new RegExp(`^copied ${OBJECTS} objects \\(.*\\), skipped 0 identical, 0 failed in \\d+s$`, 'm'));
+  t.match(
+    first.stdout,
+    new RegExp(`^copied ${OBJECTS} objects \\(.*\\), skipped 0 identical, 0 failed in \\d+s$`, 'm'),
+  );
   t.notMatch(first.stderr, /\r/, 'no progress bar when stderr is not a TTY');
   const again = await node('migrate', '--from', 'local.env', '--to', 'cli.env', '--concurrency', '2');
   t.equal(again.code, 0);
@@ -331,10 +461,17 @@ t.test('the built CLI: plain lines, summary, exit codes, --help', async (t) => {
   const bad = await node('migrate', '--from', 'local.env', '--to', 'bad.env');
   t.equal(bad.code, 1);
   t.equal(bad.stderr.trim().split('\n').length, 1, 'one line');
-  t.match(bad.stderr, /bad\.env: BUCKET_NAME="s3:\/\/models" must be the bare bucket name without s3:\/\/: use BUCKET_NAME=models/);
+  t.match(
+    bad.stderr,
+    /bad\.env: BUCKET_NAME="s3:\/\/models" must be the bare bucket name without s3:\/\/: use BUCKET_NAME=models/,
+  );
 });
 
-function exec(cmd: string, args: string[], options: { cwd?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function exec(
+  cmd: string,
+  args: string[],
+  options: { cwd?: string } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd: options.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';

@@ -22,16 +22,38 @@ async function setup(t: Test, abandonedAfterMs: number) {
   const config = loadConfig({ REMOTE_STORAGE: 'local', LOCAL_STORAGE_DIR: await tempDir(t), LOG_LEVEL: 'silent' });
   const storage = await createStorage(config, pino({ level: 'silent' }));
   t.teardown(() => storage.close());
-  const registry = new ModelRegistry({ storage, limits, history: 5, logger: pino({ level: 'silent' }), abandonedAfterMs });
-  const upload = (bytes: Buffer) => registry.put('m', { body: Readable.from([bytes]), format: 'gzip', labels: {}, condition: {} });
+  const registry = new ModelRegistry({
+    storage,
+    limits,
+    history: 5,
+    logger: pino({ level: 'silent' }),
+    abandonedAfterMs,
+  });
+  const upload = (bytes: Buffer) =>
+    registry.put('m', { body: Readable.from([bytes]), format: 'gzip', labels: {}, condition: {} });
   return { storage, registry, upload };
 }
 
 /** What a writer that died after step 3 leaves: the record claiming v{N} and its history bytes. */
 async function crashAfterStoring(storage: Storage, version: number, bytes: Buffer) {
-  const record = { version, sha256: sha256(bytes), size: bytes.length, createdAt: new Date().toISOString(), labels: {}, origin: 'upload' as const };
-  await storage.commit(await storage.stage('.history/m/v2.json', Readable.from([Buffer.from(encodeRecord(record))])), {}, { ifNoneMatch: true });
-  await storage.commit(await storage.stage(`.history/m/v${version}.tar.gz`, Readable.from([bytes])), {}, { ifNoneMatch: true });
+  const record = {
+    version,
+    sha256: sha256(bytes),
+    size: bytes.length,
+    createdAt: new Date().toISOString(),
+    labels: {},
+    origin: 'upload' as const,
+  };
+  await storage.commit(
+    await storage.stage('.history/m/v2.json', Readable.from([Buffer.from(encodeRecord(record))])),
+    {},
+    { ifNoneMatch: true },
+  );
+  await storage.commit(
+    await storage.stage(`.history/m/v${version}.tar.gz`, Readable.from([bytes])),
+    {},
+    { ifNoneMatch: true },
+  );
 }
 
 async function keys(storage: Storage): Promise<string[]> {
@@ -40,7 +62,10 @@ async function keys(storage: Storage): Promise<string[]> {
   return out.sort();
 }
 
-for (const [label, after, bytesGone] of [['old enough', 0, true], ['still young', 60_000, false]] as const) {
+for (const [label, after, bytesGone] of [
+  ['old enough', 0, true],
+  ['still young', 60_000, false],
+] as const) {
   t.test(`a number that never became current, its bytes ${label}`, async (t) => {
     const { storage, registry, upload } = await setup(t, after);
     const first = model('first');
@@ -49,8 +74,14 @@ for (const [label, after, bytesGone] of [['old enough', 0, true], ['still young'
     const third = model('third');
     const { model: made } = await upload(third);
     t.equal(made.version, 3, 'the next upload skips the claimed number');
-    t.same((await registry.versions('m')).map((v) => [v.version, v.sha256]), [[3, sha256(third)], [1, sha256(first)]],
-      'the versions are those that were current');
+    t.same(
+      (await registry.versions('m')).map((v) => [v.version, v.sha256]),
+      [
+        [3, sha256(third)],
+        [1, sha256(first)],
+      ],
+      'the versions are those that were current',
+    );
     const left = await keys(storage);
     t.equal(left.includes('.history/m/v2.tar.gz'), !bytesGone, bytesGone ? 'its bytes are gone' : 'its bytes wait');
     t.ok(left.includes('.history/m/v2.json'), 'its number stays taken');

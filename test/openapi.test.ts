@@ -55,7 +55,7 @@ t.test('openapi.yaml documents every route parameter by parameter, status by sta
   const { app } = await start(t);
   const doc = parse(await readFile('openapi.yaml', 'utf8')) as Doc;
   const resolve = (p: Parameter) =>
-    (p.$ref ? doc.components.parameters[p.$ref.replace('#/components/parameters/', '')]! : p);
+    p.$ref ? doc.components.parameters[p.$ref.replace('#/components/parameters/', '')]! : p;
   const sorted = (list: Iterable<string>) => [...new Set(list)].sort();
   let operations = 0;
   for (const route of app.routeList.filter((r) => !r.hidden)) {
@@ -69,15 +69,20 @@ t.test('openapi.yaml documents every route parameter by parameter, status by sta
     const params = [...(item!.parameters ?? []), ...(op.parameters ?? [])].map(resolve);
     const named = (where: string) =>
       sorted(params.filter((p) => p.in === where).map((p) => (p.style === 'deepObject' ? `${p.name}.*` : p.name)));
-    const urlParams = sorted([...route.url.matchAll(/:([A-Za-z]+)/g)].map((m) => m[1]!)
-      .concat(route.url.endsWith('*') ? ['path'] : []));
+    const urlParams = sorted(
+      [...route.url.matchAll(/:([A-Za-z]+)/g)].map((m) => m[1]!).concat(route.url.endsWith('*') ? ['path'] : []),
+    );
     t.same(named('path'), urlParams, `${label}: path parameters`);
     if (route.params.length > 0) {
       const declared = sorted(route.params.map((p) => (p === '*' ? 'path' : p)));
       t.same(declared, urlParams, `${label}: the schema's params are the URL's`);
     }
     t.same(named('query'), sorted(route.query), `${label}: query parameters`);
-    t.same(named('header').map((h) => h.toLowerCase()), sorted(route.headers), `${label}: headers`);
+    t.same(
+      named('header').map((h) => h.toLowerCase()),
+      sorted(route.headers),
+      `${label}: headers`,
+    );
     t.ok(route.statuses, `${label}: the route lists its statuses`);
     t.same(sorted(Object.keys(op.responses)), sorted((route.statuses ?? []).map(String)), `${label}: statuses`);
   }

@@ -25,10 +25,13 @@ function shellBlocks(readme: string, heading: string): string[] {
 /** A transcript block: `$ command` lines, each followed by the output it prints. */
 function transcript(block: string): { command: string; output: string }[] | undefined {
   if (!block.startsWith('$ ')) return undefined;
-  return block.split(/^\$ /m).filter(Boolean).map((part) => {
-    const [command, ...output] = part.replace(/\n$/, '').split('\n');
-    return { command: command!, output: output.join('\n') };
-  });
+  return block
+    .split(/^\$ /m)
+    .filter(Boolean)
+    .map((part) => {
+      const [command, ...output] = part.replace(/\n$/, '').split('\n');
+      return { command: command!, output: output.join('\n') };
+    });
 }
 
 function bash(script: string, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -41,14 +44,17 @@ function bash(script: string, cwd: string): Promise<{ code: number; stdout: stri
   });
 }
 
-t.test('the README\'s session with curl runs in order against a live server', async (t) => {
+t.test("the README's session with curl runs in order against a live server", async (t) => {
   const readme = await readFile('README.md', 'utf8');
   const blocks = shellBlocks(readme, '## A session with curl');
   t.ok(blocks.length >= 2, 'the session and the bad-upload example');
   const { url } = await start(t); // the defaults the README assumes (MODEL_HISTORY=3, no tokens)
   const cwd = await tempDir(t);
   // The files the session uploads, as a reader would have them.
-  const files = [{ path: 'model/config.yml', body: 'pipeline: []\n' }, { path: 'model/weights.bin', body: Buffer.alloc(4096, 7) }];
+  const files = [
+    { path: 'model/config.yml', body: 'pipeline: []\n' },
+    { path: 'model/weights.bin', body: Buffer.alloc(4096, 7) },
+  ];
   await writeFile(path.join(cwd, 'model.tar.gz'), tgz(files));
   await writeFile(path.join(cwd, 'model.tar'), tar(files));
   await writeFile(path.join(cwd, 'notes.txt'), 'not a model\n');
@@ -66,14 +72,18 @@ t.test('the README\'s session with curl runs in order against a live server', as
       const commands = block.replaceAll(README_URL, url);
       t.not(commands, block, `block ${i + 1} talks to the server`);
       const r = await bash(commands, cwd);
-      t.equal(r.code, 0, `block ${i + 1} runs to its end; it stopped at: ${r.stderr.trim()} (stdout: ${r.stdout.slice(-400)})`);
+      t.equal(
+        r.code,
+        0,
+        `block ${i + 1} runs to its end; it stopped at: ${r.stderr.trim()} (stdout: ${r.stdout.slice(-400)})`,
+      );
     }
   }
   // The session ends by deleting the model.
   t.equal((await fetch(`${url}/models/intent-classifier`)).status, 404, 'the model is gone at the end');
 });
 
-t.test('the session\'s block really fails when a step does (the check is not vacuous)', async (t) => {
+t.test("the session's block really fails when a step does (the check is not vacuous)", async (t) => {
   const { url } = await start(t);
   const cwd = await tempDir(t);
   const r = await bash(`curl -X DELETE '${url}/models/intent-classifier?version=1'\necho after`, cwd);

@@ -53,9 +53,14 @@ t.test('the venv: aws, boto3, aiohttp and requests at the pinned versions', asyn
     'print(json.dumps({n: m.version(n) for n in ("awscli", "boto3", "botocore", "s3transfer", "aiohttp", "requests")}))',
   ].join('\n');
   const versions = JSON.parse((await python(['-c', code])).stdout) as Record<string, string>;
-  for (const [name, version] of Object.entries(versions)) t.equal(version, pins.get(name), `${name} is the pinned version`);
+  for (const [name, version] of Object.entries(versions))
+    t.equal(version, pins.get(name), `${name} is the pinned version`);
 
-  await t.rejects(python(['-c', 'import sys; sys.stderr.write("boom"); sys.exit(3)']), { name: 'ToolError', code: 3, message: /exited with 3: boom/ });
+  await t.rejects(python(['-c', 'import sys; sys.stderr.write("boom"); sys.exit(3)']), {
+    name: 'ToolError',
+    code: 3,
+    message: /exited with 3: boom/,
+  });
 });
 
 t.test('Debian tools: pigz, git, GNU tar', async (t) => {
@@ -108,5 +113,9 @@ t.test('aws s3 sync and boto3 against MinIO', async (t) => {
     'print(json.dumps({o["Key"]: o["Size"] for o in objs}))',
   ].join('\n');
   const sizes = JSON.parse((await python(['-c', code, minio.url, bucket], { env })).stdout) as Record<string, number>;
-  t.same(sizes, Object.fromEntries([...up].map(([name, body]) => [`prefix/${name}`, body.length])), 'boto3 sees the same objects');
+  t.same(
+    sizes,
+    Object.fromEntries([...up].map(([name, body]) => [`prefix/${name}`, body.length])),
+    'boto3 sees the same objects',
+  );
 });

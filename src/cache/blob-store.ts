@@ -13,10 +13,10 @@
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { closeSync, createReadStream, fstat, open as openCallback } from 'node:fs';
-import { promisify } from 'node:util';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
+import { promisify } from 'node:util';
 import type { Logger } from '../util/logger.js';
 import { Pending } from '../util/pending.js';
 import { SingleFlight } from '../util/single-flight.js';
@@ -195,7 +195,8 @@ export class BlobStore {
         this.#fills.set(digest, fill);
         void this.#running.track(this.#runFill(fill, fetch));
         return fill;
-      }));
+      }),
+    );
   }
 
   async #makeRoom(size: number): Promise<void> {

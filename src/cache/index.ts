@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import type { Logger } from '../util/logger.js';
 import { Pending } from '../util/pending.js';
 import { BlobStore } from './blob-store.js';
-import { resolveFile, TreeStore, type ArchiveRules, type ManifestEntry, type Tree } from './trees.js';
+import { type ArchiveRules, type ManifestEntry, resolveFile, type Tree, TreeStore } from './trees.js';
 import type { CacheObserver, Fetch, Range } from './types.js';
 
 export { CacheDiskError } from './errors.js';
@@ -168,7 +168,9 @@ export class ModelCache {
   /** The last version of `name` remembered (as it was given), if its archive is still cached. */
   async recall<T extends Remembered>(name: string): Promise<T | undefined> {
     try {
-      const version = JSON.parse(await fs.readFile(path.join(this.#refs, `${encodeURIComponent(name)}.json`), 'utf8')) as T;
+      const version = JSON.parse(
+        await fs.readFile(path.join(this.#refs, `${encodeURIComponent(name)}.json`), 'utf8'),
+      ) as T;
       return this.#blobs.has(version.sha256) ? version : undefined;
     } catch {
       return undefined;

@@ -299,7 +299,7 @@ export async function resolveFile(
   const listed = tree.byPath.get(parts.join('/'));
   if (listed?.type === 'directory') return undefined;
   const real = await fs.realpath(path.join(tree.root, ...parts)).catch(() => undefined);
-  if (!real || !real.startsWith(tree.root + path.sep)) return undefined;
+  if (!real?.startsWith(tree.root + path.sep)) return undefined;
   const entry = listed ?? tree.byPath.get(path.relative(tree.root, real).split(path.sep).join('/'));
   if (!entry) return undefined;
   const stats = await fs.stat(real);

@@ -12,13 +12,15 @@ const ETAG = /^(W\/)?"[\x21\x23-\x7e]*"$/;
 /** Splits an If-Match / If-None-Match list into entity tags; `*` stays '*'. */
 function entityTags(header: string, name: string): string[] | '*' {
   if (header.trim() === '*') return '*';
-  const tags = header.split(',').map((t) => t.trim()).filter(Boolean);
+  const tags = header
+    .split(',')
+    .map((t) => t.trim())
+    .filter(Boolean);
   if (tags.length === 0 || !tags.every((t) => ETAG.test(t))) {
     throw errors.invalidHeader(name, 'send a quoted ETag as returned by the server, e.g. "sha256:<hex>", or *');
   }
   return tags;
 }
-
 
 /** The client's precondition on a write (PUT, rollback). */
 export function writeCondition(headers: IncomingHttpHeaders): ClientCondition {

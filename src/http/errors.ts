@@ -8,11 +8,17 @@
 import type { FastifyError, FastifyReply } from 'fastify';
 import { CacheDiskError } from '../cache/index.js';
 import {
-  errors, MetadataTooLargeError, NotFoundError, PreconditionFailedError, RegistryError, StorageAccessDeniedError,
-  StorageFullError, StorageUnavailableError,
+  errors,
+  MetadataTooLargeError,
+  NotFoundError,
+  PreconditionFailedError,
+  RegistryError,
+  StorageAccessDeniedError,
+  StorageFullError,
+  StorageUnavailableError,
 } from '../errors.js';
 import { NO_STORE } from './caching.js';
-import { RETRY_AFTER, isErrorCode, statusOf, STATUS_OF_CODE, type ErrorCode } from './statuses.js';
+import { type ErrorCode, isErrorCode, RETRY_AFTER, STATUS_OF_CODE, statusOf } from './statuses.js';
 
 /** An error as the client receives it. */
 export interface HttpError {
@@ -40,21 +46,35 @@ const STORAGE_ERRORS: [new (...args: never[]) => Error, (err: never) => Translat
   [NotFoundError, () => ({ code: 'NOT_FOUND', message: 'The object does not exist.' })],
   [PreconditionFailedError, () => ({ code: 'PRECONDITION_FAILED', message: 'The object changed meanwhile: retry.' })],
   [StorageUnavailableError, (err: StorageUnavailableError) => ({ code: 'STORAGE_UNAVAILABLE', message: err.message })],
-  [StorageAccessDeniedError, (err: StorageAccessDeniedError) => ({ code: 'STORAGE_ACCESS_DENIED', message: err.message })],
-  [StorageFullError, () => ({
-    code: 'STORAGE_FULL',
-    message: 'The storage disk is full: free space or move LOCAL_STORAGE_DIR to a larger disk; nothing was stored.',
-  })],
-  [MetadataTooLargeError, (err: MetadataTooLargeError) => ({
-    code: 'METADATA_TOO_LARGE',
-    message: `The model metadata${err.bytes === undefined ? '' : ` (${err.bytes} bytes with the labels)`} is larger than`
-      + ` ${err.service} allows (${err.bound}): send fewer or shorter labels.`,
-  })],
-  [CacheDiskError, () => ({
-    code: 'CACHE_UNAVAILABLE',
-    message: 'The cache disk cannot take this model now (full or failing): retry later; operators should free space'
-      + ' in CACHE_DIR or set CACHE_MAX_BYTES below the free space of its disk.',
-  })],
+  [
+    StorageAccessDeniedError,
+    (err: StorageAccessDeniedError) => ({ code: 'STORAGE_ACCESS_DENIED', message: err.message }),
+  ],
+  [
+    StorageFullError,
+    () => ({
+      code: 'STORAGE_FULL',
+      message: 'The storage disk is full: free space or move LOCAL_STORAGE_DIR to a larger disk; nothing was stored.',
+    }),
+  ],
+  [
+    MetadataTooLargeError,
+    (err: MetadataTooLargeError) => ({
+      code: 'METADATA_TOO_LARGE',
+      message:
+        `The model metadata${err.bytes === undefined ? '' : ` (${err.bytes} bytes with the labels)`} is larger than` +
+        ` ${err.service} allows (${err.bound}): send fewer or shorter labels.`,
+    }),
+  ],
+  [
+    CacheDiskError,
+    () => ({
+      code: 'CACHE_UNAVAILABLE',
+      message:
+        'The cache disk cannot take this model now (full or failing): retry later; operators should free space' +
+        ' in CACHE_DIR or set CACHE_MAX_BYTES below the free space of its disk.',
+    }),
+  ],
 ];
 
 /** Fastify's own client errors, reworded with a fix. */
@@ -71,8 +91,8 @@ const FASTIFY_ERRORS: Record<string, (err: FastifyError) => RegistryError> = {
 
 /** busboy (under @fastify/multipart) reports a malformed multipart body with plain Errors. */
 const MULTIPART_ERROR = new RegExp(
-  '^(Multipart: Boundary not found|Boundary required|Unexpected end of multipart data'
-    + '|\\w+ terminated early due to unexpected end of multipart data|The needle cannot)',
+  '^(Multipart: Boundary not found|Boundary required|Unexpected end of multipart data' +
+    '|\\w+ terminated early due to unexpected end of multipart data|The needle cannot)',
 );
 
 function answer(code: string, message: string, fallbackStatus?: number, headers: Record<string, string> = {}) {
@@ -89,8 +109,12 @@ function answer(code: string, message: string, fallbackStatus?: number, headers:
 export function toHttpError(err: unknown): HttpError | undefined {
   if (err instanceof RegistryError) return answer(err.code, err.message, err.statusCode, err.headers);
   if (err instanceof Error && !(err as FastifyError).statusCode && MULTIPART_ERROR.test(err.message)) {
-    return fromRegistryError(errors.invalidBody('the multipart body is malformed (missing or bad boundary, or cut'
-      + ' short); let the client build it, e.g. curl -F file=@model.tar.gz'));
+    return fromRegistryError(
+      errors.invalidBody(
+        'the multipart body is malformed (missing or bad boundary, or cut' +
+          ' short); let the client build it, e.g. curl -F file=@model.tar.gz',
+      ),
+    );
   }
   for (const [type, translate] of STORAGE_ERRORS) {
     if (err instanceof type) {
@@ -130,5 +154,8 @@ export function internalError(requestId: string): HttpError {
  * error says how things stand at this moment (a 404 of a model uploaded a second later, a 503).
  */
 export function sendError(reply: FastifyReply, err: HttpError): FastifyReply {
-  return reply.code(err.status).headers({ ...err.headers, 'cache-control': NO_STORE }).send(errorBody(err));
+  return reply
+    .code(err.status)
+    .headers({ ...err.headers, 'cache-control': NO_STORE })
+    .send(errorBody(err));
 }

@@ -37,14 +37,17 @@ export function parseTokenTail(tail: string): { token: string; namespace?: strin
   return { token: m[2]!, namespace: isValidName(`${namespace}x`) ? namespace : null };
 }
 
-export const TOKEN_SYNTAX = 'read:<token>, write:<token> or admin:<token>, or <scope>:<namespace>/*:<token> for a token limited to a namespace (e.g. write:nlp/*:<token>)';
+export const TOKEN_SYNTAX =
+  'read:<token>, write:<token> or admin:<token>, or <scope>:<namespace>/*:<token> for a token limited to a namespace (e.g. write:nlp/*:<token>)';
 
 /**
  * The namespace check of the /models routes, or undefined when no entry has a namespace (then
  * plugins/auth.ts's plain scope check is all there is). Throws the 403 of a request outside what
  * the token covers; the token itself is known (auth.ts answered 401 otherwise).
  */
-export function namespaceChecker(entries: TokenEntry[]): ((request: FastifyRequest, needed: Scope) => void) | undefined {
+export function namespaceChecker(
+  entries: TokenEntry[],
+): ((request: FastifyRequest, needed: Scope) => void) | undefined {
   if (!entries.some((e) => e.namespace !== undefined)) return undefined;
   const known = entries.map((e) => ({ ...e, digest: digest(e.token) }));
   return (request, needed) => {
@@ -54,7 +57,11 @@ export function namespaceChecker(entries: TokenEntry[]): ((request: FastifyReque
     const mine = known.filter((e) => timingSafeEqual(e.digest, presented));
     const ref = (request.params as { name?: string } | undefined)?.name;
     if (ref === undefined) {
-      if (request.routeOptions.url === '/models' && mine.every((e) => e.namespace !== undefined)) scopeListing(request, mine.map((e) => e.namespace!));
+      if (request.routeOptions.url === '/models' && mine.every((e) => e.namespace !== undefined))
+        scopeListing(
+          request,
+          mine.map((e) => e.namespace!),
+        );
       if (!mine.some((e) => RANK[e.scope] >= RANK[needed])) throw errors.forbidden(needed);
       return;
     }
@@ -75,5 +82,6 @@ function scopeListing(request: FastifyRequest, namespaces: string[]): void {
     return;
   }
   const prefix = String(query.prefix);
-  if (!namespaces.some((ns) => prefix.startsWith(ns))) throw errors.outsideNamespace(`${prefix}…`, [...new Set(namespaces)]);
+  if (!namespaces.some((ns) => prefix.startsWith(ns)))
+    throw errors.outsideNamespace(`${prefix}…`, [...new Set(namespaces)]);
 }

@@ -38,10 +38,12 @@ export function packDeterministic(files: TarFile[], mtimeSeconds: number): Buffe
     const segments = file.path.split('/');
     for (let i = 1; i < segments.length; i++) {
       const dir = `${segments.slice(0, i).join('/')}/`;
-      if (entries.has(dir.slice(0, -1))) throw new Error(`${JSON.stringify(dir.slice(0, -1))} is both a file and a directory`);
+      if (entries.has(dir.slice(0, -1)))
+        throw new Error(`${JSON.stringify(dir.slice(0, -1))} is both a file and a directory`);
       entries.set(dir, undefined);
     }
-    if (entries.has(file.path) || entries.has(`${file.path}/`)) throw new Error(`${JSON.stringify(file.path)} is given twice, or as a file and a directory`);
+    if (entries.has(file.path) || entries.has(`${file.path}/`))
+      throw new Error(`${JSON.stringify(file.path)} is given twice, or as a file and a directory`);
     entries.set(file.path, file.content);
   }
   const mtime = Math.max(0, Math.floor(mtimeSeconds));
@@ -63,7 +65,11 @@ function header(name: string, type: 'file' | 'dir' | 'pax', size: number, mtime:
   const split = splitUstar(name);
   if (!split && type !== 'pax') {
     const record = paxRecord('path', name);
-    out.push(...header('././@PaxHeader', 'pax', record.length, mtime), record, Buffer.alloc((BLOCK - (record.length % BLOCK)) % BLOCK));
+    out.push(
+      ...header('././@PaxHeader', 'pax', record.length, mtime),
+      record,
+      Buffer.alloc((BLOCK - (record.length % BLOCK)) % BLOCK),
+    );
   }
   const [prefix, base] = split ?? ['', Buffer.from(name).subarray(0, 100).toString('latin1')];
   const h = Buffer.alloc(BLOCK);

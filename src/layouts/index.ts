@@ -57,20 +57,32 @@ export async function openLayout(
 ): Promise<LayoutSource> {
   if (layout === 'rasa-nlu-mongodb') {
     if (config.REMOTE_STORAGE !== 'mongodb') {
-      throw new ConfigError(`${where}: --from-layout rasa-nlu-mongodb reads a MongoDB collection, but REMOTE_STORAGE=${config.REMOTE_STORAGE}: set REMOTE_STORAGE=mongodb, MONGODB_URI, MONGODB_DATABASE and MONGODB_COLLECTION (the collection Rasa NLU wrote its documents to).`);
+      throw new ConfigError(
+        `${where}: --from-layout rasa-nlu-mongodb reads a MongoDB collection, but REMOTE_STORAGE=${config.REMOTE_STORAGE}: set REMOTE_STORAGE=mongodb, MONGODB_URI, MONGODB_DATABASE and MONGODB_COLLECTION (the collection Rasa NLU wrote its documents to).`,
+      );
     }
     const { importRasaNluMongodb } = await import('./rasa-nlu-mongodb.js');
     const found = await importRasaNluMongodb(config, where);
-    return { store: new VirtualStore('rasa-nlu-mongodb', found.models, found.close), failures: found.failures, aliases: [] };
+    return {
+      store: new VirtualStore('rasa-nlu-mongodb', found.models, found.close),
+      failures: found.failures,
+      aliases: [],
+    };
   }
   if (config.REMOTE_STORAGE === 'mongodb') {
-    throw new ConfigError(`${where}: --from-layout modelstore reads a modelstore store on local files, S3, GCS or Azure; modelstore has no MongoDB storage. Set REMOTE_STORAGE to the backend modelstore wrote to.`);
+    throw new ConfigError(
+      `${where}: --from-layout modelstore reads a modelstore store on local files, S3, GCS or Azure; modelstore has no MongoDB storage. Set REMOTE_STORAGE to the backend modelstore wrote to.`,
+    );
   }
   const storage = await open();
   try {
     const { importModelstore } = await import('./modelstore.js');
     const found = await importModelstore(storage, where, limit);
-    return { store: new VirtualStore('modelstore', found.models, () => storage.close(), found.aliases), failures: found.failures, aliases: found.aliases };
+    return {
+      store: new VirtualStore('modelstore', found.models, () => storage.close(), found.aliases),
+      failures: found.failures,
+      aliases: found.aliases,
+    };
   } catch (err) {
     await storage.close().catch(() => {});
     throw err;

@@ -23,8 +23,8 @@ import type { Readable } from 'node:stream';
 import { ConfigError, NotFoundError } from '../errors.js';
 import { assertLabels, isValidName, LABELS_MAX_BYTES, type Labels } from '../registry/names.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
-import type { ImportedModel, ImportedVersion } from './virtual-store.js';
 import type { AliasToSet, Failure } from './index.js';
+import type { ImportedModel, ImportedVersion } from './virtual-store.js';
 
 export const MODELSTORE_ROOT = 'operatorai-model-store/';
 /** modelstore's own state for deleted models (ReservedModelStates.DELETED). */
@@ -75,22 +75,40 @@ export async function readModelstore(storage: Storage, where: string): Promise<M
     const base = `${MODELSTORE_ROOT}${domain}/versions/`;
     const tagged = new Map<string, string[]>();
     for (const state of states) {
-      for (const info of await listJson(storage, `${base}${state}/`)) tagged.set(stem(info.key), [...(tagged.get(stem(info.key)) ?? []), state]);
+      for (const info of await listJson(storage, `${base}${state}/`))
+        tagged.set(stem(info.key), [...(tagged.get(stem(info.key)) ?? []), state]);
     }
     const found: ModelstoreModel[] = [];
     const seen = new Set<string>();
-    for (const [prefix, deleted] of [[base, false], [`${base}${DELETED_STATE}/`, true]] as const) {
+    for (const [prefix, deleted] of [
+      [base, false],
+      [`${base}${DELETED_STATE}/`, true],
+    ] as const) {
       for (const info of await listJson(storage, prefix)) {
         const modelId = stem(info.key);
         if (seen.has(modelId)) continue; // a live model wins over an older deleted one of its id
         seen.add(modelId);
         const meta = await readJson(storage, info.key);
-        found.push({ domain, modelId, createdAt: createdOf(meta, info), archiveKey: archiveKeyOf(meta), deleted, states: deleted ? [] : (tagged.get(modelId) ?? []), meta, metaInfo: info });
+        found.push({
+          domain,
+          modelId,
+          createdAt: createdOf(meta, info),
+          archiveKey: archiveKeyOf(meta),
+          deleted,
+          states: deleted ? [] : (tagged.get(modelId) ?? []),
+          meta,
+          metaInfo: info,
+        });
       }
     }
     // modelstore's order (code.created, in whole seconds), then the metadata file's own time
     // (milliseconds or better on every backend) for models uploaded within the same second.
-    found.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.metaInfo.lastModified.getTime() - b.metaInfo.lastModified.getTime() || a.modelId.localeCompare(b.modelId));
+    found.sort(
+      (a, b) =>
+        a.createdAt.localeCompare(b.createdAt) ||
+        a.metaInfo.lastModified.getTime() - b.metaInfo.lastModified.getTime() ||
+        a.modelId.localeCompare(b.modelId),
+    );
     models.set(domain, found);
   }
   return { domains, states, models };
@@ -107,7 +125,11 @@ export interface ModelstoreImport {
  * model modelstore deleted keeps its number, unused, so numbers stay put across reruns). The
  * archive bytes are unchanged; they are hashed here and hashed again while they are copied.
  */
-export async function importModelstore(storage: Storage, where: string, limit: <T>(fn: () => Promise<T>) => Promise<T>): Promise<ModelstoreImport> {
+export async function importModelstore(
+  storage: Storage,
+  where: string,
+  limit: <T>(fn: () => Promise<T>) => Promise<T>,
+): Promise<ModelstoreImport> {
   const store = await readModelstore(storage, where);
   const failures: Failure[] = [];
   const aliases: AliasToSet[] = [];
@@ -115,7 +137,11 @@ export async function importModelstore(storage: Storage, where: string, limit: <
   for (const domain of store.domains) {
     const listed = store.models.get(domain) ?? [];
     if (!isValidName(domain)) {
-      failures.push({ name: domain, version: 0, detail: `the modelstore domain ${JSON.stringify(domain)} is not a model name the registry accepts (A-Z a-z 0-9 . _ -, at most 128)` });
+      failures.push({
+        name: domain,
+        version: 0,
+        detail: `the modelstore domain ${JSON.stringify(domain)} is not a model name the registry accepts (A-Z a-z 0-9 . _ -, at most 128)`,
+      });
       continue;
     }
     const versions = await Promise.all(
@@ -124,16 +150,32 @@ export async function importModelstore(storage: Storage, where: string, limit: <
           const version = i + 1;
           if (m.deleted) return undefined;
           if (!m.archiveKey) {
-            failures.push({ name: domain, version, detail: `modelstore model ${m.modelId}: its metadata names no archive location the registry can read (storage.path / storage.prefix)` });
+            failures.push({
+              name: domain,
+              version,
+              detail: `modelstore model ${m.modelId}: its metadata names no archive location the registry can read (storage.path / storage.prefix)`,
+            });
             return undefined;
           }
           try {
             const { sha256, size } = await digest(storage, m.archiveKey);
             const key = m.archiveKey;
-            return { version, sha256, size, createdAt: m.createdAt, labels: labelsOf(m), origin: key, open: async (o) => (await storage.get(key, o)).body };
+            return {
+              version,
+              sha256,
+              size,
+              createdAt: m.createdAt,
+              labels: labelsOf(m),
+              origin: key,
+              open: async (o) => (await storage.get(key, o)).body,
+            };
           } catch (err) {
             if (!(err instanceof NotFoundError)) throw err;
-            failures.push({ name: domain, version, detail: `modelstore model ${m.modelId}: its archive ${m.archiveKey} is missing` });
+            failures.push({
+              name: domain,
+              version,
+              detail: `modelstore model ${m.modelId}: its archive ${m.archiveKey} is missing`,
+            });
             return undefined;
           }
         }),
@@ -143,7 +185,14 @@ export async function importModelstore(storage: Storage, where: string, limit: <
     if (present.length === 0) continue;
     models.push({ name: domain, versions: present });
     listed.forEach((m, i) => {
-      for (const state of m.states) if (present.some((v) => v.version === i + 1)) aliases.push({ name: domain, alias: state, version: i + 1, origin: `modelstore state ${state} of model ${m.modelId}` });
+      for (const state of m.states)
+        if (present.some((v) => v.version === i + 1))
+          aliases.push({
+            name: domain,
+            alias: state,
+            version: i + 1,
+            origin: `modelstore state ${state} of model ${m.modelId}`,
+          });
     });
   }
   return { models, failures, aliases };
@@ -159,7 +208,10 @@ export function labelsOf(m: ModelstoreModel): Labels {
   let truncated = false;
   const add = (key: string, value: unknown) => {
     if (typeof value !== 'string' || value === '') return;
-    const k = key.toLowerCase().replace(/[^a-z0-9_.-]/g, '_').slice(0, 63);
+    const k = key
+      .toLowerCase()
+      .replace(/[^a-z0-9_.-]/g, '_')
+      .slice(0, 63);
     // eslint-disable-next-line no-control-regex
     const v = value.replace(/[\u0000-\u001f\u007f]/g, ' ');
     const candidate = { ...labels, [k]: v };

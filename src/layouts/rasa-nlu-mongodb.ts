@@ -22,13 +22,13 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { Binary, MongoClient, ObjectId, type Collection, type Document } from 'mongodb';
+import { Binary, type Collection, type Document, MongoClient, ObjectId } from 'mongodb';
 import type { BackendConfig } from '../config.js';
 import { ConfigError } from '../errors.js';
 import { isValidName } from '../registry/names.js';
 import { badMemberPath, packDeterministic, type TarFile } from './deterministic-tar.js';
-import type { ImportedModel } from './virtual-store.js';
 import type { Failure } from './index.js';
+import type { ImportedModel } from './virtual-store.js';
 
 export interface RasaNluImport {
   models: ImportedModel[];
@@ -46,17 +46,26 @@ export async function importRasaNluMongodb(config: BackendConfig<'mongodb'>, whe
       appName: 'model-registry-import',
     });
   } catch (err) {
-    throw new ConfigError('MONGODB_URI=(hidden) is not a valid connection string: use mongodb://user:password@host:27017 with special characters in the password percent-encoded.', { cause: err });
+    throw new ConfigError(
+      'MONGODB_URI=(hidden) is not a valid connection string: use mongodb://user:password@host:27017 with special characters in the password percent-encoded.',
+      { cause: err },
+    );
   }
   try {
     await client.connect();
   } catch (err) {
     await client.close().catch(() => {});
-    throw new ConfigError(`${where}: MongoDB at MONGODB_URI is unreachable (${(err as Error).message}): check the host, port and credentials.`, { cause: err });
+    throw new ConfigError(
+      `${where}: MongoDB at MONGODB_URI is unreachable (${(err as Error).message}): check the host, port and credentials.`,
+      { cause: err },
+    );
   }
   const collection = client.db(config.MONGODB_DATABASE).collection(config.MONGODB_COLLECTION);
   try {
-    return { ...(await read(collection, `${where} (${config.MONGODB_DATABASE}.${config.MONGODB_COLLECTION})`)), close: () => client.close() };
+    return {
+      ...(await read(collection, `${where} (${config.MONGODB_DATABASE}.${config.MONGODB_COLLECTION})`)),
+      close: () => client.close(),
+    };
   } catch (err) {
     await client.close().catch(() => {});
     throw err;
@@ -81,11 +90,15 @@ async function read(collection: Collection, where: string): Promise<Omit<RasaNlu
   for (const [name, docs] of [...byName].sort(([a], [b]) => (a < b ? -1 : 1))) {
     const fail = (detail: string) => failures.push({ name, version: 1, detail });
     if (!isValidName(name)) {
-      fail(`model_name ${JSON.stringify(name)} is not a model name the registry accepts (A-Z a-z 0-9 . _ -, at most 128, not ending in .tar.gz)`);
+      fail(
+        `model_name ${JSON.stringify(name)} is not a model name the registry accepts (A-Z a-z 0-9 . _ -, at most 128, not ending in .tar.gz)`,
+      );
       continue;
     }
     if (docs.length > 1) {
-      fail(`${docs.length} documents have model_name ${name} (_id ${docs.map((d) => String(d._id)).join(', ')}): keep one and rerun`);
+      fail(
+        `${docs.length} documents have model_name ${name} (_id ${docs.map((d) => String(d._id)).join(', ')}): keep one and rerun`,
+      );
       continue;
     }
     const doc = docs[0]!;
@@ -97,22 +110,25 @@ async function read(collection: Collection, where: string): Promise<Omit<RasaNlu
     const id = doc._id;
     models.push({
       name,
-      versions: [{
-        version: 1,
-        sha256: createHash('sha256').update(packed.bytes).digest('hex'),
-        size: packed.bytes.length,
-        createdAt: packed.createdAt,
-        labels: { 'imported_from': 'rasa-nlu-mongodb', 'rasa_nlu.document_id': String(id) },
-        origin: `document ${String(id)}`,
-        // Packed again from the document as it is now; the verifier compares with the hash above.
-        open: async (o) => {
-          const again = await collection.findOne({ _id: id });
-          const repacked = again ? pack(again) : 'the document is gone';
-          if (typeof repacked === 'string') throw new Error(`document ${String(id)} changed while importing: ${repacked}`);
-          const bytes = o?.range ? repacked.bytes.subarray(o.range.start, o.range.end + 1) : repacked.bytes;
-          return Readable.from([bytes]);
+      versions: [
+        {
+          version: 1,
+          sha256: createHash('sha256').update(packed.bytes).digest('hex'),
+          size: packed.bytes.length,
+          createdAt: packed.createdAt,
+          labels: { imported_from: 'rasa-nlu-mongodb', 'rasa_nlu.document_id': String(id) },
+          origin: `document ${String(id)}`,
+          // Packed again from the document as it is now; the verifier compares with the hash above.
+          open: async (o) => {
+            const again = await collection.findOne({ _id: id });
+            const repacked = again ? pack(again) : 'the document is gone';
+            if (typeof repacked === 'string')
+              throw new Error(`document ${String(id)} changed while importing: ${repacked}`);
+            const bytes = o?.range ? repacked.bytes.subarray(o.range.start, o.range.end + 1) : repacked.bytes;
+            return Readable.from([bytes]);
+          },
         },
-      }],
+      ],
     });
   }
   return { models, failures };
@@ -120,7 +136,12 @@ async function read(collection: Collection, where: string): Promise<Omit<RasaNlu
 
 /** The archive of one document, or why it cannot be packed. */
 function pack(doc: Document): { bytes: Buffer; createdAt: string } | string {
-  const created = doc.created_at instanceof Date ? doc.created_at : doc._id instanceof ObjectId ? doc._id.getTimestamp() : new Date(0);
+  const created =
+    doc.created_at instanceof Date
+      ? doc.created_at
+      : doc._id instanceof ObjectId
+        ? doc._id.getTimestamp()
+        : new Date(0);
   if (!Array.isArray(doc.files)) return 'it has no files array ([{path, content}]) of the model directory';
   if (doc.files.length === 0) return 'its files array is empty (an empty archive is not a model)';
   const files: TarFile[] = [];
@@ -137,7 +158,10 @@ function pack(doc: Document): { bytes: Buffer; createdAt: string } | string {
     files.push({ path: file.path, content });
   }
   try {
-    return { bytes: packDeterministic(files, Math.floor(created.getTime() / 1000)), createdAt: new Date(Math.floor(created.getTime() / 1000) * 1000).toISOString() };
+    return {
+      bytes: packDeterministic(files, Math.floor(created.getTime() / 1000)),
+      createdAt: new Date(Math.floor(created.getTime() / 1000) * 1000).toISOString(),
+    };
   } catch (err) {
     return (err as Error).message;
   }

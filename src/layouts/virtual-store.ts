@@ -12,12 +12,12 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { NotFoundError } from '../errors.js';
-import { encodeAliases, type Aliases } from '../registry/aliases.js';
+import { type Aliases, encodeAliases } from '../registry/aliases.js';
 import { isValidAlias, keys, type Labels } from '../registry/names.js';
 import { encodeMetadata, encodeRecord } from '../registry/records.js';
-import type { AliasToSet } from './index.js';
 import { copyOutByStream } from '../storage/shared/copy-out.js';
 import type { ObjectInfo, ReadOptions, Storage, StorageCapabilities } from '../storage/types.js';
+import type { AliasToSet } from './index.js';
 
 /** One version as the importer found it. */
 export interface ImportedVersion {
@@ -59,18 +59,47 @@ export class VirtualStore implements Storage {
     this.#addAliases(models, aliases);
     for (const model of models) {
       for (const v of model.versions) {
-        const metadata = encodeMetadata({ version: v.version, sha256: v.sha256, createdAt: v.createdAt, labels: v.labels });
-        const info = (key: string, size: number, token: string): ObjectInfo => ({ key, size, token, lastModified: new Date(v.createdAt), metadata });
+        const metadata = encodeMetadata({
+          version: v.version,
+          sha256: v.sha256,
+          createdAt: v.createdAt,
+          labels: v.labels,
+        });
+        const info = (key: string, size: number, token: string): ObjectInfo => ({
+          key,
+          size,
+          token,
+          lastModified: new Date(v.createdAt),
+          metadata,
+        });
         // The record, byte for byte what the registry writes: the same version read twice is the
         // same record, so a rerun compares equal.
-        const record = encodeRecord({ version: v.version, sha256: v.sha256, size: v.size, createdAt: v.createdAt, labels: v.labels, origin: 'upload' });
-        this.#setBytes(keys.record(model.name, v.version), Buffer.from(record), `record-${v.sha256}`, new Date(v.createdAt));
-        this.#entries.set(keys.history(model.name, v.version), { info: info(keys.history(model.name, v.version), v.size, v.sha256), open: v.open });
+        const record = encodeRecord({
+          version: v.version,
+          sha256: v.sha256,
+          size: v.size,
+          createdAt: v.createdAt,
+          labels: v.labels,
+          origin: 'upload',
+        });
+        this.#setBytes(
+          keys.record(model.name, v.version),
+          Buffer.from(record),
+          `record-${v.sha256}`,
+          new Date(v.createdAt),
+        );
+        this.#entries.set(keys.history(model.name, v.version), {
+          info: info(keys.history(model.name, v.version), v.size, v.sha256),
+          open: v.open,
+        });
       }
       const newest = model.versions.at(-1);
       if (newest) {
         const entry = this.#entries.get(keys.history(model.name, newest.version))!;
-        this.#entries.set(keys.current(model.name), { info: { ...entry.info, key: keys.current(model.name) }, open: entry.open });
+        this.#entries.set(keys.current(model.name), {
+          info: { ...entry.info, key: keys.current(model.name) },
+          open: entry.open,
+        });
       }
     }
   }
@@ -90,7 +119,12 @@ export class VirtualStore implements Storage {
     }
     for (const [name, doc] of byModel) {
       const body = Buffer.from(encodeAliases(doc));
-      this.#setBytes(keys.aliases(name), body, `aliases-${createHash('sha256').update(body).digest('hex')}`, new Date(0));
+      this.#setBytes(
+        keys.aliases(name),
+        body,
+        `aliases-${createHash('sha256').update(body).digest('hex')}`,
+        new Date(0),
+      );
     }
   }
 

@@ -5,9 +5,9 @@
  */
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
+import type { Scope } from '../config.js';
 import { errors } from '../errors.js';
 import { fromRegistryError, internalError, sendError, toHttpError } from '../http/errors.js';
-import type { Scope } from '../config.js';
 import { isNoToken, tokenChecker, unauthorized } from './auth.js';
 
 /** Headers that still hold for an error answered in place of a failed body. */
@@ -57,9 +57,8 @@ export default fp(async function errorHandling(app: FastifyInstance) {
     const allowed = [...new Set(routes.filter((r) => r.pattern.test(url)).flatMap((r) => [...r.methods]))].sort();
     // (A path some route serves under this very method did not match it after all: 404.)
     if (allowed.includes(request.method)) allowed.length = 0;
-    const err = allowed.length > 0
-      ? errors.methodNotAllowed(request.method, url, allowed)
-      : errors.notFound(request.method, url);
+    const err =
+      allowed.length > 0 ? errors.methodNotAllowed(request.method, url, allowed) : errors.notFound(request.method, url);
     if (allowed.length > 0) void reply.header('allow', allowed.join(', '));
     void sendError(reply, fromRegistryError(err));
   });

@@ -86,7 +86,8 @@ async function requestsPlugin(app: FastifyInstance): Promise<void> {
     state.logged = true;
     const headersSent = reply.raw.headersSent;
     const status = aborted && !headersSent ? undefined : reply.statusCode;
-    const hasBody = request.method !== 'HEAD' && status !== undefined && status !== 204 && status !== 304 && status >= 200;
+    const hasBody =
+      request.method !== 'HEAD' && status !== undefined && status !== 204 && status !== 304 && status >= 200;
     const name = (request.params as { name?: unknown } | undefined)?.name;
     request.log.info(
       {

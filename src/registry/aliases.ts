@@ -141,7 +141,10 @@ export function aliasVersions(aliases: Aliases): Record<string, number> {
 
 /** The aliases that point to `version`, sorted. */
 export function aliasesOf(aliases: Aliases, version: number): string[] {
-  return [...aliases].filter(([, t]) => t.version === version).map(([alias]) => alias).sort();
+  return [...aliases]
+    .filter(([, t]) => t.version === version)
+    .map(([alias]) => alias)
+    .sort();
 }
 
 function cacheKey(info: ObjectInfo): string {

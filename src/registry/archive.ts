@@ -10,8 +10,8 @@ import type { ArchiveRules } from '../cache/index.js';
 import { isEmptyRootWarning, ROOT_NAMES } from './archive/rules.js';
 import { ArchiveValidator } from './archive/validator.js';
 
-export { ArchiveValidator } from './archive/validator.js';
 export { isEmptyRootWarning, MAX_COMPONENT_BYTES, MAX_PATH_BYTES, ROOT_NAMES } from './archive/rules.js';
+export { ArchiveValidator } from './archive/validator.js';
 
 export interface ArchiveLimits {
   maxModelBytes: number;

@@ -2,7 +2,7 @@
 import type { EventEmitter } from 'node:events';
 import { errors, NotFoundError } from '../errors.js';
 import type { Storage } from '../storage/types.js';
-import { aliasesOf, type AliasStore } from './aliases.js';
+import { type AliasStore, aliasesOf } from './aliases.js';
 import { etagOf } from './conditions.js';
 import { keys } from './names.js';
 import { metadataSha256, type VersionRecords } from './records.js';

@@ -7,10 +7,10 @@
  */
 import { rm } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
+import { LRUCache } from 'lru-cache';
 import type { ModelCache } from '../cache/index.js';
 import { PreconditionFailedError } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
-import { LRUCache } from 'lru-cache';
 import type { Logger } from '../util/logger.js';
 import { SingleFlight } from '../util/single-flight.js';
 import { fromRecord, hasRegistryMetadata, toModel, type VersionRecord, type VersionRecords } from './records.js';

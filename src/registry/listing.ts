@@ -2,7 +2,7 @@
 import { LRUCache } from 'lru-cache';
 import { NotFoundError } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
-import { aliasVersions, type Aliases, type AliasStore } from './aliases.js';
+import { type Aliases, type AliasStore, aliasVersions } from './aliases.js';
 import { keys } from './names.js';
 import { hasRegistryMetadata, recordOfMetadata } from './records.js';
 import type { ListOptions, ModelSummary } from './types.js';

@@ -30,7 +30,9 @@ export const NAMESPACE_RULE =
 export function isValidNamespacedName(name: string, isSegment: (segment: string) => boolean): boolean {
   const segments = name.split('/');
   if (segments.length < 2 || segments.length > MAX_SEGMENTS || Buffer.byteLength(name) > MAX_NAME_BYTES) return false;
-  return segments.every((s, i) => isSegment(s) && !RESOURCE_WORDS.has(s) && (i === segments.length - 1 || !s.endsWith('.json')));
+  return segments.every(
+    (s, i) => isSegment(s) && !RESOURCE_WORDS.has(s) && (i === segments.length - 1 || !s.endsWith('.json')),
+  );
 }
 
 /** The namespace of a name (`nlp/intent` → `nlp/`, `a/b/c` → `a/b/`), '' for a one-segment name. */

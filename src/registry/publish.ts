@@ -20,10 +20,10 @@ import { keys } from './names.js';
 import {
   encodeMetadata,
   fromRecord,
+  type HistoryScan,
   hasRegistryMetadata,
   recordOf,
   recordOfMetadata,
-  type HistoryScan,
   type VersionRecord,
   type VersionRecords,
 } from './records.js';

@@ -25,10 +25,10 @@ import { CacheDiskError, type Fetch, type ManifestEntry, type ModelCache, type T
 import { errors, NotFoundError, StorageAccessDeniedError } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
 import type { Logger } from '../util/logger.js';
+import { type Aliases, AliasStore } from './aliases.js';
 import type { ArchiveLimits } from './archive.js';
-import { AliasStore, type Aliases } from './aliases.js';
 import { checkAliasCondition, checkClientCondition } from './conditions.js';
-import { deleteModel, deleteVersion, type DeleteContext } from './delete.js';
+import { type DeleteContext, deleteModel, deleteVersion } from './delete.js';
 import { Identifier } from './identify.js';
 import { describedObjects, listModels } from './listing.js';
 import { assertAlias, assertName, keys, parseRef } from './names.js';
@@ -45,11 +45,11 @@ import type {
   ModelVersion,
   UploadInput,
 } from './types.js';
-import { upload, type UploadContext } from './upload.js';
+import { type UploadContext, upload } from './upload.js';
 
-export type * from './types.js';
 export { etagOf } from './conditions.js';
 export { parseUpdatedAtCursor } from './listing.js';
+export type * from './types.js';
 
 export interface RegistryOptions {
   storage: Storage;
@@ -120,20 +120,25 @@ export class ModelRegistry {
   /** Makes a retained version current again, as a new version number. */
   async rollback(name: string, version: number, clientCondition: ClientCondition): Promise<ModelVersion> {
     assertName(name);
-    const { model } = await this.#publisher.publish(name, clientCondition, async (current) => {
-      if (!current) throw errors.modelNotFound(name);
-      if (version === current.version) throw errors.alreadyCurrent(name, version);
-      if (version > current.version) throw errors.versionNotFound(name, version);
-      const target = await this.#identifier.describeKey(name, keys.history(name, version), version).catch((err) => {
-        if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
-        throw err;
-      });
-      const source = { sourceToken: target.token, condition: { ifNoneMatch: true } as const };
-      return {
-        record: { sha256: target.sha256, size: target.size, labels: target.labels, origin: 'rollback' },
-        write: (dest, metadata) => this.storage.copy(target.storageKey, dest, { ...source, metadata }),
-      };
-    }, { mustExist: true });
+    const { model } = await this.#publisher.publish(
+      name,
+      clientCondition,
+      async (current) => {
+        if (!current) throw errors.modelNotFound(name);
+        if (version === current.version) throw errors.alreadyCurrent(name, version);
+        if (version > current.version) throw errors.versionNotFound(name, version);
+        const target = await this.#identifier.describeKey(name, keys.history(name, version), version).catch((err) => {
+          if (err instanceof NotFoundError) throw errors.versionNotFound(name, version);
+          throw err;
+        });
+        const source = { sourceToken: target.token, condition: { ifNoneMatch: true } as const };
+        return {
+          record: { sha256: target.sha256, size: target.size, labels: target.labels, origin: 'rollback' },
+          write: (dest, metadata) => this.storage.copy(target.storageKey, dest, { ...source, metadata }),
+        };
+      },
+      { mustExist: true },
+    );
     return model;
   }
 
@@ -317,10 +322,12 @@ export class ModelRegistry {
     }
     // Object metadata does not say where a version came from (it reads as an upload): the
     // version's record does, when it has one (a rollback, a foreign object).
-    await Promise.all(result.map(async (v) => {
-      const record = await this.#records.read(name, v.version).catch(() => undefined);
-      if (record && record.sha256 === v.sha256) v.origin = record.origin;
-    }));
+    await Promise.all(
+      result.map(async (v) => {
+        const record = await this.#records.read(name, v.version).catch(() => undefined);
+        if (record && record.sha256 === v.sha256) v.origin = record.origin;
+      }),
+    );
     return result.sort((a, b) => b.version - a.version);
   }
 

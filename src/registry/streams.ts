@@ -4,8 +4,8 @@
  * pass through.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { open, type FileHandle } from 'node:fs/promises';
-import { pipeline as pipe, Transform, type Readable } from 'node:stream';
+import { type FileHandle, open } from 'node:fs/promises';
+import { pipeline as pipe, type Readable, Transform } from 'node:stream';
 import { PreconditionFailedError } from '../errors.js';
 import type { Storage } from '../storage/types.js';
 import type { ByteRange, ModelVersion } from './types.js';
@@ -92,23 +92,30 @@ export class DigestCounter extends Transform {
     this.#hash?.update(chunk);
     if (!this.#copyTo || this.#copyFailed) return cb(null, chunk);
     this.#copy ??= open(this.#copyTo, 'w');
-    this.#copy.then((h) => h.write(chunk)).then(
-      () => cb(null, chunk),
-      () => {
-        this.#copyFailed = true; // the write-through finds the copy short and leaves it out
-        cb(null, chunk);
-      },
-    );
+    this.#copy
+      .then((h) => h.write(chunk))
+      .then(
+        () => cb(null, chunk),
+        () => {
+          this.#copyFailed = true; // the write-through finds the copy short and leaves it out
+          cb(null, chunk);
+        },
+      );
   }
   override _flush(cb: (err?: Error | null) => void): void {
     if (!this.#copy) return cb();
-    this.#copy.then((h) => h.sync().finally(() => h.close())).then(
-      () => cb(),
-      () => cb(), // as above: the upload stands without its cache copy
-    );
+    this.#copy
+      .then((h) => h.sync().finally(() => h.close()))
+      .then(
+        () => cb(),
+        () => cb(), // as above: the upload stands without its cache copy
+      );
   }
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     if (!this.#copy) return cb(err);
-    this.#copy.then((h) => h.close()).catch(() => {}).finally(() => cb(err));
+    this.#copy
+      .then((h) => h.close())
+      .catch(() => {})
+      .finally(() => cb(err));
   }
 }

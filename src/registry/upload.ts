@@ -9,7 +9,7 @@ import type { ModelCache } from '../cache/index.js';
 import { errors } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
 import type { Logger } from '../util/logger.js';
-import { ArchiveValidator, type ArchiveLimits } from './archive.js';
+import { type ArchiveLimits, ArchiveValidator } from './archive.js';
 import { assertLabels, assertName, keys } from './names.js';
 import type { Publisher } from './publish.js';
 import { encodeMetadata } from './records.js';
@@ -46,9 +46,8 @@ export async function upload(
   const copyTo = writeThrough && !storage.capabilities.localFiles ? writeThrough.tempPath() : undefined;
   // A .tar.gz is stored as received: the validator's digest of the body is the stored digest.
   const stored = new DigestCounter({ copyTo, hash: input.format === 'tar' });
-  const streams = input.format === 'tar'
-    ? [input.body, validator, createGzip(), stored]
-    : [input.body, validator, stored];
+  const streams =
+    input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
   // If the pipeline fails before it touches `stored` (e.g. a bad argument), fail the staging
   // too: otherwise stage() waits forever for a body that never ends.
   const piping = pipeline(streams, { signal: input.signal }).catch((err: unknown) => {

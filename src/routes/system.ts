@@ -71,9 +71,10 @@ export default async function systemRoutes(app: FastifyInstance, options: System
       return { status: 'ready', storage: kind };
     } catch (err) {
       request.log.warn({ err }, 'storage not ready');
-      const unavailable = err instanceof StorageUnavailableError
-        ? err
-        : new StorageUnavailableError(kind, 'health check failed', { cause: err });
+      const unavailable =
+        err instanceof StorageUnavailableError
+          ? err
+          : new StorageUnavailableError(kind, 'health check failed', { cause: err });
       return sendError(reply, toHttpError(unavailable)!);
     } finally {
       clearTimeout(timer);
@@ -82,9 +83,11 @@ export default async function systemRoutes(app: FastifyInstance, options: System
 
   const documents = { config: { statuses: [200] } };
   app.get('/openapi.yaml', documents, async (_request, reply) =>
-    reply.type('application/yaml; charset=utf-8').send(openapiText));
+    reply.type('application/yaml; charset=utf-8').send(openapiText),
+  );
   app.get('/openapi.json', documents, async (_request, reply) =>
-    reply.type('application/json; charset=utf-8').send(openapiJson));
+    reply.type('application/json; charset=utf-8').send(openapiJson),
+  );
 
   // Static mode: the document is openapi.yaml as written, never generated from route schemas.
   await app.register(swagger, { mode: 'static', specification: { document: openapi as never } });

@@ -9,7 +9,10 @@ export abstract class StorageError extends Error {}
 
 /** The key does not exist. */
 export class NotFoundError extends StorageError {
-  constructor(readonly key: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly key: string,
+    options?: { cause?: unknown },
+  ) {
     super(`object not found: ${key}`, options);
     this.name = 'NotFoundError';
   }
@@ -17,7 +20,10 @@ export class NotFoundError extends StorageError {
 
 /** A conditional write or copy lost: the object is not in the state the caller expected. */
 export class PreconditionFailedError extends StorageError {
-  constructor(readonly key: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly key: string,
+    options?: { cause?: unknown },
+  ) {
     super(`precondition failed: ${key}`, options);
     this.name = 'PreconditionFailedError';
   }
@@ -28,7 +34,11 @@ export class PreconditionFailedError extends StorageError {
  * operators read in logs and in `migrate` output, so it says where to look.
  */
 export class StorageUnavailableError extends StorageError {
-  constructor(readonly backend: string, readonly detail: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly backend: string,
+    readonly detail: string,
+    options?: { cause?: unknown },
+  ) {
     super(
       `The ${backend} storage is unavailable (${detail}): retry shortly; operators should check the storage settings and /readyz.`,
       options?.cause === undefined ? undefined : { cause: options.cause },
@@ -60,7 +70,10 @@ export class StorageAccessDeniedError extends StorageError {
 
 /** The storage has no room for the write (a full disk, a quota); nothing was stored. */
 export class StorageFullError extends StorageError {
-  constructor(readonly backend: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly backend: string,
+    options?: { cause?: unknown },
+  ) {
     super(`the ${backend} storage is full`, options);
     this.name = 'StorageFullError';
   }
@@ -77,7 +90,10 @@ export class MetadataTooLargeError extends StorageError {
     readonly bytes?: number,
     options?: { cause?: unknown },
   ) {
-    super(`metadata${bytes === undefined ? '' : ` of ${bytes} bytes`} is larger than ${service} allows (${bound})`, options);
+    super(
+      `metadata${bytes === undefined ? '' : ` of ${bytes} bytes`} is larger than ${service} allows (${bound})`,
+      options,
+    );
     this.name = 'MetadataTooLargeError';
   }
 }

@@ -12,7 +12,18 @@
  */
 import type { Readable } from 'node:stream';
 import { NotFoundError, PreconditionFailedError } from '../errors.js';
-import type { CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, StorageCapabilities, WriteCondition } from './types.js';
+import type {
+  CommitOptions,
+  InitOptions,
+  Metadata,
+  ObjectInfo,
+  PublishOptions,
+  ReadOptions,
+  StagedObject,
+  Storage,
+  StorageCapabilities,
+  WriteCondition,
+} from './types.js';
 
 class PrefixedStorage implements Storage {
   constructor(
@@ -65,7 +76,12 @@ class PrefixedStorage implements Storage {
     return this.#call(() => this.inner.stage(this.#in(key), body, options));
   }
 
-  commit(staged: StagedObject, metadata: Metadata, condition: WriteCondition, options: CommitOptions = {}): Promise<ObjectInfo> {
+  commit(
+    staged: StagedObject,
+    metadata: Metadata,
+    condition: WriteCondition,
+    options: CommitOptions = {},
+  ): Promise<ObjectInfo> {
     const o = options.key === undefined ? options : { ...options, key: this.#in(options.key) };
     return this.#call(async () => this.#info(await this.inner.commit(staged, metadata, condition, o)));
   }
@@ -74,7 +90,11 @@ class PrefixedStorage implements Storage {
     return this.inner.discard(staged);
   }
 
-  copy(from: string, to: string, options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions): Promise<ObjectInfo> {
+  copy(
+    from: string,
+    to: string,
+    options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
+  ): Promise<ObjectInfo> {
     return this.#call(async () => this.#info(await this.inner.copy(this.#in(from), this.#in(to), options)));
   }
 
@@ -96,7 +116,10 @@ class PrefixedStorage implements Storage {
   }
 
   list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
-    const inner = this.inner.list(this.#in(prefix), options.startAfter === undefined ? {} : { startAfter: this.#in(options.startAfter) });
+    const inner = this.inner.list(
+      this.#in(prefix),
+      options.startAfter === undefined ? {} : { startAfter: this.#in(options.startAfter) },
+    );
     const info = this.#info;
     return (async function* prefixedList() {
       for await (const item of inner) yield info(item);

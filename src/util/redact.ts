@@ -16,8 +16,21 @@ import { SECRET_VARIABLES } from '../config.js';
 export const CENSOR = '[redacted]';
 
 const SECRET_KEYS = new Set(
-  [...SECRET_VARIABLES, 'authorization', 'proxy-authorization', 'cookie', 'set-cookie', 'token', 'x-api-key', 'api_key', 'apikey', 'access_key', 'account_key', 'private_key', 'privatekey']
-    .map((k) => k.toLowerCase()),
+  [
+    ...SECRET_VARIABLES,
+    'authorization',
+    'proxy-authorization',
+    'cookie',
+    'set-cookie',
+    'token',
+    'x-api-key',
+    'api_key',
+    'apikey',
+    'access_key',
+    'account_key',
+    'private_key',
+    'privatekey',
+  ].map((k) => k.toLowerCase()),
 );
 
 /** Is a field of this name always censored? (`password`, `clientSecret`, `AUTH_TOKENS`, ...) */
@@ -28,8 +41,11 @@ export function isSecretKey(key: string): boolean {
 
 /** pino redact paths (one level per wildcard, so each name is listed at a few depths). */
 export const REDACT_PATHS: string[] = [
-  ...['authorization', 'cookie', '["proxy-authorization"]'].flatMap((h) =>
-    [`req.headers${h.startsWith('[') ? h : `.${h}`}`, `headers${h.startsWith('[') ? h : `.${h}`}`, `*.headers${h.startsWith('[') ? h : `.${h}`}`]),
+  ...['authorization', 'cookie', '["proxy-authorization"]'].flatMap((h) => [
+    `req.headers${h.startsWith('[') ? h : `.${h}`}`,
+    `headers${h.startsWith('[') ? h : `.${h}`}`,
+    `*.headers${h.startsWith('[') ? h : `.${h}`}`,
+  ]),
   ...['password', 'secret', 'token', ...SECRET_VARIABLES].flatMap((k) => [k, `*.${k}`, `*.*.${k}`]),
 ];
 
@@ -65,12 +81,14 @@ export function secretValues(source: Record<string, unknown>): string[] {
   for (const name of SECRET_VARIABLES) {
     const value = source[name];
     if (Array.isArray(value)) {
-      for (const item of value) if (item && typeof item === 'object' && 'token' in item) add(String((item as { token: unknown }).token));
+      for (const item of value)
+        if (item && typeof item === 'object' && 'token' in item) add(String((item as { token: unknown }).token));
       continue;
     }
     if (typeof value !== 'string') continue;
     add(value);
-    if (name === 'AUTH_TOKENS') for (const item of value.split(',')) add(item.slice(item.indexOf(':') + 1).replace(/^[^:]*\/\*:/, '')); // (write:nlp/*:<token>)
+    if (name === 'AUTH_TOKENS')
+      for (const item of value.split(',')) add(item.slice(item.indexOf(':') + 1).replace(/^[^:]*\/\*:/, '')); // (write:nlp/*:<token>)
     if (name === 'MONGODB_URI') add(/^[a-z+]+:\/\/[^:/@]*:([^@/]*)@/i.exec(value.trim())?.[1]);
     if (name === 'AZURE_STORAGE_CONNECTION_STRING') {
       for (const m of value.matchAll(/(?:AccountKey|SharedAccessSignature)=([^;]+)/gi)) add(m[1]);
@@ -109,7 +127,8 @@ export function scrubValue(value: unknown, secrets: readonly string[], depth = 0
   if (proto !== Object.prototype && proto !== null) return value;
   const out: Record<string, unknown> = {};
   for (const [key, v] of Object.entries(value)) {
-    out[key] = isSecretKey(key) && v !== undefined && v !== null && v !== '' ? CENSOR : scrubValue(v, secrets, depth + 1);
+    out[key] =
+      isSecretKey(key) && v !== undefined && v !== null && v !== '' ? CENSOR : scrubValue(v, secrets, depth + 1);
   }
   return out;
 }

@@ -10,7 +10,10 @@ export const size = (example: string, { zero = false } = {}) =>
   z.string().transform((text, ctx) => {
     const bytes = parseSize(text);
     if (bytes === undefined || bytes < 0 || (bytes === 0 && !zero)) {
-      ctx.addIssue({ code: 'custom', message: `is not a size: use bytes or a unit, e.g. ${example}${zero ? ' (0 = off)' : ''}` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `is not a size: use bytes or a unit, e.g. ${example}${zero ? ' (0 = off)' : ''}`,
+      });
       return z.NEVER;
     }
     return bytes;
@@ -37,7 +40,14 @@ export const duration = (example: string, { min = 0, max = TIMER_MAX_MS }: { min
     return ms;
   });
 
-const formatMs = (ms: number) => (ms === TIMER_MAX_MS ? '24d' : ms % 86_400_000 === 0 && ms > 0 ? `${ms / 86_400_000}d` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
+const formatMs = (ms: number) =>
+  ms === TIMER_MAX_MS
+    ? '24d'
+    : ms % 86_400_000 === 0 && ms > 0
+      ? `${ms / 86_400_000}d`
+      : ms % 1000 === 0
+        ? `${ms / 1000}s`
+        : `${ms}ms`;
 
 export const integer = (min: number, max: number) =>
   z.string().transform((text, ctx) => {
@@ -65,4 +75,3 @@ export const url = (example: string) =>
       return false;
     }
   }, `is not an http(s) URL: use e.g. ${example}`);
-

@@ -7,7 +7,7 @@
  * the storage directory by "another tool" are extracted alike. The hostile corpus that must still
  * be refused is test/hardening/archives.test.ts.
  */
-import { execFile, type ExecFileOptions } from 'node:child_process';
+import { type ExecFileOptions, execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
 import t, { type Test } from 'tap';
 import * as tar from 'tar';
-import { tgz, type Entry } from '../helpers/archives.js';
+import { type Entry, tgz } from '../helpers/archives.js';
 import { sha256 } from '../helpers/assert.js';
 import { bytes, put, start, tempDir } from '../helpers/server.js';
 
@@ -52,7 +52,10 @@ function modelFiles(ustar: boolean): { files: Map<string, Buffer>; links: [strin
     [`${DEEP}/short.bin`, randomBytes(700)],
     ['sub/orig.dat', randomBytes(3000)],
   ]);
-  const links: [string, string][] = [['sub/twin.dat', 'sub/orig.dat'], ['triplet.dat', 'sub/orig.dat']];
+  const links: [string, string][] = [
+    ['sub/twin.dat', 'sub/orig.dat'],
+    ['triplet.dat', 'sub/orig.dat'],
+  ];
   // A ustar header can neither name a file over 100 characters nor link to a path over 100
   // (tarfile refuses to write them): the ustar model has neither.
   if (!ustar) {
@@ -131,7 +134,13 @@ const members = new Map<string, number[]>();
 
 const producers: Producer[] = [
   ...(['USTAR', 'GNU', 'PAX'] as const).flatMap((fmt) =>
-    ([['', 'empty', ''], ['.', 'dot', ''], ['folder', 'folder', 'folder/']] as const).map(
+    (
+      [
+        ['', 'empty', ''],
+        ['.', 'dot', ''],
+        ['folder', 'folder', 'folder/'],
+      ] as const
+    ).map(
       ([arcname, label, prefix]): Producer => ({
         name: `py-${fmt.toLowerCase()}-${label}`,
         model: fmt === 'USTAR' ? 'ustar' : 'full',
@@ -164,19 +173,23 @@ const producers: Producer[] = [
       return fs.readFile(out);
     },
   },
-  ...([
-    ['gnutar-default', 'full', []],
-    ['gnutar-posix', 'full', ['--format=posix']],
-    ['gnutar-gnu', 'full', ['--format=gnu']],
-    ['gnutar-ustar', 'ustar', ['--format=ustar']],
-    ['gnutar-snapshots', 'snapshots', []],
-    ['gnutar-snapshots-posix', 'snapshots', ['--format=posix']],
-  ] as const).map(([name, model, flags]): Producer => ({
-    name,
-    model,
-    prefix: '',
-    make: (src) => run('tar', [...flags, '-czf', '-', '-C', src, '.']),
-  })),
+  ...(
+    [
+      ['gnutar-default', 'full', []],
+      ['gnutar-posix', 'full', ['--format=posix']],
+      ['gnutar-gnu', 'full', ['--format=gnu']],
+      ['gnutar-ustar', 'ustar', ['--format=ustar']],
+      ['gnutar-snapshots', 'snapshots', []],
+      ['gnutar-snapshots-posix', 'snapshots', ['--format=posix']],
+    ] as const
+  ).map(
+    ([name, model, flags]): Producer => ({
+      name,
+      model,
+      prefix: '',
+      make: (src) => run('tar', [...flags, '-czf', '-', '-C', src, '.']),
+    }),
+  ),
   {
     name: 'gnutar-names',
     model: 'full',
@@ -218,29 +231,41 @@ const producers: Producer[] = [
         return await run('pigz', ['-c', '-p', '4', '-b', '32', plain]);
       } catch (err) {
         if (!/not installed/.test((err as Error).message)) throw err;
-        throw new Error('pigz is not installed: install it (apt-get install -y pigz; scripts/install.sh does); '
-          + 'this case must not be skipped');
+        throw new Error(
+          'pigz is not installed: install it (apt-get install -y pigz; scripts/install.sh does); ' +
+            'this case must not be skipped',
+        );
       }
     },
   },
-  ...([['gzip-members-odd-split', 37], ['gzip-members-block-split', 0]] as const).map(([name, offset]): Producer => ({
-    // A tar cut in two, each half gzipped on its own and the two concatenated (`cat a.gz b.gz`).
-    name,
-    model: 'full',
-    prefix: '',
-    make: async (src, work) => {
-      const plain = path.join(work, 'plain.tar');
-      await run('tar', ['-cf', plain, '-C', src, '.']);
-      const data = await fs.readFile(plain);
-      const cut = Math.floor(data.length / 2 / 512) * 512 + offset;
-      await fs.writeFile(path.join(work, 'a'), data.subarray(0, cut));
-      await fs.writeFile(path.join(work, 'b'), data.subarray(cut));
-      const parts: Buffer[] = [];
-      for (const half of ['a', 'b']) parts.push(await run('gzip', ['-c', '-n', path.join(work, half)]));
-      members.set(name, parts.map((p) => p.length));
-      return Buffer.concat(parts);
-    },
-  })),
+  ...(
+    [
+      ['gzip-members-odd-split', 37],
+      ['gzip-members-block-split', 0],
+    ] as const
+  ).map(
+    ([name, offset]): Producer => ({
+      // A tar cut in two, each half gzipped on its own and the two concatenated (`cat a.gz b.gz`).
+      name,
+      model: 'full',
+      prefix: '',
+      make: async (src, work) => {
+        const plain = path.join(work, 'plain.tar');
+        await run('tar', ['-cf', plain, '-C', src, '.']);
+        const data = await fs.readFile(plain);
+        const cut = Math.floor(data.length / 2 / 512) * 512 + offset;
+        await fs.writeFile(path.join(work, 'a'), data.subarray(0, cut));
+        await fs.writeFile(path.join(work, 'b'), data.subarray(cut));
+        const parts: Buffer[] = [];
+        for (const half of ['a', 'b']) parts.push(await run('gzip', ['-c', '-n', path.join(work, half)]));
+        members.set(
+          name,
+          parts.map((p) => p.length),
+        );
+        return Buffer.concat(parts);
+      },
+    }),
+  ),
 ];
 
 // ---- the checks ----
@@ -384,11 +409,18 @@ t.test('placed in the storage directory by another tool: extracted alike', async
 
 t.test('legitimate spellings the producers above do not all write', async (t) => {
   const w = randomBytes(2000);
-  const link = (name: string, linkpath: string, extra: Partial<Entry> = {}): Entry =>
-    ({ path: name, type: 'Link', linkpath, ...extra });
+  const link = (name: string, linkpath: string, extra: Partial<Entry> = {}): Entry => ({
+    path: name,
+    type: 'Link',
+    linkpath,
+    ...extra,
+  });
   const roots = ['', '.', './', '/'].map((name): [string, Entry[], Record<string, Buffer>] => [
     `root entry ${JSON.stringify(name)}`,
-    [{ path: name, type: 'Directory' }, { path: name.startsWith('.') ? './w.bin' : 'w.bin', body: w }],
+    [
+      { path: name, type: 'Directory' },
+      { path: name.startsWith('.') ? './w.bin' : 'w.bin', body: w },
+    ],
     { 'w.bin': w },
   ]);
   const long = `${DEEP}/${LONG_NAME}`;

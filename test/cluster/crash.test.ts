@@ -10,14 +10,17 @@ import { request } from 'node:http';
 import t from 'tap';
 import { model } from '../helpers/archives.js';
 import { sha256 } from '../helpers/assert.js';
-import { startCluster, startHoldingProxy, type Cluster } from '../helpers/cluster.js';
+import { type Cluster, startCluster, startHoldingProxy } from '../helpers/cluster.js';
 import { until } from '../helpers/process.js';
 import { bytes, put } from '../helpers/server.js';
 
 const cluster: Cluster = await startCluster(t, 3, { MODEL_HISTORY: '1000' });
 const { replicas } = cluster;
 
-interface Listed { version: number; sha256: string }
+interface Listed {
+  version: number;
+  sha256: string;
+}
 async function versions(url: string, name: string): Promise<Listed[]> {
   const res = await fetch(`${url}/models/${name}/versions`);
   if (res.status !== 200) throw new Error(`GET /models/${name}/versions on ${url}: ${res.status} ${await res.text()}`);
@@ -35,7 +38,10 @@ async function current(url: string, name: string) {
  * `finish()`. `response` resolves with the status (or 0 when the connection died first).
  */
 function partialUpload(url: string, body: Buffer, sendBytes: number) {
-  const req = request(url, { method: 'PUT', headers: { 'content-type': 'application/gzip', 'content-length': body.length } });
+  const req = request(url, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/gzip', 'content-length': body.length },
+  });
   const response = new Promise<{ status: number; text: string }>((resolve) => {
     req.on('response', (res) => {
       let text = '';
@@ -61,30 +67,55 @@ t.test('kill -9 of a replica mid-upload loses nothing and leaves nothing', async
   // the sweep B's restart runs.
   const fromA = model('crashy-from-a', 20 * 2 ** 20);
   const live = partialUpload(`${a.url}/models/${name}`, fromA, 12 * 2 ** 20);
-  await until('A\'s upload to be staged in MinIO', async () => (await cluster.multipartUploads()).some((u) => pidOf(u.key) === a.child.pid), 30_000);
+  await until(
+    "A's upload to be staged in MinIO",
+    async () => (await cluster.multipartUploads()).some((u) => pidOf(u.key) === a.child.pid),
+    30_000,
+  );
 
   // B gets most of an upload, then dies.
   const fromB = model('crashy-from-b', 20 * 2 ** 20);
   const dying = partialUpload(`${b.url}/models/${name}`, fromB, 12 * 2 ** 20);
-  await until('B\'s upload to be staged in MinIO', async () => (await cluster.multipartUploads()).some((u) => pidOf(u.key) === b.child.pid), 30_000);
+  await until(
+    "B's upload to be staged in MinIO",
+    async () => (await cluster.multipartUploads()).some((u) => pidOf(u.key) === b.child.pid),
+    30_000,
+  );
   const deadPid = b.child.pid;
   await cluster.kill(1);
-  t.equal((await dying.response).status, 0, 'B\'s client saw the connection die');
-  t.ok((await cluster.multipartUploads()).some((u) => pidOf(u.key) === deadPid), 'the crash left B\'s staged upload behind (for the sweep)');
+  t.equal((await dying.response).status, 0, "B's client saw the connection die");
+  t.ok(
+    (await cluster.multipartUploads()).some((u) => pidOf(u.key) === deadPid),
+    "the crash left B's staged upload behind (for the sweep)",
+  );
 
   // Nothing lost, nothing half-visible: every live replica, and nginx (which skips the dead one).
   for (const url of [replicas[0]!.url, replicas[2]!.url, cluster.lb, cluster.lb, cluster.lb]) {
     const now = await current(url, name);
-    t.same({ status: now.status, sha: now.sha, version: now.version }, { status: 200, sha: sha256(v1), version: before[0]!.version }, `${url} still serves v1, byte-exact`);
+    t.same(
+      { status: now.status, sha: now.sha, version: now.version },
+      { status: 200, sha: sha256(v1), version: before[0]!.version },
+      `${url} still serves v1, byte-exact`,
+    );
   }
   t.same(await versions(cluster.lb, name), before, 'no new version listed');
 
   // The restart sweeps the dead writer's leftovers at start, and only those.
   const restarted = await cluster.restart(1);
-  await until('the restart\'s sweep', async () => !(await cluster.multipartUploads()).some((u) => pidOf(u.key) === deadPid), 15_000)
-    .catch(() => t.fail('B\'s staged upload is still there after its restart'));
-  t.same((await cluster.keys('.uploads/')).filter((k) => pidOf(k) === deadPid), [], 'no staged object of B left');
-  t.ok((await cluster.multipartUploads()).some((u) => pidOf(u.key) === a.child.pid), 'A\'s live upload was left alone');
+  await until(
+    "the restart's sweep",
+    async () => !(await cluster.multipartUploads()).some((u) => pidOf(u.key) === deadPid),
+    15_000,
+  ).catch(() => t.fail("B's staged upload is still there after its restart"));
+  t.same(
+    (await cluster.keys('.uploads/')).filter((k) => pidOf(k) === deadPid),
+    [],
+    'no staged object of B left',
+  );
+  t.ok(
+    (await cluster.multipartUploads()).some((u) => pidOf(u.key) === a.child.pid),
+    "A's live upload was left alone",
+  );
 
   // A's upload completes, and it is the next version everywhere.
   live.finish();
@@ -93,55 +124,76 @@ t.test('kill -9 of a replica mid-upload loses nothing and leaves nothing', async
   const { version } = JSON.parse(done.text) as { version: number };
   for (const r of [replicas[0]!, restarted, replicas[2]!]) {
     const now = await current(r.url, name);
-    t.same({ sha: now.sha, version: now.version }, { sha: sha256(fromA), version }, `replica ${r.index} serves A's upload, byte-exact`);
+    t.same(
+      { sha: now.sha, version: now.version },
+      { sha: sha256(fromA), version },
+      `replica ${r.index} serves A's upload, byte-exact`,
+    );
   }
   const after = await versions(cluster.lb, name);
-  t.same(after, [{ version, sha256: sha256(fromA) }, ...before], 'exactly one version more: A\'s');
+  t.same(after, [{ version, sha256: sha256(fromA) }, ...before], "exactly one version more: A's");
   t.same(await cluster.keys('.uploads/'), [], 'no staged object left in the bucket');
   t.same(await cluster.multipartUploads(), [], 'no multipart upload left');
   t.equal(restarted.output().includes('"level":50'), false, 'the restarted replica logged no error');
 });
 
-t.test('kill -9 of a replica between storing a version and making it current: that version never appears', async (t) => {
-  const name = 'crashy';
-  const before = await versions(cluster.lb, name);
-  const base = before[0]!;
-  // Replica C reaches MinIO through a proxy that holds back the write of the current object
-  // (step 4 of a publish, src/registry/service.ts: the copy onto {name}.tar.gz): C has stored the
-  // new version's bytes and record in history (step 3) and is killed right there.
-  const proxy = await startHoldingProxy(t, cluster.minio.url);
-  const c = await cluster.restart(2, { AWS_ENDPOINT_URL: proxy.url });
-  const fromC = model('crashy-from-c', 4 * 2 ** 20);
-  const held = proxy.hold(new RegExp(`^(PUT|POST) /${cluster.bucket}/${name}\\.tar\\.gz[ ?]`));
-  const upload = partialUpload(`${c.url}/models/${name}`, fromC, fromC.length);
-  await held;
-  const claimed = `.history/${name}/v${base.version + 1}.tar.gz`;
-  t.ok((await cluster.keys(`.history/${name}/`)).includes(claimed), `C stored the new version in history (${claimed}) before it was held`);
-  await cluster.kill(2);
-  t.equal((await upload.response).status, 0, 'C\'s client got no answer');
-  for (const url of [replicas[0]!.url, replicas[1]!.url, cluster.lb]) {
-    const now = await current(url, name);
-    t.same({ sha: now.sha, version: now.version }, { sha: base.sha256, version: base.version }, `${url} serves the previous version`);
-  }
-  t.same(await versions(cluster.lb, name), before, 'the version that never became current is not listed');
+t.test(
+  'kill -9 of a replica between storing a version and making it current: that version never appears',
+  async (t) => {
+    const name = 'crashy';
+    const before = await versions(cluster.lb, name);
+    const base = before[0]!;
+    // Replica C reaches MinIO through a proxy that holds back the write of the current object
+    // (step 4 of a publish, src/registry/service.ts: the copy onto {name}.tar.gz): C has stored the
+    // new version's bytes and record in history (step 3) and is killed right there.
+    const proxy = await startHoldingProxy(t, cluster.minio.url);
+    const c = await cluster.restart(2, { AWS_ENDPOINT_URL: proxy.url });
+    const fromC = model('crashy-from-c', 4 * 2 ** 20);
+    const held = proxy.hold(new RegExp(`^(PUT|POST) /${cluster.bucket}/${name}\\.tar\\.gz[ ?]`));
+    const upload = partialUpload(`${c.url}/models/${name}`, fromC, fromC.length);
+    await held;
+    const claimed = `.history/${name}/v${base.version + 1}.tar.gz`;
+    t.ok(
+      (await cluster.keys(`.history/${name}/`)).includes(claimed),
+      `C stored the new version in history (${claimed}) before it was held`,
+    );
+    await cluster.kill(2);
+    t.equal((await upload.response).status, 0, "C's client got no answer");
+    for (const url of [replicas[0]!.url, replicas[1]!.url, cluster.lb]) {
+      const now = await current(url, name);
+      t.same(
+        { sha: now.sha, version: now.version },
+        { sha: base.sha256, version: base.version },
+        `${url} serves the previous version`,
+      );
+    }
+    t.same(await versions(cluster.lb, name), before, 'the version that never became current is not listed');
 
-  // C restarts (sweeping at start), and a new version is published through it.
-  const restarted = await cluster.restart(2);
-  await until('the sweep of C\'s restart', async () => (await cluster.keys('.uploads/')).length === 0 && (await cluster.multipartUploads()).length === 0, 15_000)
-    .catch(() => undefined);
-  t.same(await cluster.keys('.uploads/'), [], 'no staged object left after the restart');
-  t.same(await cluster.multipartUploads(), [], 'no multipart upload left');
-  const last = model('crashy-last');
-  const res = await put(`${restarted.url}/models/${name}`, last);
-  t.equal(res.status, 200);
-  const { version } = (await res.json()) as { version: number };
-  t.ok(version > base.version + 1, `the next upload skips the claimed number (v${version})`);
-  // What was never current never surfaces as history once a later version is current: the
-  // publish that made it so turned the claimed number into a tombstone (src/registry/publish.ts,
-  // #prune). Its bytes stay until they are older than any publish takes (ABANDONED_AFTER_MS,
-  // 10 minutes: a writer that lost the race still copies them to its next number), then the next
-  // publish deletes them; that wait is not run here.
-  t.same(await versions(cluster.lb, name), [{ version, sha256: sha256(last) }, ...before], 'the versions are those that were current, each once');
-  const record = (await cluster.sizes(`.history/${name}/`)).get(claimed.replace(/\.tar\.gz$/, '.json'));
-  t.ok(record !== undefined && record < 64, `the claimed number's record is a tombstone (${record} bytes)`);
-});
+    // C restarts (sweeping at start), and a new version is published through it.
+    const restarted = await cluster.restart(2);
+    await until(
+      "the sweep of C's restart",
+      async () => (await cluster.keys('.uploads/')).length === 0 && (await cluster.multipartUploads()).length === 0,
+      15_000,
+    ).catch(() => undefined);
+    t.same(await cluster.keys('.uploads/'), [], 'no staged object left after the restart');
+    t.same(await cluster.multipartUploads(), [], 'no multipart upload left');
+    const last = model('crashy-last');
+    const res = await put(`${restarted.url}/models/${name}`, last);
+    t.equal(res.status, 200);
+    const { version } = (await res.json()) as { version: number };
+    t.ok(version > base.version + 1, `the next upload skips the claimed number (v${version})`);
+    // What was never current never surfaces as history once a later version is current: the
+    // publish that made it so turned the claimed number into a tombstone (src/registry/publish.ts,
+    // #prune). Its bytes stay until they are older than any publish takes (ABANDONED_AFTER_MS,
+    // 10 minutes: a writer that lost the race still copies them to its next number), then the next
+    // publish deletes them; that wait is not run here.
+    t.same(
+      await versions(cluster.lb, name),
+      [{ version, sha256: sha256(last) }, ...before],
+      'the versions are those that were current, each once',
+    );
+    const record = (await cluster.sizes(`.history/${name}/`)).get(claimed.replace(/\.tar\.gz$/, '.json'));
+    t.ok(record !== undefined && record < 64, `the claimed number's record is a tombstone (${record} bytes)`);
+  },
+);

@@ -17,7 +17,14 @@ import { Storage as GcsClient } from '@google-cloud/storage';
 import t, { type Test } from 'tap';
 import { model } from '../helpers/archives.js';
 import { azuriteEnv, fakeGcsEnv, minioEnv } from '../helpers/cloud.js';
-import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite, startFakeGcs, startMinio, type Emulator } from '../helpers/emulators.js';
+import {
+  AZURITE_ACCOUNT,
+  AZURITE_KEY,
+  type Emulator,
+  startAzurite,
+  startFakeGcs,
+  startMinio,
+} from '../helpers/emulators.js';
 import { download, meta, portable, rootAws, sha256, versions } from '../helpers/fidelity.js';
 import { spawnServer } from '../helpers/process.js';
 import { put, start, tempDir } from '../helpers/server.js';
@@ -100,7 +107,13 @@ t.teardown(async () => {
   await Promise.all([minio?.dispose(), azurite?.dispose(), gcs?.dispose()]);
 });
 
-async function upload(t: Test, base: string, name: string, body: Buffer, labels: Record<string, string> = {}): Promise<number> {
+async function upload(
+  t: Test,
+  base: string,
+  name: string,
+  body: Buffer,
+  labels: Record<string, string> = {},
+): Promise<number> {
   const headers = Object.fromEntries(Object.entries(labels).map(([k, v]) => [`x-model-label-${k}`, v]));
   const res = await put(`${base}/models/${name}`, body, headers);
   const json = (await res.json()) as { version: number };
@@ -112,58 +125,92 @@ async function upload(t: Test, base: string, name: string, body: Buffer, labels:
 async function restartAgrees(t: Test, store: Store, name: string, base: string): Promise<string> {
   const expected = (await versions(base, name)).map(portable);
   const again = await spawnServer(t, { ...store.env, LOG_LEVEL: 'warn' });
-  t.same((await versions(again.url, name)).map(portable), expected, `${store.kind}: a restarted registry gives ${name} the same numbers, digests, sizes, labels and dates`);
+  t.same(
+    (await versions(again.url, name)).map(portable),
+    expected,
+    `${store.kind}: a restarted registry gives ${name} the same numbers, digests, sizes, labels and dates`,
+  );
   return again.url;
 }
 
 for (const makeStore of [localStore, minioStore, azureStore, gcsStore]) {
-  t.test(`${makeStore.name}: six external overwrites are six new, rising numbers; the published version stays`, async (t) => {
-    const store = await makeStore(t);
-    const r = await start(t, store.env);
-    const replica = await start(t, store.env);
-    const v1 = model('published-1');
-    const v2 = model('published-2');
-    t.equal(await upload(t, r.url, 'x', v1, { git_sha: 'aaa' }), 1);
-    t.equal(await upload(t, r.url, 'x', v2, { git_sha: 'bbb' }), 2);
-    const published = await meta(r.url, 'x');
+  t.test(
+    `${makeStore.name}: six external overwrites are six new, rising numbers; the published version stays`,
+    async (t) => {
+      const store = await makeStore(t);
+      const r = await start(t, store.env);
+      const replica = await start(t, store.env);
+      const v1 = model('published-1');
+      const v2 = model('published-2');
+      t.equal(await upload(t, r.url, 'x', v1, { git_sha: 'aaa' }), 1);
+      t.equal(await upload(t, r.url, 'x', v2, { git_sha: 'bbb' }), 2);
+      const published = await meta(r.url, 'x');
 
-    const numbers: number[] = [];
-    const bodies: Buffer[] = [];
-    for (let i = 0; i < 6; i++) {
-      const body = model(`external-${i}`);
-      bodies.push(body);
-      await store.overwrite('x', body, i);
-      // Two replicas asked at once agree on the number (one record claims it).
-      const [seen, other] = await Promise.all([meta(r.url, 'x'), meta(replica.url, 'x')]);
-      t.equal(seen.sha256, sha256(body), `overwrite ${i + 1}: the new bytes are identified by their digest`);
-      t.same(seen.labels, {}, `overwrite ${i + 1}: another tool's version has no labels`);
-      t.equal(other.version, seen.version, `overwrite ${i + 1}: a second replica gives it the same number`);
-      t.ok(seen.version > (numbers.at(-1) ?? published.version), `overwrite ${i + 1} is v${seen.version}, above v${numbers.at(-1) ?? published.version}`);
-      numbers.push(seen.version);
-      const got = await download(r.url, 'x');
-      t.equal(sha256(got.body), sha256(body), `overwrite ${i + 1}: GET serves the new bytes`);
-      t.equal(got.headers.get('x-model-version'), String(seen.version));
-      t.equal(got.headers.get('etag'), `"sha256:${sha256(body)}"`);
-    }
-    t.equal(new Set(numbers).size, 6, `six distinct numbers: ${numbers.join(', ')}`);
-    t.same(numbers, [...numbers].sort((a, b) => a - b), 'rising');
+      const numbers: number[] = [];
+      const bodies: Buffer[] = [];
+      for (let i = 0; i < 6; i++) {
+        const body = model(`external-${i}`);
+        bodies.push(body);
+        await store.overwrite('x', body, i);
+        // Two replicas asked at once agree on the number (one record claims it).
+        const [seen, other] = await Promise.all([meta(r.url, 'x'), meta(replica.url, 'x')]);
+        t.equal(seen.sha256, sha256(body), `overwrite ${i + 1}: the new bytes are identified by their digest`);
+        t.same(seen.labels, {}, `overwrite ${i + 1}: another tool's version has no labels`);
+        t.equal(other.version, seen.version, `overwrite ${i + 1}: a second replica gives it the same number`);
+        t.ok(
+          seen.version > (numbers.at(-1) ?? published.version),
+          `overwrite ${i + 1} is v${seen.version}, above v${numbers.at(-1) ?? published.version}`,
+        );
+        numbers.push(seen.version);
+        const got = await download(r.url, 'x');
+        t.equal(sha256(got.body), sha256(body), `overwrite ${i + 1}: GET serves the new bytes`);
+        t.equal(got.headers.get('x-model-version'), String(seen.version));
+        t.equal(got.headers.get('etag'), `"sha256:${sha256(body)}"`);
+      }
+      t.equal(new Set(numbers).size, 6, `six distinct numbers: ${numbers.join(', ')}`);
+      t.same(
+        numbers,
+        [...numbers].sort((a, b) => a - b),
+        'rising',
+      );
 
-    // What the registry published is still there, byte for byte, with its record.
-    t.equal(sha256((await download(r.url, 'x', 2)).body), sha256(v2), 'GET ?version=2 is the published v2, byte-exact');
-    t.equal(sha256((await download(r.url, 'x', 1)).body), sha256(v1), 'GET ?version=1 is the published v1, byte-exact');
-    const listed = await versions(r.url, 'x');
-    t.equal(listed[0]!.version, numbers.at(-1), '/versions: the last overwrite is current');
-    t.same(listed.find((v) => v.version === 2) && portable(listed.find((v) => v.version === 2)!), portable(published), '/versions lists the published v2 as it was published');
-    t.same(listed.find((v) => v.version === 1)?.labels, { git_sha: 'aaa' }, '/versions lists v1 with its labels');
+      // What the registry published is still there, byte for byte, with its record.
+      t.equal(
+        sha256((await download(r.url, 'x', 2)).body),
+        sha256(v2),
+        'GET ?version=2 is the published v2, byte-exact',
+      );
+      t.equal(
+        sha256((await download(r.url, 'x', 1)).body),
+        sha256(v1),
+        'GET ?version=1 is the published v1, byte-exact',
+      );
+      const listed = await versions(r.url, 'x');
+      t.equal(listed[0]!.version, numbers.at(-1), '/versions: the last overwrite is current');
+      t.same(
+        listed.find((v) => v.version === 2) && portable(listed.find((v) => v.version === 2)!),
+        portable(published),
+        '/versions lists the published v2 as it was published',
+      );
+      t.same(listed.find((v) => v.version === 1)?.labels, { git_sha: 'aaa' }, '/versions lists v1 with its labels');
 
-    const restarted = await restartAgrees(t, store, 'x', r.url);
+      const restarted = await restartAgrees(t, store, 'x', r.url);
 
-    // The next upload follows the highest number; the external object it replaces is kept.
-    const v9 = model('published-after');
-    t.equal(await upload(t, restarted, 'x', v9), numbers.at(-1)! + 1, 'an upload after the overwrites gets the next number');
-    t.equal(sha256((await download(r.url, 'x', numbers.at(-1))).body), sha256(bodies.at(-1)!), 'the replaced external version is kept as history, byte-exact');
-    t.equal(sha256((await download(r.url, 'x')).body), sha256(v9));
-  });
+      // The next upload follows the highest number; the external object it replaces is kept.
+      const v9 = model('published-after');
+      t.equal(
+        await upload(t, restarted, 'x', v9),
+        numbers.at(-1)! + 1,
+        'an upload after the overwrites gets the next number',
+      );
+      t.equal(
+        sha256((await download(r.url, 'x', numbers.at(-1))).body),
+        sha256(bodies.at(-1)!),
+        'the replaced external version is kept as history, byte-exact',
+      );
+      t.equal(sha256((await download(r.url, 'x')).body), sha256(v9));
+    },
+  );
 
   t.test(`${makeStore.name}: MODEL_HISTORY=0 — v2 overwritten externally is v3, never v1`, async (t) => {
     const store = await makeStore(t);

@@ -29,9 +29,9 @@ import {
   rootAws,
   sha256,
   storageCalls,
+  type TraceCall,
   traceMinio,
   versions,
-  type TraceCall,
 } from '../helpers/fidelity.js';
 import { start, tempDir } from '../helpers/server.js';
 
@@ -43,12 +43,22 @@ async function coldGets(t: Test, base: string, body: Buffer): Promise<void> {
   const results = await Promise.all(
     Array.from({ length: CONCURRENT }, async () => {
       const res = await fetch(`${base}/models/foreign`);
-      return { status: res.status, etag: res.headers.get('etag'), digest: createHash('sha256').update(Buffer.from(await res.arrayBuffer())).digest('hex') };
+      return {
+        status: res.status,
+        etag: res.headers.get('etag'),
+        digest: createHash('sha256')
+          .update(Buffer.from(await res.arrayBuffer()))
+          .digest('hex'),
+      };
     }),
   );
   t.same(new Set(results.map((r) => r.status)), new Set([200]), `${CONCURRENT} GETs answered 200`);
   t.same(new Set(results.map((r) => r.digest)), new Set([sha256(body)]), 'every GET got the bytes the tool wrote');
-  t.same(new Set(results.map((r) => r.etag)), new Set([`"sha256:${sha256(body)}"`]), 'every ETag is the digest of those bytes');
+  t.same(
+    new Set(results.map((r) => r.etag)),
+    new Set([`"sha256:${sha256(body)}"`]),
+    'every ETag is the digest of those bytes',
+  );
 }
 
 /** Everything a reader may ask of a model; checks the answers. */
@@ -61,18 +71,29 @@ async function readEverything(t: Test, base: string, body: Buffer): Promise<void
   const head = await fetch(`${base}/models/foreign`, { method: 'HEAD' });
   t.equal(head.status, 200);
   t.equal(head.headers.get('content-length'), String(body.length));
-  t.equal(head.headers.get('content-digest'), `sha-256=:${createHash('sha256').update(body).digest('base64')}:`, 'HEAD: Content-Digest');
-  const manifest = await getJson<{ files: { path: string; type: string; size: number }[] }>(`${base}/models/foreign/files`);
+  t.equal(
+    head.headers.get('content-digest'),
+    `sha-256=:${createHash('sha256').update(body).digest('base64')}:`,
+    'HEAD: Content-Digest',
+  );
+  const manifest = await getJson<{ files: { path: string; type: string; size: number }[] }>(
+    `${base}/models/foreign/files`,
+  );
   const paths = manifest.files.map((f) => f.path);
-  for (const p of ['model/config.json', 'model/weights.bin', 'model/latest']) t.ok(paths.includes(p), `/files lists ${p}`);
+  for (const p of ['model/config.json', 'model/weights.bin', 'model/latest'])
+    t.ok(paths.includes(p), `/files lists ${p}`);
   const file = await fetch(`${base}/models/foreign/files/model/config.json`);
   t.equal(file.status, 200);
   t.equal(await file.text(), JSON.stringify({ seed: SEED }), '/files/model/config.json is the file in the archive');
   const listed = await versions(base, 'foreign');
-  t.same(listed.map((v) => [v.version, v.sha256]), [[1, sha256(body)]], '/versions: one version, that digest');
+  t.same(
+    listed.map((v) => [v.version, v.sha256]),
+    [[1, sha256(body)]],
+    '/versions: one version, that digest',
+  );
 }
 
-t.test('local: another tool\'s file is read once and never touched', async (t) => {
+t.test("local: another tool's file is read once and never touched", async (t) => {
   const r = await start(t);
   const body = model(SEED);
   const file = path.join(r.dir, 'foreign.tar.gz');
@@ -84,22 +105,36 @@ t.test('local: another tool\'s file is read once and never touched', async (t) =
   t.equal(await storageCalls(r.url, 'get'), 1, `${CONCURRENT} concurrent cold GETs made exactly 1 storage read`);
   await readEverything(t, r.url, body);
   // /meta and /versions each read the model's aliases document (absent here): the archive no more.
-  t.equal(await storageCalls(r.url, 'get'), 4, 'and HEAD, /meta, /files, /versions no more of the archive (served from the cache): 2 of the aliases document, 1 of the record (/versions tells its origin)');
+  t.equal(
+    await storageCalls(r.url, 'get'),
+    4,
+    'and HEAD, /meta, /files, /versions no more of the archive (served from the cache): 2 of the aliases document, 1 of the record (/versions tells its origin)',
+  );
   t.equal(await storageCalls(r.url, 'copy'), 0, 'no storage copy (no copy onto itself, no link into the cache)');
 
   const after = await fileTree(r.dir);
-  t.same(after.get('foreign.tar.gz'), before.get('foreign.tar.gz'), 'the file has the same inode, mtime, ctime, size, link count and bytes');
+  t.same(
+    after.get('foreign.tar.gz'),
+    before.get('foreign.tar.gz'),
+    'the file has the same inode, mtime, ctime, size, link count and bytes',
+  );
   for (const [rel, state] of before) t.same(after.get(rel), state, `${rel} unchanged`);
   const added = [...after.keys()].filter((rel) => !before.has(rel));
-  t.same(added, ['.history/foreign/v1.json'], 'the only file added is the registry\'s own record of the version');
-  const sidecars = (await readdir(path.join(r.dir, '.meta'), { recursive: true })).filter((n) => String(n).includes('foreign'));
+  t.same(added, ['.history/foreign/v1.json'], "the only file added is the registry's own record of the version");
+  const sidecars = (await readdir(path.join(r.dir, '.meta'), { recursive: true })).filter((n) =>
+    String(n).includes('foreign'),
+  );
   t.same(sidecars, [], 'no metadata sidecar was written for it');
 
   // A second registry (fresh cache) on the same directory: the same version, one read again.
   const other = await start(t, { LOCAL_STORAGE_DIR: r.dir });
   await coldGets(t, other.url, body);
   t.equal((await meta(other.url, 'foreign')).version, 1, 'another replica says v1 too');
-  t.equal(await storageCalls(other.url, 'get'), 3, 'its cold GETs: 1 read of the object and 1 of the record; its /meta 1 of the aliases document');
+  t.equal(
+    await storageCalls(other.url, 'get'),
+    3,
+    'its cold GETs: 1 read of the object and 1 of the record; its /meta 1 of the aliases document',
+  );
   t.same((await fileTree(r.dir)).get('foreign.tar.gz'), before.get('foreign.tar.gz'), 'still untouched');
 });
 
@@ -116,7 +151,20 @@ t.test('MinIO: an object `aws s3 cp` wrote is read once and never written', asyn
   await writeFile(src, body);
   await aws('s3', 'cp', src, `s3://${bucket}/foreign.tar.gz`, '--no-progress');
   const objectVersions = async () =>
-    (JSON.parse(await aws('s3api', 'list-object-versions', '--bucket', bucket, '--prefix', 'foreign.tar.gz', '--output', 'json')) as { Versions?: unknown[] }).Versions ?? [];
+    (
+      JSON.parse(
+        await aws(
+          's3api',
+          'list-object-versions',
+          '--bucket',
+          bucket,
+          '--prefix',
+          'foreign.tar.gz',
+          '--output',
+          'json',
+        ),
+      ) as { Versions?: unknown[] }
+    ).Versions ?? [];
   const before = await headObject(aws, bucket, 'foreign.tar.gz');
   t.same(before.Metadata, {}, 'the object carries no metadata');
   t.equal((await objectVersions()).length, 1);
@@ -128,15 +176,35 @@ t.test('MinIO: an object `aws s3 cp` wrote is read once and never written', asyn
   await readEverything(t, r.url, body);
   const calls = await trace.stop();
 
-  t.equal(callsTo(afterGets, 's3.GetObject', bucket, 'foreign.tar.gz').length, 1, `MinIO served exactly 1 GetObject of the object for ${CONCURRENT} cold GETs`);
-  t.equal(callsTo(calls, 's3.GetObject', bucket, 'foreign.tar.gz').length, 1, 'and none more for HEAD, /meta, /files, /versions');
-  t.equal(await storageCalls(r.url, 'get'), 4, 'the registry\'s /metrics count 4 storage reads in all: the object, the aliases document for /meta and /versions, the record for /versions');
+  t.equal(
+    callsTo(afterGets, 's3.GetObject', bucket, 'foreign.tar.gz').length,
+    1,
+    `MinIO served exactly 1 GetObject of the object for ${CONCURRENT} cold GETs`,
+  );
+  t.equal(
+    callsTo(calls, 's3.GetObject', bucket, 'foreign.tar.gz').length,
+    1,
+    'and none more for HEAD, /meta, /files, /versions',
+  );
+  t.equal(
+    await storageCalls(r.url, 'get'),
+    4,
+    "the registry's /metrics count 4 storage reads in all: the object, the aliases document for /meta and /versions, the record for /versions",
+  );
   const onKey: TraceCall[] = calls.filter((c) => c.path === `/${bucket}/foreign.tar.gz`);
-  t.same([...new Set(onKey.map((c) => c.funcname))].filter((f) => f !== 's3.GetObject' && f !== 's3.HeadObject'), [], 'every call on the object was a read (GetObject / HeadObject)');
+  t.same(
+    [...new Set(onKey.map((c) => c.funcname))].filter((f) => f !== 's3.GetObject' && f !== 's3.HeadObject'),
+    [],
+    'every call on the object was a read (GetObject / HeadObject)',
+  );
   const writes = calls.filter((c) => /Put|Copy|Multipart|Delete|Tagging|Retention|LegalHold/.test(c.funcname));
   t.ok(writes.length > 0, 'the registry did write its record (the trace sees writes)');
   const ours = new RegExp(`^/${bucket}/(\\.history/foreign/v1\\.json|\\.uploads/[^/]+)$`);
-  t.same(writes.filter((c) => !ours.test(c.path)).map((c) => `${c.funcname} ${c.path}`), [], 'every write went to the registry\'s own record of v1 (or its staging under .uploads/)');
+  t.same(
+    writes.filter((c) => !ours.test(c.path)).map((c) => `${c.funcname} ${c.path}`),
+    [],
+    "every write went to the registry's own record of v1 (or its staging under .uploads/)",
+  );
 
   const after = await headObject(aws, bucket, 'foreign.tar.gz');
   t.equal(after.ETag, before.ETag, 'ETag unchanged');
@@ -144,7 +212,11 @@ t.test('MinIO: an object `aws s3 cp` wrote is read once and never written', asyn
   t.same(after.Metadata, {}, 'no metadata added');
   t.equal(after.VersionId, before.VersionId, 'the same object version');
   t.equal((await objectVersions()).length, 1, 'the versioned bucket holds one version of it still');
-  t.same([...(await bucketListing(aws, bucket)).keys()].sort(), ['.history/foreign/v1.json', 'foreign.tar.gz'], 'nothing else was written');
+  t.same(
+    [...(await bucketListing(aws, bucket)).keys()].sort(),
+    ['.history/foreign/v1.json', 'foreign.tar.gz'],
+    'nothing else was written',
+  );
 });
 
 /** The SDK's view of the object: what a write of any kind would change. */
@@ -160,7 +232,11 @@ async function cloudCase(
   await coldGets(t, r.url, body);
   t.equal(await storageCalls(r.url, 'get'), 1, `${CONCURRENT} concurrent cold GETs made exactly 1 storage read`);
   await readEverything(t, r.url, body);
-  t.equal(await storageCalls(r.url, 'get'), 4, 'and HEAD, /meta, /files, /versions no more of the object: 2 of the aliases document, 1 of the record (/versions tells its origin)');
+  t.equal(
+    await storageCalls(r.url, 'get'),
+    4,
+    'and HEAD, /meta, /files, /versions no more of the object: 2 of the aliases document, 1 of the record (/versions tells its origin)',
+  );
   t.equal(await storageCalls(r.url, 'copy'), 0, 'no storage copy');
   t.same(await tool.properties(), before, 'the object is unchanged (ETag / generation, last modified, metadata)');
 }
@@ -176,7 +252,12 @@ t.test('Azurite: a blob the Azure SDK uploaded is read once and never written', 
     write: async (body) => void (await blob.uploadData(body)),
     properties: async () => {
       const p = await blob.getProperties();
-      return { etag: p.etag, lastModified: p.lastModified?.toISOString(), metadata: p.metadata, length: p.contentLength };
+      return {
+        etag: p.etag,
+        lastModified: p.lastModified?.toISOString(),
+        metadata: p.metadata,
+        length: p.contentLength,
+      };
     },
   });
 });
@@ -185,12 +266,21 @@ t.test('fake-gcs-server: an object the GCS SDK uploaded is read once and never w
   const gcs = await startFakeGcs();
   t.teardown(() => gcs.dispose());
   const env = fakeGcsEnv(gcs);
-  const file = new GcsClient({ apiEndpoint: gcs.url, projectId: env.GOOGLE_CLOUD_PROJECT }).bucket(env.BUCKET_NAME!).file('foreign.tar.gz');
+  const file = new GcsClient({ apiEndpoint: gcs.url, projectId: env.GOOGLE_CLOUD_PROJECT })
+    .bucket(env.BUCKET_NAME!)
+    .file('foreign.tar.gz');
   await cloudCase(t, env, {
     write: (body) => file.save(body, { resumable: false }),
     properties: async () => {
       const [m] = await file.getMetadata();
-      return { generation: m.generation, metageneration: m.metageneration, etag: m.etag, updated: m.updated, metadata: m.metadata ?? {}, size: m.size };
+      return {
+        generation: m.generation,
+        metageneration: m.metageneration,
+        etag: m.etag,
+        updated: m.updated,
+        metadata: m.metadata ?? {},
+        size: m.size,
+      };
     },
   });
 });

@@ -13,7 +13,7 @@ import t, { type Test } from 'tap';
 import { model } from '../helpers/archives.js';
 import { minioEnv } from '../helpers/cloud.js';
 import { startMinio } from '../helpers/emulators.js';
-import { download, portable, rootAws, sha256, versions, type VersionView } from '../helpers/fidelity.js';
+import { download, portable, rootAws, sha256, type VersionView, versions } from '../helpers/fidelity.js';
 import { put, start, tempDir } from '../helpers/server.js';
 import { run } from '../helpers/tools.js';
 
@@ -26,9 +26,17 @@ interface Expected {
   highest: Map<string, number>;
 }
 
-async function upload(t: Test, base: string, name: string, body: Buffer, labels: Record<string, string> = {}): Promise<number> {
+async function upload(
+  t: Test,
+  base: string,
+  name: string,
+  body: Buffer,
+  labels: Record<string, string> = {},
+): Promise<number> {
   // Header values travel as bytes: UTF-8 text is sent as its bytes (what curl sends).
-  const headers = Object.fromEntries(Object.entries(labels).map(([k, v]) => [`x-model-label-${k}`, Buffer.from(v, 'utf8').toString('latin1')]));
+  const headers = Object.fromEntries(
+    Object.entries(labels).map(([k, v]) => [`x-model-label-${k}`, Buffer.from(v, 'utf8').toString('latin1')]),
+  );
   const res = await put(`${base}/models/${name}`, body, headers);
   const json = (await res.json()) as { version: number };
   t.ok(res.status === 200 || res.status === 201, `PUT ${name}: ${res.status}`);
@@ -45,7 +53,8 @@ async function buildSource(t: Test, dir: string): Promise<Expected> {
   const r = await start(t, { LOCAL_STORAGE_DIR: dir });
   const highest = new Map<string, number>();
   // a: four versions with labels, then a gap: v3 deleted.
-  for (let i = 1; i <= 4; i++) await upload(t, r.url, 'a', model(`a-${i}`), { git_sha: `sha-a-${i}`, dataset: 'nlu-2024', accuracy: `0.9${i}` });
+  for (let i = 1; i <= 4; i++)
+    await upload(t, r.url, 'a', model(`a-${i}`), { git_sha: `sha-a-${i}`, dataset: 'nlu-2024', accuracy: `0.9${i}` });
   await del(t, r.url, 'a', '?version=3');
   highest.set('a', 4);
   // b: deleted and created again; the new life continues the numbers.
@@ -70,10 +79,19 @@ async function buildSource(t: Test, dir: string): Promise<Expected> {
   for (const name of ['a', 'b', 'e', 'f']) {
     const listed = await versions(r.url, name);
     expected.versions.set(name, listed);
-    for (const v of listed) expected.bytes.set(`${name}@${v.version}`, sha256((await download(r.url, name, v.version)).body));
+    for (const v of listed)
+      expected.bytes.set(`${name}@${v.version}`, sha256((await download(r.url, name, v.version)).body));
   }
-  t.same(expected.versions.get('a')!.map((v) => v.version), [4, 2, 1], 'a: v3 is a gap');
-  t.same(expected.versions.get('b')!.map((v) => v.version), [4, 3], 'b: only its second life');
+  t.same(
+    expected.versions.get('a')!.map((v) => v.version),
+    [4, 2, 1],
+    'a: v3 is a gap',
+  );
+  t.same(
+    expected.versions.get('b')!.map((v) => v.version),
+    [4, 3],
+    'b: only its second life',
+  );
   t.equal(expected.versions.get('b')![1]!.labels.note, 'größer — ünïcode', 'b v3: a UTF-8 label');
   await r.app.close();
   return expected;
@@ -83,7 +101,11 @@ async function buildSource(t: Test, dir: string): Promise<Expected> {
 async function assertCarried(t: Test, how: string, env: Record<string, string>, expected: Expected): Promise<void> {
   const copy = await start(t, env);
   for (const [name, listed] of expected.versions) {
-    t.same((await versions(copy.url, name)).map(portable), listed.map(portable), `${how}: ${name}'s /versions are identical (number, sha256, size, labels, createdAt)`);
+    t.same(
+      (await versions(copy.url, name)).map(portable),
+      listed.map(portable),
+      `${how}: ${name}'s /versions are identical (number, sha256, size, labels, createdAt)`,
+    );
     for (const v of listed) {
       const got = await download(copy.url, name, v.version);
       t.equal(sha256(got.body), expected.bytes.get(`${name}@${v.version}`), `${how}: ${name} v${v.version} byte-exact`);
@@ -91,7 +113,11 @@ async function assertCarried(t: Test, how: string, env: Record<string, string>, 
   }
   for (const [name, highest] of expected.highest) {
     const next = await upload(t, copy.url, name, model(`${how}-${name}-next`));
-    t.equal(next, highest + 1, `${how}: a new upload of ${name} is v${highest + 1}, after every number the source used`);
+    t.equal(
+      next,
+      highest + 1,
+      `${how}: a new upload of ${name} is v${highest + 1}, after every number the source used`,
+    );
   }
 }
 

@@ -13,13 +13,13 @@ import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import t from 'tap';
+import { newStagedName } from '../../src/storage/shared/staging.js';
 import { model } from '../helpers/archives.js';
 import { minioEnv } from '../helpers/cloud.js';
 import { startMinio } from '../helpers/emulators.js';
 import { bucketListing, download, getJson, meta, rootAws, sha256, versions } from '../helpers/fidelity.js';
 import { spawnServer } from '../helpers/process.js';
 import { put, start, tempDir } from '../helpers/server.js';
-import { newStagedName } from '../../src/storage/shared/staging.js';
 
 interface ErrorBody {
   error: string;
@@ -53,10 +53,27 @@ t.test('a registry with read-only MinIO credentials serves, refuses writes by na
 
   const policy = {
     Version: '2012-10-17',
-    Statement: [{ Effect: 'Allow', Action: ['s3:GetObject', 's3:ListBucket', 's3:GetBucketLocation'], Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`] }],
+    Statement: [
+      {
+        Effect: 'Allow',
+        Action: ['s3:GetObject', 's3:ListBucket', 's3:GetBucketLocation'],
+        Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`],
+      },
+    ],
   };
   const assumed = JSON.parse(
-    await aws('sts', 'assume-role', '--role-arn', 'arn:xxx:xxx:xxx:xxxx', '--role-session-name', 'test', '--policy', JSON.stringify(policy), '--output', 'json'),
+    await aws(
+      'sts',
+      'assume-role',
+      '--role-arn',
+      'arn:xxx:xxx:xxx:xxxx',
+      '--role-session-name',
+      'test',
+      '--policy',
+      JSON.stringify(policy),
+      '--output',
+      'json',
+    ),
   ) as { Credentials: { AccessKeyId: string; SecretAccessKey: string; SessionToken: string } };
   const c = assumed.Credentials;
   t.ok(c.AccessKeyId && c.SecretAccessKey && c.SessionToken, 'assume-role gave temporary credentials');
@@ -68,8 +85,15 @@ t.test('a registry with read-only MinIO credentials serves, refuses writes by na
     AWS_SESSION_TOKEN: c.SessionToken,
     AUTO_CREATE_BUCKET: 'false',
   });
-  t.match(ro.output(), /may not be written with these credentials/, 'startup: the sweep met AccessDenied and said the store is read-only');
-  t.ok((await bucketListing(aws, bucket)).has(leftover), 'the leftover is still there: the sweep really could not delete it');
+  t.match(
+    ro.output(),
+    /may not be written with these credentials/,
+    'startup: the sweep met AccessDenied and said the store is read-only',
+  );
+  t.ok(
+    (await bucketListing(aws, bucket)).has(leftover),
+    'the leftover is still there: the sweep really could not delete it',
+  );
   t.equal((await fetch(`${ro.url}/readyz`)).status, 200, '/readyz: ready');
 
   // Reads.
@@ -78,16 +102,31 @@ t.test('a registry with read-only MinIO credentials serves, refuses writes by na
   t.equal(sha256((await download(ro.url, 'x')).body), sha256(v2), 'GET /models/x: the current bytes');
   t.equal(sha256((await download(ro.url, 'x', 1)).body), sha256(v1), 'GET ?version=1: the history bytes');
   t.equal((await fetch(`${ro.url}/models/x`, { method: 'HEAD' })).status, 200, 'HEAD');
-  t.same(await versions(ro.url, 'x'), published, '/versions as the writer published them (numbers, digests, labels, dates)');
+  t.same(
+    await versions(ro.url, 'x'),
+    published,
+    '/versions as the writer published them (numbers, digests, labels, dates)',
+  );
   t.equal((await meta(ro.url, 'x')).labels.stage, 'prod', '/meta');
   const files = await getJson<{ files: { path: string }[] }>(`${ro.url}/models/x/files`);
-  t.ok(files.files.some((f) => f.path === 'model/config.json'), '/files');
-  t.equal(await (await fetch(`${ro.url}/models/x/files/model/config.json`)).text(), JSON.stringify({ seed: 'ro-2' }), '/files/*');
+  t.ok(
+    files.files.some((f) => f.path === 'model/config.json'),
+    '/files',
+  );
+  t.equal(
+    await (await fetch(`${ro.url}/models/x/files/model/config.json`)).text(),
+    JSON.stringify({ seed: 'ro-2' }),
+    '/files/*',
+  );
   const f = await meta(ro.url, 'foreign');
-  t.equal(f.sha256, sha256(foreign), 'another tool\'s object: its digest, computed without writing');
+  t.equal(f.sha256, sha256(foreign), "another tool's object: its digest, computed without writing");
   t.equal(f.version, 1);
   t.equal(sha256((await download(ro.url, 'foreign')).body), sha256(foreign), 'and its bytes');
-  t.equal(await (await fetch(`${ro.url}/models/foreign/files/model/config.json`)).text(), JSON.stringify({ seed: 'ro-foreign' }), 'and its files');
+  t.equal(
+    await (await fetch(`${ro.url}/models/foreign/files/model/config.json`)).text(),
+    JSON.stringify({ seed: 'ro-foreign' }),
+    'and its files',
+  );
 
   // Writes: one clear refusal each, naming the permission.
   const refused = async (what: string, res: Response, permission: RegExp) => {
@@ -98,9 +137,25 @@ t.test('a registry with read-only MinIO credentials serves, refuses writes by na
     t.match(body.message, permission, `${what}: the message names ${permission.source}`);
   };
   await refused('PUT a new version', await put(`${ro.url}/models/x`, model('ro-3')), /s3:PutObject/);
-  await refused('PUT a new name', await put(`${ro.url}/models/new-${randomUUID().slice(0, 8)}`, model('ro-new')), /s3:PutObject/);
-  await refused('rollback', await fetch(`${ro.url}/models/x/rollback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 1 }) }), /s3:PutObject/);
-  await refused('DELETE ?version=1', await fetch(`${ro.url}/models/x?version=1`, { method: 'DELETE' }), /s3:DeleteObject/);
+  await refused(
+    'PUT a new name',
+    await put(`${ro.url}/models/new-${randomUUID().slice(0, 8)}`, model('ro-new')),
+    /s3:PutObject/,
+  );
+  await refused(
+    'rollback',
+    await fetch(`${ro.url}/models/x/rollback`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ version: 1 }),
+    }),
+    /s3:PutObject/,
+  );
+  await refused(
+    'DELETE ?version=1',
+    await fetch(`${ro.url}/models/x?version=1`, { method: 'DELETE' }),
+    /s3:DeleteObject/,
+  );
   await refused('DELETE the model', await fetch(`${ro.url}/models/x`, { method: 'DELETE' }), /s3:DeleteObject/);
 
   t.equal(ro.child.exitCode, null, 'the process is still running');

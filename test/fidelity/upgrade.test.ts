@@ -34,7 +34,12 @@ interface Old {
 async function writeOldStore(storage: Storage, objects: Old[]): Promise<void> {
   for (const o of objects) {
     const staged = await storage.stage(o.key, Readable.from([o.body]));
-    const metadata = { version: String(o.version), sha256: sha256(o.body), 'created-at': o.createdAt, labels: JSON.stringify(o.labels) };
+    const metadata = {
+      version: String(o.version),
+      sha256: sha256(o.body),
+      'created-at': o.createdAt,
+      labels: JSON.stringify(o.labels),
+    };
     await storage.commit(staged, metadata, { ifNoneMatch: true });
     await storage.discard(staged).catch(() => {});
   }
@@ -54,7 +59,13 @@ async function upgrade(t: Test, env: Record<string, string>) {
   const day = (d: number) => new Date(Date.UTC(2026, 0, d, 12)).toISOString();
   const old: Old[] = [
     { key: '.history/m/v1.tar.gz', version: 1, body: model('m1', 2048), labels: { stage: 'dev' }, createdAt: day(1) },
-    { key: '.history/m/v2.tar.gz', version: 2, body: model('m2', 2048), labels: { stage: 'prod', git: 'ab12' }, createdAt: day(2) },
+    {
+      key: '.history/m/v2.tar.gz',
+      version: 2,
+      body: model('m2', 2048),
+      labels: { stage: 'prod', git: 'ab12' },
+      createdAt: day(2),
+    },
     { key: 'm.tar.gz', version: 3, body: model('m3', 2048), labels: { stage: 'prod', git: 'cd34' }, createdAt: day(3) },
     // A gap: v2 had been deleted with DELETE ?version=2.
     { key: '.history/gap/v1.tar.gz', version: 1, body: model('g1', 1024), labels: {}, createdAt: day(4) },
@@ -68,12 +79,27 @@ async function upgrade(t: Test, env: Record<string, string>) {
     old
       .filter((o) => o.key === `${name}.tar.gz` || o.key.startsWith(`.history/${name}/`))
       .sort((a, b) => b.version - a.version)
-      .map((o) => ({ version: o.version, sha256: sha256(o.body), size: o.body.length, createdAt: o.createdAt, labels: o.labels, etag: `"sha256:${sha256(o.body)}"` }));
-  t.same((await versions(r.url, 'm')).map(portable), expected('m'), 'the old store is read as it is: same numbers, digests, labels, createdAt');
+      .map((o) => ({
+        version: o.version,
+        sha256: sha256(o.body),
+        size: o.body.length,
+        createdAt: o.createdAt,
+        labels: o.labels,
+        etag: `"sha256:${sha256(o.body)}"`,
+      }));
+  t.same(
+    (await versions(r.url, 'm')).map(portable),
+    expected('m'),
+    'the old store is read as it is: same numbers, digests, labels, createdAt',
+  );
   t.same((await versions(r.url, 'gap')).map(portable), expected('gap'), 'a gap stays a gap');
   for (const o of old) {
     const name = o.key.startsWith('.history/') ? o.key.split('/')[1]! : o.key.replace('.tar.gz', '');
-    t.equal(sha256((await download(r.url, name, o.version)).body), sha256(o.body), `${name} v${o.version} byte for byte`);
+    t.equal(
+      sha256((await download(r.url, name, o.version)).body),
+      sha256(o.body),
+      `${name} v${o.version} byte for byte`,
+    );
   }
   t.same(await allKeys(storage), before, 'reading wrote nothing: no record, no copy, no object changed');
 
@@ -93,13 +119,21 @@ async function upgrade(t: Test, env: Record<string, string>) {
   t.equal(upgraded[0]!.sha256, sha256(m4));
 
   // The records alone now carry the versions: a copy without object metadata would serve them.
-  const records = await Promise.all([1, 2, 3].map(async (v) => {
-    const { body } = await storage.get(`.history/m/v${v}.json`);
-    const chunks: Buffer[] = [];
-    for await (const c of body) chunks.push(c as Buffer);
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
-  }));
-  t.same(records.map((rec) => ({ version: rec.version, sha256: rec.sha256, createdAt: rec.createdAt, labels: rec.labels })), expected('m').map(({ version, sha256, createdAt, labels }) => ({ version, sha256, createdAt, labels })).reverse(), 'records hold what the metadata said');
+  const records = await Promise.all(
+    [1, 2, 3].map(async (v) => {
+      const { body } = await storage.get(`.history/m/v${v}.json`);
+      const chunks: Buffer[] = [];
+      for await (const c of body) chunks.push(c as Buffer);
+      return JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
+    }),
+  );
+  t.same(
+    records.map((rec) => ({ version: rec.version, sha256: rec.sha256, createdAt: rec.createdAt, labels: rec.labels })),
+    expected('m')
+      .map(({ version, sha256, createdAt, labels }) => ({ version, sha256, createdAt, labels }))
+      .reverse(),
+    'records hold what the metadata said',
+  );
 
   // Idempotent: a restart and a second upload convert nothing again and keep every number.
   const again = await start(t, { ...env, MODEL_HISTORY: '5' });

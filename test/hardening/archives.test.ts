@@ -12,8 +12,16 @@ import { model } from '../helpers/archives.js';
 import { isError, sha256, unchanged } from '../helpers/assert.js';
 import { minioEnv } from '../helpers/cloud.js';
 import { startMinio } from '../helpers/emulators.js';
-import { escapes, filesUnder, gigabyteBomb, HOSTILE_LIMITS, hostileCatalogue, MARKER, rawTgz } from '../helpers/hostile.js';
-import { put, start, tempDir, type Running } from '../helpers/server.js';
+import {
+  escapes,
+  filesUnder,
+  gigabyteBomb,
+  HOSTILE_LIMITS,
+  hostileCatalogue,
+  MARKER,
+  rawTgz,
+} from '../helpers/hostile.js';
+import { put, type Running, start, tempDir } from '../helpers/server.js';
 
 const minio = await startMinio();
 t.teardown(() => minio.dispose());
@@ -25,7 +33,10 @@ const backends: Record<string, () => Record<string, string>> = {
 };
 
 /** A sandbox directory holding the storage root (local) and the cache root, and a server on them. */
-async function sandboxed(t: Test, env: Record<string, string>): Promise<{ r: Running; sandbox: string; storageDir: string; cacheDir: string }> {
+async function sandboxed(
+  t: Test,
+  env: Record<string, string>,
+): Promise<{ r: Running; sandbox: string; storageDir: string; cacheDir: string }> {
   const sandbox = await tempDir(t, 'mr-hard-');
   const storageDir = path.join(sandbox, 'storage');
   const cacheDir = path.join(sandbox, 'cache');
@@ -37,17 +48,26 @@ async function sandboxed(t: Test, env: Record<string, string>): Promise<{ r: Run
 
 async function storageKeys(r: Running): Promise<string[]> {
   const out: string[] = [];
-  for (const prefix of ['', '.history/', '.uploads/']) for await (const info of r.app.registry.storage.list(prefix)) out.push(info.key);
+  for (const prefix of ['', '.history/', '.uploads/'])
+    for await (const info of r.app.registry.storage.list(prefix)) out.push(info.key);
   return out.sort();
 }
 
 /** Nothing escaped, the sandbox holds only the two roots, and the cache holds no partial work. */
 async function clean(t: Test, sandbox: string, cacheDir: string): Promise<void> {
   t.same(await escapes(sandbox), [], `no file named ${MARKER} anywhere outside the roots (or inside them)`);
-  t.same((await fs.readdir(sandbox)).sort(), ['cache', 'storage'], 'nothing created beside the storage and cache roots');
+  t.same(
+    (await fs.readdir(sandbox)).sort(),
+    ['cache', 'storage'],
+    'nothing created beside the storage and cache roots',
+  );
   t.same(await fs.readdir(path.join(cacheDir, 'tmp')), [], 'no partial file left in CACHE_DIR/tmp');
   const trees = await fs.readdir(path.join(cacheDir, 'trees')).catch(() => [] as string[]);
-  t.same(trees.filter((n) => n.startsWith('tmp-')), [], 'no interrupted extraction left in CACHE_DIR/trees');
+  t.same(
+    trees.filter((n) => n.startsWith('tmp-')),
+    [],
+    'no interrupted extraction left in CACHE_DIR/trees',
+  );
 }
 
 for (const [backend, env] of Object.entries(backends)) {
@@ -88,7 +108,11 @@ for (const [backend, env] of Object.entries(backends)) {
       t.equal(res.status, 201);
       await res.arrayBuffer();
       const manifest = (await (await fetch(`${r.url}/models/nul/files`)).json()) as { files: { path: string }[] };
-      t.same(manifest.files.map((f) => f.path), ['ok'], 'the part after the NUL is never a path');
+      t.same(
+        manifest.files.map((f) => f.path),
+        ['ok'],
+        'the part after the NUL is never a path',
+      );
     });
     await t.test('multipart upload of a hostile archive', async (t) => {
       const form = new FormData();
@@ -101,7 +125,11 @@ for (const [backend, env] of Object.entries(backends)) {
     const bugged = new Set(catalogue.flatMap((c, i) => (c.bug ? [`h${i}`] : [])).concat('nul'));
     const owner = (key: string) => /^(?:\.history\/)?([^/]+?)(?:\.tar\.gz|\/.*)$/.exec(key)?.[1] ?? key;
     const untouched = (keys: string[]) => keys.filter((k) => !bugged.has(owner(k)));
-    t.same(untouched(await storageKeys(r)), untouched(keysBefore), 'the storage holds exactly what it held before the attack');
+    t.same(
+      untouched(await storageKeys(r)),
+      untouched(keysBefore),
+      'the storage holds exactly what it held before the attack',
+    );
     await clean(t, sandbox, cacheDir);
   });
 
@@ -128,7 +156,9 @@ for (const [backend, env] of Object.entries(backends)) {
     const { r, sandbox, storageDir, cacheDir } = await sandboxed(t, env());
     const storage = r.app.registry.storage;
     // What the other tool stored is served as a .tar.gz: a plain tar is then simply not gzip.
-    const placed = catalogue.filter((c) => c.status === 422).map((c) => (c.contentType === 'application/x-tar' ? { ...c, code: /^INVALID_ARCHIVE$/ } : c));
+    const placed = catalogue
+      .filter((c) => c.status === 422)
+      .map((c) => (c.contentType === 'application/x-tar' ? { ...c, code: /^INVALID_ARCHIVE$/ } : c));
     const bomb = await gigabyteBomb();
     const all = [...placed, { name: '1 GiB gzip bomb', body: bomb, status: 422, code: /^ARCHIVE_LIMIT_EXCEEDED$/ }];
     for (const [i, c] of all.entries()) {
@@ -161,12 +191,26 @@ for (const [backend, env] of Object.entries(backends)) {
     }
     const manifest = await fetch(`${r.url}/models/fine/files`);
     t.equal(manifest.status, 200, 'a good foreign archive extracts');
-    t.match(await manifest.json(), { files: [{ path: 'model' }, { path: 'model/config.json' }, { path: 'model/latest' }, { path: 'model/weights.bin' }] });
+    t.match(await manifest.json(), {
+      files: [
+        { path: 'model' },
+        { path: 'model/config.json' },
+        { path: 'model/latest' },
+        { path: 'model/weights.bin' },
+      ],
+    });
     const trees = (await fs.readdir(path.join(cacheDir, 'trees'))).filter((n) => /^[0-9a-f]{64}$/.test(n));
     const bugged = new Set(all.filter((c) => 'bug' in c && c.bug).map((c) => sha256(c.body)));
-    t.same(trees.filter((d) => !bugged.has(d)), [sha256(fine)], 'the only extracted tree is the good one (known-bug cases aside)');
+    t.same(
+      trees.filter((d) => !bugged.has(d)),
+      [sha256(fine)],
+      'the only extracted tree is the good one (known-bug cases aside)',
+    );
     const extracted = await filesUnder(path.join(cacheDir, 'trees'));
-    t.notOk(extracted.some((f) => f.includes(MARKER) && ![...bugged].some((d) => f.includes(d))), 'no hostile entry was extracted');
+    t.notOk(
+      extracted.some((f) => f.includes(MARKER) && ![...bugged].some((d) => f.includes(d))),
+      'no hostile entry was extracted',
+    );
     await clean(t, sandbox, cacheDir);
   });
 }

@@ -30,7 +30,8 @@ async function writeBomb(file: string, size: number): Promise<number> {
   new Header({ path: 'zeros.bin', type: 'File', size, mode: 0o644, mtime: new Date(0) }).encode(header, 0);
   const zeros = gzipSync(Buffer.alloc(piece), { level: 9 });
   const out = createWriteStream(file);
-  const write = (b: Buffer) => new Promise<void>((resolve, reject) => out.write(b, (err) => (err ? reject(err) : resolve())));
+  const write = (b: Buffer) =>
+    new Promise<void>((resolve, reject) => out.write(b, (err) => (err ? reject(err) : resolve())));
   await write(gzipSync(header));
   for (let done = 0; done < size; done += piece) await write(zeros);
   await write(gzipSync(Buffer.alloc(1024)));
@@ -40,10 +41,14 @@ async function writeBomb(file: string, size: number): Promise<number> {
 
 function upload(url: string, file: string, length: number): Promise<number> {
   return new Promise((resolve, reject) => {
-    const req = request(url, { method: 'PUT', headers: { 'content-type': 'application/gzip', 'content-length': length } }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode!));
-    });
+    const req = request(
+      url,
+      { method: 'PUT', headers: { 'content-type': 'application/gzip', 'content-length': length } },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      },
+    );
     req.on('error', reject);
     void fs.open(file).then((fh) => {
       const s = fh.createReadStream();
@@ -62,15 +67,25 @@ t.test('a gzip bomb accepted at upload extracts in bounded memory, and /healthz 
   const bomb = path.join(dir, 'bomb.tar.gz');
   const length = await writeBomb(bomb, FILE_BYTES);
   t.ok(FILE_BYTES / length > 1000, `the archive expands ${Math.round(FILE_BYTES / length)}-fold (${length} bytes)`);
-  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: path.join(dir, 'models'), LOG_LEVEL: 'warn', CACHE_WRITE_THROUGH: 'false' });
+  const server = await spawnServer(t, {
+    LOCAL_STORAGE_DIR: path.join(dir, 'models'),
+    LOG_LEVEL: 'warn',
+    CACHE_WRITE_THROUGH: 'false',
+  });
   const pid = server.child.pid!;
-  t.equal(await upload(`${server.url}/models/bomb`, bomb, length), 201, 'the upload is accepted: it is under MAX_EXTRACTED_BYTES');
+  t.equal(
+    await upload(`${server.url}/models/bomb`, bomb, length),
+    201,
+    'the upload is accepted: it is under MAX_EXTRACTED_BYTES',
+  );
   await fs.rm(bomb);
 
   let peak = await rssOf(pid);
   let worst = 0;
   let listing: { status: number; body: { files?: { path: string; size: number }[] } } | undefined;
-  const files = fetch(`${server.url}/models/bomb/files`).then(async (res) => (listing = { status: res.status, body: await res.json() as never }));
+  const files = fetch(`${server.url}/models/bomb/files`).then(
+    async (res) => (listing = { status: res.status, body: (await res.json()) as never }),
+  );
   const sampler = (async () => {
     while (!listing) {
       peak = Math.max(peak, await rssOf(pid).catch(() => 0));
@@ -80,7 +95,10 @@ t.test('a gzip bomb accepted at upload extracts in bounded memory, and /healthz 
   const prober = (async () => {
     while (!listing) {
       const started = performance.now();
-      const ok = await fetch(`${server.url}/healthz`).then((r) => r.ok, () => false);
+      const ok = await fetch(`${server.url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      );
       worst = Math.max(worst, performance.now() - started);
       t.ok(ok || listing, '/healthz answers', { diagnostic: false });
       await new Promise((r) => setTimeout(r, 50));
@@ -89,9 +107,15 @@ t.test('a gzip bomb accepted at upload extracts in bounded memory, and /healthz 
   const began = Date.now();
   await files;
   await Promise.all([sampler, prober]);
-  t.comment(`extraction took ${Date.now() - began} ms; peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB; slowest /healthz ${worst.toFixed(0)} ms`);
+  t.comment(
+    `extraction took ${Date.now() - began} ms; peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB; slowest /healthz ${worst.toFixed(0)} ms`,
+  );
   t.equal(listing!.status, 200, 'the files are listed: an archive accepted at upload extracts');
-  t.match(listing!.body.files, [{ path: 'zeros.bin', size: FILE_BYTES, type: 'file', sha256: /^[0-9a-f]{64}$/ }], 'with the whole file (and its digest)');
+  t.match(
+    listing!.body.files,
+    [{ path: 'zeros.bin', size: FILE_BYTES, type: 'file', sha256: /^[0-9a-f]{64}$/ }],
+    'with the whole file (and its digest)',
+  );
   t.equal(listing!.body.files?.length, 1);
   t.ok(peak < MAX_RSS, `peak RSS ${(peak / 2 ** 20).toFixed(0)} MiB < ${MAX_RSS / 2 ** 20} MiB`);
   t.ok(worst < MAX_HEALTHZ_MS, `slowest /healthz ${worst.toFixed(0)} ms < ${MAX_HEALTHZ_MS} ms`);

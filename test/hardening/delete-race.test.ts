@@ -5,14 +5,15 @@
  * keeps numbers rising and holds no bytes or labels); when the PUT landed after the DELETE,
  * every archive in storage is a version the API lists. The API must never hide stored bytes.
  */
+
+import { pino } from 'pino';
 import type { Test } from 'tap';
 import t from 'tap';
 import { loadConfig } from '../../src/config.js';
 import { createStorage, type Storage } from '../../src/storage/index.js';
-import { pino } from 'pino';
 import { model } from '../helpers/archives.js';
 import { azuriteEnv, fakeGcsEnv, ferretEnv, minioEnv } from '../helpers/cloud.js';
-import { startAzurite, startFakeGcs, startFerretDb, startMinio, type Emulator } from '../helpers/emulators.js';
+import { type Emulator, startAzurite, startFakeGcs, startFerretDb, startMinio } from '../helpers/emulators.js';
 import { put, start, tempDir } from '../helpers/server.js';
 
 const ROUNDS = 20;
@@ -94,7 +95,10 @@ for (const [backend, envOf] of Object.entries(backends)) {
         outcomes.gone++;
         t.same(archives, [], `round ${round}: the model is gone and so are its bytes`);
         const records = stored.filter((k) => k.endsWith('.json'));
-        t.ok(records.length <= 1, `round ${round}: at most the record of the highest number stays (${records.join(', ')})`);
+        t.ok(
+          records.length <= 1,
+          `round ${round}: at most the record of the highest number stays (${records.join(', ')})`,
+        );
         for (const key of records) {
           const { body } = await storage.get(key);
           const text = Buffer.concat(await body.toArray()).toString();

@@ -22,7 +22,15 @@ t.test('a full storage disk during an upload is 507 STORAGE_FULL, and nothing pa
   const url = `http://127.0.0.1:${port}`;
   const script = 'mount -t tmpfs -o size=4m tmpfs "$LOCAL_STORAGE_DIR" && exec "$NODE" dist/server.js';
   const child = spawn('unshare', [...(process.getuid?.() === 0 ? [] : ['-r']), '-m', 'sh', '-c', script], {
-    env: { PATH: process.env.PATH, NODE: process.execPath, PORT: String(port), LOG_LEVEL: 'warn', LOCAL_STORAGE_DIR: storage, CACHE_DIR: path.join(dir, 'cache'), CACHE_WRITE_THROUGH: 'false' },
+    env: {
+      PATH: process.env.PATH,
+      NODE: process.execPath,
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      LOCAL_STORAGE_DIR: storage,
+      CACHE_DIR: path.join(dir, 'cache'),
+      CACHE_WRITE_THROUGH: 'false',
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -33,7 +41,13 @@ t.test('a full storage disk during an upload is 507 STORAGE_FULL, and nothing pa
   });
   for (let i = 0; ; i++) {
     if (child.exitCode !== null || i === 100) throw new Error(`server did not start: ${out}`);
-    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
+    if (
+      await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      break;
     await new Promise((r) => setTimeout(r, 100));
   }
   const small = tgz([{ path: 'w.bin', body: randomBytes(100_000) }]);

@@ -23,32 +23,53 @@ t.test('a __proto__ label is refused with 400, as a header and as a form field',
   const posted = await fetch(`${r.url}/models/m`, { method: 'POST', body: form });
   t.equal(posted.status, 400, 'a form field too');
   t.equal((await fetch(`${r.url}/models/m`)).status, 404, 'nothing stored');
-  const fine = await put(`${r.url}/models/m`, model('m'), { 'x-model-label-proto': 'ok', 'x-model-label-constructor': 'ok' });
+  const fine = await put(`${r.url}/models/m`, model('m'), {
+    'x-model-label-proto': 'ok',
+    'x-model-label-constructor': 'ok',
+  });
   t.equal(fine.status, 201, 'other keys, constructor included, still work');
   t.same(((await fine.json()) as { labels: object }).labels, { proto: 'ok', constructor: 'ok' });
 });
 
 t.test('without a token, a /models request is 401 before 405 or 404', async (t) => {
   const r = await start(t, { AUTH_TOKENS: 'read:read-token-1234' });
-  for (const [method, path] of [['PATCH', '/models/m'], ['PUT', '/models'], ['DELETE', '/models'], ['PATCH', '/models/m/files/x'], ['GET', '/models/m/nowhere']]) {
+  for (const [method, path] of [
+    ['PATCH', '/models/m'],
+    ['PUT', '/models'],
+    ['DELETE', '/models'],
+    ['PATCH', '/models/m/files/x'],
+    ['GET', '/models/m/nowhere'],
+  ]) {
     const res = await fetch(`${r.url}${path}`, { method: method! });
     await isError(t, res, 401, 'UNAUTHORIZED');
     t.equal(res.headers.get('www-authenticate'), 'Bearer realm="model-registry"', `${method} ${path}: challenge`);
     t.equal(res.headers.get('allow'), null, `${method} ${path}: nothing about the API`);
-    const wrong = await fetch(`${r.url}${path}`, { method: method!, headers: { authorization: 'Bearer wrong-token-1234' } });
+    const wrong = await fetch(`${r.url}${path}`, {
+      method: method!,
+      headers: { authorization: 'Bearer wrong-token-1234' },
+    });
     t.equal(wrong.status, 401, `${method} ${path}: an unknown token too`);
   }
-  const known = await fetch(`${r.url}/models/m`, { method: 'PATCH', headers: { authorization: 'Bearer read-token-1234' } });
+  const known = await fetch(`${r.url}/models/m`, {
+    method: 'PATCH',
+    headers: { authorization: 'Bearer read-token-1234' },
+  });
   t.equal(known.status, 405, 'with a token, the 405 and its Allow');
   t.ok(known.headers.get('allow'));
-  t.equal((await fetch(`${r.url}/nowhere`, { method: 'PATCH' })).status, 404, 'outside /models, no token needed to learn of a 404');
+  t.equal(
+    (await fetch(`${r.url}/nowhere`, { method: 'PATCH' })).status,
+    404,
+    'outside /models, no token needed to learn of a 404',
+  );
 });
 
 /** Sends a PUT whose Content-Length is `cut` bytes short of its body; returns the raw answer. */
 function shortPut(url: string, body: Buffer, cut: number): Promise<string> {
   return new Promise((resolve) => {
     const socket = connect(Number(new URL(url).port), '127.0.0.1', () => {
-      socket.write(`PUT /models/m HTTP/1.1\r\nHost: x\r\nContent-Type: application/gzip\r\nContent-Length: ${body.length - cut}\r\n\r\n`);
+      socket.write(
+        `PUT /models/m HTTP/1.1\r\nHost: x\r\nContent-Type: application/gzip\r\nContent-Length: ${body.length - cut}\r\n\r\n`,
+      );
       socket.write(body);
     });
     let out = '';
@@ -59,7 +80,7 @@ function shortPut(url: string, body: Buffer, cut: number): Promise<string> {
   });
 }
 
-t.test('a short Content-Length: the archive\'s 422 is answered, then the connection closes', async (t) => {
+t.test("a short Content-Length: the archive's 422 is answered, then the connection closes", async (t) => {
   const r = await start(t);
   const body = model('m', 300_000);
   for (const cut of [1, 100, 50_000]) {

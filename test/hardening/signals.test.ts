@@ -10,9 +10,9 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import t, { type Test } from 'tap';
 import { model } from '../helpers/archives.js';
-import { ensureBuilt } from '../helpers/build.js';
 import { sha256 } from '../helpers/assert.js';
-import { freePort, spawnServer, until, type ServerProcess } from '../helpers/process.js';
+import { ensureBuilt } from '../helpers/build.js';
+import { freePort, type ServerProcess, spawnServer, until } from '../helpers/process.js';
 import { tempDir } from '../helpers/server.js';
 
 ensureBuilt();
@@ -37,12 +37,17 @@ function heldUpload(url: string, body: Buffer) {
       sent += chunk.length;
     },
   });
-  const response = fetch(url, { method: 'PUT', body: stream, duplex: 'half', headers: { 'content-type': 'application/gzip' } } as RequestInit)
-    .catch((err: Error) => err);
+  const response = fetch(url, {
+    method: 'PUT',
+    body: stream,
+    duplex: 'half',
+    headers: { 'content-type': 'application/gzip' },
+  } as RequestInit).catch((err: Error) => err);
   return { response, release };
 }
 
-const staged = async (dir: string) => (await fs.readdir(path.join(dir, '.uploads')).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
+const staged = async (dir: string) =>
+  (await fs.readdir(path.join(dir, '.uploads')).catch(() => [] as string[])).filter((n) => n.endsWith('.part'));
 
 async function uploadAndSignal(t: Test, signals: { signal: NodeJS.Signals; afterMs: number }[]) {
   const dir = await tempDir(t);
@@ -64,7 +69,10 @@ async function uploadAndSignal(t: Test, signals: { signal: NodeJS.Signals; after
 }
 
 t.test('SIGTERM twice within milliseconds is one stop request: the upload in flight completes', async (t) => {
-  const { dir, body, res, exit, server } = await uploadAndSignal(t, [{ signal: 'SIGTERM', afterMs: 0 }, { signal: 'SIGTERM', afterMs: 5 }]);
+  const { dir, body, res, exit, server } = await uploadAndSignal(t, [
+    { signal: 'SIGTERM', afterMs: 0 },
+    { signal: 'SIGTERM', afterMs: 5 },
+  ]);
   if (res instanceof Error) throw res;
   t.equal(res.status, 201, 'the upload completes');
   t.same(await exit, { code: 0, signal: null }, 'exit code 0');
@@ -73,7 +81,10 @@ t.test('SIGTERM twice within milliseconds is one stop request: the upload in fli
 });
 
 t.test('a SIGTERM a second or more after the first aborts the upload in flight', async (t) => {
-  const { dir, res, exit } = await uploadAndSignal(t, [{ signal: 'SIGTERM', afterMs: 0 }, { signal: 'SIGTERM', afterMs: 1200 }]);
+  const { dir, res, exit } = await uploadAndSignal(t, [
+    { signal: 'SIGTERM', afterMs: 0 },
+    { signal: 'SIGTERM', afterMs: 1200 },
+  ]);
   t.ok(res instanceof Error || res.status >= 500, 'the upload is cut off');
   t.same(await exit, { code: 0, signal: null }, 'exit code 0');
   await t.rejects(fs.stat(path.join(dir, 'm.tar.gz')), 'nothing stored');
@@ -81,7 +92,10 @@ t.test('a SIGTERM a second or more after the first aborts the upload in flight',
 });
 
 t.test('SIGINT after SIGTERM aborts at once, however soon', async (t) => {
-  const { res, exit } = await uploadAndSignal(t, [{ signal: 'SIGTERM', afterMs: 0 }, { signal: 'SIGINT', afterMs: 5 }]);
+  const { res, exit } = await uploadAndSignal(t, [
+    { signal: 'SIGTERM', afterMs: 0 },
+    { signal: 'SIGINT', afterMs: 5 },
+  ]);
   t.ok(res instanceof Error || res.status >= 500, 'the upload is cut off');
   t.same(await exit, { code: 0, signal: null });
 });
@@ -90,7 +104,13 @@ t.test('SIGTERM exits when nobody reads stdout any more (node dist/server.js | h
   const dir = await tempDir(t);
   const port = await freePort();
   const child = spawn(process.execPath, ['dist/server.js'], {
-    env: { PATH: process.env.PATH, PORT: String(port), LOG_LEVEL: 'info', LOCAL_STORAGE_DIR: dir, CACHE_DIR: path.join(dir, '.cache') },
+    env: {
+      PATH: process.env.PATH,
+      PORT: String(port),
+      LOG_LEVEL: 'info',
+      LOCAL_STORAGE_DIR: dir,
+      CACHE_DIR: path.join(dir, '.cache'),
+    },
     stdio: ['ignore', 'pipe', 'ignore'],
   });
   t.teardown(() => {
@@ -99,10 +119,12 @@ t.test('SIGTERM exits when nobody reads stdout any more (node dist/server.js | h
   // Read two lines, as head -2 does, then close the pipe.
   const lines: string[] = [];
   const reader = createInterface({ input: child.stdout });
-  await new Promise<void>((resolve) => reader.on('line', (line) => {
-    lines.push(line);
-    if (lines.length === 2) resolve();
-  }));
+  await new Promise<void>((resolve) =>
+    reader.on('line', (line) => {
+      lines.push(line);
+      if (lines.length === 2) resolve();
+    }),
+  );
   reader.close();
   child.stdout.destroy();
   // The second line is 'model registry ready'. No request now: its log line would meet the closed

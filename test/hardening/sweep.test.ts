@@ -13,7 +13,7 @@ import { model } from '../helpers/archives.js';
 import { eventually } from '../helpers/hostile.js';
 import { start, tempDir } from '../helpers/server.js';
 
-t.test('SWEEP_INTERVAL: a dead process\'s staged upload goes while the registry runs', async (t) => {
+t.test("SWEEP_INTERVAL: a dead process's staged upload goes while the registry runs", async (t) => {
   const dir = await tempDir(t);
   const { url } = await start(t, { LOCAL_STORAGE_DIR: dir, SWEEP_INTERVAL: '300ms' });
   // A process that exits at once stands in for an uploader that died after this one started.
@@ -25,7 +25,11 @@ t.test('SWEEP_INTERVAL: a dead process\'s staged upload goes while the registry 
   await writeFile(path.join(uploads, leftover), Buffer.alloc(1024 * 1024));
   // An upload in flight of this process meanwhile is left alone and completes.
   const body = model('while-sweeping', 2 * 1024 * 1024);
-  const uploaded = fetch(`${url}/models/live`, { method: 'PUT', body: new Uint8Array(body), headers: { 'content-type': 'application/gzip' } });
+  const uploaded = fetch(`${url}/models/live`, {
+    method: 'PUT',
+    body: new Uint8Array(body),
+    headers: { 'content-type': 'application/gzip' },
+  });
   t.ok(await eventually(async () => !(await readdir(uploads)).includes(leftover), 5000), 'the leftover was swept');
   t.equal((await uploaded).status, 201, 'the upload in flight completed');
 });

@@ -10,17 +10,27 @@ import { FILES_CSP } from '../../src/routes/models/index.js';
 import { tgz } from '../helpers/archives.js';
 import { put, start } from '../helpers/server.js';
 
-const EVIL_HTML = '<html><body><script>fetch("/models",{headers:{authorization:sessionStorage.token}})</script></body></html>';
-const EVIL_SVG = '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(document.domain)"><script>alert(1)</script></svg>';
+const EVIL_HTML =
+  '<html><body><script>fetch("/models",{headers:{authorization:sessionStorage.token}})</script></body></html>';
+const EVIL_SVG =
+  '<svg xmlns="http://www.w3.org/2000/svg" onload="alert(document.domain)"><script>alert(1)</script></svg>';
 
 t.test('files out of an archive are served sandboxed, never as the origin', async (t) => {
   const r = await start(t);
-  t.equal((await put(`${r.url}/models/m`, tgz([
-    { path: 'evil.html', body: EVIL_HTML },
-    { path: 'evil.svg', body: EVIL_SVG },
-    { path: 'notes.txt', body: 'plain text' },
-    { path: 'noext', body: '<script>alert(1)</script>' },
-  ]))).status, 201);
+  t.equal(
+    (
+      await put(
+        `${r.url}/models/m`,
+        tgz([
+          { path: 'evil.html', body: EVIL_HTML },
+          { path: 'evil.svg', body: EVIL_SVG },
+          { path: 'notes.txt', body: 'plain text' },
+          { path: 'noext', body: '<script>alert(1)</script>' },
+        ]),
+      )
+    ).status,
+    201,
+  );
   for (const file of ['evil.html', 'evil.svg', 'notes.txt', 'noext']) {
     for (const method of ['GET', 'HEAD']) {
       const res = await fetch(`${r.url}/models/m/files/${file}`, { method });

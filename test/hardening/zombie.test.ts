@@ -11,7 +11,11 @@ import { isAbandoned, newStagedName } from '../../src/storage/shared/staging.js'
 
 t.test('an upload staged by a zombie process counts as abandoned; a live one does not', async (t) => {
   // A parent that forks a child which exits at once, and never reaps it.
-  const parent = spawn('python3', ['-c', 'import os,sys,time\npid=os.fork()\nif pid==0: os._exit(0)\nprint(pid,flush=True)\ntime.sleep(30)'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const parent = spawn(
+    'python3',
+    ['-c', 'import os,sys,time\npid=os.fork()\nif pid==0: os._exit(0)\nprint(pid,flush=True)\ntime.sleep(30)'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   t.teardown(() => parent.kill('SIGKILL'));
   const line = await new Promise<string>((resolve) => createInterface({ input: parent.stdout }).once('line', resolve));
   const zombie = Number(line);

@@ -8,7 +8,12 @@ import { gzipSync } from 'node:zlib';
 import { Header, Pax } from 'tar';
 
 /** tar's entry type names (tar does not export the type from its index). */
-type TarType = NonNullable<ConstructorParameters<typeof Header>[0]> extends infer D ? (D extends { type?: infer T } ? NonNullable<T> : never) : never;
+type TarType =
+  NonNullable<ConstructorParameters<typeof Header>[0]> extends infer D
+    ? D extends { type?: infer T }
+      ? NonNullable<T>
+      : never
+    : never;
 
 export interface Entry {
   path: string;
@@ -40,7 +45,8 @@ export function tar(entries: Entry[], options: { endBlocks?: boolean } = {}): Bu
   for (const e of entries) {
     const type = e.type ?? 'File';
     const body = e.body === undefined ? Buffer.alloc(0) : Buffer.from(e.body);
-    const hasBody = type === 'File' || type === 'NextFileHasLongPath' || type === 'NextFileHasLongLinkpath' || type === 'SparseFile';
+    const hasBody =
+      type === 'File' || type === 'NextFileHasLongPath' || type === 'NextFileHasLongLinkpath' || type === 'SparseFile';
     const size = hasBody ? (e.size ?? body.length) : 0;
     if (e.pax) chunks.push(new Pax({ path: e.path, linkpath: e.linkpath }).encode());
     const header = new Header({
@@ -81,7 +87,13 @@ export function paxBlock(records: [string, string][], global = false): Buffer {
     }),
   );
   const header = Buffer.alloc(512);
-  new Header({ path: 'PaxHeader', type: global ? 'GlobalExtendedHeader' : 'ExtendedHeader', size: data.length, mode: 0o644, mtime: new Date('2024-01-01T00:00:00Z') }).encode(header, 0);
+  new Header({
+    path: 'PaxHeader',
+    type: global ? 'GlobalExtendedHeader' : 'ExtendedHeader',
+    size: data.length,
+    mode: 0o644,
+    mtime: new Date('2024-01-01T00:00:00Z'),
+  }).encode(header, 0);
   const padded = Buffer.alloc(block(data.length));
   data.copy(padded);
   return Buffer.concat([header, padded]);
@@ -90,7 +102,14 @@ export function paxBlock(records: [string, string][], global = false): Buffer {
 /** A header block for `entry` with its size field set to `size`, whatever its type. */
 export function headerWithSize(entry: Entry, size: number): Buffer {
   const buf = Buffer.alloc(512);
-  new Header({ path: entry.path, type: entry.type ?? 'File', size: 0, mode: 0o644, mtime: new Date('2024-01-01T00:00:00Z'), linkpath: entry.linkpath }).encode(buf, 0);
+  new Header({
+    path: entry.path,
+    type: entry.type ?? 'File',
+    size: 0,
+    mode: 0o644,
+    mtime: new Date('2024-01-01T00:00:00Z'),
+    linkpath: entry.linkpath,
+  }).encode(buf, 0);
   buf.write(`${size.toString(8).padStart(11, '0')}\0`, 124, 'latin1');
   let sum = 0;
   buf.fill(0x20, 148, 156);

@@ -6,7 +6,12 @@ import type { Running } from './server.js';
 export const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** The response is a JSON error with a code and a message, and has the expected status. */
-export async function isError(t: Test, res: Response, status: number, code?: string | RegExp): Promise<{ error: string; message: string }> {
+export async function isError(
+  t: Test,
+  res: Response,
+  status: number,
+  code?: string | RegExp,
+): Promise<{ error: string; message: string }> {
   t.equal(res.status, status, `status ${status}`);
   t.match(res.headers.get('content-type'), /application\/json/, 'error is JSON');
   const body = (await res.json()) as { error: string; message: string };
@@ -20,7 +25,13 @@ export async function isError(t: Test, res: Response, status: number, code?: str
  * Nothing was stored: the model still serves `previous` (or does not exist), its version is
  * unchanged, and no upload file is left in the staging area.
  */
-export async function unchanged(t: Test, r: Running, name: string, previous: Buffer | undefined, version?: number): Promise<void> {
+export async function unchanged(
+  t: Test,
+  r: Running,
+  name: string,
+  previous: Buffer | undefined,
+  version?: number,
+): Promise<void> {
   const res = await fetch(`${r.url}/models/${name}`);
   if (previous === undefined) {
     t.equal(res.status, 404, 'model still absent');
@@ -31,6 +42,7 @@ export async function unchanged(t: Test, r: Running, name: string, previous: Buf
     if (version !== undefined) t.equal(res.headers.get('x-model-version'), String(version), 'version unchanged');
   }
   const staged: string[] = [];
-  for await (const info of r.app.registry.storage.list('.uploads/')) if (info.key.endsWith('.part')) staged.push(info.key);
+  for await (const info of r.app.registry.storage.list('.uploads/'))
+    if (info.key.endsWith('.part')) staged.push(info.key);
   t.same(staged, [], 'no upload left in the staging area');
 }

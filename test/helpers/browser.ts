@@ -8,8 +8,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import type { Test } from 'tap';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { tempDir } from './server.js';
 
 export const CHROMIUM = '/usr/bin/chromium';
@@ -17,8 +17,14 @@ export const SCREENSHOTS = path.resolve('.screenshots');
 
 // The machine's network is closed: without these, Chromium waits on connections of its own.
 const ARGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
 ];
 
 export interface Browser {
@@ -30,7 +36,8 @@ export interface Browser {
 }
 
 export async function browser(t: Test): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run scripts/system/install.sh as root (it installs Debian's chromium)`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(`${CHROMIUM} is missing: run scripts/system/install.sh as root (it installs Debian's chromium)`);
   const profile = await tempDir(t, 'mr-chromium-');
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -49,7 +56,11 @@ export async function browser(t: Test): Promise<Browser> {
       page.on('console', (msg) => {
         // A 4xx the page asked for and shows (401, 403, 412...) is logged by Chromium as a failed
         // resource; that is the registry answering, not a fault of the page.
-        if (msg.type() === 'error' && !/Failed to load resource: the server responded with a status of 4\d\d/.test(msg.text())) problems.push(msg.text());
+        if (
+          msg.type() === 'error' &&
+          !/Failed to load resource: the server responded with a status of 4\d\d/.test(msg.text())
+        )
+          problems.push(msg.text());
       });
       page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
       return page;

@@ -16,6 +16,8 @@ function newest(dir: string): number {
 export function ensureBuilt(): void {
   const built = existsSync('dist/server.js') ? statSync('dist/server.js').mtimeMs : 0;
   if (built >= newest('src')) return;
-  const r = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { encoding: 'utf8' });
+  const r = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], {
+    encoding: 'utf8',
+  });
   if (!existsSync('dist/server.js')) throw new Error(`build failed: ${r.stdout}${r.stderr}`);
 }

@@ -1,6 +1,6 @@
 /** Storage settings that point the app at the emulators, one fresh bucket / container per call. */
 import { randomUUID } from 'node:crypto';
-import { AZURITE_ACCOUNT, AZURITE_KEY, MINIO_PASSWORD, MINIO_USER, type Emulator } from './emulators.js';
+import { AZURITE_ACCOUNT, AZURITE_KEY, type Emulator, MINIO_PASSWORD, MINIO_USER } from './emulators.js';
 
 const unique = (prefix: string) => `${prefix}-${randomUUID().slice(0, 12)}`;
 

@@ -5,15 +5,16 @@
  * proxy settings of deploy/nginx/registry-proxy.conf). Everything listens on 127.0.0.1 on random
  * ports and is torn down with the test.
  */
-import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createConnection, createServer, type Socket } from 'node:net';
 import path from 'node:path';
+import { ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import type { Test } from 'tap';
 import { minioEnv } from './cloud.js';
-import { MINIO_PASSWORD, MINIO_USER, startMinio, type Emulator } from './emulators.js';
+import { type Emulator, MINIO_PASSWORD, MINIO_USER, startMinio } from './emulators.js';
 import { freePort } from './process.js';
 import { tempDir } from './server.js';
 
@@ -55,8 +56,13 @@ export interface Cluster {
 }
 
 export function nginxBinary(): string {
-  const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
-  if (!found || !existsSync(found)) throw new Error('nginx is not installed: run scripts/system/install.sh (npm test does this), or apt-get install -y nginx');
+  const found = spawnSync('sh', ['-c', 'command -v nginx || ls /usr/sbin/nginx'], { encoding: 'utf8' })
+    .stdout.trim()
+    .split('\n')[0];
+  if (!found || !existsSync(found))
+    throw new Error(
+      'nginx is not installed: run scripts/system/install.sh (npm test does this), or apt-get install -y nginx',
+    );
   return found;
 }
 
@@ -75,7 +81,9 @@ export async function runNginx(
   const port = await freePort();
   for (const sub of ['body', 'proxy', 'fastcgi', 'uwsgi', 'scgi', ...subdirs]) await mkdir(path.join(dir, sub));
   const conf = path.join(dir, 'nginx.conf');
-  await writeFile(conf, `daemon off;
+  await writeFile(
+    conf,
+    `daemon off;
 master_process off;
 worker_processes 1;
 pid ${dir}/nginx.pid;
@@ -90,7 +98,8 @@ http {
   scgi_temp_path ${dir}/scgi;
 ${http(dir, port)}
 }
-`);
+`,
+  );
   const check = spawnSync(bin, ['-t', '-q', '-c', conf, '-p', dir, '-e', `${dir}/error.log`], { encoding: 'utf8' });
   if (check.status !== 0) throw new Error(`nginx -t refused the generated config: ${check.stderr}`);
   const child = spawn(bin, ['-c', conf, '-p', dir, '-e', `${dir}/error.log`], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -103,7 +112,13 @@ ${http(dir, port)}
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) throw new Error(`nginx exited with ${child.exitCode}: ${out}`);
-    if (await fetch(`${url}/healthz`).then(() => true, () => false)) return { url, child, output: () => out };
+    if (
+      await fetch(`${url}/healthz`).then(
+        () => true,
+        () => false,
+      )
+    )
+      return { url, child, output: () => out };
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`nginx did not start: ${out}`);
@@ -113,8 +128,13 @@ ${http(dir, port)}
  * nginx balancing round robin over `upstreams` (host:port). Each response says which replica
  * answered in `X-Upstream`.
  */
-export async function startNginx(t: Test, upstreams: string[]): Promise<{ url: string; child: ChildProcess; output: () => string }> {
-  return runNginx(t, (_dir, port) => `  upstream registry {
+export async function startNginx(
+  t: Test,
+  upstreams: string[],
+): Promise<{ url: string; child: ChildProcess; output: () => string }> {
+  return runNginx(
+    t,
+    (_dir, port) => `  upstream registry {
 ${upstreams.map((u) => `    server ${u};`).join('\n')}
     keepalive 32;
   }
@@ -124,13 +144,27 @@ ${upstreams.map((u) => `    server ${u};`).join('\n')}
     location / {
       include ${PROXY_CONF};
     }
-  }`);
+  }`,
+  );
 }
 
 /** One registry process on `port` with the cluster's storage and its own cache directory. */
-async function spawnReplica(t: Test, index: number, port: number, cacheDir: string, env: Record<string, string>): Promise<Replica> {
+async function spawnReplica(
+  t: Test,
+  index: number,
+  port: number,
+  cacheDir: string,
+  env: Record<string, string>,
+): Promise<Replica> {
   const child = spawn(process.execPath, [path.join(ROOT, 'dist', 'server.js')], {
-    env: { PATH: process.env.PATH, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', CACHE_DIR: cacheDir, ...env },
+    env: {
+      PATH: process.env.PATH,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      LOG_LEVEL: 'warn',
+      CACHE_DIR: cacheDir,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
@@ -142,7 +176,13 @@ async function spawnReplica(t: Test, index: number, port: number, cacheDir: stri
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 300; i++) {
     if (child.exitCode !== null) throw new Error(`replica ${index} exited with ${child.exitCode}: ${out}`);
-    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) return { index, url, port, cacheDir, child, output: () => out };
+    if (
+      await fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      )
+    )
+      return { index, url, port, cacheDir, child, output: () => out };
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`replica ${index} did not start within 30 s: ${out}`);
@@ -160,10 +200,23 @@ export async function startCluster(t: Test, size: number, env: Record<string, st
   const replicas: Replica[] = [];
   const first = await spawnReplica(t, 0, await freePort(), await tempDir(t, 'mr-cache-0-'), storage);
   replicas.push(first);
-  replicas.push(...(await Promise.all(Array.from({ length: size - 1 }, async (_, i) =>
-    spawnReplica(t, i + 1, await freePort(), await tempDir(t, `mr-cache-${i + 1}-`), storage)))));
-  const nginx = await startNginx(t, replicas.map((r) => `127.0.0.1:${r.port}`));
-  const s3 = new S3Client({ endpoint: minio.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD } });
+  replicas.push(
+    ...(await Promise.all(
+      Array.from({ length: size - 1 }, async (_, i) =>
+        spawnReplica(t, i + 1, await freePort(), await tempDir(t, `mr-cache-${i + 1}-`), storage),
+      ),
+    )),
+  );
+  const nginx = await startNginx(
+    t,
+    replicas.map((r) => `127.0.0.1:${r.port}`),
+  );
+  const s3 = new S3Client({
+    endpoint: minio.url,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: MINIO_USER, secretAccessKey: MINIO_PASSWORD },
+  });
   t.teardown(() => s3.destroy());
   const cluster: Cluster = {
     minio,
@@ -193,7 +246,9 @@ export async function startCluster(t: Test, size: number, env: Record<string, st
       const out = new Map<string, number>();
       let token: string | undefined;
       do {
-        const page = await s3.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }));
+        const page = await s3.send(
+          new ListObjectsV2Command({ Bucket: bucket, Prefix: prefix, ContinuationToken: token }),
+        );
         for (const o of page.Contents ?? []) if (o.Key) out.set(o.Key, o.Size ?? 0);
         token = page.IsTruncated ? page.NextContinuationToken : undefined;
       } while (token);

@@ -4,7 +4,7 @@
  * with random ports and temporary data directories. Binaries come from
  * scripts/emulators/install.sh (run by `npm test`); a missing one fails the test, never skips it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { createConnection } from 'node:net';
@@ -49,7 +49,10 @@ function binary(name: string): string {
 }
 
 const httpReady = (pathname: string) => async (port: number) =>
-  fetch(`http://127.0.0.1:${port}${pathname}`, { signal: AbortSignal.timeout(1000) }).then((r) => r.status < 500, () => false);
+  fetch(`http://127.0.0.1:${port}${pathname}`, { signal: AbortSignal.timeout(1000) }).then(
+    (r) => r.status < 500,
+    () => false,
+  );
 
 const tcpReady = async (port: number) =>
   new Promise<boolean>((resolve) => {
@@ -110,8 +113,22 @@ export function startMinio(): Promise<Emulator> {
     name: 'minio',
     command: (port, dir) => ({
       cmd: binary('minio'),
-      args: ['server', path.join(dir, 'data'), '--address', `127.0.0.1:${port}`, '--console-address', '127.0.0.1:0', '--quiet'],
-      env: { MINIO_ROOT_USER: MINIO_USER, MINIO_ROOT_PASSWORD: MINIO_PASSWORD, MINIO_BROWSER: 'off', MINIO_UPDATE: 'off', CI: 'true' },
+      args: [
+        'server',
+        path.join(dir, 'data'),
+        '--address',
+        `127.0.0.1:${port}`,
+        '--console-address',
+        '127.0.0.1:0',
+        '--quiet',
+      ],
+      env: {
+        MINIO_ROOT_USER: MINIO_USER,
+        MINIO_ROOT_PASSWORD: MINIO_PASSWORD,
+        MINIO_BROWSER: 'off',
+        MINIO_UPDATE: 'off',
+        CI: 'true',
+      },
     }),
     url: (port) => `http://127.0.0.1:${port}`,
     ready: httpReady('/minio/health/live'),
@@ -123,9 +140,24 @@ export function startFakeGcs(): Promise<Emulator> {
     name: 'fake-gcs-server',
     command: (port, dir) => ({
       cmd: binary('fake-gcs-server'),
-      args: ['-scheme', 'http', '-host', '127.0.0.1', '-port', String(port), '-backend', 'filesystem',
-        '-filesystem-root', path.join(dir, 'data'), '-external-url', `http://127.0.0.1:${port}`,
-        '-public-host', `127.0.0.1:${port}`, '-log-level', 'error'],
+      args: [
+        '-scheme',
+        'http',
+        '-host',
+        '127.0.0.1',
+        '-port',
+        String(port),
+        '-backend',
+        'filesystem',
+        '-filesystem-root',
+        path.join(dir, 'data'),
+        '-external-url',
+        `http://127.0.0.1:${port}`,
+        '-public-host',
+        `127.0.0.1:${port}`,
+        '-log-level',
+        'error',
+      ],
     }),
     url: (port) => `http://127.0.0.1:${port}`,
     ready: httpReady('/storage/v1/b'),
@@ -137,9 +169,19 @@ export function startAzurite(): Promise<Emulator> {
     name: 'azurite',
     command: (port, dir) => ({
       cmd: process.execPath,
-      args: [path.join(ROOT, 'node_modules', 'azurite', 'dist', 'src', 'blob', 'main.js'),
-        '--blobHost', '127.0.0.1', '--blobPort', String(port), '--location', dir,
-        '--silent', '--disableTelemetry', '--skipApiVersionCheck', '--loose'],
+      args: [
+        path.join(ROOT, 'node_modules', 'azurite', 'dist', 'src', 'blob', 'main.js'),
+        '--blobHost',
+        '127.0.0.1',
+        '--blobPort',
+        String(port),
+        '--location',
+        dir,
+        '--silent',
+        '--disableTelemetry',
+        '--skipApiVersionCheck',
+        '--loose',
+      ],
     }),
     url: (port) => `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`,
     ready: tcpReady,
@@ -151,8 +193,15 @@ export function startFerretDb(): Promise<Emulator> {
     name: 'ferretdb',
     command: (port, dir) => ({
       cmd: binary('ferretdb'),
-      args: ['--handler=sqlite', `--sqlite-url=file:${path.join(dir, 'data')}/`, `--listen-addr=127.0.0.1:${port}`,
-        `--state-dir=${dir}`, '--debug-addr=-', '--telemetry=disable', '--log-level=error'],
+      args: [
+        '--handler=sqlite',
+        `--sqlite-url=file:${path.join(dir, 'data')}/`,
+        `--listen-addr=127.0.0.1:${port}`,
+        `--state-dir=${dir}`,
+        '--debug-addr=-',
+        '--telemetry=disable',
+        '--log-level=error',
+      ],
     }),
     url: (port) => `mongodb://127.0.0.1:${port}/`,
     ready: tcpReady,

@@ -8,7 +8,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { lstat, readdir, readFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
-import { MINIO_PASSWORD, MINIO_USER, type Emulator } from './emulators.js';
+import { type Emulator, MINIO_PASSWORD, MINIO_USER } from './emulators.js';
 import { awsCli } from './tools.js';
 
 export interface VersionView {
@@ -48,10 +48,15 @@ export function portable(v: VersionView): Omit<VersionView, 'storageKey' | 'name
 }
 
 /** The bytes of a download (`version` or the current one); throws unless 200. */
-export async function download(base: string, name: string, version?: number): Promise<{ body: Buffer; headers: Headers }> {
+export async function download(
+  base: string,
+  name: string,
+  version?: number,
+): Promise<{ body: Buffer; headers: Headers }> {
   const res = await fetch(`${base}/models/${name}${version === undefined ? '' : `?version=${version}`}`);
   const body = Buffer.from(await res.arrayBuffer());
-  if (res.status !== 200) throw new Error(`GET /models/${name}?version=${version} answered ${res.status}: ${body.toString()}`);
+  if (res.status !== 200)
+    throw new Error(`GET /models/${name}?version=${version} answered ${res.status}: ${body.toString()}`);
   return { body, headers: res.headers };
 }
 
@@ -60,7 +65,9 @@ export async function storageCalls(base: string, operation: string): Promise<num
   const text = await (await fetch(`${base}/metrics`)).text();
   let sum = 0;
   let seen = false;
-  for (const m of text.matchAll(new RegExp(`^model_registry_storage_requests_total\\{operation="${operation}",outcome="[a-z_]+"\\} (\\d+)`, 'gm'))) {
+  for (const m of text.matchAll(
+    new RegExp(`^model_registry_storage_requests_total\\{operation="${operation}",outcome="[a-z_]+"\\} (\\d+)`, 'gm'),
+  )) {
     sum += Number(m[1]);
     seen = true;
   }
@@ -87,7 +94,14 @@ export async function fileTree(dir: string): Promise<Map<string, FileState>> {
       else if (entry.isFile()) {
         const full = path.join(dir, child);
         const s = await lstat(full, { bigint: true });
-        out.set(child, { ino: s.ino, mtimeNs: s.mtimeNs, ctimeNs: s.ctimeNs, size: s.size, nlink: s.nlink, sha256: sha256(await readFile(full)) });
+        out.set(child, {
+          ino: s.ino,
+          mtimeNs: s.mtimeNs,
+          ctimeNs: s.ctimeNs,
+          size: s.size,
+          nlink: s.nlink,
+          sha256: sha256(await readFile(full)),
+        });
       }
     }
   };
@@ -98,7 +112,8 @@ export async function fileTree(dir: string): Promise<Map<string, FileState>> {
 /** The AWS CLI with MinIO's root credentials against `minio`. */
 export function rootAws(minio: Emulator) {
   const env = { AWS_ACCESS_KEY_ID: MINIO_USER, AWS_SECRET_ACCESS_KEY: MINIO_PASSWORD, AWS_DEFAULT_REGION: 'us-east-1' };
-  return async (...args: string[]): Promise<string> => (await awsCli(['--endpoint-url', minio.url, ...args], env)).stdout;
+  return async (...args: string[]): Promise<string> =>
+    (await awsCli(['--endpoint-url', minio.url, ...args], env)).stdout;
 }
 
 export interface HeadObject {
@@ -110,12 +125,16 @@ export interface HeadObject {
 }
 
 export async function headObject(aws: ReturnType<typeof rootAws>, bucket: string, key: string): Promise<HeadObject> {
-  return JSON.parse(await aws('s3api', 'head-object', '--bucket', bucket, '--key', key, '--output', 'json')) as HeadObject;
+  return JSON.parse(
+    await aws('s3api', 'head-object', '--bucket', bucket, '--key', key, '--output', 'json'),
+  ) as HeadObject;
 }
 
 /** Key → ETag of every object in the bucket (also under .history/ and .uploads/). */
 export async function bucketListing(aws: ReturnType<typeof rootAws>, bucket: string): Promise<Map<string, string>> {
-  const out = JSON.parse((await aws('s3api', 'list-objects-v2', '--bucket', bucket, '--output', 'json')) || '{}') as { Contents?: { Key: string; ETag: string }[] };
+  const out = JSON.parse((await aws('s3api', 'list-objects-v2', '--bucket', bucket, '--output', 'json')) || '{}') as {
+    Contents?: { Key: string; ETag: string }[];
+  };
   return new Map((out.Contents ?? []).map((o) => [o.Key, o.ETag]));
 }
 
@@ -137,7 +156,9 @@ export async function traceMinio(minio: Emulator): Promise<{ calls: TraceCall[];
   const query = { err: 'false', internal: 'false', os: 'false', s3: 'true', storage: 'false', threshold: '0s' };
   const headers = signV4('GET', url, query);
   const calls: TraceCall[] = [];
-  const search = Object.entries(query).map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
+  const search = Object.entries(query)
+    .map(([k, v]) => `${k}=${encodeURIComponent(v)}`)
+    .join('&');
   let buffered = '';
   const req = http.get({ host: url.hostname, port: url.port, path: `${url.pathname}?${search}`, headers });
   const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
@@ -176,13 +197,26 @@ export async function traceMinio(minio: Emulator): Promise<{ calls: TraceCall[];
 /** SigV4 headers for an empty-body request to MinIO with the root credentials. */
 function signV4(method: string, url: URL, query: Record<string, string>): Record<string, string> {
   const region = 'us-east-1';
-  const amzDate = new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  const amzDate = new Date()
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d{3}/, '');
   const day = amzDate.slice(0, 8);
   const payload = sha256('');
   const host = url.host;
-  const canonicalQuery = Object.keys(query).sort().map((k) => `${encodeURIComponent(k)}=${encodeURIComponent(query[k]!)}`).join('&');
+  const canonicalQuery = Object.keys(query)
+    .sort()
+    .map((k) => `${encodeURIComponent(k)}=${encodeURIComponent(query[k]!)}`)
+    .join('&');
   const signed = 'host;x-amz-content-sha256;x-amz-date';
-  const canonical = [method, url.pathname, canonicalQuery, `host:${host}\nx-amz-content-sha256:${payload}\nx-amz-date:${amzDate}\n`, signed, payload].join('\n');
+  const canonical = [
+    method,
+    url.pathname,
+    canonicalQuery,
+    `host:${host}\nx-amz-content-sha256:${payload}\nx-amz-date:${amzDate}\n`,
+    signed,
+    payload,
+  ].join('\n');
   const scope = `${day}/${region}/s3/aws4_request`;
   const toSign = ['AWS4-HMAC-SHA256', amzDate, scope, sha256(canonical)].join('\n');
   const hmac = (key: Buffer | string, data: string) => createHmac('sha256', key).update(data).digest();

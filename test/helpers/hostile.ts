@@ -12,11 +12,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createGzip, gzipSync } from 'node:zlib';
 import { Header } from 'tar';
-import { headerWithSize, paxBlock, retouch, tar as rawTar, type Entry as RawEntry } from './archives.js';
+import { headerWithSize, paxBlock, type Entry as RawEntry, tar as rawTar, retouch } from './archives.js';
 
 /** A file name no test writes on purpose: finding it anywhere means an entry escaped. */
 export const MARKER = `pwned-${randomUUID().slice(0, 8)}`;
-
 
 export const rawTgz = (entries: RawEntry[], options?: { endBlocks?: boolean }) => gzipSync(rawTar(entries, options));
 
@@ -42,8 +41,16 @@ export const HOSTILE_LIMITS = { MAX_ARCHIVE_ENTRIES: '1000', MAX_EXTRACTED_BYTES
  * Every archive the service must refuse, with the status and code it must refuse it with.
  * Escaping entries are named after MARKER, so an escape is found by name afterwards.
  */
-const longName = (name: string): RawEntry => ({ path: '././@LongLink', type: 'NextFileHasLongPath', body: `${name}\0` });
-const longLink = (target: string): RawEntry => ({ path: '././@LongLink', type: 'NextFileHasLongLinkpath', body: `${target}\0` });
+const longName = (name: string): RawEntry => ({
+  path: '././@LongLink',
+  type: 'NextFileHasLongPath',
+  body: `${name}\0`,
+});
+const longLink = (target: string): RawEntry => ({
+  path: '././@LongLink',
+  type: 'NextFileHasLongLinkpath',
+  body: `${target}\0`,
+});
 
 export function hostileCatalogue(): HostileCase[] {
   const m = MARKER;
@@ -57,86 +64,439 @@ export function hostileCatalogue(): HostileCase[] {
   const cases: HostileCase[] = [
     // traversal
     { name: 'traversal ../', body: rawTgz([ok, { path: `../${m}`, body: 'x' }]), status: 422, code: UNSAFE },
-    { name: 'traversal ../../../ deep', body: rawTgz([{ path: `${'../'.repeat(12)}tmp/${m}`, body: 'x' }]), status: 422, code: UNSAFE },
+    {
+      name: 'traversal ../../../ deep',
+      body: rawTgz([{ path: `${'../'.repeat(12)}tmp/${m}`, body: 'x' }]),
+      status: 422,
+      code: UNSAFE,
+    },
     { name: 'traversal ./../', body: rawTgz([{ path: `./../${m}`, body: 'x' }]), status: 422, code: UNSAFE },
-    { name: 'traversal nested a/../../', body: rawTgz([ok, { path: `a/../../${m}`, body: 'x' }]), status: 422, code: UNSAFE },
-    { name: 'traversal nested a/b/../../../', body: rawTgz([{ path: `a/b/../../../${m}`, body: 'x' }]), status: 422, code: UNSAFE },
+    {
+      name: 'traversal nested a/../../',
+      body: rawTgz([ok, { path: `a/../../${m}`, body: 'x' }]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'traversal nested a/b/../../../',
+      body: rawTgz([{ path: `a/b/../../../${m}`, body: 'x' }]),
+      status: 422,
+      code: UNSAFE,
+    },
     { name: 'traversal backslash ..\\', body: rawTgz([{ path: `..\\${m}`, body: 'x' }]), status: 422, code: UNSAFE },
-    { name: 'traversal as a directory entry', body: rawTgz([{ path: `../${m}/`, type: 'Directory' }]), status: 422, code: UNSAFE },
-    { name: 'PAX long name with traversal', body: rawTgz([{ path: `${'deep/'.repeat(60)}${'../'.repeat(70)}${m}`, body: 'x', pax: true }]), status: 422, code: UNSAFE },
-    { name: 'PAX path overrides a harmless ustar name', body: rawTgz([{ path: `../../${m}`, ustarPath: 'harmless.txt', body: 'x', pax: true }]), status: 422, code: UNSAFE },
-    { name: 'GNU long name (L) with traversal', body: rawTgz([{ path: '././@LongLink', type: 'NextFileHasLongPath', body: `${'x/'.repeat(60)}${'../'.repeat(70)}${m}\0` }, { path: 'placeholder', body: 'x' }]), status: 422, code: UNSAFE },
+    {
+      name: 'traversal as a directory entry',
+      body: rawTgz([{ path: `../${m}/`, type: 'Directory' }]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'PAX long name with traversal',
+      body: rawTgz([{ path: `${'deep/'.repeat(60)}${'../'.repeat(70)}${m}`, body: 'x', pax: true }]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'PAX path overrides a harmless ustar name',
+      body: rawTgz([{ path: `../../${m}`, ustarPath: 'harmless.txt', body: 'x', pax: true }]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'GNU long name (L) with traversal',
+      body: rawTgz([
+        { path: '././@LongLink', type: 'NextFileHasLongPath', body: `${'x/'.repeat(60)}${'../'.repeat(70)}${m}\0` },
+        { path: 'placeholder', body: 'x' },
+      ]),
+      status: 422,
+      code: UNSAFE,
+    },
     // absolute paths
     { name: 'absolute path', body: rawTgz([{ path: path.join(tmpdir(), m), body: 'x' }]), status: 422, code: UNSAFE },
-    { name: 'absolute path via PAX', body: rawTgz([{ path: path.join(tmpdir(), m), ustarPath: 'fine', body: 'x', pax: true }]), status: 422, code: UNSAFE },
+    {
+      name: 'absolute path via PAX',
+      body: rawTgz([{ path: path.join(tmpdir(), m), ustarPath: 'fine', body: 'x', pax: true }]),
+      status: 422,
+      code: UNSAFE,
+    },
     { name: 'windows drive path', body: rawTgz([{ path: `C:\\${m}`, body: 'x' }]), status: 422, code: UNSAFE },
     { name: 'UNC path', body: rawTgz([{ path: `\\\\server\\share\\${m}`, body: 'x' }]), status: 422, code: UNSAFE },
     // links
-    { name: 'symlink escaping with ..', body: rawTgz([ok, { path: 'link', type: 'SymbolicLink', linkpath: `../../${m}` }]), status: 422, code: UNSAFE },
-    { name: 'symlink escaping from a subdirectory', body: rawTgz([{ path: 'a/b/link', type: 'SymbolicLink', linkpath: `../../../${m}` }]), status: 422, code: UNSAFE },
-    { name: 'absolute symlink', body: rawTgz([{ path: 'passwd', type: 'SymbolicLink', linkpath: '/etc/passwd' }]), status: 422, code: UNSAFE },
-    { name: 'symlink via PAX linkpath', body: rawTgz([{ path: 'l', type: 'SymbolicLink', linkpath: `${'x/'.repeat(70)}${'../'.repeat(80)}${m}`, pax: true, ustarPath: 'l' }]), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
-    { name: 'empty symlink target', body: rawTgz([{ path: 'l', type: 'SymbolicLink', linkpath: '' }]), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
-    { name: 'symlink chain escaping (d/up -> .., d/out -> up/../x)', body: rawTgz([{ path: 'd/', type: 'Directory' }, { path: 'd/up', type: 'SymbolicLink', linkpath: '..' }, { path: 'd/out', type: 'SymbolicLink', linkpath: `up/../${m}` }]), status: 422, code: UNSAFE },
-    { name: 'symlink chain escaping, link defined after its user', body: rawTgz([{ path: 'd/', type: 'Directory' }, { path: 'd/out', type: 'SymbolicLink', linkpath: `up/../${m}` }, { path: 'd/up', type: 'SymbolicLink', linkpath: '..' }]), status: 422, code: UNSAFE },
-    { name: 'file written through a symlink to a directory', body: rawTgz([{ path: 'sub/', type: 'Directory' }, { path: 'dir', type: 'SymbolicLink', linkpath: 'sub' }, { path: `dir/${m}`, body: 'x' }]), status: 422, code: UNSAFE },
-    { name: 'file written through an escaping symlink', body: rawTgz([{ path: 'dir', type: 'SymbolicLink', linkpath: '../..' }, { path: `dir/${m}`, body: 'x' }]), status: 422, code: UNSAFE },
-    { name: 'file written through a symlink, spelled ./dir//x', body: rawTgz([{ path: 'dir', type: 'SymbolicLink', linkpath: '.' }, { path: `./dir//${m}`, body: 'x' }]), status: 422, code: UNSAFE },
+    {
+      name: 'symlink escaping with ..',
+      body: rawTgz([ok, { path: 'link', type: 'SymbolicLink', linkpath: `../../${m}` }]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'symlink escaping from a subdirectory',
+      body: rawTgz([{ path: 'a/b/link', type: 'SymbolicLink', linkpath: `../../../${m}` }]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'absolute symlink',
+      body: rawTgz([{ path: 'passwd', type: 'SymbolicLink', linkpath: '/etc/passwd' }]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'symlink via PAX linkpath',
+      body: rawTgz([
+        {
+          path: 'l',
+          type: 'SymbolicLink',
+          linkpath: `${'x/'.repeat(70)}${'../'.repeat(80)}${m}`,
+          pax: true,
+          ustarPath: 'l',
+        },
+      ]),
+      status: 422,
+      code: /^(UNSAFE|INVALID)_ARCHIVE$/,
+    },
+    {
+      name: 'empty symlink target',
+      body: rawTgz([{ path: 'l', type: 'SymbolicLink', linkpath: '' }]),
+      status: 422,
+      code: /^(UNSAFE|INVALID)_ARCHIVE$/,
+    },
+    {
+      name: 'symlink chain escaping (d/up -> .., d/out -> up/../x)',
+      body: rawTgz([
+        { path: 'd/', type: 'Directory' },
+        { path: 'd/up', type: 'SymbolicLink', linkpath: '..' },
+        { path: 'd/out', type: 'SymbolicLink', linkpath: `up/../${m}` },
+      ]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'symlink chain escaping, link defined after its user',
+      body: rawTgz([
+        { path: 'd/', type: 'Directory' },
+        { path: 'd/out', type: 'SymbolicLink', linkpath: `up/../${m}` },
+        { path: 'd/up', type: 'SymbolicLink', linkpath: '..' },
+      ]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'file written through a symlink to a directory',
+      body: rawTgz([
+        { path: 'sub/', type: 'Directory' },
+        { path: 'dir', type: 'SymbolicLink', linkpath: 'sub' },
+        { path: `dir/${m}`, body: 'x' },
+      ]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'file written through an escaping symlink',
+      body: rawTgz([
+        { path: 'dir', type: 'SymbolicLink', linkpath: '../..' },
+        { path: `dir/${m}`, body: 'x' },
+      ]),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'file written through a symlink, spelled ./dir//x',
+      body: rawTgz([
+        { path: 'dir', type: 'SymbolicLink', linkpath: '.' },
+        { path: `./dir//${m}`, body: 'x' },
+      ]),
+      status: 422,
+      code: UNSAFE,
+    },
     ...linkAndRootCases(m, ok),
     // read one way by node-tar, another by GNU tar / Python's tarfile (which would extract outside)
-    { name: 'pax GNU.sparse.name with traversal', body: gz(Buffer.concat([paxBlock([['GNU.sparse.name', `../${m}`]]), rawTar([{ path: 'harmless.txt', body: 'x' }])])), status: 422, code: UNSAFE },
-    { name: 'pax path holding a newline (node-tar drops the record)', body: gz(Buffer.concat([paxBlock([['path', `../${m}\n`]]), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: UNSAFE },
-    { name: 'global pax header setting path', body: gz(Buffer.concat([paxBlock([['path', `../${m}`]], true), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: UNSAFE },
-    { name: 'malformed pax record length', body: gz(Buffer.concat([paxBlock([['comment', 'x']]).fill(0x39, 512, 513), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
-    { name: 'symlink carrying data that hides an entry', body: gz(Buffer.concat([headerWithSize({ path: 'l', type: 'SymbolicLink', linkpath: 'safe' }, 1024), rawTar([{ path: `../${m}`, body: 'x' }], { endBlocks: false }), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: UNSAFE },
-    { name: 'directory carrying data', body: gz(Buffer.concat([headerWithSize({ path: 'd/', type: 'Directory' }, 512), Buffer.alloc(512, 0x41), rawTar([{ path: 'safe', body: 'x' }])])), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
-    { name: 'an entry after the end-of-archive block', body: gz(Buffer.concat([rawTar([ok], { endBlocks: false }), Buffer.alloc(512), rawTar([{ path: `../${m}`, body: 'x' }])])), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
-    { name: 'data after the end of the archive', body: gz(Buffer.concat([rawTar([ok]), Buffer.from('appended')])), status: 422, code: INVALID },
+    {
+      name: 'pax GNU.sparse.name with traversal',
+      body: gz(
+        Buffer.concat([paxBlock([['GNU.sparse.name', `../${m}`]]), rawTar([{ path: 'harmless.txt', body: 'x' }])]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'pax path holding a newline (node-tar drops the record)',
+      body: gz(Buffer.concat([paxBlock([['path', `../${m}\n`]]), rawTar([{ path: 'safe', body: 'x' }])])),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'global pax header setting path',
+      body: gz(Buffer.concat([paxBlock([['path', `../${m}`]], true), rawTar([{ path: 'safe', body: 'x' }])])),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'malformed pax record length',
+      body: gz(
+        Buffer.concat([paxBlock([['comment', 'x']]).fill(0x39, 512, 513), rawTar([{ path: 'safe', body: 'x' }])]),
+      ),
+      status: 422,
+      code: /^(UNSAFE|INVALID)_ARCHIVE$/,
+    },
+    {
+      name: 'symlink carrying data that hides an entry',
+      body: gz(
+        Buffer.concat([
+          headerWithSize({ path: 'l', type: 'SymbolicLink', linkpath: 'safe' }, 1024),
+          rawTar([{ path: `../${m}`, body: 'x' }], { endBlocks: false }),
+          rawTar([{ path: 'safe', body: 'x' }]),
+        ]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'directory carrying data',
+      body: gz(
+        Buffer.concat([
+          headerWithSize({ path: 'd/', type: 'Directory' }, 512),
+          Buffer.alloc(512, 0x41),
+          rawTar([{ path: 'safe', body: 'x' }]),
+        ]),
+      ),
+      status: 422,
+      code: /^(UNSAFE|INVALID)_ARCHIVE$/,
+    },
+    {
+      name: 'an entry after the end-of-archive block',
+      body: gz(
+        Buffer.concat([
+          rawTar([ok], { endBlocks: false }),
+          Buffer.alloc(512),
+          rawTar([{ path: `../${m}`, body: 'x' }]),
+        ]),
+      ),
+      status: 422,
+      code: /^(UNSAFE|INVALID)_ARCHIVE$/,
+    },
+    {
+      name: 'data after the end of the archive',
+      body: gz(Buffer.concat([rawTar([ok]), Buffer.from('appended')])),
+      status: 422,
+      code: INVALID,
+    },
     // readers that let the first of two headers win, or pax over GNU long names, whatever the order
-    { name: 'pax linkpath then GNU long link for one symlink', body: gz(Buffer.concat([paxBlock([['linkpath', `/tmp/${m}`]]), rawTar([longLink('ok'), { path: 's', type: 'SymbolicLink', linkpath: 'ok' }])])), status: 422, code: UNSAFE },
-    { name: 'two GNU long links for one symlink', body: gz(rawTar([longLink(`/tmp/${m}`), longLink('ok'), { path: 's', type: 'SymbolicLink', linkpath: 'ok' }])), status: 422, code: UNSAFE },
-    { name: 'two pax headers setting path', body: gz(Buffer.concat([paxBlock([['path', `../../${m}`]]), paxBlock([['path', 'ok3']]), rawTar([{ path: 'ok3', body: 'x' }])])), status: 422, code: UNSAFE },
-    { name: 'two GNU long names', body: gz(rawTar([longName(`../../${m}`), longName('ok4'), { path: 'ok4', body: 'x' }])), status: 422, code: UNSAFE },
-    { name: 'GNU long name and pax path for one entry', body: gz(Buffer.concat([paxBlock([['path', `../../${m}`]]), rawTar([longName('ok5'), { path: 'ok5', body: 'x' }])])), status: 422, code: UNSAFE },
-    { name: 'prefix field in a GNU-format header (tarfile joins it)', body: gz(Buffer.concat([retouch(rawTar([{ path: 'f5', body: 'x' }], { endBlocks: false }).subarray(0, 512), { 257: 'ustar  \0', 345: `../../${m}` }), Buffer.alloc(512, 0x78), Buffer.alloc(1024)])), status: 422, code: UNSAFE },
-    { name: 'old GNU long name type N (a file to other readers)', body: gz(Buffer.concat([headerWithSize({ path: `../../${m}`, type: 'OldGnuLongPath' }, 4), Buffer.from('ok6\0'.padEnd(512, '\0')), rawTar([{ path: 'ok6', body: 'x' }])])), status: 422, code: UNSAFE },
-    { name: 'a newline in a pax value smuggles a size record only node-tar reads', body: gz(Buffer.concat([paxBlock([['comment', 'z\n9 size=0']]), rawTar([{ path: 'f7', body: 'x'.repeat(600) }])])), status: 422, code: UNSAFE },
-    { name: 'pax size on a volume header', body: gz(Buffer.concat([paxBlock([['size', '0']]), headerWithSize({ path: 'evil', type: 'TapeVolumeHeader' }, 512), Buffer.alloc(512, 0x41), rawTar([ok])])), status: 422, code: UNSAFE },
+    {
+      name: 'pax linkpath then GNU long link for one symlink',
+      body: gz(
+        Buffer.concat([
+          paxBlock([['linkpath', `/tmp/${m}`]]),
+          rawTar([longLink('ok'), { path: 's', type: 'SymbolicLink', linkpath: 'ok' }]),
+        ]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'two GNU long links for one symlink',
+      body: gz(rawTar([longLink(`/tmp/${m}`), longLink('ok'), { path: 's', type: 'SymbolicLink', linkpath: 'ok' }])),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'two pax headers setting path',
+      body: gz(
+        Buffer.concat([
+          paxBlock([['path', `../../${m}`]]),
+          paxBlock([['path', 'ok3']]),
+          rawTar([{ path: 'ok3', body: 'x' }]),
+        ]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'two GNU long names',
+      body: gz(rawTar([longName(`../../${m}`), longName('ok4'), { path: 'ok4', body: 'x' }])),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'GNU long name and pax path for one entry',
+      body: gz(
+        Buffer.concat([paxBlock([['path', `../../${m}`]]), rawTar([longName('ok5'), { path: 'ok5', body: 'x' }])]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'prefix field in a GNU-format header (tarfile joins it)',
+      body: gz(
+        Buffer.concat([
+          retouch(rawTar([{ path: 'f5', body: 'x' }], { endBlocks: false }).subarray(0, 512), {
+            257: 'ustar  \0',
+            345: `../../${m}`,
+          }),
+          Buffer.alloc(512, 0x78),
+          Buffer.alloc(1024),
+        ]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'old GNU long name type N (a file to other readers)',
+      body: gz(
+        Buffer.concat([
+          headerWithSize({ path: `../../${m}`, type: 'OldGnuLongPath' }, 4),
+          Buffer.from('ok6\0'.padEnd(512, '\0')),
+          rawTar([{ path: 'ok6', body: 'x' }]),
+        ]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'a newline in a pax value smuggles a size record only node-tar reads',
+      body: gz(
+        Buffer.concat([paxBlock([['comment', 'z\n9 size=0']]), rawTar([{ path: 'f7', body: 'x'.repeat(600) }])]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
+    {
+      name: 'pax size on a volume header',
+      body: gz(
+        Buffer.concat([
+          paxBlock([['size', '0']]),
+          headerWithSize({ path: 'evil', type: 'TapeVolumeHeader' }, 512),
+          Buffer.alloc(512, 0x41),
+          rawTar([ok]),
+        ]),
+      ),
+      status: 422,
+      code: UNSAFE,
+    },
     // special files
-    { name: 'character device', body: rawTgz([ok, { path: 'dev/null', type: 'CharacterDevice' }]), status: 422, code: UNSAFE },
+    {
+      name: 'character device',
+      body: rawTgz([ok, { path: 'dev/null', type: 'CharacterDevice' }]),
+      status: 422,
+      code: UNSAFE,
+    },
     { name: 'block device', body: rawTgz([{ path: 'sda', type: 'BlockDevice' }]), status: 422, code: UNSAFE },
     { name: 'FIFO', body: rawTgz([{ path: 'fifo', type: 'FIFO' }]), status: 422, code: UNSAFE },
-    { name: 'GNU sparse file', body: rawTgz([{ path: 'sparse', type: 'SparseFile', body: 'x' }]), status: 422, code: /^(UNSAFE|INVALID)_ARCHIVE$/ },
+    {
+      name: 'GNU sparse file',
+      body: rawTgz([{ path: 'sparse', type: 'SparseFile', body: 'x' }]),
+      status: 422,
+      code: /^(UNSAFE|INVALID)_ARCHIVE$/,
+    },
     // bombs and floods
-    { name: 'entry flood (20 000 empty files)', body: rawTgz(Array.from({ length: 20_000 }, (_, i) => ({ path: `f/${i}` }))), status: 422, code: LIMIT },
-    { name: 'directory flood (5 000 nested directories)', body: rawTgz(Array.from({ length: 5_000 }, (_, i) => ({ path: `${'d/'.repeat(Math.min(i, 40))}${i}/`, type: 'Directory' }))), status: 422, code: LIMIT },
-    { name: 'claim bomb: 1 KiB compressed, header claims 1 GiB', body: rawTgz([{ path: 'huge', size: 2 ** 30, body: 'x' }], { endBlocks: false }), status: 422, code: LIMIT },
-    { name: 'gzip bomb: 64 MiB of zeros in one entry', body: gz(rawTar([{ path: 'zeros', body: Buffer.alloc(64 * 2 ** 20) }])), status: 422, code: LIMIT },
+    {
+      name: 'entry flood (20 000 empty files)',
+      body: rawTgz(Array.from({ length: 20_000 }, (_, i) => ({ path: `f/${i}` }))),
+      status: 422,
+      code: LIMIT,
+    },
+    {
+      name: 'directory flood (5 000 nested directories)',
+      body: rawTgz(
+        Array.from({ length: 5_000 }, (_, i) => ({ path: `${'d/'.repeat(Math.min(i, 40))}${i}/`, type: 'Directory' })),
+      ),
+      status: 422,
+      code: LIMIT,
+    },
+    {
+      name: 'claim bomb: 1 KiB compressed, header claims 1 GiB',
+      body: rawTgz([{ path: 'huge', size: 2 ** 30, body: 'x' }], { endBlocks: false }),
+      status: 422,
+      code: LIMIT,
+    },
+    {
+      name: 'gzip bomb: 64 MiB of zeros in one entry',
+      body: gz(rawTar([{ path: 'zeros', body: Buffer.alloc(64 * 2 ** 20) }])),
+      status: 422,
+      code: LIMIT,
+    },
     // broken containers
     { name: 'truncated gzip (header only)', body: good.subarray(0, 10), status: 422, code: INVALID },
     { name: 'truncated gzip (half)', body: good.subarray(0, Math.floor(good.length / 2)), status: 422, code: INVALID },
     { name: 'truncated gzip (trailer cut)', body: good.subarray(0, good.length - 3), status: 422, code: INVALID },
     { name: 'gzip with a wrong CRC', body: badCrc, status: 422, code: INVALID },
     { name: 'gzip with a wrong length trailer', body: badSize, status: 422, code: INVALID },
-    { name: 'corrupt deflate data', body: Buffer.concat([good.subarray(0, 10), randomBytes(400)]), status: 422, code: INVALID },
-    { name: 'trailing garbage after the gzip stream', body: Buffer.concat([good, Buffer.from('garbage after the end of the archive')]), status: 422, code: INVALID },
+    {
+      name: 'corrupt deflate data',
+      body: Buffer.concat([good.subarray(0, 10), randomBytes(400)]),
+      status: 422,
+      code: INVALID,
+    },
+    {
+      name: 'trailing garbage after the gzip stream',
+      body: Buffer.concat([good, Buffer.from('garbage after the end of the archive')]),
+      status: 422,
+      code: INVALID,
+    },
     { name: 'gzip of random non-tar data', body: gz(randomBytes(4096)), status: 422, code: INVALID },
-    { name: 'gzip of text', body: gz(Buffer.from('this is not a tar archive\n'.repeat(100))), status: 422, code: INVALID },
-    { name: 'tar header with a bad checksum', body: rawTgz([{ ...ok, badChecksum: true }]), status: 422, code: INVALID },
-    { name: 'tar cut inside an entry', body: gz(rawTar([{ path: 'a', body: 'x'.repeat(5000) }]).subarray(0, 1536)), status: 422, code: INVALID },
+    {
+      name: 'gzip of text',
+      body: gz(Buffer.from('this is not a tar archive\n'.repeat(100))),
+      status: 422,
+      code: INVALID,
+    },
+    {
+      name: 'tar header with a bad checksum',
+      body: rawTgz([{ ...ok, badChecksum: true }]),
+      status: 422,
+      code: INVALID,
+    },
+    {
+      name: 'tar cut inside an entry',
+      body: gz(rawTar([{ path: 'a', body: 'x'.repeat(5000) }]).subarray(0, 1536)),
+      status: 422,
+      code: INVALID,
+    },
     { name: 'zip instead of gzip', body: zipFile('weights.bin', 'hello'), status: 422, code: INVALID },
-    { name: 'bzip2 instead of gzip', body: Buffer.concat([Buffer.from('BZh91AY&SY'), randomBytes(100)]), status: 422, code: INVALID },
+    {
+      name: 'bzip2 instead of gzip',
+      body: Buffer.concat([Buffer.from('BZh91AY&SY'), randomBytes(100)]),
+      status: 422,
+      code: INVALID,
+    },
     { name: 'a single byte', body: Buffer.from([0x1f]), status: 422, code: INVALID },
     { name: 'empty body', body: Buffer.alloc(0), status: 422, code: INVALID },
     { name: 'empty gzip (no tar at all)', body: gz(Buffer.alloc(0)), status: 422, code: INVALID },
     { name: 'empty archive (end blocks only)', body: gz(Buffer.alloc(1024)), status: 422, code: INVALID },
     { name: 'double gzip', body: gz(good), status: 422, code: INVALID },
     // zstd's magic where the tar should start (node-tar would switch to zstd, absent in Node 20)
-    { name: 'gzip of zstd magic', body: gz(Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(2000, 1)])), status: 422, code: INVALID },
-    { name: 'zstd magic sent as x-tar', body: Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(2000, 1)]), status: 422, code: INVALID, contentType: 'application/x-tar' },
-    { name: 'plain tar sent as x-tar with a traversal', body: rawTar([{ path: `../${m}`, body: 'x' }]), status: 422, code: UNSAFE, contentType: 'application/x-tar' },
-    { name: 'plain tar sent as x-tar, empty', body: Buffer.alloc(1024), status: 422, code: INVALID, contentType: 'application/x-tar' },
-    { name: 'too large compressed (413)', body: Buffer.concat([good.subarray(0, 10), randomBytes(9 * 2 ** 20)]), status: 413, code: /^MODEL_TOO_LARGE$/ },
+    {
+      name: 'gzip of zstd magic',
+      body: gz(Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(2000, 1)])),
+      status: 422,
+      code: INVALID,
+    },
+    {
+      name: 'zstd magic sent as x-tar',
+      body: Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(2000, 1)]),
+      status: 422,
+      code: INVALID,
+      contentType: 'application/x-tar',
+    },
+    {
+      name: 'plain tar sent as x-tar with a traversal',
+      body: rawTar([{ path: `../${m}`, body: 'x' }]),
+      status: 422,
+      code: UNSAFE,
+      contentType: 'application/x-tar',
+    },
+    {
+      name: 'plain tar sent as x-tar, empty',
+      body: Buffer.alloc(1024),
+      status: 422,
+      code: INVALID,
+      contentType: 'application/x-tar',
+    },
+    {
+      name: 'too large compressed (413)',
+      body: Buffer.concat([good.subarray(0, 10), randomBytes(9 * 2 ** 20)]),
+      status: 413,
+      code: /^MODEL_TOO_LARGE$/,
+    },
   ];
   return cases;
 }
@@ -148,8 +508,12 @@ export function hostileCatalogue(): HostileCase[] {
  * symlink resolved from elsewhere, or is an absolute path.
  */
 function linkAndRootCases(m: string, ok: RawEntry): HostileCase[] {
-  const link = (name: string, linkpath: string, extra: Partial<RawEntry> = {}): RawEntry =>
-    ({ path: name, type: 'Link', linkpath, ...extra });
+  const link = (name: string, linkpath: string, extra: Partial<RawEntry> = {}): RawEntry => ({
+    path: name,
+    type: 'Link',
+    linkpath,
+    ...extra,
+  });
   const symlink = (name: string, linkpath: string): RawEntry => ({ path: name, type: 'SymbolicLink', linkpath });
   const refused = (name: string, body: Buffer, code = UNSAFE): HostileCase => ({ name, body, status: 422, code });
   const EITHER = /^(UNSAFE|INVALID)_ARCHIVE$/;
@@ -166,10 +530,7 @@ function linkAndRootCases(m: string, ok: RawEntry): HostileCase[] {
     refused('hard link to itself', rawTgz([ok, { path: m, body: 'x' }, link(`./${m}`, m)])),
     refused('hard link to a directory', rawTgz([dir('model/'), ok, link(m, 'model')])),
     refused('hard link to the archive root', rawTgz([dir('./'), ok, link(m, '.')])),
-    refused(
-      'hard link to a symlink',
-      rawTgz([ok, symlink('model/l', 'weights.bin'), link(m, 'model/l')]),
-    ),
+    refused('hard link to a symlink', rawTgz([ok, symlink('model/l', 'weights.bin'), link(m, 'model/l')])),
     // Extracted, a/M would be a copy of the symlink: ../M, now resolved from a/ (outside).
     refused(
       'hard link to a file since replaced by a symlink',
@@ -289,7 +650,8 @@ export async function filesUnder(dir: string, except: string[] = []): Promise<st
 export async function escapes(sandbox: string): Promise<string[]> {
   const found = (await filesUnder(sandbox)).filter((f) => f.includes(MARKER));
   for (const dir of [tmpdir(), process.cwd(), '/', path.dirname(sandbox)]) {
-    for (const name of await fs.readdir(dir).catch(() => [] as string[])) if (name.includes(MARKER)) found.push(path.join(dir, name));
+    for (const name of await fs.readdir(dir).catch(() => [] as string[]))
+      if (name.includes(MARKER)) found.push(path.join(dir, name));
   }
   return found;
 }
@@ -308,7 +670,12 @@ export interface RawResponse {
  * Sends bytes exactly as given on a new connection and reads one response. Nothing is
  * normalised: paths keep '..', %2F, raw UTF-8 and NULs. `head` is everything before the body.
  */
-export function rawRequest(url: string, head: string | Buffer, body: Buffer = Buffer.alloc(0), timeoutMs = 15_000): Promise<RawResponse> {
+export function rawRequest(
+  url: string,
+  head: string | Buffer,
+  body: Buffer = Buffer.alloc(0),
+  timeoutMs = 15_000,
+): Promise<RawResponse> {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
     const socket = createConnection({ host: hostname, port: Number(port) });

@@ -7,17 +7,29 @@ import path from 'node:path';
 import pino from 'pino';
 import type { Test } from 'tap';
 import { loadConfig } from '../../src/config.js';
-import { migrate, type MigrateOptions, type Output } from '../../src/migrate.js';
+import { type MigrateOptions, migrate, type Output } from '../../src/migrate.js';
 import { createStorage, type InitOptions, type Storage } from '../../src/storage/index.js';
 
 /** Writes `vars` as the .env file `name` in `dir`; returns its path. */
 export async function envFile(dir: string, name: string, vars: Record<string, string>): Promise<string> {
   const file = path.join(dir, name);
-  await writeFile(file, Object.entries(vars).map(([k, v]) => `${k}="${v}"\n`).join(''));
+  await writeFile(
+    file,
+    Object.entries(vars)
+      .map(([k, v]) => `${k}="${v}"\n`)
+      .join(''),
+  );
   return file;
 }
 
-export const collector = (isTTY = false): Output & { text: string } => ({ text: '', isTTY, columns: 200, write(s: string) { this.text += s; } });
+export const collector = (isTTY = false): Output & { text: string } => ({
+  text: '',
+  isTTY,
+  columns: 200,
+  write(s: string) {
+    this.text += s;
+  },
+});
 
 /** One run; stdout's lines come back as `out`. */
 export async function runMigrate(options: Omit<MigrateOptions, 'stdout' | 'stderr'> & { stderr?: Output }) {

@@ -1,5 +1,5 @@
 /** Runs the real server as a child process (dist/server.js), for crash and shutdown tests. */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import type { Test } from 'tap';
 import { tempDir } from './server.js';
@@ -21,7 +21,11 @@ export interface ServerProcess {
   output: () => string;
 }
 
-export async function spawnServer(t: Test, env: Record<string, string>, script = 'dist/server.js'): Promise<ServerProcess> {
+export async function spawnServer(
+  t: Test,
+  env: Record<string, string>,
+  script = 'dist/server.js',
+): Promise<ServerProcess> {
   const port = await freePort();
   const cacheDir = env.CACHE_DIR ?? (await tempDir(t, 'mr-cache-'));
   const child = spawn(process.execPath, [script], {
@@ -37,7 +41,10 @@ export async function spawnServer(t: Test, env: Record<string, string>, script =
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null) throw new Error(`server exited: ${out}`);
-    const ok = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+    const ok = await fetch(`${url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) return { child, url, output: () => out };
     await new Promise((r) => setTimeout(r, 100));
   }

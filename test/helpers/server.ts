@@ -5,8 +5,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Test } from 'tap';
 import type { FastifyInstance } from 'fastify';
+import type { Test } from 'tap';
 import { buildApp } from '../../src/app.js';
 import { loadConfig } from '../../src/config.js';
 import type { Storage } from '../../src/storage/types.js';
@@ -30,7 +30,13 @@ export async function tempDir(t: Test, prefix = 'mr-test-'): Promise<string> {
  */
 export async function start(t: Test, env: Record<string, string> = {}, storage?: Storage): Promise<Running> {
   const dir = env.LOCAL_STORAGE_DIR ?? (env.REMOTE_STORAGE ? '' : await tempDir(t));
-  const config = loadConfig({ LOCAL_STORAGE_DIR: dir, CACHE_DIR: env.CACHE_DIR ?? (await tempDir(t, 'mr-cache-')), PORT: '0', LOG_LEVEL: 'silent', ...env });
+  const config = loadConfig({
+    LOCAL_STORAGE_DIR: dir,
+    CACHE_DIR: env.CACHE_DIR ?? (await tempDir(t, 'mr-cache-')),
+    PORT: '0',
+    LOG_LEVEL: 'silent',
+    ...env,
+  });
   const app = await buildApp({ config, logger: false, storage });
   return { app, url: await listening(t, app), dir };
 }
@@ -49,7 +55,11 @@ export async function listening(t: Test, app: FastifyInstance): Promise<string> 
 }
 
 export async function put(url: string, body: Buffer, headers: Record<string, string> = {}): Promise<Response> {
-  return fetch(url, { method: 'PUT', body: new Uint8Array(body), headers: { 'content-type': 'application/gzip', ...headers } });
+  return fetch(url, {
+    method: 'PUT',
+    body: new Uint8Array(body),
+    headers: { 'content-type': 'application/gzip', ...headers },
+  });
 }
 
 export async function bytes(res: Response): Promise<Buffer> {

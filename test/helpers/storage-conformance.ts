@@ -81,7 +81,9 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
     const s = await factory(t);
     const base = await write(s, 'race.tar.gz', 'base', {}, { ifNoneMatch: true });
     const staged = await Promise.all(Array.from({ length: 6 }, (_, i) => s.stage('race.tar.gz', body(`writer-${i}`))));
-    const results = await Promise.allSettled(staged.map((st, i) => s.commit(st, { writer: String(i) }, { ifMatch: base.token })));
+    const results = await Promise.allSettled(
+      staged.map((st, i) => s.commit(st, { writer: String(i) }, { ifMatch: base.token })),
+    );
     const won = results.filter((r) => r.status === 'fulfilled');
     t.equal(won.length, 1, 'one winner');
     for (const r of results) if (r.status === 'rejected') t.type(r.reason, PreconditionFailedError);
@@ -142,7 +144,10 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
 
   t.test('metadata values survive any text, including non-ASCII and JSON', async (t) => {
     const s = await factory(t);
-    const metadata = { labels: JSON.stringify({ team: 'nlp', note: 'café ✓ 模型', quote: 'a "b" \\ c' }), 'created-at': '2024-01-01T00:00:00.000Z' };
+    const metadata = {
+      labels: JSON.stringify({ team: 'nlp', note: 'café ✓ 模型', quote: 'a "b" \\ c' }),
+      'created-at': '2024-01-01T00:00:00.000Z',
+    };
     await write(s, 'u.tar.gz', 'x', metadata);
     t.same((await s.head('u.tar.gz')).metadata, metadata);
     const { info, body } = await s.get('u.tar.gz');
@@ -164,20 +169,37 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
   t.test('copy is pinned to a source token and takes new metadata', async (t) => {
     const s = await factory(t);
     const src = await write(s, 'c.tar.gz', 'payload', { version: '1' });
-    const copied = await s.copy('c.tar.gz', '.history/c/v1.tar.gz', { sourceToken: src.token, metadata: { version: '1', kept: 'yes' } });
+    const copied = await s.copy('c.tar.gz', '.history/c/v1.tar.gz', {
+      sourceToken: src.token,
+      metadata: { version: '1', kept: 'yes' },
+    });
     t.equal(copied.size, 7);
     t.same((await s.head('.history/c/v1.tar.gz')).metadata, { version: '1', kept: 'yes' });
     t.equal(await text((await s.get('.history/c/v1.tar.gz')).body), 'payload');
-    await t.rejects(s.copy('c.tar.gz', '.history/c/v9.tar.gz', { sourceToken: 'stale', metadata: {} }), PreconditionFailedError);
+    await t.rejects(
+      s.copy('c.tar.gz', '.history/c/v9.tar.gz', { sourceToken: 'stale', metadata: {} }),
+      PreconditionFailedError,
+    );
     await t.rejects(s.head('.history/c/v9.tar.gz'), NotFoundError);
-    await t.rejects(s.copy('gone.tar.gz', '.history/gone/v1.tar.gz', { sourceToken: src.token, metadata: {} }), NotFoundError);
+    await t.rejects(
+      s.copy('gone.tar.gz', '.history/gone/v1.tar.gz', { sourceToken: src.token, metadata: {} }),
+      NotFoundError,
+    );
     // Copy back over the source (a rollback) is a compare-and-swap too, and yields a new token.
     const v2 = await write(s, 'c.tar.gz', 'second', { version: '2' }, { ifMatch: src.token });
     await t.rejects(
-      s.copy('.history/c/v1.tar.gz', 'c.tar.gz', { sourceToken: copied.token, metadata: {}, condition: { ifMatch: src.token } }),
+      s.copy('.history/c/v1.tar.gz', 'c.tar.gz', {
+        sourceToken: copied.token,
+        metadata: {},
+        condition: { ifMatch: src.token },
+      }),
       PreconditionFailedError,
     );
-    const back = await s.copy('.history/c/v1.tar.gz', 'c.tar.gz', { sourceToken: copied.token, metadata: { version: '3' }, condition: { ifMatch: v2.token } });
+    const back = await s.copy('.history/c/v1.tar.gz', 'c.tar.gz', {
+      sourceToken: copied.token,
+      metadata: { version: '3' },
+      condition: { ifMatch: v2.token },
+    });
     t.not(back.token, v2.token);
     if (s.capabilities.uniqueTokens) t.not(back.token, src.token, 'tokens never repeat under a key');
     t.equal(await text((await s.get('c.tar.gz')).body), 'payload');
@@ -190,8 +212,17 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
     // Resolves late: the new version stays invisible meanwhile (the backend may prepare it).
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
-    const committing = s.commit(await s.stage('w.tar.gz', body('two')), { version: '2' }, { ifMatch: v1.token }, { after: gate });
-    const copying = s.copy('src.tar.gz', 'w2.tar.gz', { sourceToken: source.token, metadata: { copy: 'yes' }, after: gate });
+    const committing = s.commit(
+      await s.stage('w.tar.gz', body('two')),
+      { version: '2' },
+      { ifMatch: v1.token },
+      { after: gate },
+    );
+    const copying = s.copy('src.tar.gz', 'w2.tar.gz', {
+      sourceToken: source.token,
+      metadata: { copy: 'yes' },
+      after: gate,
+    });
     for (let i = 0; i < 6; i++) {
       await new Promise((r) => setTimeout(r, 100));
       t.equal((await s.head('w.tar.gz')).token, v1.token, 'the current object is unchanged while `after` runs');
@@ -210,10 +241,16 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
     failed.catch(() => {});
     const staged = await s.stage('w.tar.gz', body('three'));
     await t.rejects(s.commit(staged, { version: '3' }, { ifMatch: v2.token }, { after: failed }), boom);
-    await t.rejects(s.copy('src.tar.gz', 'w3.tar.gz', { sourceToken: source.token, metadata: {}, after: failed }), boom);
+    await t.rejects(
+      s.copy('src.tar.gz', 'w3.tar.gz', { sourceToken: source.token, metadata: {}, after: failed }),
+      boom,
+    );
     t.equal(await text((await s.get('w.tar.gz')).body), 'two', 'the current object is unchanged');
     await t.rejects(s.head('w3.tar.gz'), NotFoundError);
-    t.same((await all(s.list(''))).map((i) => i.key), ['src.tar.gz', 'w.tar.gz', 'w2.tar.gz']);
+    t.same(
+      (await all(s.list(''))).map((i) => i.key),
+      ['src.tar.gz', 'w.tar.gz', 'w2.tar.gz'],
+    );
     await s.commit(staged, { version: '3' }, { ifMatch: v2.token });
     t.equal(await text((await s.get('w.tar.gz')).body), 'three', 'the staged object was kept for a retry');
     t.equal(await options.leftovers(s), 0, 'no staged object or prepared copy is left behind');
@@ -231,18 +268,40 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
 
   t.test('list: one level under the prefix, in key order, after startAfter', async (t) => {
     const s = await factory(t);
-    for (const key of ['b.tar.gz', 'a.tar.gz', 'c.tar.gz', '.history/a/v1.tar.gz', '.history/a/v2.tar.gz', '.history/ab/v1.tar.gz']) {
+    for (const key of [
+      'b.tar.gz',
+      'a.tar.gz',
+      'c.tar.gz',
+      '.history/a/v1.tar.gz',
+      '.history/a/v2.tar.gz',
+      '.history/ab/v1.tar.gz',
+    ]) {
       await write(s, key, key, { k: key });
     }
-    t.same((await all(s.list(''))).map((i) => i.key), ['a.tar.gz', 'b.tar.gz', 'c.tar.gz']);
-    t.same((await all(s.list('', { startAfter: 'a.tar.gz' }))).map((i) => i.key), ['b.tar.gz', 'c.tar.gz']);
-    t.same((await all(s.list('b'))).map((i) => i.key), ['b.tar.gz']);
+    t.same(
+      (await all(s.list(''))).map((i) => i.key),
+      ['a.tar.gz', 'b.tar.gz', 'c.tar.gz'],
+    );
+    t.same(
+      (await all(s.list('', { startAfter: 'a.tar.gz' }))).map((i) => i.key),
+      ['b.tar.gz', 'c.tar.gz'],
+    );
+    t.same(
+      (await all(s.list('b'))).map((i) => i.key),
+      ['b.tar.gz'],
+    );
     const history = await all(s.list('.history/a/'));
-    t.same(history.map((i) => i.key), ['.history/a/v1.tar.gz', '.history/a/v2.tar.gz']);
+    t.same(
+      history.map((i) => i.key),
+      ['.history/a/v1.tar.gz', '.history/a/v2.tar.gz'],
+    );
     if (s.capabilities.listIncludesMetadata) t.same(history[0]!.metadata, { k: '.history/a/v1.tar.gz' });
     await s.delete('.history/a/v1.tar.gz');
     await s.delete('.history/a/v1.tar.gz');
-    t.same((await all(s.list('.history/a/'))).map((i) => i.key), ['.history/a/v2.tar.gz']);
+    t.same(
+      (await all(s.list('.history/a/'))).map((i) => i.key),
+      ['.history/a/v2.tar.gz'],
+    );
   });
 
   t.test('copyOut makes a file of the pinned version, or refuses a replaced one', async (t) => {

@@ -106,7 +106,11 @@ export function run(cmd: string, args: string[], options: RunOptions = {}): Prom
     child.on('close', (code, signal) => {
       clearTimeout(timer);
       if (code === 0) return resolve({ stdout, stderr, code });
-      const why = timedOut ? `did not finish within ${timeoutMs} ms` : signal ? `was killed by ${signal}` : `exited with ${code}`;
+      const why = timedOut
+        ? `did not finish within ${timeoutMs} ms`
+        : signal
+          ? `was killed by ${signal}`
+          : `exited with ${code}`;
       reject(new ToolError(shown, code ?? -1, stdout, stderr, why));
     });
     if (options.input !== undefined) child.stdin!.end(options.input);
@@ -117,7 +121,11 @@ export function run(cmd: string, args: string[], options: RunOptions = {}): Prom
  * The venv's AWS CLI (v1). `env` carries AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
  * AWS_DEFAULT_REGION; `args` the command and `--endpoint-url`.
  */
-export function awsCli(args: string[], env: Record<string, string>, options: Omit<RunOptions, 'env'> = {}): Promise<RunResult> {
+export function awsCli(
+  args: string[],
+  env: Record<string, string>,
+  options: Omit<RunOptions, 'env'> = {},
+): Promise<RunResult> {
   return run(venvBin('aws'), args, { ...options, env });
 }
 

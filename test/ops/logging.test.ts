@@ -21,7 +21,10 @@ class Capture extends Writable {
     done();
   }
   get lines(): Line[] {
-    return this.text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
+    return this.text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as Line);
   }
 }
 
@@ -32,7 +35,8 @@ const SECRETS = {
   AWS_SECRET_ACCESS_KEY: 'aws-SeCrEt-wJalrXUtnFEMI/K7MDENG',
   AWS_SESSION_TOKEN: 'aws-SeSsIoN-IQoJb3JpZ2luX2VjEJr',
   AZURE_ACCOUNT_KEY: 'YXp1cmUta2V5LXNlY3JldC12YWx1ZS0xMjM0NTY3ODkwYWJjZGVm',
-  AZURE_STORAGE_CONNECTION_STRING: 'DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Q29ubmVjdGlvblN0cmluZ0tleVNlY3JldA==;EndpointSuffix=core.windows.net',
+  AZURE_STORAGE_CONNECTION_STRING:
+    'DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=Q29ubmVjdGlvblN0cmluZ0tleVNlY3JldA==;EndpointSuffix=core.windows.net',
   MONGODB_URI: 'mongodb://registry:m0ngo-Pa55w0rd@db.internal:27017/?authSource=admin',
 };
 /** Every value that must never appear in a log or an error line. */
@@ -45,9 +49,17 @@ function assertNoSecret(t: Test, text: string, what: string): void {
 
 async function startLogged(t: Test, env: Record<string, string> = {}) {
   const dir = await tempDir(t);
-  const config = loadConfig({ LOCAL_STORAGE_DIR: dir, CACHE_DIR: await tempDir(t, 'mr-cache-'), LOG_LEVEL: 'info', ...env });
+  const config = loadConfig({
+    LOCAL_STORAGE_DIR: dir,
+    CACHE_DIR: await tempDir(t, 'mr-cache-'),
+    LOG_LEVEL: 'info',
+    ...env,
+  });
   const capture = new Capture();
-  const app = await buildApp({ config, logger: loggerOptions(config, { secrets: secretValues(env), stream: capture }) });
+  const app = await buildApp({
+    config,
+    logger: loggerOptions(config, { secrets: secretValues(env), stream: capture }),
+  });
   await app.listen({ host: '127.0.0.1', port: 0 });
   t.teardown(() => {
     app.server.closeAllConnections();
@@ -69,11 +81,23 @@ t.test('one line per request with id, method, route, model, status, bytes and du
   t.equal((await fetch(`${url}/no/such/route`)).status, 404);
 
   const lines = capture.lines;
-  t.same(lines.filter((l) => l.msg === 'incoming request' || l.msg === 'request completed'), [], "no Fastify default request lines");
+  t.same(
+    lines.filter((l) => l.msg === 'incoming request' || l.msg === 'request completed'),
+    [],
+    'no Fastify default request lines',
+  );
   const requests = lines.filter((l) => l.msg === 'request');
   t.equal(requests.length, 4, 'exactly one line per request');
   const [up, down, health, missing] = requests as [Line, Line, Line, Line];
-  t.match(up, { reqId: 'upload-42', method: 'PUT', route: '/models/:name', model: 'm1', status: 201, bytesIn: body.length, url: '/models/m1' });
+  t.match(up, {
+    reqId: 'upload-42',
+    method: 'PUT',
+    route: '/models/:name',
+    model: 'm1',
+    status: 201,
+    bytesIn: body.length,
+    url: '/models/m1',
+  });
   t.type(up.durationMs, 'number');
   t.notOk('bytesOut' in up && up.bytesOut === undefined);
   t.match(down, { method: 'GET', route: '/models/:name', model: 'm1', status: 200, bytesOut: size });
@@ -94,7 +118,8 @@ t.test('an aborted download is logged once, as aborted', async (t) => {
   await res.body!.getReader().read();
   controller.abort();
   const deadline = Date.now() + 5000;
-  while (!capture.lines.some((l) => l.msg === 'request aborted') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  while (!capture.lines.some((l) => l.msg === 'request aborted') && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 20));
   const lines = capture.lines.filter((l) => l.model === 'big' && l.method === 'GET');
   t.equal(lines.length, 1, 'one line');
   t.match(lines[0], { msg: 'request aborted', aborted: true, status: 200 });
@@ -116,13 +141,23 @@ t.test('an upload cut off by its client is logged with a plain reason, not an er
       sent += 65536;
     },
   });
-  await fetch(`${url}/models/cut`, { method: 'PUT', body, duplex: 'half', signal: controller.signal, headers: { 'content-type': 'application/gzip' } } as RequestInit).catch(() => {});
+  await fetch(`${url}/models/cut`, {
+    method: 'PUT',
+    body,
+    duplex: 'half',
+    signal: controller.signal,
+    headers: { 'content-type': 'application/gzip' },
+  } as RequestInit).catch(() => {});
   const deadline = Date.now() + 5000;
-  while (!capture.lines.some((l) => l.msg === 'client went away') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  while (!capture.lines.some((l) => l.msg === 'client went away') && Date.now() < deadline)
+    await new Promise((r) => setTimeout(r, 20));
   const line = capture.lines.find((l) => l.msg === 'client went away');
   t.ok(line, 'logged');
   t.type(line?.reason, 'string');
-  t.notOk(line && 'err' in line && typeof line.err === 'object' && line.err !== null && '0' in (line.err as object), 'no field per character');
+  t.notOk(
+    line && 'err' in line && typeof line.err === 'object' && line.err !== null && '0' in (line.err as object),
+    'no field per character',
+  );
 });
 
 t.test('secrets never reach the log', async (t) => {
@@ -130,35 +165,76 @@ t.test('secrets never reach the log', async (t) => {
   // Requests with valid, unknown and malformed credentials.
   t.equal((await put(`${url}/models/s`, model('s'), { authorization: `Bearer ${TOKEN}` })).status, 201);
   t.equal((await fetch(`${url}/models/s/meta`, { headers: { authorization: `Bearer ${READ_TOKEN}` } })).status, 200);
-  t.equal((await fetch(`${url}/models/s/meta`, { headers: { authorization: 'Bearer not-a-configured-token-xyz' } })).status, 401);
-  t.equal((await fetch(`${url}/models/s/meta`, { headers: { authorization: `Basic ${Buffer.from(`u:${TOKEN}`).toString('base64')}` } })).status, 401);
+  t.equal(
+    (await fetch(`${url}/models/s/meta`, { headers: { authorization: 'Bearer not-a-configured-token-xyz' } })).status,
+    401,
+  );
+  t.equal(
+    (
+      await fetch(`${url}/models/s/meta`, {
+        headers: { authorization: `Basic ${Buffer.from(`u:${TOKEN}`).toString('base64')}` },
+      })
+    ).status,
+    401,
+  );
 
   // What code might log: the config, headers, objects with secret-named fields at any depth,
   // messages and errors quoting secret values.
   app.log.info({ config: app.config }, 'config');
   app.log.info({ env: SECRETS }, 'environment');
   app.log.info({ ...SECRETS }, 'top level');
-  app.log.info({ req: { headers: { authorization: `Bearer ${TOKEN}` } }, headers: { authorization: `Bearer ${TOKEN}` } }, 'headers');
-  app.log.info({ a: { b: { c: { d: { password: 'pw-deep-0123456', clientSecret: 'cs-deep-0123456', MONGODB_URI: SECRETS.MONGODB_URI } } } } }, 'deep');
+  app.log.info(
+    { req: { headers: { authorization: `Bearer ${TOKEN}` } }, headers: { authorization: `Bearer ${TOKEN}` } },
+    'headers',
+  );
+  app.log.info(
+    {
+      a: {
+        b: {
+          c: { d: { password: 'pw-deep-0123456', clientSecret: 'cs-deep-0123456', MONGODB_URI: SECRETS.MONGODB_URI } },
+        },
+      },
+    },
+    'deep',
+  );
   app.log.warn(`connecting to ${SECRETS.MONGODB_URI} with ${SECRETS.AZURE_STORAGE_CONNECTION_STRING}`);
   app.log.warn('token %s and key %s', TOKEN, SECRETS.AWS_SECRET_ACCESS_KEY);
   const err = new Error(`failed for ${SECRETS.MONGODB_URI}`, { cause: new Error(`key ${SECRETS.AZURE_ACCOUNT_KEY}`) });
   app.log.error({ err }, 'storage error');
   app.log.error(new Error(`session ${SECRETS.AWS_SESSION_TOKEN}`));
-  app.log.child({ component: 'x' }).info({ detail: `sas https://acct.blob.core.windows.net/?sv=2024&sig=SaSsIgNaTuRe123%3D` }, 'child');
+  app.log
+    .child({ component: 'x' })
+    .info({ detail: `sas https://acct.blob.core.windows.net/?sv=2024&sig=SaSsIgNaTuRe123%3D` }, 'child');
 
   const text = capture.text;
   assertNoSecret(t, text, 'the log');
-  t.notOk(text.includes('pw-deep-0123456') || text.includes('cs-deep-0123456'), 'deep password / secret fields censored');
+  t.notOk(
+    text.includes('pw-deep-0123456') || text.includes('cs-deep-0123456'),
+    'deep password / secret fields censored',
+  );
   t.notOk(text.includes('SaSsIgNaTuRe123'), 'SAS signature censored');
   t.ok(text.includes(CENSOR), 'censored values are marked');
   t.match(text, /mongodb:\/\/registry:\[redacted\]@db\.internal/, 'the URI stays useful without its password');
-  t.ok(capture.lines.some((l) => l.msg === 'config' && typeof l.config === 'object'), 'the config itself is still logged');
+  t.ok(
+    capture.lines.some((l) => l.msg === 'config' && typeof l.config === 'object'),
+    'the config itself is still logged',
+  );
 });
 
 t.test('scrub() and secretValues()', async (t) => {
-  const secrets = secretValues({ ...SECRETS, AZURE_BLOB_ENDPOINT: 'https://a.blob.core.windows.net/?sv=1&sig=abcdefgh%2B' });
-  for (const s of [TOKEN, READ_TOKEN, 'm0ngo-Pa55w0rd', 'Q29ubmVjdGlvblN0cmluZ0tleVNlY3JldA==', 'abcdefgh%2B', 'abcdefgh+']) t.ok(secrets.includes(s), s);
+  const secrets = secretValues({
+    ...SECRETS,
+    AZURE_BLOB_ENDPOINT: 'https://a.blob.core.windows.net/?sv=1&sig=abcdefgh%2B',
+  });
+  for (const s of [
+    TOKEN,
+    READ_TOKEN,
+    'm0ngo-Pa55w0rd',
+    'Q29ubmVjdGlvblN0cmluZ0tleVNlY3JldA==',
+    'abcdefgh%2B',
+    'abcdefgh+',
+  ])
+    t.ok(secrets.includes(s), s);
   t.equal(scrub('postgres://me:hunter2@db/x'), `postgres://me:${CENSOR}@db/x`);
   t.equal(scrub('Authorization: Bearer abc.def.ghi'), `Authorization: Bearer ${CENSOR}`);
   t.equal(scrub('x AccountKey=abc==;y'), `x AccountKey=${CENSOR};y`);
@@ -167,7 +243,10 @@ t.test('scrub() and secretValues()', async (t) => {
 
 /** Runs dist/server.js to its exit and returns what it printed. */
 async function runServer(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, ['dist/server.js'], { env: { PATH: process.env.PATH, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['dist/server.js'], {
+    env: { PATH: process.env.PATH, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   child.stdout.on('data', (d) => (output += d));
   child.stderr.on('data', (d) => (output += d));
@@ -182,9 +261,22 @@ t.test('startup errors never print secrets', async (t) => {
   const cacheDir = await tempDir(t, 'mr-cache-');
   const base = { ...SECRETS, CACHE_DIR: cacheDir, PORT: '0' };
   const cases: [string, Record<string, string>, RegExp][] = [
-    ['unparsable MongoDB URI', { REMOTE_STORAGE: 'mongodb', MONGODB_URI: 'mongodb://registry:m0ngo-Pa55w0rd@db.internal:notaport/' }, /MONGODB_URI/],
+    [
+      'unparsable MongoDB URI',
+      { REMOTE_STORAGE: 'mongodb', MONGODB_URI: 'mongodb://registry:m0ngo-Pa55w0rd@db.internal:notaport/' },
+      /MONGODB_URI/,
+    ],
     ['bad AUTH_TOKENS', { AUTH_TOKENS: `write:${TOKEN},read:short` }, /AUTH_TOKENS=\(hidden\)/],
-    ['bad Azure key', { REMOTE_STORAGE: 'azure', AZURE_CONTAINER: 'models', AZURE_ACCOUNT_NAME: 'acct', AZURE_ACCOUNT_KEY: `${SECRETS.AZURE_ACCOUNT_KEY}!` }, /AZURE_ACCOUNT_KEY=\(hidden\)/],
+    [
+      'bad Azure key',
+      {
+        REMOTE_STORAGE: 'azure',
+        AZURE_CONTAINER: 'models',
+        AZURE_ACCOUNT_NAME: 'acct',
+        AZURE_ACCOUNT_KEY: `${SECRETS.AZURE_ACCOUNT_KEY}!`,
+      },
+      /AZURE_ACCOUNT_KEY=\(hidden\)/,
+    ],
     ['bad SHUTDOWN_GRACE', { SHUTDOWN_GRACE: 'soon' }, /SHUTDOWN_GRACE="soon" is not a duration/],
   ];
   for (const [what, env, expected] of cases) {

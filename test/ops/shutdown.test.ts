@@ -8,9 +8,9 @@ import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
 import { model } from '../helpers/archives.js';
-import { ensureBuilt } from '../helpers/build.js';
 import { sha256 } from '../helpers/assert.js';
-import { spawnServer, until, type ServerProcess } from '../helpers/process.js';
+import { ensureBuilt } from '../helpers/build.js';
+import { type ServerProcess, spawnServer, until } from '../helpers/process.js';
 import { put, start, tempDir } from '../helpers/server.js';
 
 ensureBuilt();
@@ -22,7 +22,8 @@ const staged = async (dir: string) => {
 
 const exited = (p: ServerProcess) =>
   new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => {
-    if (p.child.exitCode !== null || p.child.signalCode !== null) resolve({ code: p.child.exitCode, signal: p.child.signalCode });
+    if (p.child.exitCode !== null || p.child.signalCode !== null)
+      resolve({ code: p.child.exitCode, signal: p.child.signalCode });
     else p.child.once('exit', (code, signal) => resolve({ code, signal }));
   });
 
@@ -40,8 +41,12 @@ function heldUpload(url: string, body: Buffer, first: number) {
       sent += chunk.length;
     },
   });
-  const response: Promise<Response | Error> = fetch(url, { method: 'PUT', body: stream, duplex: 'half', headers: { 'content-type': 'application/gzip' } } as RequestInit)
-    .catch((err: Error) => err);
+  const response: Promise<Response | Error> = fetch(url, {
+    method: 'PUT',
+    body: stream,
+    duplex: 'half',
+    headers: { 'content-type': 'application/gzip' },
+  } as RequestInit).catch((err: Error) => err);
   return { response, release };
 }
 
@@ -54,7 +59,10 @@ t.test('an upload in flight at SIGTERM completes, then the process exits 0', asy
   const exit = exited(server);
   server.child.kill('SIGTERM');
   await until('the shutdown to start', () => server.output().includes('shutting down'));
-  const refused = await fetch(`${server.url}/healthz`).then((r) => r.status, (err: Error) => err.name);
+  const refused = await fetch(`${server.url}/healthz`).then(
+    (r) => r.status,
+    (err: Error) => err.name,
+  );
   t.not(refused, 200, 'no new requests are served while shutting down');
   t.equal(server.child.exitCode, null, 'still running while the upload is in flight');
 
@@ -128,35 +136,42 @@ t.test('idle keep-alive connections do not delay the shutdown', async (t) => {
   t.ok(Date.now() - signalled < 2000, 'exits at once');
 });
 
-t.test('a request that arrives on an open connection once shutdown began: 503 SHUTTING_DOWN in our error shape, and the connection closes', async (t) => {
-  const { app, url } = await start(t);
-  const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
-  await once(socket, 'connect');
-  let received = '';
-  socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
-  // Headers under way: the connection is not idle, so the shutdown does not close it.
-  socket.write('GET /healthz HTTP/1.1\r\nHost: registry\r\n');
-  await new Promise((r) => setTimeout(r, 100));
-  const closed = app.close();
-  await new Promise((r) => setTimeout(r, 100));
-  socket.write('\r\n');
-  await once(socket, 'end');
-  await closed;
-  const [head, body] = received.split('\r\n\r\n');
-  t.match(head, /^HTTP\/1\.1 503 /);
-  t.match(head, /\r\nconnection: close/i);
-  t.match(head, /\r\nretry-after: 1/i);
-  t.match(head, /\r\ncontent-type: application\/json/i);
-  const error = JSON.parse(body!) as { error: string; message: string };
-  t.equal(error.error, 'SHUTTING_DOWN');
-  t.match(error.message, /shutting down: retry/);
-});
+t.test(
+  'a request that arrives on an open connection once shutdown began: 503 SHUTTING_DOWN in our error shape, and the connection closes',
+  async (t) => {
+    const { app, url } = await start(t);
+    const socket = net.connect(Number(new URL(url).port), '127.0.0.1');
+    await once(socket, 'connect');
+    let received = '';
+    socket.on('data', (d: Buffer) => (received += d.toString('latin1')));
+    // Headers under way: the connection is not idle, so the shutdown does not close it.
+    socket.write('GET /healthz HTTP/1.1\r\nHost: registry\r\n');
+    await new Promise((r) => setTimeout(r, 100));
+    const closed = app.close();
+    await new Promise((r) => setTimeout(r, 100));
+    socket.write('\r\n');
+    await once(socket, 'end');
+    await closed;
+    const [head, body] = received.split('\r\n\r\n');
+    t.match(head, /^HTTP\/1\.1 503 /);
+    t.match(head, /\r\nconnection: close/i);
+    t.match(head, /\r\nretry-after: 1/i);
+    t.match(head, /\r\ncontent-type: application\/json/i);
+    const error = JSON.parse(body!) as { error: string; message: string };
+    t.equal(error.error, 'SHUTTING_DOWN');
+    t.match(error.message, /shutting down: retry/);
+  },
+);
 
 t.test('started through a symlink (a current -> release-N deploy layout), the server runs', async (t) => {
   const dir = await tempDir(t);
   const link = path.join(dir, 'current');
   await fs.symlink(process.cwd(), link);
-  const server = await spawnServer(t, { LOCAL_STORAGE_DIR: path.join(dir, 'models') }, path.join(link, 'dist', 'server.js'));
+  const server = await spawnServer(
+    t,
+    { LOCAL_STORAGE_DIR: path.join(dir, 'models') },
+    path.join(link, 'dist', 'server.js'),
+  );
   t.equal((await fetch(`${server.url}/healthz`)).status, 200);
   const exit = exited(server);
   server.child.kill('SIGTERM');
@@ -170,7 +185,13 @@ t.test('`npm start` passes SIGTERM on to the server: it drains and exits, never 
   const { spawn } = await import('node:child_process');
   const npm = spawn('npm', ['start', '--silent'], {
     cwd: path.resolve(import.meta.dirname, '../..'),
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, PORT: String(port), LOCAL_STORAGE_DIR: dir, CACHE_DIR: await tempDir(t, 'mr-cache-') },
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      PORT: String(port),
+      LOCAL_STORAGE_DIR: dir,
+      CACHE_DIR: await tempDir(t, 'mr-cache-'),
+    },
     stdio: 'ignore',
     detached: true, // its own process group: the teardown can kill a server left behind npm
   });
@@ -180,9 +201,25 @@ t.test('`npm start` passes SIGTERM on to the server: it drains and exits, never 
       process.kill(-npm.pid!, 'SIGKILL');
     } catch {}
   });
-  await until('npm start to serve', () => fetch(`${url}/healthz`).then((r) => r.ok, () => false), 30_000);
+  await until(
+    'npm start to serve',
+    () =>
+      fetch(`${url}/healthz`).then(
+        (r) => r.ok,
+        () => false,
+      ),
+    30_000,
+  );
   npm.kill('SIGTERM'); // what `docker stop`, systemd or a supervisor sends to the process it started
   await once(npm, 'exit');
-  await until('the server to stop', () => fetch(`${url}/healthz`).then(() => false, () => true), 10_000);
+  await until(
+    'the server to stop',
+    () =>
+      fetch(`${url}/healthz`).then(
+        () => false,
+        () => true,
+      ),
+    10_000,
+  );
   t.pass('nothing serves on the port any more');
 });

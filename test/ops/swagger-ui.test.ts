@@ -30,7 +30,13 @@ t.test('/docs serves Swagger UI over openapi.yaml', async (t) => {
 
 /** The directives of a CSP header, by name. */
 function directives(csp: string): Map<string, string[]> {
-  return new Map(csp.split(';').map((d) => d.trim().split(/\s+/)).filter((d) => d[0]).map(([name, ...values]) => [name!, values]));
+  return new Map(
+    csp
+      .split(';')
+      .map((d) => d.trim().split(/\s+/))
+      .filter((d) => d[0])
+      .map(([name, ...values]) => [name!, values]),
+  );
 }
 
 t.test('/docs has a strict CSP that its own page and assets pass (no browser: checked on the HTML)', async (t) => {
@@ -47,12 +53,22 @@ t.test('/docs has a strict CSP that its own page and assets pass (no browser: ch
   t.same(d.get('frame-ancestors'), ["'none'"], 'not framed');
   t.same(d.get('connect-src'), ["'self'"], 'fetches only this origin (the document at /docs/json)');
   t.notOk(d.has('upgrade-insecure-requests'), 'no upgrade-insecure-requests: it would break the page on plain HTTP');
-  for (const path of ['/docs', '/docs/', '/docs/static/swagger-initializer.js', '/docs/static/swagger-ui.css', '/docs/json']) {
+  for (const path of [
+    '/docs',
+    '/docs/',
+    '/docs/static/swagger-initializer.js',
+    '/docs/static/swagger-ui.css',
+    '/docs/json',
+  ]) {
     const res = await fetch(`${url}${path}`, { redirect: 'manual' });
     t.equal(res.headers.get('content-security-policy'), DOCS_CSP, `${path}: the CSP`);
     t.equal(res.headers.get('x-content-type-options'), 'nosniff', `${path}: nosniff`);
   }
-  t.equal((await fetch(`${url}/openapi.yaml`)).headers.get('content-security-policy'), null, "the docs' CSP stays on /docs");
+  t.equal(
+    (await fetch(`${url}/openapi.yaml`)).headers.get('content-security-policy'),
+    null,
+    "the docs' CSP stays on /docs",
+  );
   t.equal((await fetch(`${url}/healthz`)).headers.get('content-security-policy'), null);
 
   // What the page loads, against the policy: every script external and same-origin (a relative

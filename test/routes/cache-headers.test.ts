@@ -30,10 +30,23 @@ t.test('?version=N (archive, manifest, file) is immutable; the moving URLs are n
   t.equal(manifest.headers.get('cache-control'), IMMUTABLE, 'the manifest of a numbered version');
   t.match(manifest.headers.get('etag'), /^"json-/);
   await manifest.arrayBuffer();
-  t.equal((await fetch(`${url}/models/m/aliases/prod`, {
-    method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 2 }),
-  })).status, 201);
-  for (const path of ['/models/m', '/models/m@prod', '/models/m@latest', '/models/m/files/model/config.json', '/models/m@prod/files/model/config.json']) {
+  t.equal(
+    (
+      await fetch(`${url}/models/m/aliases/prod`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ version: 2 }),
+      })
+    ).status,
+    201,
+  );
+  for (const path of [
+    '/models/m',
+    '/models/m@prod',
+    '/models/m@latest',
+    '/models/m/files/model/config.json',
+    '/models/m@prod/files/model/config.json',
+  ]) {
     for (const method of ['GET', 'HEAD']) {
       const res = await fetch(`${url}${path}`, { method });
       t.equal(res.status, 200, `${method} ${path}`);
@@ -71,8 +84,16 @@ t.test('the Rasa-style pull is unchanged: If-None-Match with the ETag on /models
 
 t.test('the JSON routes: no-cache, an ETag of the body, If-None-Match gives 304 until the body changes', async (t) => {
   const { url } = await twoVersions(t);
-  const paths = ['/models', '/models?prefix=m&sort=updatedAt', '/models/m/meta', '/models/m/meta?version=1', '/models/m@latest/meta',
-    '/models/m/versions', '/models/m/aliases', '/models/m/files'];
+  const paths = [
+    '/models',
+    '/models?prefix=m&sort=updatedAt',
+    '/models/m/meta',
+    '/models/m/meta?version=1',
+    '/models/m@latest/meta',
+    '/models/m/versions',
+    '/models/m/aliases',
+    '/models/m/files',
+  ];
   const tags = new Map<string, string>();
   for (const path of paths) {
     const res = await fetch(`${url}${path}`);
@@ -97,9 +118,16 @@ t.test('the JSON routes: no-cache, an ETag of the body, If-None-Match gives 304 
     await other.arrayBuffer();
   }
   // An alias on version 1 changes every JSON view that shows it (the manifest does not list aliases).
-  t.equal((await fetch(`${url}/models/m/aliases/prod`, {
-    method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 1 }),
-  })).status, 201);
+  t.equal(
+    (
+      await fetch(`${url}/models/m/aliases/prod`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ version: 1 }),
+      })
+    ).status,
+    201,
+  );
   for (const path of ['/models', '/models/m/meta?version=1', '/models/m/versions', '/models/m/aliases']) {
     const res = await fetch(`${url}${path}`, { headers: { 'if-none-match': tags.get(path)! } });
     t.equal(res.status, 200, `${path}: changed by the alias`);

@@ -27,7 +27,10 @@ t.test('a second listing of unchanged models makes no HEAD; a changed one is HEA
   const second = await list();
   const heads2 = await storageCalls(url, 'head');
   t.equal(heads2 - heads1, 0, `the second listing made no HEAD (the first made ${heads1 - heads0})`);
-  t.ok(second.models.every((m) => m.version === 1), 'and says what the first said');
+  t.ok(
+    second.models.every((m) => m.version === 1),
+    'and says what the first said',
+  );
 
   t.equal((await put(`${url}/models/m-3`, model('m-3 again', 4096), { 'x-model-label-stage': 'new' })).status, 200);
   const afterReplace = await list();
@@ -38,7 +41,11 @@ t.test('a second listing of unchanged models makes no HEAD; a changed one is HEA
 
   // A rollback publishes the bytes of v1 again: the same ETag on S3, new metadata.
   await new Promise((r) => setTimeout(r, 1100));
-  const rolled = await fetch(`${url}/models/m-3/rollback`, { method: 'POST', body: JSON.stringify({ version: 1 }), headers: { 'content-type': 'application/json' } });
+  const rolled = await fetch(`${url}/models/m-3/rollback`, {
+    method: 'POST',
+    body: JSON.stringify({ version: 1 }),
+    headers: { 'content-type': 'application/json' },
+  });
   t.equal(rolled.status, 200);
   const m3b = (await list()).models.find((m) => m.name === 'm-3')!;
   t.equal(m3b.version, 3, 'a rollback shows at once too (same bytes, new number)');

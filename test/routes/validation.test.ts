@@ -19,8 +19,11 @@ t.test('4xx bodies of the schema-checked values', async (t) => {
     return { status: res.status, ...((await res.json()) as { error: string; message: string }) };
   };
   t.match(await error('/models/m?version=abc'), { status: 400, error: 'INVALID_VERSION', message: /"abc"/ });
-  t.match(await error('/models/m?version=1&version=2'), { status: 400, error: 'INVALID_VERSION', message: /"1,2"/ },
-    'a repeated parameter reaches the parse function as it did');
+  t.match(
+    await error('/models/m?version=1&version=2'),
+    { status: 400, error: 'INVALID_VERSION', message: /"1,2"/ },
+    'a repeated parameter reaches the parse function as it did',
+  );
   t.match(await error('/models/bad%20name?version=abc'), { status: 400, error: 'INVALID_NAME' }, 'the name first');
   t.match(await error('/models/m?version=abc&wait=999'), { error: 'INVALID_VERSION' }, 'then version, then wait');
   t.match(await error('/models/m?wait=999'), { error: 'INVALID_QUERY', message: /wait must be/ });
@@ -28,8 +31,11 @@ t.test('4xx bodies of the schema-checked values', async (t) => {
   t.match(del, { error: 'INVALID_QUERY', message: /force must/ });
   t.match(await error('/models/m/meta?version=0'), { error: 'INVALID_VERSION' });
   t.match(await error('/models/m/files?version=x'), { error: 'INVALID_VERSION' });
-  t.match(await error('/models?limit=5000&sort=bad'), { error: 'INVALID_QUERY', message: /^Invalid query: sort must/ },
-    'the list query is checked as a whole, sort before limit');
+  t.match(
+    await error('/models?limit=5000&sort=bad'),
+    { error: 'INVALID_QUERY', message: /^Invalid query: sort must/ },
+    'the list query is checked as a whole, sort before limit',
+  );
   t.match(await error('/models?prefix=a&prefix=b'), { error: 'INVALID_QUERY', message: /prefix was given 2 times/ });
   const list = await fetch(`${url}/models?label.team=nlp&limit=2`);
   t.equal(list.status, 200, 'label.<key> parameters pass through the schema');
@@ -40,10 +46,14 @@ t.test('4xx bodies of the schema-checked values', async (t) => {
 t.test('the validator compiler', async (t) => {
   const compile = (schema: z.ZodType, httpPart = 'querystring') =>
     validatorCompiler({ schema, method: 'GET', url: '/x', httpPart }) as (data: unknown) => unknown;
-  const byParse = compile(fields({ n: parsed((raw) => {
-    if (raw !== '1') throw errors.invalidQuery('n must be 1');
-    return 1;
-  }) }));
+  const byParse = compile(
+    fields({
+      n: parsed((raw) => {
+        if (raw !== '1') throw errors.invalidQuery('n must be 1');
+        return 1;
+      }),
+    }),
+  );
   t.same(byParse({ n: '1', other: 'kept' }), { value: { n: 1, other: 'kept' } }, 'parsed, unknown keys kept');
   t.match(byParse({ n: '2' }), { error: { code: 'INVALID_QUERY', message: 'Invalid query: n must be 1.' } });
   t.match(byParse({}), { error: { code: 'INVALID_QUERY' } }, 'an absent value reaches the parse function too');

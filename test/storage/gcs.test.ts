@@ -6,7 +6,7 @@ import { text } from 'node:stream/consumers';
 import { Storage as GcsClient } from '@google-cloud/storage';
 import pino from 'pino';
 import t, { type Test } from 'tap';
-import { loadConfig, type BackendConfig } from '../../src/config.js';
+import { type BackendConfig, loadConfig } from '../../src/config.js';
 import { ConfigError, StorageUnavailableError } from '../../src/errors.js';
 import { create, type GcsStorage } from '../../src/storage/gcs/storage.js';
 import type { Storage } from '../../src/storage/types.js';
@@ -23,7 +23,12 @@ const bucketOf = new WeakMap<Storage, string>();
 
 const bucketName = () => `gcs-test-${randomUUID().slice(0, 13)}`;
 const gcsConfig = (env: Record<string, string | undefined> = {}) =>
-  loadConfig({ REMOTE_STORAGE: 'gcs', BUCKET_NAME: bucketName(), STORAGE_EMULATOR_HOST: emulator.url, ...env }) as BackendConfig<'gcs'>;
+  loadConfig({
+    REMOTE_STORAGE: 'gcs',
+    BUCKET_NAME: bucketName(),
+    STORAGE_EMULATOR_HOST: emulator.url,
+    ...env,
+  }) as BackendConfig<'gcs'>;
 
 const open = async (tt: Test, config = gcsConfig()): Promise<GcsStorage> => {
   const s = create(config, logger);
@@ -108,16 +113,37 @@ t.test('init errors are one line naming the variable and the fix', async (t) => 
     const { writeFile } = await import('node:fs/promises');
     await writeFile(`${dir}/notes.txt`, 'not json');
     await writeFile(`${dir}/other.json`, '{"hello":"world"}');
-    t.match((await initError(t, gcsConfig({ GOOGLE_APPLICATION_CREDENTIALS: `${dir}/notes.txt` }))).message, /GOOGLE_APPLICATION_CREDENTIALS=.*notes\.txt is not a JSON credentials file/);
-    t.match((await initError(t, gcsConfig({ GOOGLE_APPLICATION_CREDENTIALS: `${dir}/other.json` }))).message, /GOOGLE_APPLICATION_CREDENTIALS=.*other\.json is JSON but not a Google credentials file/);
+    t.match(
+      (await initError(t, gcsConfig({ GOOGLE_APPLICATION_CREDENTIALS: `${dir}/notes.txt` }))).message,
+      /GOOGLE_APPLICATION_CREDENTIALS=.*notes\.txt is not a JSON credentials file/,
+    );
+    t.match(
+      (await initError(t, gcsConfig({ GOOGLE_APPLICATION_CREDENTIALS: `${dir}/other.json` }))).message,
+      /GOOGLE_APPLICATION_CREDENTIALS=.*other\.json is JSON but not a Google credentials file/,
+    );
   });
 
   t.test('a service-account key that cannot sign (wrong or damaged credentials)', async (t) => {
     const dir = await tempDir(t);
     const { writeFile } = await import('node:fs/promises');
-    await writeFile(`${dir}/key.json`, JSON.stringify({ type: 'service_account', project_id: 'p', client_email: 'sa@p.iam.gserviceaccount.com', private_key: '-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n' }));
+    await writeFile(
+      `${dir}/key.json`,
+      JSON.stringify({
+        type: 'service_account',
+        project_id: 'p',
+        client_email: 'sa@p.iam.gserviceaccount.com',
+        private_key: '-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n',
+      }),
+    );
     // No emulator: the SDK authenticates, and signing fails before any request leaves the host.
-    const err = await initError(t, gcsConfig({ STORAGE_EMULATOR_HOST: undefined, GOOGLE_APPLICATION_CREDENTIALS: `${dir}/key.json`, GOOGLE_CLOUD_PROJECT: 'p' }));
+    const err = await initError(
+      t,
+      gcsConfig({
+        STORAGE_EMULATOR_HOST: undefined,
+        GOOGLE_APPLICATION_CREDENTIALS: `${dir}/key.json`,
+        GOOGLE_CLOUD_PROJECT: 'p',
+      }),
+    );
     t.match(err.message, `GOOGLE_APPLICATION_CREDENTIALS=${dir}/key.json`);
   });
 
@@ -138,9 +164,18 @@ t.test('init errors are one line naming the variable and the fix', async (t) => 
 
   t.test('a bucket these credentials may not read (403), from a server that says so', async (t) => {
     // fake-gcs-server has no access control: a minimal JSON API server answers 403 instead.
-    const server = createServer((req, res) => {
+    const server = createServer((_req, res) => {
       res.writeHead(403, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code: 403, message: 'sa@p.iam.gserviceaccount.com does not have storage.objects.list access to the Google Cloud Storage bucket.', errors: [{ reason: 'forbidden' }] } }));
+      res.end(
+        JSON.stringify({
+          error: {
+            code: 403,
+            message:
+              'sa@p.iam.gserviceaccount.com does not have storage.objects.list access to the Google Cloud Storage bucket.',
+            errors: [{ reason: 'forbidden' }],
+          },
+        }),
+      );
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     t.teardown(() => server.close());
@@ -172,12 +207,20 @@ t.test('an outage gives StorageUnavailableError within seconds, and the same ins
     ['head', () => s.head('o.tar.gz')],
     ['get', () => s.get('o.tar.gz')],
     ['stage', () => s.stage('p.tar.gz', body('during'))],
-    ['list', async () => { for await (const _ of s.list('')) void _; }],
+    [
+      'list',
+      async () => {
+        for await (const _ of s.list('')) void _;
+      },
+    ],
     ['ping', () => s.ping()],
   ];
   for (const [name, fn] of checks) {
     const started = Date.now();
-    const err = await fn().then(() => undefined, (e: unknown) => e);
+    const err = await fn().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     const took = Date.now() - started;
     t.ok(err instanceof StorageUnavailableError, `${name}: ${(err as Error)?.message}`);
     t.ok(took < 15_000, `${name} failed in ${took} ms`);
@@ -201,12 +244,18 @@ t.test('a server that accepts connections and then stays silent: StorageUnavaila
   });
   // 2 s per attempt: three attempts and the retry delays outlast the SDK's old total deadline of
   // 5 s, past which it dropped the due retry without ever answering.
-  const config = gcsConfig({ STORAGE_EMULATOR_HOST: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`, STORAGE_TIMEOUT: '2s' });
+  const config = gcsConfig({
+    STORAGE_EMULATOR_HOST: `http://127.0.0.1:${(silent.address() as AddressInfo).port}`,
+    STORAGE_TIMEOUT: '2s',
+  });
   const s = create(config, logger);
   t.teardown(() => s.close());
   const began = Date.now();
   const outcome = await Promise.race([
-    s.head('m.tar.gz').then(() => 'answered', (err: unknown) => err),
+    s.head('m.tar.gz').then(
+      () => 'answered',
+      (err: unknown) => err,
+    ),
     new Promise((resolve) => setTimeout(() => resolve('still waiting after 25 s'), 25_000)),
   ]);
   t.type(outcome, StorageUnavailableError, `head() failed after ${Date.now() - began} ms`);
@@ -226,7 +275,10 @@ t.test('a download that stalls half way fails after STORAGE_TIMEOUT instead of h
   const { body } = await s.get('m.tar.gz');
   const began = Date.now();
   const outcome = await Promise.race([
-    text(body).then(() => 'ended', (err: Error) => err),
+    text(body).then(
+      () => 'ended',
+      (err: Error) => err,
+    ),
     new Promise((resolve) => setTimeout(() => resolve('still waiting after 15 s'), 15_000)),
   ]);
   t.type(outcome, Error, 'the body fails');
@@ -287,11 +339,18 @@ t.test('a commit whose reply was lost is told from a lost race by the nonce it w
       req.on('data', (d: Buffer) => (data += d));
       req.on('end', () => {
         const url = new URL(req.url!, 'http://x');
-        const json = (status: number, body: unknown) => res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+        const json = (status: number, body: unknown) =>
+          res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
         if (req.method === 'POST' && url.pathname.includes('/rewriteTo/')) {
           rewrites++;
           if (Number(url.searchParams.get('ifGenerationMatch')) !== generation) {
-            return json(412, { error: { code: 412, message: 'At least one of the pre-conditions you specified did not hold.', errors: [{ reason: 'conditionNotMet' }] } });
+            return json(412, {
+              error: {
+                code: 412,
+                message: 'At least one of the pre-conditions you specified did not hold.',
+                errors: [{ reason: 'conditionNotMet' }],
+              },
+            });
           }
           generation = 333; // the write lands ...
           stored = (JSON.parse(data) as { metadata: Record<string, string> }).metadata;
@@ -300,7 +359,15 @@ t.test('a commit whose reply was lost is told from a lost race by the nonce it w
         }
         if (req.method === 'GET' && url.pathname.endsWith('/o/m.tar.gz')) {
           if (readback === 'failing') return json(403, { error: { code: 403, message: 'forbidden' } });
-          return json(200, { name: 'm.tar.gz', bucket: 'bkt', generation: String(generation), metageneration: '1', size: '5', updated: new Date().toISOString(), metadata: stored });
+          return json(200, {
+            name: 'm.tar.gz',
+            bucket: 'bkt',
+            generation: String(generation),
+            metageneration: '1',
+            size: '5',
+            updated: new Date().toISOString(),
+            metadata: stored,
+          });
         }
         json(404, { error: { code: 404, message: 'not found' } });
       });
@@ -308,15 +375,39 @@ t.test('a commit whose reply was lost is told from a lost race by the nonce it w
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     t.teardown(() => server.close());
     // No init(): server-side rewrite conditions stay on, the path taken against real GCS.
-    const s = create(gcsConfig({ STORAGE_EMULATOR_HOST: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, STORAGE_TIMEOUT: '5s' }), logger);
+    const s = create(
+      gcsConfig({
+        STORAGE_EMULATOR_HOST: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+        STORAGE_TIMEOUT: '5s',
+      }),
+      logger,
+    );
     t.teardown(() => s.close());
-    const outcome = await s.copy('.history/m/v1.tar.gz', 'm.tar.gz', { sourceToken: '111', metadata: { version: '3' }, condition: { ifMatch: '222' } }).catch((err: unknown) => err);
+    const outcome = await s
+      .copy('.history/m/v1.tar.gz', 'm.tar.gz', {
+        sourceToken: '111',
+        metadata: { version: '3' },
+        condition: { ifMatch: '222' },
+      })
+      .catch((err: unknown) => err);
     t.equal(rewrites, 2, `${readback}: the SDK sent the rewrite twice`);
     return outcome;
   };
   const landed = await run('stored');
-  t.match(landed, { key: 'm.tar.gz', token: '333', metadata: { version: '3' } }, 'our write: success, with the generation it created');
+  t.match(
+    landed,
+    { key: 'm.tar.gz', token: '333', metadata: { version: '3' } },
+    'our write: success, with the generation it created',
+  );
   t.notOk('registry-write' in (landed as { metadata: object }).metadata, 'the nonce stays internal');
-  t.match(await run('another writer'), { name: 'PreconditionFailedError' }, 'another writer\'s object: the race was lost');
-  t.type(await run('failing'), StorageUnavailableError, 'cannot tell: unavailable (outcome unknown), never a failed condition');
+  t.match(
+    await run('another writer'),
+    { name: 'PreconditionFailedError' },
+    "another writer's object: the race was lost",
+  );
+  t.type(
+    await run('failing'),
+    StorageUnavailableError,
+    'cannot tell: unavailable (outcome unknown), never a failed condition',
+  );
 });

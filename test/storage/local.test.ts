@@ -14,8 +14,10 @@ const local = async (tt: Test) => {
 
 t.test('conformance', async (t) =>
   conformance(t, local, {
-    leftovers: async (s) => (await fs.readdir(path.join((s as LocalStorage).root, '.uploads'))).filter((n) => n.endsWith('.part')).length,
-  }));
+    leftovers: async (s) =>
+      (await fs.readdir(path.join((s as LocalStorage).root, '.uploads'))).filter((n) => n.endsWith('.part')).length,
+  }),
+);
 
 t.test('the directory keeps the bucket layout, with no stray model-like files', async (t) => {
   const s = await local(t);
@@ -32,7 +34,10 @@ t.test('the directory keeps the bucket layout, with no stray model-like files', 
   };
   await walk(s.root);
   t.same(files.filter((f) => f.endsWith('.tar.gz')).sort(), ['.history/m/v1.tar.gz', 'm.tar.gz']);
-  t.ok(files.every((f) => f.endsWith('.tar.gz') || f.startsWith('.meta/')), 'metadata lives under .meta/ only');
+  t.ok(
+    files.every((f) => f.endsWith('.tar.gz') || f.startsWith('.meta/')),
+    'metadata lives under .meta/ only',
+  );
 });
 
 t.test('sweep removes staged files of dead writers and keeps live ones', async (t) => {
@@ -67,19 +72,26 @@ t.test('sweep removes sidecar temp files a crash left, after a minute', async (t
   const twoMinutesAgo = new Date(Date.now() - 120_000);
   await fs.utimes(old, twoMinutesAgo, twoMinutesAgo);
   t.equal(await s.sweep(), 1);
-  t.same((await fs.readdir(meta)).sort(), [sidecar, path.basename(fresh)].sort(), 'the old temp file went; a write that may be in progress stays');
+  t.same(
+    (await fs.readdir(meta)).sort(),
+    [sidecar, path.basename(fresh)].sort(),
+    'the old temp file went; a write that may be in progress stays',
+  );
   t.same((await s.head('m.tar.gz')).metadata, info.metadata, 'the sidecar itself is untouched');
 });
 
-t.test('copying onto a link of the same file (a history copy redone after a crash) leaves no staged file', async (t) => {
-  const s = await local(t);
-  const info = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('x')])), { version: '1' }, {});
-  await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: info.token, metadata: { version: '1' } });
-  await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: info.token, metadata: { version: '1' } });
-  const staged = (await fs.readdir(path.join(s.root, '.uploads'))).filter((n) => n.endsWith('.part'));
-  t.same(staged, [], 'rename(2) onto the same inode does nothing; the staged name is removed anyway');
-  t.equal(await fs.readFile(path.join(s.root, '.history/m/v1.tar.gz'), 'utf8'), 'x');
-});
+t.test(
+  'copying onto a link of the same file (a history copy redone after a crash) leaves no staged file',
+  async (t) => {
+    const s = await local(t);
+    const info = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('x')])), { version: '1' }, {});
+    await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: info.token, metadata: { version: '1' } });
+    await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: info.token, metadata: { version: '1' } });
+    const staged = (await fs.readdir(path.join(s.root, '.uploads'))).filter((n) => n.endsWith('.part'));
+    t.same(staged, [], 'rename(2) onto the same inode does nothing; the staged name is removed anyway');
+    t.equal(await fs.readFile(path.join(s.root, '.history/m/v1.tar.gz'), 'utf8'), 'x');
+  },
+);
 
 t.test('copyOut links the pinned version out of storage, or refuses a replaced one', async (t) => {
   const s = await local(t);
@@ -88,9 +100,17 @@ t.test('copyOut links the pinned version out of storage, or refuses a replaced o
   const dest = path.join(out, 'one');
   await s.copyOut('m.tar.gz', first.token, dest);
   t.equal(await fs.readFile(dest, 'utf8'), 'one');
-  t.equal((await fs.stat(dest)).ino, (await fs.stat(path.join(s.root, 'm.tar.gz'))).ino, 'a hard link: no second write');
+  t.equal(
+    (await fs.stat(dest)).ino,
+    (await fs.stat(path.join(s.root, 'm.tar.gz'))).ino,
+    'a hard link: no second write',
+  );
 
-  await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('two')])), { version: '2' }, { ifMatch: first.token });
+  await s.commit(
+    await s.stage('m.tar.gz', Readable.from([Buffer.from('two')])),
+    { version: '2' },
+    { ifMatch: first.token },
+  );
   t.equal(await fs.readFile(dest, 'utf8'), 'one', 'replacing the key leaves the linked copy whole');
   const stale = path.join(out, 'stale');
   await t.rejects(s.copyOut('m.tar.gz', first.token, stale), { name: 'PreconditionFailedError' });
@@ -108,7 +128,7 @@ t.test('a sidecar rewritten for the same token (another tool, another process) i
   const bare = await a.head('h.tar.gz');
   t.same(bare.metadata, {});
   await b.setMetadata('h.tar.gz', bare.token, { sha256: 'abc' });
-  t.same((await a.head('h.tar.gz')).metadata, { sha256: 'abc' }, 'the other process\'s metadata is seen');
+  t.same((await a.head('h.tar.gz')).metadata, { sha256: 'abc' }, "the other process's metadata is seen");
   // A replace by the other process is a new token: seen at once.
   const info = await b.commit(await b.stage('h.tar.gz', Readable.from([Buffer.from('v2')])), { sha256: 'def' }, {});
   t.same((await a.head('h.tar.gz')).metadata, { sha256: 'def' });
@@ -122,21 +142,35 @@ t.test('keys that could leave the root are refused', async (t) => {
   }
 });
 
-t.test('staged names carry the pid namespace: a writer in another one on the same host is judged by age only', async (t) => {
-  const { hostname } = await import('node:os');
-  const { readlink } = await import('node:fs/promises');
-  const { hostTag, isAbandoned, newStagedName } = await import('../../src/storage/shared/staging.js');
-  const ns = await readlink('/proc/self/ns/pid').catch(() => '');
-  t.equal(/-([0-9a-f]{8})\.part$/.exec(newStagedName())![1], hostTag(hostname(), ns), 'our names: this host and this pid namespace');
-  // A container sharing the hostname (host networking) whose writer is pid 1 in its own namespace.
-  const neighbour = `1-00000000-0000-0000-0000-000000000000-${hostTag(hostname(), 'pid:[4026599999]')}.part`;
-  t.notOk(isAbandoned(neighbour, new Date(), new Set()), 'its upload in progress is left alone');
-  t.ok(isAbandoned(neighbour, new Date(Date.now() - 2 * 60 * 60 * 1000), new Set()), 'until it has been untouched for long');
-});
+t.test(
+  'staged names carry the pid namespace: a writer in another one on the same host is judged by age only',
+  async (t) => {
+    const { hostname } = await import('node:os');
+    const { readlink } = await import('node:fs/promises');
+    const { hostTag, isAbandoned, newStagedName } = await import('../../src/storage/shared/staging.js');
+    const ns = await readlink('/proc/self/ns/pid').catch(() => '');
+    t.equal(
+      /-([0-9a-f]{8})\.part$/.exec(newStagedName())![1],
+      hostTag(hostname(), ns),
+      'our names: this host and this pid namespace',
+    );
+    // A container sharing the hostname (host networking) whose writer is pid 1 in its own namespace.
+    const neighbour = `1-00000000-0000-0000-0000-000000000000-${hostTag(hostname(), 'pid:[4026599999]')}.part`;
+    t.notOk(isAbandoned(neighbour, new Date(), new Set()), 'its upload in progress is left alone');
+    t.ok(
+      isAbandoned(neighbour, new Date(Date.now() - 2 * 60 * 60 * 1000), new Set()),
+      'until it has been untouched for long',
+    );
+  },
+);
 
 t.test('copies to and from root keys are synced copies; between history keys a link needs no copy', async (t) => {
   const s = await local(t);
-  const v1 = await s.commit(await s.stage('m.tar.gz', Readable.from([Buffer.from('version one')])), { version: '1' }, {});
+  const v1 = await s.commit(
+    await s.stage('m.tar.gz', Readable.from([Buffer.from('version one')])),
+    { version: '1' },
+    {},
+  );
   // Counts fsyncs of files staged under .uploads/ (the copy before it is renamed into place).
   const open = fs.open;
   let syncs = 0;
@@ -154,12 +188,25 @@ t.test('copies to and from root keys are synced copies; between history keys a l
   t.teardown(() => {
     fs.open = open;
   });
-  const archived = await s.copy('m.tar.gz', '.history/m/v1.tar.gz', { sourceToken: v1.token, metadata: { version: '1' } });
+  const archived = await s.copy('m.tar.gz', '.history/m/v1.tar.gz', {
+    sourceToken: v1.token,
+    metadata: { version: '1' },
+  });
   t.equal(syncs, 1, 'a root file (other tools write it, some in place) is copied into history, never linked');
-  t.not((await fs.stat(path.join(s.root, '.history/m/v1.tar.gz'))).ino, (await fs.stat(path.join(s.root, 'm.tar.gz'))).ino);
-  await s.copy('.history/m/v1.tar.gz', '.history/m/v2.tar.gz', { sourceToken: archived.token, metadata: { version: '2' } });
+  t.not(
+    (await fs.stat(path.join(s.root, '.history/m/v1.tar.gz'))).ino,
+    (await fs.stat(path.join(s.root, 'm.tar.gz'))).ino,
+  );
+  await s.copy('.history/m/v1.tar.gz', '.history/m/v2.tar.gz', {
+    sourceToken: archived.token,
+    metadata: { version: '2' },
+  });
   t.equal(syncs, 1, 'between history keys a hard link: nothing to sync');
-  await s.copy('.history/m/v1.tar.gz', 'm.tar.gz', { sourceToken: archived.token, metadata: { version: '3' }, condition: { ifMatch: v1.token } });
+  await s.copy('.history/m/v1.tar.gz', 'm.tar.gz', {
+    sourceToken: archived.token,
+    metadata: { version: '3' },
+    condition: { ifMatch: v1.token },
+  });
   t.equal(syncs, 2, 'the rollback copy was synced before it was published');
   t.equal(await fs.readFile(path.join(s.root, 'm.tar.gz'), 'utf8'), 'version one');
 });

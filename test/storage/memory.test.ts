@@ -23,12 +23,15 @@ const open = async (tt: Test) => {
   return storage;
 };
 
-t.test('conformance', async (t) =>
-  conformance(t, open, { leftovers: async (s) => (s as MemoryStorage).staged.size }));
+t.test('conformance', async (t) => conformance(t, open, { leftovers: async (s) => (s as MemoryStorage).staged.size }));
 
 t.test('a registered backend is configured like a built-in one: its settings, aliases and messages', async (t) => {
   const config = loadConfig({ REMOTE_STORAGE: 'MEM' }) as unknown as Record<string, unknown>;
-  t.same([config.REMOTE_STORAGE, config.MEMORY_STORE], ['memory', 'default'], 'an alias, any case; the default applies');
+  t.same(
+    [config.REMOTE_STORAGE, config.MEMORY_STORE],
+    ['memory', 'default'],
+    'an alias, any case; the default applies',
+  );
   t.throws(() => loadConfig({ REMOTE_STORAGE: 'memory', MEMORY_STORE: 'a/b' }), {
     message: 'MEMORY_STORE="a/b" is not a store name: use letters, digits, _ and -.',
   });

@@ -21,7 +21,11 @@ t.test('operator actions', async (t) => {
   const v2 = model('two');
   t.equal((await put(`${url}/models/demo`, v1, admin)).status, 201);
   t.equal((await put(`${url}/models/demo`, v2, admin)).status, 200);
-  const aliased = await fetch(`${url}/models/demo/aliases/production`, { method: 'PUT', headers: { ...admin, 'content-type': 'application/json' }, body: JSON.stringify({ version: 1 }) });
+  const aliased = await fetch(`${url}/models/demo/aliases/production`, {
+    method: 'PUT',
+    headers: { ...admin, 'content-type': 'application/json' },
+    body: JSON.stringify({ version: 1 }),
+  });
   t.equal(aliased.status, 201);
 
   const b = await browser(t);
@@ -57,11 +61,16 @@ t.test('operator actions', async (t) => {
     await page.selectOption('#alias-version', '2');
     await page.click('#alias-set');
     await page.locator('#action-status .notice.error').waitFor();
-    t.match(await page.locator('#action-status').textContent(), /^Point production at v2 failed: 403 FORBIDDEN: .*write/);
+    t.match(
+      await page.locator('#action-status').textContent(),
+      /^Point production at v2 failed: 403 FORBIDDEN: .*write/,
+    );
     await screenshot(page, 'actions-403');
     const before = await page.locator('#versions tbody tr').count();
     await page.locator('#versions tr[data-version="1"] .rollback').click();
-    await page.waitForFunction(() => /Roll back to v1 failed/.test(document.querySelector('#action-status')?.textContent ?? ''));
+    await page.waitForFunction(() =>
+      /Roll back to v1 failed/.test(document.querySelector('#action-status')?.textContent ?? ''),
+    );
     t.match(await page.locator('#action-status').textContent(), '403 FORBIDDEN');
     t.equal(await page.locator('#versions tbody tr').count(), before, 'nothing changed');
     // An upload too (XMLHttpRequest): the registry's message.
@@ -74,7 +83,9 @@ t.test('operator actions', async (t) => {
     await signIn(ADMIN);
     const etag = `"sha256:${sha256(v1)}"`;
     let answered = false;
-    const waiting = fetch(`${url}/models/demo@production?wait=60`, { headers: { authorization: `Bearer ${READ}`, 'if-none-match': etag } }).then((res) => {
+    const waiting = fetch(`${url}/models/demo@production?wait=60`, {
+      headers: { authorization: `Bearer ${READ}`, 'if-none-match': etag },
+    }).then((res) => {
       answered = true;
       return res;
     });
@@ -94,7 +105,11 @@ t.test('operator actions', async (t) => {
     t.equal((await put(`${url}/models/demo`, model('three'), admin)).status, 200, 'v3 uploaded behind the page');
     await page.locator('#versions tr[data-version="1"] .rollback').click();
     await page.waitForFunction(() => /failed/.test(document.querySelector('#action-status')?.textContent ?? ''));
-    t.match(await page.locator('#action-status').textContent(), /^Roll back to v1 failed: 412 PRECONDITION_FAILED: /, 'the page acted on v2 being current');
+    t.match(
+      await page.locator('#action-status').textContent(),
+      /^Roll back to v1 failed: 412 PRECONDITION_FAILED: /,
+      'the page acted on v2 being current',
+    );
     await page.reload(); // a new document: its render count starts again
     await page.locator('#versions tr[data-version="3"]').waitFor();
     await rendered(page, () => page.locator('#versions tr[data-version="1"] .rollback').click());
@@ -106,7 +121,11 @@ t.test('operator actions', async (t) => {
   t.test('delete a history entry', async (t) => {
     await page.locator('#versions tr[data-version="2"] .delete-version').click();
     await page.waitForFunction(() => /failed/.test(document.querySelector('#action-status')?.textContent ?? ''));
-    t.match(await page.locator('#action-status').textContent(), /^Delete v2 failed: 409 ALIAS_IN_USE: /, 'an aliased version stays');
+    t.match(
+      await page.locator('#action-status').textContent(),
+      /^Delete v2 failed: 409 ALIAS_IN_USE: /,
+      'an aliased version stays',
+    );
     await rendered(page, () => page.locator('#versions tr[data-version="3"] .delete-version').click());
     t.equal(await page.locator('#versions tr[data-version="3"]').count(), 0, 'v3 is gone');
     t.equal((await fetch(`${url}/models/demo?version=3`, { headers: admin })).status, 404);
@@ -126,14 +145,24 @@ t.test('operator actions', async (t) => {
       };
     });
     await dropFile(archive, 'dropped.tar.gz');
-    await page.waitForFunction(() => /Uploaded/.test(document.querySelector('#upload')?.textContent ?? ''), undefined, { timeout: 30_000 });
+    await page.waitForFunction(() => /Uploaded/.test(document.querySelector('#upload')?.textContent ?? ''), undefined, {
+      timeout: 30_000,
+    });
     t.match(await page.locator('#upload .notice').first().textContent(), /^Uploaded demo v5 \(4\.0 MiB\)\./);
-    t.equal(await page.locator('#upload-progress').evaluate((p) => (p as HTMLProgressElement).value), 100, 'the bar is full');
+    t.equal(
+      await page.locator('#upload-progress').evaluate((p) => (p as HTMLProgressElement).value),
+      100,
+      'the bar is full',
+    );
     const progress = await page.evaluate(() => (window as unknown as { __progress: number[] }).__progress);
     t.ok(progress.length >= 1, `progress events (${progress.length})`);
     t.equal(progress.at(-1), archive.length, 'up to the whole file');
     await screenshot(page, 'actions-upload');
-    const meta = (await (await fetch(`${url}/models/demo/meta`, { headers: admin })).json()) as { version: number; sha256: string; labels: Record<string, string> };
+    const meta = (await (await fetch(`${url}/models/demo/meta`, { headers: admin })).json()) as {
+      version: number;
+      sha256: string;
+      labels: Record<string, string>;
+    };
     t.match(meta, { version: 5, sha256: sha256(archive), labels: { git_sha: 'd00d', dataset: 'faq' } });
   });
 
@@ -141,14 +170,17 @@ t.test('operator actions', async (t) => {
 
   /** Drops `body` as a file named `name` on the upload zone, as a user dragging it from a desktop. */
   async function dropFile(body: Buffer, name: string) {
-    await page.locator('#drop').evaluate((drop, [b64, filename]) => {
-      const raw = atob(b64!);
-      const data = new Uint8Array(raw.length);
-      for (let i = 0; i < raw.length; i++) data[i] = raw.charCodeAt(i);
-      const transfer = new DataTransfer();
-      transfer.items.add(new File([data], filename!, { type: 'application/gzip' }));
-      drop.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-      drop.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
-    }, [body.toString('base64'), name]);
+    await page.locator('#drop').evaluate(
+      (drop, [b64, filename]) => {
+        const raw = atob(b64!);
+        const data = new Uint8Array(raw.length);
+        for (let i = 0; i < raw.length; i++) data[i] = raw.charCodeAt(i);
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([data], filename!, { type: 'application/gzip' }));
+        drop.dispatchEvent(new DragEvent('dragover', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+        drop.dispatchEvent(new DragEvent('drop', { dataTransfer: transfer, bubbles: true, cancelable: true }));
+      },
+      [body.toString('base64'), name],
+    );
   }
 });

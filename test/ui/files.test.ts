@@ -33,10 +33,30 @@ t.test('files of a version', async (t) => {
   await page.locator('#versions').waitFor();
   await rendered(page, () => page.click('#versions a:text-is("Files")'));
   t.equal(await page.locator('h1').textContent(), 'demo v1: files');
-  const paths = await page.locator('#files tbody tr').evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.path));
-  t.same(paths, ['model', 'model/config.json', 'model/current', 'model/small.bin', 'model/vocab', 'model/vocab/words.txt', 'model/weights.bin'], 'the whole tree, in order');
+  const paths = await page
+    .locator('#files tbody tr')
+    .evaluateAll((rows) => rows.map((r) => (r as HTMLElement).dataset.path));
+  t.same(
+    paths,
+    [
+      'model',
+      'model/config.json',
+      'model/current',
+      'model/small.bin',
+      'model/vocab',
+      'model/vocab/words.txt',
+      'model/weights.bin',
+    ],
+    'the whole tree, in order',
+  );
   const row = (p: string) => page.locator(`#files tr[data-path="${p}"]`);
-  t.same(await row('model/config.json').locator('td').allTextContents().then((c) => c.slice(0, 2)), ['config.json', `${config.length} B`]);
+  t.same(
+    await row('model/config.json')
+      .locator('td')
+      .allTextContents()
+      .then((c) => c.slice(0, 2)),
+    ['config.json', `${config.length} B`],
+  );
   t.equal(await row('model/weights.bin').locator('td').nth(1).textContent(), '293 KiB');
   t.equal(await row('model/current').locator('td').first().textContent(), 'current → weights.bin');
   t.equal(await row('model/vocab').locator('td').first().textContent(), 'vocab/');
@@ -57,7 +77,10 @@ t.test('files of a version', async (t) => {
   await page.waitForFunction(() => /binary/.test(document.querySelector('#preview')?.textContent ?? ''));
   t.match(await page.locator('#preview').textContent(), 'model/small.bin is a binary file');
 
-  const [download] = await Promise.all([page.waitForEvent('download'), row('model/config.json').locator('a.download').click()]);
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    row('model/config.json').locator('a.download').click(),
+  ]);
   t.equal(download.suggestedFilename(), 'config.json');
   t.equal(await readFile((await download.path())!, 'utf8'), config, 'a single file downloaded');
   b.clean(t);

@@ -13,9 +13,11 @@ const MODELS = 1000;
 /** Runs `fn` over `items`, `n` at a time. */
 async function pool<T>(items: T[], n: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  await Promise.all(Array.from({ length: n }, async () => {
-    while (next < items.length) await fn(items[next++]!);
-  }));
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      while (next < items.length) await fn(items[next++]!);
+    }),
+  );
 }
 
 t.test('the model list', async (t) => {
@@ -23,14 +25,37 @@ t.test('the model list', async (t) => {
   const archive = model('list', 1024);
   const names = Array.from({ length: MODELS }, (_, i) => `bulk-${String(i).padStart(4, '0')}`);
   await pool(names, 8, async (name) => {
-    const res = await put(`${url}/models/${name}`, archive, { 'x-model-label-team': Number(name.slice(5)) % 2 ? 'cv' : 'nlp', 'x-model-label-git_sha': name.slice(5) });
+    const res = await put(`${url}/models/${name}`, archive, {
+      'x-model-label-team': Number(name.slice(5)) % 2 ? 'cv' : 'nlp',
+      'x-model-label-git_sha': name.slice(5),
+    });
     if (res.status !== 201) throw new Error(`PUT ${name}: ${res.status} ${await res.text()}`);
   });
-  for (const [name, team] of [['intent-classifier', 'nlp'], ['intent-router', 'nlp'], ['image-tagger', 'cv']] as const) {
-    t.equal((await put(`${url}/models/${name}`, model(name), { 'x-model-label-team': team, 'x-model-label-dataset': 'faq-2024' })).status, 201);
+  for (const [name, team] of [
+    ['intent-classifier', 'nlp'],
+    ['intent-router', 'nlp'],
+    ['image-tagger', 'cv'],
+  ] as const) {
+    t.equal(
+      (
+        await put(`${url}/models/${name}`, model(name), {
+          'x-model-label-team': team,
+          'x-model-label-dataset': 'faq-2024',
+        })
+      ).status,
+      201,
+    );
   }
-  t.equal((await put(`${url}/models/intent-classifier`, model('second'), { 'x-model-label-team': 'nlp' })).status, 200, 'intent-classifier has v2');
-  const alias = await fetch(`${url}/models/intent-classifier/aliases/production`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 1 }) });
+  t.equal(
+    (await put(`${url}/models/intent-classifier`, model('second'), { 'x-model-label-team': 'nlp' })).status,
+    200,
+    'intent-classifier has v2',
+  );
+  const alias = await fetch(`${url}/models/intent-classifier/aliases/production`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ version: 1 }),
+  });
   t.equal(alias.status, 201);
 
   const b = await browser(t);
@@ -49,11 +74,16 @@ t.test('the model list', async (t) => {
       const tab = await b.page();
       const started = Date.now();
       await tab.goto(`${url}/ui#/?limit=1000`);
-      await tab.locator('#models tbody tr').nth(MODELS - 1).waitFor();
+      await tab
+        .locator('#models tbody tr')
+        .nth(MODELS - 1)
+        .waitFor();
       walls.push(Date.now() - started);
       inPage.push(Number(await tab.locator('body').getAttribute('data-rendered-at')));
       t.equal(await tab.locator('#models tbody tr').count(), MODELS);
-      t.comment(`cold load ${i + 1}: ${walls.at(-1)} ms from page.goto to the last row; in the page ${inPage.at(-1)} ms from navigation start, of which building the rows ${await tab.locator('body').getAttribute('data-build-ms')} ms`);
+      t.comment(
+        `cold load ${i + 1}: ${walls.at(-1)} ms from page.goto to the last row; in the page ${inPage.at(-1)} ms from navigation start, of which building the rows ${await tab.locator('body').getAttribute('data-build-ms')} ms`,
+      );
       await tab.close();
     }
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[1]!;
@@ -62,11 +92,17 @@ t.test('the model list', async (t) => {
     // here): bounded, not the measure.
     t.ok(median(walls) < 1500, `measured from outside, page.goto to the last row (median ${median(walls)} ms)`);
     await page.goto(`${url}/ui#/?limit=1000`);
-    await page.locator('#models tbody tr').nth(MODELS - 1).waitFor();
+    await page
+      .locator('#models tbody tr')
+      .nth(MODELS - 1)
+      .waitFor();
     // Warm (assets cached): what a user going back to the list sees.
     const again = Date.now();
     await page.reload();
-    await page.locator('#models tbody tr').nth(MODELS - 1).waitFor();
+    await page
+      .locator('#models tbody tr')
+      .nth(MODELS - 1)
+      .waitFor();
     t.comment(`reload: ${Date.now() - again} ms`);
     t.ok(Date.now() - again < 1000);
     await screenshot(page, 'list-1000', false);
@@ -97,7 +133,7 @@ t.test('the model list', async (t) => {
     for (;;) {
       for (const name of await page.locator('#models tbody tr td:first-child').allTextContents()) seen.add(name);
       pages++;
-      if (await page.locator('#next').count() === 0) break;
+      if ((await page.locator('#next').count()) === 0) break;
       await rendered(page, () => page.click('#next'));
     }
     t.equal(pages, 3, '1,003 models in pages of 500');
@@ -132,7 +168,11 @@ t.test('the model list', async (t) => {
 
     await page.fill('input[name=alias]', 'no such alias!');
     await rendered(page, () => page.click('#search button[type=submit]'));
-    t.match(await page.locator('.notice.error').textContent(), /^400 INVALID_QUERY: .*alias/, "the registry's own message");
+    t.match(
+      await page.locator('.notice.error').textContent(),
+      /^400 INVALID_QUERY: .*alias/,
+      "the registry's own message",
+    );
   });
 
   t.test('no console errors', async (t) => b.clean(t));

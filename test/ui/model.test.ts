@@ -4,9 +4,9 @@
  * as shown.
  */
 import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
 import t from 'tap';
 import { model } from '../helpers/archives.js';
 import { sha256 } from '../helpers/assert.js';
@@ -20,11 +20,23 @@ t.test('a model page', async (t) => {
   const { url } = await start(t);
   const v1 = model('one', 2048);
   const v2 = model('two', 4096);
-  t.equal((await put(`${url}/models/demo`, v1, { 'x-model-label-git_sha': 'aaa111', 'x-model-label-dataset': 'faq-2024' })).status, 201);
+  t.equal(
+    (await put(`${url}/models/demo`, v1, { 'x-model-label-git_sha': 'aaa111', 'x-model-label-dataset': 'faq-2024' }))
+      .status,
+    201,
+  );
   t.equal((await put(`${url}/models/demo`, v2, { 'x-model-label-git_sha': 'bbb222' })).status, 200);
-  const rollback = await fetch(`${url}/models/demo/rollback`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 1 }) });
+  const rollback = await fetch(`${url}/models/demo/rollback`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ version: 1 }),
+  });
   t.equal(rollback.status, 200);
-  const alias = await fetch(`${url}/models/demo/aliases/production`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ version: 2 }) });
+  const alias = await fetch(`${url}/models/demo/aliases/production`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ version: 2 }),
+  });
   t.equal(alias.status, 201);
 
   const b = await browser(t);
@@ -61,13 +73,24 @@ t.test('a model page', async (t) => {
   // The curl line works as written.
   const dir = await tempDir(t);
   await run('bash', ['-c', snippets[0]!], { cwd: dir, timeout: 20_000 });
-  t.equal(sha256(await readFile(path.join(dir, 'model.tar.gz'))), sha256(v2), 'the curl snippet downloads the aliased version');
+  t.equal(
+    sha256(await readFile(path.join(dir, 'model.tar.gz'))),
+    sha256(v2),
+    'the curl snippet downloads the aliased version',
+  );
   await page.selectOption('#snippet-ref', 'demo');
   t.equal(await page.locator('#snippets pre').first().textContent(), `curl -fSL -o model.tar.gz ${url}/models/demo`);
   // The watch loop, one round: it gets the current version at once and stops there.
-  const loop = (await page.locator('#snippets pre').nth(2).textContent())!.replace('while true; do', 'for round in 1; do');
+  const loop = (await page.locator('#snippets pre').nth(2).textContent())!.replace(
+    'while true; do',
+    'for round in 1; do',
+  );
   await run('bash', ['-c', loop], { cwd: dir, timeout: 20_000 });
-  t.equal(sha256(await readFile(path.join(dir, 'model.tar.gz'))), sha256(v1), 'the watch loop fetched the current version (v3 = v1 bytes)');
+  t.equal(
+    sha256(await readFile(path.join(dir, 'model.tar.gz'))),
+    sha256(v1),
+    'the watch loop fetched the current version (v3 = v1 bytes)',
+  );
   await screenshot(page, 'model');
 
   // Unknown model: the registry's 404, as text.

@@ -46,30 +46,49 @@ t.test('headers of every /ui response', async (t) => {
 
 t.test('markup in labels, aliases and names is text', async (t) => {
   const { url } = await start(t);
-  t.equal((await put(`${url}/models/x-model`, model('x'), { 'x-model-label-note': XSS, 'x-model-label-git_sha': '"><script>window.__ran=2</script>' })).status, 201);
+  t.equal(
+    (
+      await put(`${url}/models/x-model`, model('x'), {
+        'x-model-label-note': XSS,
+        'x-model-label-git_sha': '"><script>window.__ran=2</script>',
+      })
+    ).status,
+    201,
+  );
   const b = await browser(t);
   const page = await b.page();
   // A CSP violation is reported as a console error: the browser helper collects those.
   await page.goto(`${url}/ui#/?prefix=${encodeURIComponent('x-')}`);
   await page.locator('#models tbody tr').first().waitFor();
-  t.match(await page.locator('#models tbody tr').first().textContent(), `note=${XSS}`, 'the label in the list, as text');
+  t.match(
+    await page.locator('#models tbody tr').first().textContent(),
+    `note=${XSS}`,
+    'the label in the list, as text',
+  );
   t.equal(await page.locator('main img, main script').count(), 0, 'no element made of it');
   await rendered(page, () => page.click('a:text-is("x-model")'));
   t.match(await page.locator('#versions').textContent(), `note=${XSS}`, 'the label on the model page, as text');
   t.match(await page.locator('#versions').textContent(), 'git_sha="><script>window.__ran=2</script>');
   t.equal(await page.locator('main img, main script').count(), 0);
   await rendered(page, () => page.goto(`${url}/ui#/m/${encodeURIComponent('<b>bold</b>')}`));
-  t.match(await page.locator('.notice.error').textContent(), /^4\d\d [A-Z_]+: /, 'a name that is no name: the registry says so, as text');
+  t.match(
+    await page.locator('.notice.error').textContent(),
+    /^4\d\d [A-Z_]+: /,
+    'a name that is no name: the registry says so, as text',
+  );
   t.equal(await page.locator('main b').count(), 0);
   t.equal(await page.evaluate(() => (window as unknown as { __ran?: number }).__ran), undefined, 'nothing ran');
   // The page's own code cannot be joined by an inline script: the CSP refuses it.
-  const inline = await page.evaluate(() => new Promise<string>((resolve) => {
-    document.addEventListener('securitypolicyviolation', (e) => resolve(e.violatedDirective), { once: true });
-    const s = document.createElement('script');
-    s.textContent = 'window.__ran = 3';
-    document.body.append(s);
-    setTimeout(() => resolve('no violation'), 2000);
-  }));
+  const inline = await page.evaluate(
+    () =>
+      new Promise<string>((resolve) => {
+        document.addEventListener('securitypolicyviolation', (e) => resolve(e.violatedDirective), { once: true });
+        const s = document.createElement('script');
+        s.textContent = 'window.__ran = 3';
+        document.body.append(s);
+        setTimeout(() => resolve('no violation'), 2000);
+      }),
+  );
   t.match(inline, /^script-src/, 'an inline script is refused by the CSP');
   t.equal(await page.evaluate(() => (window as unknown as { __ran?: number }).__ran), undefined);
   await screenshot(page, 'safety');

@@ -89,7 +89,10 @@ export function brief(p: string): string {
 
 /** `raw` without '.' and empty components, split on '/' only. */
 export function posixKey(raw: string): string {
-  return raw.split('/').filter((p) => p !== '' && p !== '.').join('/');
+  return raw
+    .split('/')
+    .filter((p) => p !== '' && p !== '.')
+    .join('/');
 }
 
 /** node-tar's warning for a header with an empty name (parse.js), which it skips. */
@@ -129,10 +132,11 @@ export function hardLinkProblem(
   kinds: ReadonlyMap<string, Kind>,
   symlinks: ReadonlyMap<string, string>,
 ): RegistryError | undefined {
-  const refuse = (why: string) => errors.unsafeArchive(
-    `the hard link ${shown} points to ${JSON.stringify(target)}, ${why}; `
-      + 'a hard link may only point to a regular file stored earlier in the archive',
-  );
+  const refuse = (why: string) =>
+    errors.unsafeArchive(
+      `the hard link ${shown} points to ${JSON.stringify(target)}, ${why}; ` +
+        'a hard link may only point to a regular file stored earlier in the archive',
+    );
   if (!target) return refuse('an empty target');
   if (target.includes('\0')) return refuse('a target holding a NUL byte');
   if (/^([\\/]|[a-zA-Z]:)/.test(target)) return refuse('an absolute path');

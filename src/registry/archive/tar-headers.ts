@@ -300,7 +300,10 @@ function readNumber(field: Buffer): number | undefined {
     return Number.isSafeInteger(n) ? n : undefined;
   }
   if (field[0]! & 0x80) return undefined; // negative base-256
-  const text = field.toString('latin1').replace(/[\0 ]+$/, '').replace(/^ +/, '');
+  const text = field
+    .toString('latin1')
+    .replace(/[\0 ]+$/, '')
+    .replace(/^ +/, '');
   if (text === '') return 0;
   return /^[0-7]+$/.test(text) ? parseInt(text, 8) : undefined;
 }

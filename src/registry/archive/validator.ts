@@ -11,7 +11,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { createGunzip, type Gunzip } from 'node:zlib';
 import { Parser, type ReadEntry } from 'tar';
-import { errors, RegistryError } from '../../errors.js';
+import { errors, type RegistryError } from '../../errors.js';
 import type { ArchiveFormat, ArchiveLimits, ArchiveSummary } from '../archive.js';
 import {
   allZero,
@@ -19,14 +19,14 @@ import {
   escapingLink,
   hardLinkProblem,
   isEmptyRootWarning,
+  type Kind,
   MAX_PATH_BYTES,
   NO_LINKS,
   parserError,
   pathTooLong,
   posixKey,
-  resolveInside,
   ROOT_NAMES,
-  type Kind,
+  resolveInside,
 } from './rules.js';
 import { TarHeaders } from './tar-headers.js';
 
@@ -154,10 +154,12 @@ export class ArchiveValidator extends Transform {
       if (this.#entries === 0) return callback(errors.invalidArchive('the archive has no entries'));
       if (this.#headers.entries.length > 0 || this.#headers.emptyRootsLeft > 0) {
         const extra = this.#headers.entries[0]?.path ?? '';
-        return callback(errors.unsafeArchive(
-          `tar readers disagree on the archive: a strict reader sees the entry ${JSON.stringify(extra)} that this one `
-            + 'does not; create the archive with a standard tar tool',
-        ));
+        return callback(
+          errors.unsafeArchive(
+            `tar readers disagree on the archive: a strict reader sees the entry ${JSON.stringify(extra)} that this one ` +
+              'does not; create the archive with a standard tar tool',
+          ),
+        );
       }
       // Only now are all symlinks known: a link may escape through one defined after it.
       const escaping = escapingLink(this.#symlinks);
@@ -300,8 +302,12 @@ export class ArchiveValidator extends Transform {
     const shown = JSON.stringify(raw);
     // Other readers must see this very entry (tar-headers.ts read its header first).
     const strict = this.#headers.entries.shift();
-    const same = strict && strict.path === raw && strict.linkpath === (entry.linkpath ?? '') &&
-      strict.type === entry.header.typeKey && strict.size === (entry.size ?? 0);
+    const same =
+      strict &&
+      strict.path === raw &&
+      strict.linkpath === (entry.linkpath ?? '') &&
+      strict.type === entry.header.typeKey &&
+      strict.size === (entry.size ?? 0);
     if (!same) {
       const seen = strict ? JSON.stringify(strict.path) : 'no entry';
       const fix = 'create the archive with a standard tar tool';

@@ -5,11 +5,18 @@
 import type { FastifyInstance } from 'fastify';
 import { notModified } from '../../http/conditional.js';
 import { contentDigest } from '../../http/digest.js';
-import { fields, declared, parsed, type ZodTypeProvider } from '../../http/zod.js';
+import { declared, fields, parsed, type ZodTypeProvider } from '../../http/zod.js';
 import { etagOf } from '../../registry/service.js';
 import { parseWait } from './params.js';
 import {
-  abortSignal, describeOrStale, downloadCacheControl, onCurrent, prepareDownload, refOf, refParam, versionQuery,
+  abortSignal,
+  describeOrStale,
+  downloadCacheControl,
+  onCurrent,
+  prepareDownload,
+  refOf,
+  refParam,
+  versionQuery,
 } from './shared.js';
 
 /** The headers a download reads: read preconditions, 304 validators, ranges. */
@@ -51,7 +58,11 @@ export default async function downloadRoutes(app: FastifyInstance) {
       const { result } = await onCurrent(app, ref, version, async (model, stale) => {
         const etag = etagOf(model.sha256);
         const prepared = prepareDownload(request, reply, {
-          etag, model, stale, size: model.size, contentType: 'application/gzip',
+          etag,
+          model,
+          stale,
+          size: model.size,
+          contentType: 'application/gzip',
           cacheControl: downloadCacheControl(app, version),
         });
         if (prepared === 'not-modified') return reply.code(304).send();

@@ -2,18 +2,16 @@
  * GET /models/:name/files (the manifest of a version's archive) and GET / HEAD
  * /models/:name/files/* (one file out of it), both served from the extraction cache.
  */
-import type { FastifyInstance } from 'fastify';
+
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream } from 'node:fs';
+import type { FastifyInstance } from 'fastify';
 import { errors } from '../../errors.js';
-import { declared, fields, parsed, type ZodTypeProvider } from '../../http/zod.js';
-import { contentTypeOf } from './params.js';
-import { READ_HEADERS } from './download.js';
 import { jsonValidators } from '../../http/caching.js';
-import {
-  downloadCacheControl, onCurrent, prepareDownload, refOf, refParam, versionQuery,
-} from './shared.js';
-
+import { declared, fields, parsed, type ZodTypeProvider } from '../../http/zod.js';
+import { READ_HEADERS } from './download.js';
+import { contentTypeOf } from './params.js';
+import { downloadCacheControl, onCurrent, prepareDownload, refOf, refParam, versionQuery } from './shared.js';
 
 /** The CSP of every /models/:name/files/* response. */
 export const FILES_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:";
@@ -23,23 +21,32 @@ export default async function fileRoutes(app: FastifyInstance) {
   const routes = app.withTypeProvider<ZodTypeProvider>();
 
   // The manifest of ?version=N is as immutable as the archive it lists; without, it moves.
-  routes.get('/models/:name/files', {
-    schema: {
-      params: fields({ name: refParam }),
-      querystring: fields({ version: versionQuery }),
-      headers: fields({ 'if-none-match': declared }),
+  routes.get(
+    '/models/:name/files',
+    {
+      schema: {
+        params: fields({ name: refParam }),
+        querystring: fields({ version: versionQuery }),
+        headers: fields({ 'if-none-match': declared }),
+      },
+      config: { statuses: [200, 304, 400, 401, 403, 404, 422, 503] },
+      onSend: jsonValidators(app.config.AUTH_TOKENS.length > 0),
     },
-    config: { statuses: [200, 304, 400, 401, 403, 404, 422, 503] },
-    onSend: jsonValidators(app.config.AUTH_TOKENS.length > 0),
-  }, async (request, reply) => {
-    const { ref, name } = refOf(request.params.name);
-    const { model, stale, result: files } = await onCurrent(app, ref, request.query.version, (model) =>
-      registry.withTree(model, async (tree) => tree.files));
-    reply.header('cache-control', downloadCacheControl(app, request.query.version));
-    // Served from the cache while storage is unreachable: said, as the files themselves say it.
-    if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
-    return { name, version: model.version, sha256: model.sha256, files };
-  });
+    async (request, reply) => {
+      const { ref, name } = refOf(request.params.name);
+      const {
+        model,
+        stale,
+        result: files,
+      } = await onCurrent(app, ref, request.query.version, (model) =>
+        registry.withTree(model, async (tree) => tree.files),
+      );
+      reply.header('cache-control', downloadCacheControl(app, request.query.version));
+      // Served from the cache while storage is unreachable: said, as the files themselves say it.
+      if (stale) reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
+      return { name, version: model.version, sha256: model.sha256, files };
+    },
+  );
 
   routes.route({
     method: ['GET', 'HEAD'],
@@ -61,15 +68,22 @@ export default async function fileRoutes(app: FastifyInstance) {
       reply.header('content-security-policy', FILES_CSP);
       // The file is opened while its tree is held in the cache: once open, an eviction of the
       // tree cannot take it from under the response.
-      const { model, stale, result: found } = await onCurrent(app, ref, request.query.version, (model) =>
-        registry.openFile(model, requested));
+      const {
+        model,
+        stale,
+        result: found,
+      } = await onCurrent(app, ref, request.query.version, (model) => registry.openFile(model, requested));
       if (!found) throw errors.fileNotFound(name, model.version, requested);
       const entryTag = createHash('sha256').update(found.entry.path).digest('hex').slice(0, 16);
       const etag = `"sha256:${model.sha256}:${entryTag}"`;
       let prepared: ReturnType<typeof prepareDownload>;
       try {
         prepared = prepareDownload(request, reply, {
-          etag, model, stale, size: found.entry.size, contentType: contentTypeOf(found.entry.path),
+          etag,
+          model,
+          stale,
+          size: found.entry.size,
+          contentType: contentTypeOf(found.entry.path),
           cacheControl: downloadCacheControl(app, request.query.version),
         });
       } catch (err) {

@@ -3,8 +3,9 @@
  * the answer. This scope holds what they share: the token check, the multipart parser, the
  * archive content types (streamed, never buffered).
  */
-import type { FastifyInstance } from 'fastify';
+
 import multipart from '@fastify/multipart';
+import type { FastifyInstance } from 'fastify';
 import authPlugin from '../../plugins/auth.js';
 import aliasRoutes from './aliases.js';
 import deleteRoutes from './delete.js';

@@ -7,19 +7,23 @@ import { refOf, refParam, versionQuery, view } from './shared.js';
 
 export default async function metaRoutes(app: FastifyInstance) {
   const { registry } = app;
-  app.withTypeProvider<ZodTypeProvider>().get('/models/:name/meta', {
-    schema: {
-      params: fields({ name: refParam }),
-      querystring: fields({ version: versionQuery }),
-      headers: fields({ 'if-none-match': declared }),
+  app.withTypeProvider<ZodTypeProvider>().get(
+    '/models/:name/meta',
+    {
+      schema: {
+        params: fields({ name: refParam }),
+        querystring: fields({ version: versionQuery }),
+        headers: fields({ 'if-none-match': declared }),
+      },
+      config: { statuses: [200, 304, 400, 401, 403, 404, 503] },
+      // Not immutable even with ?version=N: the body lists the aliases pointing to the version,
+      // which move. no-cache and an ETag of the body.
+      onSend: jsonValidators(app.config.AUTH_TOKENS.length > 0),
     },
-    config: { statuses: [200, 304, 400, 401, 403, 404, 503] },
-    // Not immutable even with ?version=N: the body lists the aliases pointing to the version,
-    // which move. no-cache and an ETag of the body.
-    onSend: jsonValidators(app.config.AUTH_TOKENS.length > 0),
-  }, async (request) => {
-    const { ref, name } = refOf(request.params.name);
-    const model = await registry.resolve(ref, request.query.version);
-    return { ...view(model), aliases: aliasesOf(await registry.aliases(name), model.version) };
-  });
+    async (request) => {
+      const { ref, name } = refOf(request.params.name);
+      const model = await registry.resolve(ref, request.query.version);
+      return { ...view(model), aliases: aliasesOf(await registry.aliases(name), model.version) };
+    },
+  );
 }

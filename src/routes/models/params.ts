@@ -54,12 +54,26 @@ export function parseWait(raw: unknown): number | undefined {
 }
 
 const CONTENT_TYPES: Record<string, string> = {
-  json: 'application/json', txt: 'text/plain; charset=utf-8', md: 'text/markdown; charset=utf-8',
-  yaml: 'application/yaml', yml: 'application/yaml', csv: 'text/csv', html: 'text/html; charset=utf-8',
-  xml: 'application/xml', py: 'text/x-python', gz: 'application/gzip', zip: 'application/zip',
+  json: 'application/json',
+  txt: 'text/plain; charset=utf-8',
+  md: 'text/markdown; charset=utf-8',
+  yaml: 'application/yaml',
+  yml: 'application/yaml',
+  csv: 'text/csv',
+  html: 'text/html; charset=utf-8',
+  xml: 'application/xml',
+  py: 'text/x-python',
+  gz: 'application/gzip',
+  zip: 'application/zip',
   tar: 'application/x-tar',
-  png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', svg: 'image/svg+xml', onnx: 'application/octet-stream',
-  bin: 'application/octet-stream', pt: 'application/octet-stream', safetensors: 'application/octet-stream',
+  png: 'image/png',
+  jpg: 'image/jpeg',
+  jpeg: 'image/jpeg',
+  svg: 'image/svg+xml',
+  onnx: 'application/octet-stream',
+  bin: 'application/octet-stream',
+  pt: 'application/octet-stream',
+  safetensors: 'application/octet-stream',
 };
 
 /** Content type by file extension; application/octet-stream when unknown. */

@@ -76,7 +76,7 @@ export function aliasView(
 }
 
 /** Aborts when the client goes away before the response is complete. */
-export function abortSignal(request: FastifyRequest, reply: FastifyReply): AbortSignal {
+export function abortSignal(_request: FastifyRequest, reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   // Already gone (it left while the handler was awaiting something): 'close' will not come again.
   if (reply.raw.closed && !reply.raw.writableFinished) controller.abort(new Error('client disconnected'));
@@ -88,8 +88,14 @@ export function abortSignal(request: FastifyRequest, reply: FastifyReply): Abort
 
 /** Headers of a first attempt that must not describe a second one's bytes. */
 const PER_ATTEMPT = [
-  'content-range', 'content-digest', 'repr-digest', 'content-length', 'content-type', 'content-disposition',
-  'warning', 'x-cache',
+  'content-range',
+  'content-digest',
+  'repr-digest',
+  'content-length',
+  'content-type',
+  'content-disposition',
+  'warning',
+  'x-cache',
 ];
 
 /**

@@ -2,13 +2,14 @@
  * PUT and POST /models/:name: an upload, streamed to the registry service, which validates it as
  * it arrives and publishes it as the new current version (or refuses it, storing nothing).
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Multipart, MultipartFile } from '@fastify/multipart';
+
 import { Readable, Transform } from 'node:stream';
+import type { Multipart, MultipartFile } from '@fastify/multipart';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { errors } from '../../errors.js';
 import { writeCondition } from '../../http/conditional.js';
 import { expectedDigest } from '../../http/digest.js';
-import { fields, declared, type ZodTypeProvider } from '../../http/zod.js';
+import { declared, fields, type ZodTypeProvider } from '../../http/zod.js';
 import type { ArchiveFormat } from '../../registry/archive.js';
 import { assertLabels, assertName, type Labels } from '../../registry/names.js';
 import { etagOf } from '../../registry/service.js';
@@ -140,14 +141,16 @@ export default async function uploadRoutes(app: FastifyInstance) {
         // From here on, a body that stays silent for BODY_IDLE_TIMEOUT ends the upload with 408.
         const idle = idleBody(request, config.BODY_IDLE_TIMEOUT);
         const idleAbort = new Promise<never>((_resolve, reject) =>
-          idle.signal.addEventListener('abort', () => reject(idle.signal.reason), { once: true }));
+          idle.signal.addEventListener('abort', () => reject(idle.signal.reason), { once: true }),
+        );
         idleAbort.catch(() => {});
-        let result;
+        let result: Awaited<ReturnType<typeof registry.put>>;
         try {
-          const { body, format } = kind === 'multipart'
-            ? await multipartBody(request, labels, idleAbort)
-            // No Content-Type and no body (curl -X PUT without -T): Fastify hands over no stream at all.
-            : { body: (request.body as Readable | undefined) ?? Readable.from([]), format: kind };
+          const { body, format } =
+            kind === 'multipart'
+              ? await multipartBody(request, labels, idleAbort)
+              : // No Content-Type and no body (curl -X PUT without -T): Fastify hands over no stream at all.
+                { body: (request.body as Readable | undefined) ?? Readable.from([]), format: kind };
           result = await registry.put(name, {
             body,
             format,

@@ -22,4 +22,3 @@ export async function* blocksOf(source: AsyncIterable<Buffer>): AsyncGenerator<B
   }
   if (length > 0) yield Buffer.concat(parts);
 }
-

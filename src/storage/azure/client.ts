@@ -8,7 +8,11 @@ import http from 'node:http';
 import https from 'node:https';
 import { DefaultAzureCredential, type TokenCredential } from '@azure/identity';
 import {
-  BlobServiceClient, newPipeline, StorageSharedKeyCredential, type ContainerClient, type RequestPolicyFactory,
+  BlobServiceClient,
+  type ContainerClient,
+  newPipeline,
+  type RequestPolicyFactory,
+  StorageSharedKeyCredential,
 } from '@azure/storage-blob';
 import { ConfigError } from '../../util/config-error.js';
 import type { CommonSettings } from '../driver.js';
@@ -83,7 +87,9 @@ export function resolveClient(config: AzureSettings) {
     return { url, credential: new StorageSharedKeyCredential(name, key), source };
   }
   if (key !== undefined) {
-    throw new ConfigError('AZURE_ACCOUNT_KEY is set without AZURE_ACCOUNT_NAME: set AZURE_ACCOUNT_NAME to the storage account the key belongs to.');
+    throw new ConfigError(
+      'AZURE_ACCOUNT_KEY is set without AZURE_ACCOUNT_NAME: set AZURE_ACCOUNT_NAME to the storage account the key belongs to.',
+    );
   }
   if (endpoint !== undefined && /[?&]sig=/.test(endpoint)) {
     // A SAS URL carries its own authorisation.

@@ -13,7 +13,8 @@ import type { AzureSettings } from './settings.js';
 export function translate(err: unknown, key?: string, sourceKey?: string): unknown {
   // No token for the default credential chain (an identity endpoint down, a federated token
   // expired): the storage cannot be reached, as with a refused connection.
-  if (isIdentityError(err)) return new StorageUnavailableError('azure', `no access token: ${(err as Error).name}`, { cause: err });
+  if (isIdentityError(err))
+    return new StorageUnavailableError('azure', `no access token: ${(err as Error).name}`, { cause: err });
   if (!(err instanceof RestError)) return err; // AbortError, our own errors, bugs
   const status = err.statusCode;
   const code = errorCode(err);
@@ -27,7 +28,7 @@ export function translate(err: unknown, key?: string, sourceKey?: string): unkno
     return new PreconditionFailedError(key, { cause: err });
   }
   if (status === 400 && code === 'MetadataTooLarge') {
-    const bound = '8 KB in all, of which the registry\'s own fields take about 250 bytes';
+    const bound = "8 KB in all, of which the registry's own fields take about 250 bytes";
     return new MetadataTooLargeError('Azure', bound, undefined, { cause: err });
   }
   // Anything else Azure refuses (401 from an expired credential, 400, ...) is the storage's
@@ -49,8 +50,11 @@ export function describe(err: unknown): string {
 }
 
 export function isIdentityError(err: unknown): boolean {
-  return err instanceof CredentialUnavailableError || err instanceof AuthenticationError
-    || (err as Error)?.name === 'AggregateAuthenticationError';
+  return (
+    err instanceof CredentialUnavailableError ||
+    err instanceof AuthenticationError ||
+    (err as Error)?.name === 'AggregateAuthenticationError'
+  );
 }
 
 /** The one line a user gets for a setup that cannot work, naming the variables it came from. */

@@ -20,7 +20,8 @@ export function encodeMetadata(metadata: Metadata): Record<string, string> {
   for (const [k, v] of Object.entries(metadata)) {
     const name = k.replace(/-/g, '_');
     // Azure drops empty values; a lone '%' is never produced (every '%' is encoded).
-    out[/^[a-z]/i.test(k) ? name : `_${name}`] = v === '' ? '%' : v.replace(NEEDS_ENCODING, (c) => encodeURIComponent(c));
+    out[/^[a-z]/i.test(k) ? name : `_${name}`] =
+      v === '' ? '%' : v.replace(NEEDS_ENCODING, (c) => encodeURIComponent(c));
   }
   return out;
 }
@@ -37,4 +38,3 @@ export function decodeMetadata(raw: Record<string, string> = {}): Metadata {
   }
   return out;
 }
-

@@ -6,22 +6,41 @@ import { defineDriver } from '../driver.js';
 export const schema = z
   .object({
     REMOTE_STORAGE: z.literal('azure'),
-    AZURE_CONTAINER: z.string().regex(/^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/, 'is not a valid container name: use 3-63 lower-case letters, digits and single hyphens, e.g. models'),
+    AZURE_CONTAINER: z
+      .string()
+      .regex(
+        /^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$/,
+        'is not a valid container name: use 3-63 lower-case letters, digits and single hyphens, e.g. models',
+      ),
     AZURE_STORAGE_CONNECTION_STRING: z.string().optional(),
-    AZURE_ACCOUNT_NAME: z.string().regex(/^[a-z0-9]{3,24}$/, 'is not a storage account name: use the 3-24 lower-case letters and digits of the account').optional(),
+    AZURE_ACCOUNT_NAME: z
+      .string()
+      .regex(
+        /^[a-z0-9]{3,24}$/,
+        'is not a storage account name: use the 3-24 lower-case letters and digits of the account',
+      )
+      .optional(),
     AZURE_ACCOUNT_KEY: z
       .string()
-      .refine((k) => /^[A-Za-z0-9+/]+={0,2}$/.test(k) && k.length % 4 === 0 && Buffer.from(k, 'base64').length >= 32, 'is not base64: copy key1 or key2 from the storage account\'s Access keys page unchanged')
+      .refine(
+        (k) => /^[A-Za-z0-9+/]+={0,2}$/.test(k) && k.length % 4 === 0 && Buffer.from(k, 'base64').length >= 32,
+        "is not base64: copy key1 or key2 from the storage account's Access keys page unchanged",
+      )
       .optional(),
     AZURE_BLOB_ENDPOINT: url('https://myaccount.blob.core.windows.net').optional(),
     AUTO_CREATE_BUCKET: boolean.default(true),
   })
   .superRefine((c, ctx) => {
-    if (c.AZURE_STORAGE_CONNECTION_STRING === undefined && c.AZURE_ACCOUNT_NAME === undefined && c.AZURE_BLOB_ENDPOINT === undefined) {
+    if (
+      c.AZURE_STORAGE_CONNECTION_STRING === undefined &&
+      c.AZURE_ACCOUNT_NAME === undefined &&
+      c.AZURE_BLOB_ENDPOINT === undefined
+    ) {
       ctx.addIssue({
         code: 'custom',
         path: ['AZURE_ACCOUNT_NAME'],
-        message: 'is not set: set AZURE_ACCOUNT_NAME with AZURE_ACCOUNT_KEY, or AZURE_STORAGE_CONNECTION_STRING, or AZURE_BLOB_ENDPOINT with a SAS',
+        message:
+          'is not set: set AZURE_ACCOUNT_NAME with AZURE_ACCOUNT_KEY, or AZURE_STORAGE_CONNECTION_STRING, or AZURE_BLOB_ENDPOINT with a SAS',
       });
     }
   });
@@ -36,8 +55,14 @@ export const azure = defineDriver({
   lookAlikes: {
     prefixes: ['AUTO_CREATE'],
     sdkVariables: [
-      'AZURE_CLIENT_ID', 'AZURE_TENANT_ID', 'AZURE_CLIENT_SECRET', 'AZURE_CLIENT_CERTIFICATE_PATH', 'AZURE_FEDERATED_TOKEN_FILE',
-      'AZURE_AUTHORITY_HOST', 'AZURE_USERNAME', 'AZURE_PASSWORD',
+      'AZURE_CLIENT_ID',
+      'AZURE_TENANT_ID',
+      'AZURE_CLIENT_SECRET',
+      'AZURE_CLIENT_CERTIFICATE_PATH',
+      'AZURE_FEDERATED_TOKEN_FILE',
+      'AZURE_AUTHORITY_HOST',
+      'AZURE_USERNAME',
+      'AZURE_PASSWORD',
     ],
   },
   describe: (c) => {

@@ -26,7 +26,6 @@
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { BlobClient, BlobRequestConditions, ContainerClient } from '@azure/storage-blob';
-import type { ConfigError } from '../../util/config-error.js';
 import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
 import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
@@ -34,11 +33,18 @@ import { copyOutByStream } from '../shared/copy-out.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from '../shared/staging.js';
 import { splitNonce, WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
 import type {
-  CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+  CommitOptions,
+  Metadata,
+  ObjectInfo,
+  PublishOptions,
+  ReadOptions,
+  StagedObject,
+  Storage,
+  WriteCondition,
 } from '../types.js';
-import { createContainer, type Container, type Source } from './client.js';
-import { configError, translate } from './errors.js';
 import { blocksOf } from './blocks.js';
+import { type Container, createContainer, type Source } from './client.js';
+import { configError, translate } from './errors.js';
 import { decodeMetadata, encodeMetadata } from './metadata.js';
 import type { AzureSettings } from './settings.js';
 
@@ -48,7 +54,12 @@ type Settings = AzureSettings & CommonSettings;
 const CONCURRENCY = 4;
 
 class AzureStaged implements StagedObject {
-  constructor(readonly key: string, readonly size: number, readonly name: string, readonly etag: string) {}
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    readonly name: string,
+    readonly etag: string,
+  ) {}
 }
 
 export function create(config: Settings, logger: Logger): AzureStorage {
@@ -101,14 +112,26 @@ export class AzureStorage implements Storage {
     const count = range ? range.end - range.start + 1 : undefined;
     // Info comes from the same response as the bytes; the SDK resumes a broken download with
     // If-Match on this response's ETag, so the stream never mixes versions.
-    const res = await this.#call(() => this.#blob(key).download(offset, count, { abortSignal: signal, maxRetryRequests: 3 }), key);
+    const res = await this.#call(
+      () => this.#blob(key).download(offset, count, { abortSignal: signal, maxRetryRequests: 3 }),
+      key,
+    );
     const body = res.readableStreamBody as Readable;
     if (res.copyStatus === 'pending') {
       body.destroy();
       throw new StorageUnavailableError('azure', `${key} is still being copied`);
     }
     const total = /\/(\d+)$/.exec(res.contentRange ?? '')?.[1];
-    return { info: info(key, total === undefined ? res.contentLength : Number(total), res.lastModified, res.etag, decodeMetadata(res.metadata)), body };
+    return {
+      info: info(
+        key,
+        total === undefined ? res.contentLength : Number(total),
+        res.lastModified,
+        res.etag,
+        decodeMetadata(res.metadata),
+      ),
+      body,
+    };
   }
 
   async stage(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<StagedObject> {
@@ -193,7 +216,15 @@ export class AzureStorage implements Storage {
     const props = await this.#call(() => source.getProperties(), from);
     if (props.etag !== options.sourceToken) throw new PreconditionFailedError(from);
     await options.after;
-    return this.#publish(source, to, options.metadata, destination(options.condition ?? {}), options.sourceToken, from, props.contentLength);
+    return this.#publish(
+      source,
+      to,
+      options.metadata,
+      destination(options.condition ?? {}),
+      options.sourceToken,
+      from,
+      props.contentLength,
+    );
   }
 
   async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
@@ -201,7 +232,10 @@ export class AzureStorage implements Storage {
     // Unconditional read first: a HEAD with If-Match on a missing blob answers 412, not 404.
     const props = await this.#call(() => blob.getProperties(), key);
     if (props.etag !== token) throw new PreconditionFailedError(key);
-    const res = await this.#call(() => blob.setMetadata(encodeMetadata(metadata), { conditions: { ifMatch: token } }), key);
+    const res = await this.#call(
+      () => blob.setMetadata(encodeMetadata(metadata), { conditions: { ifMatch: token } }),
+      key,
+    );
     return info(key, props.contentLength, res.lastModified, res.etag, metadata);
   }
 
@@ -210,7 +244,9 @@ export class AzureStorage implements Storage {
   }
 
   async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
-    const pages = this.#container.listBlobsByHierarchy('/', { prefix, includeMetadata: true }).byPage({ maxPageSize: 1000 });
+    const pages = this.#container
+      .listBlobsByHierarchy('/', { prefix, includeMetadata: true })
+      .byPage({ maxPageSize: 1000 });
     while (true) {
       const page = await this.#call(() => pages.next());
       if (page.done) return;
@@ -231,7 +267,11 @@ export class AzureStorage implements Storage {
       for await (const item of items) {
         const name = item.name.slice(UPLOADS_PREFIX.length);
         // A blob of uncommitted blocks keeps the date of its first block while the upload runs.
-        if (name.includes('/') || !isAbandoned(name, item.properties.lastModified, this.#active, UPLOAD_STARTED_MAX_AGE_MS)) continue;
+        if (
+          name.includes('/') ||
+          !isAbandoned(name, item.properties.lastModified, this.#active, UPLOAD_STARTED_MAX_AGE_MS)
+        )
+          continue;
         await this.#removeStaged(name);
         removed++;
       }
@@ -269,10 +309,23 @@ export class AzureStorage implements Storage {
     sourceKey: string,
     size: number | undefined,
   ): Promise<ObjectInfo> {
-    return writeOnce('azure', to, async (nonce) => {
-      const done = await this.#copy(source, to, { ...metadata, [WRITE_NONCE]: nonce }, conditions, sourceEtag, sourceKey);
-      return info(to, size, done.lastModified, done.etag, metadata);
-    }, () => this.#readBack(to), this.logger);
+    return writeOnce(
+      'azure',
+      to,
+      async (nonce) => {
+        const done = await this.#copy(
+          source,
+          to,
+          { ...metadata, [WRITE_NONCE]: nonce },
+          conditions,
+          sourceEtag,
+          sourceKey,
+        );
+        return info(to, size, done.lastModified, done.etag, metadata);
+      },
+      () => this.#readBack(to),
+      this.logger,
+    );
   }
 
   /** `key`'s info and the nonce of the write that stored it; undefined when there is none. */
@@ -280,7 +333,8 @@ export class AzureStorage implements Storage {
     try {
       const p = await this.#call(() => this.#blob(key).getProperties(), key);
       // A copy still running (or failed) has not published anything yet.
-      if (p.copyStatus !== undefined && p.copyStatus !== 'success') throw new StorageUnavailableError('azure', `the copy to ${key} is ${p.copyStatus}`);
+      if (p.copyStatus !== undefined && p.copyStatus !== 'success')
+        throw new StorageUnavailableError('azure', `the copy to ${key} is ${p.copyStatus}`);
       const metadata = decodeMetadata(p.metadata);
       return { info: info(key, p.contentLength, p.lastModified, p.etag, metadata), nonce: metadata[WRITE_NONCE] };
     } catch (err) {
@@ -347,7 +401,6 @@ export class AzureStorage implements Storage {
       throw translate(err, key, sourceKey);
     }
   }
-
 }
 
 function destination(condition: WriteCondition): BlobRequestConditions {
@@ -365,7 +418,13 @@ function info(
 ): ObjectInfo {
   // Listings give the ETag bare, headers quoted: one spelling, so tokens compare equal.
   const token = etag === undefined ? '' : etag.startsWith('"') ? etag : `"${etag}"`;
-  return { key, size: size ?? 0, lastModified: lastModified ?? new Date(0), token, metadata: splitNonce(metadata).metadata };
+  return {
+    key,
+    size: size ?? 0,
+    lastModified: lastModified ?? new Date(0),
+    token,
+    metadata: splitNonce(metadata).metadata,
+  };
 }
 
 /** '.', '..' and empty segments would be normalised away in the blob URL; refuse them. */

@@ -51,11 +51,15 @@ function emulatorEndpoint(raw: string): string {
   try {
     url = new URL(withScheme);
   } catch (err) {
-    throw new ConfigError(`STORAGE_EMULATOR_HOST=${raw} is not a host:port or URL: use e.g. STORAGE_EMULATOR_HOST=http://127.0.0.1:4443.`, { cause: err });
+    throw new ConfigError(
+      `STORAGE_EMULATOR_HOST=${raw} is not a host:port or URL: use e.g. STORAGE_EMULATOR_HOST=http://127.0.0.1:4443.`,
+      { cause: err },
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-    throw new ConfigError(`STORAGE_EMULATOR_HOST=${raw} must be an http(s) URL: use e.g. STORAGE_EMULATOR_HOST=http://127.0.0.1:4443.`);
+    throw new ConfigError(
+      `STORAGE_EMULATOR_HOST=${raw} must be an http(s) URL: use e.g. STORAGE_EMULATOR_HOST=http://127.0.0.1:4443.`,
+    );
   }
   return `${url.origin}${url.pathname.replace(/\/+$/, '').replace(/\/storage\/v1$/, '')}`;
 }
-

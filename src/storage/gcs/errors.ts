@@ -52,7 +52,6 @@ function oneLine(text: string): string {
   return text.replace(/\s+/g, ' ').trim();
 }
 
-
 export async function checkKeyFile(keyFile: string | undefined): Promise<void> {
   if (keyFile === undefined) return;
   let text: string;
@@ -68,10 +67,15 @@ export async function checkKeyFile(keyFile: string | undefined): Promise<void> {
   try {
     type = (JSON.parse(text) as { type?: unknown }).type;
   } catch (err) {
-    throw new ConfigError(`GOOGLE_APPLICATION_CREDENTIALS=${keyFile} is not a JSON credentials file: download a key for the service account (gcloud iam service-accounts keys create) and point the variable at it.`, { cause: err });
+    throw new ConfigError(
+      `GOOGLE_APPLICATION_CREDENTIALS=${keyFile} is not a JSON credentials file: download a key for the service account (gcloud iam service-accounts keys create) and point the variable at it.`,
+      { cause: err },
+    );
   }
   if (typeof type !== 'string') {
-    throw new ConfigError(`GOOGLE_APPLICATION_CREDENTIALS=${keyFile} is JSON but not a Google credentials file (no "type" field): use a service-account key or an application-default credentials file.`);
+    throw new ConfigError(
+      `GOOGLE_APPLICATION_CREDENTIALS=${keyFile} is JSON but not a Google credentials file (no "type" field): use a service-account key or an application-default credentials file.`,
+    );
   }
 }
 
@@ -94,16 +98,38 @@ export function setupError(config: GcsSettings, err: unknown, action: 'read' | '
       { cause: err },
     );
   }
-  if (config.GOOGLE_APPLICATION_CREDENTIALS && /DECODER routines|PEM|private key|asn1|secretOrPrivateKey/i.test(message)) {
-    return new ConfigError(`GOOGLE_APPLICATION_CREDENTIALS=${config.GOOGLE_APPLICATION_CREDENTIALS} holds a private key that cannot be used (${oneLine(message)}): the file is damaged; download a new key for the service account.`, { cause: err });
+  if (
+    config.GOOGLE_APPLICATION_CREDENTIALS &&
+    /DECODER routines|PEM|private key|asn1|secretOrPrivateKey/i.test(message)
+  ) {
+    return new ConfigError(
+      `GOOGLE_APPLICATION_CREDENTIALS=${config.GOOGLE_APPLICATION_CREDENTIALS} holds a private key that cannot be used (${oneLine(message)}): the file is damaged; download a new key for the service account.`,
+      { cause: err },
+    );
   }
-  if (/invalid_grant|invalid_client|unauthorized_client|account not found|invalid jwt/i.test(message) || statusOf(err) === 401) {
-    const setting = config.GOOGLE_APPLICATION_CREDENTIALS ? `GOOGLE_APPLICATION_CREDENTIALS=${config.GOOGLE_APPLICATION_CREDENTIALS}` : 'The default Google credentials';
-    return new ConfigError(`${setting} were rejected by Google (${oneLine(message)}): the key may be deleted or revoked; create a new key for the service account or fix the default credentials.`, { cause: err });
+  if (
+    /invalid_grant|invalid_client|unauthorized_client|account not found|invalid jwt/i.test(message) ||
+    statusOf(err) === 401
+  ) {
+    const setting = config.GOOGLE_APPLICATION_CREDENTIALS
+      ? `GOOGLE_APPLICATION_CREDENTIALS=${config.GOOGLE_APPLICATION_CREDENTIALS}`
+      : 'The default Google credentials';
+    return new ConfigError(
+      `${setting} were rejected by Google (${oneLine(message)}): the key may be deleted or revoked; create a new key for the service account or fix the default credentials.`,
+      { cause: err },
+    );
   }
   if (statusOf(err) === 403) {
-    const grant = action === 'create' ? 'grant storage.buckets.create in the project, or create the bucket yourself' : 'grant roles/storage.objectAdmin on it to this service account, or use another bucket';
-    return new ConfigError(`${bucket} cannot be ${action === 'create' ? 'created' : action === 'write' ? 'written' : 'read'} with these credentials (403 ${oneLine(message)}): ${grant}.`, { cause: err });
+    const grant =
+      action === 'create'
+        ? 'grant storage.buckets.create in the project, or create the bucket yourself'
+        : 'grant roles/storage.objectAdmin on it to this service account, or use another bucket';
+    return new ConfigError(
+      `${bucket} cannot be ${action === 'create' ? 'created' : action === 'write' ? 'written' : 'read'} with these credentials (403 ${oneLine(message)}): ${grant}.`,
+      { cause: err },
+    );
   }
-  return new ConfigError(`${bucket} cannot be used (${shortDetail(err)}): check the bucket and the GCS settings.`, { cause: err });
+  return new ConfigError(`${bucket} cannot be used (${shortDetail(err)}): check the bucket and the GCS settings.`, {
+    cause: err,
+  });
 }

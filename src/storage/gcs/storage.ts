@@ -26,7 +26,7 @@
  */
 import { addAbortSignal, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Storage as GcsClient, Bucket, FileMetadata } from '@google-cloud/storage';
+import type { Bucket, Storage as GcsClient } from '@google-cloud/storage';
 import { ConfigError } from '../../util/config-error.js';
 import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
@@ -36,12 +36,20 @@ import { stallGuard, withTimeout } from '../shared/idle-timeout.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import { WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
 import type {
-  CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+  CommitOptions,
+  InitOptions,
+  Metadata,
+  ObjectInfo,
+  PublishOptions,
+  ReadOptions,
+  StagedObject,
+  Storage,
+  WriteCondition,
 } from '../types.js';
 import { createClient } from './client.js';
+import { checkKeyFile, setupError, shortDetail, statusOf, translate } from './errors.js';
 import { contentTypeOf, isGeneration, responseStarted, toInfo } from './objects.js';
 import { CHUNK_SIZE, reupload, rewrite } from './publish.js';
-import { checkKeyFile, setupError, shortDetail, statusOf, translate } from './errors.js';
 import type { GcsSettings } from './settings.js';
 
 /** This backend's settings and the common ones it uses. */
@@ -50,7 +58,12 @@ type Settings = GcsSettings & CommonSettings;
 const LIST_PAGE = 1000;
 
 class GcsStaged implements StagedObject {
-  constructor(readonly key: string, readonly size: number, readonly name: string, readonly generation: string) {}
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    readonly name: string,
+    readonly generation: string,
+  ) {}
 }
 
 export function create(config: Settings, logger: Logger): GcsStorage {
@@ -110,7 +123,9 @@ export class GcsStorage implements Storage {
       await this.#bucket.getFiles({ maxResults: 1, autoPaginate: false, prefix: UPLOADS_PREFIX });
     } catch (err) {
       const e = translate(err);
-      throw e instanceof StorageUnavailableError ? e : new StorageUnavailableError('gcs', shortDetail(err), { cause: err });
+      throw e instanceof StorageUnavailableError
+        ? e
+        : new StorageUnavailableError('gcs', shortDetail(err), { cause: err });
     }
   }
 
@@ -208,7 +223,11 @@ export class GcsStorage implements Storage {
     for (const k of Object.keys(current.metadata ?? {})) patch[k] = null;
     Object.assign(patch, metadata);
     const [resource] = await this.#call(
-      () => file.setMetadata({ metadata: patch }, { ifGenerationMatch: token, ifMetagenerationMatch: String(current.metageneration) }),
+      () =>
+        file.setMetadata(
+          { metadata: patch },
+          { ifGenerationMatch: token, ifMetagenerationMatch: String(current.metageneration) },
+        ),
       key,
     );
     return toInfo(key, resource);
@@ -289,22 +308,38 @@ export class GcsStorage implements Storage {
       ifGenerationMatch = condition.ifMatch;
     }
     // The SDK resends a request whose reply was lost: see shared/write-nonce.ts.
-    return writeOnce('gcs', key, async (nonce) => {
-      const stored = { ...metadata, [WRITE_NONCE]: nonce };
-      try {
-        const resource = this.#serverSideConditions
-          ? await rewrite(this.#bucket, source, sourceGeneration, { key, metadata: stored, ifGenerationMatch })
-          : await reupload(this.#bucket, source, sourceGeneration, { key, metadata: stored, ifGenerationMatch }, this.#closing.signal);
-        return toInfo(key, resource);
-      } catch (err) {
-        if (statusOf(err) === 404 && !this.#serverSideConditions) {
-          // A pinned generation that is gone means the source changed, unless the key is gone too.
-          const current = await this.head(source).catch((e: unknown) => (e instanceof NotFoundError ? undefined : Promise.reject(e)));
-          throw current ? new PreconditionFailedError(source, { cause: err }) : new NotFoundError(source, { cause: err });
+    return writeOnce(
+      'gcs',
+      key,
+      async (nonce) => {
+        const stored = { ...metadata, [WRITE_NONCE]: nonce };
+        try {
+          const resource = this.#serverSideConditions
+            ? await rewrite(this.#bucket, source, sourceGeneration, { key, metadata: stored, ifGenerationMatch })
+            : await reupload(
+                this.#bucket,
+                source,
+                sourceGeneration,
+                { key, metadata: stored, ifGenerationMatch },
+                this.#closing.signal,
+              );
+          return toInfo(key, resource);
+        } catch (err) {
+          if (statusOf(err) === 404 && !this.#serverSideConditions) {
+            // A pinned generation that is gone means the source changed, unless the key is gone too.
+            const current = await this.head(source).catch((e: unknown) =>
+              e instanceof NotFoundError ? undefined : Promise.reject(e),
+            );
+            throw current
+              ? new PreconditionFailedError(source, { cause: err })
+              : new NotFoundError(source, { cause: err });
+          }
+          throw translate(err, source, key);
         }
-        throw translate(err, source, key);
-      }
-    }, () => this.#readBack(key), this.#logger);
+      },
+      () => this.#readBack(key),
+      this.#logger,
+    );
   }
 
   /** `key`'s info and the nonce of the write that stored it; undefined when there is none. */
@@ -356,7 +391,9 @@ export class GcsStorage implements Storage {
       try {
         await rewrite(this.#bucket, probe.name, generation, { key: target.name, metadata: {}, ifGenerationMatch: '1' });
         this.#serverSideConditions = false;
-        this.#logger.warn('this GCS server ignores preconditions on rewrite (fake-gcs-server?): commits and copies stream the bytes through this process');
+        this.#logger.warn(
+          'this GCS server ignores preconditions on rewrite (fake-gcs-server?): commits and copies stream the bytes through this process',
+        );
       } catch (err) {
         if (statusOf(err) !== 412) throw err;
         this.#serverSideConditions = true;

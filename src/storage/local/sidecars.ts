@@ -99,7 +99,7 @@ export class Sidecars {
   }
 
   #path(key: string, token: string): string {
-    return path.join(this.#dir, ...key.split('/')) + `.${token}.json`;
+    return `${path.join(this.#dir, ...key.split('/'))}.${token}.json`;
   }
 
   #remember(key: string, token: string, metadata: Metadata): void {

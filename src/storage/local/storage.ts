@@ -14,7 +14,7 @@
  * the lock. Metadata sidecars (sidecars.ts) are named by the token (inode + mtime + size) of the
  * file they describe and written before the rename; those of replaced files are deleted after it.
  */
-import { createReadStream, createWriteStream, type BigIntStats } from 'node:fs';
+import { type BigIntStats, createReadStream, createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -25,10 +25,18 @@ import type { CommonSettings } from '../driver.js';
 import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import { isAbandoned, newStagedName } from '../shared/staging.js';
 import type {
-  CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+  CommitOptions,
+  InitOptions,
+  Metadata,
+  ObjectInfo,
+  PublishOptions,
+  ReadOptions,
+  StagedObject,
+  Storage,
+  WriteCondition,
 } from '../types.js';
 import { translate } from './errors.js';
-import { checkCondition, LOCK_STALE_MS, sweepLocks, syncDir, syncFile, tokenOf, toInfo } from './files.js';
+import { checkCondition, LOCK_STALE_MS, sweepLocks, syncDir, syncFile, toInfo, tokenOf } from './files.js';
 import type { LocalSettings } from './settings.js';
 import { META, Sidecars } from './sidecars.js';
 
@@ -38,7 +46,11 @@ type Settings = LocalSettings & CommonSettings;
 const UPLOADS = '.uploads';
 
 class LocalStaged implements StagedObject {
-  constructor(readonly key: string, readonly size: number, readonly file: string) {}
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    readonly file: string,
+  ) {}
 }
 
 export function create(config: Settings): LocalStorage {
@@ -68,7 +80,10 @@ export class LocalStorage implements Storage {
         if (!(await fs.stat(this.root)).isDirectory()) throw new Error('not a directory');
         await fs.access(this.root, fs.constants.R_OK | fs.constants.X_OK);
       } catch (err) {
-        throw new ConfigError(`LOCAL_STORAGE_DIR=${this.root} cannot be read (${(err as Error).message}): point it at the directory the registry stores its models in.`, { cause: err });
+        throw new ConfigError(
+          `LOCAL_STORAGE_DIR=${this.root} cannot be read (${(err as Error).message}): point it at the directory the registry stores its models in.`,
+          { cause: err },
+        );
       }
       return;
     }
@@ -203,7 +218,12 @@ export class LocalStorage implements Storage {
       // A copy (not a link to bytes already on disk) is made durable before it is published,
       // as an upload is: a rollback must not come back empty after a power cut.
       if (stats.nlink === 1n) await this.#io(() => syncFile(file), to);
-      return await this.commit(new LocalStaged(to, Number(stats.size), file), options.metadata, options.condition ?? {}, { after: options.after });
+      return await this.commit(
+        new LocalStaged(to, Number(stats.size), file),
+        options.metadata,
+        options.condition ?? {},
+        { after: options.after },
+      );
     } catch (err) {
       this.#active.delete(file);
       await fs.rm(file, { force: true });

@@ -4,7 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Binary, GridFSBucket, ObjectId, type Collection, type Db } from 'mongodb';
+import { Binary, type Collection, type Db, GridFSBucket, ObjectId } from 'mongodb';
 import type { Metadata, ObjectInfo } from '../types.js';
 
 export const CHUNK_BYTES = 255 * 1024; // the GridFS default
@@ -64,7 +64,6 @@ export function escapeRegex(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
-
 /**
  * Writes `body` as the GridFS chunks of file `fileId`; resolves to its size. GridFS by hand
  * rather than openUploadStream: a destroyed upload stream may still have chunk inserts in flight,
@@ -87,28 +86,32 @@ export async function writeChunks(
     inflight.catch(() => {}); // awaited by the next write or on failure
   };
   try {
-    await pipeline(body, async (source: AsyncIterable<Buffer | string>) => {
-      let buf = Buffer.allocUnsafe(CHUNK_BYTES);
-      let pos = 0;
-      let n = 0;
-      for await (const piece of source) {
-        const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
-        for (let off = 0; off < bytes.length; ) {
-          const take = Math.min(CHUNK_BYTES - pos, bytes.length - off);
-          bytes.copy(buf, pos, off, off + take);
-          pos += take;
-          off += take;
-          size += take;
-          if (pos === CHUNK_BYTES) {
-            await write(buf, n++);
-            buf = Buffer.allocUnsafe(CHUNK_BYTES);
-            pos = 0;
+    await pipeline(
+      body,
+      async (source: AsyncIterable<Buffer | string>) => {
+        let buf = Buffer.allocUnsafe(CHUNK_BYTES);
+        let pos = 0;
+        let n = 0;
+        for await (const piece of source) {
+          const bytes = typeof piece === 'string' ? Buffer.from(piece) : piece;
+          for (let off = 0; off < bytes.length; ) {
+            const take = Math.min(CHUNK_BYTES - pos, bytes.length - off);
+            bytes.copy(buf, pos, off, off + take);
+            pos += take;
+            off += take;
+            size += take;
+            if (pos === CHUNK_BYTES) {
+              await write(buf, n++);
+              buf = Buffer.allocUnsafe(CHUNK_BYTES);
+              pos = 0;
+            }
           }
         }
-      }
-      if (pos > 0) await write(buf.subarray(0, pos), n);
-      await inflight;
-    }, { signal });
+        if (pos > 0) await write(buf.subarray(0, pos), n);
+        await inflight;
+      },
+      { signal },
+    );
     return size;
   } catch (err) {
     failed = true;

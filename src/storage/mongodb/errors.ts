@@ -3,7 +3,7 @@
  * user gets for a setup that cannot work.
  */
 import type { Readable } from 'node:stream';
-import { MongoError, MongoNetworkError, MongoServerError, MongoServerSelectionError, type MongoOptions } from 'mongodb';
+import { MongoError, MongoNetworkError, type MongoOptions, MongoServerError, MongoServerSelectionError } from 'mongodb';
 import { ConfigError } from '../../util/config-error.js';
 import { PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import { networkErrorCode } from '../shared/network.js';
@@ -41,7 +41,11 @@ export async function* translated(stream: Readable, key: string, expected: numbe
   } catch (err) {
     throw translate(err, key);
   }
-  if (got < expected) throw new StorageUnavailableError('mongodb', `the GridFS file of ${key} ended after ${got} of ${expected} bytes (chunks missing)`);
+  if (got < expected)
+    throw new StorageUnavailableError(
+      'mongodb',
+      `the GridFS file of ${key} ended after ${got} of ${expected} bytes (chunks missing)`,
+    );
 }
 
 /** One line for init() failures; never echoes the URI, which may hold a password. */
@@ -55,8 +59,14 @@ export function initError(err: unknown, config: MongoSettings, options: MongoOpt
     line = `MONGODB_URI=(hidden) has credentials that ${hosts} rejects (AuthenticationFailed): check the user name, the password (percent-encoded) and authSource in the URI.`;
   } else if (code === 13 || (err instanceof MongoServerError && /not authorized|unauthorized/i.test(message))) {
     line = `MONGODB_DATABASE=${db} cannot be used with the credentials in MONGODB_URI (Unauthorized): grant the user the readWrite role on ${db}, or use another database.`;
-  } else if (err instanceof MongoServerSelectionError || err instanceof MongoNetworkError || /ENOTFOUND|ECONNREFUSED|ETIMEDOUT/.test(message)) {
-    const reason = /ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|ECONNRESET|certificate|SSL|TLS|timed out/i.exec(message)?.[0] ?? 'no answer';
+  } else if (
+    err instanceof MongoServerSelectionError ||
+    err instanceof MongoNetworkError ||
+    /ENOTFOUND|ECONNREFUSED|ETIMEDOUT/.test(message)
+  ) {
+    const reason =
+      /ECONNREFUSED|ENOTFOUND|ETIMEDOUT|EHOSTUNREACH|ECONNRESET|certificate|SSL|TLS|timed out/i.exec(message)?.[0] ??
+      'no answer';
     line = `MONGODB_URI=(hidden) points at ${hosts}, which is unreachable (${reason}): check the host and port in the URI and that MongoDB is running and reachable from here.`;
   } else {
     line = `MONGODB_URI=(hidden) cannot be used with MONGODB_DATABASE=${db} (${message.slice(0, 200)}): check the connection string and the server.`;

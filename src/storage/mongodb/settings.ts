@@ -4,9 +4,20 @@ import { defineDriver } from '../driver.js';
 
 export const schema = z.object({
   REMOTE_STORAGE: z.literal('mongodb'),
-  MONGODB_URI: z.string().regex(/^mongodb(\+srv)?:\/\//, 'is not a MongoDB connection string: use mongodb://host:27017 or mongodb+srv://cluster.example.net'),
-  MONGODB_DATABASE: z.string().regex(/^[^/\\. "$]{1,63}$/, 'is not a valid database name').default('models'),
-  MONGODB_COLLECTION: z.string().regex(/^[A-Za-z0-9_-]{1,100}$/, 'is not a valid collection name: use letters, digits, _ and -').default('models'),
+  MONGODB_URI: z
+    .string()
+    .regex(
+      /^mongodb(\+srv)?:\/\//,
+      'is not a MongoDB connection string: use mongodb://host:27017 or mongodb+srv://cluster.example.net',
+    ),
+  MONGODB_DATABASE: z
+    .string()
+    .regex(/^[^/\\. "$]{1,63}$/, 'is not a valid database name')
+    .default('models'),
+  MONGODB_COLLECTION: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,100}$/, 'is not a valid collection name: use letters, digits, _ and -')
+    .default('models'),
 });
 
 export type MongoSettings = z.output<typeof schema>;

@@ -28,8 +28,7 @@
  * size); a file is deleted only when no version references it.
  */
 import { addAbortSignal, Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { Binary, MongoClient, MongoServerError, ObjectId, type Db, type Filter } from 'mongodb';
+import { type Db, type Filter, MongoClient, MongoServerError, type ObjectId } from 'mongodb';
 import { ConfigError } from '../../util/config-error.js';
 import type { Logger } from '../../util/logger.js';
 import { Pending } from '../../util/pending.js';
@@ -38,10 +37,25 @@ import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from 
 import { copyOutByStream } from '../shared/copy-out.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import type {
-  CommitOptions, InitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+  CommitOptions,
+  InitOptions,
+  Metadata,
+  ObjectInfo,
+  PublishOptions,
+  ReadOptions,
+  StagedObject,
+  Storage,
+  WriteCondition,
 } from '../types.js';
 import {
-  CHUNK_BYTES, collections, escapeRegex, newToken, toInfo, writeChunks, type Collections, type VersionDoc,
+  CHUNK_BYTES,
+  type Collections,
+  collections,
+  escapeRegex,
+  newToken,
+  toInfo,
+  type VersionDoc,
+  writeChunks,
 } from './documents.js';
 import { initError, redact, translate, translated } from './errors.js';
 import type { MongoSettings } from './settings.js';
@@ -58,7 +72,11 @@ export interface MongoOptions {
 
 class MongoStaged implements StagedObject {
   committed = false;
-  constructor(readonly key: string, readonly size: number, readonly name: string) {}
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    readonly name: string,
+  ) {}
 }
 
 export function create(config: Settings, logger: Logger, options: MongoOptions = {}): MongoStorage {
@@ -105,7 +123,8 @@ export class MongoStorage implements Storage {
       });
     } catch (err) {
       // MongoParseError comes from mongodb-connection-string-url too, a class of its own.
-      const detail = err instanceof Error && err.name.startsWith('Mongo') ? redact(err.message, c.MONGODB_URI) : 'unparsable';
+      const detail =
+        err instanceof Error && err.name.startsWith('Mongo') ? redact(err.message, c.MONGODB_URI) : 'unparsable';
       throw new ConfigError(
         `MONGODB_URI=(hidden) is not a valid connection string (${detail}): use mongodb://user:password@host:27017 with special characters in the password percent-encoded.`,
         { cause: err },
@@ -129,7 +148,15 @@ export class MongoStorage implements Storage {
     // running process too, not only at start: history keys and deleted keys are never written
     // again, so nothing else would prune them.
     if (!options.readOnly) {
-      this.#maintenance = setInterval(() => void this.#background.track(this.sweep().catch((err: unknown) => this.#logger.warn({ err }, 'pruning and sweeping failed; next try later'))), this.#maintenanceEveryMs);
+      this.#maintenance = setInterval(
+        () =>
+          void this.#background.track(
+            this.sweep().catch((err: unknown) =>
+              this.#logger.warn({ err }, 'pruning and sweeping failed; next try later'),
+            ),
+          ),
+        this.#maintenanceEveryMs,
+      );
       this.#maintenance.unref();
     }
   }
@@ -150,7 +177,10 @@ export class MongoStorage implements Storage {
       throw new StorageUnavailableError('mongodb', `the GridFS file of ${key} is missing`);
     }
     // The driver types GridFS ids as ObjectId, but any BSON value is a valid id.
-    const download = this.#c.bucket.openDownloadStream(version.fileId as unknown as ObjectId, range && { start: range.start, end: range.end + 1 });
+    const download = this.#c.bucket.openDownloadStream(
+      version.fileId as unknown as ObjectId,
+      range && { start: range.start, end: range.end + 1 },
+    );
     // Its errors are the driver's: translated like every other call's (a 503, not a 500). Read
     // only when the body is (a body never read opens no cursor).
     const expected = range ? Math.max(0, Math.min(range.end + 1, version.size) - range.start) : version.size;
@@ -165,8 +195,12 @@ export class MongoStorage implements Storage {
     try {
       const size = await writeChunks(this.#c.chunks, name, body, options.signal);
       await this.#c.files.insertOne({
-        _id: name, length: size, chunkSize: CHUNK_BYTES, uploadDate: new Date(),
-        filename: UPLOADS_PREFIX + name, metadata: { key, staged: true },
+        _id: name,
+        length: size,
+        chunkSize: CHUNK_BYTES,
+        uploadDate: new Date(),
+        filename: UPLOADS_PREFIX + name,
+        metadata: { key, staged: true },
       });
       return new MongoStaged(key, size, name);
     } catch (err) {
@@ -227,7 +261,15 @@ export class MongoStorage implements Storage {
     for (;;) {
       const head = await this.#head(key);
       if (!head || head.fileId === null) return;
-      const marker: VersionDoc = { key, seq: head.seq + 1, fileId: null, token: newToken(), size: 0, createdAt: new Date(), metadata: {} };
+      const marker: VersionDoc = {
+        key,
+        seq: head.seq + 1,
+        fileId: null,
+        token: newToken(),
+        size: 0,
+        createdAt: new Date(),
+        metadata: {},
+      };
       if (await this.#insertVersion(marker)) return this.#pruneLater(key);
     }
   }
@@ -253,7 +295,10 @@ export class MongoStorage implements Storage {
   async sweep(): Promise<number> {
     return this.#call(async () => {
       let removed = await this.#prune({});
-      for await (const file of this.#c.files.find({ 'metadata.staged': true }, { projection: { _id: 1, uploadDate: 1 } })) {
+      for await (const file of this.#c.files.find(
+        { 'metadata.staged': true },
+        { projection: { _id: 1, uploadDate: 1 } },
+      )) {
         if (typeof file._id !== 'string' || !isAbandoned(file._id, file.uploadDate, this.#active)) continue;
         if (await this.#c.versions.findOne({ fileId: file._id }, { projection: { _id: 1 } })) continue; // committed
         await this.#deleteFile(file._id);
@@ -323,11 +368,22 @@ export class MongoStorage implements Storage {
       if ('ifNoneMatch' in condition && live) throw new PreconditionFailedError(key);
       if ('ifMatch' in condition && live?.token !== condition.ifMatch) throw new PreconditionFailedError(key);
       if (Date.now() - started > GRACE_MS / 2) continue;
-      const version: VersionDoc = { key, seq: (head?.seq ?? 0) + 1, fileId, token: newToken(), size, createdAt: new Date(), metadata };
+      const version: VersionDoc = {
+        key,
+        seq: (head?.seq ?? 0) + 1,
+        fileId,
+        token: newToken(),
+        size,
+        createdAt: new Date(),
+        metadata,
+      };
       // Never publish a version of bytes that are gone (a sweep that took a live upload for a
       // dead one): the write fails and can be retried instead.
       if (!(await this.#call(() => this.#c.files.findOne({ _id: fileId }, { projection: { _id: 1 } }), key))) {
-        throw new StorageUnavailableError('mongodb', `the staged upload of ${key} was removed before it could be committed; send it again`);
+        throw new StorageUnavailableError(
+          'mongodb',
+          `the staged upload of ${key} was removed before it could be committed; send it again`,
+        );
       }
       if (!(await this.#insertVersion(version))) {
         if ('ifMatch' in condition) throw new PreconditionFailedError(key);
@@ -354,9 +410,10 @@ export class MongoStorage implements Storage {
 
   /** Prunes a key's superseded versions in the background after a write. */
   #pruneLater(key: string): void {
-    void this.#background.track(this.#prune({ key }).catch((err: unknown) => this.#logger.debug({ err, key }, 'pruning old versions failed')));
+    void this.#background.track(
+      this.#prune({ key }).catch((err: unknown) => this.#logger.debug({ err, key }, 'pruning old versions failed')),
+    );
   }
-
 
   /**
    * Deletes versions whose successor is older than GRACE_MS, and their files when no other
@@ -372,7 +429,10 @@ export class MongoStorage implements Storage {
       newer = version;
       if (!successor || successor.createdAt.getTime() > cutoff) continue;
       const { fileId } = version;
-      if (fileId !== null && !(await this.#c.versions.findOne({ fileId, _id: { $ne: version._id! } }, { projection: { _id: 1 } }))) {
+      if (
+        fileId !== null &&
+        !(await this.#c.versions.findOne({ fileId, _id: { $ne: version._id! } }, { projection: { _id: 1 } }))
+      ) {
         await this.#deleteFile(fileId);
         removed++;
       }
@@ -393,5 +453,4 @@ export class MongoStorage implements Storage {
       throw translate(err, key);
     }
   }
-
 }

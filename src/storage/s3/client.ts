@@ -8,10 +8,10 @@
  * a second of CPU per GiB. End to end, the model's SHA-256 in its metadata (signed with the
  * request headers) is checked on every read from storage.
  */
-import { CreateBucketCommand, S3Client, type BucketLocationConstraint } from '@aws-sdk/client-s3';
+import { type BucketLocationConstraint, CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
-import type { CommonSettings } from '../driver.js';
 import type { Logger } from '../../util/logger.js';
+import type { CommonSettings } from '../driver.js';
 import { errorCode } from './errors.js';
 import type { S3Settings } from './settings.js';
 
@@ -27,12 +27,12 @@ export function createClient(config: S3Settings & CommonSettings): S3Client {
     ...(config.AWS_ENDPOINT_URL ? { endpoint: config.AWS_ENDPOINT_URL, forcePathStyle: true } : {}),
     ...(config.AWS_ACCESS_KEY_ID && config.AWS_SECRET_ACCESS_KEY
       ? {
-        credentials: {
-          accessKeyId: config.AWS_ACCESS_KEY_ID,
-          secretAccessKey: config.AWS_SECRET_ACCESS_KEY,
-          sessionToken: config.AWS_SESSION_TOKEN,
-        },
-      }
+          credentials: {
+            accessKeyId: config.AWS_ACCESS_KEY_ID,
+            secretAccessKey: config.AWS_SECRET_ACCESS_KEY,
+            sessionToken: config.AWS_SESSION_TOKEN,
+          },
+        }
       : {}),
     maxAttempts: 3,
     // Options for the SDK's NodeHttpHandler. socketTimeout is the inactivity timeout (also
@@ -91,16 +91,19 @@ export function quietOldNodeWarning(logger: Logger): void {
   const major = Number(process.versions.node.split('.')[0]);
   if (major >= 22 || env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED !== undefined) return;
   env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
-  logger.info('AWS SDK releases after January 2027 need Node.js 22; this build pins its SDK version and runs on Node.js 20');
+  logger.info(
+    'AWS SDK releases after January 2027 need Node.js 22; this build pins its SDK version and runs on Node.js 20',
+  );
 }
 
 /** Creates `bucket` in the client's region (AUTO_CREATE_BUCKET); one another replica made is fine. */
 export async function createBucket(client: S3Client, bucket: string, logger: Logger): Promise<void> {
   const region = await client.config.region();
   // us-east-1 is the default location and must not be named.
-  const location = region && region !== 'us-east-1'
-    ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } }
-    : {};
+  const location =
+    region && region !== 'us-east-1'
+      ? { CreateBucketConfiguration: { LocationConstraint: region as BucketLocationConstraint } }
+      : {};
   try {
     await client.send(new CreateBucketCommand({ Bucket: bucket, ...location }));
     logger.info({ bucket, region }, 'created the bucket (AUTO_CREATE_BUCKET=true)');

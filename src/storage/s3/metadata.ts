@@ -45,10 +45,11 @@ export function encodeMetadata(metadata: Metadata): Record<string, string> {
 
 export function decodeMetadata(raw: Record<string, string> | undefined): Metadata {
   return Object.fromEntries(
-    Object.entries(raw ?? {}).filter(([k]) => k.toLowerCase() !== WRITE_NONCE).map(([k, v]) => {
-      const m = ENCODED.exec(v);
-      return [k.toLowerCase(), m ? Buffer.from(m[1]!, 'base64').toString('utf8') : v];
-    }),
+    Object.entries(raw ?? {})
+      .filter(([k]) => k.toLowerCase() !== WRITE_NONCE)
+      .map(([k, v]) => {
+        const m = ENCODED.exec(v);
+        return [k.toLowerCase(), m ? Buffer.from(m[1]!, 'base64').toString('utf8') : v];
+      }),
   );
 }
-

@@ -24,8 +24,13 @@
  *
  * client.ts says how uploaded bytes are checked; metadata.ts how metadata travels.
  */
+
+import { randomUUID } from 'node:crypto';
+import { type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import {
   AbortMultipartUploadCommand,
+  type CompletedPart,
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
@@ -33,14 +38,10 @@ import {
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
-  UploadPartCopyCommand,
-  type CompletedPart,
   type S3Client,
+  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import { randomUUID } from 'node:crypto';
-import { Transform, type Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { ConfigError } from '../../util/config-error.js';
 import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
@@ -49,12 +50,26 @@ import { copyOutByStream } from '../shared/copy-out.js';
 import { newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import { WRITE_NONCE } from '../shared/write-nonce.js';
 import type {
-  CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+  CommitOptions,
+  Metadata,
+  ObjectInfo,
+  PublishOptions,
+  ReadOptions,
+  StagedObject,
+  Storage,
+  WriteCondition,
 } from '../types.js';
 import { copyPartSize, createBucket, createClient, quietOldNodeWarning } from './client.js';
-import { describe, errorCode, isNoSuchUpload, setupErrorLine, translate, type Access } from './errors.js';
+import { type Access, describe, errorCode, isNoSuchUpload, setupErrorLine, translate } from './errors.js';
 import {
-  checkMetadataFits, decodeMetadata, encodeMetadata, MAX_METADATA_BYTES, metadataBytes, NONCE_BYTES, quote, unquote,
+  checkMetadataFits,
+  decodeMetadata,
+  encodeMetadata,
+  MAX_METADATA_BYTES,
+  metadataBytes,
+  NONCE_BYTES,
+  quote,
+  unquote,
 } from './metadata.js';
 import type { S3Settings } from './settings.js';
 import { sweepMultipart, sweepStaged } from './sweep.js';
@@ -70,7 +85,12 @@ const COPY_PART_SIZE = 512 * MiB; // ≤ 5 GiB each; 10,000 parts reach S3's 5 T
 const COPY_QUEUE = 4;
 
 class S3Staged implements StagedObject {
-  constructor(readonly key: string, readonly size: number, readonly name: string, readonly etag: string) {}
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    readonly name: string,
+    readonly etag: string,
+  ) {}
 }
 
 export function create(config: Settings, logger: Logger): S3Storage {
@@ -121,14 +141,24 @@ export class S3Storage implements Storage {
 
   async head(key: string): Promise<ObjectInfo> {
     const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
-    return { key, size: r.ContentLength ?? 0, lastModified: r.LastModified ?? new Date(), token: unquote(r.ETag), metadata: decodeMetadata(r.Metadata) };
+    return {
+      key,
+      size: r.ContentLength ?? 0,
+      lastModified: r.LastModified ?? new Date(),
+      token: unquote(r.ETag),
+      metadata: decodeMetadata(r.Metadata),
+    };
   }
 
   async get(key: string, options: ReadOptions = {}): Promise<{ info: ObjectInfo; body: Readable }> {
     const { range, signal } = options;
     const r = await this.#call(key, () =>
       this.client.send(
-        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: range ? `bytes=${range.start}-${range.end}` : undefined }),
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Range: range ? `bytes=${range.start}-${range.end}` : undefined,
+        }),
         { abortSignal: signal },
       ),
     );
@@ -206,7 +236,9 @@ export class S3Storage implements Storage {
   async discard(staged: StagedObject): Promise<void> {
     const s = this.#own(staged);
     const stagingKey = UPLOADS_PREFIX + s.name;
-    await this.#call(stagingKey, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: stagingKey })));
+    await this.#call(stagingKey, () =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: stagingKey })),
+    );
     this.#active.delete(s.name);
   }
 
@@ -216,7 +248,11 @@ export class S3Storage implements Storage {
     options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     const size = await this.#sizeOf(from, options.sourceToken);
-    return this.#copyInto({ from, sourceToken: options.sourceToken, size }, to, { metadata: options.metadata, condition: options.condition ?? {}, after: options.after });
+    return this.#copyInto({ from, sourceToken: options.sourceToken, size }, to, {
+      metadata: options.metadata,
+      condition: options.condition ?? {},
+      after: options.after,
+    });
   }
 
   async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
@@ -233,12 +269,24 @@ export class S3Storage implements Storage {
     do {
       const page = await this.#call(prefix, () =>
         this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, Delimiter: '/', StartAfter: options.startAfter, ContinuationToken: continuation }),
+          new ListObjectsV2Command({
+            Bucket: this.bucket,
+            Prefix: prefix,
+            Delimiter: '/',
+            StartAfter: options.startAfter,
+            ContinuationToken: continuation,
+          }),
         ),
       );
       for (const o of page.Contents ?? []) {
         if (!o.Key || o.Key.endsWith('/')) continue; // folder markers made by consoles
-        yield { key: o.Key, size: o.Size ?? 0, lastModified: o.LastModified ?? new Date(), token: unquote(o.ETag), metadata: {} };
+        yield {
+          key: o.Key,
+          size: o.Size ?? 0,
+          lastModified: o.LastModified ?? new Date(),
+          token: unquote(o.ETag),
+          metadata: {},
+        };
       }
       continuation = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (continuation);
@@ -249,7 +297,9 @@ export class S3Storage implements Storage {
     const active = new Set(this.#active);
     const call = <T>(fn: () => Promise<T>) => this.#call(UPLOADS_PREFIX, fn);
     const staged = await sweepStaged(this.client, this.bucket, active, call, (key) => this.delete(key));
-    return staged + (await sweepMultipart(this.client, this.bucket, active, call, (key, id) => this.#abortUpload(key, id)));
+    return (
+      staged + (await sweepMultipart(this.client, this.bucket, active, call, (key, id) => this.#abortUpload(key, id)))
+    );
   }
 
   /** S3 bounds user metadata to 2 KB: the UTF-8 bytes of every key and value, as sent. */
@@ -282,25 +332,44 @@ export class S3Storage implements Storage {
     // (Left out where it would not fit: objects written before it existed may fill the 2 KB.)
     const encoded = encodeMetadata(metadata);
     const nonce = metadataBytes(encoded) + NONCE_BYTES <= MAX_METADATA_BYTES ? randomUUID() : undefined;
-    const created = await this.#call(to, () =>
-      this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: to, Metadata: nonce ? { ...encoded, [WRITE_NONCE]: nonce } : encoded })),
+    const created = await this.#call(
+      to,
+      () =>
+        this.client.send(
+          new CreateMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: to,
+            Metadata: nonce ? { ...encoded, [WRITE_NONCE]: nonce } : encoded,
+          }),
+        ),
       'write',
     );
     const uploadId = created.UploadId!;
     try {
       const part = copyPartSize(size, this.#copyPartSize);
-      const ranges = size <= part ? [undefined] : Array.from({ length: Math.ceil(size / part) }, (_, i) =>
-        `bytes=${i * part}-${Math.min(size, (i + 1) * part) - 1}`);
+      const ranges =
+        size <= part
+          ? [undefined]
+          : Array.from(
+              { length: Math.ceil(size / part) },
+              (_, i) => `bytes=${i * part}-${Math.min(size, (i + 1) * part) - 1}`,
+            );
       const parts: CompletedPart[] = new Array(ranges.length);
       let next = 0;
       const worker = async () => {
         for (let i = next++; i < ranges.length; i = next++) {
           const r = await this.#call(from, () =>
-            this.client.send(new UploadPartCopyCommand({
-              Bucket: this.bucket, Key: to, UploadId: uploadId, PartNumber: i + 1,
-              CopySource: `${this.bucket}/${from.split('/').map(encodeURIComponent).join('/')}`,
-              CopySourceIfMatch: quote(sourceToken), CopySourceRange: ranges[i],
-            })),
+            this.client.send(
+              new UploadPartCopyCommand({
+                Bucket: this.bucket,
+                Key: to,
+                UploadId: uploadId,
+                PartNumber: i + 1,
+                CopySource: `${this.bucket}/${from.split('/').map(encodeURIComponent).join('/')}`,
+                CopySourceIfMatch: quote(sourceToken),
+                CopySourceRange: ranges[i],
+              }),
+            ),
           ).catch((err: unknown) => {
             next = ranges.length; // the other workers stop after their current part
             throw err;
@@ -318,11 +387,16 @@ export class S3Storage implements Storage {
       if (wait.status === 'rejected') throw wait.reason;
       if (copy.status === 'rejected') throw copy.reason;
       const done = await this.#call(to, () =>
-        this.client.send(new CompleteMultipartUploadCommand({
-          Bucket: this.bucket, Key: to, UploadId: uploadId, MultipartUpload: { Parts: parts },
-          IfMatch: 'ifMatch' in condition ? quote(condition.ifMatch) : undefined,
-          IfNoneMatch: 'ifNoneMatch' in condition ? '*' : undefined,
-        })),
+        this.client.send(
+          new CompleteMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: to,
+            UploadId: uploadId,
+            MultipartUpload: { Parts: parts },
+            IfMatch: 'ifMatch' in condition ? quote(condition.ifMatch) : undefined,
+            IfNoneMatch: 'ifNoneMatch' in condition ? '*' : undefined,
+          }),
+        ),
       ).then(
         (done) => ({ key: to, size, lastModified: new Date(), token: unquote(done.ETag), metadata }),
         async (err: unknown) => {
@@ -331,18 +405,25 @@ export class S3Storage implements Storage {
           if (nonce && (err instanceof PreconditionFailedError || isNoSuchUpload(err))) {
             // Not knowing is not failing: the caller would retry and commit a second time.
             const landed = await this.#landed(to, nonce).catch((headErr: unknown) => {
-              throw new StorageUnavailableError('s3', `the commit to ${to} may have completed (its reply was lost, and checking failed: ${describe(headErr)})`, { cause: err });
+              throw new StorageUnavailableError(
+                's3',
+                `the commit to ${to} may have completed (its reply was lost, and checking failed: ${describe(headErr)})`,
+                { cause: err },
+              );
             });
             if (landed) return { ...landed, metadata };
           }
           // If-Match on a missing key answers 404 NoSuchKey: the condition failed.
-          throw err instanceof NotFoundError && errorCode(err.cause) === 'NoSuchKey' ? new PreconditionFailedError(to, { cause: err.cause }) : err;
+          throw err instanceof NotFoundError && errorCode(err.cause) === 'NoSuchKey'
+            ? new PreconditionFailedError(to, { cause: err.cause })
+            : err;
         },
       );
       return done;
     } catch (err) {
       await this.#abortUpload(to, uploadId).catch((abortErr: unknown) =>
-        this.#logger.warn({ err: abortErr, key: to }, 'could not abort a multipart copy; sweep will retry'));
+        this.#logger.warn({ err: abortErr, key: to }, 'could not abort a multipart copy; sweep will retry'),
+      );
       throw err;
     }
   }
@@ -351,31 +432,44 @@ export class S3Storage implements Storage {
   async #landed(key: string, nonce: string): Promise<ObjectInfo | undefined> {
     // Gone by now: what failed the condition was another writer's object, removed since (a
     // number given back and pruned). Ours, had it landed, is no longer there to be the answer.
-    const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })))
-      .catch((err: unknown) => {
-        if (err instanceof NotFoundError) return undefined;
-        throw err;
-      });
+    const r = await this.#call(key, () =>
+      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
+    ).catch((err: unknown) => {
+      if (err instanceof NotFoundError) return undefined;
+      throw err;
+    });
     if (!r) return undefined;
     if (r.Metadata?.[WRITE_NONCE] !== nonce) return undefined;
     this.#logger.info({ key }, 'a commit whose reply was lost had succeeded');
-    return { key, size: r.ContentLength ?? 0, lastModified: r.LastModified ?? new Date(), token: unquote(r.ETag), metadata: decodeMetadata(r.Metadata) };
+    return {
+      key,
+      size: r.ContentLength ?? 0,
+      lastModified: r.LastModified ?? new Date(),
+      token: unquote(r.ETag),
+      metadata: decodeMetadata(r.Metadata),
+    };
   }
 
   /** Size of `key` if its ETag is still `token` (NotFoundError / PreconditionFailedError). */
   async #sizeOf(key: string, token: string): Promise<number> {
-    const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, IfMatch: quote(token) })));
+    const r = await this.#call(key, () =>
+      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key, IfMatch: quote(token) })),
+    );
     return r.ContentLength ?? 0;
   }
 
   async #abortUpload(key: string, uploadId: string): Promise<void> {
-    await this.#call(key, () => this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }))).catch((err: unknown) => {
+    await this.#call(key, () =>
+      this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId })),
+    ).catch((err: unknown) => {
       if (!isNoSuchUpload(err) && !(err instanceof NotFoundError)) throw err; // already gone
     });
   }
 
   async #deleteQuietly(key: string): Promise<void> {
-    await this.delete(key).catch((err: unknown) => this.#logger.warn({ err, key }, 'could not delete a staged upload; sweep will retry'));
+    await this.delete(key).catch((err: unknown) =>
+      this.#logger.warn({ err, key }, 'could not delete a staged upload; sweep will retry'),
+    );
   }
 
   async #setupError(err: unknown): Promise<ConfigError> {
@@ -396,4 +490,3 @@ export class S3Storage implements Storage {
     return staged;
   }
 }
-

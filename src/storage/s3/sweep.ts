@@ -22,7 +22,9 @@ export async function sweepStaged(
   let continuation: string | undefined;
   do {
     const page = await call(() =>
-      client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: UPLOADS_PREFIX, ContinuationToken: continuation })),
+      client.send(
+        new ListObjectsV2Command({ Bucket: bucket, Prefix: UPLOADS_PREFIX, ContinuationToken: continuation }),
+      ),
     );
     for (const o of page.Contents ?? []) {
       if (!o.Key || !o.LastModified) continue;
@@ -50,7 +52,9 @@ export async function sweepMultipart(
   let uploadIdMarker: string | undefined;
   do {
     const page = await call(() =>
-      client.send(new ListMultipartUploadsCommand({ Bucket: bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker })),
+      client.send(
+        new ListMultipartUploadsCommand({ Bucket: bucket, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+      ),
     );
     for (const u of page.Uploads ?? []) {
       if (!u.Key || !u.UploadId || !u.Initiated) continue;
@@ -62,7 +66,9 @@ export async function sweepMultipart(
         removed++;
       }
     }
-    [keyMarker, uploadIdMarker] = page.IsTruncated ? [page.NextKeyMarker, page.NextUploadIdMarker] : [undefined, undefined];
+    [keyMarker, uploadIdMarker] = page.IsTruncated
+      ? [page.NextKeyMarker, page.NextUploadIdMarker]
+      : [undefined, undefined];
   } while (keyMarker);
   return removed;
 }

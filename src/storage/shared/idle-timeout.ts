@@ -7,7 +7,7 @@
  */
 import type http from 'node:http';
 import type { Socket } from 'node:net';
-import { pipeline, Transform, type Readable } from 'node:stream';
+import { pipeline, type Readable, Transform } from 'node:stream';
 
 const CONNECT_TIMEOUT_MS = 5_000;
 

@@ -33,11 +33,19 @@
  * backend's. list() stays lazy: nothing is asked of the backend before iteration pulls.
  */
 import type { Readable } from 'node:stream';
-import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { Metrics, StorageOperation, StorageOutcome } from '../../metrics.js';
+import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type {
-  InitOptions, CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage,
-  StorageCapabilities, WriteCondition,
+  CommitOptions,
+  InitOptions,
+  Metadata,
+  ObjectInfo,
+  PublishOptions,
+  ReadOptions,
+  StagedObject,
+  Storage,
+  StorageCapabilities,
+  WriteCondition,
 } from '../types.js';
 
 export function outcomeOf(err: unknown): StorageOutcome {
@@ -175,6 +183,7 @@ class InstrumentedStorage implements Storage {
           if (!finished) await iterator.return?.();
         } catch (err) {
           outcome = outcomeOf(err);
+          // biome-ignore lint/correctness/noUnsafeFinally: a failing release is this call's outcome
           throw err;
         } finally {
           if (!finished) waited += seconds(start);

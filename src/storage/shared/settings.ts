@@ -6,7 +6,10 @@ export const bucketName = (scheme: 's3' | 'gs') =>
   z.string().superRefine((text, ctx) => {
     const m = /^([a-z0-9]+):\/\/([^/]*)/i.exec(text);
     if (m) {
-      ctx.addIssue({ code: 'custom', message: `must be the bare bucket name without ${m[1]}://: use BUCKET_NAME=${m[2]}` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `must be the bare bucket name without ${m[1]}://: use BUCKET_NAME=${m[2]}`,
+      });
     } else if (!/^[a-z0-9][a-z0-9._-]{1,221}[a-z0-9]$/.test(text)) {
       ctx.addIssue({
         code: 'custom',

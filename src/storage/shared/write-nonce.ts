@@ -10,8 +10,8 @@
  * S3 does the same inside its commit (s3/storage.ts), where the failure shows differently (NoSuchUpload).
  */
 import { randomUUID } from 'node:crypto';
-import { PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Logger } from '../../util/logger.js';
+import { PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import type { Metadata, ObjectInfo } from '../types.js';
 
 /** The metadata key of the nonce. Never part of a model's metadata: readers split it off. */
@@ -45,7 +45,11 @@ export async function writeOnce(
     if (!(err instanceof PreconditionFailedError) && !(err instanceof StorageUnavailableError)) throw err;
     const found = await read().catch((readErr: unknown) => {
       if (err instanceof StorageUnavailableError) throw err;
-      throw new StorageUnavailableError(backend, `the write to ${key} may have completed (its reply was lost, and reading it back failed: ${(readErr as Error).message})`, { cause: err });
+      throw new StorageUnavailableError(
+        backend,
+        `the write to ${key} may have completed (its reply was lost, and reading it back failed: ${(readErr as Error).message})`,
+        { cause: err },
+      );
     });
     if (found?.nonce !== nonce) throw err;
     logger.info({ key }, 'a write whose reply was lost had succeeded');

@@ -9,7 +9,10 @@ import { defineDriver } from '../../../src/storage/driver.js';
 export const schema = z.object({
   REMOTE_STORAGE: z.literal('memory'),
   /** Which store: backends opened with the same name share their objects, as replicas would. */
-  MEMORY_STORE: z.string().regex(/^[\w-]{1,64}$/, 'is not a store name: use letters, digits, _ and -').default('default'),
+  MEMORY_STORE: z
+    .string()
+    .regex(/^[\w-]{1,64}$/, 'is not a store name: use letters, digits, _ and -')
+    .default('default'),
 });
 
 export const memory = defineDriver({

@@ -8,7 +8,14 @@ import { pipeline } from 'node:stream/promises';
 import { NotFoundError, PreconditionFailedError } from '../../../src/storage/errors.js';
 import { copyOutByStream } from '../../../src/storage/shared/copy-out.js';
 import type {
-  CommitOptions, Metadata, ObjectInfo, PublishOptions, ReadOptions, StagedObject, Storage, WriteCondition,
+  CommitOptions,
+  Metadata,
+  ObjectInfo,
+  PublishOptions,
+  ReadOptions,
+  StagedObject,
+  Storage,
+  WriteCondition,
 } from '../../../src/storage/types.js';
 
 interface Entry {
@@ -21,7 +28,11 @@ const stores = new Map<string, Map<string, Entry>>();
 let tokens = 0;
 
 class MemoryStaged implements StagedObject {
-  constructor(readonly key: string, readonly size: number, readonly bytes: Buffer) {}
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    readonly bytes: Buffer,
+  ) {}
 }
 
 export function create(name: string): MemoryStorage {
@@ -62,7 +73,11 @@ export class MemoryStorage implements Storage {
       },
     });
     await pipeline(body, sink, { signal: options.signal });
-    const staged = new MemoryStaged(key, parts.reduce((n, p) => n + p.length, 0), Buffer.concat(parts));
+    const staged = new MemoryStaged(
+      key,
+      parts.reduce((n, p) => n + p.length, 0),
+      Buffer.concat(parts),
+    );
     this.staged.add(staged);
     return staged;
   }
@@ -134,7 +149,13 @@ export class MemoryStorage implements Storage {
     const current = this.objects.get(key);
     if ('ifNoneMatch' in condition && current) throw new PreconditionFailedError(key);
     if ('ifMatch' in condition && current?.info.token !== condition.ifMatch) throw new PreconditionFailedError(key);
-    const info = { key, size: bytes.length, lastModified: new Date(), token: String(++tokens), metadata: { ...metadata } };
+    const info = {
+      key,
+      size: bytes.length,
+      lastModified: new Date(),
+      token: String(++tokens),
+      metadata: { ...metadata },
+    };
     this.objects.set(key, { bytes, info });
     return copyOf(info);
   }
