@@ -16,7 +16,8 @@ import { type Aliases, encodeAliases } from '../registry/aliases.js';
 import { isValidAlias, keys, type Labels } from '../registry/names.js';
 import { encodeMetadata, encodeRecord } from '../registry/records.js';
 import { copyOutByStream } from '../storage/shared/copy-out.js';
-import type { ObjectInfo, ReadOptions, Storage, StorageCapabilities } from '../storage/types.js';
+import { levelOf, objectsOf } from '../storage/shared/entries.js';
+import type { ListEntry, ObjectInfo, ReadOptions, Storage, StorageCapabilities } from '../storage/types.js';
 import type { AliasToSet } from './index.js';
 
 /** One version as the importer found it. */
@@ -149,12 +150,14 @@ export class VirtualStore implements Storage {
     return { info: entry.info, body: await entry.open(options) };
   }
 
-  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
-    const found = [...this.#entries.keys()]
-      .filter((k) => k.startsWith(prefix) && !k.slice(prefix.length).includes('/'))
-      .filter((k) => options.startAfter === undefined || k > options.startAfter)
-      .sort();
-    for (const key of found) yield this.#entries.get(key)!.info;
+  list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    return objectsOf(this.listEntries(prefix, options));
+  }
+
+  async *listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
+    for (const key of levelOf(this.#entries.keys(), prefix, options.startAfter)) {
+      yield key.endsWith('/') ? { folder: key } : { object: this.#entries.get(key)!.info };
+    }
   }
 
   async sweep(): Promise<number> {

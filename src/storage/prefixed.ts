@@ -15,6 +15,7 @@ import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type {
   CommitOptions,
   InitOptions,
+  ListEntry,
   Metadata,
   ObjectInfo,
   PublishOptions,
@@ -123,6 +124,18 @@ class PrefixedStorage implements Storage {
     const info = this.#info;
     return (async function* prefixedList() {
       for await (const item of inner) yield info(item);
+    })();
+  }
+
+  listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
+    const inner = this.inner.listEntries(
+      this.#in(prefix),
+      options.startAfter === undefined ? {} : { startAfter: this.#in(options.startAfter) },
+    );
+    const info = this.#info;
+    const out = this.#out;
+    return (async function* prefixedEntries() {
+      for await (const e of inner) yield e.object ? { object: info(e.object) } : { folder: out(e.folder!) };
     })();
   }
 

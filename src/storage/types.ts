@@ -29,6 +29,12 @@ export interface ObjectInfo {
   metadata: Metadata;
 }
 
+/**
+ * One entry of listEntries(): an object, or a folder — a common prefix of deeper keys, ending in
+ * '/' (S3's and GCS's CommonPrefixes, Azure's BlobPrefix, a directory).
+ */
+export type ListEntry = { object: ObjectInfo; folder?: undefined } | { folder: string; object?: undefined };
+
 /** Small string pairs stored with an object. Keys are lower-case [a-z0-9-]. */
 export type Metadata = Record<string, string>;
 
@@ -178,6 +184,18 @@ export interface Storage {
    * starting after `startAfter`. Staging areas and backend bookkeeping are never listed.
    */
   list(prefix: string, options?: { startAfter?: string }): AsyncIterable<ObjectInfo>;
+
+  /**
+   * What list() lists, and the folders directly under `prefix` beside it: each `prefix…/` that
+   * longer keys start with (up to the first '/' after `prefix`), once, as one listing with a
+   * delimiter (S3 and GCS `delimiter=/`, Azure listBlobsByHierarchy, a directory read) gives them.
+   * One ascending order, a folder sorting as its string (`nlp.tar.gz` < `nlp/` < `nlp0.tar.gz`), so
+   * that walking each folder where it is met visits keys in key order. With `startAfter`, only
+   * entries greater than it (an object by its key, a folder by its string). A folder may turn out
+   * to hold nothing any more (a directory left empty). Staging areas and backend bookkeeping are
+   * never listed.
+   */
+  listEntries(prefix: string, options?: { startAfter?: string }): AsyncIterable<ListEntry>;
 
   /** Removes leftovers of uploads that crashed (staged objects nobody will commit). */
   sweep(): Promise<number>;

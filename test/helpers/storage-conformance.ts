@@ -304,6 +304,51 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
     );
   });
 
+  t.test('listEntries: objects and folders of one level, in one key order, after startAfter', async (t) => {
+    const s = await factory(t);
+    for (const key of [
+      'nlp/intent.tar.gz',
+      'a.tar.gz',
+      'nlp.tar.gz',
+      'nlp-x.tar.gz',
+      'nlp/de/intent.tar.gz',
+      'nlp0.tar.gz',
+      '.history/a/v1.tar.gz',
+      '.aliases/nlp/intent.json',
+    ]) {
+      await write(s, key, key, { k: key });
+    }
+    const staged = await s.stage('z.tar.gz', body('staged'));
+    t.teardown(() => s.discard(staged));
+    const entries = async (prefix: string, startAfter?: string) =>
+      (await all(s.listEntries(prefix, startAfter === undefined ? {} : { startAfter }))).map(
+        (e) => e.folder ?? e.object!.key,
+      );
+    t.same(
+      await entries(''),
+      ['.aliases/', '.history/', 'a.tar.gz', 'nlp-x.tar.gz', 'nlp.tar.gz', 'nlp/', 'nlp0.tar.gz'],
+      'a folder sorts as its string; no staging area',
+    );
+    t.same(await entries('', 'nlp.tar.gz'), ['nlp/', 'nlp0.tar.gz']);
+    t.same(await entries('', 'nlp/'), ['nlp0.tar.gz'], 'after a folder: past everything in it');
+    t.same(await entries('', 'nlp/intent.tar.gz'), ['nlp0.tar.gz'], 'a folder is not greater than a key in it');
+    t.same(await entries('/'), [], 'nothing starts with /');
+    t.same(await entries('nl'), ['nlp-x.tar.gz', 'nlp.tar.gz', 'nlp/', 'nlp0.tar.gz'], 'a prefix within a name');
+    t.same(await entries('nlp/'), ['nlp/de/', 'nlp/intent.tar.gz']);
+    t.same(await entries('nlp/i'), ['nlp/intent.tar.gz']);
+    t.same(await entries('.aliases/'), ['.aliases/nlp/']);
+    const [object] = await all(s.listEntries('nlp/i'));
+    t.match(object!.object, { key: 'nlp/intent.tar.gz', size: 'nlp/intent.tar.gz'.length });
+    if (s.capabilities.listIncludesMetadata) t.same(object!.object!.metadata, { k: 'nlp/intent.tar.gz' });
+    t.same(
+      (await all(s.list('nlp/'))).map((i) => i.key),
+      ['nlp/intent.tar.gz'],
+      'list() gives the objects alone',
+    );
+    await s.delete('nlp/de/intent.tar.gz');
+    t.same(await entries('nlp/de/'), [], 'a deleted key is gone (its folder may stay listed)');
+  });
+
   t.test('copyOut makes a file of the pinned version, or refuses a replaced one', async (t) => {
     const s = await factory(t);
     const dir = await tempDir(t, 'mr-copyout-');

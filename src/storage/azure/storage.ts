@@ -30,10 +30,12 @@ import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
 import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import { copyOutByStream } from '../shared/copy-out.js';
+import { mergeEntries, objectsOf } from '../shared/entries.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from '../shared/staging.js';
 import { splitNonce, WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
 import type {
   CommitOptions,
+  ListEntry,
   Metadata,
   ObjectInfo,
   PublishOptions,
@@ -243,19 +245,25 @@ export class AzureStorage implements Storage {
     await this.#call(() => this.#blob(key).deleteIfExists({ deleteSnapshots: 'include' }), key);
   }
 
-  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+  list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    return objectsOf(this.listEntries(prefix, options));
+  }
+
+  async *listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
     const pages = this.#container
       .listBlobsByHierarchy('/', { prefix, includeMetadata: true })
       .byPage({ maxPageSize: 1000 });
     while (true) {
       const page = await this.#call(() => pages.next());
       if (page.done) return;
+      const objects: ObjectInfo[] = [];
       for (const item of page.value.segment.blobItems) {
-        if (options.startAfter !== undefined && item.name <= options.startAfter) continue;
         if (!item.name.includes('/') && item.name.startsWith('.')) continue; // bookkeeping at the root
         const p = item.properties;
-        yield info(item.name, p.contentLength, p.lastModified, p.etag, decodeMetadata(item.metadata));
+        objects.push(info(item.name, p.contentLength, p.lastModified, p.etag, decodeMetadata(item.metadata)));
       }
+      const folders = (page.value.segment.blobPrefixes ?? []).map((p) => p.name);
+      yield* mergeEntries(objects, folders, options.startAfter);
     }
   }
 

@@ -2,7 +2,7 @@
  * Google Cloud Storage backend (@google-cloud/storage). Owns one bucket with the layout of README
  * "Storage layout": `{key}` objects carry user metadata as GCS custom metadata (Unicode strings,
  * stored as-is), and uploads are staged as `.uploads/{pid}-{uuid}-{host}.part` objects, invisible
- * to list() because list is one level deep with '/' as delimiter.
+ * to list() because list is one level deep with '/' as delimiter (and listEntries() skips the folder).
  *
  * Token = the object's generation: GCS assigns a new, never reused generation to every write of a
  * name, so tokens never repeat under a key (uniqueTokens).
@@ -32,12 +32,14 @@ import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
 import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import { copyOutByStream } from '../shared/copy-out.js';
+import { mergeEntries, objectsOf } from '../shared/entries.js';
 import { stallGuard, withTimeout } from '../shared/idle-timeout.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import { WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
 import type {
   CommitOptions,
   InitOptions,
+  ListEntry,
   Metadata,
   ObjectInfo,
   PublishOptions,
@@ -237,25 +239,28 @@ export class GcsStorage implements Storage {
     await this.#call(() => this.#bucket.file(key).delete({ ignoreNotFound: true }));
   }
 
-  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+  list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    return objectsOf(this.listEntries(prefix, options));
+  }
+
+  async *listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
     const { startAfter } = options;
     let pageToken: string | undefined;
     do {
-      const [files, next] = await this.#call(() =>
+      const [files, next, response] = await this.#call(() =>
         this.#bucket.getFiles({
           prefix,
           delimiter: '/',
           autoPaginate: false,
           maxResults: LIST_PAGE,
           pageToken,
-          // startOffset is inclusive: the key equal to startAfter is skipped below.
+          // startOffset is inclusive: mergeEntries drops the key equal to startAfter.
           startOffset: startAfter !== undefined && startAfter > prefix ? startAfter : undefined,
         }),
       );
-      for (const file of files) {
-        if (startAfter !== undefined && file.name <= startAfter) continue;
-        yield toInfo(file.name, file.metadata);
-      }
+      const folders = (response as { prefixes?: string[] } | undefined)?.prefixes ?? [];
+      const objects = files.map((file) => toInfo(file.name, file.metadata));
+      yield* mergeEntries(objects, [...folders].sort(), startAfter);
       pageToken = (next as { pageToken?: string } | null)?.pageToken;
     } while (pageToken);
   }

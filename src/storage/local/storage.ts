@@ -23,10 +23,12 @@ import lockfile from 'proper-lockfile';
 import { ConfigError } from '../../util/config-error.js';
 import type { CommonSettings } from '../driver.js';
 import { NotFoundError, PreconditionFailedError } from '../errors.js';
+import { objectsOf } from '../shared/entries.js';
 import { isAbandoned, newStagedName } from '../shared/staging.js';
 import type {
   CommitOptions,
   InitOptions,
+  ListEntry,
   Metadata,
   ObjectInfo,
   PublishOptions,
@@ -290,25 +292,43 @@ export class LocalStorage implements Storage {
     });
   }
 
-  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+  list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    return objectsOf(this.listEntries(prefix, options));
+  }
+
+  async *listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
     const slash = prefix.lastIndexOf('/');
     const dirKey = prefix.slice(0, slash + 1);
     const namePrefix = prefix.slice(slash + 1);
     let entries: string[];
     try {
-      entries = await fs.readdir(dirKey ? this.#path(dirKey.slice(0, -1)) : this.root);
+      const dir = dirKey ? this.#path(dirKey.slice(0, -1)) : this.root;
+      entries = await fs.readdir(dir);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if (err instanceof TypeError) return; // a prefix no key can start with (`/`, `a//`)
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return;
       throw translate(err);
     }
+    const after = (k: string) => options.startAfter === undefined || k > options.startAfter;
+    // The backend's own folders at the root; a dot-file there is no key either.
+    const bookkeeping = (n: string) => dirKey === '' && (n === UPLOADS || n === META);
     const keys = entries
-      .filter((n) => n.startsWith(namePrefix) && !(dirKey === '' && n.startsWith('.')))
+      .filter((n) => n.startsWith(namePrefix) && !bookkeeping(n))
       .map((n) => dirKey + n)
-      .filter((k) => options.startAfter === undefined || k > options.startAfter)
+      .filter((k) => after(`${k}/`)) // a folder sorts as `${k}/`, after the key `k`
       .sort();
+    const level: { key: string; stats: BigIntStats }[] = [];
     for (const key of keys) {
-      const stats = await this.#statOrUndefined(key);
-      if (stats?.isFile()) yield await this.#info(key, stats);
+      const stats = await fs.stat(this.#path(key), { bigint: true }).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined; // deleted since the directory was read
+        throw translate(err);
+      });
+      if (stats?.isFile() && after(key) && !(dirKey === '' && key.startsWith('.'))) level.push({ key, stats });
+      else if (stats?.isDirectory()) level.push({ key: `${key}/`, stats });
+    }
+    level.sort((a, b) => (a.key < b.key ? -1 : 1));
+    for (const { key, stats } of level) {
+      yield key.endsWith('/') ? { folder: key } : { object: await this.#info(key, stats) };
     }
   }
 

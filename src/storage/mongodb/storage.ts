@@ -39,6 +39,7 @@ import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js
 import type {
   CommitOptions,
   InitOptions,
+  ListEntry,
   Metadata,
   ObjectInfo,
   PublishOptions,
@@ -289,6 +290,43 @@ export class MongoStorage implements Storage {
       }
     } finally {
       await cursor.close().catch(() => {});
+    }
+  }
+
+  /**
+   * A delimiter listing by skip-scan: the keys in order until one lies in a folder, which is
+   * listed once; the scan then resumes past every key the folder can hold (its '/' replaced by
+   * '0', the next character), so a folder costs one query, not a read of each key in it.
+   */
+  async *listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
+    const { startAfter } = options;
+    let from: { $gt: string } | { $gte: string } | undefined =
+      startAfter === undefined ? undefined : { $gt: startAfter };
+    for (;;) {
+      const key: Filter<VersionDoc>['key'] = { $regex: `^${escapeRegex(prefix)}`, ...from };
+      const cursor = this.#c.versions.find({ key }).sort({ key: 1, seq: -1 }).batchSize(500);
+      let last: string | undefined;
+      let folder: string | undefined;
+      try {
+        for (;;) {
+          const version: VersionDoc | null = await this.#call(() => cursor.next());
+          if (!version) break;
+          if (version.key === last) continue; // an older version of the key just listed
+          last = version.key;
+          if (version.fileId === null) continue; // deleted
+          const slash = version.key.indexOf('/', prefix.length);
+          if (slash === -1) yield { object: toInfo(version as VersionDoc & { fileId: string }) };
+          else {
+            folder = version.key.slice(0, slash + 1);
+            break;
+          }
+        }
+      } finally {
+        await cursor.close().catch(() => {});
+      }
+      if (folder === undefined) return;
+      if (startAfter === undefined || folder > startAfter) yield { folder };
+      from = { $gte: `${folder.slice(0, -1)}0` };
     }
   }
 

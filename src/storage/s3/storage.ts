@@ -47,10 +47,12 @@ import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
 import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import { copyOutByStream } from '../shared/copy-out.js';
+import { mergeEntries, objectsOf } from '../shared/entries.js';
 import { newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import { WRITE_NONCE } from '../shared/write-nonce.js';
 import type {
   CommitOptions,
+  ListEntry,
   Metadata,
   ObjectInfo,
   PublishOptions,
@@ -264,7 +266,11 @@ export class S3Storage implements Storage {
     await this.#call(key, () => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key })), 'delete');
   }
 
-  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+  list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    return objectsOf(this.listEntries(prefix, options));
+  }
+
+  async *listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
     let continuation: string | undefined;
     do {
       const page = await this.#call(prefix, () =>
@@ -278,16 +284,20 @@ export class S3Storage implements Storage {
           }),
         ),
       );
+      const objects: ObjectInfo[] = [];
       for (const o of page.Contents ?? []) {
         if (!o.Key || o.Key.endsWith('/')) continue; // folder markers made by consoles
-        yield {
+        const token = unquote(o.ETag);
+        objects.push({
           key: o.Key,
           size: o.Size ?? 0,
           lastModified: o.LastModified ?? new Date(),
-          token: unquote(o.ETag),
+          token,
           metadata: {},
-        };
+        });
       }
+      const folders = (page.CommonPrefixes ?? []).flatMap((p) => (p.Prefix ? [p.Prefix] : []));
+      yield* mergeEntries(objects, folders, options.startAfter);
       continuation = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (continuation);
   }

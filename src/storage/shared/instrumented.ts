@@ -38,6 +38,7 @@ import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type {
   CommitOptions,
   InitOptions,
+  ListEntry,
   Metadata,
   ObjectInfo,
   PublishOptions,
@@ -146,19 +147,27 @@ class InstrumentedStorage implements Storage {
   }
 
   list(prefix: string, options?: { startAfter?: string }): AsyncIterable<ObjectInfo> {
-    const inner = this.inner;
+    return this.#timedListing(() => this.inner.list(prefix, options));
+  }
+
+  listEntries(prefix: string, options?: { startAfter?: string }): AsyncIterable<ListEntry> {
+    return this.#timedListing(() => this.inner.listEntries(prefix, options));
+  }
+
+  /** A listing timed as one 'list' operation: the time spent waiting for its items. */
+  #timedListing<T>(open: () => AsyncIterable<T>): AsyncIterable<T> {
     const record = (outcome: StorageOutcome, duration: number) => this.#record('list', outcome, duration);
     // An async generator body runs only when the consumer first pulls, so this stays lazy, and
     // a consumer that stops early (break) resumes it at the yield, running `finally`.
-    return (async function* instrumentedList(): AsyncGenerator<ObjectInfo, void, undefined> {
-      const iterator = inner.list(prefix, options)[Symbol.asyncIterator]();
+    return (async function* instrumentedList(): AsyncGenerator<T, void, undefined> {
+      const iterator = open()[Symbol.asyncIterator]();
       let waited = 0;
       let outcome: StorageOutcome = 'ok';
       let finished = false; // the backend's iterator is done (exhausted or failed)
       try {
         for (;;) {
           const start = process.hrtime.bigint();
-          let next: IteratorResult<ObjectInfo>;
+          let next: IteratorResult<T>;
           try {
             next = await iterator.next();
           } catch (err) {

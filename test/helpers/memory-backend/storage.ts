@@ -7,8 +7,10 @@ import { addAbortSignal, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NotFoundError, PreconditionFailedError } from '../../../src/storage/errors.js';
 import { copyOutByStream } from '../../../src/storage/shared/copy-out.js';
+import { levelOf, objectsOf } from '../../../src/storage/shared/entries.js';
 import type {
   CommitOptions,
+  ListEntry,
   Metadata,
   ObjectInfo,
   PublishOptions,
@@ -120,14 +122,17 @@ export class MemoryStorage implements Storage {
     this.objects.delete(key);
   }
 
-  async *list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
-    const keys = [...this.objects.keys()]
-      .filter((k) => k.startsWith(prefix) && !k.slice(prefix.length).includes('/'))
-      .filter((k) => options.startAfter === undefined || k > options.startAfter)
-      .sort();
-    for (const key of keys) {
-      const entry = this.objects.get(key);
-      if (entry) yield copyOf(entry.info);
+  list(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ObjectInfo> {
+    return objectsOf(this.listEntries(prefix, options));
+  }
+
+  async *listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
+    for (const key of levelOf(this.objects.keys(), prefix, options.startAfter)) {
+      if (key.endsWith('/')) yield { folder: key };
+      else {
+        const entry = this.objects.get(key);
+        if (entry) yield { object: copyOf(entry.info) };
+      }
     }
   }
 
