@@ -112,12 +112,16 @@ t.test('namespace-limited tokens', async (t) => {
   };
   t.same(
     await list('nlp-reader-2222'),
-    { status: 200, names: ['nlp/intent'] },
-    'a namespaced token lists its namespace',
+    { status: 200, names: ['nlp/de/intent', 'nlp/intent'] },
+    'a namespaced token lists its namespace, nested too',
   );
   t.same(await list('nlp-reader-2222', '?prefix=nlp/de/'), { status: 200, names: ['nlp/de/intent'] });
   t.equal((await list('nlp-reader-2222', '?prefix=vision/')).status, 403, 'and nothing outside it');
-  t.same(await list('plain-writer-4444'), { status: 200, names: ['plain'] }, 'a plain token lists as before');
+  t.same(
+    await list('plain-writer-4444'),
+    { status: 200, names: ['nlp/de/intent', 'nlp/intent', 'plain'] },
+    'a plain token lists every model',
+  );
 
   // One secret in two entries: read on vision/, write on nlp/.
   t.equal((await put(`${r.url}/models/nlp/other`, a, as('mixed-token-3333'))).status, 201);
@@ -187,7 +191,8 @@ async function prefixSuite(t: Test, env: Record<string, string>, raw: Storage) {
   );
   t.same(
     ((await (await fetch(`${r.url}/models`)).json()) as { models: { name: string }[] }).models.map((m) => m.name),
-    ['m'],
+    ['m', 'nlp/intent'],
+    'every model under the prefix, none of the bucket root',
   );
   t.same(
     (await keysIn(raw, '')).filter((k) => k !== 'rootmodel.tar.gz'),

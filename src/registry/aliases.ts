@@ -19,6 +19,7 @@ import { LRUCache } from 'lru-cache';
 import { errors, NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { ObjectInfo, Storage } from '../storage/types.js';
 import { ALIASES_PREFIX, isValidAlias, keys } from './names.js';
+import { walkTree } from './tree.js';
 
 export interface AliasTarget {
   version: number;
@@ -63,12 +64,12 @@ export class AliasStore {
   }
 
   /**
-   * The aliases of every model whose name starts with `prefix` and has any: one listing, and a
-   * read of each document not already seen in its listed state.
+   * The aliases of every model whose name starts with `prefix` and has any, at every depth: one
+   * walk of `.aliases/` (tree.ts), and a read of each document not already seen in its listed state.
    */
   async all(prefix = '', concurrency = 16): Promise<Map<string, Aliases>> {
     const listed: { name: string; info: ObjectInfo }[] = [];
-    for await (const info of this.#storage.list(`${ALIASES_PREFIX}${prefix}`)) {
+    for await (const info of walkTree(this.#storage, ALIASES_PREFIX, prefix)) {
       const name = keys.aliasesNameOf(info.key);
       if (name !== undefined) listed.push({ name, info });
     }

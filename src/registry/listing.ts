@@ -5,6 +5,7 @@ import type { ObjectInfo, Storage } from '../storage/types.js';
 import { type Aliases, type AliasStore, aliasVersions } from './aliases.js';
 import { keys } from './names.js';
 import { hasRegistryMetadata, recordOfMetadata } from './records.js';
+import { walkTree } from './tree.js';
 import type { ListOptions, ModelSummary } from './types.js';
 
 /** HEADs in flight at once for one listing (backends whose listing carries no metadata). */
@@ -23,8 +24,9 @@ export function describedObjects(max = 50_000): LRUCache<string, ObjectInfo> {
 const describedKey = (info: ObjectInfo) => `${info.key}\0${info.token}\0${info.lastModified.getTime()}\0${info.size}`;
 
 /**
- * A page of models, filtered by labels and alias, sorted by name (from `cursor` on) or by
- * updatedAt. Costs one listing of the models and one of `.aliases/`, plus on a backend whose
+ * A page of models at every depth (tree.ts), filtered by labels and alias, sorted by name (key
+ * order, from `cursor` on) or by updatedAt. Costs one walk of the models' folders and one of
+ * `.aliases/` (a listing per namespace), plus on a backend whose
  * listing has no metadata (S3) one HEAD per model looked at, and a read of each aliases
  * document this process has not seen in its current state. By name, models are looked at
  * only until the page is full (and one more match says whether there is a next page); by
@@ -54,7 +56,7 @@ export async function listModels(
     return summarize(name, head ?? info, index.get(name));
   };
   const candidates = async function* (startAfter?: string): AsyncGenerator<{ name: string; info: ObjectInfo }> {
-    for await (const info of storage.list(prefix, { startAfter })) {
+    for await (const info of walkTree(storage, '', prefix, startAfter)) {
       const name = keys.nameOf(info.key);
       if (name === undefined) continue;
       if (options.alias !== undefined && index.get(name)?.get(options.alias) === undefined) continue; // no read needed
