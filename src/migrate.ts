@@ -39,6 +39,7 @@ import {
   type VersionRecord,
   VersionRecords,
 } from './registry/records.js';
+import { walkTree } from './registry/tree.js';
 import { allDrivers, findDriver } from './storage/drivers.js';
 import { createStorage, type InitOptions } from './storage/index.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from './storage/types.js';
@@ -424,15 +425,16 @@ async function makePlan(
 ): Promise<Planned[]> {
   const listed = new Map<string, ObjectInfo>();
   const names: string[] = [];
-  for await (const info of source.list('')) {
+  // Every model at every depth (namespaced ones too: registry/tree.ts), and its history below.
+  for await (const info of walkTree(source, '')) {
     const name = keys.nameOf(info.key);
     if (name === undefined) continue;
     names.push(name);
     listed.set(info.key, info);
   }
-  // Aliases documents: one listing for every model.
+  // Aliases documents: one walk of .aliases/ for every model.
   const aliasDocs = new Map<string, ObjectInfo>();
-  for await (const info of source.list(ALIASES_PREFIX)) {
+  for await (const info of walkTree(source, ALIASES_PREFIX)) {
     const name = keys.aliasesNameOf(info.key);
     if (name === undefined) continue;
     aliasDocs.set(name, info);

@@ -1,7 +1,8 @@
 /**
  * `model-registry migrate` on real servers: local → MinIO → Azurite → local keeps every version,
- * digest, label and creation time; reruns copy nothing; an interrupted run resumes; a dry run
- * changes nothing; a corrupted source object fails alone; the built CLI prints plain lines.
+ * digest, label and creation time, of namespaced models too; reruns copy nothing; an interrupted
+ * run resumes; a dry run changes nothing; a corrupted source object fails alone; the built CLI
+ * prints plain lines.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
@@ -34,17 +35,21 @@ async function keysIn(storage: Storage, prefix = ''): Promise<string[]> {
 }
 
 // ---- the original registry: 3 models with history and labels, and one foreign archive ----
-const NAMES = ['alpha', 'beta', 'gamma', 'foreign'];
+const NAMES = ['alpha', 'beta', 'gamma', 'foreign', 'nlp', 'nlp/intent', 'team/nlp/de/intent'];
 // Each published version is kept as history bytes and a record, beside the model's current object:
 // alpha v1-v4, beta v1-v3, gamma v1-v3; foreign's current object and the record the registry
-// wrote of it when it first read it; alpha's aliases document.
-const OBJECTS = 4 * 2 + 1 + (3 * 2 + 1) + (3 * 2 + 1) + 2 + 1;
+// wrote of it when it first read it; alpha's aliases document. Namespaced models beside a model
+// nlp: nlp v1, nlp/intent v1-v2 and its aliases document, team/nlp/de/intent v1.
+const OBJECTS = 4 * 2 + 1 + (3 * 2 + 1) + (3 * 2 + 1) + 2 + 1 + (2 + 1) + (2 * 2 + 1 + 1) + (2 + 1);
 const sourceDir = path.join(work, 'source');
 const original = await start(t, { LOCAL_STORAGE_DIR: sourceDir, MODEL_HISTORY: '3' });
 for (const [name, uploads] of [
   ['alpha', 4],
   ['beta', 3],
   ['gamma', 3],
+  ['nlp', 1],
+  ['nlp/intent', 2],
+  ['team/nlp/de/intent', 1],
 ] as const) {
   for (let v = 1; v <= uploads; v++) {
     const res = await put(`${original.url}/models/${name}`, model(`${name}-${v}`, 2048), {
@@ -54,11 +59,12 @@ for (const [name, uploads] of [
     if (res.status >= 300) throw new Error(`upload ${name} v${v}: ${res.status} ${await res.text()}`);
   }
 }
-for (const [alias, version] of [
-  ['production', 2],
-  ['staging', 4],
+for (const [name, alias, version] of [
+  ['alpha', 'production', 2],
+  ['alpha', 'staging', 4],
+  ['nlp/intent', 'production', 1],
 ] as const) {
-  const res = await fetch(`${original.url}/models/alpha/aliases/${alias}`, {
+  const res = await fetch(`${original.url}/models/${name}/aliases/${alias}`, {
     method: 'PUT',
     headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ version }),
@@ -102,6 +108,9 @@ t.test('local → MinIO → Azurite → local keeps every version, digest, label
   );
   t.match(leg1.out, /^copied alpha v1 record \(\d+ B\)$/m, 'records are copied as they are');
   t.match(leg1.out, /^copied alpha aliases \(\d+ B\)$/m, 'and the aliases document');
+  t.match(leg1.out, /^copied nlp\/intent v2 \(\d+\.\d KiB\)$/m, 'namespaced models too');
+  t.match(leg1.out, /^copied nlp\/intent aliases \(\d+ B\)$/m);
+  t.match(leg1.out, /^copied team\/nlp\/de\/intent v1 /m, 'at every depth');
   t.match(
     bar.text,
     new RegExp(
@@ -125,9 +134,11 @@ t.test('local → MinIO → Azurite → local keeps every version, digest, label
 
   const final = await start(t, { LOCAL_STORAGE_DIR: finalDir });
   t.same(await versionsAt(final.url), expected, 'same versions, sha256, sizes, labels, createdAt and aliases');
-  const aliasesAt = async (url: string) =>
-    (await (await fetch(`${url}/models/alpha/aliases`)).json()) as { aliases: { alias: string; version: number }[] };
+  const aliasesAt = async (url: string, name = 'alpha') =>
+    (await (await fetch(`${url}/models/${name}/aliases`)).json()) as { aliases: { alias: string; version: number }[] };
   t.same(await aliasesAt(final.url), await aliasesAt(original.url), 'aliases survive the three legs');
+  t.match((await aliasesAt(final.url, 'nlp/intent')).aliases, [{ alias: 'production', version: 1 }]);
+  t.same((await aliasesAt(final.url, 'nlp')).aliases, [], "nlp has none of nlp/intent's");
   t.match((await aliasesAt(final.url)).aliases, [
     { alias: 'production', version: 2 },
     { alias: 'staging', version: 4 },

@@ -256,6 +256,8 @@ t.test('migrate between prefixes of one bucket, and from a prefix to local', asy
   const a = model('a');
   t.equal((await put(`${source.url}/models/m`, a, { 'x-model-label-team': 'a' })).status, 201);
   t.equal((await put(`${source.url}/models/m`, model('b'))).status, 200);
+  t.equal((await put(`${source.url}/models/nlp/intent`, a)).status, 201);
+  t.equal((await fetch(`${source.url}/models/nlp/intent/aliases/production`, json({ version: 1 }))).status, 201);
   const work = await tempDir(t);
   const from = await envFile(work, 'from.env', { ...env, STORAGE_PREFIX: 'team-a/' });
   const to = await envFile(work, 'to.env', { ...env, STORAGE_PREFIX: 'team-b/' });
@@ -266,5 +268,9 @@ t.test('migrate between prefixes of one bucket, and from a prefix to local', asy
   t.equal(sha256(await bytes(await fetch(`${dest.url}/models/m?version=1`))), sha256(a));
   const raw = await storageOf(t, env);
   t.same(await keysIn(raw, 'team-b/'), ['team-b/m.tar.gz']);
+  t.same(await keysIn(raw, 'team-b/nlp/'), ['team-b/nlp/intent.tar.gz'], 'namespaced models too');
+  t.same(await keysIn(raw, 'team-b/.aliases/nlp/'), ['team-b/.aliases/nlp/intent.json']);
+  t.match(await (await fetch(`${dest.url}/models/nlp/intent@production/meta`)).json(), { version: 1 });
+  t.match((await runMigrate({ from, to })).summary, { copied: 0, failed: 0 }, 'a rerun copies nothing');
   await t.rejects(runMigrate({ from, to: from }), /name the same storage/, 'one prefix of one bucket is refused');
 });
