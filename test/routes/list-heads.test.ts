@@ -20,7 +20,7 @@ interface Listed {
 t.test('a second listing of unchanged models makes no HEAD; a changed one is HEADed again', async (t) => {
   const { url } = await start(t, minioEnv(minio));
   // A third of them namespaced, a third two namespaces deep: the walk remembers them all alike.
-  const nameOf = (i: number) => ['', 'team/', 'team/de/'][i % 3] + `m-${i}`;
+  const nameOf = (i: number) => `${['', 'team/', 'team/de/'][i % 3]}m-${i}`;
   for (let i = 0; i < 30; i++) t.equal((await put(`${url}/models/${nameOf(i)}`, model(`m-${i}`, 4096))).status, 201);
   const list = async () => (await (await fetch(`${url}/models?limit=1000`)).json()) as Listed;
   const heads0 = await storageCalls(url, 'head');
