@@ -1,6 +1,6 @@
 /**
- * `model-registry migrate`: copies every model, its history and its metadata from one configured
- * backend to another, each described by a .env file.
+ * `model-registry migrate`: copies every model (namespaced ones too, as GET /models lists them), its
+ * history and its metadata from one configured backend to another, each described by a .env file.
  *
  * Per object: source get → destination stage (hashing the bytes on the way) → commit with the
  * source's metadata, so version numbers, digests, creation times and labels survive exactly.

@@ -14,7 +14,8 @@
  *    another model's history or aliases (a file and a folder of one name cannot coexist on disk).
  *
  * The storage contract lists one level deep, so a scan of `.history/nlp/` never sees the history
- * of `nlp/intent`, which lies one folder further down: the two models never mix.
+ * of `nlp/intent`, which lies one folder further down: the two models never mix. The catalog,
+ * which does go down, walks only the folders a name can be in (tree.ts).
  */
 
 export const MAX_SEGMENTS = 4;
