@@ -59,6 +59,12 @@ export interface StorageCapabilities {
    * (an upload on its way to storage) keeps its own copy instead.
    */
   localFiles: boolean;
+  /**
+   * signedUrl() gives a short-lived URL a client can GET the object's bytes from, without the
+   * registry (S3 presigned GET, GCS V4 signed URL, Azure SAS). False where there is none
+   * (local disk, MongoDB): such a backend has no signedUrl().
+   */
+  signedUrls: boolean;
 }
 
 export interface PublishOptions {
@@ -97,6 +103,11 @@ export interface Storage {
   /** Short backend name for logs and errors: 'local', 's3', … */
   readonly kind: string;
   readonly capabilities: StorageCapabilities;
+  /**
+   * Where capabilities.signedUrls: a URL that GETs `key`'s bytes for `ttlMs` from now, signed
+   * for the endpoint clients reach. Not called elsewhere (absent there).
+   */
+  signedUrl?(key: string, ttlMs: number): Promise<string>;
 
   /**
    * Prepares the backend (creates the root / bucket when allowed) and checks access. `readOnly`

@@ -68,7 +68,7 @@ export function create(config: Settings, logger: Logger): AzureStorage {
 
 export class AzureStorage implements Storage {
   readonly kind = 'azure';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: false };
   readonly #container: ContainerClient;
   readonly #source: Source;
   readonly #agents: Container['agents'];

@@ -72,7 +72,7 @@ export function create(config: Settings, logger: Logger): GcsStorage {
 
 export class GcsStorage implements Storage {
   readonly kind = 'gcs';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: false };
   readonly #config: Settings;
   readonly #logger: Logger;
   readonly #client: GcsClient;

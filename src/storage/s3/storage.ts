@@ -100,7 +100,7 @@ export function create(config: Settings, logger: Logger): S3Storage {
 
 export class S3Storage implements Storage {
   readonly kind = 's3';
-  readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false, localFiles: false };
+  readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false, localFiles: false, signedUrls: false };
   readonly bucket: string;
   readonly client: S3Client;
   readonly #config: Settings;

@@ -71,6 +71,12 @@ class InstrumentedStorage implements Storage {
     return this.inner.capabilities;
   }
 
+  /** The backend's, where it has one (capabilities.signedUrls); signing is local, not a storage call. */
+  get signedUrl(): ((key: string, ttlMs: number) => Promise<string>) | undefined {
+    const inner = this.inner;
+    return inner.signedUrl ? (key, ttlMs) => inner.signedUrl!(key, ttlMs) : undefined;
+  }
+
   #record(operation: StorageOperation, outcome: StorageOutcome, duration: number): void {
     this.metrics.storageRequests.inc({ operation, outcome });
     this.metrics.storageDuration.observe({ operation }, duration);
