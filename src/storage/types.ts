@@ -67,6 +67,17 @@ export interface StorageCapabilities {
   signedUrls: boolean;
 }
 
+/**
+ * Response headers a signed URL makes the storage answer with, where the store lets them be
+ * signed into the URL (S3 response-* overrides, Azure SAS rscc/rscd/rsct; GCS: disposition and
+ * type only). A store that cannot sign one leaves it out.
+ */
+export interface SignedResponse {
+  cacheControl?: string;
+  contentDisposition?: string;
+  contentType?: string;
+}
+
 export interface PublishOptions {
   /**
    * Work that must be done before the write becomes visible (the history copy of the version it
@@ -105,9 +116,12 @@ export interface Storage {
   readonly capabilities: StorageCapabilities;
   /**
    * Where capabilities.signedUrls: a URL that GETs `key`'s bytes for `ttlMs` from now, signed
-   * for the endpoint clients reach. Not called elsewhere (absent there).
+   * for the endpoint clients reach, answered with `response`'s headers where the store can sign
+   * them. Signing is local where the backend holds a key (no storage request); it checks nothing
+   * about `key`. Throws StorageUnavailableError when the URL cannot be signed (no key to sign
+   * with). Absent where capabilities.signedUrls is false.
    */
-  signedUrl?(key: string, ttlMs: number): Promise<string>;
+  signedUrl?(key: string, ttlMs: number, response?: SignedResponse): Promise<string>;
 
   /**
    * Prepares the backend (creates the root / bucket when allowed) and checks access. `readOnly`

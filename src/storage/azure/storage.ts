@@ -40,6 +40,7 @@ import type {
   ReadOptions,
   StagedObject,
   Storage,
+  StorageCapabilities,
   WriteCondition,
 } from '../types.js';
 import { blocksOf } from './blocks.js';
@@ -47,6 +48,7 @@ import { type Container, createContainer, type Source } from './client.js';
 import { configError, translate } from './errors.js';
 import { decodeMetadata, encodeMetadata } from './metadata.js';
 import type { AzureSettings } from './settings.js';
+import { createSigner, type Signer } from './signed-url.js';
 
 /** This backend's settings and the common ones it uses. */
 type Settings = AzureSettings & CommonSettings;
@@ -68,7 +70,9 @@ export function create(config: Settings, logger: Logger): AzureStorage {
 
 export class AzureStorage implements Storage {
   readonly kind = 'azure';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: false };
+  readonly capabilities: StorageCapabilities;
+  /** SAS URLs (signed-url.ts), with an account key only. */
+  readonly signedUrl?: Signer;
   readonly #container: ContainerClient;
   readonly #source: Source;
   readonly #agents: Container['agents'];
@@ -79,7 +83,10 @@ export class AzureStorage implements Storage {
     readonly config: Settings,
     readonly logger: Logger,
   ) {
-    const { container, source, agents } = createContainer(config);
+    const { container, source, agents, sharedKey } = createContainer(config);
+    const endpoint = config.AZURE_BLOB_PUBLIC_ENDPOINT;
+    if (sharedKey) this.signedUrl = createSigner(container, sharedKey, source.endpoint, endpoint);
+    this.capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: !!sharedKey };
     this.#container = container;
     this.#source = source;
     this.#agents = agents;
