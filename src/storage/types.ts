@@ -27,6 +27,12 @@ export interface ObjectInfo {
    * list() fills it only when the backend gets it at no extra cost (see capabilities).
    */
   metadata: Metadata;
+  /**
+   * The entity tag the store's own HTTP API answers this object with, where the backend knows it
+   * from head(): what a client that followed a signed URL (signedUrl) saw as the ETag, and may
+   * send back in If-None-Match. Not a token: never handed back in conditions.
+   */
+  httpEtag?: string;
 }
 
 /** Small string pairs stored with an object. Keys are lower-case [a-z0-9-]. */

@@ -431,6 +431,7 @@ function info(
     lastModified: lastModified ?? new Date(0),
     token,
     metadata: splitNonce(metadata).metadata,
+    httpEtag: token, // what a GET of the blob answers with, quoted as here
   };
 }
 

@@ -151,6 +151,7 @@ export class S3Storage implements Storage {
       lastModified: r.LastModified ?? new Date(),
       token: unquote(r.ETag),
       metadata: decodeMetadata(r.Metadata),
+      httpEtag: quote(unquote(r.ETag)),
     };
   }
 
