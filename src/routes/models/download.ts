@@ -34,7 +34,7 @@ export const READ_HEADERS = {
 
 export default async function downloadRoutes(app: FastifyInstance) {
   const { registry } = app;
-  const ttlMs = redirectTtl(app.config, registry.storage, app.log);
+  const ttlMs = await redirectTtl(app.config, registry.storage, app.log);
   // HEAD shares the handler but is registered by hand: Fastify's generated HEAD route would
   // replace our Content-Length with 0. Only GET redirects (307).
   const statuses = [200, 206, 304, 400, 401, 403, 404, 412, 416, 503];

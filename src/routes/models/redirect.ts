@@ -29,13 +29,14 @@ const UNSIGNED: Record<string, string> = {
 /**
  * The lifetime of a redirect's URL when redirects are on for this storage, else undefined. Said
  * once at start: a setting that cannot apply is named with the reason, not refused, so one .env
- * file can serve several backends.
+ * file can serve several backends. One URL is signed to see that signing works (GCS without a
+ * private key or signBlob permission cannot).
  */
-export function redirectTtl(
+export async function redirectTtl(
   config: { DOWNLOAD_REDIRECT: boolean; DOWNLOAD_REDIRECT_TTL: number; MODEL_HISTORY: number },
   storage: Storage,
   log: Logger,
-): number | undefined {
+): Promise<number | undefined> {
   if (!config.DOWNLOAD_REDIRECT) return undefined;
   const off = (why: string) => {
     log.warn(`DOWNLOAD_REDIRECT=true is ignored: ${why}; downloads are served by the registry`);
@@ -50,6 +51,11 @@ export function redirectTtl(
     return off('with MODEL_HISTORY=0 a replace deletes the bytes a redirect points to; set MODEL_HISTORY=1 or more');
   }
   const ttlMs = config.DOWNLOAD_REDIRECT_TTL;
+  try {
+    await storage.signedUrl('.history/signing-check.tar.gz', ttlMs);
+  } catch (err) {
+    return off(`the ${storage.kind} storage cannot sign a URL with these credentials (${(err as Error).message})`);
+  }
   log.info({ ttlMs }, 'redirect downloads: GET /models/:name answers 307 to a signed storage URL');
   return ttlMs;
 }
