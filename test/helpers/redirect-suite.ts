@@ -160,6 +160,20 @@ export function redirectSuite(t: Test, o: RedirectSuiteOptions): void {
     t.equal(moved.status, 307, 'replaced: a redirect to the new version');
     t.match(moved.headers.get('location'), /v2\.tar\.gz/);
     t.equal(await redirectCount(r), 2, 'the 304 was no redirect');
+    // A long poll with it waits while those bytes are current, then wakes with the next version.
+    const began = Date.now();
+    const current = (await redirected(`${r.url}/models/m`)).headers.get('location')!;
+    const v2 = await fetch(current);
+    const v2Etag = o.storeEtag ? o.storeEtag(v2, await bytes(v2)) : v2.headers.get('etag')!;
+    const held = await redirected(`${r.url}/models/m?wait=1`, { 'if-none-match': v2Etag });
+    t.equal(held.status, 304);
+    t.ok(Date.now() - began >= 900, 'held for ?wait=1');
+    const waking = redirected(`${r.url}/models/m?wait=30`, { 'if-none-match': v2Etag });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await put(`${r.url}/models/m`, model('third'));
+    const woke = await waking;
+    t.equal(woke.status, 307, 'woken by the replace');
+    t.match(woke.headers.get('location'), /v3\.tar\.gz/);
   });
 
   t.test('?version=N and name@alias redirect to that version’s bytes', async (t) => {

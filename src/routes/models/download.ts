@@ -9,7 +9,7 @@ import { contentDigest } from '../../http/digest.js';
 import { declared, fields, parsed, type ZodTypeProvider } from '../../http/zod.js';
 import { etagOf } from '../../registry/service.js';
 import { parseWait } from './params.js';
-import { redirectTtl, sendRedirect } from './redirect.js';
+import { namesStoreCopy, redirectTtl, sendRedirect } from './redirect.js';
 import {
   abortSignal,
   describeOrStale,
@@ -55,8 +55,9 @@ export default async function downloadRoutes(app: FastifyInstance) {
         const ifNoneMatch = request.headers['if-none-match'];
         if (wait !== undefined && ifNoneMatch !== undefined && version === undefined) {
           // Long poll: hold while the client's version is still what the name (or alias) points to.
-          const { model } = await describeOrStale(app, ref);
-          if (notModified(request.headers, etagOf(model.sha256), new Date(model.createdAt))) {
+          const { model, stale } = await describeOrStale(app, ref);
+          const holds = notModified(request.headers, etagOf(model.sha256), new Date(model.createdAt));
+          if (holds || (!stale && (await namesStoreCopy(app, request, model, ttlMs)))) {
             await app.watcher.waitForChange(ref, etagOf(model.sha256), wait * 1000, abortSignal(request, reply));
           }
         }

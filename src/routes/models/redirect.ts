@@ -60,6 +60,21 @@ export async function redirectTtl(
   return ttlMs;
 }
 
+/**
+ * True when redirects are on and the request's If-None-Match names the store's ETag of `model`'s
+ * immutable copy: what a client that followed a redirect to it kept (the long poll waits on it).
+ */
+export async function namesStoreCopy(
+  app: FastifyInstance,
+  request: FastifyRequest,
+  model: ModelVersion,
+  ttlMs: number | undefined,
+): Promise<boolean> {
+  if (ttlMs === undefined || request.headers['if-none-match'] === undefined) return false;
+  const copy = await app.registry.immutableCopy(model);
+  return copy?.httpEtag !== undefined && noneMatchLists(request.headers, copy.httpEtag);
+}
+
 /** Headers the 307 must not carry: they describe a body, and the 307 has none. */
 const BODY_HEADERS = ['content-type', 'content-length', 'accept-ranges', 'content-disposition', 'content-digest'];
 
