@@ -81,6 +81,13 @@ const common = z.object({
   MAX_CONNECTIONS: integer(0, 10_000_000).default(10_000),
   /** Requests served on one keep-alive connection before it is closed. 0 = no limit. */
   MAX_REQUESTS_PER_SOCKET: integer(0, 10_000_000).default(0),
+  /**
+   * GET /models/:name answers 307 to a signed URL of the version's immutable bytes in the bucket
+   * (aws, gcs, azure; ignored, with a log line, where the backend cannot sign one).
+   */
+  DOWNLOAD_REDIRECT: boolean.default(false),
+  /** How long a redirect's signed URL works (S3 and GCS cap it at 7 days). */
+  DOWNLOAD_REDIRECT_TTL: duration('5m', { min: 1000, max: 7 * 86_400_000 }).default(300_000),
   /** On SIGTERM / SIGINT, how long in-flight uploads and downloads may take to finish before they are aborted. */
   SHUTDOWN_GRACE: duration('30s').default(30_000),
 });

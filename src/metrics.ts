@@ -8,6 +8,7 @@
  *    model_registry_storage_request_duration_seconds{operation}, fed by storage/shared/instrumented.ts;
  *  - the extraction cache (SPEC §6): model_registry_cache_{hits,misses,evictions}_total and the
  *    model_registry_cache_bytes gauge, fed by the cache through the typed fields below;
+ *  - redirect downloads: model_registry_download_redirects_total, fed by routes/models/redirect.ts;
  *  - HTTP: http_request_duration_seconds{method,route,status_code} and
  *    model_registry_http_bytes_total{direction}, fed by routes/metrics.ts, which also serves them.
  *
@@ -47,6 +48,8 @@ export interface Metrics {
   readonly httpBytes: Counter<'direction'>;
   /** model_registry_http_requests_aborted_total{method,route} */
   readonly httpAborted: Counter<'method' | 'route'>;
+  /** model_registry_download_redirects_total: downloads answered 307 to a signed URL. */
+  readonly downloadRedirects: Counter;
 }
 
 /** Storage calls: local disk answers in well under a millisecond, object stores in tens of ms. */
@@ -124,6 +127,12 @@ export function createMetrics(): Metrics {
     registers,
   });
 
+  const downloadRedirects = new Counter({
+    name: 'model_registry_download_redirects_total',
+    help: 'Downloads answered with a 307 to a signed storage URL (DOWNLOAD_REDIRECT), not served by the registry.',
+    registers,
+  });
+
   return {
     registry,
     storageRequests,
@@ -136,5 +145,6 @@ export function createMetrics(): Metrics {
     httpDuration,
     httpBytes,
     httpAborted,
+    downloadRedirects,
   };
 }

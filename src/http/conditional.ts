@@ -63,6 +63,15 @@ export function readPreconditionHolds(headers: IncomingHttpHeaders, etag: string
   return true;
 }
 
+/** True when If-None-Match lists `etag` (weak comparison); `*` does not count here. */
+export function noneMatchLists(headers: IncomingHttpHeaders, etag: string): boolean {
+  const ifNoneMatch = one(headers['if-none-match']);
+  if (ifNoneMatch === undefined) return false;
+  const tags = entityTags(ifNoneMatch, 'If-None-Match');
+  const bare = etag.replace(/^W\//, '');
+  return tags !== '*' && tags.some((t) => t.replace(/^W\//, '') === bare);
+}
+
 /** True when a GET/HEAD may answer 304 (RFC 9110 §13.1.2, §13.1.3). */
 export function notModified(headers: IncomingHttpHeaders, etag: string, lastModified: Date): boolean {
   const ifNoneMatch = one(headers['if-none-match']);

@@ -46,7 +46,12 @@ interface Entry {
 
 export class VirtualStore implements Storage {
   readonly kind: string;
-  readonly capabilities: StorageCapabilities = { listIncludesMetadata: true, uniqueTokens: false, localFiles: false };
+  readonly capabilities: StorageCapabilities = {
+    listIncludesMetadata: true,
+    uniqueTokens: false,
+    localFiles: false,
+    signedUrls: false,
+  };
   readonly #entries = new Map<string, Entry>();
   readonly #close: () => Promise<void>;
 

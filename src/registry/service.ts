@@ -10,6 +10,7 @@
  *   listing.ts   GET /models
  *   records.ts   version records and the metadata published objects carry
  *   aliases.ts   the aliases documents
+ *   immutable.ts the key of a version's bytes that never change (redirect downloads)
  *
  * Layout: `{name}.tar.gz` is the current version, where Rasa and other tools read it — and where
  * they may write. So every version the registry publishes is first stored where no other tool
@@ -30,6 +31,7 @@ import type { ArchiveLimits } from './archive.js';
 import { checkAliasCondition, checkClientCondition } from './conditions.js';
 import { type DeleteContext, deleteModel, deleteVersion } from './delete.js';
 import { Identifier } from './identify.js';
+import { type ImmutableCopy, immutableCopy } from './immutable.js';
 import { describedObjects, listModels } from './listing.js';
 import { assertAlias, assertName, keys, parseRef } from './names.js';
 import { isNotFound } from './not-found.js';
@@ -259,6 +261,11 @@ export class ModelRegistry {
       this.#log.warn({ err, model: model.name }, 'cache unusable; serving from storage');
       return { body: await openVerified(this.storage, model, range, signal), cache: 'BYPASS' };
     }
+  }
+
+  /** Where `model`'s bytes are that never change, if it has such a copy (immutable.ts). */
+  async immutableCopy(model: ModelVersion): Promise<ImmutableCopy | undefined> {
+    return immutableCopy(this.storage, this.#records, model);
   }
 
   /** True when the archive of `model` is in the local cache. */

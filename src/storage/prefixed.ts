@@ -20,6 +20,7 @@ import type {
   ObjectInfo,
   PublishOptions,
   ReadOptions,
+  SignedResponse,
   StagedObject,
   Storage,
   StorageCapabilities,
@@ -109,6 +110,15 @@ class PrefixedStorage implements Storage {
 
   get checkMetadata(): Storage['checkMetadata'] {
     return this.inner.checkMetadata?.bind(this.inner);
+  }
+
+  /** The backend's, under the prefixed key (a URL of the prefixed object). */
+  get signedUrl(): Storage['signedUrl'] {
+    const inner = this.inner;
+    return (
+      inner.signedUrl &&
+      ((key: string, ttlMs: number, response?: SignedResponse) => inner.signedUrl!(this.#in(key), ttlMs, response))
+    );
   }
 
   get copyOut(): Storage['copyOut'] {

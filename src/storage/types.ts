@@ -27,6 +27,12 @@ export interface ObjectInfo {
    * list() fills it only when the backend gets it at no extra cost (see capabilities).
    */
   metadata: Metadata;
+  /**
+   * The entity tag the store's own HTTP API answers this object with, where the backend knows it
+   * from head(): what a client that followed a signed URL (signedUrl) saw as the ETag, and may
+   * send back in If-None-Match. Not a token: never handed back in conditions.
+   */
+  httpEtag?: string;
 }
 
 /**
@@ -65,6 +71,23 @@ export interface StorageCapabilities {
    * (an upload on its way to storage) keeps its own copy instead.
    */
   localFiles: boolean;
+  /**
+   * signedUrl() gives a short-lived URL a client can GET the object's bytes from, without the
+   * registry (S3 presigned GET, GCS V4 signed URL, Azure SAS). False where there is none
+   * (local disk, MongoDB): such a backend has no signedUrl().
+   */
+  signedUrls: boolean;
+}
+
+/**
+ * Response headers a signed URL makes the storage answer with, where the store lets them be
+ * signed into the URL (S3 response-* overrides, Azure SAS rscc/rscd/rsct; GCS: disposition and
+ * type only). A store that cannot sign one leaves it out.
+ */
+export interface SignedResponse {
+  cacheControl?: string;
+  contentDisposition?: string;
+  contentType?: string;
 }
 
 export interface PublishOptions {
@@ -103,6 +126,14 @@ export interface Storage {
   /** Short backend name for logs and errors: 'local', 's3', … */
   readonly kind: string;
   readonly capabilities: StorageCapabilities;
+  /**
+   * Where capabilities.signedUrls: a URL that GETs `key`'s bytes for `ttlMs` from now, signed
+   * for the endpoint clients reach, answered with `response`'s headers where the store can sign
+   * them. Signing is local where the backend holds a key (no storage request); it checks nothing
+   * about `key`. Throws StorageUnavailableError when the URL cannot be signed (no key to sign
+   * with). Absent where capabilities.signedUrls is false.
+   */
+  signedUrl?(key: string, ttlMs: number, response?: SignedResponse): Promise<string>;
 
   /**
    * Prepares the backend (creates the root / bucket when allowed) and checks access. `readOnly`

@@ -121,7 +121,8 @@ function download(href, filename, text = 'Download') {
       onclick: async (event) => {
         if (!token()) return;
         event.preventDefault();
-        const res = await fetch(href, { headers: authHeaders() });
+        // Through the registry: a redirect (DOWNLOAD_REDIRECT) to the store would need CORS there.
+        const res = await fetch(`${href}${href.includes('?') ? '&' : '?'}redirect=false`, { headers: authHeaders() });
         if (!res.ok) {
           alert(describe(apiError(res.status, await res.text())));
           return;
@@ -701,7 +702,7 @@ function snippetsFor(ref) {
     ),
     snippet(
       'Watch loop: wake as soon as it changes (long poll with ?wait=)',
-      `etag=""\nwhile true; do\n  code=$(curl -sS${auth} -o next.tar.gz -D headers.txt -w '%{http_code}' \\\n    -H "If-None-Match: $etag" "${url}?wait=300")\n  if [ "$code" = 200 ]; then\n    etag=$(grep -i '^etag:' headers.txt | cut -d' ' -f2 | tr -d '\\r')\n    mv next.tar.gz model.tar.gz && echo "new version: $etag"\n  elif [ "$code" != 304 ]; then\n    sleep 5\n  fi\ndone`,
+      `etag=""\nwhile true; do\n  code=$(curl -sSL${auth} -o next.tar.gz -D headers.txt -w '%{http_code}' \\\n    -H "If-None-Match: $etag" "${url}?wait=300")\n  if [ "$code" = 200 ]; then\n    etag=$(grep -i -m1 '^etag:' headers.txt | cut -d' ' -f2 | tr -d '\\r')\n    mv next.tar.gz model.tar.gz && echo "new version: $etag"\n  elif [ "$code" != 304 ]; then\n    sleep 5\n  fi\ndone`,
     ),
   ];
 }

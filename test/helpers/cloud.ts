@@ -1,6 +1,10 @@
 /** Storage settings that point the app at the emulators, one fresh bucket / container per call. */
-import { randomUUID } from 'node:crypto';
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Test } from 'tap';
 import { AZURITE_ACCOUNT, AZURITE_KEY, type Emulator, MINIO_PASSWORD, MINIO_USER } from './emulators.js';
+import { tempDir } from './server.js';
 
 const unique = (prefix: string) => `${prefix}-${randomUUID().slice(0, 12)}`;
 
@@ -44,4 +48,28 @@ export function ferretEnv(ferret: Emulator): Record<string, string> {
     MONGODB_DATABASE: unique('models').replace(/-/g, '_'),
     STORAGE_TIMEOUT: '5s',
   };
+}
+
+/** The client_email of serviceAccountKey()'s account. */
+export const GCS_CLIENT_EMAIL = 'registry@test-project.iam.gserviceaccount.com';
+
+/**
+ * A service-account key file with a fresh RSA key (what V4 signed URLs are signed with; the
+ * emulator checks no credentials), for GOOGLE_APPLICATION_CREDENTIALS. Returns its path and the
+ * public key, to verify signatures with.
+ */
+export async function serviceAccountKey(t: Test) {
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const file = path.join(await tempDir(t, 'mr-gcs-key-'), 'key.json');
+  const key = {
+    type: 'service_account',
+    project_id: 'test-project',
+    private_key_id: 'test-key',
+    private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    client_email: GCS_CLIENT_EMAIL,
+    client_id: '1',
+    token_uri: 'https://oauth2.googleapis.com/token',
+  };
+  await writeFile(file, JSON.stringify(key));
+  return { file, publicKey };
 }

@@ -360,6 +360,23 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
     await t.rejects(s.copyOut('gone.tar.gz', first.token, path.join(dir, 'three')), NotFoundError);
   });
 
+  t.test('signedUrl, where capabilities.signedUrls: a URL that GETs the bytes without the backend', async (t) => {
+    const s = await factory(t);
+    if (!s.capabilities.signedUrls) {
+      t.equal(s.signedUrl, undefined, 'no signer without the capability');
+      return;
+    }
+    await write(s, '.history/s/v1.tar.gz', 'signed bytes');
+    const disposition = 'attachment; filename="s.tar.gz"';
+    const url = await s.signedUrl!('.history/s/v1.tar.gz', 60_000, { contentDisposition: disposition });
+    const res = await fetch(url);
+    t.equal(res.status, 200);
+    t.equal(await res.text(), 'signed bytes');
+    const missing = await fetch(await s.signedUrl!('.history/s/v2.tar.gz', 60_000));
+    t.equal(missing.status, 404, 'signing checks nothing; the store answers 404 for a missing key');
+    await missing.arrayBuffer();
+  });
+
   t.test('ping succeeds on a healthy backend', async (t) => {
     const s = await factory(t);
     await t.resolves(s.ping());

@@ -32,6 +32,8 @@ export interface Container {
   source: Source;
   /** The agents every request goes through; close() destroys them. */
   agents: { http: http.Agent; https: https.Agent };
+  /** The account key, when that is the credential (what signs SAS URLs). */
+  sharedKey?: StorageSharedKeyCredential;
 }
 
 export function createContainer(config: AzureSettings & CommonSettings): Container {
@@ -55,7 +57,9 @@ export function createContainer(config: AzureSettings & CommonSettings): Contain
     userAgentOptions: { userAgentPrefix: 'model-registry' },
   });
   pipe.factories.push(timeouts);
-  return { container: new BlobServiceClient(url, pipe).getContainerClient(config.AZURE_CONTAINER), source, agents };
+  const container = new BlobServiceClient(url, pipe).getContainerClient(config.AZURE_CONTAINER);
+  const sharedKey = credential instanceof StorageSharedKeyCredential ? credential : undefined;
+  return { container, source, agents, ...(sharedKey ? { sharedKey } : {}) };
 }
 
 /** Builds the service URL and credential from the settings; a setup that cannot work is a ConfigError. */

@@ -28,6 +28,8 @@ export const schema = z
       )
       .optional(),
     AZURE_BLOB_ENDPOINT: url('https://myaccount.blob.core.windows.net').optional(),
+    /** Redirect downloads: the blob service URL clients reach, when not AZURE_BLOB_ENDPOINT's. */
+    AZURE_BLOB_PUBLIC_ENDPOINT: url('https://blobs.example.com/myaccount').optional(),
     AUTO_CREATE_BUCKET: boolean.default(true),
   })
   .superRefine((c, ctx) => {

@@ -42,6 +42,7 @@ import type {
   ReadOptions,
   StagedObject,
   Storage,
+  StorageCapabilities,
   WriteCondition,
 } from '../types.js';
 import { blocksOf } from './blocks.js';
@@ -49,6 +50,7 @@ import { type Container, createContainer, type Source } from './client.js';
 import { configError, translate } from './errors.js';
 import { decodeMetadata, encodeMetadata } from './metadata.js';
 import type { AzureSettings } from './settings.js';
+import { createSigner, type Signer } from './signed-url.js';
 
 /** This backend's settings and the common ones it uses. */
 type Settings = AzureSettings & CommonSettings;
@@ -70,7 +72,9 @@ export function create(config: Settings, logger: Logger): AzureStorage {
 
 export class AzureStorage implements Storage {
   readonly kind = 'azure';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
+  readonly capabilities: StorageCapabilities;
+  /** SAS URLs (signed-url.ts), with an account key only. */
+  readonly signedUrl?: Signer;
   readonly #container: ContainerClient;
   readonly #source: Source;
   readonly #agents: Container['agents'];
@@ -81,7 +85,10 @@ export class AzureStorage implements Storage {
     readonly config: Settings,
     readonly logger: Logger,
   ) {
-    const { container, source, agents } = createContainer(config);
+    const { container, source, agents, sharedKey } = createContainer(config);
+    const endpoint = config.AZURE_BLOB_PUBLIC_ENDPOINT;
+    if (sharedKey) this.signedUrl = createSigner(container, sharedKey, source.endpoint, endpoint);
+    this.capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: !!sharedKey };
     this.#container = container;
     this.#source = source;
     this.#agents = agents;
@@ -432,6 +439,7 @@ function info(
     lastModified: lastModified ?? new Date(0),
     token,
     metadata: splitNonce(metadata).metadata,
+    httpEtag: token, // what a GET of the blob answers with, quoted as here
   };
 }
 

@@ -29,6 +29,8 @@ export function toInfo(key: string, resource: FileMetadata): ObjectInfo {
     lastModified: new Date(resource.updated ?? resource.timeCreated ?? 0),
     token: String(resource.generation),
     metadata,
+    // The XML API (where signed URLs point) sends the MD5 in hex as the ETag of an object that has one.
+    ...(resource.md5Hash ? { httpEtag: `"${Buffer.from(resource.md5Hash, 'base64').toString('hex')}"` } : {}),
   };
 }
 

@@ -44,6 +44,7 @@ import type {
   ObjectInfo,
   PublishOptions,
   ReadOptions,
+  SignedResponse,
   StagedObject,
   Storage,
   WriteCondition,
@@ -53,6 +54,7 @@ import { checkKeyFile, setupError, shortDetail, statusOf, translate } from './er
 import { contentTypeOf, isGeneration, responseStarted, toInfo } from './objects.js';
 import { CHUNK_SIZE, reupload, rewrite } from './publish.js';
 import type { GcsSettings } from './settings.js';
+import { signedReadUrl } from './signed-url.js';
 
 /** This backend's settings and the common ones it uses. */
 type Settings = GcsSettings & CommonSettings;
@@ -74,7 +76,7 @@ export function create(config: Settings, logger: Logger): GcsStorage {
 
 export class GcsStorage implements Storage {
   readonly kind = 'gcs';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: true };
   readonly #config: Settings;
   readonly #logger: Logger;
   readonly #client: GcsClient;
@@ -285,6 +287,11 @@ export class GcsStorage implements Storage {
 
   copyOut(key: string, token: string, dest: string): Promise<void> {
     return copyOutByStream(this, key, token, dest);
+  }
+
+  /** A V4 signed GET (signed-url.ts). */
+  signedUrl(key: string, ttlMs: number, response?: SignedResponse): Promise<string> {
+    return signedReadUrl(this.#bucket, key, ttlMs, response);
   }
 
   async close(): Promise<void> {

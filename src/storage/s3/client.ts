@@ -8,7 +8,7 @@
  * a second of CPU per GiB. End to end, the model's SHA-256 in its metadata (signed with the
  * request headers) is checked on every read from storage.
  */
-import { type BucketLocationConstraint, CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { type BucketLocationConstraint, CreateBucketCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
 import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
@@ -19,7 +19,8 @@ const MiB = 1024 * 1024;
 /** S3's smallest part (all but the last). */
 const MIN_PART_SIZE = 5 * MiB;
 
-export function createClient(config: S3Settings & CommonSettings): S3Client {
+/** `extra`: options of a client for one purpose (the presigner's, signed-url.ts). */
+export function createClient(config: S3Settings & CommonSettings, extra: S3ClientConfig = {}): S3Client {
   const region = config.AWS_DEFAULT_REGION ?? config.AWS_REGION ?? (config.AWS_ENDPOINT_URL ? 'us-east-1' : undefined);
   const client = new S3Client({
     // Without region or keys the SDK's default chains (env, profile, web identity, IAM role) apply.
@@ -39,6 +40,7 @@ export function createClient(config: S3Settings & CommonSettings): S3Client {
     // while a body streams), which is what STORAGE_TIMEOUT means; requestTimeout in this
     // handler version caps the whole request and would only log a warning.
     requestHandler: { connectionTimeout: 5000, socketTimeout: config.STORAGE_TIMEOUT },
+    ...extra,
   });
   client.middlewareStack.addRelativeTo(unsignedChecksummedPayload, {
     relation: 'before',

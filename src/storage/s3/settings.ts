@@ -55,6 +55,8 @@ export const schema = z
     AWS_DEFAULT_REGION: z.string().optional(),
     AWS_REGION: z.string().optional(),
     AWS_ENDPOINT_URL: url('http://127.0.0.1:9000').optional(),
+    /** Redirect downloads: the endpoint clients reach the server at, when not AWS_ENDPOINT_URL. */
+    AWS_PUBLIC_ENDPOINT_URL: url('https://minio.example.com').optional(),
     AWS_ACCESS_KEY_ID: z.string().optional(),
     AWS_SECRET_ACCESS_KEY: z.string().optional(),
     AWS_SESSION_TOKEN: z.string().optional(),

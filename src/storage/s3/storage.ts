@@ -74,6 +74,7 @@ import {
   unquote,
 } from './metadata.js';
 import type { S3Settings } from './settings.js';
+import { createSigner, type Signer } from './signed-url.js';
 import { sweepMultipart, sweepStaged } from './sweep.js';
 
 /** This backend's settings and the common ones it uses. */
@@ -102,7 +103,7 @@ export function create(config: Settings, logger: Logger): S3Storage {
 
 export class S3Storage implements Storage {
   readonly kind = 's3';
-  readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false, localFiles: false };
+  readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false, localFiles: false, signedUrls: true };
   readonly bucket: string;
   readonly client: S3Client;
   readonly #config: Settings;
@@ -110,6 +111,8 @@ export class S3Storage implements Storage {
   /** Staged names this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
   readonly #copyPartSize: number;
+  /** Presigned GETs (signed-url.ts). */
+  readonly signedUrl: Signer;
 
   /** `copyPartSize` exists for tests of the ranged copy (S3's minimum part size is 5 MiB). */
   constructor(config: Settings, logger: Logger, options: { copyPartSize?: number } = {}) {
@@ -118,6 +121,7 @@ export class S3Storage implements Storage {
     this.#logger = logger;
     this.bucket = config.BUCKET_NAME;
     this.client = createClient(config);
+    this.signedUrl = createSigner(config);
   }
 
   async init(): Promise<void> {
@@ -149,6 +153,7 @@ export class S3Storage implements Storage {
       lastModified: r.LastModified ?? new Date(),
       token: unquote(r.ETag),
       metadata: decodeMetadata(r.Metadata),
+      httpEtag: quote(unquote(r.ETag)),
     };
   }
 

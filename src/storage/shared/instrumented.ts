@@ -22,6 +22,8 @@
  *                          ends (exhausted, failed, or stopped early by the consumer); the duration
  *                          is the time spent waiting on the backend across all its pages, not the
  *                          consumer's time between items
+ *   signedUrl              not counted: signing is a local computation (see src/metrics.ts for
+ *                          the count of redirects)
  *   init, sweep, close     not counted: lifecycle, not requests (sweep's own work is internal to
  *                          the backend); checkMetadata is a local computation
  *
@@ -43,6 +45,7 @@ import type {
   ObjectInfo,
   PublishOptions,
   ReadOptions,
+  SignedResponse,
   StagedObject,
   Storage,
   StorageCapabilities,
@@ -70,6 +73,15 @@ class InstrumentedStorage implements Storage {
 
   get capabilities(): StorageCapabilities {
     return this.inner.capabilities;
+  }
+
+  /** The backend's, where it has one (capabilities.signedUrls); signing is local, not a storage call. */
+  get signedUrl(): Storage['signedUrl'] {
+    const inner = this.inner;
+    return (
+      inner.signedUrl &&
+      ((key: string, ttlMs: number, response?: SignedResponse) => inner.signedUrl!(key, ttlMs, response))
+    );
   }
 
   #record(operation: StorageOperation, outcome: StorageOutcome, duration: number): void {

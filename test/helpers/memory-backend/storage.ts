@@ -44,7 +44,7 @@ export function create(name: string): MemoryStorage {
 
 export class MemoryStorage implements Storage {
   readonly kind = 'memory';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false };
+  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: false };
   /** Staged objects not yet committed or discarded. */
   readonly staged = new Set<MemoryStaged>();
 
