@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * The `model-registry` command: `serve` runs the server (like npm start), `migrate` copies every
- * model between two backends (src/migrate.ts). Usage errors exit 2, bad settings exit 1 with
+ * model between two backends (src/migrate/). Usage errors exit 2, bad settings exit 1 with
  * one line naming the .env file and the variable.
  */
 import './node-version.js'; // first: stops on a Node.js older than 22.12 before anything else loads
@@ -152,7 +152,7 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const { migrate } = await import('./migrate.js');
+  const { migrate } = await import('./migrate/index.js');
   const summary = await migrate({
     from: values.from,
     to: values.to,

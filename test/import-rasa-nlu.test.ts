@@ -313,7 +313,7 @@ c[sys.argv[2]]["changing"].update_one({"_id": ObjectId(sys.argv[3])}, {"$set": {
 t.test('the built CLI: --from-layout rasa-nlu-mongodb, and an unknown layout is a usage error', async (t) => {
   const cli = path.join(ROOT, 'dist', 'cli.js');
   const newest = Math.max(
-    ...['cli.ts', 'migrate.ts', 'layouts/index.ts', 'layouts/rasa-nlu-mongodb.ts'].map(
+    ...['cli.ts', 'migrate/index.ts', 'layouts/index.ts', 'layouts/rasa-nlu-mongodb.ts'].map(
       (f) => statSync(path.join(ROOT, 'src', f)).mtimeMs,
     ),
   );

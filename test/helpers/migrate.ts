@@ -7,7 +7,7 @@ import path from 'node:path';
 import pino from 'pino';
 import type { Test } from 'tap';
 import { loadConfig } from '../../src/config.js';
-import { type MigrateOptions, migrate, type Output } from '../../src/migrate.js';
+import { type MigrateOptions, migrate, type Output } from '../../src/migrate/index.js';
 import { createStorage, type InitOptions, type Storage } from '../../src/storage/index.js';
 
 /** Writes `vars` as the .env file `name` in `dir`; returns its path. */

@@ -3,8 +3,8 @@
  * on a terminal), the closing summary, and the byte / duration formats they use.
  */
 import type { LogFn } from 'pino';
-import type { MigrationSummary, ObjectResult, ObjectStatus, Output } from './migrate.js';
-import type { Logger } from './util/logger.js';
+import type { Logger } from '../util/logger.js';
+import type { MigrationSummary, ObjectResult, ObjectStatus, Output } from './types.js';
 
 /**
  * Per-object lines on stdout; on a TTY a one-line bar on stderr instead, redrawn with \r
