@@ -31,6 +31,7 @@ import systemRoutes from './routes/system.js';
 import uiRoutes from './routes/ui.js';
 import { createStorage, type Storage } from './storage/index.js';
 import { instrument } from './storage/shared/instrumented.js';
+import { guardOutages } from './storage/shared/outage.js';
 import { CENSOR, mergeSecrets, REDACT_PATHS, scrubValue, secretValues } from './util/redact.js';
 
 declare module 'fastify' {
@@ -225,7 +226,11 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
   await app.register(requests);
   const metrics = createMetrics();
   const backend = options.storage ?? (await createStorage(config, app.log));
-  const storage = instrument(backend, metrics);
+  // Outermost: a call refused because the storage is down never reaches it, nor its metrics.
+  const storage = guardOutages(instrument(backend, metrics), {
+    timeoutMs: config.STORAGE_TIMEOUT,
+    logger: app.log.child({ component: 'storage' }),
+  });
 
   const limits = {
     maxModelBytes: config.MAX_MODEL_BYTES,
@@ -284,6 +289,7 @@ export async function buildApp(options: BuildOptions): Promise<FastifyInstance> 
     clearInterval(sweeper);
     await sweeping.catch(() => {});
     watcher.close();
+    storage.stop();
     await cache.close();
     if (!options.storage) await backend.close();
   });

@@ -681,9 +681,9 @@ t.test(
     type Next = (args: unknown) => Promise<unknown>;
     const s3 = (
       r.app.registry.storage as unknown as {
-        inner: { client: { middlewareStack: { add: (m: unknown, o: unknown) => void } } };
+        inner: { inner: { client: { middlewareStack: { add: (m: unknown, o: unknown) => void } } } };
       }
-    ).inner;
+    ).inner.inner; // through the outage guard and the metrics
     let failHead = false;
     s3.client.middlewareStack.add(
       (next: Next, context: { commandName?: string }) => async (args: unknown) => {

@@ -31,6 +31,8 @@ export interface Emulator {
   restart(): Promise<void>;
   /** Stops it and removes its data. */
   dispose(): Promise<void>;
+  /** Sends the running server a signal: SIGSTOP freezes it (connections accepted, never answered), SIGCONT thaws. */
+  signal(signal: NodeJS.Signals): void;
 }
 
 interface Spec {
@@ -101,7 +103,13 @@ async function launch(spec: Spec): Promise<Emulator> {
     port,
     stop,
     restart: start,
+    signal: (signal) => {
+      if (!child || child.exitCode !== null || child.signalCode !== null)
+        throw new Error(`${spec.name} is not running`);
+      child.kill(signal);
+    },
     dispose: async () => {
+      child?.kill('SIGCONT'); // a frozen server does not act on SIGTERM
       await stop(true);
       await rm(dir, { recursive: true, force: true });
     },

@@ -138,8 +138,11 @@ t.test('a URL that cannot be signed at request time: served directly, with a war
   const r = await startLogged(t, env());
   const v1 = model('sign fails');
   await put(`${r.url}/models/m`, v1);
-  // The backend under the metrics wrapper stops signing after start (expired credentials, say).
-  const backend = (r.app.registry.storage as unknown as { inner: { signedUrl: unknown } }).inner;
+  // The backend under the wrappers (outage guard, metrics) stops signing after start (expired
+  // credentials, say).
+  type Layer = { inner?: Layer; signedUrl?: unknown };
+  let backend = r.app.registry.storage as unknown as Layer;
+  while (backend.inner) backend = backend.inner;
   backend.signedUrl = async () => {
     throw new Error('credentials expired');
   };

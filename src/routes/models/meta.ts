@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import { jsonValidators } from '../../http/caching.js';
 import { declared, fields, type ZodTypeProvider } from '../../http/zod.js';
 import { aliasesOf } from '../../registry/aliases.js';
-import { refOf, refParam, versionQuery, view } from './shared.js';
+import { describeOrStale, refOf, refParam, versionQuery, view } from './shared.js';
 
 export default async function metaRoutes(app: FastifyInstance) {
   const { registry } = app;
@@ -20,10 +20,13 @@ export default async function metaRoutes(app: FastifyInstance) {
       // which move. no-cache and an ETag of the body.
       onSend: jsonValidators(app.config.AUTH_TOKENS.length > 0),
     },
-    async (request) => {
+    async (request, reply) => {
       const { ref, name } = refOf(request.params.name);
-      const model = await registry.resolve(ref, request.query.version);
-      return { ...view(model), aliases: aliasesOf(await registry.aliases(name), model.version) };
+      const { model, stale } = await describeOrStale(app, ref, request.query.version);
+      if (!stale) return { ...view(model), aliases: aliasesOf(await registry.aliases(name), model.version) };
+      // Stale-if-error, as the download: which aliases point here only the storage knows.
+      reply.headers({ warning: '110 - "Response is Stale"', 'x-cache': 'STALE' });
+      return view(model);
     },
   );
 }

@@ -12,6 +12,7 @@ import {
   type ContainerClient,
   newPipeline,
   type RequestPolicyFactory,
+  RestError,
   StorageSharedKeyCredential,
 } from '@azure/storage-blob';
 import { ConfigError } from '../../util/config-error.js';
@@ -43,12 +44,39 @@ export function createContainer(config: AzureSettings & CommonSettings): Contain
     https: withSocketTimeouts(new https.Agent({ keepAlive: true, timeout: idle }), 'secureConnect'),
   };
   const { url, credential, source } = resolveClient(config);
-  // The SDK's own timeout is only server-side (?timeout=): sockets get ours, per attempt.
+  // The SDK's own timeout is only server-side (?timeout=): sockets get ours, per attempt. This
+  // policy runs once per call, outside the SDK's retries (core-rest-pipeline orders policies
+  // without a phase before the Retry phase), so it also bounds the call's silence in all: after
+  // STORAGE_TIMEOUT with no response and no upload progress it aborts, which the retry policy
+  // does not retry (an AbortError), and turns that into an ETIMEDOUT (an outage, not a disconnect).
   const timeouts: RequestPolicyFactory = {
     create: (next) => ({
-      sendRequest: (request) => {
+      sendRequest: async (request) => {
         request.agent = request.url.startsWith('https:') ? agents.https : agents.http;
-        return next.sendRequest(request);
+        const own = request.abortSignal;
+        const progress = request.onUploadProgress;
+        const silent = new AbortController();
+        let timer: NodeJS.Timeout | undefined;
+        const arm = () => {
+          clearTimeout(timer);
+          timer = setTimeout(() => silent.abort(), idle);
+        };
+        arm();
+        // (A caller's signal that is not a Node AbortSignal would be left without the deadline.)
+        if (!own) request.abortSignal = silent.signal;
+        else if (own instanceof AbortSignal) request.abortSignal = AbortSignal.any([own, silent.signal]);
+        request.onUploadProgress = (p) => {
+          arm();
+          progress?.(p);
+        };
+        try {
+          return await next.sendRequest(request);
+        } catch (err) {
+          if (!silent.signal.aborted || own?.aborted) throw err;
+          throw new RestError(`no response within ${idle} ms`, { code: 'ETIMEDOUT' });
+        } finally {
+          clearTimeout(timer);
+        }
       },
     }),
   };

@@ -31,6 +31,7 @@ import type { CommonSettings } from '../driver.js';
 import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import { copyOutByStream } from '../shared/copy-out.js';
 import { mergeEntries, objectsOf } from '../shared/entries.js';
+import { isTimeout } from '../shared/network.js';
 import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from '../shared/staging.js';
 import { splitNonce, WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
 import type {
@@ -185,7 +186,9 @@ export class AzureStorage implements Storage {
     } catch (err) {
       stop.abort();
       await Promise.allSettled(inflight); // no block may land after the clean-up below
-      if (blocks.length > 0) await this.#removeStaged(name);
+      // After a timeout the storage is silent: clean up behind the answer, not before it.
+      const removal = blocks.length > 0 ? this.#removeStaged(name) : undefined;
+      if (!isTimeout(err)) await removal;
       this.#active.delete(name);
       throw translate(err);
     }

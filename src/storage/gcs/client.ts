@@ -2,9 +2,10 @@
  * The Google Cloud Storage client: SDK retries bounded so that they end, request timeouts (the
  * resumable uploads' too), and the endpoint of an emulator (fake-gcs-server).
  */
-import { Storage as GcsClient } from '@google-cloud/storage';
+import { Storage as GcsClient, RETRYABLE_ERR_FN_DEFAULT } from '@google-cloud/storage';
 import { ConfigError } from '../../util/config-error.js';
 import type { CommonSettings } from '../driver.js';
+import { isTimeout } from '../shared/network.js';
 import type { GcsSettings } from './settings.js';
 
 type Interceptor = GcsClient['interceptors'][number];
@@ -15,6 +16,11 @@ export function createClient(config: GcsSettings & CommonSettings): GcsClient {
   const maxRetryDelay = 2; // seconds
   const retryOptions = {
     autoRetry: true,
+    // A timed-out attempt is not retried where the SDK asks (errors with a response, resumable
+    // uploads): the storage stayed silent for STORAGE_TIMEOUT already. (retry-request retries
+    // errors without a response on its own; src/storage/shared/outage.ts bounds the quick calls.)
+    retryableErrorFn: (err: Parameters<typeof RETRYABLE_ERR_FN_DEFAULT>[0]) =>
+      !isTimeout(err) && RETRYABLE_ERR_FN_DEFAULT(err),
     maxRetries,
     retryDelayMultiplier: 2,
     maxRetryDelay,

@@ -34,6 +34,7 @@ import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from 
 import { copyOutByStream } from '../shared/copy-out.js';
 import { mergeEntries, objectsOf } from '../shared/entries.js';
 import { stallGuard, withTimeout } from '../shared/idle-timeout.js';
+import { isTimeout } from '../shared/network.js';
 import { isAbandoned, newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import { WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
 import type {
@@ -178,8 +179,10 @@ export class GcsStorage implements Storage {
       return new GcsStaged(key, Number(resource.size), file.name, String(resource.generation));
     } catch (err) {
       this.#active.delete(name);
-      // A resumable upload creates no object until its last chunk; one that got that far goes.
-      await file.delete({ ignoreNotFound: true }).catch(() => {});
+      // A resumable upload creates no object until its last chunk; one that got that far goes
+      // (after a timeout behind the answer: the storage is silent).
+      const removal = file.delete({ ignoreNotFound: true }).catch(() => {});
+      if (!isTimeout(err)) await removal;
       throw err;
     }
   }

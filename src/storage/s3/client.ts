@@ -7,11 +7,16 @@
  * signature (what the SDK itself does for streamed bodies, and boto3 over HTTPS) — that hash cost
  * a second of CPU per GiB. End to end, the model's SHA-256 in its metadata (signed with the
  * request headers) is checked on every read from storage.
+ *
+ * Retries: the SDK's standard strategy retries a timed-out attempt too, so a silent server cost
+ * maxAttempts × STORAGE_TIMEOUT; ours retries only errors that came back (a 500, a reset, a
+ * throttle) and only while the call is younger than STORAGE_TIMEOUT.
  */
 import { type BucketLocationConstraint, CreateBucketCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
-import type { FinalizeRequestMiddleware, MetadataBearer } from '@smithy/types';
+import type { FinalizeRequestMiddleware, MetadataBearer, RetryErrorInfo, RetryStrategyV2 } from '@smithy/types';
 import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
+import { isTimeout } from '../shared/network.js';
 import { errorCode } from './errors.js';
 import type { S3Settings } from './settings.js';
 
@@ -35,11 +40,14 @@ export function createClient(config: S3Settings & CommonSettings, extra: S3Clien
           },
         }
       : {}),
-    maxAttempts: 3,
+    retryStrategy: new DeadlineRetryStrategy(3, config.STORAGE_TIMEOUT),
     // Options for the SDK's NodeHttpHandler. socketTimeout is the inactivity timeout (also
     // while a body streams), which is what STORAGE_TIMEOUT means; requestTimeout in this
     // handler version caps the whole request and would only log a warning.
-    requestHandler: { connectionTimeout: 5000, socketTimeout: config.STORAGE_TIMEOUT },
+    requestHandler: {
+      connectionTimeout: Math.min(5000, config.STORAGE_TIMEOUT),
+      socketTimeout: config.STORAGE_TIMEOUT,
+    },
     ...extra,
   });
   client.middlewareStack.addRelativeTo(unsignedChecksummedPayload, {
@@ -112,4 +120,52 @@ export async function createBucket(client: S3Client, bucket: string, logger: Log
   } catch (err) {
     if (errorCode(err) !== 'BucketAlreadyOwnedByYou') throw err; // another replica was faster
   }
+}
+
+interface Token {
+  started: number;
+  retries: number;
+  delay: number;
+  getRetryCount(): number;
+  getRetryDelay(): number;
+}
+
+const token = (started: number, retries: number, delay: number): Token => ({
+  started,
+  retries,
+  delay,
+  getRetryCount: () => retries,
+  getRetryDelay: () => delay,
+});
+
+/**
+ * The SDK's retry decisions (throttling and transient errors; the retry middleware waits the
+ * token's delay), with a budget: no retry of a timeout, none that would start after `budgetMs`
+ * from the call's start. Backoff as the standard strategy: full jitter on 100 ms × 2^n
+ * (500 ms for throttling).
+ */
+export class DeadlineRetryStrategy implements RetryStrategyV2 {
+  readonly mode = 'standard';
+
+  constructor(
+    readonly maxAttempts: number,
+    readonly budgetMs: number,
+  ) {}
+
+  async acquireInitialRetryToken(): Promise<Token> {
+    return token(Date.now(), 0, 0);
+  }
+
+  async refreshRetryTokenForRetry(previous: Token, info: RetryErrorInfo): Promise<Token> {
+    const retryable = info.errorType === 'TRANSIENT' || info.errorType === 'THROTTLING';
+    if (!retryable || isTimeout(info.error) || previous.retries + 1 >= this.maxAttempts) {
+      throw new Error('no retry'); // the middleware then throws the attempt's own error
+    }
+    const base = info.errorType === 'THROTTLING' ? 500 : 100;
+    const delay = Math.floor(Math.random() * base * 2 ** previous.retries);
+    if (Date.now() + delay - previous.started >= this.budgetMs) throw new Error('no retry: past STORAGE_TIMEOUT');
+    return token(previous.started, previous.retries + 1, delay);
+  }
+
+  recordSuccess(): void {}
 }

@@ -35,3 +35,24 @@ export function networkErrorCode(err: unknown): string | undefined {
   }
   return undefined;
 }
+
+/**
+ * Whether `err` (or one of its causes, up to six deep) is a timeout: the storage stayed silent
+ * (an idle socket, a connect that never completed, a deadline of ours). Retrying one would make
+ * the caller wait the timeout again, and it is what marks a storage as down (./outage.ts).
+ */
+export function isTimeout(err: unknown): boolean {
+  type Chain =
+    | { code?: unknown; name?: unknown; type?: unknown; message?: unknown; cause?: unknown }
+    | undefined
+    | null;
+  for (let e = err as Chain, depth = 0; e && typeof e === 'object' && depth < 6; e = e.cause as Chain, depth++) {
+    if (e.code === 'ETIMEDOUT' || e.code === 'ESOCKETTIMEDOUT') return true;
+    // The S3 SDK names a reset or a broken pipe TimeoutError too; those came back fast.
+    if (e.name === 'TimeoutError' && e.code !== 'ECONNRESET' && e.code !== 'EPIPE') return true;
+    if (e.type === 'request-timeout' || e.name === 'MongoNetworkTimeoutError') return true;
+    // gaxios and node-fetch (the GCS SDK) say it only in the message.
+    if (/network timeout at|timeout of \d+ms exceeded/i.test(String(e.message))) return true;
+  }
+  return false;
+}
