@@ -55,8 +55,11 @@ export async function listModels(
     if (head && head.token === info.token) described.set(describedKey(info), head);
     return summarize(name, head ?? info, index.get(name));
   };
-  const candidates = async function* (startAfter?: string): AsyncGenerator<{ name: string; info: ObjectInfo }> {
-    for await (const info of walkTree(storage, '', prefix, startAfter)) {
+  const candidates = async function* (
+    startAfter?: string,
+    expect?: number,
+  ): AsyncGenerator<{ name: string; info: ObjectInfo }> {
+    for await (const info of walkTree(storage, '', prefix, startAfter, expect)) {
       const name = keys.nameOf(info.key);
       if (name === undefined) continue;
       if (options.alias !== undefined && index.get(name)?.get(options.alias) === undefined) continue; // no read needed
@@ -91,7 +94,8 @@ export async function listModels(
     batch = [];
     return false;
   };
-  for await (const c of candidates(startAfter)) {
+  // Unfiltered, the listing need not fetch more than the page and the one after it.
+  for await (const c of candidates(startAfter, filtered || options.alias !== undefined ? undefined : size)) {
     batch.push(c);
     if (batch.length >= size && (await drain())) return { models, nextCursor: models.at(-1)!.name };
   }

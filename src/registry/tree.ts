@@ -26,8 +26,14 @@ function isNamespaceFolder(segment: string, depth: number): boolean {
  * ('' for models, `.aliases/` for their documents), in key order, after the key `startAfter`.
  * The caller keeps the keys that are a name's (keys.nameOf): a folder can hold other objects.
  */
-export function walkTree(storage: Storage, base: string, prefix = '', startAfter?: string): AsyncGenerator<ObjectInfo> {
-  return walkLevel(storage, base, base + prefix, startAfter);
+export function walkTree(
+  storage: Storage,
+  base: string,
+  prefix = '',
+  startAfter?: string,
+  expect?: number,
+): AsyncGenerator<ObjectInfo> {
+  return walkLevel(storage, base, base + prefix, startAfter, expect);
 }
 
 async function* walkLevel(
@@ -35,6 +41,7 @@ async function* walkLevel(
   base: string,
   prefix: string,
   startAfter: string | undefined,
+  expect: number | undefined, // how many keys the caller expects to take (Storage.listEntries)
 ): AsyncGenerator<ObjectInfo> {
   const dir = prefix.slice(0, prefix.lastIndexOf('/') + 1); // the folder this level lists
   const depth = dir.slice(base.length).split('/').length - 1;
@@ -47,15 +54,15 @@ async function* walkLevel(
       // Resuming inside a folder of this level: the rest of that folder, then what follows it.
       const folder = startAfter.slice(0, slash + 1);
       if (folder.startsWith(prefix) && isNamespaceFolder(folder.slice(dir.length, -1), depth + 1)) {
-        yield* walkLevel(storage, base, folder, startAfter);
+        yield* walkLevel(storage, base, folder, startAfter, expect);
       }
       if (folder > from) from = folder;
     } else if (startAfter > from) from = startAfter;
   }
-  for await (const entry of storage.listEntries(prefix, { startAfter: from })) {
+  for await (const entry of storage.listEntries(prefix, { startAfter: from, expect })) {
     if (entry.object) yield entry.object;
     else if (isNamespaceFolder(entry.folder.slice(dir.length, -1), depth + 1)) {
-      yield* walkLevel(storage, base, entry.folder, undefined);
+      yield* walkLevel(storage, base, entry.folder, undefined, expect);
     }
   }
 }

@@ -15,6 +15,7 @@ import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type {
   CommitOptions,
   InitOptions,
+  ListEntriesOptions,
   ListEntry,
   Metadata,
   ObjectInfo,
@@ -137,11 +138,9 @@ class PrefixedStorage implements Storage {
     })();
   }
 
-  listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
-    const inner = this.inner.listEntries(
-      this.#in(prefix),
-      options.startAfter === undefined ? {} : { startAfter: this.#in(options.startAfter) },
-    );
+  listEntries(prefix: string, options: ListEntriesOptions = {}): AsyncIterable<ListEntry> {
+    const startAfter = options.startAfter === undefined ? undefined : this.#in(options.startAfter);
+    const inner = this.inner.listEntries(this.#in(prefix), { startAfter, expect: options.expect });
     const info = this.#info;
     const out = this.#out;
     return (async function* prefixedEntries() {

@@ -35,6 +35,17 @@ export interface ObjectInfo {
   httpEtag?: string;
 }
 
+export interface ListEntriesOptions {
+  startAfter?: string;
+  /**
+   * How many entries the caller expects to take before it stops (a page of GET /models and the
+   * one more that says whether a next page exists). A hint: a backend that lists in pages of a
+   * fixed size may ask for no more than that (S3 MaxKeys), so that a page of 1,000 models plus one
+   * is not two full listing requests; iterating past it still lists everything.
+   */
+  expect?: number;
+}
+
 /**
  * One entry of listEntries(): an object, or a folder — a common prefix of deeper keys, ending in
  * '/' (S3's and GCS's CommonPrefixes, Azure's BlobPrefix, a directory).
@@ -226,7 +237,7 @@ export interface Storage {
    * to hold nothing any more (a directory left empty). Staging areas and backend bookkeeping are
    * never listed.
    */
-  listEntries(prefix: string, options?: { startAfter?: string }): AsyncIterable<ListEntry>;
+  listEntries(prefix: string, options?: ListEntriesOptions): AsyncIterable<ListEntry>;
 
   /** Removes leftovers of uploads that crashed (staged objects nobody will commit). */
   sweep(): Promise<number>;

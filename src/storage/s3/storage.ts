@@ -52,6 +52,7 @@ import { newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import { WRITE_NONCE } from '../shared/write-nonce.js';
 import type {
   CommitOptions,
+  ListEntriesOptions,
   ListEntry,
   Metadata,
   ObjectInfo,
@@ -86,6 +87,8 @@ const UPLOAD_QUEUE = 4;
 /** Parts of a server-side copy: each is one request that may stay silent while S3 copies. */
 const COPY_PART_SIZE = 512 * MiB; // ≤ 5 GiB each; 10,000 parts reach S3's 5 TiB object limit
 const COPY_QUEUE = 4;
+/** Most keys one ListObjectsV2 request returns (S3's MaxKeys limit and default). */
+const LIST_PAGE = 1000;
 
 class S3Staged implements StagedObject {
   constructor(
@@ -275,9 +278,12 @@ export class S3Storage implements Storage {
     return objectsOf(this.listEntries(prefix, options));
   }
 
-  async *listEntries(prefix: string, options: { startAfter?: string } = {}): AsyncIterable<ListEntry> {
+  async *listEntries(prefix: string, options: ListEntriesOptions = {}): AsyncIterable<ListEntry> {
     let continuation: string | undefined;
+    // Entries still expected (options.expect): each request asks for no more, past them 1,000.
+    let expected = options.expect ?? 0;
     do {
+      const maxKeys = expected > 0 ? Math.min(expected, LIST_PAGE) : undefined;
       const page = await this.#call(prefix, () =>
         this.client.send(
           new ListObjectsV2Command({
@@ -286,6 +292,7 @@ export class S3Storage implements Storage {
             Delimiter: '/',
             StartAfter: options.startAfter,
             ContinuationToken: continuation,
+            MaxKeys: maxKeys,
           }),
         ),
       );
@@ -302,6 +309,7 @@ export class S3Storage implements Storage {
         });
       }
       const folders = (page.CommonPrefixes ?? []).flatMap((p) => (p.Prefix ? [p.Prefix] : []));
+      expected -= (page.Contents?.length ?? 0) + folders.length;
       yield* mergeEntries(objects, folders, options.startAfter);
       continuation = page.IsTruncated ? page.NextContinuationToken : undefined;
     } while (continuation);

@@ -40,6 +40,7 @@ import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type {
   CommitOptions,
   InitOptions,
+  ListEntriesOptions,
   ListEntry,
   Metadata,
   ObjectInfo,
@@ -162,7 +163,7 @@ class InstrumentedStorage implements Storage {
     return this.#timedListing(() => this.inner.list(prefix, options));
   }
 
-  listEntries(prefix: string, options?: { startAfter?: string }): AsyncIterable<ListEntry> {
+  listEntries(prefix: string, options?: ListEntriesOptions): AsyncIterable<ListEntry> {
     return this.#timedListing(() => this.inner.listEntries(prefix, options));
   }
 

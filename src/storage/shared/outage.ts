@@ -20,6 +20,7 @@ import { StorageUnavailableError } from '../errors.js';
 import type {
   CommitOptions,
   InitOptions,
+  ListEntriesOptions,
   ListEntry,
   Metadata,
   ObjectInfo,
@@ -213,7 +214,7 @@ export class OutageGuard implements Storage {
     return this.#guardedListing(() => this.inner.list(prefix, options));
   }
 
-  listEntries(prefix: string, options?: { startAfter?: string }): AsyncIterable<ListEntry> {
+  listEntries(prefix: string, options?: ListEntriesOptions): AsyncIterable<ListEntry> {
     return this.#guardedListing(() => this.inner.listEntries(prefix, options));
   }
 
