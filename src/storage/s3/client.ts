@@ -123,17 +123,14 @@ export async function createBucket(client: S3Client, bucket: string, logger: Log
 }
 
 interface Token {
+  /** When the call's first attempt started. */
   started: number;
-  retries: number;
-  delay: number;
   getRetryCount(): number;
   getRetryDelay(): number;
 }
 
 const token = (started: number, retries: number, delay: number): Token => ({
   started,
-  retries,
-  delay,
   getRetryCount: () => retries,
   getRetryDelay: () => delay,
 });
@@ -158,13 +155,14 @@ export class DeadlineRetryStrategy implements RetryStrategyV2 {
 
   async refreshRetryTokenForRetry(previous: Token, info: RetryErrorInfo): Promise<Token> {
     const retryable = info.errorType === 'TRANSIENT' || info.errorType === 'THROTTLING';
-    if (!retryable || isTimeout(info.error) || previous.retries + 1 >= this.maxAttempts) {
+    const retries = previous.getRetryCount();
+    if (!retryable || isTimeout(info.error) || retries + 1 >= this.maxAttempts) {
       throw new Error('no retry'); // the middleware then throws the attempt's own error
     }
     const base = info.errorType === 'THROTTLING' ? 500 : 100;
-    const delay = Math.floor(Math.random() * base * 2 ** previous.retries);
+    const delay = Math.floor(Math.random() * base * 2 ** retries);
     if (Date.now() + delay - previous.started >= this.budgetMs) throw new Error('no retry: past STORAGE_TIMEOUT');
-    return token(previous.started, previous.retries + 1, delay);
+    return token(previous.started, retries + 1, delay);
   }
 
   recordSuccess(): void {}

@@ -22,34 +22,29 @@
  * If-None-Match on CopyObject (checked against MinIO; only the CopySource* conditions hold),
  * and CopyObject stops at 5 GiB; the multipart copy handles both.
  *
- * client.ts says how uploaded bytes are checked; metadata.ts how metadata travels.
+ * client.ts says how uploaded bytes are checked; metadata.ts how metadata travels; copy.ts is the
+ * multipart copy.
  */
 
-import { randomUUID } from 'node:crypto';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
   AbortMultipartUploadCommand,
-  type CompletedPart,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   type S3Client,
-  UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { ConfigError } from '../../util/config-error.js';
 import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
-import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
+import { NotFoundError, StorageUnavailableError } from '../errors.js';
 import { copyOutByStream } from '../shared/copy-out.js';
 import { mergeEntries, objectsOf } from '../shared/entries.js';
 import { newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
-import { WRITE_NONCE } from '../shared/write-nonce.js';
 import type {
   CommitOptions,
   ListEntriesOptions,
@@ -62,18 +57,10 @@ import type {
   Storage,
   WriteCondition,
 } from '../types.js';
-import { copyPartSize, createBucket, createClient, quietOldNodeWarning } from './client.js';
+import { createBucket, createClient, quietOldNodeWarning } from './client.js';
+import { type Copier, multipartCopy } from './copy.js';
 import { type Access, describe, errorCode, isNoSuchUpload, setupErrorLine, translate } from './errors.js';
-import {
-  checkMetadataFits,
-  decodeMetadata,
-  encodeMetadata,
-  MAX_METADATA_BYTES,
-  metadataBytes,
-  NONCE_BYTES,
-  quote,
-  unquote,
-} from './metadata.js';
+import { checkMetadataFits, decodeMetadata, quote, unquote } from './metadata.js';
 import type { S3Settings } from './settings.js';
 import { createSigner, type Signer } from './signed-url.js';
 import { sweepMultipart, sweepStaged } from './sweep.js';
@@ -86,7 +73,6 @@ const UPLOAD_PART_SIZE = 8 * MiB;
 const UPLOAD_QUEUE = 4;
 /** Parts of a server-side copy: each is one request that may stay silent while S3 copies. */
 const COPY_PART_SIZE = 512 * MiB; // ≤ 5 GiB each; 10,000 parts reach S3's 5 TiB object limit
-const COPY_QUEUE = 4;
 /** Most keys one ListObjectsV2 request returns (S3's MaxKeys limit and default). */
 const LIST_PAGE = 1000;
 
@@ -113,17 +99,25 @@ export class S3Storage implements Storage {
   readonly #logger: Logger;
   /** Staged names this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();
-  readonly #copyPartSize: number;
+  /** The multipart copy's view of this backend (copy.ts). */
+  readonly #copier: Copier;
   /** Presigned GETs (signed-url.ts). */
   readonly signedUrl: Signer;
 
   /** `copyPartSize` exists for tests of the ranged copy (S3's minimum part size is 5 MiB). */
   constructor(config: Settings, logger: Logger, options: { copyPartSize?: number } = {}) {
     this.#config = config;
-    this.#copyPartSize = options.copyPartSize ?? COPY_PART_SIZE;
     this.#logger = logger;
     this.bucket = config.BUCKET_NAME;
     this.client = createClient(config);
+    this.#copier = {
+      client: this.client,
+      bucket: this.bucket,
+      logger,
+      partSize: options.copyPartSize ?? COPY_PART_SIZE,
+      call: (key, fn, access) => this.#call(key, fn, access),
+      abort: (key, uploadId) => this.#abortUpload(key, uploadId),
+    };
     this.signedUrl = createSigner(config);
   }
 
@@ -237,7 +231,11 @@ export class S3Storage implements Storage {
   ): Promise<ObjectInfo> {
     const s = this.#own(staged);
     const from = { from: UPLOADS_PREFIX + s.name, sourceToken: s.etag, size: s.size };
-    const info = await this.#copyInto(from, options.key ?? s.key, { metadata, condition, after: options.after });
+    const info = await multipartCopy(this.#copier, from, options.key ?? s.key, {
+      metadata,
+      condition,
+      after: options.after,
+    });
     this.#active.delete(s.name);
     await this.#deleteQuietly(UPLOADS_PREFIX + s.name);
     return info;
@@ -258,7 +256,7 @@ export class S3Storage implements Storage {
     options: { sourceToken: string; metadata: Metadata; condition?: WriteCondition } & PublishOptions,
   ): Promise<ObjectInfo> {
     const size = await this.#sizeOf(from, options.sourceToken);
-    return this.#copyInto({ from, sourceToken: options.sourceToken, size }, to, {
+    return multipartCopy(this.#copier, { from, sourceToken: options.sourceToken, size }, to, {
       metadata: options.metadata,
       condition: options.condition ?? {},
       after: options.after,
@@ -267,7 +265,10 @@ export class S3Storage implements Storage {
 
   async setMetadata(key: string, token: string, metadata: Metadata): Promise<ObjectInfo> {
     const size = await this.#sizeOf(key, token);
-    return this.#copyInto({ from: key, sourceToken: token, size }, key, { metadata, condition: { ifMatch: token } });
+    return multipartCopy(this.#copier, { from: key, sourceToken: token, size }, key, {
+      metadata,
+      condition: { ifMatch: token },
+    });
   }
 
   async delete(key: string): Promise<void> {
@@ -339,139 +340,6 @@ export class S3Storage implements Storage {
   }
 
   // ---- internals ----
-
-  /**
-   * Publishes `to` as a copy of the object `from` (whose ETag must still be `sourceToken`) with
-   * `metadata`, if `condition` holds when S3 completes the upload. See the header for why.
-   * The parts are copied while `after` runs; the upload completes only once it resolved.
-   */
-  async #copyInto(
-    { from, sourceToken, size }: { from: string; sourceToken: string; size: number },
-    to: string,
-    { metadata, condition, after }: { metadata: Metadata; condition: WriteCondition } & PublishOptions,
-  ): Promise<ObjectInfo> {
-    // Names this write: a CompleteMultipartUpload retried by the SDK after its reply was lost
-    // fails against the object its first attempt wrote; the nonce tells that apart (#landed).
-    // (Left out where it would not fit: objects written before it existed may fill the 2 KB.)
-    const encoded = encodeMetadata(metadata);
-    const nonce = metadataBytes(encoded) + NONCE_BYTES <= MAX_METADATA_BYTES ? randomUUID() : undefined;
-    const created = await this.#call(
-      to,
-      () =>
-        this.client.send(
-          new CreateMultipartUploadCommand({
-            Bucket: this.bucket,
-            Key: to,
-            Metadata: nonce ? { ...encoded, [WRITE_NONCE]: nonce } : encoded,
-          }),
-        ),
-      'write',
-    );
-    const uploadId = created.UploadId!;
-    try {
-      const part = copyPartSize(size, this.#copyPartSize);
-      const ranges =
-        size <= part
-          ? [undefined]
-          : Array.from(
-              { length: Math.ceil(size / part) },
-              (_, i) => `bytes=${i * part}-${Math.min(size, (i + 1) * part) - 1}`,
-            );
-      const parts: CompletedPart[] = new Array(ranges.length);
-      let next = 0;
-      const worker = async () => {
-        for (let i = next++; i < ranges.length; i = next++) {
-          const r = await this.#call(from, () =>
-            this.client.send(
-              new UploadPartCopyCommand({
-                Bucket: this.bucket,
-                Key: to,
-                UploadId: uploadId,
-                PartNumber: i + 1,
-                CopySource: `${this.bucket}/${from.split('/').map(encodeURIComponent).join('/')}`,
-                CopySourceIfMatch: quote(sourceToken),
-                CopySourceRange: ranges[i],
-              }),
-            ),
-          ).catch((err: unknown) => {
-            next = ranges.length; // the other workers stop after their current part
-            throw err;
-          });
-          parts[i] = { PartNumber: i + 1, ETag: r.CopyPartResult?.ETag };
-        }
-      };
-      const copied = Promise.all(Array.from({ length: Math.min(COPY_QUEUE, ranges.length) }, worker));
-      const waited = after?.catch((err: unknown) => {
-        next = ranges.length; // no point copying more parts
-        throw err;
-      });
-      // Both settle before the upload is aborted below, so no part request outlives the abort.
-      const [copy, wait] = await Promise.allSettled([copied, waited]);
-      if (wait.status === 'rejected') throw wait.reason;
-      if (copy.status === 'rejected') throw copy.reason;
-      const done = await this.#call(to, () =>
-        this.client.send(
-          new CompleteMultipartUploadCommand({
-            Bucket: this.bucket,
-            Key: to,
-            UploadId: uploadId,
-            MultipartUpload: { Parts: parts },
-            IfMatch: 'ifMatch' in condition ? quote(condition.ifMatch) : undefined,
-            IfNoneMatch: 'ifNoneMatch' in condition ? '*' : undefined,
-          }),
-        ),
-      ).then(
-        (done) => ({ key: to, size, lastModified: new Date(), token: unquote(done.ETag), metadata }),
-        async (err: unknown) => {
-          // Failed, or did an earlier attempt of this very request succeed and lose its reply?
-          // (Its retry then meets our own object: 412 / 409, or NoSuchUpload once it completed.)
-          if (nonce && (err instanceof PreconditionFailedError || isNoSuchUpload(err))) {
-            // Not knowing is not failing: the caller would retry and commit a second time.
-            const landed = await this.#landed(to, nonce).catch((headErr: unknown) => {
-              throw new StorageUnavailableError(
-                's3',
-                `the commit to ${to} may have completed (its reply was lost, and checking failed: ${describe(headErr)})`,
-                { cause: err },
-              );
-            });
-            if (landed) return { ...landed, metadata };
-          }
-          // If-Match on a missing key answers 404 NoSuchKey: the condition failed.
-          throw err instanceof NotFoundError && errorCode(err.cause) === 'NoSuchKey'
-            ? new PreconditionFailedError(to, { cause: err.cause })
-            : err;
-        },
-      );
-      return done;
-    } catch (err) {
-      await this.#abortUpload(to, uploadId).catch((abortErr: unknown) =>
-        this.#logger.warn({ err: abortErr, key: to }, 'could not abort a multipart copy; sweep will retry'),
-      );
-      throw err;
-    }
-  }
-
-  /** `key` as written by the #copyInto that chose `nonce`; undefined when it holds something else or nothing. */
-  async #landed(key: string, nonce: string): Promise<ObjectInfo | undefined> {
-    // Gone by now: what failed the condition was another writer's object, removed since (a
-    // number given back and pruned). Ours, had it landed, is no longer there to be the answer.
-    const r = await this.#call(key, () =>
-      this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })),
-    ).catch((err: unknown) => {
-      if (err instanceof NotFoundError) return undefined;
-      throw err;
-    });
-    if (!r) return undefined;
-    if (r.Metadata?.[WRITE_NONCE] !== nonce) return undefined;
-    this.#logger.info({ key }, 'a commit whose reply was lost had succeeded');
-    return {
-      key,
-      size: r.ContentLength ?? 0,
-      lastModified: r.LastModified ?? new Date(),
-      token: unquote(r.ETag),
-      metadata: decodeMetadata(r.Metadata),
-    };
-  }
 
   /** Size of `key` if its ETag is still `token` (NotFoundError / PreconditionFailedError). */
   async #sizeOf(key: string, token: string): Promise<number> {
