@@ -51,6 +51,7 @@ export class VirtualStore implements Storage {
     uniqueTokens: false,
     localFiles: false,
     signedUrls: false,
+    stagesInPlace: false,
   };
   readonly #entries = new Map<string, Entry>();
   readonly #close: () => Promise<void>;

@@ -15,6 +15,7 @@ import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type {
   CommitOptions,
   InitOptions,
+  InPlaceOptions,
   ListEntriesOptions,
   ListEntry,
   Metadata,
@@ -77,6 +78,16 @@ class PrefixedStorage implements Storage {
 
   stage(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<StagedObject> {
     return this.#call(() => this.inner.stage(this.#in(key), body, options));
+  }
+
+  /** The backend's, under the prefixed key. */
+  get stageInPlace(): Storage['stageInPlace'] {
+    const inner = this.inner;
+    return (
+      inner.stageInPlace &&
+      ((key: string, body: Readable, metadata: Metadata, options?: InPlaceOptions) =>
+        this.#call(async () => this.#info(await inner.stageInPlace!(this.#in(key), body, metadata, options))))
+    );
   }
 
   commit(

@@ -88,6 +88,13 @@ export interface StorageCapabilities {
    * (local disk, MongoDB): such a backend has no signedUrl().
    */
   signedUrls: boolean;
+  /**
+   * stageInPlace() writes an upload straight to its final key (S3: the multipart upload of the
+   * body completes onto the key itself, with if-none-match), so publishing it costs no copy of
+   * the staged bytes. False where a stage is a separate object that commit() copies or renames
+   * (those backends have no stageInPlace()).
+   */
+  stagesInPlace: boolean;
 }
 
 /**
@@ -126,6 +133,12 @@ export interface CommitOptions extends PublishOptions {
 export interface StagedObject {
   readonly key: string;
   readonly size: number;
+}
+
+export interface InPlaceOptions {
+  signal?: AbortSignal;
+  /** Default `{ ifNoneMatch: true }`. */
+  condition?: WriteCondition;
 }
 
 export interface InitOptions {
@@ -172,6 +185,18 @@ export interface Storage {
    * that validates the stream can veto the upload by destroying it.
    */
   stage(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<StagedObject>;
+
+  /**
+   * Where capabilities.stagesInPlace: writes `body` to `key` itself with `metadata`, if
+   * `condition` holds (default: nothing is there, if-none-match), decided by the store when the
+   * write completes — never a read-then-write. The object becomes
+   * visible only once `body` ended without error, whole; if `body` errors or `signal` aborts, the
+   * call rejects and nothing ever appears under `key` — so a caller that validates the stream can
+   * still veto it by destroying the stream before its end. Throws PreconditionFailedError when
+   * the condition fails. An upload of a writer that died midway is removed by sweep(). Absent where
+   * capabilities.stagesInPlace is false.
+   */
+  stageInPlace?(key: string, body: Readable, metadata: Metadata, options?: InPlaceOptions): Promise<ObjectInfo>;
 
   /**
    * Atomically publishes a staged object under its key with `metadata`, if `condition` holds at

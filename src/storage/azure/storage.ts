@@ -89,7 +89,13 @@ export class AzureStorage implements Storage {
     const { container, source, agents, sharedKey } = createContainer(config);
     const endpoint = config.AZURE_BLOB_PUBLIC_ENDPOINT;
     if (sharedKey) this.signedUrl = createSigner(container, sharedKey, source.endpoint, endpoint);
-    this.capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: !!sharedKey };
+    this.capabilities = {
+      listIncludesMetadata: true,
+      uniqueTokens: true,
+      localFiles: false,
+      signedUrls: !!sharedKey,
+      stagesInPlace: false,
+    };
     this.#container = container;
     this.#source = source;
     this.#agents = agents;

@@ -77,7 +77,13 @@ export function create(config: Settings, logger: Logger): GcsStorage {
 
 export class GcsStorage implements Storage {
   readonly kind = 'gcs';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: true };
+  readonly capabilities = {
+    listIncludesMetadata: true,
+    uniqueTokens: true,
+    localFiles: false,
+    signedUrls: true,
+    stagesInPlace: false,
+  };
   readonly #config: Settings;
   readonly #logger: Logger;
   readonly #client: GcsClient;

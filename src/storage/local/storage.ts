@@ -65,7 +65,13 @@ export interface LocalStorageOptions {
 
 export class LocalStorage implements Storage {
   readonly kind = 'local';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: true, signedUrls: false };
+  readonly capabilities = {
+    listIncludesMetadata: true,
+    uniqueTokens: true,
+    localFiles: true,
+    signedUrls: false,
+    stagesInPlace: false,
+  };
   readonly root: string;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */
   readonly #active = new Set<string>();

@@ -86,7 +86,13 @@ export function create(config: Settings, logger: Logger, options: MongoOptions =
 
 export class MongoStorage implements Storage {
   readonly kind = 'mongodb';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: false };
+  readonly capabilities = {
+    listIncludesMetadata: true,
+    uniqueTokens: true,
+    localFiles: false,
+    signedUrls: false,
+    stagesInPlace: false,
+  };
   readonly #config: Settings;
   readonly #logger: Logger;
   /** Staged files this process is writing or holding, which sweep() must leave alone. */

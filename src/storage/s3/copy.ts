@@ -58,9 +58,7 @@ export async function multipartCopy(
 ): Promise<ObjectInfo> {
   // Names this write: a CompleteMultipartUpload retried by the SDK after its reply was lost
   // fails against the object its first attempt wrote; the nonce tells that apart (landed).
-  // (Left out where it would not fit: objects written before it existed may fill the 2 KB.)
-  const encoded = encodeMetadata(metadata);
-  const nonce = metadataBytes(encoded) + NONCE_BYTES <= MAX_METADATA_BYTES ? randomUUID() : undefined;
+  const { headers, nonce } = withNonce(metadata);
   const created = await c.call(
     to,
     () =>
@@ -68,7 +66,7 @@ export async function multipartCopy(
         new CreateMultipartUploadCommand({
           Bucket: c.bucket,
           Key: to,
-          Metadata: nonce ? { ...encoded, [WRITE_NONCE]: nonce } : encoded,
+          Metadata: headers,
         }),
       ),
     'write',
@@ -163,8 +161,20 @@ export async function multipartCopy(
   }
 }
 
-/** `key` as written by the multipartCopy that chose `nonce`; undefined when it holds something else or nothing. */
-async function landed(c: Copier, key: string, nonce: string): Promise<ObjectInfo | undefined> {
+/**
+ * The S3 metadata headers for `metadata` with a fresh write nonce, which names one write so that
+ * `landed` can tell it apart. Left out where it would not fit: objects written before it existed
+ * may fill the 2 KB.
+ */
+export function withNonce(metadata: Metadata): { headers: Record<string, string>; nonce?: string } {
+  const encoded = encodeMetadata(metadata);
+  if (metadataBytes(encoded) + NONCE_BYTES > MAX_METADATA_BYTES) return { headers: encoded };
+  const nonce = randomUUID();
+  return { headers: { ...encoded, [WRITE_NONCE]: nonce }, nonce };
+}
+
+/** `key` as written by the write that chose `nonce`; undefined when it holds something else or nothing. */
+export async function landed(c: Copier, key: string, nonce: string): Promise<ObjectInfo | undefined> {
   // Gone by now: what failed the condition was another writer's object, removed since (a
   // number given back and pruned). Ours, had it landed, is no longer there to be the answer.
   const r = await c

@@ -2,7 +2,15 @@
  * S3 backend (AWS S3 and S3-compatible servers such as MinIO). Owns the S3 client, the bucket
  * check at start, and the mapping of the storage contract onto S3 requests:
  *
- *   stage    lib-storage Upload (8 MiB parts, 4 in flight) to `.uploads/{pid}-{uuid}-{host}.part`
+ *   stageInPlace   lib-storage Upload (8 MiB parts, 4 in flight) straight to the key, with the
+ *            metadata and the condition (If-None-Match: *) on PutObject / CompleteMultipartUpload.
+ *            An upload's body goes so to its history key `.history/{name}/v{N}.tar.gz` under a
+ *            number reserved first (registry/publish.ts), and the one server-side copy left is
+ *            the compare-and-swap onto `{name}.tar.gz`. The upload completes only after the body
+ *            ended without error (a body that errors aborts it), so a refused upload never shows;
+ *            records are written the same way (one PutObject with the condition)
+ *   stage    the same Upload to `.uploads/{pid}-{uuid}-{host}.part` (aliases and migrate still
+ *            stage and commit)
  *   commit   multipart copy of the staged object onto its key: CreateMultipartUpload (with the
  *            metadata) + UploadPartCopy (pinned with CopySourceIfMatch) + CompleteMultipartUpload
  *            carrying the condition as If-Match / If-None-Match
@@ -41,12 +49,13 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { ConfigError } from '../../util/config-error.js';
 import type { Logger } from '../../util/logger.js';
 import type { CommonSettings } from '../driver.js';
-import { NotFoundError, StorageUnavailableError } from '../errors.js';
+import { NotFoundError, PreconditionFailedError, StorageUnavailableError } from '../errors.js';
 import { copyOutByStream } from '../shared/copy-out.js';
 import { mergeEntries, objectsOf } from '../shared/entries.js';
 import { newStagedName, UPLOADS_PREFIX } from '../shared/staging.js';
 import type {
   CommitOptions,
+  InPlaceOptions,
   ListEntriesOptions,
   ListEntry,
   Metadata,
@@ -58,7 +67,7 @@ import type {
   WriteCondition,
 } from '../types.js';
 import { createBucket, createClient, quietOldNodeWarning } from './client.js';
-import { type Copier, multipartCopy } from './copy.js';
+import { type Copier, landed, multipartCopy, withNonce } from './copy.js';
 import { type Access, describe, errorCode, isNoSuchUpload, setupErrorLine, translate } from './errors.js';
 import { checkMetadataFits, decodeMetadata, quote, unquote } from './metadata.js';
 import type { S3Settings } from './settings.js';
@@ -92,12 +101,18 @@ export function create(config: Settings, logger: Logger): S3Storage {
 
 export class S3Storage implements Storage {
   readonly kind = 's3';
-  readonly capabilities = { listIncludesMetadata: false, uniqueTokens: false, localFiles: false, signedUrls: true };
+  readonly capabilities = {
+    listIncludesMetadata: false,
+    uniqueTokens: false,
+    localFiles: false,
+    signedUrls: true,
+    stagesInPlace: true,
+  };
   readonly bucket: string;
   readonly client: S3Client;
   readonly #config: Settings;
   readonly #logger: Logger;
-  /** Staged names this process is writing or holding, which sweep() must leave alone. */
+  /** Staged names this process is writing or holding, and keys it stages in place: sweep() leaves them alone. */
   readonly #active = new Set<string>();
   /** The multipart copy's view of this backend (copy.ts). */
   readonly #copier: Copier;
@@ -180,8 +195,59 @@ export class S3Storage implements Storage {
 
   async stage(key: string, body: Readable, options: { signal?: AbortSignal } = {}): Promise<StagedObject> {
     const name = newStagedName();
-    const stagingKey = UPLOADS_PREFIX + name;
     this.#active.add(name);
+    try {
+      const { size, etag } = await this.#upload(UPLOADS_PREFIX + name, body, {}, options.signal, key);
+      return new S3Staged(key, size, name, etag);
+    } catch (err) {
+      this.#active.delete(name);
+      throw err;
+    }
+  }
+
+  /**
+   * The body's multipart upload (or PutObject, up to one part) completes onto `key` itself with
+   * the metadata and the condition (If-None-Match: * by default; lib-storage sends its params with PutObject, with
+   * CreateMultipartUpload and with CompleteMultipartUpload). It completes only after the body
+   * ended: a body that errors first aborts it, and S3 never shows an uncompleted upload.
+   */
+  async stageInPlace(
+    key: string,
+    body: Readable,
+    metadata: Metadata,
+    options: InPlaceOptions = {},
+  ): Promise<ObjectInfo> {
+    const condition = options.condition ?? { ifNoneMatch: true };
+    // The nonce tells our own write apart when the SDK retried its last request (copy.ts).
+    const { headers, nonce } = withNonce(metadata);
+    const params = {
+      Metadata: headers,
+      IfMatch: 'ifMatch' in condition ? quote(condition.ifMatch) : undefined,
+      IfNoneMatch: 'ifNoneMatch' in condition ? '*' : undefined,
+    };
+    this.#active.add(key); // sweep() leaves a multipart upload to this key alone
+    try {
+      const { size, etag } = await this.#upload(key, body, params, options.signal, key);
+      return { key, size, lastModified: new Date(), token: etag, metadata };
+    } catch (err) {
+      if (nonce && (err instanceof PreconditionFailedError || isNoSuchUpload(err))) {
+        const ours = await landed(this.#copier, key, nonce).catch(() => undefined);
+        if (ours) return { ...ours, metadata };
+      }
+      throw err;
+    } finally {
+      this.#active.delete(key);
+    }
+  }
+
+  /** Streams `body` to `target` with lib-storage; `key` names the write in errors. */
+  async #upload(
+    target: string,
+    body: Readable,
+    params: { Metadata?: Record<string, string>; IfMatch?: string; IfNoneMatch?: string },
+    signal: AbortSignal | undefined,
+    key: string,
+  ): Promise<{ size: number; etag: string }> {
     let size = 0;
     let bodyError: unknown;
     let uploadFailed = false;
@@ -198,10 +264,10 @@ export class S3Storage implements Storage {
     // The signal aborts the pipeline, which destroys `counter`; Upload then fails through its
     // own error path, which aborts the multipart upload BEFORE done() rejects. (Upload's
     // abortController would reject done() at once and clean up later, in the background.)
-    const piped = pipeline(body, counter, { signal: options.signal });
+    const piped = pipeline(body, counter, { signal });
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.bucket, Key: stagingKey, Body: counter },
+      params: { Bucket: this.bucket, Key: target, Body: counter, ...params },
       partSize: UPLOAD_PART_SIZE,
       queueSize: UPLOAD_QUEUE,
       leavePartsOnError: false,
@@ -213,11 +279,10 @@ export class S3Storage implements Storage {
     });
     const [pipeResult, uploadResult] = await Promise.allSettled([piped, uploaded]);
     if (pipeResult.status === 'fulfilled' && uploadResult.status === 'fulfilled') {
-      return new S3Staged(key, size, name, unquote(uploadResult.value.ETag));
+      return { size, etag: unquote(uploadResult.value.ETag) };
     }
-    this.#active.delete(name);
-    if (uploadResult.status === 'fulfilled') await this.#deleteQuietly(stagingKey);
-    if (options.signal?.aborted) throw options.signal.reason ?? new Error('aborted');
+    if (uploadResult.status === 'fulfilled') await this.#deleteQuietly(target);
+    if (signal?.aborted) throw signal.reason ?? new Error('aborted');
     if (bodyError !== undefined) throw bodyError;
     if (uploadResult.status === 'rejected') throw translate(uploadResult.reason, key, 'write');
     throw (pipeResult as PromiseRejectedResult).reason;

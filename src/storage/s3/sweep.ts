@@ -1,9 +1,11 @@
 /**
  * What crashed S3 writers leave: staged objects under `.uploads/`, and multipart uploads (of a
- * stage, or of a commit that crashed mid-copy). Other hosts' uploads are judged by age from their
- * start (S3 gives no later time: a multipart upload's Initiated, and the LastModified of the object
- * it completes to): a day, so that a 20 GiB upload over a slow link is not taken for a leftover
- * while it is still being written.
+ * stage, of an upload staged in place under `.history/` — stageInPlace — or of a commit that
+ * crashed mid-copy). An upload to a key outside `.uploads/` names no writer, so it is judged by
+ * age alone, unless this process is writing it (`active`). Other hosts' uploads are judged by age
+ * from their start (S3 gives no later time: a multipart upload's Initiated, and the LastModified
+ * of the object it completes to): a day, so that a 20 GiB upload over a slow link is not taken
+ * for a leftover while it is still being written.
  */
 import { ListMultipartUploadsCommand, ListObjectsV2Command, type S3Client } from '@aws-sdk/client-s3';
 import { isAbandoned, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX } from '../shared/staging.js';
@@ -38,7 +40,7 @@ export async function sweepStaged(
   return removed;
 }
 
-/** Aborts multipart uploads of dead writers. Returns how many. */
+/** Aborts multipart uploads of dead writers; `active` are this process's (names and keys). Returns how many. */
 export async function sweepMultipart(
   client: S3Client,
   bucket: string,
@@ -60,7 +62,8 @@ export async function sweepMultipart(
       if (!u.Key || !u.UploadId || !u.Initiated) continue;
       const abandoned = u.Key.startsWith(UPLOADS_PREFIX)
         ? isAbandoned(u.Key.slice(UPLOADS_PREFIX.length), u.Initiated, active, UPLOAD_STARTED_MAX_AGE_MS)
-        : Date.now() - u.Initiated.getTime() > UPLOAD_STARTED_MAX_AGE_MS; // a commit that crashed mid-copy
+        : // staged in place, or a commit that crashed mid-copy
+          !active.has(u.Key) && Date.now() - u.Initiated.getTime() > UPLOAD_STARTED_MAX_AGE_MS;
       if (abandoned) {
         await abort(u.Key, u.UploadId);
         removed++;

@@ -4,13 +4,15 @@
  * model_registry_storage_request_duration_seconds{operation} (see src/metrics.ts).
  *
  * Storage method → `operation` label (the metric counts backend calls, not API requests, so one
- * model upload is two `put`s: its stage and its commit):
+ * model upload is two `put`s for its bytes: its stage and its commit — on S3 one, its
+ * stageInPlace — besides those of its record and the copy onto the current key):
  *
  *   ping        → head     (a reachability probe; /readyz)
  *   head        → head
  *   get         → get      counted once the stream is open (or opening failed); the duration is
  *                          time-to-open, not the body transfer, which the caller paces
  *   stage       → put      (writing the bytes)
+ *   stageInPlace → put     (writing the bytes straight to their key: S3's uploads, no commit)
  *   commit      → put      (publishing them under the key; a commit or copy given `after` is
  *                          timed from the call, so the wait for it is included)
  *   setMetadata → put
@@ -40,6 +42,7 @@ import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type {
   CommitOptions,
   InitOptions,
+  InPlaceOptions,
   ListEntriesOptions,
   ListEntry,
   Metadata,
@@ -120,6 +123,16 @@ class InstrumentedStorage implements Storage {
 
   stage(key: string, body: Readable, options?: { signal?: AbortSignal }): Promise<StagedObject> {
     return this.#timed('put', () => this.inner.stage(key, body, options));
+  }
+
+  /** The backend's, where it has one (capabilities.stagesInPlace). */
+  get stageInPlace(): Storage['stageInPlace'] {
+    const inner = this.inner;
+    return (
+      inner.stageInPlace &&
+      ((key: string, body: Readable, metadata: Metadata, options?: InPlaceOptions) =>
+        this.#timed('put', () => inner.stageInPlace!(key, body, metadata, options)))
+    );
   }
 
   commit(

@@ -4,7 +4,7 @@
  *
  *  - Quick calls (ping, head, get until its body opens, delete, discard, each page of list)
  *    answer within the timeout whatever the SDK's retries do; a late answer is dropped (a late
- *    body destroyed). Long calls (stage, commit, copy, copyOut, setMetadata) move bytes for as
+ *    body destroyed). Long calls (stage, stageInPlace, commit, copy, copyOut, setMetadata) move bytes for as
  *    long as they take; the backends' own idle timeouts bound their silence.
  *  - A call that timed out marks the storage down. From then on every call fails at once with
  *    StorageUnavailableError — so a read of a cached model is served stale at once, an uncached
@@ -20,6 +20,7 @@ import { StorageUnavailableError } from '../errors.js';
 import type {
   CommitOptions,
   InitOptions,
+  InPlaceOptions,
   ListEntriesOptions,
   ListEntry,
   Metadata,
@@ -171,6 +172,21 @@ export class OutageGuard implements Storage {
       return Promise.reject(err);
     }
     return this.#call(() => this.inner.stage(key, body, options));
+  }
+
+  /** The backend's, where it has one (capabilities.stagesInPlace): a long call, as stage(). */
+  get stageInPlace(): Storage['stageInPlace'] {
+    const inner = this.inner;
+    if (!inner.stageInPlace) return undefined;
+    return (key: string, body: Readable, metadata: Metadata, options?: InPlaceOptions) => {
+      try {
+        this.#refuse();
+      } catch (err) {
+        body.destroy(err as Error); // as in stage()
+        return Promise.reject(err);
+      }
+      return this.#call(() => inner.stageInPlace!(key, body, metadata, options));
+    };
   }
 
   commit(

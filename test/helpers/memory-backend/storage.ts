@@ -44,7 +44,13 @@ export function create(name: string): MemoryStorage {
 
 export class MemoryStorage implements Storage {
   readonly kind = 'memory';
-  readonly capabilities = { listIncludesMetadata: true, uniqueTokens: true, localFiles: false, signedUrls: false };
+  readonly capabilities = {
+    listIncludesMetadata: true,
+    uniqueTokens: true,
+    localFiles: false,
+    signedUrls: false,
+    stagesInPlace: false,
+  };
   /** Staged objects not yet committed or discarded. */
   readonly staged = new Set<MemoryStaged>();
 
