@@ -9,6 +9,15 @@
  * A crash or a lost race after 1 leaves a number that never became current: it is skipped, never
  * reused (numbers only ever rise). A lost race undoes 1 and retries from the new current version
  * with the bytes already stored; a client's own If-Match is re-checked each time.
+ *
+ * On a backend that stages in place (S3: capabilities.stagesInPlace), an upload takes its number
+ * before its body streams (reserve(): record v{N} created as a tombstone, if-none-match), the body
+ * streams straight to .history/{name}/v{N}.tar.gz (so step 3 is already done and costs no copy),
+ * and publish() makes the tombstone the version's record before step 2. An upload refused or
+ * failed meanwhile leaves its number a tombstone — skipped like a lost race's, never listed — and
+ * no bytes (the store completes the write only when the body ended, and the validator errors the
+ * body before its end). One whose client condition fails already at the start is staged as on
+ * the other backends, and takes no number.
  */
 import { errors, NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { Metadata, ObjectInfo, Storage } from '../storage/types.js';
@@ -72,14 +81,18 @@ export class Publisher {
     name: string,
     clientCondition: ClientCondition,
     candidate: (current: ModelVersion | undefined) => Promise<Candidate>,
-    options: { mustExist?: boolean } = {},
+    options: { mustExist?: boolean; reserved?: { record: VersionRecord; stored: ObjectInfo } } = {},
   ): Promise<{ model: ModelVersion; created: boolean; stored: ObjectInfo }> {
     const { storage, records, logger: log } = this.#o;
     // The number this writer holds, and the bytes it stored under it. A lost race keeps both while
     // the number is still above the winner's: only a writer overtaken gives its number back.
-    let claimed: VersionRecord | undefined;
-    let stored: ObjectInfo | undefined;
+    // `reserved`: an upload staged in place, its bytes already under its reserved number.
+    let claimed: VersionRecord | undefined = options.reserved?.record;
+    let stored: ObjectInfo | undefined = options.reserved?.stored;
+    // The version whose record step 2 wrote again (the DELETE that removed it may be sweeping).
+    let kept: number | undefined;
     try {
+      if (claimed) await records.replace({ ...claimed, name }); // the reservation becomes a record
       for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
         if (attempt > 0) {
           log.debug({ model: name, attempt }, 'concurrent write; retrying');
@@ -101,7 +114,7 @@ export class Publisher {
           claimed = record;
         }
         try {
-          if (current) await this.#keep(name, current, scan);
+          if (current) await this.#keep(name, current, scan, () => (kept = current.version));
           const dest = keys.history(name, claimed.version);
           const metadata = encodeMetadata(claimed);
           if (stored?.key !== dest) {
@@ -126,6 +139,7 @@ export class Publisher {
           // The bytes stored for it went with a DELETE of the model that landed meanwhile.
           if (err instanceof NotFoundError && stored && err.key === stored.key) {
             stored = undefined;
+            if (kept !== undefined) await this.#forgetKept(name, kept);
             throw errors.deletedWhilePublishing(name);
           }
           if (!(err instanceof PreconditionFailedError)) throw err;
@@ -136,6 +150,29 @@ export class Publisher {
       if (claimed) await this.#giveBack(name, claimed.version);
       if (stored) await storage.delete(stored.key).catch(() => {});
     }
+  }
+
+  /**
+   * For an upload staged in place: takes the number it will be written under before its body
+   * streams, as a tombstone (see the top of this file). Undefined when the client's condition
+   * fails already: such an upload takes the staged way and its 412 comes from publish(), once
+   * the body is in (as on every backend: a refusal before the body is read would break the
+   * connection of a client still sending it), without a number skipped. Numbers never go back:
+   * an upload that fails after this leaves its number skipped.
+   */
+  async reserve(
+    name: string,
+    clientCondition: ClientCondition,
+  ): Promise<{ version: number; createdAt: string } | undefined> {
+    for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
+      if (attempt > 0) await sleep(Math.random() * Math.min(5 * (attempt + 1), 100));
+      const current = await this.current(name);
+      if (!holds(name, current, clientCondition)) return undefined;
+      const scan = await this.#o.records.scan(name);
+      const version = Math.max(scan.max, current?.version ?? 0) + 1;
+      if (await this.#o.records.reserve(name, version)) return { version, createdAt: new Date().toISOString() };
+    }
+    throw errors.conflict(name);
   }
 
   /** The current version, or undefined when the name has none. */
@@ -174,10 +211,11 @@ export class Publisher {
    * A version the registry published has both already; an object another tool wrote (or one a
    * store of an earlier release holds) gets a copy — the only copy of its bytes the registry makes.
    * Failures are left to the compare-and-swap: a current object that changed meanwhile fails it.
+   * `recorded` is called when this wrote the record (see #forgetKept).
    */
-  async #keep(name: string, current: ModelVersion, scan: HistoryScan): Promise<void> {
+  async #keep(name: string, current: ModelVersion, scan: HistoryScan, recorded: () => void): Promise<void> {
     if (!scan.records.has(current.version)) {
-      await this.#o.records.create({ ...recordOf(current), name }).catch((err: unknown) => {
+      await this.#o.records.create({ ...recordOf(current), name }).then(recorded, (err: unknown) => {
         if (!(err instanceof PreconditionFailedError)) throw err;
       });
     }
@@ -194,6 +232,24 @@ export class Publisher {
         if (err instanceof NotFoundError) throw new PreconditionFailedError(current.storageKey, { cause: err });
         if (!(err instanceof PreconditionFailedError)) throw err; // kept by another writer, or changed
       });
+  }
+
+  /**
+   * A DELETE swept this publish's bytes: if the model is gone, the record (and bytes) step 2 wrote
+   * again for the version it replaced go too — the DELETE had removed them already (it keeps only
+   * the highest number), and a deleted model keeps no digest or labels. Step 2 writes them again
+   * whenever a DELETE removed them while this publish was under way, which on a backend that
+   * stages in place spans the whole upload.
+   */
+  async #forgetKept(name: string, version: number): Promise<void> {
+    const { storage, records } = this.#o;
+    const gone = await storage.head(keys.current(name)).then(
+      () => false,
+      (err: unknown) => err instanceof NotFoundError,
+    );
+    if (!gone) return;
+    await storage.delete(keys.history(name, version)).catch(() => {});
+    await records.remove(name, version).catch(() => {});
   }
 
   /**
@@ -248,6 +304,16 @@ export class Publisher {
     await this.#o.records.create({ ...recordOfMetadata(info, version), name }).catch((err: unknown) => {
       if (!(err instanceof PreconditionFailedError)) throw err;
     });
+  }
+}
+
+/** The client's condition holds against `current`. */
+function holds(name: string, current: ModelVersion | undefined, condition: ClientCondition): boolean {
+  try {
+    checkClientCondition(name, current, condition);
+    return true;
+  } catch {
+    return false;
   }
 }
 

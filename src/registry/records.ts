@@ -15,7 +15,7 @@
  * a model created again under the name never gets a number an HTTP cache may still hold.
  */
 import { Readable } from 'node:stream';
-import { NotFoundError } from '../errors.js';
+import { NotFoundError, PreconditionFailedError } from '../errors.js';
 import type { Metadata, ObjectInfo, Storage, WriteCondition } from '../storage/types.js';
 import { keys, type Labels } from './names.js';
 import type { ModelVersion } from './types.js';
@@ -114,6 +114,26 @@ export class VersionRecords {
     await this.#write(keys.record(record.name, record.version), encodeRecord(record), { ifNoneMatch: true });
   }
 
+  /**
+   * Takes number N ahead of its bytes, as a tombstone (an upload staged in place: publish.ts
+   * reserve()); false when another writer holds N. publish() makes it a record.
+   */
+  async reserve(name: string, version: number): Promise<boolean> {
+    const tombstone = JSON.stringify({ version, [TOMBSTONE]: true });
+    return this.#write(keys.record(name, version), tombstone, { ifNoneMatch: true }).then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof PreconditionFailedError) return false;
+        throw err;
+      },
+    );
+  }
+
+  /** Writes the record of a number this writer holds (a reservation becoming a version). */
+  async replace(record: VersionRecord & { name: string }): Promise<void> {
+    await this.#write(keys.record(record.name, record.version), encodeRecord(record), {});
+  }
+
   /** Keeps only the number: of a deleted model's highest version, or of a publish that lost. */
   async tombstone(name: string, version: number): Promise<void> {
     await this.#write(keys.record(name, version), JSON.stringify({ version, [TOMBSTONE]: true }), {});
@@ -124,6 +144,11 @@ export class VersionRecords {
   }
 
   async #write(key: string, text: string, condition: WriteCondition): Promise<void> {
+    if (this.#storage.stageInPlace) {
+      // S3: one PutObject carrying the condition, rather than a stage and a copy of it.
+      await this.#storage.stageInPlace(key, Readable.from([Buffer.from(text)]), {}, { condition });
+      return;
+    }
     const staged = await this.#storage.stage(key, Readable.from([Buffer.from(text)]));
     try {
       await this.#storage.commit(staged, {}, condition);
@@ -177,6 +202,20 @@ export function encodeMetadata(m: { version: number; sha256: string; createdAt: 
   return {
     [META.version]: String(m.version),
     [META.sha256]: m.sha256,
+    [META.createdAt]: m.createdAt,
+    [META.labels]: JSON.stringify(m.labels),
+  };
+}
+
+/**
+ * The metadata of an upload staged in place (S3), fixed before its body streams: its number,
+ * creation time and labels, but no digest (not known yet). Without a digest it does not count as
+ * registry metadata: readers take the facts from the version's record, which travels with a
+ * plain copy of the store; the current object gets the full metadata with the compare-and-swap.
+ */
+export function reservedMetadata(m: { version: number; createdAt: string; labels: Labels }): Metadata {
+  return {
+    [META.version]: String(m.version),
     [META.createdAt]: m.createdAt,
     [META.labels]: JSON.stringify(m.labels),
   };

@@ -3,6 +3,7 @@
  * write-through, put into the cache. Nothing is visible unless every check passes.
  */
 import { rm, stat } from 'node:fs/promises';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import type { ModelCache } from '../cache/index.js';
@@ -12,7 +13,7 @@ import type { Logger } from '../util/logger.js';
 import { type ArchiveLimits, ArchiveValidator } from './archive.js';
 import { assertLabels, assertName, keys } from './names.js';
 import type { Publisher } from './publish.js';
-import { encodeMetadata } from './records.js';
+import { encodeMetadata, reservedMetadata, type VersionRecord } from './records.js';
 import { DigestCounter } from './streams.js';
 import type { ModelVersion, UploadInput } from './types.js';
 
@@ -41,44 +42,121 @@ export async function upload(
   storage.checkMetadata(encodeMetadata(largest));
   const key = keys.current(name);
   const validator = new ArchiveValidator(input.format, ctx.limits);
+  // A digest the client announced is checked before the body's end reaches storage: a stage in
+  // place (S3) completes as the body ends, so a refusal after that would come too late.
+  const expected = input.expected;
+  const digestCheck = new Transform({
+    transform: (chunk, _encoding, callback) => callback(null, chunk),
+    flush(callback) {
+      const received = validator.summary.receivedSha256;
+      if (!expected || expected.sha256 === received) return callback();
+      callback(errors.digestMismatch(expected.header, expected.sha256, received));
+    },
+  });
   // Write-through: a local backend links its committed file into the cache (no second write);
   // others get a copy of the bytes as they stream to storage.
   const copyTo = writeThrough && !storage.capabilities.localFiles ? writeThrough.tempPath() : undefined;
   // A .tar.gz is stored as received: the validator's digest of the body is the stored digest.
   const stored = new DigestCounter({ copyTo, hash: input.format === 'tar' });
   const streams =
-    input.format === 'tar' ? [input.body, validator, createGzip(), stored] : [input.body, validator, stored];
+    input.format === 'tar'
+      ? [input.body, validator, digestCheck, createGzip(), stored]
+      : [input.body, validator, digestCheck, stored];
   // If the pipeline fails before it touches `stored` (e.g. a bad argument), fail the staging
   // too: otherwise stage() waits forever for a body that never ends.
   const piping = pipeline(streams, { signal: input.signal }).catch((err: unknown) => {
     stored.destroy(err as Error);
     throw err;
   });
-  const staging = storage.stage(key, stored, { signal: input.signal });
-  const [piped, staged] = await Promise.allSettled([piping, staging]);
-  if (piped.status === 'rejected' || staged.status === 'rejected') {
-    if (staged.status === 'fulfilled') await storage.discard(staged.value);
-    if (copyTo) await rm(copyTo, { force: true });
-    throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
-  }
+  // Awaited below; it may fail first, while an upload staged in place still reserves its number.
+  piping.catch(() => {});
+  const recordOf = (size: number) => ({
+    sha256: stored.sha256 ?? validator.summary.receivedSha256,
+    size,
+    labels: input.labels,
+    origin: 'upload' as const,
+  });
   let published: { model: ModelVersion; created: boolean; stored: ObjectInfo } | undefined;
   try {
-    const summary = validator.summary;
-    if (input.expected && input.expected.sha256 !== summary.receivedSha256) {
-      throw errors.digestMismatch(input.expected.header, input.expected.sha256, summary.receivedSha256);
+    if (storage.stageInPlace) {
+      // Its number first (none when the client's condition already fails: that one is staged).
+      const reserved = await ctx.publisher.reserve(name, input.condition).catch((err: unknown) => {
+        stored.destroy(err as Error); // nobody will read it: the pipeline ends with this error too
+        throw err;
+      });
+      if (reserved)
+        published = await uploadInPlace(
+          ctx,
+          storage.stageInPlace.bind(storage),
+          name,
+          input,
+          stored,
+          piping,
+          recordOf,
+          reserved,
+        );
     }
-    const sha256 = stored.sha256 ?? summary.receivedSha256;
-    const record = { sha256, size: staged.value.size, labels: input.labels, origin: 'upload' as const };
-    published = await ctx.publisher.publish(name, input.condition, async () => ({
-      record,
-      write: (dest, metadata) => storage.commit(staged.value, metadata, { ifNoneMatch: true }, { key: dest }),
-    }));
+    if (!published) {
+      const staging = storage.stage(key, stored, { signal: input.signal });
+      const [piped, staged] = await Promise.allSettled([piping, staging]);
+      if (piped.status === 'rejected' || staged.status === 'rejected') {
+        if (staged.status === 'fulfilled') await storage.discard(staged.value);
+        throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
+      }
+      try {
+        const record = recordOf(staged.value.size);
+        published = await ctx.publisher.publish(name, input.condition, async () => ({
+          record,
+          write: (dest, metadata) => storage.commit(staged.value, metadata, { ifNoneMatch: true }, { key: dest }),
+        }));
+      } finally {
+        await storage.discard(staged.value).catch(() => {});
+      }
+    }
     if (writeThrough) await admit(ctx, writeThrough, published.model, published.stored, copyTo);
     return { model: published.model, created: published.created };
   } finally {
-    await storage.discard(staged.value).catch(() => {});
     if (copyTo && !published) await rm(copyTo, { force: true });
   }
+}
+
+/**
+ * An upload to a backend that stages in place (S3): its number is `reserved` first, and the body
+ * streams straight to that number's history key, so publishing costs only the compare-and-swap
+ * copy onto the current key. A refused or failed upload never completes there (the validator
+ * errors the stream before its end) and leaves its number as a tombstone: skipped, never reused.
+ */
+async function uploadInPlace(
+  ctx: UploadContext,
+  stageInPlace: NonNullable<Storage['stageInPlace']>,
+  name: string,
+  input: UploadInput,
+  body: DigestCounter,
+  piping: Promise<void>,
+  recordOf: (size: number) => Omit<VersionRecord, 'version' | 'createdAt'>,
+  reserved: { version: number; createdAt: string },
+): Promise<{ model: ModelVersion; created: boolean; stored: ObjectInfo }> {
+  const dest = keys.history(name, reserved.version);
+  const staging = stageInPlace(dest, body, reservedMetadata({ ...reserved, labels: input.labels }), {
+    signal: input.signal,
+  });
+  const [piped, staged] = await Promise.allSettled([piping, staging]);
+  if (piped.status === 'rejected' || staged.status === 'rejected') {
+    // Completed although the pipeline failed after the body's end (nothing checks after it):
+    // the bytes go, the number stays a tombstone.
+    if (staged.status === 'fulfilled') await ctx.storage.delete(dest).catch(() => {});
+    throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
+  }
+  const record: VersionRecord = { ...recordOf(staged.value.size), ...reserved };
+  return ctx.publisher.publish(
+    name,
+    input.condition,
+    async () => ({
+      record: recordOf(staged.value.size),
+      write: () => Promise.reject(new Error('an upload staged in place is never written again')),
+    }),
+    { reserved: { record, stored: staged.value } },
+  );
 }
 
 /** Write-through: the accepted bytes become a cache entry under their digest. */

@@ -45,4 +45,12 @@ export async function unchanged(
   for await (const info of r.app.registry.storage.list('.uploads/'))
     if (info.key.endsWith('.part')) staged.push(info.key);
   t.same(staged, [], 'no upload left in the staging area');
+  // Nor in history (where a backend that stages in place writes an upload): every archive
+  // there is a version with its record, none a refused upload's under a number given back.
+  const listed = new Map<string, number>();
+  for await (const info of r.app.registry.storage.list(`.history/${name}/`)) listed.set(info.key, info.size);
+  const orphans = [...listed.keys()]
+    .filter((key) => key.endsWith('.tar.gz'))
+    .filter((key) => (listed.get(key.replace(/\.tar\.gz$/, '.json')) ?? 0) < 64);
+  t.same(orphans, [], 'no bytes of a refused upload in history');
 }

@@ -465,11 +465,13 @@ export function httpSuite(t: Test, harness: Harness): void {
     await unchanged(t, r, 'dg', a, 1);
     await isError(t, await put(`${url}/models/dg`, b, { 'x-checksum-sha256': sha256(a) }), 422, 'DIGEST_MISMATCH');
     await unchanged(t, r, 'dg', a, 1);
+    // A backend that stages in place (S3) reserved a number for each refused upload: skipped.
+    const skipped = r.app.registry.storage.capabilities.stagesInPlace ? 2 : 0;
     t.equal((await put(`${url}/models/dg`, b, { 'x-checksum-sha256': sha256(b).toUpperCase() })).status, 200);
     await isError(t, await put(`${url}/models/dg`, a, { 'x-checksum-sha256': 'abc' }), 400, 'INVALID_HEADER');
     await isError(t, await put(`${url}/models/dg`, a, { 'content-digest': 'sha-256=abc' }), 400, 'INVALID_HEADER');
     await isError(t, await put(`${url}/models/dg`, a, { 'content-digest': 'sha-256=:YWJj:' }), 400, 'INVALID_HEADER');
-    await unchanged(t, r, 'dg', b, 2);
+    await unchanged(t, r, 'dg', b, 2 + skipped);
   });
 
   t.test('labels are validated', async (t) => {
