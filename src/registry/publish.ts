@@ -81,7 +81,10 @@ export class Publisher {
     name: string,
     clientCondition: ClientCondition,
     candidate: (current: ModelVersion | undefined) => Promise<Candidate>,
-    options: { mustExist?: boolean; reserved?: { record: VersionRecord; stored: ObjectInfo } } = {},
+    options: {
+      mustExist?: boolean;
+      reserved?: { record: VersionRecord; stored: ObjectInfo; current: ModelVersion | undefined };
+    } = {},
   ): Promise<{ model: ModelVersion; created: boolean; stored: ObjectInfo }> {
     const { storage, records, logger: log } = this.#o;
     // The number this writer holds, and the bytes it stored under it. A lost race keeps both while
@@ -98,7 +101,9 @@ export class Publisher {
           log.debug({ model: name, attempt }, 'concurrent write; retrying');
           await sleep(Math.random() * Math.min(5 * (attempt + 1), 100));
         }
-        const current = await this.current(name);
+        // The first try of a reserved upload goes by the current version reserve() saw: if it
+        // changed since, the compare-and-swap fails and the next try reads it again.
+        const current = attempt === 0 && options.reserved ? options.reserved.current : await this.current(name);
         if (!current && options.mustExist) throw errors.modelNotFound(name);
         checkClientCondition(name, current, clientCondition);
         const next = await candidate(current);
@@ -163,14 +168,16 @@ export class Publisher {
   async reserve(
     name: string,
     clientCondition: ClientCondition,
-  ): Promise<{ version: number; createdAt: string } | undefined> {
+  ): Promise<{ version: number; createdAt: string; current: ModelVersion | undefined } | undefined> {
     for (let attempt = 0; attempt < MAX_COMMIT_ATTEMPTS; attempt++) {
       if (attempt > 0) await sleep(Math.random() * Math.min(5 * (attempt + 1), 100));
       const current = await this.current(name);
       if (!holds(name, current, clientCondition)) return undefined;
       const scan = await this.#o.records.scan(name);
       const version = Math.max(scan.max, current?.version ?? 0) + 1;
-      if (await this.#o.records.reserve(name, version)) return { version, createdAt: new Date().toISOString() };
+      if (await this.#o.records.reserve(name, version)) {
+        return { version, createdAt: new Date().toISOString(), current };
+      }
     }
     throw errors.conflict(name);
   }

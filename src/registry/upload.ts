@@ -81,7 +81,9 @@ export async function upload(
     if (storage.stageInPlace) {
       // Its number first (none when the client's condition already fails: that one is staged).
       const reserved = await ctx.publisher.reserve(name, input.condition).catch((err: unknown) => {
-        stored.destroy(err as Error); // nobody will read it: the pipeline ends with this error too
+        // Nobody will read it: the pipeline ends (premature close). Without an error: the pipeline
+        // may be done already (a small body), and an error would find no listener.
+        stored.destroy();
         throw err;
       });
       if (reserved)
@@ -134,10 +136,11 @@ async function uploadInPlace(
   body: DigestCounter,
   piping: Promise<void>,
   recordOf: (size: number) => Omit<VersionRecord, 'version' | 'createdAt'>,
-  reserved: { version: number; createdAt: string },
+  reserved: { version: number; createdAt: string; current: ModelVersion | undefined },
 ): Promise<{ model: ModelVersion; created: boolean; stored: ObjectInfo }> {
-  const dest = keys.history(name, reserved.version);
-  const staging = stageInPlace(dest, body, reservedMetadata({ ...reserved, labels: input.labels }), {
+  const { current, ...number } = reserved;
+  const dest = keys.history(name, number.version);
+  const staging = stageInPlace(dest, body, reservedMetadata({ ...number, labels: input.labels }), {
     signal: input.signal,
   });
   const [piped, staged] = await Promise.allSettled([piping, staging]);
@@ -147,7 +150,7 @@ async function uploadInPlace(
     if (staged.status === 'fulfilled') await ctx.storage.delete(dest).catch(() => {});
     throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
   }
-  const record: VersionRecord = { ...recordOf(staged.value.size), ...reserved };
+  const record: VersionRecord = { ...recordOf(staged.value.size), ...number };
   return ctx.publisher.publish(
     name,
     input.condition,
@@ -155,7 +158,7 @@ async function uploadInPlace(
       record: recordOf(staged.value.size),
       write: () => Promise.reject(new Error('an upload staged in place is never written again')),
     }),
-    { reserved: { record, stored: staged.value } },
+    { reserved: { record, stored: staged.value, current } },
   );
 }
 

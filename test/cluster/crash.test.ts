@@ -61,7 +61,12 @@ t.test('kill -9 of a replica mid-upload loses nothing and leaves nothing', async
   t.equal((await put(`${cluster.lb}/models/${name}`, v1)).status, 201);
   const before = await versions(cluster.lb, name);
   const [a, b] = [replicas[0]!, replicas[1]!];
+  // On S3 an upload streams straight to its history key (.history/{name}/v{N}.tar.gz), a multipart
+  // upload that names no writer; past its first part the writer also stages a marker object,
+  // `.uploads/{pid}-{uuid}-{host}.part`, that names both (src/storage/s3/in-place.ts).
   const pidOf = (key: string) => Number(/^\.uploads\/(\d+)-/.exec(key)?.[1]);
+  const markers = async (pid: number | undefined) => (await cluster.keys('.uploads/')).filter((k) => pidOf(k) === pid);
+  const uploadKeys = async () => (await cluster.multipartUploads()).map((u) => u.key);
 
   // A live upload on replica A, stalled past its first 8 MiB part: it must outlive B's crash and
   // the sweep B's restart runs.
@@ -69,25 +74,26 @@ t.test('kill -9 of a replica mid-upload loses nothing and leaves nothing', async
   const live = partialUpload(`${a.url}/models/${name}`, fromA, 12 * 2 ** 20);
   await until(
     "A's upload to be staged in MinIO",
-    async () => (await cluster.multipartUploads()).some((u) => pidOf(u.key) === a.child.pid),
+    async () => (await markers(a.child.pid)).length === 1 && (await uploadKeys()).length === 1,
     30_000,
   );
+  const [aKey] = await uploadKeys();
+  t.match(aKey, /^\.history\/crashy\/v\d+\.tar\.gz$/, "A's body goes straight to its history key");
 
   // B gets most of an upload, then dies.
   const fromB = model('crashy-from-b', 20 * 2 ** 20);
   const dying = partialUpload(`${b.url}/models/${name}`, fromB, 12 * 2 ** 20);
   await until(
     "B's upload to be staged in MinIO",
-    async () => (await cluster.multipartUploads()).some((u) => pidOf(u.key) === b.child.pid),
+    async () => (await markers(b.child.pid)).length === 1 && (await uploadKeys()).length === 2,
     30_000,
   );
+  const bKey = (await uploadKeys()).find((k) => k !== aKey)!;
   const deadPid = b.child.pid;
   await cluster.kill(1);
   t.equal((await dying.response).status, 0, "B's client saw the connection die");
-  t.ok(
-    (await cluster.multipartUploads()).some((u) => pidOf(u.key) === deadPid),
-    "the crash left B's staged upload behind (for the sweep)",
-  );
+  t.ok((await uploadKeys()).includes(bKey), "the crash left B's upload behind (for the sweep)");
+  t.equal((await markers(deadPid)).length, 1, 'and the marker that names its writer');
 
   // Nothing lost, nothing half-visible: every live replica, and nginx (which skips the dead one).
   for (const url of [replicas[0]!.url, replicas[2]!.url, cluster.lb, cluster.lb, cluster.lb]) {
@@ -102,20 +108,12 @@ t.test('kill -9 of a replica mid-upload loses nothing and leaves nothing', async
 
   // The restart sweeps the dead writer's leftovers at start, and only those.
   const restarted = await cluster.restart(1);
-  await until(
-    "the restart's sweep",
-    async () => !(await cluster.multipartUploads()).some((u) => pidOf(u.key) === deadPid),
-    15_000,
-  ).catch(() => t.fail("B's staged upload is still there after its restart"));
-  t.same(
-    (await cluster.keys('.uploads/')).filter((k) => pidOf(k) === deadPid),
-    [],
-    'no staged object of B left',
+  await until("the restart's sweep", async () => !(await uploadKeys()).includes(bKey), 15_000).catch(() =>
+    t.fail("B's upload is still there after its restart"),
   );
-  t.ok(
-    (await cluster.multipartUploads()).some((u) => pidOf(u.key) === a.child.pid),
-    "A's live upload was left alone",
-  );
+  t.same(await markers(deadPid), [], 'no staged object of B left');
+  t.same(await uploadKeys(), [aKey], "A's live upload was left alone");
+  t.equal((await markers(a.child.pid)).length, 1, "and A's marker");
 
   // A's upload completes, and it is the next version everywhere.
   live.finish();
@@ -144,19 +142,21 @@ t.test(
     const before = await versions(cluster.lb, name);
     const base = before[0]!;
     // Replica C reaches MinIO through a proxy that holds back the write of the current object
-    // (step 4 of a publish, src/registry/service.ts: the copy onto {name}.tar.gz): C has stored the
+    // (the last step of a publish, src/registry/publish.ts: the copy onto {name}.tar.gz): C has stored the
     // new version's bytes and record in history (step 3) and is killed right there.
     const proxy = await startHoldingProxy(t, cluster.minio.url);
     const c = await cluster.restart(2, { AWS_ENDPOINT_URL: proxy.url });
     const fromC = model('crashy-from-c', 4 * 2 ** 20);
     const held = proxy.hold(new RegExp(`^(PUT|POST) /${cluster.bucket}/${name}\\.tar\\.gz[ ?]`));
+    const stored = new Set(await cluster.keys(`.history/${name}/`));
     const upload = partialUpload(`${c.url}/models/${name}`, fromC, fromC.length);
     await held;
-    const claimed = `.history/${name}/v${base.version + 1}.tar.gz`;
-    t.ok(
-      (await cluster.keys(`.history/${name}/`)).includes(claimed),
-      `C stored the new version in history (${claimed}) before it was held`,
-    );
+    // The number C reserved; above the current one, and above any a dead writer left skipped.
+    const fresh = (await cluster.keys(`.history/${name}/`)).filter((k) => !stored.has(k) && k.endsWith('.tar.gz'));
+    t.equal(fresh.length, 1, `C stored the new version in history (${fresh}) before it was held`);
+    const claimed = fresh[0] ?? '';
+    const claimedVersion = Number(/v(\d+)\.tar\.gz$/.exec(claimed)?.[1]);
+    t.ok(claimedVersion > base.version, `under a number above the current one (v${claimedVersion})`);
     await cluster.kill(2);
     t.equal((await upload.response).status, 0, "C's client got no answer");
     for (const url of [replicas[0]!.url, replicas[1]!.url, cluster.lb]) {
@@ -182,7 +182,7 @@ t.test(
     const res = await put(`${restarted.url}/models/${name}`, last);
     t.equal(res.status, 200);
     const { version } = (await res.json()) as { version: number };
-    t.ok(version > base.version + 1, `the next upload skips the claimed number (v${version})`);
+    t.ok(version > claimedVersion, `the next upload skips the claimed number (v${version})`);
     // What was never current never surfaces as history once a later version is current: the
     // publish that made it so turned the claimed number into a tombstone (src/registry/publish.ts,
     // #prune). Its bytes stay until they are older than any publish takes (ABANDONED_AFTER_MS,

@@ -5,14 +5,19 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import {
+  CreateMultipartUploadCommand,
+  ListMultipartUploadsCommand,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
 import t from 'tap';
 import { PreconditionFailedError } from '../../src/errors.js';
 import type { S3Storage } from '../../src/storage/s3/storage.js';
-import { sweepMultipart } from '../../src/storage/s3/sweep.js';
 import { model, tgz } from '../helpers/archives.js';
 import { minioEnv } from '../helpers/cloud.js';
 import { startMinio } from '../helpers/emulators.js';
+import { until } from '../helpers/process.js';
 import { put, type Running, start } from '../helpers/server.js';
 
 const minio = await startMinio();
@@ -84,10 +89,11 @@ t.test('one upload: the body goes straight to its history key; one copy, onto th
       ['CreateMultipartUploadCommand m.tar.gz'],
       'one copy onto it',
     );
+    // Past one part (a multipart upload), only an empty marker that names the writer (in-place.ts).
     t.same(
-      sent.filter((c) => c.includes('.uploads/')),
-      [],
-      'nothing is staged under .uploads/',
+      sent.filter((c) => c.includes('.uploads/')).map((c) => c.split(' ')[0]),
+      size > 8 * MiB ? ['PutObjectCommand', 'DeleteObjectCommand'] : [],
+      size > 8 * MiB ? 'no bytes staged under .uploads/: a marker, put and deleted' : 'nothing under .uploads/',
     );
     const writes = sent.filter((c) => /^(PutObject|CompleteMultipartUpload)Command .*\.tar\.gz$/.test(c));
     const history = `.history/m/v${version}.tar.gz`;
@@ -222,15 +228,58 @@ t.test('stageInPlace: if-none-match, and a body that fails writes nothing', asyn
   t.same(await openUploads(s3Of(r)), [], 'no multipart upload left open');
 });
 
-t.test('sweep: an in-place upload of a dead writer goes once old; this process’s own stays', async (t) => {
-  const uploads = [{ Key: '.history/m/v7.tar.gz', UploadId: 'u1', Initiated: new Date(0) }];
-  const client = { send: async () => ({ Uploads: uploads }) } as unknown as S3Client;
-  const call = <T>(fn: () => Promise<T>) => fn();
-  const aborted: string[] = [];
-  const abort = async (key: string) => void aborted.push(key);
-  t.equal(await sweepMultipart(client, 'b', new Set(['.history/m/v7.tar.gz']), call, abort), 0, 'ours: kept');
-  t.equal(await sweepMultipart(client, 'b', new Set(), call, abort), 1, 'a dead writer’s: aborted');
-  t.same(aborted, ['.history/m/v7.tar.gz']);
-  uploads[0]!.Initiated = new Date();
-  t.equal(await sweepMultipart(client, 'b', new Set(), call, abort), 0, 'a young one (maybe another host’s): kept');
-});
+t.test(
+  'sweep: a dead writer’s in-place upload goes at once by its marker, an unmarked one once a day old; this process’s own stays',
+  async (t) => {
+    const r = await start(t, { ...minioEnv(minio), CACHE_WRITE_THROUGH: 'false' });
+    const s3 = s3Of(r);
+    const storage = r.app.registry.storage;
+    const { client, bucket } = s3;
+    const markers = async () => (await keys(r, '.uploads/')).filter((k) => k.endsWith('.part'));
+
+    // Ours, mid-body past its first part: a marker names it, and no sweep takes it, even a day on.
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let sent = 0;
+    const body = new Readable({
+      read() {
+        if (sent >= 20 * MiB) return this.push(null);
+        sent += MiB;
+        // Past the first 8 MiB part, the body stalls until released.
+        if (sent === 13 * MiB) void held.then(() => this.push(Buffer.alloc(MiB, 1)));
+        else this.push(Buffer.alloc(MiB, 1));
+      },
+    });
+    const writing = storage.stageInPlace!('.history/m/v1.tar.gz', body, { version: '1' });
+    await until('the in-place upload to be under way', async () => (await openUploads(s3)).length === 1, 10_000);
+    const [marker] = await markers();
+    t.match(marker, new RegExp(`^\\.uploads/${process.pid}-`), 'a marker named after this process');
+    // Its pid is this process's: only `active` keeps a sweep from taking it for an earlier life's.
+    t.equal(await storage.sweep(), 0, 'a sweep leaves this process’s own upload alone');
+    t.equal((await openUploads(s3)).length, 1);
+    release();
+    t.equal((await writing).size, 20 * MiB, 'and completes');
+    t.same(await markers(), [], 'its marker goes with it');
+
+    // A dead writer's (a pid that cannot exist, this host): its marker names the key to abort.
+    const dead = marker!.replace(/^\.uploads\/\d+-/, '.uploads/4194305-');
+    const deadKey = '.history/m/v7.tar.gz';
+    await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: deadKey }));
+    await client.send(
+      new PutObjectCommand({ Bucket: bucket, Key: dead, Body: '', Metadata: { 'registry-in-place': deadKey } }),
+    );
+    // And one with no marker (a writer that died before its first part was full, or an older release).
+    const unmarked = '.history/m/v8.tar.gz';
+    await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: unmarked }));
+    t.equal(await storage.sweep(), 1, 'the marked one goes at once (the marker counted)');
+    t.same(await openUploads(s3), [unmarked], 'its upload was aborted; the unmarked one stays');
+    t.same(await markers(), [], 'the marker went too');
+    const realNow = Date.now;
+    t.teardown(() => {
+      Date.now = realNow;
+    });
+    Date.now = () => realNow() + 25 * 3_600_000;
+    t.equal(await storage.sweep(), 1, 'a day on, the unmarked one goes by age');
+    t.same(await openUploads(s3), []);
+  },
+);

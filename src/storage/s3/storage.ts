@@ -69,6 +69,7 @@ import type {
 import { createBucket, createClient, quietOldNodeWarning } from './client.js';
 import { type Copier, landed, multipartCopy, withNonce } from './copy.js';
 import { type Access, describe, errorCode, isNoSuchUpload, setupErrorLine, translate } from './errors.js';
+import { abortMarked, mark } from './in-place.js';
 import { checkMetadataFits, decodeMetadata, quote, unquote } from './metadata.js';
 import type { S3Settings } from './settings.js';
 import { createSigner, type Signer } from './signed-url.js';
@@ -226,8 +227,15 @@ export class S3Storage implements Storage {
       IfNoneMatch: 'ifNoneMatch' in condition ? '*' : undefined,
     };
     this.#active.add(key); // sweep() leaves a multipart upload to this key alone
+    // Past one part, the upload is a multipart upload that names no writer: a marker names it,
+    // for a sweep after a crash (in-place.ts).
+    let marker: string | undefined;
+    const beforeMultipart = async () => {
+      marker = await mark(this.client, this.bucket, key, (fn) => this.#call(UPLOADS_PREFIX, fn, 'write'));
+      this.#active.add(marker);
+    };
     try {
-      const { size, etag } = await this.#upload(key, body, params, options.signal, key);
+      const { size, etag } = await this.#upload(key, body, params, options.signal, key, beforeMultipart);
       return { key, size, lastModified: new Date(), token: etag, metadata };
     } catch (err) {
       if (nonce && (err instanceof PreconditionFailedError || isNoSuchUpload(err))) {
@@ -237,18 +245,28 @@ export class S3Storage implements Storage {
       throw err;
     } finally {
       this.#active.delete(key);
+      if (marker) {
+        this.#active.delete(marker);
+        await this.#deleteQuietly(UPLOADS_PREFIX + marker);
+      }
     }
   }
 
-  /** Streams `body` to `target` with lib-storage; `key` names the write in errors. */
+  /**
+   * Streams `body` to `target` with lib-storage; `key` names the write in errors.
+   * `beforeMultipart` runs before the body outgrows one part (so before lib-storage can start a
+   * multipart upload), holding the body until it is done.
+   */
   async #upload(
     target: string,
     body: Readable,
     params: { Metadata?: Record<string, string>; IfMatch?: string; IfNoneMatch?: string },
     signal: AbortSignal | undefined,
     key: string,
+    beforeMultipart?: () => Promise<void>,
   ): Promise<{ size: number; etag: string }> {
     let size = 0;
+    let single = beforeMultipart !== undefined;
     let bodyError: unknown;
     let uploadFailed = false;
     // A body error after the upload failed is only pipeline() tearing the body down.
@@ -258,7 +276,9 @@ export class S3Storage implements Storage {
     const counter = new Transform({
       transform(chunk: Buffer, _encoding, callback) {
         size += chunk.length;
-        callback(null, chunk);
+        if (!single || size <= UPLOAD_PART_SIZE || !beforeMultipart) return callback(null, chunk);
+        single = false;
+        beforeMultipart().then(() => callback(null, chunk), callback);
       },
     });
     // The signal aborts the pipeline, which destroys `counter`; Upload then fails through its
@@ -385,10 +405,12 @@ export class S3Storage implements Storage {
   async sweep(): Promise<number> {
     const active = new Set(this.#active);
     const call = <T>(fn: () => Promise<T>) => this.#call(UPLOADS_PREFIX, fn);
-    const staged = await sweepStaged(this.client, this.bucket, active, call, (key) => this.delete(key));
-    return (
-      staged + (await sweepMultipart(this.client, this.bucket, active, call, (key, id) => this.#abortUpload(key, id)))
-    );
+    const abort = (key: string, id: string) => this.#abortUpload(key, id);
+    const staged = await sweepStaged(this.client, this.bucket, active, call, async (key) => {
+      await abortMarked(this.client, this.bucket, key, call, abort); // a marker: its upload first
+      await this.delete(key);
+    });
+    return staged + (await sweepMultipart(this.client, this.bucket, active, call, abort));
   }
 
   /** S3 bounds user metadata to 2 KB: the UTF-8 bytes of every key and value, as sent. */
