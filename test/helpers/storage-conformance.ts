@@ -377,6 +377,68 @@ export function conformance(t: Test, factory: StorageFactory, options: Conforman
     await missing.arrayBuffer();
   });
 
+  t.test('stageInPlace, where capabilities.stagesInPlace: a conditional write to the key itself', async (t) => {
+    const s = await factory(t);
+    if (!s.capabilities.stagesInPlace) {
+      t.equal(s.stageInPlace, undefined, 'no stageInPlace without the capability');
+      return;
+    }
+    const inPlace = s.stageInPlace!.bind(s);
+    const first = await inPlace('p.tar.gz', body('first'), { version: '1', labels: '{"k":"v"}' });
+    t.equal(first.size, 5);
+    const head = await s.head('p.tar.gz');
+    t.equal(head.token, first.token);
+    t.same(head.metadata, { version: '1', labels: '{"k":"v"}' }, 'the metadata, without the write nonce');
+    t.equal(await text((await s.get('p.tar.gz')).body), 'first');
+    await t.rejects(inPlace('p.tar.gz', body('again'), {}), PreconditionFailedError, 'if-none-match by default');
+    await t.rejects(
+      inPlace('p.tar.gz', body('stale'), {}, { condition: { ifMatch: `${first.token}0` } }),
+      PreconditionFailedError,
+      'if-match a stale token',
+    );
+    const second = await inPlace('p.tar.gz', body('second'), { version: '2' }, { condition: { ifMatch: first.token } });
+    t.equal(await text((await s.get('p.tar.gz')).body), 'second', 'if-match the current token');
+    await inPlace('p.tar.gz', body('third'), {}, { condition: {} });
+    t.not((await s.head('p.tar.gz')).token, second.token, 'no condition: overwritten');
+
+    // Racing creators of one key (numbers reserved by a record each): exactly one wins.
+    const results = await Promise.allSettled(
+      Array.from({ length: 6 }, (_, i) => inPlace('race.json', body(`writer-${i}`), { writer: String(i) })),
+    );
+    t.equal(results.filter((r) => r.status === 'fulfilled').length, 1, 'one creator wins');
+    for (const r of results) if (r.status === 'rejected') t.type(r.reason, PreconditionFailedError);
+    const winner = (await s.head('race.json')).metadata.writer;
+    t.equal(await text((await s.get('race.json')).body), `writer-${winner}`);
+  });
+
+  t.test('stageInPlace: a body that fails or is aborted before its end leaves nothing, at any size', async (t) => {
+    const s = await factory(t);
+    if (!s.stageInPlace) return;
+    const MiB = 1024 * 1024;
+    for (const size of [1000, 20 * MiB]) {
+      let sent = 0;
+      const failing = new Readable({
+        read() {
+          if (sent >= size) return this.destroy(new Error('vetoed'));
+          const n = Math.min(MiB, size - sent);
+          sent += n;
+          this.push(randomBytes(n));
+        },
+      });
+      await t.rejects(s.stageInPlace('v.tar.gz', failing, { version: '1' }), /vetoed/, `${size} bytes: refused`);
+      await t.rejects(s.head('v.tar.gz'), NotFoundError, `${size} bytes: nothing at the key`);
+      t.same(await all(s.list('')), [], `${size} bytes: nothing listed`);
+      t.equal(await options.leftovers(s), 0, `${size} bytes: no upload left`);
+    }
+    const controller = new AbortController();
+    const slow = new Readable({ read() {} });
+    slow.push(randomBytes(64 * 1024));
+    setTimeout(() => controller.abort(new Error('request aborted')), 20);
+    await t.rejects(s.stageInPlace('a.tar.gz', slow, {}, { signal: controller.signal }));
+    await t.rejects(s.head('a.tar.gz'), NotFoundError, 'aborted: nothing at the key');
+    t.equal(await options.leftovers(s), 0, 'aborted: no upload left');
+  });
+
   t.test('ping succeeds on a healthy backend', async (t) => {
     const s = await factory(t);
     await t.resolves(s.ping());

@@ -13,7 +13,7 @@ import {
 } from '@azure/storage-blob';
 import t, { type Test } from 'tap';
 import { type BackendConfig, loadConfig } from '../../src/config.js';
-import { ConfigError, MetadataTooLargeError, StorageUnavailableError } from '../../src/errors.js';
+import { ConfigError, MetadataTooLargeError, NotFoundError, StorageUnavailableError } from '../../src/errors.js';
 import { toHttpError } from '../../src/http/errors.js';
 import { resolveClient } from '../../src/storage/azure/client.js';
 import { translate } from '../../src/storage/azure/errors.js';
@@ -61,6 +61,11 @@ async function uploads(s: Storage): Promise<string[]> {
   const container = service.getContainerClient((s as AzureStorage).config.AZURE_CONTAINER);
   for await (const b of container.listBlobsFlat({ prefix: '.uploads/', includeUncommitedBlobs: true }))
     names.push(b.name);
+  // And any key holding only uncommitted blocks (an upload in place that did not finish).
+  const committed = new Set<string>();
+  for await (const b of container.listBlobsFlat()) committed.add(b.name);
+  for await (const b of container.listBlobsFlat({ includeUncommitedBlobs: true }))
+    if (!b.name.startsWith('.uploads/') && !committed.has(b.name)) names.push(`${b.name} (uncommitted blocks)`);
   return names;
 }
 
@@ -200,6 +205,60 @@ t.test(
     t.equal(await text((await s.get('a.tar.gz')).body), 'live', 'the live upload survived the sweep');
   },
 );
+
+t.test('sweep: a dead writer’s upload in place goes by its marker, blocks and all; a live one stays', async (t) => {
+  const s = await azure(t);
+  const container = service.getContainerClient(s.config.AZURE_CONTAINER);
+  const MiB = 1024 * 1024;
+  let release: () => void = () => {};
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let sent = 0;
+  const stalled = new Readable({
+    read() {
+      if (sent >= 20 * MiB) return this.push(null);
+      sent += MiB;
+      if (sent === 18 * MiB)
+        void held.then(() => this.push(Buffer.alloc(MiB, 1))); // past two blocks
+      else this.push(Buffer.alloc(MiB, 1));
+    },
+  });
+  const writing = s.stageInPlace('.history/m/v1.tar.gz', stalled, { version: '1' });
+  for (let i = 0; i < 100 && (await uploads(s)).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  const during = await uploads(s);
+  t.equal(during.length, 2, `a marker and the key's uncommitted blocks (${during})`);
+  const marker = during.find((n) => n.startsWith('.uploads/'))!;
+  t.equal(await s.sweep(), 0, 'this process’s own upload is left alone');
+  release();
+  t.equal((await writing).size, 20 * MiB, 'and completes');
+  t.same(await uploads(s), [], 'its marker went with it');
+
+  // A body that fails once blocks are on the key: they go (an empty commit, then a delete).
+  let sentToo = 0;
+  const failing = new Readable({
+    read() {
+      sentToo += MiB;
+      if (sentToo === 18 * MiB) return; // stalls past two blocks, until destroyed below
+      this.push(Buffer.alloc(MiB, 2));
+    },
+  });
+  const refused = s.stageInPlace('.history/m/v2.tar.gz', failing, { version: '2' });
+  for (let i = 0; i < 100 && (await uploads(s)).length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  t.ok((await uploads(s)).includes('.history/m/v2.tar.gz (uncommitted blocks)'), 'blocks staged on the key itself');
+  failing.destroy(new Error('vetoed'));
+  await t.rejects(refused, /vetoed/);
+  t.same(await uploads(s), [], 'a failed body leaves no blocks and no marker');
+  await t.rejects(s.head('.history/m/v2.tar.gz'), NotFoundError);
+
+  // A dead writer on this host (pid 2^22+1 does not exist): its marker and its blocks on the key.
+  const dead = container.getBlockBlobClient(marker.replace(/^\.uploads\/\d+-/, '.uploads/4194305-'));
+  await dead.upload('', 0, { metadata: { registry_in_place: encodeURIComponent('.history/m/v7.tar.gz') } });
+  const key = container.getBlockBlobClient('.history/m/v7.tar.gz');
+  await key.stageBlock(Buffer.from('x-000000').toString('base64'), 'half', 4);
+  t.equal((await uploads(s)).length, 2);
+  t.equal(await s.sweep(), 1, 'the dead writer’s marker is swept');
+  t.same(await uploads(s), [], 'and the blocks on the key it named');
+  await t.rejects(s.head('.history/m/v7.tar.gz'), NotFoundError, 'no blob left there');
+});
 
 t.test('init errors are one line naming the variable', async (t) => {
   t.test('unreachable endpoint, with the URL', async (t) => {

@@ -36,6 +36,7 @@ import { isAbandoned, newStagedName, UPLOAD_STARTED_MAX_AGE_MS, UPLOADS_PREFIX }
 import { splitNonce, WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
 import type {
   CommitOptions,
+  InPlaceOptions,
   ListEntry,
   Metadata,
   ObjectInfo,
@@ -46,17 +47,16 @@ import type {
   StorageCapabilities,
   WriteCondition,
 } from '../types.js';
-import { blocksOf } from './blocks.js';
+import { blocksOf, putBlocks } from './blocks.js';
 import { type Container, createContainer, type Source } from './client.js';
 import { configError, translate } from './errors.js';
+import { contentHeaders, dropUncommitted, mark, markedKey, uploadInPlace } from './in-place.js';
 import { decodeMetadata, encodeMetadata } from './metadata.js';
 import type { AzureSettings } from './settings.js';
 import { createSigner, type Signer } from './signed-url.js';
 
 /** This backend's settings and the common ones it uses. */
 type Settings = AzureSettings & CommonSettings;
-
-const CONCURRENCY = 4;
 
 class AzureStaged implements StagedObject {
   constructor(
@@ -94,7 +94,7 @@ export class AzureStorage implements Storage {
       uniqueTokens: true,
       localFiles: false,
       signedUrls: !!sharedKey,
-      stagesInPlace: false,
+      stagesInPlace: true,
     };
     this.#container = container;
     this.#source = source;
@@ -155,48 +155,65 @@ export class AzureStorage implements Storage {
     const name = newStagedName();
     const blob = this.#container.getBlockBlobClient(UPLOADS_PREFIX + name);
     this.#active.add(name);
-    const stop = new AbortController();
-    const inflight = new Set<Promise<unknown>>();
     const blocks: string[] = [];
-    let failure: unknown; // the first failed block: stops the loop
-    let size = 0;
+    let staging: Promise<number> | undefined;
     try {
       await pipeline(
         body,
-        async (source: AsyncIterable<Buffer>) => {
-          for await (const part of blocksOf(source)) {
-            const id = Buffer.from(String(blocks.length).padStart(6, '0')).toString('base64');
-            blocks.push(id);
-            size += part.length;
-            const put: Promise<unknown> = blob.stageBlock(id, part, part.length, { abortSignal: stop.signal }).then(
-              () => inflight.delete(put),
-              (err: unknown) => {
-                failure ??= err;
-                stop.abort();
-              },
-            );
-            inflight.add(put);
-            while (inflight.size >= CONCURRENCY && failure === undefined) await Promise.race(inflight);
-            if (failure !== undefined) throw failure;
-          }
-          await Promise.all(inflight);
-          if (failure !== undefined) throw failure;
-        },
+        (source: AsyncIterable<Buffer>) =>
+          (staging = putBlocks(blob, blocksOf(source), blocks, (i) =>
+            Buffer.from(String(i).padStart(6, '0')).toString('base64'),
+          )),
         { signal: options.signal },
       );
+      const size = await staging!;
       const res = await blob.commitBlockList(blocks, {
         abortSignal: options.signal,
-        blobHTTPHeaders: { blobContentType: key.endsWith('.gz') ? 'application/gzip' : 'application/octet-stream' },
+        blobHTTPHeaders: contentHeaders(key),
       });
       return new AzureStaged(key, size, name, res.etag!);
     } catch (err) {
-      stop.abort();
-      await Promise.allSettled(inflight); // no block may land after the clean-up below
+      await staging?.catch(() => {}); // no block may land after the clean-up below
       // After a timeout the storage is silent: clean up behind the answer, not before it.
       const removal = blocks.length > 0 ? this.#removeStaged(name) : undefined;
       if (!isTimeout(err)) await removal;
       this.#active.delete(name);
       throw translate(err);
+    }
+  }
+
+  /** The body to `key` itself: one Put Blob, or blocks of the key and Put Block List (in-place.ts). */
+  async stageInPlace(
+    key: string,
+    body: Readable,
+    metadata: Metadata,
+    options: InPlaceOptions = {},
+  ): Promise<ObjectInfo> {
+    const blob = this.#container.getBlockBlobClient(checkKey(key));
+    const conditions = destination(options.condition ?? { ifNoneMatch: true });
+    let marker: string | undefined;
+    const beforeBlocks = async () => {
+      marker = await mark(this.#container, key);
+      this.#active.add(marker);
+    };
+    try {
+      // A request resent after its reply was lost fails its own condition: shared/write-nonce.ts.
+      return await writeOnce(
+        'azure',
+        key,
+        async (nonce) => {
+          const w = { metadata: encodeMetadata({ ...metadata, [WRITE_NONCE]: nonce }), conditions, beforeBlocks };
+          const done = await this.#call(() => uploadInPlace(blob, body, { ...w, signal: options.signal }), key);
+          return info(key, done.size, done.lastModified, done.etag, metadata);
+        },
+        () => this.#readBack(key),
+        this.logger,
+      );
+    } finally {
+      if (marker) {
+        this.#active.delete(marker);
+        await this.#removeStaged(marker);
+      }
     }
   }
 
@@ -286,7 +303,11 @@ export class AzureStorage implements Storage {
   async sweep(): Promise<number> {
     let removed = 0;
     // Uncommitted blobs too: a writer that died mid-stage left only uncommitted blocks.
-    const items = this.#container.listBlobsFlat({ prefix: UPLOADS_PREFIX, includeUncommitedBlobs: true });
+    const items = this.#container.listBlobsFlat({
+      prefix: UPLOADS_PREFIX,
+      includeUncommitedBlobs: true,
+      includeMetadata: true,
+    });
     try {
       for await (const item of items) {
         const name = item.name.slice(UPLOADS_PREFIX.length);
@@ -296,6 +317,9 @@ export class AzureStorage implements Storage {
           !isAbandoned(name, item.properties.lastModified, this.#active, UPLOAD_STARTED_MAX_AGE_MS)
         )
           continue;
+        // A marker (in-place.ts): the dead writer's blocks on the key it names go first.
+        const key = markedKey(item.metadata);
+        if (key !== undefined) await dropUncommitted(this.#container.getBlockBlobClient(checkKey(key)));
         await this.#removeStaged(name);
         removed++;
       }

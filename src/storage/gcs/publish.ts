@@ -5,6 +5,7 @@
  * preconditions (fake-gcs-server) — a conditional resumable upload of the bytes streamed through
  * this process. See storage.ts for why either is atomic.
  */
+import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Bucket, FileMetadata } from '@google-cloud/storage';
 import type { Metadata } from '../types.js';
@@ -61,5 +62,30 @@ export async function reupload(
       to.ifGenerationMatch === undefined ? undefined : { ifGenerationMatch: Number(to.ifGenerationMatch) },
   });
   await pipeline(reader, writer, { signal });
+  return target.metadata.generation ? target.metadata : (await target.getMetadata())[0];
+}
+
+/**
+ * An upload straight to its key (stageInPlace): a resumable upload with the metadata and the
+ * precondition, which GCS checks when the session starts and again when its last chunk lands. The
+ * object exists only once that last chunk is in, and that chunk is sent only when `body` ended:
+ * a body that errors or an abort before then leaves no object (GCS drops the session in a week).
+ */
+export async function uploadInPlace(
+  bucket: Bucket,
+  body: Readable,
+  to: Destination,
+  signal: AbortSignal,
+): Promise<FileMetadata> {
+  const target = bucket.file(to.key);
+  const writer = target.createWriteStream({
+    resumable: true,
+    chunkSize: CHUNK_SIZE, // bounds memory per upload and lets a failed chunk be retried
+    contentType: contentTypeOf(to.key),
+    metadata: { metadata: to.metadata },
+    preconditionOpts:
+      to.ifGenerationMatch === undefined ? undefined : { ifGenerationMatch: Number(to.ifGenerationMatch) },
+  });
+  await pipeline(body, writer, { signal });
   return target.metadata.generation ? target.metadata : (await target.getMetadata())[0];
 }

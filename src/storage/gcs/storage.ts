@@ -40,6 +40,7 @@ import { WRITE_NONCE, writeOnce } from '../shared/write-nonce.js';
 import type {
   CommitOptions,
   InitOptions,
+  InPlaceOptions,
   ListEntry,
   Metadata,
   ObjectInfo,
@@ -53,7 +54,7 @@ import type {
 import { createClient } from './client.js';
 import { checkKeyFile, setupError, shortDetail, statusOf, translate } from './errors.js';
 import { contentTypeOf, isGeneration, responseStarted, toInfo } from './objects.js';
-import { CHUNK_SIZE, reupload, rewrite } from './publish.js';
+import { CHUNK_SIZE, reupload, rewrite, uploadInPlace } from './publish.js';
 import type { GcsSettings } from './settings.js';
 import { signedReadUrl } from './signed-url.js';
 
@@ -82,7 +83,7 @@ export class GcsStorage implements Storage {
     uniqueTokens: true,
     localFiles: false,
     signedUrls: true,
-    stagesInPlace: false,
+    stagesInPlace: true,
   };
   readonly #config: Settings;
   readonly #logger: Logger;
@@ -191,6 +192,28 @@ export class GcsStorage implements Storage {
       if (!isTimeout(err)) await removal;
       throw err;
     }
+  }
+
+  /** A resumable upload to `key` itself with the metadata and the precondition (publish.ts). */
+  async stageInPlace(
+    key: string,
+    body: Readable,
+    metadata: Metadata,
+    options: InPlaceOptions = {},
+  ): Promise<ObjectInfo> {
+    const ifGenerationMatch = generationCondition(key, options.condition ?? { ifNoneMatch: true });
+    const signal = options.signal ? AbortSignal.any([options.signal, this.#closing.signal]) : this.#closing.signal;
+    // A last chunk whose reply was lost is resent and fails its own precondition: see writeOnce.
+    return writeOnce(
+      'gcs',
+      key,
+      async (nonce) => {
+        const to = { key, metadata: { ...metadata, [WRITE_NONCE]: nonce }, ifGenerationMatch };
+        return toInfo(key, await this.#call(() => uploadInPlace(this.#bucket, body, to, signal), key));
+      },
+      () => this.#readBack(key),
+      this.#logger,
+    );
   }
 
   async commit(
@@ -322,12 +345,7 @@ export class GcsStorage implements Storage {
   ): Promise<ObjectInfo> {
     // Generations are decimal; anything else cannot match any object.
     if (!isGeneration(sourceGeneration)) throw new PreconditionFailedError(source);
-    let ifGenerationMatch: string | undefined;
-    if ('ifNoneMatch' in condition) ifGenerationMatch = '0';
-    if ('ifMatch' in condition) {
-      if (!isGeneration(condition.ifMatch)) throw new PreconditionFailedError(key);
-      ifGenerationMatch = condition.ifMatch;
-    }
+    const ifGenerationMatch = generationCondition(key, condition);
     // The SDK resends a request whose reply was lost: see shared/write-nonce.ts.
     return writeOnce(
       'gcs',
@@ -438,4 +456,13 @@ export class GcsStorage implements Storage {
       throw translate(err, key);
     }
   }
+}
+
+/** GCS's ifGenerationMatch for a condition: 0 = must not exist, N = must be generation N. */
+function generationCondition(key: string, condition: WriteCondition): string | undefined {
+  if ('ifNoneMatch' in condition) return '0';
+  if (!('ifMatch' in condition)) return undefined;
+  // Generations are decimal; anything else cannot match any object.
+  if (!isGeneration(condition.ifMatch)) throw new PreconditionFailedError(key);
+  return condition.ifMatch;
 }
