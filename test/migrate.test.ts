@@ -171,6 +171,32 @@ t.test('local → MinIO → Azurite → local keeps every version, digest, label
   });
 });
 
+t.test(
+  'into a registry whose uploads went in place (MinIO: history objects carry no digest, their records do): the same versions are identical, never a conflict',
+  async (t) => {
+    const vars = minioEnv(minio);
+    const s3 = await start(t, vars);
+    t.equal((await put(`${s3.url}/models/up`, model('up-1', 2048))).status, 201);
+    t.equal((await put(`${s3.url}/models/up`, model('up-2', 2048))).status, 200);
+    const there = await storageOf(t, vars);
+    t.notOk((await there.head('.history/up/v1.tar.gz')).metadata.sha256, 'an upload in place: no digest on its object');
+    const s3File = await envFile('in-place.env', vars);
+    const copyFile = await envFile('in-place-copy.env', {
+      REMOTE_STORAGE: 'local',
+      LOCAL_STORAGE_DIR: 'in-place-copy',
+    });
+    const out = await run({ from: s3File, to: copyFile });
+    t.equal(out.summary.exitCode, 0);
+    const back = await run({ from: copyFile, to: s3File });
+    t.equal(back.summary.exitCode, 0, back.summary.line);
+    t.equal(back.summary.copied, 0, 'nothing copied back');
+    t.equal(back.summary.failed, 0, 'no conflict');
+    t.equal(back.summary.skipped, out.summary.copied, 'every object identical');
+    const local = await start(t, { LOCAL_STORAGE_DIR: path.join(work, 'in-place-copy') });
+    t.same(await versionsAt(local.url), await versionsAt(s3.url), 'the copy has the same versions');
+  },
+);
+
 t.test('an interrupted run resumes: the rerun copies the rest', async (t) => {
   const vars = minioEnv(minio);
   const file = await envFile('interrupted.env', vars);

@@ -148,7 +148,12 @@ export function decide(p: Planned, computedSha256?: string): Action {
   if (!destination) return 'copy';
   // Records carry no metadata: the same bytes are the same record.
   if (p.record) return destination.size === source.size ? 'compare' : 'conflict';
-  if (!metadataSha256(destination.metadata)) return 'conflict';
+  if (!metadataSha256(destination.metadata)) {
+    // An upload in place (S3, GCS, Azure) carries its number but not its digest, which is in its
+    // record: the same bytes are the same version. Anything else is not the registry's.
+    const uploadedInPlace = metadataVersion(destination.metadata) !== undefined;
+    return uploadedInPlace && destination.size === source.size ? 'compare' : 'conflict';
+  }
   const sha256 = metadataSha256(source.metadata) ?? computedSha256;
   if (sha256 === undefined) return destination.size === source.size ? 'check' : p.replaceable ? 'copy' : 'conflict';
   const same = metadataSha256(destination.metadata) === sha256;
