@@ -10,7 +10,7 @@
  * reused (numbers only ever rise). A lost race undoes 1 and retries from the new current version
  * with the bytes already stored; a client's own If-Match is re-checked each time.
  *
- * On a backend that stages in place (S3: capabilities.stagesInPlace), an upload takes its number
+ * On a backend that stages in place (S3, GCS, Azure: capabilities.stagesInPlace), an upload takes its number
  * before its body streams (reserve(): record v{N} created as a tombstone, if-none-match), the body
  * streams straight to .history/{name}/v{N}.tar.gz (so step 3 is already done and costs no copy),
  * and publish() makes the tombstone the version's record before step 2. An upload refused or

@@ -145,7 +145,7 @@ export class VersionRecords {
 
   async #write(key: string, text: string, condition: WriteCondition): Promise<void> {
     if (this.#storage.stageInPlace) {
-      // S3: one PutObject carrying the condition, rather than a stage and a copy of it.
+      // One conditional write (S3 PutObject, GCS upload, Azure Put Blob), not a stage and a copy.
       await this.#storage.stageInPlace(key, Readable.from([Buffer.from(text)]), {}, { condition });
       return;
     }
@@ -208,7 +208,7 @@ export function encodeMetadata(m: { version: number; sha256: string; createdAt: 
 }
 
 /**
- * The metadata of an upload staged in place (S3), fixed before its body streams: its number,
+ * The metadata of an upload staged in place (S3, GCS, Azure), fixed before its body streams: its number,
  * creation time and labels, but no digest (not known yet). Without a digest it does not count as
  * registry metadata: readers take the facts from the version's record, which travels with a
  * plain copy of the store; the current object gets the full metadata with the compare-and-swap.

@@ -43,7 +43,7 @@ export async function upload(
   const key = keys.current(name);
   const validator = new ArchiveValidator(input.format, ctx.limits);
   // A digest the client announced is checked before the body's end reaches storage: a stage in
-  // place (S3) completes as the body ends, so a refusal after that would come too late.
+  // place (S3, GCS, Azure) completes as the body ends, so a refusal after that would come too late.
   const expected = input.expected;
   const digestCheck = new Transform({
     transform: (chunk, _encoding, callback) => callback(null, chunk),
@@ -123,7 +123,7 @@ export async function upload(
 }
 
 /**
- * An upload to a backend that stages in place (S3): its number is `reserved` first, and the body
+ * An upload to a backend that stages in place (S3, GCS, Azure): its number is `reserved` first, and the body
  * streams straight to that number's history key, so publishing costs only the compare-and-swap
  * copy onto the current key. A refused or failed upload never completes there (the validator
  * errors the stream before its end) and leaves its number as a tombstone: skipped, never reused.

@@ -90,9 +90,10 @@ export interface StorageCapabilities {
   signedUrls: boolean;
   /**
    * stageInPlace() writes an upload straight to its final key (S3: the multipart upload of the
-   * body completes onto the key itself, with if-none-match), so publishing it costs no copy of
-   * the staged bytes. False where a stage is a separate object that commit() copies or renames
-   * (those backends have no stageInPlace()).
+   * body completes onto the key itself, with if-none-match; GCS: a resumable upload with
+   * ifGenerationMatch; Azure: Put Blob or Put Block List with If-None-Match), so publishing it
+   * costs no copy of the staged bytes. False where a stage is a separate object that commit()
+   * copies or renames: local disk, MongoDB (those backends have no stageInPlace()).
    */
   stagesInPlace: boolean;
 }

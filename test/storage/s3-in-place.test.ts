@@ -283,3 +283,45 @@ t.test(
     t.same(await openUploads(s3), []);
   },
 );
+
+t.test('an upload aborted while its marker is being stored still deletes the marker', async (t) => {
+  const r = await start(t, { ...minioEnv(minio), CACHE_WRITE_THROUGH: 'false' });
+  const s3 = s3Of(r);
+  let release: () => void = () => {};
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let held: () => void = () => {};
+  const holding = new Promise<void>((resolve) => (held = resolve));
+  type Next = (args: { input: { Key?: string } }) => Promise<unknown>;
+  const stack = s3.client.middlewareStack as unknown as { add: (m: unknown, o: unknown) => void };
+  stack.add(
+    (next: Next, context: { commandName?: string }) => async (args: { input: { Key?: string } }) => {
+      if (context.commandName === 'PutObjectCommand' && args.input.Key?.startsWith('.uploads/')) {
+        held();
+        await released; // the marker's PutObject waits here
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'holdMarker' },
+  );
+  t.teardown(() => s3.client.middlewareStack.remove('holdMarker'));
+  const controller = new AbortController();
+  const writing = r.app.registry.storage.stageInPlace!(
+    '.history/m/v1.tar.gz',
+    Readable.from([model('big', 20 * MiB)]),
+    {},
+    {
+      signal: controller.signal,
+    },
+  );
+  await holding;
+  controller.abort(new Error('client gone'));
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  release();
+  await t.rejects(writing);
+  t.same(
+    (await keys(r, '.uploads/')).filter((k) => k.endsWith('.part')),
+    [],
+    'no marker left',
+  );
+  t.same(await openUploads(s3), [], 'no multipart upload left open');
+});

@@ -229,10 +229,10 @@ export class S3Storage implements Storage {
     this.#active.add(key); // sweep() leaves a multipart upload to this key alone
     // Past one part, the upload is a multipart upload that names no writer: a marker names it,
     // for a sweep after a crash (in-place.ts).
-    let marker: string | undefined;
+    let marking: Promise<string> | undefined;
     const beforeMultipart = async () => {
-      marker = await mark(this.client, this.bucket, key, (fn) => this.#call(UPLOADS_PREFIX, fn, 'write'));
-      this.#active.add(marker);
+      marking = mark(this.client, this.bucket, key, (fn) => this.#call(UPLOADS_PREFIX, fn, 'write'));
+      this.#active.add(await marking);
     };
     try {
       const { size, etag } = await this.#upload(key, body, params, options.signal, key, beforeMultipart);
@@ -245,6 +245,8 @@ export class S3Storage implements Storage {
       throw err;
     } finally {
       this.#active.delete(key);
+      // Awaited: an upload aborted while its marker was being stored must still delete it.
+      const marker = await marking?.catch(() => undefined);
       if (marker) {
         this.#active.delete(marker);
         await this.#deleteQuietly(UPLOADS_PREFIX + marker);

@@ -4,7 +4,7 @@
  * model_registry_storage_request_duration_seconds{operation} (see src/metrics.ts).
  *
  * Storage method → `operation` label (the metric counts backend calls, not API requests, so one
- * model upload is two `put`s for its bytes: its stage and its commit — on S3 one, its
+ * model upload is two `put`s for its bytes: its stage and its commit — on S3, GCS and Azure one, its
  * stageInPlace — besides those of its record and the copy onto the current key):
  *
  *   ping        → head     (a reachability probe; /readyz)
@@ -12,7 +12,7 @@
  *   get         → get      counted once the stream is open (or opening failed); the duration is
  *                          time-to-open, not the body transfer, which the caller paces
  *   stage       → put      (writing the bytes)
- *   stageInPlace → put     (writing the bytes straight to their key: S3's uploads, no commit)
+ *   stageInPlace → put     (writing the bytes straight to their key: uploads on S3, GCS, Azure; no commit)
  *   commit      → put      (publishing them under the key; a commit or copy given `after` is
  *                          timed from the call, so the wait for it is included)
  *   setMetadata → put
