@@ -86,17 +86,7 @@ export async function upload(
         stored.destroy();
         throw err;
       });
-      if (reserved)
-        published = await uploadInPlace(
-          ctx,
-          storage.stageInPlace.bind(storage),
-          name,
-          input,
-          stored,
-          piping,
-          recordOf,
-          reserved,
-        );
+      if (reserved) published = await uploadInPlace(ctx, name, input, stored, piping, recordOf, reserved);
     }
     if (!published) {
       const staging = storage.stage(key, stored, { signal: input.signal });
@@ -130,7 +120,6 @@ export async function upload(
  */
 async function uploadInPlace(
   ctx: UploadContext,
-  stageInPlace: NonNullable<Storage['stageInPlace']>,
   name: string,
   input: UploadInput,
   body: DigestCounter,
@@ -140,7 +129,8 @@ async function uploadInPlace(
 ): Promise<{ model: ModelVersion; created: boolean; stored: ObjectInfo }> {
   const { current, ...number } = reserved;
   const dest = keys.history(name, number.version);
-  const staging = stageInPlace(dest, body, reservedMetadata({ ...number, labels: input.labels }), {
+  // Called only where the storage stages in place (upload() checks).
+  const staging = ctx.storage.stageInPlace!(dest, body, reservedMetadata({ ...number, labels: input.labels }), {
     signal: input.signal,
   });
   const [piped, staged] = await Promise.allSettled([piping, staging]);
@@ -150,12 +140,13 @@ async function uploadInPlace(
     if (staged.status === 'fulfilled') await ctx.storage.delete(dest).catch(() => {});
     throw piped.status === 'rejected' ? piped.reason : (staged as PromiseRejectedResult).reason;
   }
-  const record: VersionRecord = { ...recordOf(staged.value.size), ...number };
+  const facts = recordOf(staged.value.size);
+  const record: VersionRecord = { ...facts, ...number };
   return ctx.publisher.publish(
     name,
     input.condition,
     async () => ({
-      record: recordOf(staged.value.size),
+      record: facts,
       write: () => Promise.reject(new Error('an upload staged in place is never written again')),
     }),
     { reserved: { record, stored: staged.value, current } },

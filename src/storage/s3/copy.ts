@@ -20,8 +20,8 @@ import type { Metadata, ObjectInfo, PublishOptions, WriteCondition } from '../ty
 import { copyPartSize } from './client.js';
 import { type Access, describe, errorCode, isNoSuchUpload } from './errors.js';
 import {
-  decodeMetadata,
   encodeMetadata,
+  headInfo,
   MAX_METADATA_BYTES,
   metadataBytes,
   NONCE_BYTES,
@@ -186,11 +186,5 @@ export async function landed(c: Copier, key: string, nonce: string): Promise<Obj
   if (!r) return undefined;
   if (r.Metadata?.[WRITE_NONCE] !== nonce) return undefined;
   c.logger.info({ key }, 'a commit whose reply was lost had succeeded');
-  return {
-    key,
-    size: r.ContentLength ?? 0,
-    lastModified: r.LastModified ?? new Date(),
-    token: unquote(r.ETag),
-    metadata: decodeMetadata(r.Metadata),
-  };
+  return headInfo(key, r);
 }

@@ -3,9 +3,11 @@
  * printable ASCII are stored as RFC 2047 encoded words (`=?UTF-8?B?<base64>?=`, what S3 itself
  * returns for non-ASCII metadata) and decoded on read.
  */
+
+import type { HeadObjectCommandOutput } from '@aws-sdk/client-s3';
 import { MetadataTooLargeError } from '../errors.js';
 import { WRITE_NONCE } from '../shared/write-nonce.js';
-import type { Metadata } from '../types.js';
+import type { Metadata, ObjectInfo } from '../types.js';
 
 /** S3's bound on an object's user metadata, keys and values together. */
 export const MAX_METADATA_BYTES = 2048;
@@ -52,4 +54,16 @@ export function decodeMetadata(raw: Record<string, string> | undefined): Metadat
         return [k.toLowerCase(), m ? Buffer.from(m[1]!, 'base64').toString('utf8') : v];
       }),
   );
+}
+
+/** The ObjectInfo of `key` from a HeadObject answer. */
+export function headInfo(key: string, r: HeadObjectCommandOutput): ObjectInfo {
+  return {
+    key,
+    size: r.ContentLength ?? 0,
+    lastModified: r.LastModified ?? new Date(),
+    token: unquote(r.ETag),
+    metadata: decodeMetadata(r.Metadata),
+    httpEtag: quote(unquote(r.ETag)),
+  };
 }

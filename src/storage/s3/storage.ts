@@ -70,7 +70,7 @@ import { createBucket, createClient, quietOldNodeWarning } from './client.js';
 import { type Copier, landed, multipartCopy, withNonce } from './copy.js';
 import { type Access, describe, errorCode, isNoSuchUpload, setupErrorLine, translate } from './errors.js';
 import { abortMarked, mark } from './in-place.js';
-import { checkMetadataFits, decodeMetadata, quote, unquote } from './metadata.js';
+import { checkMetadataFits, decodeMetadata, headInfo, quote, unquote } from './metadata.js';
 import type { S3Settings } from './settings.js';
 import { createSigner, type Signer } from './signed-url.js';
 import { sweepMultipart, sweepStaged } from './sweep.js';
@@ -160,14 +160,7 @@ export class S3Storage implements Storage {
 
   async head(key: string): Promise<ObjectInfo> {
     const r = await this.#call(key, () => this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key })));
-    return {
-      key,
-      size: r.ContentLength ?? 0,
-      lastModified: r.LastModified ?? new Date(),
-      token: unquote(r.ETag),
-      metadata: decodeMetadata(r.Metadata),
-      httpEtag: quote(unquote(r.ETag)),
-    };
+    return headInfo(key, r);
   }
 
   async get(key: string, options: ReadOptions = {}): Promise<{ info: ObjectInfo; body: Readable }> {
